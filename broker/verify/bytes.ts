@@ -1,0 +1,26 @@
+import { timingSafeEqual } from 'node:crypto';
+
+/** Lower-case hex of `bytes`. */
+export function toHex(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
+}
+
+/**
+ * Strict hex decoding: an even number of hex digits, nothing else. Returns
+ * undefined instead of silently truncating the way Buffer.from(s, 'hex') does.
+ */
+export function fromHex(text: string): Uint8Array | undefined {
+  if (text.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(text)) return undefined;
+  return new Uint8Array(Buffer.from(text, 'hex'));
+}
+
+/** Byte equality; constant time for equal lengths (nonces and PCRs are compared with it). */
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  return a.byteLength === b.byteLength && timingSafeEqual(a, b);
+}
+
+/** True when every byte is zero (an all-zero PCR marks a debug enclave). */
+export function isAllZero(bytes: Uint8Array): boolean {
+  for (const b of bytes) if (b !== 0) return false;
+  return true;
+}

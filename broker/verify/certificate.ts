@@ -1,0 +1,198 @@
+import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
+import { AttestationError } from './errors.js';
+import { DerError, Tag, children, expectTlv, oidToString, readBoolean, readSmallUint, readTime, readTlv, type Tlv } from './der.js';
+
+/** KeyUsage bits as RFC 5280 numbers them (bit 0 = digitalSignature). */
+export const KeyUsage = {
+  digitalSignature: 1 << 0,
+  keyCertSign: 1 << 5,
+} as const;
+
+/** The fields of an X.509 v3 certificate that chain validation uses. */
+export interface ParsedCertificate {
+  readonly der: Uint8Array;
+  /** Lower-case hex SHA-256 of `der`. */
+  readonly sha256: string;
+  /** The exact TBSCertificate bytes the issuer signed. */
+  readonly tbs: Uint8Array;
+  /** DER-encoded ECDSA signature (r, s) from the signatureValue BIT STRING. */
+  readonly signature: Uint8Array;
+  /** Raw DER of the issuer and subject Names, compared byte for byte. */
+  readonly issuer: Uint8Array;
+  readonly subject: Uint8Array;
+  readonly notBefore: number;
+  readonly notAfter: number;
+  readonly isCA: boolean;
+  /** basicConstraints pathLenConstraint, when present. */
+  readonly pathLen: number | undefined;
+  /** KeyUsage bits, or undefined when the extension is absent. */
+  readonly keyUsage: number | undefined;
+  /** The subject's P-384 public key. */
+  readonly publicKey: KeyObject;
+}
+
+// AlgorithmIdentifier { ecdsa-with-SHA384 } with absent parameters (RFC 5758).
+const ECDSA_WITH_SHA384 = Buffer.from('300a06082a8648ce3d040303', 'hex');
+const OID_BASIC_CONSTRAINTS = '2.5.29.19';
+const OID_KEY_USAGE = '2.5.29.15';
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return Buffer.compare(a, b) === 0;
+}
+
+interface Extensions {
+  isCA: boolean;
+  pathLen: number | undefined;
+  keyUsage: number | undefined;
+}
+
+function parseBasicConstraints(value: Uint8Array): Pick<Extensions, 'isCA' | 'pathLen'> {
+  const seq = expectTlv(value, 0, Tag.Sequence, 'basicConstraints');
+  if (seq.end !== value.length) throw new DerError('basicConstraints: trailing bytes');
+  const items = children(seq);
+  let i = 0;
+  let isCA = false;
+  let pathLen: number | undefined;
+  if (items[i]?.tag === Tag.Boolean) {
+    isCA = readBoolean(items[i]!);
+    // DER omits DEFAULT values, so an explicit FALSE is not DER.
+    if (!isCA) throw new DerError('basicConstraints: explicit cA FALSE is not DER');
+    i++;
+  }
+  if (items[i]?.tag === Tag.Integer) pathLen = readSmallUint(items[i++]!);
+  if (i !== items.length) throw new DerError('basicConstraints: unexpected content');
+  if (pathLen !== undefined && !isCA) throw new DerError('basicConstraints: pathLen without cA');
+  return { isCA, pathLen };
+}
+
+function parseKeyUsage(value: Uint8Array): number {
+  const bits = expectTlv(value, 0, Tag.BitString, 'keyUsage');
+  if (bits.end !== value.length) throw new DerError('keyUsage: trailing bytes');
+  const c = bits.content;
+  if (c.length < 2 || c[0]! > 7 || c.length > 3) throw new DerError('keyUsage: invalid BIT STRING');
+  const count = (c.length - 1) * 8 - c[0]!;
+  let flags = 0;
+  for (let i = 0; i < count; i++) if (c[1 + (i >> 3)]! & (0x80 >> (i & 7))) flags |= 1 << i;
+  return flags;
+}
+
+function parseExtensions(wrapper: Tlv | undefined): Extensions {
+  const out: Extensions = { isCA: false, pathLen: undefined, keyUsage: undefined };
+  if (!wrapper) return out;
+  const list = expectTlv(wrapper.content, 0, Tag.Sequence, 'extensions');
+  if (list.end !== wrapper.content.length) throw new DerError('extensions: trailing bytes');
+  const seen = new Set<string>();
+  for (const ext of children(list)) {
+    if (ext.tag !== Tag.Sequence) throw new DerError('extension must be a SEQUENCE');
+    const parts = children(ext);
+    const oidTlv = parts[0];
+    if (!oidTlv || oidTlv.tag !== Tag.Oid) throw new DerError('extension without OID');
+    const oid = oidToString(oidTlv.content);
+    if (seen.has(oid)) throw new DerError(`duplicate extension ${oid}`);
+    seen.add(oid);
+    let critical = false;
+    let valueTlv = parts[1];
+    if (valueTlv?.tag === Tag.Boolean) {
+      critical = readBoolean(valueTlv);
+      valueTlv = parts[2];
+      if (parts.length !== 3) throw new DerError(`extension ${oid}: unexpected content`);
+    } else if (parts.length !== 2) {
+      throw new DerError(`extension ${oid}: unexpected content`);
+    }
+    if (!valueTlv || valueTlv.tag !== Tag.OctetString) throw new DerError(`extension ${oid}: value must be an OCTET STRING`);
+    if (oid === OID_BASIC_CONSTRAINTS) Object.assign(out, parseBasicConstraints(valueTlv.content));
+    else if (oid === OID_KEY_USAGE) out.keyUsage = parseKeyUsage(valueTlv.content);
+    else if (critical) throw new DerError(`unsupported critical extension ${oid}`);
+  }
+  return out;
+}
+
+function loadP384Key(spki: Uint8Array): KeyObject {
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: Buffer.from(spki.buffer, spki.byteOffset, spki.byteLength), format: 'der', type: 'spki' });
+  } catch (cause) {
+    throw new DerError(`unreadable public key: ${(cause as Error).message}`);
+  }
+  if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'secp384r1') {
+    throw new DerError('public key is not an EC P-384 key');
+  }
+  return key;
+}
+
+function parseOrThrow(der: Uint8Array): ParsedCertificate {
+  const cert = expectTlv(der, 0, Tag.Sequence, 'Certificate');
+  if (cert.end !== der.length) throw new DerError('trailing bytes after Certificate');
+  const [tbs, outerAlg, sigBits, ...rest] = children(cert);
+  if (!tbs || !outerAlg || !sigBits || rest.length) throw new DerError('Certificate must have 3 elements');
+  if (tbs.tag !== Tag.Sequence) throw new DerError('TBSCertificate must be a SEQUENCE');
+  if (!sameBytes(outerAlg.raw, ECDSA_WITH_SHA384)) throw new DerError('signature algorithm is not ecdsa-with-SHA384');
+  if (sigBits.tag !== Tag.BitString || sigBits.content.length < 2 || sigBits.content[0] !== 0) {
+    throw new DerError('signatureValue must be a whole-byte BIT STRING');
+  }
+
+  const fields = children(tbs);
+  let i = 0;
+  const version = fields[i];
+  if (version?.tag !== 0xa0) throw new DerError('only X.509 v3 certificates are accepted');
+  const versionInt = readTlv(version.content, 0);
+  if (versionInt.end !== version.content.length || readSmallUint(versionInt) !== 2) {
+    throw new DerError('only X.509 v3 certificates are accepted');
+  }
+  i++;
+  // 20 octets of serial plus the sign byte DER adds when the top bit is set.
+  const serial = fields[i++];
+  if (serial?.tag !== Tag.Integer || serial.content.length === 0 || serial.content.length > 21) {
+    throw new DerError('invalid serial number');
+  }
+  const innerAlg = fields[i++];
+  if (!innerAlg || !sameBytes(innerAlg.raw, ECDSA_WITH_SHA384)) throw new DerError('TBS signature algorithm is not ecdsa-with-SHA384');
+  const issuer = fields[i++];
+  const validity = fields[i++];
+  const subject = fields[i++];
+  const spki = fields[i++];
+  if (issuer?.tag !== Tag.Sequence || subject?.tag !== Tag.Sequence || spki?.tag !== Tag.Sequence) {
+    throw new DerError('issuer, subject and subjectPublicKeyInfo must be SEQUENCEs');
+  }
+  if (validity?.tag !== Tag.Sequence) throw new DerError('validity must be a SEQUENCE');
+  const times = children(validity);
+  if (times.length !== 2) throw new DerError('validity must hold two times');
+  // Unique identifiers ([1], [2]) are obsolete and ignored; extensions are [3].
+  while (fields[i] && (fields[i]!.tag === 0x81 || fields[i]!.tag === 0xa1 || fields[i]!.tag === 0x82 || fields[i]!.tag === 0xa2)) i++;
+  const extWrapper = fields[i];
+  if (extWrapper && extWrapper.tag !== 0xa3) throw new DerError('unexpected field in TBSCertificate');
+  if (fields.length > i + (extWrapper ? 1 : 0)) throw new DerError('unexpected trailing fields in TBSCertificate');
+  const ext = parseExtensions(extWrapper);
+
+  return {
+    der,
+    sha256: createHash('sha256').update(der).digest('hex'),
+    tbs: tbs.raw,
+    signature: sigBits.content.subarray(1),
+    issuer: issuer.raw,
+    subject: subject.raw,
+    notBefore: readTime(times[0]!),
+    notAfter: readTime(times[1]!),
+    isCA: ext.isCA,
+    pathLen: ext.pathLen,
+    keyUsage: ext.keyUsage,
+    publicKey: loadP384Key(spki.raw),
+  };
+}
+
+/**
+ * Parses a DER certificate of the kind the Nitro PKI issues (X.509 v3,
+ * ecdsa-with-SHA384, P-384 key). Structure only: no signature is checked.
+ *
+ * @param der - the certificate bytes
+ * @param label - names the certificate in error messages ("cabundle[2]", "leaf")
+ * @throws AttestationError CERT_CHAIN_INVALID
+ */
+export function parseCertificate(der: Uint8Array, label: string): ParsedCertificate {
+  try {
+    return parseOrThrow(der);
+  } catch (cause) {
+    const detail = cause instanceof DerError ? cause.message : 'unreadable certificate';
+    throw new AttestationError('CERT_CHAIN_INVALID', `${label}: ${detail}`, { cause });
+  }
+}

@@ -1,0 +1,213 @@
+import { createHash, verify as cryptoVerify } from 'node:crypto';
+import { AttestationError } from './errors.js';
+import { parseCoseSign1, sigStructure } from './cose.js';
+import { parsePayload, type AttestationPayload } from './payload.js';
+import { parseCertificate, type ParsedCertificate } from './certificate.js';
+import { validateChain } from './chain.js';
+import { bytesEqual, fromHex, isAllZero, toHex } from './bytes.js';
+import { pemCertificates } from './pem.js';
+import { AWS_NITRO_ROOT_G1_DER } from './aws-root.js';
+import { Lru } from './lru.js';
+
+/** A trusted root: PEM text (one or more certificates) or one DER certificate. */
+export type TrustedRoot = string | Uint8Array;
+
+/** Options for {@link verifyAttestation}. */
+export interface VerifyOptions {
+  /** Verification time: a Date or epoch milliseconds. Never read from the clock here. */
+  readonly at: Date | number;
+  /** Pinned roots. Default: the bundled AWS Nitro root G1 only. */
+  readonly roots?: readonly TrustedRoot[];
+  /** When set, the document's timestamp must lie in [at - maxAgeMs, at + clockSkewMs]. */
+  readonly maxAgeMs?: number;
+  /** Future skew tolerated by the freshness check. Default 60 000 ms. */
+  readonly clockSkewMs?: number;
+  /** When set, the document's nonce must equal these bytes exactly. */
+  readonly expectedNonce?: Uint8Array;
+  /** Required PCR values by index, as bytes or hex. A required PCR absent from the document is a mismatch. */
+  readonly pcrs?: Readonly<Record<number, Uint8Array | string>>;
+  /** Accept debug enclaves (PCR0, PCR1 and PCR2 all zero). Default false. */
+  readonly allowDebug?: boolean;
+}
+
+/** Facts about the leaf (signing) certificate of a verified document. */
+export interface SigningCertificateInfo {
+  readonly der: Uint8Array;
+  /** Lower-case hex SHA-256 of the DER. */
+  readonly sha256: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+}
+
+/** A document that passed every check requested. */
+export interface VerifiedDocument extends AttestationPayload {
+  /** PCR0, PCR1 and PCR2 are all zero: the enclave runs in debug mode. */
+  readonly debug: boolean;
+  readonly signingCertificate: SigningCertificateInfo;
+  /** Lower-case hex SHA-256 of the pinned root the chain ended at. */
+  readonly rootSha256: string;
+  /** Lower-case hex SHA-256 of the whole COSE document as received. */
+  readonly documentSha256: string;
+}
+
+/** Settings for {@link createVerifier}. */
+export interface VerifierSettings {
+  /** Signature-verified certificates kept (LRU, CA and leaf). Default 1024. */
+  readonly cacheSize?: number;
+}
+
+/** A verification function with its own certificate cache. */
+export type Verifier = (document: Uint8Array, options: VerifyOptions) => VerifiedDocument;
+
+const DEFAULT_SKEW_MS = 60_000;
+
+function toMillis(at: Date | number): number {
+  const ms = at instanceof Date ? at.getTime() : at;
+  if (typeof ms !== 'number' || !Number.isFinite(ms)) throw new TypeError('options.at must be a valid Date or epoch milliseconds');
+  return ms;
+}
+
+function requiredPcrs(pcrs: VerifyOptions['pcrs']): Map<number, Uint8Array> {
+  const out = new Map<number, Uint8Array>();
+  for (const [key, value] of Object.entries(pcrs ?? {})) {
+    const index = Number(key);
+    if (!Number.isInteger(index) || index < 0 || index > 31) throw new TypeError(`options.pcrs: ${key} is not a PCR index 0..31`);
+    const bytes = typeof value === 'string' ? fromHex(value) : value;
+    if (!(bytes instanceof Uint8Array)) throw new TypeError(`options.pcrs[${key}] must be bytes or an even-length hex string`);
+    out.set(index, bytes);
+  }
+  return out;
+}
+
+function checkFreshness(timestamp: number, at: number, options: VerifyOptions): void {
+  if (options.maxAgeMs === undefined) return;
+  const skew = options.clockSkewMs ?? DEFAULT_SKEW_MS;
+  if (timestamp < at - options.maxAgeMs) {
+    throw new AttestationError('DOC_EXPIRED', `document is ${at - timestamp} ms old; at most ${options.maxAgeMs} ms accepted`);
+  }
+  if (timestamp > at + skew) {
+    throw new AttestationError('DOC_EXPIRED', `document is dated ${timestamp - at} ms in the future; at most ${skew} ms skew accepted`);
+  }
+}
+
+function checkNonce(nonce: Uint8Array | null, expected: Uint8Array | undefined): void {
+  if (expected === undefined) return;
+  if (nonce === null || !bytesEqual(nonce, expected)) {
+    throw new AttestationError('NONCE_MISMATCH', nonce === null ? 'document carries no nonce' : 'document nonce does not match the expected nonce');
+  }
+}
+
+function checkPcrs(actual: ReadonlyMap<number, Uint8Array>, required: Map<number, Uint8Array>): void {
+  for (const [index, want] of required) {
+    const got = actual.get(index);
+    if (!got) throw new AttestationError('PCR_MISMATCH', `PCR${index} is required but absent from the document`);
+    if (!bytesEqual(got, want)) {
+      throw new AttestationError('PCR_MISMATCH', `PCR${index} is ${toHex(got)}, expected ${toHex(want)}`);
+    }
+  }
+}
+
+/** PCR0/1/2 all zero is how Nitro marks an enclave started with --debug-mode. */
+function isDebug(pcrs: ReadonlyMap<number, Uint8Array>): boolean {
+  return [0, 1, 2].every((i) => {
+    const value = pcrs.get(i);
+    return value !== undefined && isAllZero(value);
+  });
+}
+
+/**
+ * Creates a verifier with its own bounded cache of signature-verified
+ * certificates and parsed roots. Use one per trust configuration in long-lived services;
+ * {@link verifyAttestation} uses a shared default.
+ */
+export function createVerifier(settings: VerifierSettings = {}): Verifier {
+  const size = settings.cacheSize ?? 1024;
+  const caCache = new Lru<string, ParsedCertificate>(size);
+  const rootCache = new Lru<string, ParsedCertificate[]>(64);
+
+  const loadRoots = (roots: readonly TrustedRoot[]): ParsedCertificate[] => {
+    const parsed: ParsedCertificate[] = [];
+    for (const root of roots) {
+      const key = typeof root === 'string' ? `pem:${root}` : `der:${createHash('sha256').update(root).digest('hex')}`;
+      let certs = rootCache.get(key);
+      if (!certs) {
+        const ders = typeof root === 'string' ? pemCertificates(root) : [root];
+        certs = ders.map((der, i) => {
+          try {
+            return parseCertificate(new Uint8Array(der), `configured root #${i + 1}`);
+          } catch (err) {
+            throw new TypeError((err as Error).message, { cause: err });
+          }
+        });
+        rootCache.set(key, certs);
+      }
+      parsed.push(...certs);
+    }
+    if (parsed.length === 0) throw new TypeError('options.roots must name at least one root certificate');
+    return parsed;
+  };
+
+  return (document, options) => {
+    if (!(document instanceof Uint8Array)) throw new TypeError('document must be a Uint8Array');
+    const at = toMillis(options.at);
+    const pcrs = requiredPcrs(options.pcrs);
+    const roots = loadRoots(options.roots ?? [AWS_NITRO_ROOT_G1_DER]);
+
+    // 1-2: shape, then schema.
+    const cose = parseCoseSign1(document);
+    const payload = parsePayload(cose.payload);
+    // 3: chain to a pinned root.
+    const chain = validateChain(payload.certificate, payload.cabundle, { roots, at, cache: caCache });
+    // 4: the COSE signature over the original bytes.
+    const signed = sigStructure(cose.protectedHeader, cose.payload);
+    let signatureOk = false;
+    try {
+      signatureOk = cryptoVerify('sha384', signed, { key: chain.leaf.publicKey, dsaEncoding: 'ieee-p1363' }, cose.signature);
+    } catch {
+      signatureOk = false;
+    }
+    if (!signatureOk) throw new AttestationError('BAD_SIGNATURE', 'COSE signature does not verify under the leaf certificate key');
+    // 5-6: what the caller asked for.
+    checkFreshness(payload.timestamp, at, options);
+    checkNonce(payload.nonce, options.expectedNonce);
+    checkPcrs(payload.pcrs, pcrs);
+    const debug = isDebug(payload.pcrs);
+    if (debug && !options.allowDebug) {
+      throw new AttestationError('DEBUG_MODE', 'debug-mode enclave (PCR0/1/2 are zero): its memory is visible to the host');
+    }
+
+    return {
+      ...payload,
+      debug,
+      signingCertificate: {
+        der: chain.leaf.der,
+        sha256: chain.leaf.sha256,
+        notBefore: new Date(chain.leaf.notBefore),
+        notAfter: new Date(chain.leaf.notAfter),
+      },
+      rootSha256: chain.root.sha256,
+      documentSha256: createHash('sha256').update(document).digest('hex'),
+    };
+  };
+}
+
+const defaultVerifier = createVerifier();
+
+/**
+ * Verifies an AWS Nitro Enclaves attestation document (COSE_Sign1) and
+ * returns its contents. Checks, in order: COSE shape and ES384; payload
+ * schema; certificate chain from the leaf through the cabundle to a pinned
+ * root (signatures, CA flags, pathLen, keyUsage, validity at `at`); the COSE
+ * signature; then freshness, nonce, PCRs and debug mode as requested.
+ *
+ * Pure: no I/O and no clock; the time is `options.at`.
+ *
+ * @param document - the raw CBOR bytes of the COSE_Sign1
+ * @param options - trust roots, time and requirements
+ * @returns the verified document
+ * @throws AttestationError with a stable `code` for any invalid document;
+ *   TypeError for invalid options
+ */
+export function verifyAttestation(document: Uint8Array, options: VerifyOptions): VerifiedDocument {
+  return defaultVerifier(document, options);
+}

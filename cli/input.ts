@@ -1,0 +1,43 @@
+import { readFile } from 'node:fs/promises';
+import { UsageError } from './errors.js';
+
+/** Where a command reads from; injectable so tests need no real stdin. */
+export interface InputSource {
+  readStdin(): Promise<Uint8Array>;
+}
+
+/** Reads `path`, or standard input for `-`; failures are usage errors (exit 2). */
+export async function readInput(path: string, source: InputSource): Promise<Uint8Array> {
+  try {
+    return path === '-' ? await source.readStdin() : new Uint8Array(await readFile(path));
+  } catch (cause) {
+    const reason = (cause as NodeJS.ErrnoException).code ?? (cause as Error).message;
+    throw new UsageError(`cannot read ${path === '-' ? 'standard input' : path}: ${reason}`);
+  }
+}
+
+function isText(bytes: Uint8Array): boolean {
+  for (const b of bytes) {
+    if (b === 0x09 || b === 0x0a || b === 0x0d || (b >= 0x20 && b < 0x7f)) continue;
+    return false;
+  }
+  return true;
+}
+
+/**
+ * A document may arrive as raw CBOR or as hex or base64 text of it. Raw CBOR
+ * of a COSE_Sign1 always starts with a non-ASCII byte (0x84 or 0xD2), so
+ * printable text is taken as an encoding of the bytes.
+ */
+export function decodeDocumentInput(bytes: Uint8Array): Uint8Array {
+  if (bytes.length === 0) throw new UsageError('input is empty');
+  if (!isText(bytes)) return bytes;
+  const text = Buffer.from(bytes).toString('latin1').replace(/\s+/g, '');
+  if (text.length === 0) throw new UsageError('input is empty');
+  if (text.length % 2 === 0 && /^[0-9a-fA-F]+$/.test(text)) return new Uint8Array(Buffer.from(text, 'hex'));
+  if (/^[A-Za-z0-9+/]+={0,2}$/.test(text) || /^[A-Za-z0-9_-]+={0,2}$/.test(text)) {
+    const standard = text.replace(/-/g, '+').replace(/_/g, '/');
+    if (standard.replace(/=+$/, '').length % 4 !== 1) return new Uint8Array(Buffer.from(standard, 'base64'));
+  }
+  throw new UsageError('input is text but neither hex nor base64');
+}

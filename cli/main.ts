@@ -1,0 +1,50 @@
+import { UsageError } from './errors.js';
+import { processIo, type CliIo } from './io.js';
+import { verifyCommand } from './commands/verify.js';
+
+const USAGE = `keygate: attestation-gated secrets for AWS Nitro Enclaves
+
+Usage: keygate <command> [options]
+
+Commands:
+  verify <file|->   verify an attestation document (keygate verify --help)
+
+Run "keygate <command> --help" for a command's options.
+`;
+
+type Command = (argv: readonly string[], io: CliIo, now: () => number) => Promise<number>;
+
+const COMMANDS: Record<string, Command> = {
+  verify: verifyCommand,
+};
+
+/**
+ * Runs the CLI and returns the exit status. Never throws: every failure is
+ * reported as a message (no stack traces) with status 2.
+ */
+export async function main(argv: readonly string[], io: CliIo = processIo(), now: () => number = Date.now): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    io.out(USAGE);
+    return name === undefined ? 2 : 0;
+  }
+  if (name === '--version') {
+    io.out('keygate 0.1.0\n');
+    return 0;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    io.err(`keygate: unknown command "${name}"\n\n${USAGE}`);
+    return 2;
+  }
+  try {
+    return await command(rest, io, now);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.err(`keygate ${name}: ${err.message}\n(run "keygate ${name} --help" for usage)\n`);
+      return 2;
+    }
+    io.err(`keygate ${name}: internal error: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 2;
+  }
+}
