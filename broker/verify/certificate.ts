@@ -107,17 +107,22 @@ function parseExtensions(wrapper: Tlv | undefined): Extensions {
   return out;
 }
 
+// SubjectPublicKeyInfo header for id-ecPublicKey on secp384r1 followed by a
+// 97-byte uncompressed point. Checking the bytes is exact and avoids asking
+// OpenSSL for key details, which costs as much as the rest of the parse.
+const P384_SPKI_PREFIX = Buffer.from('3076301006072a8648ce3d020106052b81040022036200', 'hex');
+const P384_SPKI_LENGTH = P384_SPKI_PREFIX.length + 97;
+
 function loadP384Key(spki: Uint8Array): KeyObject {
-  let key: KeyObject;
+  if (spki.length !== P384_SPKI_LENGTH || !sameBytes(spki.subarray(0, P384_SPKI_PREFIX.length), P384_SPKI_PREFIX) || spki[P384_SPKI_PREFIX.length] !== 0x04) {
+    throw new DerError('public key is not an uncompressed EC P-384 key');
+  }
   try {
-    key = createPublicKey({ key: Buffer.from(spki.buffer, spki.byteOffset, spki.byteLength), format: 'der', type: 'spki' });
+    // OpenSSL rejects points that are not on the curve here.
+    return createPublicKey({ key: Buffer.from(spki.buffer, spki.byteOffset, spki.byteLength), format: 'der', type: 'spki' });
   } catch (cause) {
     throw new DerError(`unreadable public key: ${(cause as Error).message}`);
   }
-  if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'secp384r1') {
-    throw new DerError('public key is not an EC P-384 key');
-  }
-  return key;
 }
 
 function parseOrThrow(der: Uint8Array): ParsedCertificate {

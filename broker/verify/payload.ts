@@ -74,7 +74,7 @@ function parsePcrs(value: unknown): Map<number, Uint8Array> {
   const pcrs = new Map<number, Uint8Array>();
   for (const [index, measurement] of value) {
     if (typeof index !== 'number' || !Number.isInteger(index) || index < 0 || index >= MAX_PCRS) {
-      throw invalid(`pcr index ${String(index)} is not an integer in 0..${MAX_PCRS - 1}`);
+      throw invalid(`pcr index ${typeof index === 'string' ? JSON.stringify(index) : String(index)} is not an integer in 0..${MAX_PCRS - 1}`);
     }
     if (!isBytes(measurement) || !PCR_LENGTHS.has(measurement.length)) {
       throw invalid(`pcr ${index} must be a 32, 48 or 64 byte string`);

@@ -30,6 +30,19 @@ function head(major: number, length: number): Uint8Array {
   return Uint8Array.of((major << 5) | 25, length >> 8, length & 0xff);
 }
 
+/**
+ * CBOR unsigned integer in its shortest form. cbor-x writes integers above
+ * 2^32 as float64, which is not what the NSM sends for timestamps.
+ */
+export function uint(n: number): Raw {
+  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError('uint() takes a non-negative safe integer');
+  if (n < 2 ** 32) return new Raw(cbor(n));
+  const out = new Uint8Array(9);
+  out[0] = 0x1b;
+  new DataView(out.buffer).setBigUint64(1, BigInt(n));
+  return new Raw(out);
+}
+
 /** A CBOR map from entries (duplicates allowed), definite or indefinite. */
 export function encodeMap(entries: ReadonlyArray<readonly [unknown, unknown]>, indefinite = false): Uint8Array {
   const parts: Uint8Array[] = [indefinite ? Uint8Array.of(0xbf) : head(5, entries.length)];
@@ -86,7 +99,7 @@ export function encodePayload(spec: DocumentSpec): Uint8Array {
   const entries: Array<readonly [unknown, unknown]> = [
     ['module_id', spec.moduleId],
     ['digest', spec.digest],
-    ['timestamp', spec.timestamp],
+    ['timestamp', Number.isSafeInteger(spec.timestamp) && spec.timestamp >= 0 ? uint(spec.timestamp) : spec.timestamp],
     ['pcrs', spec.pcrs instanceof Raw ? spec.pcrs : new Map([...spec.pcrs].map(([k, v]) => [k, Buffer.from(v)]))],
     ['certificate', spec.certificate],
   ];

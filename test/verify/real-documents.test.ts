@@ -3,22 +3,12 @@ import {
   AWS_NITRO_ROOT_G1_DER,
   AWS_NITRO_ROOT_G1_PEM,
   AWS_NITRO_ROOT_G1_SHA256,
-  AttestationError,
   verifyAttestation,
   type AttestationErrorCode,
 } from '../../index.js';
 import { pemCertificates } from '../../broker/verify/pem.js';
+import { codeOf } from '../support/codes.js';
 import { awsRootPem, fixtureBytes, manifest, negativeDocuments, realDocuments } from '../support/fixtures.js';
-
-function codeOf(fn: () => unknown): AttestationErrorCode | 'NO_ERROR' {
-  try {
-    fn();
-    return 'NO_ERROR';
-  } catch (err) {
-    if (err instanceof AttestationError) return err.code;
-    throw err;
-  }
-}
 
 const hex = (b: Uint8Array | null | undefined): string | null => (b ? Buffer.from(b).toString('hex') : null);
 

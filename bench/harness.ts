@@ -1,0 +1,53 @@
+/** Tiny benchmark helpers: timed loops, a printed table, JSON results. */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+
+export interface Measurement {
+  name: string;
+  ops: number;
+  seconds: number;
+  opsPerSec: number;
+  usPerOp: number;
+}
+
+/** Runs `fn(i)` for `count` iterations (after `warmup`) and reports the rate. */
+export function measure(name: string, count: number, fn: (i: number) => void, warmup = Math.min(50, count)): Measurement {
+  for (let i = 0; i < warmup; i++) fn(i);
+  const start = process.hrtime.bigint();
+  for (let i = 0; i < count; i++) fn(i);
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  return { name, ops: count, seconds, opsPerSec: count / seconds, usPerOp: (seconds * 1e6) / count };
+}
+
+/** Best of `rounds` runs, to damp noise from the other core's work. */
+export function bestOf(rounds: number, run: () => Measurement): Measurement {
+  let best: Measurement | undefined;
+  for (let r = 0; r < rounds; r++) {
+    const m = run();
+    if (!best || m.opsPerSec > best.opsPerSec) best = m;
+  }
+  return best!;
+}
+
+export function printTable(title: string, rows: Measurement[], extra: Record<string, string | number> = {}): void {
+  console.log(`\n${title}`);
+  const width = Math.max(...rows.map((r) => r.name.length), 10);
+  console.log(`${'benchmark'.padEnd(width)}  ${'ops/s'.padStart(10)}  ${'µs/op'.padStart(9)}  ${'ops'.padStart(7)}`);
+  for (const r of rows) {
+    console.log(`${r.name.padEnd(width)}  ${r.opsPerSec.toFixed(0).padStart(10)}  ${r.usPerOp.toFixed(1).padStart(9)}  ${String(r.ops).padStart(7)}`);
+  }
+  for (const [k, v] of Object.entries(extra)) console.log(`${k}: ${v}`);
+}
+
+const RESULTS = join(dirname(fileURLToPath(import.meta.url)), 'results');
+
+/** Writes bench/results/<name>.json with the environment alongside the numbers. */
+export function writeResults(name: string, data: Record<string, unknown>): string {
+  mkdirSync(RESULTS, { recursive: true });
+  const file = join(RESULTS, `${name}.json`);
+  const env = { node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, date: new Date().toISOString() };
+  writeFileSync(file, `${JSON.stringify({ env, ...data }, null, 2)}\n`);
+  return file;
+}

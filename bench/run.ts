@@ -1,0 +1,14 @@
+/** `npm run bench`: runs every benchmark (or those named: `npm run bench -- verify`). */
+import { benchVerify } from './verify.js';
+
+const ALL: Record<string, () => Promise<unknown>> = { verify: benchVerify };
+
+const wanted = process.argv.slice(2);
+for (const name of wanted.length ? wanted : Object.keys(ALL)) {
+  const run = ALL[name];
+  if (!run) {
+    console.error(`unknown benchmark "${name}"; known: ${Object.keys(ALL).join(', ')}`);
+    process.exit(2);
+  }
+  await run();
+}
