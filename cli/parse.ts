@@ -1,3 +1,4 @@
+import { fromHex } from '../broker/verify/bytes.js';
 import { UsageError } from './errors.js';
 
 const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/;
@@ -36,11 +37,9 @@ export function parseInstant(text: string, flag: string): number {
 
 /** Strict hex (even length, optional 0x prefix) to bytes. */
 export function parseHex(text: string, flag: string): Uint8Array {
-  const body = text.trim().replace(/^0x/i, '');
-  if (body.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(body)) {
-    throw new UsageError(`${flag}: "${text}" is not an even-length hex string`);
-  }
-  return new Uint8Array(Buffer.from(body, 'hex'));
+  const bytes = fromHex(text.trim().replace(/^0x/i, ''));
+  if (!bytes) throw new UsageError(`${flag}: "${text}" is not an even-length hex string`);
+  return bytes;
 }
 
 /** Parses repeated `--pcr N=HEX` values into a PCR requirement map. */

@@ -144,6 +144,8 @@ export async function verifyCommand(argv: readonly string[], io: CliIo, now: () 
     io.out(values.json ? `${JSON.stringify({ valid: true, document: documentJson(doc) })}\n` : humanSummary(doc));
     return 0;
   } catch (err) {
+    // TypeError is how the verifier reports unusable options (a --root PEM whose certificate cannot be parsed).
+    if (err instanceof TypeError) throw new UsageError(err.message);
     if (!isAttestationError(err)) throw err;
     io.out(values.json ? `${JSON.stringify({ valid: false, code: err.code, message: err.message })}\n` : `INVALID ${err.code}: ${err.message}\n`);
     return 1;

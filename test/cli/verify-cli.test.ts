@@ -166,6 +166,11 @@ describe('keygate verify: usage errors (exit 2, no stack trace)', () => {
     writeFileSync(file, 'hello\n');
     usage(['verify', fixturePath(r01.file), '--root', file], /--root/);
   });
+  it('--root file with a certificate that cannot be used', () => {
+    const file = join(dir, 'bad.pem');
+    writeFileSync(file, '-----BEGIN CERTIFICATE-----\nMIIBAAAA\n-----END CERTIFICATE-----\n');
+    usage(['verify', fixturePath(r01.file), '--at', String(r01.timestamp_ms), '--root', file], /configured root/);
+  });
   it('empty stdin', () => usage(['verify', '-'], /empty/, ''));
   it('text that is neither hex nor base64', () => usage(['verify', '-'], /neither hex nor base64/, 'this is not a document!'));
   it('unknown command', () => usage(['frobnicate'], /unknown command/));
