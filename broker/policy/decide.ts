@@ -1,0 +1,90 @@
+import { createHash } from 'node:crypto';
+import type { Binding, PcrValues, Revocations } from './types.js';
+
+/** What the policy needs to know about a verified enclave. */
+export interface EnclaveIdentity {
+  readonly moduleId: string;
+  /** PCR index -> lower-case hex. */
+  readonly pcrs: ReadonlyMap<number, string>;
+  readonly debug: boolean;
+}
+
+/**
+ * Why a release was refused. The audit log records this exact reason; what
+ * the caller is told is coarser (see `callerCode`), so that probing cannot
+ * learn which secrets exist or what they are bound to.
+ */
+export type DenyReason =
+  | 'UNKNOWN_SECRET'
+  | 'SECRET_REVOKED'
+  | 'PCR_MISMATCH'
+  | 'DEBUG_NOT_ALLOWED'
+  | 'INSTANCE_NOT_ALLOWED'
+  | 'REVOKED';
+
+export type Decision = { readonly allow: true; readonly rule: number } | { readonly allow: false; readonly reason: DenyReason; readonly detail: string };
+
+/** The EC2 instance id the Nitro module id starts with ("i-...-enc..."). */
+export function instanceIdOf(moduleId: string): string | undefined {
+  return /^(i-[0-9a-f]{8,32})-enc[0-9a-f]+$/.exec(moduleId)?.[1];
+}
+
+/** PCR4 as Nitro extends it: SHA-384(48 zero bytes || instance id). */
+export function expectedPcr4(instanceId: string): string {
+  return createHash('sha384').update(new Uint8Array(48)).update(instanceId, 'utf8').digest('hex');
+}
+
+function matches(rule: PcrValues, pcrs: ReadonlyMap<number, string>): boolean {
+  return Object.entries(rule).every(([index, hex]) => pcrs.get(Number(index)) === hex);
+}
+
+/**
+ * Identity-wide revocation, independent of any secret: a revoked PCR0 or
+ * instance gets nothing.
+ */
+export function checkRevoked(identity: EnclaveIdentity, revocations: Revocations): Decision | undefined {
+  const pcr0 = identity.pcrs.get(0);
+  if (pcr0 !== undefined && revocations.pcr0.includes(pcr0)) return { allow: false, reason: 'REVOKED', detail: 'PCR0 is revoked' };
+  const instance = instanceIdOf(identity.moduleId);
+  if (instance !== undefined && revocations.instances.includes(instance)) {
+    return { allow: false, reason: 'REVOKED', detail: `instance ${instance} is revoked` };
+  }
+  return undefined;
+}
+
+/**
+ * Decides whether `identity` may read the secret bound by `binding`. Pure:
+ * every input is an argument.
+ */
+export function decide(binding: Binding | undefined, identity: EnclaveIdentity, revocations: Revocations): Decision {
+  const revoked = checkRevoked(identity, revocations);
+  if (revoked) return revoked;
+  if (!binding) return { allow: false, reason: 'UNKNOWN_SECRET', detail: 'no binding for this secret' };
+  if (binding.revoked) return { allow: false, reason: 'SECRET_REVOKED', detail: 'the secret is revoked' };
+  if (identity.debug && !binding.allowDebug) return { allow: false, reason: 'DEBUG_NOT_ALLOWED', detail: 'debug enclaves are not allowed' };
+  if (binding.instances) {
+    const instance = instanceIdOf(identity.moduleId);
+    const pcr4 = identity.pcrs.get(4);
+    // Both signed facts must agree: the module id names the instance and PCR4 measures it.
+    if (!instance || !binding.instances.ids.includes(instance) || pcr4 !== expectedPcr4(instance)) {
+      return { allow: false, reason: 'INSTANCE_NOT_ALLOWED', detail: `instance ${instance ?? 'unknown'} is not allowed` };
+    }
+  }
+  let revokedMatch = false;
+  for (let i = 0; i < binding.allow.length; i++) {
+    const rule = binding.allow[i]!;
+    if (!matches(rule.pcrs, identity.pcrs)) continue;
+    if (rule.baseline !== undefined && revocations.baselines.includes(rule.baseline)) {
+      revokedMatch = true;
+      continue;
+    }
+    return { allow: true, rule: i };
+  }
+  if (revokedMatch) return { allow: false, reason: 'REVOKED', detail: 'the matching baseline is revoked' };
+  return { allow: false, reason: 'PCR_MISMATCH', detail: 'no allowed measurement set matches' };
+}
+
+/** The code a caller sees: only identity-wide revocation is distinguishable from "denied". */
+export function callerCode(reason: DenyReason): 'POLICY_DENIED' | 'REVOKED' {
+  return reason === 'REVOKED' ? 'REVOKED' : 'POLICY_DENIED';
+}

@@ -1,0 +1,117 @@
+import { BINDABLE_PCRS, REQUIRED_PCRS, type AllowRule, type Binding, type PcrValues, type Revocations } from './types.js';
+
+/** A document that does not match its schema; `path` names the offending field. */
+export class SchemaError extends Error {
+  override readonly name = 'SchemaError';
+  constructor(
+    readonly path: string,
+    message: string,
+  ) {
+    super(`${path}: ${message}`);
+  }
+}
+
+export const SECRET_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const INSTANCE_ID = /^i-[0-9a-f]{8,32}$/;
+const PCR_HEX = /^(?:[0-9a-f]{64}|[0-9a-f]{96}|[0-9a-f]{128})$/;
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z$/;
+const MAX_TTL_SECONDS = 86_400;
+
+type Json = Record<string, unknown>;
+
+function isObject(value: unknown): value is Json {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function object(value: unknown, path: string, allowed: readonly string[]): Json {
+  if (!isObject(value)) throw new SchemaError(path, 'must be an object');
+  for (const key of Object.keys(value)) if (!allowed.includes(key)) throw new SchemaError(`${path}.${key}`, 'is not a known field');
+  return value;
+}
+
+function string(value: unknown, path: string, pattern?: RegExp): string {
+  if (typeof value !== 'string') throw new SchemaError(path, 'must be a string');
+  if (pattern && !pattern.test(value)) throw new SchemaError(path, `has an invalid format ("${value.slice(0, 80)}")`);
+  return value;
+}
+
+function integer(value: unknown, path: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new SchemaError(path, `must be an integer in ${min}..${max}`);
+  }
+  return value;
+}
+
+function boolean(value: unknown, path: string): boolean {
+  if (typeof value !== 'boolean') throw new SchemaError(path, 'must be true or false');
+  return value;
+}
+
+function stringArray(value: unknown, path: string, pattern: RegExp): string[] {
+  if (!Array.isArray(value)) throw new SchemaError(path, 'must be an array');
+  return value.map((v, i) => string(v, `${path}[${i}]`, pattern));
+}
+
+/** Validates a PCR set: PCR0/1/2 required, only bindable indexes, lower-case hex of one length. */
+export function parsePcrValues(value: unknown, path: string): PcrValues {
+  const obj = object(value, path, BINDABLE_PCRS.map(String));
+  for (const index of REQUIRED_PCRS) if (obj[String(index)] === undefined) throw new SchemaError(`${path}.${index}`, 'is required');
+  const out: Record<string, string> = {};
+  let length: number | undefined;
+  for (const [key, v] of Object.entries(obj)) {
+    const hex = string(v, `${path}.${key}`, PCR_HEX);
+    if (length !== undefined && hex.length !== length) throw new SchemaError(`${path}.${key}`, 'differs in length from the other PCRs');
+    length = hex.length;
+    out[key] = hex;
+  }
+  return out as PcrValues;
+}
+
+function parseRule(value: unknown, path: string): AllowRule {
+  const obj = object(value, path, ['pcrs', 'baseline']);
+  const pcrs = parsePcrValues(obj.pcrs, `${path}.pcrs`);
+  return obj.baseline === undefined ? { pcrs } : { pcrs, baseline: string(obj.baseline, `${path}.baseline`, SECRET_NAME) };
+}
+
+/**
+ * Validates a binding document read from the store or built by the CLI.
+ *
+ * @throws SchemaError naming the first offending field
+ */
+export function parseBinding(value: unknown, path = 'binding'): Binding {
+  const obj = object(value, path, [
+    'secret', 'version', 'provider', 'kmsKeyId', 'ciphertext', 'text', 'allow', 'instances',
+    'allowDebug', 'ttlSeconds', 'revoked', 'createdAt', 'updatedAt',
+  ]);
+  const provider = string(obj.provider, `${path}.provider`, /^(local|aws-kms)$/) as Binding['provider'];
+  if (!Array.isArray(obj.allow) || obj.allow.length === 0) throw new SchemaError(`${path}.allow`, 'must be a non-empty array');
+  const binding: Binding = {
+    secret: string(obj.secret, `${path}.secret`, SECRET_NAME),
+    version: integer(obj.version, `${path}.version`, 1, Number.MAX_SAFE_INTEGER),
+    provider,
+    ...(obj.kmsKeyId === undefined ? {} : { kmsKeyId: string(obj.kmsKeyId, `${path}.kmsKeyId`, /^[\w:/+=,.@-]{1,2048}$/) }),
+    ciphertext: string(obj.ciphertext, `${path}.ciphertext`, /^[A-Za-z0-9+/]+={0,2}$/),
+    text: boolean(obj.text, `${path}.text`),
+    allow: obj.allow.map((rule, i) => parseRule(rule, `${path}.allow[${i}]`)),
+    ...(obj.instances === undefined
+      ? {}
+      : { instances: { ids: stringArray(object(obj.instances, `${path}.instances`, ['ids']).ids, `${path}.instances.ids`, INSTANCE_ID) } }),
+    allowDebug: boolean(obj.allowDebug, `${path}.allowDebug`),
+    ttlSeconds: integer(obj.ttlSeconds, `${path}.ttlSeconds`, 1, MAX_TTL_SECONDS),
+    revoked: boolean(obj.revoked, `${path}.revoked`),
+    createdAt: string(obj.createdAt, `${path}.createdAt`, ISO_TIME),
+    updatedAt: string(obj.updatedAt, `${path}.updatedAt`, ISO_TIME),
+  };
+  if (provider === 'aws-kms' && !binding.kmsKeyId) throw new SchemaError(`${path}.kmsKeyId`, 'is required for the aws-kms provider');
+  return binding;
+}
+
+/** Validates the revocation list. */
+export function parseRevocations(value: unknown, path = 'revocations'): Revocations {
+  const obj = object(value, path, ['pcr0', 'instances', 'baselines']);
+  return {
+    pcr0: obj.pcr0 === undefined ? [] : stringArray(obj.pcr0, `${path}.pcr0`, PCR_HEX),
+    instances: obj.instances === undefined ? [] : stringArray(obj.instances, `${path}.instances`, INSTANCE_ID),
+    baselines: obj.baselines === undefined ? [] : stringArray(obj.baselines, `${path}.baselines`, SECRET_NAME),
+  };
+}

@@ -1,0 +1,47 @@
+/** PCR indexes a binding may pin: 0, 1, 2 always; 3, 4 and 8 optionally. */
+export const BINDABLE_PCRS = [0, 1, 2, 3, 4, 8] as const;
+export const REQUIRED_PCRS = [0, 1, 2] as const;
+
+/** PCR index (as a string key, JSON-friendly) -> lower-case hex. */
+export type PcrValues = Readonly<Partial<Record<'0' | '1' | '2' | '3' | '4' | '8', string>>>;
+
+/** One allowed measurement set. `baseline` names the recorded build the PCRs came from, if any. */
+export interface AllowRule {
+  readonly pcrs: PcrValues;
+  readonly baseline?: string;
+}
+
+/** Where a secret's ciphertext is decrypted. */
+export type ProviderName = 'local' | 'aws-kms';
+
+/** A secret and the measurements allowed to read it (design.md section 3). */
+export interface Binding {
+  readonly secret: string;
+  /** Increases by one on every rotation. */
+  readonly version: number;
+  readonly provider: ProviderName;
+  /** KMS key id or ARN, for the aws-kms provider. */
+  readonly kmsKeyId?: string;
+  /** Base64 ciphertext of the value, as the provider produced it. */
+  readonly ciphertext: string;
+  /** The value is UTF-8 text (the agent returns a string) rather than bytes. */
+  readonly text: boolean;
+  readonly allow: readonly AllowRule[];
+  /** Restrict to these EC2 instance ids (checked against module_id and PCR4). */
+  readonly instances?: { readonly ids: readonly string[] };
+  readonly allowDebug: boolean;
+  readonly ttlSeconds: number;
+  /** A revoked secret is released to nobody until rotated or re-bound. */
+  readonly revoked: boolean;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+}
+
+/** Enclave identities refused for every secret. */
+export interface Revocations {
+  readonly pcr0: readonly string[];
+  readonly instances: readonly string[];
+  readonly baselines: readonly string[];
+}
+
+export const NO_REVOCATIONS: Revocations = { pcr0: [], instances: [], baselines: [] };

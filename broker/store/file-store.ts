@@ -1,0 +1,197 @@
+import { readdir, readFile, stat, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { SchemaError, SECRET_NAME, parseBinding, parseRevocations } from '../policy/schema.js';
+import { NO_REVOCATIONS, type Binding, type Revocations } from '../policy/types.js';
+import { ensureDirectory, syncDirectory, withLock, writeFileAtomic } from './atomic.js';
+
+/** An immutable view of the store at one moment. */
+export interface StoreSnapshot {
+  readonly bindings: ReadonlyMap<string, Binding>;
+  readonly revocations: Revocations;
+  /** Increases whenever the content changes. */
+  readonly generation: number;
+}
+
+/** A file that could not be loaded; the last good content of that file stays in force. */
+export interface StoreProblem {
+  readonly file: string;
+  readonly message: string;
+}
+
+/** The narrow interface the broker and CLI use; other backends (S3, DynamoDB) can implement it. */
+export interface BindingStore {
+  /** The state as last loaded. */
+  snapshot(): StoreSnapshot;
+  /** Reloads if anything changed on disk since the last load (two stat calls when nothing did). */
+  refresh(): Promise<StoreSnapshot>;
+  /** Runs a read-modify-write under the store lock, starting from fresh state. */
+  update<T>(fn: (current: StoreSnapshot, tx: StoreWriter) => Promise<T>): Promise<T>;
+  /** Files currently failing validation. */
+  problems(): readonly StoreProblem[];
+}
+
+/** Writes allowed inside `update`. */
+export interface StoreWriter {
+  putBinding(binding: Binding): Promise<void>;
+  deleteBinding(secret: string): Promise<boolean>;
+  putRevocations(revocations: Revocations): Promise<void>;
+}
+
+/** Stable, diff-friendly JSON. */
+export function toJson(value: unknown): string {
+  return `${JSON.stringify(value, null, 2)}\n`;
+}
+
+interface Loaded<T> {
+  readonly fingerprint: string;
+  readonly value: T;
+}
+
+function fingerprintOf(info: { mtimeNs: bigint; ino: bigint; size: bigint }): string {
+  return `${info.mtimeNs}:${info.ino}:${info.size}`;
+}
+
+/**
+ * A directory of JSON documents: `bindings/<secret>.json` and
+ * `revocations.json`. Every write is atomic; every load is validated; a file
+ * that fails validation is reported and its last good content kept.
+ */
+export class FileStore implements BindingStore {
+  readonly #dir: string;
+  readonly #bindingsDir: string;
+  readonly #revocationsFile: string;
+  #fingerprint = '';
+  #files = new Map<string, Loaded<Binding>>();
+  #revocations: Loaded<Revocations> | undefined;
+  #problems = new Map<string, StoreProblem>();
+  #snapshot: StoreSnapshot = { bindings: new Map(), revocations: NO_REVOCATIONS, generation: 0 };
+  #refreshing: Promise<StoreSnapshot> | undefined;
+  readonly #onProblem: (problem: StoreProblem) => void;
+
+  private constructor(dir: string, onProblem: (problem: StoreProblem) => void) {
+    this.#dir = dir;
+    this.#bindingsDir = join(dir, 'bindings');
+    this.#revocationsFile = join(dir, 'revocations.json');
+    this.#onProblem = onProblem;
+  }
+
+  /** Opens (creating if needed) the store in `dir` and loads it. */
+  static async open(dir: string, options: { onProblem?: (problem: StoreProblem) => void } = {}): Promise<FileStore> {
+    const store = new FileStore(dir, options.onProblem ?? (() => {}));
+    await ensureDirectory(store.#bindingsDir);
+    await store.refresh();
+    return store;
+  }
+
+  get directory(): string {
+    return this.#dir;
+  }
+
+  snapshot(): StoreSnapshot {
+    return this.#snapshot;
+  }
+
+  problems(): readonly StoreProblem[] {
+    return [...this.#problems.values()];
+  }
+
+  async #currentFingerprint(): Promise<string> {
+    const dirInfo = await stat(this.#bindingsDir, { bigint: true });
+    const revInfo = await stat(this.#revocationsFile, { bigint: true }).catch(() => undefined);
+    return `${fingerprintOf(dirInfo)}|${revInfo ? fingerprintOf(revInfo) : '-'}`;
+  }
+
+  refresh(): Promise<StoreSnapshot> {
+    // Concurrent requests share one reload.
+    this.#refreshing ??= this.#refreshNow().finally(() => {
+      this.#refreshing = undefined;
+    });
+    return this.#refreshing;
+  }
+
+  async #refreshNow(): Promise<StoreSnapshot> {
+    const fingerprint = await this.#currentFingerprint();
+    if (fingerprint === this.#fingerprint) return this.#snapshot;
+    await this.#load();
+    this.#fingerprint = fingerprint;
+    return this.#snapshot;
+  }
+
+  #problem(file: string, message: string): void {
+    const previous = this.#problems.get(file);
+    if (previous?.message === message) return;
+    const problem = { file, message };
+    this.#problems.set(file, problem);
+    this.#onProblem(problem);
+  }
+
+  async #loadFile<T>(path: string, previous: Loaded<T> | undefined, parse: (json: unknown) => T): Promise<Loaded<T> | undefined> {
+    const info = await stat(path, { bigint: true }).catch(() => undefined);
+    if (!info) return undefined;
+    const fingerprint = fingerprintOf(info);
+    if (previous && previous.fingerprint === fingerprint) return previous;
+    try {
+      const value = parse(JSON.parse(await readFile(path, 'utf8')) as unknown);
+      this.#problems.delete(path);
+      return { fingerprint, value };
+    } catch (err) {
+      const message = err instanceof SchemaError ? err.message : err instanceof SyntaxError ? `invalid JSON: ${err.message}` : String(err);
+      this.#problem(path, message);
+      return previous;
+    }
+  }
+
+  async #load(): Promise<void> {
+    const names = (await readdir(this.#bindingsDir)).filter((n) => n.endsWith('.json') && !n.startsWith('.'));
+    const files = new Map<string, Loaded<Binding>>();
+    for (const name of names) {
+      const path = join(this.#bindingsDir, name);
+      const secret = name.slice(0, -5);
+      const loaded = await this.#loadFile(path, this.#files.get(name), (json) => {
+        if (!SECRET_NAME.test(secret)) throw new SchemaError(name, 'file name is not a valid secret name');
+        const binding = parseBinding(json, name);
+        if (binding.secret !== secret) throw new SchemaError(`${name}.secret`, `must equal the file name ("${secret}")`);
+        return binding;
+      });
+      if (loaded) files.set(name, loaded);
+    }
+    for (const path of this.#problems.keys()) {
+      if (path.startsWith(this.#bindingsDir) && !names.includes(path.slice(this.#bindingsDir.length + 1))) this.#problems.delete(path);
+    }
+    this.#files = files;
+    this.#revocations = await this.#loadFile(this.#revocationsFile, this.#revocations, (json) => parseRevocations(json, 'revocations.json'));
+    const bindings = new Map<string, Binding>();
+    for (const { value } of files.values()) bindings.set(value.secret, value);
+    this.#snapshot = { bindings, revocations: this.#revocations?.value ?? NO_REVOCATIONS, generation: this.#snapshot.generation + 1 };
+  }
+
+  async update<T>(fn: (current: StoreSnapshot, tx: StoreWriter) => Promise<T>): Promise<T> {
+    return withLock(this.#dir, async () => {
+      await this.#load();
+      const writer: StoreWriter = {
+        putBinding: async (binding) => {
+          const valid = parseBinding(binding);
+          await writeFileAtomic(join(this.#bindingsDir, `${valid.secret}.json`), toJson(valid));
+        },
+        deleteBinding: async (secret) => {
+          if (!SECRET_NAME.test(secret)) return false;
+          const path = join(this.#bindingsDir, `${secret}.json`);
+          const existed = await stat(path).then(
+            () => true,
+            () => false,
+          );
+          await rm(path, { force: true });
+          await syncDirectory(this.#bindingsDir);
+          return existed;
+        },
+        putRevocations: async (revocations) => {
+          await writeFileAtomic(this.#revocationsFile, toJson(parseRevocations(revocations)));
+        },
+      };
+      const result = await fn(this.#snapshot, writer);
+      this.#fingerprint = '';
+      await this.refresh();
+      return result;
+    });
+  }
+}

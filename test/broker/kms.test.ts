@@ -1,0 +1,85 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, statSync, writeFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LocalKeyProvider } from '../../broker/kms/local.js';
+import { AwsKmsKeyProvider } from '../../broker/kms/aws-kms.js';
+import { CiphertextError, KmsUnavailableError } from '../../broker/kms/provider.js';
+import { TEST_CREDENTIALS, startKmsServer, type KmsTestServer } from '../support/kms-server.js';
+
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'keygate-kms-'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const value = new TextEncoder().encode('s3cr3t-value');
+
+describe('local key provider', () => {
+  it('creates its key file with mode 0600 once and reuses it', async () => {
+    const file = join(dir, 'state', 'local.key');
+    const a = await LocalKeyProvider.open(file);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    const key = readFileSync(file);
+    const b = await LocalKeyProvider.open(file);
+    expect(readFileSync(file).equals(key)).toBe(true);
+    expect(await b.decrypt(await a.encrypt(value, 'db'), 'db')).toEqual(value);
+  });
+
+  it('binds ciphertexts to the secret name and detects tampering', async () => {
+    const p = await LocalKeyProvider.open(join(dir, 'k2.key'));
+    const ct = await p.encrypt(value, 'db');
+    await expect(p.decrypt(ct, 'api-key')).rejects.toBeInstanceOf(CiphertextError);
+    const raw = Buffer.from(ct, 'base64');
+    raw[raw.length - 1]! ^= 1;
+    await expect(p.decrypt(raw.toString('base64'), 'db')).rejects.toBeInstanceOf(CiphertextError);
+    await expect(p.decrypt('AAAA', 'db')).rejects.toBeInstanceOf(CiphertextError);
+  });
+
+  it('refuses a key file of the wrong size instead of replacing it', async () => {
+    const file = join(dir, 'short.key');
+    writeFileSync(file, 'short');
+    await expect(LocalKeyProvider.open(file)).rejects.toThrow(/exactly 32 bytes/);
+    expect(readFileSync(file, 'utf8')).toBe('short');
+  });
+});
+
+describe('aws-kms provider against the local KMS-protocol server', () => {
+  let kms: KmsTestServer;
+  let provider: AwsKmsKeyProvider;
+  beforeAll(async () => {
+    kms = await startKmsServer();
+    provider = new AwsKmsKeyProvider({ region: 'us-east-1', endpoint: kms.endpoint, credentials: TEST_CREDENTIALS, requestTimeoutMs: 2_000 });
+  });
+  afterAll(async () => {
+    provider.destroy();
+    await kms.close();
+  });
+
+  it('round-trips through Encrypt and Decrypt with the secret as encryption context', async () => {
+    const ct = await provider.encrypt(value, 'db', kms.keyId);
+    expect(await provider.decrypt(ct, 'db', kms.keyId)).toEqual(value);
+    await expect(provider.decrypt(ct, 'other', kms.keyId)).rejects.toBeInstanceOf(CiphertextError);
+    await expect(provider.check()).resolves.toBeUndefined();
+  });
+
+  it('retries throttling and recovers', async () => {
+    const ct = await provider.encrypt(value, 'db', kms.keyId);
+    kms.faults.throttle = 2; // the SDK's third attempt succeeds
+    expect(await provider.decrypt(ct, 'db', kms.keyId)).toEqual(value);
+    expect(kms.faults.throttle).toBe(0);
+  });
+
+  it('reports persistent throttling, internal errors and outages as KMS unavailable', async () => {
+    const ct = await provider.encrypt(value, 'db', kms.keyId);
+    kms.faults.throttle = 3;
+    await expect(provider.decrypt(ct, 'db', kms.keyId)).rejects.toBeInstanceOf(KmsUnavailableError);
+    kms.faults.internal = 3;
+    await expect(provider.decrypt(ct, 'db', kms.keyId)).rejects.toBeInstanceOf(KmsUnavailableError);
+    kms.faults.outage = true;
+    await expect(provider.decrypt(ct, 'db', kms.keyId)).rejects.toBeInstanceOf(KmsUnavailableError);
+    await expect(provider.check()).rejects.toBeInstanceOf(KmsUnavailableError);
+    kms.faults.outage = false;
+    expect(await provider.decrypt(ct, 'db', kms.keyId)).toEqual(value);
+  });
+});

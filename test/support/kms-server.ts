@@ -1,0 +1,160 @@
+/**
+ * A small AWS KMS stand-in speaking the JSON 1.1 wire protocol
+ * (POST /, X-Amz-Target: TrentService.<Op>, base64 blobs), listening on
+ * 127.0.0.1 only, with switches to inject throttling, internal errors,
+ * latency and outages. The real @aws-sdk/client-kms talks to it.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
+import type { AddressInfo, Socket } from 'node:net';
+
+export interface KmsFaults {
+  /** Answer the next N requests with ThrottlingException (400). */
+  throttle: number;
+  /** Answer the next N requests with KMSInternalException (500). */
+  internal: number;
+  /** Delay every answer by this many milliseconds. */
+  latencyMs: number;
+  /** Drop every connection without answering. */
+  outage: boolean;
+}
+
+export interface KmsTestServer {
+  readonly endpoint: string;
+  readonly keyId: string;
+  readonly faults: KmsFaults;
+  /** Requests seen per operation (faulted ones included). */
+  readonly calls: Map<string, number>;
+  createKey(): string;
+  close(): Promise<void>;
+}
+
+const REGION = 'us-east-1';
+const ACCOUNT = '111122223333';
+
+function contextBytes(context: unknown): Buffer {
+  const entries = Object.entries((context ?? {}) as Record<string, string>).sort(([a], [b]) => (a < b ? -1 : 1));
+  return Buffer.from(JSON.stringify(entries));
+}
+
+export async function startKmsServer(): Promise<KmsTestServer> {
+  const keys = new Map<string, Buffer>();
+  const faults: KmsFaults = { throttle: 0, internal: 0, latencyMs: 0, outage: false };
+  const calls = new Map<string, number>();
+  const sockets = new Set<Socket>();
+
+  const createKey = (): string => {
+    const id = randomUUID();
+    keys.set(id, randomBytes(32));
+    return id;
+  };
+  const resolveKey = (keyId: unknown): string | undefined => {
+    if (typeof keyId !== 'string') return undefined;
+    const id = keyId.replace(/^arn:aws:kms:[^:]+:\d+:key\//, '');
+    return keys.has(id) ? id : undefined;
+  };
+  const arn = (id: string): string => `arn:aws:kms:${REGION}:${ACCOUNT}:key/${id}`;
+
+  const encrypt = (id: string, plaintext: Buffer, context: unknown): Buffer => {
+    const iv = randomBytes(12);
+    const cipher = createCipheriv('aes-256-gcm', keys.get(id)!, iv);
+    cipher.setAAD(contextBytes(context));
+    const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
+    const idBytes = Buffer.from(id);
+    return Buffer.concat([Buffer.of(idBytes.length), idBytes, iv, cipher.getAuthTag(), body]);
+  };
+
+  type Handler = (body: Record<string, unknown>) => [number, Record<string, unknown>];
+  const fail = (status: number, type: string, message: string): [number, Record<string, unknown>] => [status, { __type: type, message }];
+  const ops: Record<string, Handler> = {
+    Encrypt: (b) => {
+      const id = resolveKey(b.KeyId);
+      if (!id) return fail(400, 'NotFoundException', 'key not found');
+      const ct = encrypt(id, Buffer.from(String(b.Plaintext), 'base64'), b.EncryptionContext);
+      return [200, { CiphertextBlob: ct.toString('base64'), KeyId: arn(id), EncryptionAlgorithm: 'SYMMETRIC_DEFAULT' }];
+    },
+    Decrypt: (b) => {
+      const blob = Buffer.from(String(b.CiphertextBlob), 'base64');
+      const idLen = blob[0] ?? 0;
+      const id = blob.subarray(1, 1 + idLen).toString();
+      if (!keys.has(id)) return fail(400, 'InvalidCiphertextException', 'unknown key');
+      if (b.KeyId !== undefined && resolveKey(b.KeyId) !== id) return fail(400, 'IncorrectKeyException', 'wrong key');
+      const rest = blob.subarray(1 + idLen);
+      try {
+        const decipher = createDecipheriv('aes-256-gcm', keys.get(id)!, rest.subarray(0, 12));
+        decipher.setAAD(contextBytes(b.EncryptionContext));
+        decipher.setAuthTag(rest.subarray(12, 28));
+        const pt = Buffer.concat([decipher.update(rest.subarray(28)), decipher.final()]);
+        return [200, { Plaintext: pt.toString('base64'), KeyId: arn(id), EncryptionAlgorithm: 'SYMMETRIC_DEFAULT' }];
+      } catch {
+        return fail(400, 'InvalidCiphertextException', 'ciphertext or encryption context does not match');
+      }
+    },
+    GenerateDataKey: (b) => {
+      const id = resolveKey(b.KeyId);
+      if (!id) return fail(400, 'NotFoundException', 'key not found');
+      const size = b.KeySpec === 'AES_128' ? 16 : Number(b.NumberOfBytes ?? 32);
+      const plaintext = randomBytes(size);
+      return [200, { Plaintext: plaintext.toString('base64'), CiphertextBlob: encrypt(id, plaintext, b.EncryptionContext).toString('base64'), KeyId: arn(id) }];
+    },
+    GenerateRandom: (b) => [200, { Plaintext: randomBytes(Number(b.NumberOfBytes ?? 32)).toString('base64') }],
+  };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const target = String(req.headers['x-amz-target'] ?? '');
+    const op = target.replace(/^TrentService\./, '');
+    calls.set(op, (calls.get(op) ?? 0) + 1);
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    if (faults.outage) {
+      req.socket.destroy();
+      return;
+    }
+    if (faults.latencyMs) await new Promise((r) => setTimeout(r, faults.latencyMs));
+    let status: number;
+    let body: Record<string, unknown>;
+    if (faults.throttle > 0) {
+      faults.throttle--;
+      [status, body] = fail(400, 'ThrottlingException', 'Rate exceeded');
+    } else if (faults.internal > 0) {
+      faults.internal--;
+      [status, body] = fail(500, 'KMSInternalException', 'internal error');
+    } else if (req.method !== 'POST' || !target.startsWith('TrentService.') || !ops[op]) {
+      [status, body] = fail(400, 'UnknownOperationException', `unknown operation ${target}`);
+    } else {
+      try {
+        [status, body] = ops[op]!(JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<string, unknown>);
+      } catch {
+        [status, body] = fail(400, 'SerializationException', 'bad request body');
+      }
+    }
+    const payload = JSON.stringify(body);
+    res.writeHead(status, { 'content-type': 'application/x-amz-json-1.1', 'x-amzn-requestid': randomUUID(), 'content-length': Buffer.byteLength(payload) });
+    res.end(payload);
+  };
+
+  const server: Server = createServer((req, res) => {
+    handle(req, res).catch(() => res.destroy());
+  });
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    keyId: createKey(),
+    faults,
+    calls,
+    createKey,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** Static test credentials: the SDK signs requests, the test server ignores signatures. */
+export const TEST_CREDENTIALS = { accessKeyId: 'AKIDTESTKEYGATE', secretAccessKey: 'test-secret-key' };
