@@ -66,18 +66,21 @@ export class FileStore implements BindingStore {
   #problems = new Map<string, StoreProblem>();
   #snapshot: StoreSnapshot = { bindings: new Map(), revocations: NO_REVOCATIONS, generation: 0 };
   #refreshing: Promise<StoreSnapshot> | undefined;
+  #lastFullScan = 0;
+  readonly #fullScanIntervalMs: number;
   readonly #onProblem: (problem: StoreProblem) => void;
 
-  private constructor(dir: string, onProblem: (problem: StoreProblem) => void) {
+  private constructor(dir: string, onProblem: (problem: StoreProblem) => void, fullScanIntervalMs: number) {
     this.#dir = dir;
+    this.#fullScanIntervalMs = fullScanIntervalMs;
     this.#bindingsDir = join(dir, 'bindings');
     this.#revocationsFile = join(dir, 'revocations.json');
     this.#onProblem = onProblem;
   }
 
   /** Opens (creating if needed) the store in `dir` and loads it. */
-  static async open(dir: string, options: { onProblem?: (problem: StoreProblem) => void } = {}): Promise<FileStore> {
-    const store = new FileStore(dir, options.onProblem ?? (() => {}));
+  static async open(dir: string, options: { onProblem?: (problem: StoreProblem) => void; fullScanIntervalMs?: number } = {}): Promise<FileStore> {
+    const store = new FileStore(dir, options.onProblem ?? (() => {}), options.fullScanIntervalMs ?? 2_000);
     await ensureDirectory(store.#bindingsDir);
     await store.refresh();
     return store;
@@ -111,9 +114,19 @@ export class FileStore implements BindingStore {
 
   async #refreshNow(): Promise<StoreSnapshot> {
     const fingerprint = await this.#currentFingerprint();
-    if (fingerprint === this.#fingerprint) return this.#snapshot;
+    // keygate's own writes rename into the directory, which the cheap check sees at once;
+    // a file edited in place is caught by the periodic full scan (it re-stats every file).
+    if (fingerprint === this.#fingerprint && Date.now() - this.#lastFullScan < this.#fullScanIntervalMs) return this.#snapshot;
     await this.#load();
     this.#fingerprint = fingerprint;
+    return this.#snapshot;
+  }
+
+  /** Re-reads every file whose stat changed, regardless of the directory check. */
+  async rescan(): Promise<StoreSnapshot> {
+    await this.#refreshing;
+    await this.#load();
+    this.#fingerprint = await this.#currentFingerprint();
     return this.#snapshot;
   }
 
@@ -142,6 +155,7 @@ export class FileStore implements BindingStore {
   }
 
   async #load(): Promise<void> {
+    this.#lastFullScan = Date.now();
     const names = (await readdir(this.#bindingsDir)).filter((n) => n.endsWith('.json') && !n.startsWith('.'));
     const files = new Map<string, Loaded<Binding>>();
     for (const name of names) {
@@ -162,7 +176,12 @@ export class FileStore implements BindingStore {
     this.#revocations = await this.#loadFile(this.#revocationsFile, this.#revocations, (json) => parseRevocations(json, 'revocations.json'));
     const bindings = new Map<string, Binding>();
     for (const { value } of files.values()) bindings.set(value.secret, value);
-    this.#snapshot = { bindings, revocations: this.#revocations?.value ?? NO_REVOCATIONS, generation: this.#snapshot.generation + 1 };
+    const revocations = this.#revocations?.value ?? NO_REVOCATIONS;
+    const unchanged =
+      bindings.size === this.#snapshot.bindings.size &&
+      [...bindings].every(([k, v]) => this.#snapshot.bindings.get(k) === v) &&
+      revocations === this.#snapshot.revocations;
+    if (!unchanged) this.#snapshot = { bindings, revocations, generation: this.#snapshot.generation + 1 };
   }
 
   async update<T>(fn: (current: StoreSnapshot, tx: StoreWriter) => Promise<T>): Promise<T> {

@@ -1,0 +1,125 @@
+import type { BindingStore } from './store/file-store.js';
+import type { KeyProvider } from './kms/provider.js';
+import { parseBinding, parsePcrValues, SECRET_NAME } from './policy/schema.js';
+import type { AllowRule, Binding, PcrValues, ProviderName, Revocations } from './policy/types.js';
+
+/** Store operations behind `keygate bind/rotate/unbind/revoke/list`, shared by the CLI and tests. */
+
+export class AdminError extends Error {
+  override readonly name = 'AdminError';
+}
+
+export interface BindRequest {
+  readonly secret: string;
+  readonly value: Uint8Array;
+  readonly allow: readonly AllowRule[];
+  readonly provider: ProviderName;
+  readonly kmsKeyId?: string;
+  readonly ttlSeconds?: number;
+  readonly allowDebug?: boolean;
+  readonly instances?: readonly string[];
+  /** Add the measurement sets to an existing binding instead of replacing them (rolling deploys). */
+  readonly addAllow?: boolean;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+function isText(value: Uint8Array): boolean {
+  try {
+    utf8.decode(value);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function sameRule(a: AllowRule, b: AllowRule): boolean {
+  return JSON.stringify(a.pcrs) === JSON.stringify(b.pcrs);
+}
+
+/** Validates one PCR set given on the command line. */
+export function pcrSet(values: Record<string, string | undefined>, baseline?: string): AllowRule {
+  const pcrs: Record<string, string> = {};
+  for (const [k, v] of Object.entries(values)) if (v !== undefined) pcrs[k] = v.toLowerCase().replace(/^0x/, '');
+  const parsed: PcrValues = parsePcrValues(pcrs, 'pcrs');
+  return baseline ? { pcrs: parsed, baseline } : { pcrs: parsed };
+}
+
+/** Encrypts `value` with the chosen provider and writes the binding (version 1, or next version on re-bind). */
+export async function bindSecret(store: BindingStore, provider: KeyProvider, req: BindRequest, now = new Date()): Promise<Binding> {
+  if (!SECRET_NAME.test(req.secret)) throw new AdminError(`"${req.secret}" is not a valid secret name ([A-Za-z0-9._-], up to 128)`);
+  if (req.value.length === 0) throw new AdminError('the secret value is empty');
+  if (req.value.length > 64 * 1024) throw new AdminError('the secret value is larger than 64 KiB');
+  if (req.provider === 'aws-kms' && !req.kmsKeyId) throw new AdminError('--kms-key-id is required with --provider aws-kms');
+  const ciphertext = await provider.encrypt(req.value, req.secret, req.kmsKeyId);
+  return store.update(async (current, tx) => {
+    const previous = current.bindings.get(req.secret);
+    const allow = req.addAllow && previous ? [...previous.allow, ...req.allow.filter((r) => !previous.allow.some((p) => sameRule(p, r)))] : req.allow;
+    const binding = parseBinding({
+      secret: req.secret,
+      version: (previous?.version ?? 0) + 1,
+      provider: req.provider,
+      ...(req.kmsKeyId ? { kmsKeyId: req.kmsKeyId } : {}),
+      ciphertext,
+      text: isText(req.value),
+      allow,
+      ...(req.instances?.length ? { instances: { ids: [...req.instances] } } : previous?.instances ? { instances: previous.instances } : {}),
+      allowDebug: req.allowDebug ?? false,
+      ttlSeconds: req.ttlSeconds ?? previous?.ttlSeconds ?? 60,
+      revoked: false,
+      createdAt: previous?.createdAt ?? now.toISOString(),
+      updatedAt: now.toISOString(),
+    });
+    await tx.putBinding(binding);
+    return binding;
+  });
+}
+
+/** Replaces the value of an existing binding (version + 1); policy is unchanged. */
+export async function rotateSecret(store: BindingStore, providers: ReadonlyMap<ProviderName, KeyProvider>, secret: string, value: Uint8Array, now = new Date()): Promise<Binding> {
+  if (value.length === 0) throw new AdminError('the secret value is empty');
+  const existing = (await store.refresh()).bindings.get(secret);
+  if (!existing) throw new AdminError(`no binding for "${secret}"`);
+  const provider = providers.get(existing.provider);
+  if (!provider) throw new AdminError(`the ${existing.provider} provider is not configured`);
+  const ciphertext = await provider.encrypt(value, secret, existing.kmsKeyId);
+  return store.update(async (current, tx) => {
+    const previous = current.bindings.get(secret);
+    if (!previous) throw new AdminError(`no binding for "${secret}"`);
+    const binding = parseBinding({ ...previous, version: previous.version + 1, ciphertext, text: isText(value), revoked: false, updatedAt: now.toISOString() });
+    await tx.putBinding(binding);
+    return binding;
+  });
+}
+
+export async function unbindSecret(store: BindingStore, secret: string): Promise<void> {
+  await store.update(async (_current, tx) => {
+    if (!(await tx.deleteBinding(secret))) throw new AdminError(`no binding for "${secret}"`);
+  });
+}
+
+/** Marks a secret revoked: released to nobody until rotated or re-bound. */
+export async function revokeSecret(store: BindingStore, secret: string, now = new Date()): Promise<Binding> {
+  return store.update(async (current, tx) => {
+    const previous = current.bindings.get(secret);
+    if (!previous) throw new AdminError(`no binding for "${secret}"`);
+    const binding = parseBinding({ ...previous, revoked: true, updatedAt: now.toISOString() });
+    await tx.putBinding(binding);
+    return binding;
+  });
+}
+
+/** Adds identity-wide revocations (PCR0 values, instances, baselines). */
+export async function revokeIdentities(store: BindingStore, add: Partial<Revocations>): Promise<Revocations> {
+  return store.update(async (current, tx) => {
+    const r = current.revocations;
+    const merge = (a: readonly string[], b: readonly string[] = []): string[] => [...new Set([...a, ...b.map((x) => x.toLowerCase())])];
+    const next: Revocations = {
+      pcr0: merge(r.pcr0, add.pcr0),
+      instances: merge(r.instances, add.instances),
+      baselines: [...new Set([...r.baselines, ...(add.baselines ?? [])])],
+    };
+    await tx.putRevocations(next);
+    return next;
+  });
+}

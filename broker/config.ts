@@ -1,0 +1,102 @@
+import { readFile } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { DEFAULT_RATE_LIMITS, type RateLimitSettings } from './release.js';
+import type { AwsKmsSettings } from './kms/aws-kms.js';
+
+/** Broker settings (a JSON config file, overridden by command-line flags). */
+export interface BrokerConfig {
+  /** HOST:PORT. Plain HTTP is allowed only on loopback; anything else needs `tls`. */
+  readonly listen: string;
+  /** Bindings store directory. */
+  readonly store: string;
+  /** Keys and other broker state (signing key, local provider key, challenge key). */
+  readonly stateDir: string;
+  /** Audit log file. Default `<stateDir>/audit.jsonl`. */
+  readonly auditFile?: string;
+  /** PEM files of trusted roots. Default: the bundled AWS Nitro root G1 only. */
+  readonly roots?: readonly string[];
+  /** Roots given as PEM text (tests, embedding). Logged loudly: they are not AWS's. */
+  readonly extraRootPems?: readonly string[];
+  /** Let bindings with allowDebug release to debug enclaves. Default false: debug documents fail verification. */
+  readonly allowDebug: boolean;
+  /** 32+ byte key shared by all replicas for challenge nonces. Default `<stateDir>/challenge.key`. */
+  readonly challengeKeyFile?: string;
+  readonly secretCacheTtlSeconds: number;
+  readonly maxBodyBytes: number;
+  readonly maxDocumentAgeSeconds: number;
+  readonly kms?: AwsKmsSettings;
+  readonly tls?: { readonly cert: string; readonly key: string };
+  readonly rateLimits: RateLimitSettings;
+  /** Development mode: marked loudly in logs. */
+  readonly dev: boolean;
+}
+
+export const DEFAULT_CONFIG: BrokerConfig = {
+  listen: '127.0.0.1:8443',
+  store: './keygate-store',
+  stateDir: './keygate-state',
+  allowDebug: false,
+  secretCacheTtlSeconds: 60,
+  maxBodyBytes: 64 * 1024,
+  maxDocumentAgeSeconds: 300,
+  rateLimits: DEFAULT_RATE_LIMITS,
+  dev: false,
+};
+
+/** Defaults for `--dev`: everything under ./.keygate-dev. */
+export const DEV_CONFIG: Partial<BrokerConfig> = { store: './.keygate-dev/store', stateDir: './.keygate-dev/state', dev: true };
+
+/** A config file that cannot be used. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+const KEYS = new Set(Object.keys(DEFAULT_CONFIG).concat(['auditFile', 'roots', 'extraRootPems', 'challengeKeyFile', 'kms', 'tls']));
+
+/** Parses `host:port` / `[v6]:port`. */
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:]+)):(\d{1,5})$/.exec(listen);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new ConfigError(`listen "${listen}" must be HOST:PORT`);
+  return { host: m[1] ?? m[2]!, port };
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/** Reads a JSON config file; relative paths in it are taken relative to the file. */
+export async function loadConfigFile(path: string): Promise<Partial<BrokerConfig>> {
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(path, 'utf8'));
+  } catch (err) {
+    throw new ConfigError(`cannot read config ${path}: ${(err as Error).message}`);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ConfigError(`${path}: must be a JSON object`);
+  for (const key of Object.keys(json)) if (!KEYS.has(key)) throw new ConfigError(`${path}: unknown setting "${key}"`);
+  const base = dirname(resolve(path));
+  const rel = (p: unknown): unknown => (typeof p === 'string' && !isAbsolute(p) ? resolve(base, p) : p);
+  const c = json as Record<string, unknown>;
+  for (const k of ['store', 'stateDir', 'auditFile', 'challengeKeyFile']) if (k in c) c[k] = rel(c[k]);
+  if (Array.isArray(c.roots)) c.roots = c.roots.map(rel);
+  if (c.tls && typeof c.tls === 'object') c.tls = { cert: rel((c.tls as { cert: unknown }).cert), key: rel((c.tls as { key: unknown }).key) };
+  return c as Partial<BrokerConfig>;
+}
+
+/** Merges layers over the defaults and checks the result. */
+export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerConfig {
+  const merged = Object.assign({}, DEFAULT_CONFIG, ...layers) as BrokerConfig;
+  const config: BrokerConfig = { ...merged, rateLimits: { ...DEFAULT_RATE_LIMITS, ...merged.rateLimits } };
+  const { host } = parseListen(config.listen);
+  if (!config.tls && !isLoopback(host)) throw new ConfigError(`plain HTTP is only allowed on loopback; give tls.cert and tls.key to listen on ${host}`);
+  for (const [key, value] of Object.entries({
+    secretCacheTtlSeconds: config.secretCacheTtlSeconds,
+    maxBodyBytes: config.maxBodyBytes,
+    maxDocumentAgeSeconds: config.maxDocumentAgeSeconds,
+  })) {
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) throw new ConfigError(`${key} must be a non-negative number`);
+  }
+  if (config.maxDocumentAgeSeconds === 0 || config.maxDocumentAgeSeconds > 3600) throw new ConfigError('maxDocumentAgeSeconds must be 1..3600');
+  return config;
+}

@@ -1,0 +1,72 @@
+/** Token buckets keyed by string, with bounded memory. */
+export class RateLimiter {
+  readonly #buckets = new Map<string, { tokens: number; at: number }>();
+
+  /**
+   * @param perSecond - sustained rate; 0 disables the limit
+   * @param burst - bucket size
+   * @param maxKeys - keys tracked at once; the oldest is dropped beyond it
+   */
+  constructor(
+    private readonly perSecond: number,
+    private readonly burst: number,
+    private readonly maxKeys = 100_000,
+  ) {}
+
+  /** Takes one token for `key`; false when the key is over its rate. */
+  take(key: string, now: number): boolean {
+    if (this.perSecond <= 0) return true;
+    let bucket = this.#buckets.get(key);
+    if (bucket) {
+      bucket.tokens = Math.min(this.burst, bucket.tokens + ((now - bucket.at) / 1000) * this.perSecond);
+      bucket.at = now;
+      this.#buckets.delete(key); // re-insert: Map order doubles as LRU order
+    } else {
+      bucket = { tokens: this.burst, at: now };
+    }
+    this.#buckets.set(key, bucket);
+    if (this.#buckets.size > this.maxKeys) this.#buckets.delete(this.#buckets.keys().next().value as string);
+    if (bucket.tokens < 1) return false;
+    bucket.tokens -= 1;
+    return true;
+  }
+}
+
+/**
+ * Repeated policy denials from one enclave identity look like probing:
+ * after `threshold` denials within `windowMs` the identity is refused
+ * outright for `quarantineMs`.
+ */
+export class Quarantine {
+  readonly #denials = new Map<string, number[]>();
+  readonly #until = new Map<string, number>();
+
+  constructor(
+    private readonly threshold: number,
+    private readonly windowMs: number,
+    private readonly quarantineMs: number,
+    private readonly maxKeys = 100_000,
+  ) {}
+
+  isQuarantined(identity: string, now: number): boolean {
+    const until = this.#until.get(identity);
+    if (until === undefined) return false;
+    if (until > now) return true;
+    this.#until.delete(identity);
+    return false;
+  }
+
+  recordDenial(identity: string, now: number): void {
+    if (this.threshold <= 0) return;
+    const recent = (this.#denials.get(identity) ?? []).filter((t) => t > now - this.windowMs);
+    recent.push(now);
+    this.#denials.delete(identity);
+    if (recent.length >= this.threshold) {
+      this.#until.set(identity, now + this.quarantineMs);
+      if (this.#until.size > this.maxKeys) this.#until.delete(this.#until.keys().next().value as string);
+    } else {
+      this.#denials.set(identity, recent);
+      if (this.#denials.size > this.maxKeys) this.#denials.delete(this.#denials.keys().next().value as string);
+    }
+  }
+}

@@ -1,0 +1,299 @@
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import { CompactEncrypt, CompactSign } from 'jose';
+import { isAttestationError, type TrustedRoot, type VerifiedDocument, type Verifier } from './verify/index.js';
+import { callerCode, checkRevoked, decide, instanceIdOf, type Decision, type EnclaveIdentity } from './policy/decide.js';
+import { SECRET_NAME } from './policy/schema.js';
+import type { Binding, ProviderName } from './policy/types.js';
+import type { BindingStore } from './store/file-store.js';
+import type { KeyProvider } from './kms/provider.js';
+import type { AuditLog, DecisionRecord } from './audit/log.js';
+import type { ChallengeService } from './challenge.js';
+import type { SigningKey } from './signing-key.js';
+import { SecretCache } from './secret-cache.js';
+import type { BrokerMetrics } from './metrics.js';
+import { Quarantine, RateLimiter } from './rate-limit.js';
+import { BrokerError, type BrokerErrorCode } from './errors.js';
+
+export const MAX_NAMES = 32;
+
+/** One released secret, as the API returns it. */
+export interface ReleasedSecret {
+  readonly name: string;
+  readonly version: number;
+  readonly ttlSeconds: number;
+  /** Compact JWE (RSA-OAEP-256 + A256GCM) to the attested key, wrapping a JWS signed by the broker. */
+  readonly jwe: string;
+}
+
+/** The claims inside the broker-signed JWS an enclave receives. */
+export interface ReleaseClaims {
+  readonly iss: 'keygate';
+  readonly sub: string;
+  readonly ver: number;
+  /** base64url of the value. */
+  readonly val: string;
+  readonly text: boolean;
+  readonly iat: number;
+  readonly exp: number;
+  readonly ttl: number;
+  /** Hex nonce and SHA-256 of the attestation document this answers. */
+  readonly nonce: string;
+  readonly doc: string;
+  readonly aud: string;
+}
+
+export interface RateLimitSettings {
+  readonly perClientPerSecond: number;
+  readonly perIdentityPerSecond: number;
+  readonly perSecretPerSecond: number;
+  readonly quarantineAfterDenials: number;
+  readonly quarantineWindowSeconds: number;
+  readonly quarantineSeconds: number;
+}
+
+export const DEFAULT_RATE_LIMITS: RateLimitSettings = {
+  perClientPerSecond: 200,
+  perIdentityPerSecond: 20,
+  perSecretPerSecond: 1000,
+  quarantineAfterDenials: 10,
+  quarantineWindowSeconds: 60,
+  quarantineSeconds: 300,
+};
+
+export interface ReleaseDependencies {
+  readonly verifier: Verifier;
+  readonly roots: readonly TrustedRoot[];
+  readonly allowDebug: boolean;
+  readonly maxDocumentAgeMs: number;
+  readonly store: BindingStore;
+  readonly providers: ReadonlyMap<ProviderName, KeyProvider>;
+  readonly audit: AuditLog;
+  readonly challenge: ChallengeService;
+  readonly signingKey: SigningKey;
+  readonly metrics: BrokerMetrics;
+  readonly secretCacheTtlMs: number;
+  readonly rateLimits: RateLimitSettings;
+  readonly clock: () => number;
+}
+
+const hex = (b: Uint8Array | null | undefined): string | null => (b ? Buffer.from(b).toString('hex') : null);
+
+function identityOf(doc: VerifiedDocument): EnclaveIdentity {
+  const pcrs = new Map<number, string>();
+  for (const [i, v] of doc.pcrs) pcrs.set(i, Buffer.from(v).toString('hex'));
+  return { moduleId: doc.moduleId, pcrs, debug: doc.debug };
+}
+
+/** The enclave's RSA-2048 key from the document, or a BAD_REQUEST. */
+function recipientKey(doc: VerifiedDocument): KeyObject {
+  if (!doc.publicKey) throw new BrokerError('BAD_REQUEST', 'attestation document carries no public_key to encrypt to');
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: Buffer.from(doc.publicKey), format: 'der', type: 'spki' });
+  } catch {
+    throw new BrokerError('BAD_REQUEST', 'attestation public_key is not an RSA-2048 SubjectPublicKeyInfo');
+  }
+  if (key.asymmetricKeyType !== 'rsa' || key.asymmetricKeyDetails?.modulusLength !== 2048) {
+    throw new BrokerError('BAD_REQUEST', 'attestation public_key is not an RSA-2048 SubjectPublicKeyInfo');
+  }
+  return key;
+}
+
+/**
+ * Turns a verified attestation into released secrets: verify, consume the
+ * nonce, check the recipient key, evaluate every name's binding, decrypt,
+ * encrypt to the enclave, audit durably, and only then answer. Any failure
+ * releases nothing (all names or none).
+ */
+export class ReleaseService {
+  readonly #deps: ReleaseDependencies;
+  readonly #cache: SecretCache;
+  readonly #perClient: RateLimiter;
+  readonly #perIdentity: RateLimiter;
+  readonly #perSecret: RateLimiter;
+  readonly #quarantine: Quarantine;
+  #cacheGeneration = -1;
+
+  constructor(deps: ReleaseDependencies) {
+    this.#deps = deps;
+    this.#cache = new SecretCache(deps.secretCacheTtlMs);
+    const r = deps.rateLimits;
+    this.#perClient = new RateLimiter(r.perClientPerSecond, r.perClientPerSecond * 2);
+    this.#perIdentity = new RateLimiter(r.perIdentityPerSecond, r.perIdentityPerSecond * 2);
+    this.#perSecret = new RateLimiter(r.perSecretPerSecond, r.perSecretPerSecond * 2);
+    this.#quarantine = new Quarantine(r.quarantineAfterDenials, r.quarantineWindowSeconds * 1000, r.quarantineSeconds * 1000);
+  }
+
+  get cacheSize(): number {
+    return this.#cache.size;
+  }
+
+  /**
+   * Handles one `POST /v1/secrets`.
+   *
+   * @throws BrokerError with the code the caller is shown
+   */
+  async release(attestation: Uint8Array, names: readonly string[], client: string): Promise<ReleasedSecret[]> {
+    const started = performance.now();
+    const d = this.#deps;
+    const now = d.clock();
+    let doc: VerifiedDocument | undefined;
+    const record = async (decision: DecisionRecord['decision'], code: string, secret: string | null, version: number | null): Promise<void> => {
+      const pcrs = doc ? Object.fromEntries([0, 1, 2, 4].filter((i) => doc!.pcrs.has(i)).map((i) => [String(i), hex(doc!.pcrs.get(i))])) : null;
+      await d.audit.append({
+        time: new Date(now).toISOString(),
+        decision,
+        code,
+        secret,
+        version,
+        moduleId: doc?.moduleId ?? null,
+        pcrs,
+        docSha256: doc?.documentSha256 ?? null,
+        nonce: hex(doc?.nonce),
+        client,
+        latencyMs: Math.round((performance.now() - started) * 1000) / 1000,
+      });
+    };
+    const denyAll = async (shown: BrokerErrorCode, message: string, reasons?: ReadonlyMap<string, string>): Promise<never> => {
+      d.metrics.denials.inc({ code: shown });
+      const targets = names.length ? names : [null];
+      for (const name of targets) await record('deny', (name && reasons?.get(name)) ?? shown, name, null);
+      throw new BrokerError(shown, message);
+    };
+
+    try {
+      if (!this.#perClient.take(client, now)) await denyAll('RATE_LIMITED', 'too many requests from this client');
+
+      const t0 = performance.now();
+      try {
+        doc = d.verifier(attestation, { at: now, roots: d.roots, maxAgeMs: d.maxDocumentAgeMs, allowDebug: d.allowDebug });
+      } catch (err) {
+        if (!isAttestationError(err)) throw err;
+        await denyAll(err.code, err.message);
+      } finally {
+        d.metrics.verifySeconds.observe((performance.now() - t0) / 1000);
+      }
+      const verified = doc!;
+
+      const nonceProblem = d.challenge.consume(verified.nonce, now);
+      if (nonceProblem === 'busy') await denyAll('RATE_LIMITED', 'too many outstanding challenges; retry shortly');
+      if (nonceProblem) await denyAll('NONCE_MISMATCH', `the document nonce is not a usable challenge from this broker (${nonceProblem})`);
+      const recipient = recipientKey(verified);
+
+      const identity = identityOf(verified);
+      const identityKey = `${identity.pcrs.get(0) ?? '-'}|${instanceIdOf(verified.moduleId) ?? verified.moduleId}`;
+      if (this.#quarantine.isQuarantined(identityKey, now)) await denyAll('QUARANTINED', 'this enclave identity is quarantined after repeated denials');
+      if (!this.#perIdentity.take(identityKey, now)) await denyAll('RATE_LIMITED', 'too many requests from this enclave identity');
+
+      const snapshot = await d.store.refresh();
+      this.#dropStaleCache(snapshot.generation, snapshot.bindings);
+      const revoked = checkRevoked(identity, snapshot.revocations);
+      const decisions = new Map<string, Decision>();
+      for (const name of names) decisions.set(name, revoked ?? decide(snapshot.bindings.get(name), identity, snapshot.revocations));
+      const denied = [...decisions.entries()].filter((e): e is [string, Extract<Decision, { allow: false }>] => !e[1].allow);
+      if (denied.length) {
+        this.#quarantine.recordDenial(identityKey, now);
+        const reasons = new Map(names.map((n) => [n, 'BATCH_DENIED']));
+        for (const [name, dec] of denied) reasons.set(name, dec.reason);
+        const shown = denied.some(([, dec]) => callerCode(dec.reason) === 'REVOKED') ? 'REVOKED' : 'POLICY_DENIED';
+        await denyAll(shown, shown === 'REVOKED' ? 'this enclave identity is revoked' : 'not allowed to read the requested secrets', reasons);
+      }
+      for (const name of names) {
+        if (!this.#perSecret.take(name, now)) await denyAll('RATE_LIMITED', 'too many requests for a requested secret');
+      }
+
+      const bindings = names.map((n) => snapshot.bindings.get(n)!);
+      let values: Uint8Array[];
+      try {
+        values = await Promise.all(bindings.map((b) => this.#plaintext(b, now)));
+      } catch (err) {
+        const reasons = new Map(names.map((n) => [n, `KMS_UNAVAILABLE:${(err as Error).name}`]));
+        return await denyAll('KMS_UNAVAILABLE', 'the key provider is unavailable; nothing was released', reasons);
+      }
+
+      const released: ReleasedSecret[] = [];
+      for (let i = 0; i < bindings.length; i++) {
+        released.push(await this.#seal(bindings[i]!, values[i]!, verified, recipient, now));
+      }
+      for (const b of bindings) await record('release', 'RELEASED', b.secret, b.version);
+      for (const b of bindings) d.metrics.releases.inc({ secret: b.secret });
+      return released;
+    } catch (err) {
+      if (err instanceof BrokerError) {
+        if (err.code === 'BAD_REQUEST') {
+          d.metrics.denials.inc({ code: err.code });
+          for (const name of names.length ? names : [null]) await record('deny', err.code, name, null).catch(() => {});
+        }
+        throw err;
+      }
+      // Fail closed: an unexpected failure (audit write included) releases nothing and reveals nothing.
+      d.metrics.denials.inc({ code: 'INTERNAL_ERROR' });
+      throw new BrokerError('INTERNAL_ERROR', 'internal error; nothing was released', { cause: err });
+    } finally {
+      d.metrics.requestSeconds.observe((performance.now() - started) / 1000);
+    }
+  }
+
+  #dropStaleCache(generation: number, bindings: ReadonlyMap<string, Binding>): void {
+    if (generation === this.#cacheGeneration) return;
+    this.#cacheGeneration = generation;
+    this.#cache.retain(new Set([...bindings.values()].filter((b) => !b.revoked).map((b) => SecretCache.key(b.secret, b.version, b.ciphertext))));
+  }
+
+  async #plaintext(binding: Binding, now: number): Promise<Uint8Array> {
+    const key = SecretCache.key(binding.secret, binding.version, binding.ciphertext);
+    const cached = this.#cache.get(key, now);
+    if (cached) {
+      this.#deps.metrics.cache.inc({ result: 'hit' });
+      return cached;
+    }
+    this.#deps.metrics.cache.inc({ result: 'miss' });
+    const provider = this.#deps.providers.get(binding.provider);
+    if (!provider) throw new Error(`no ${binding.provider} key provider is configured`);
+    const t0 = performance.now();
+    try {
+      const value = await provider.decrypt(binding.ciphertext, binding.secret, binding.kmsKeyId);
+      this.#cache.set(key, value, now);
+      return value;
+    } finally {
+      this.#deps.metrics.kmsSeconds.observe((performance.now() - t0) / 1000);
+    }
+  }
+
+  async #seal(binding: Binding, value: Uint8Array, doc: VerifiedDocument, recipient: KeyObject, now: number): Promise<ReleasedSecret> {
+    const iat = Math.floor(now / 1000);
+    const claims: ReleaseClaims = {
+      iss: 'keygate',
+      sub: binding.secret,
+      ver: binding.version,
+      val: Buffer.from(value).toString('base64url'),
+      text: binding.text,
+      iat,
+      exp: iat + binding.ttlSeconds,
+      ttl: binding.ttlSeconds,
+      nonce: hex(doc.nonce)!,
+      doc: doc.documentSha256,
+      aud: doc.moduleId,
+    };
+    const jws = await new CompactSign(new TextEncoder().encode(JSON.stringify(claims)))
+      .setProtectedHeader({ alg: 'EdDSA', kid: this.#deps.signingKey.kid, typ: 'keygate-release+jws' })
+      .sign(this.#deps.signingKey.privateKey);
+    const jwe = await new CompactEncrypt(new TextEncoder().encode(jws))
+      .setProtectedHeader({ alg: 'RSA-OAEP-256', enc: 'A256GCM', cty: 'keygate-release+jws', kid: binding.secret })
+      .encrypt(recipient);
+    return { name: binding.secret, version: binding.version, ttlSeconds: binding.ttlSeconds, jwe };
+  }
+}
+
+/** Validates the requested names: 1..32 distinct secret names. */
+export function validateNames(value: unknown): string[] {
+  if (!Array.isArray(value) || value.length === 0 || value.length > MAX_NAMES) {
+    throw new BrokerError('BAD_REQUEST', `names must be an array of 1..${MAX_NAMES} secret names`);
+  }
+  const names = value.map((n) => {
+    if (typeof n !== 'string' || !SECRET_NAME.test(n)) throw new BrokerError('BAD_REQUEST', 'names must be secret names ([A-Za-z0-9._-], up to 128)');
+    return n;
+  });
+  if (new Set(names).size !== names.length) throw new BrokerError('BAD_REQUEST', 'names must not repeat');
+  return names;
+}

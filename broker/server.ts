@@ -1,0 +1,121 @@
+import { Hono, type Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { getConnInfo } from '@hono/node-server/conninfo';
+import type { JWK } from 'jose';
+import { decodeStrict } from './verify/cbor-decode.js';
+import { BrokerError } from './errors.js';
+import { validateNames, type ReleaseService } from './release.js';
+import type { ChallengeService } from './challenge.js';
+import type { BrokerMetrics } from './metrics.js';
+
+/** What the HTTP layer needs; everything with state lives behind these. */
+export interface BrokerAppDependencies {
+  readonly release: ReleaseService;
+  readonly challenge: ChallengeService;
+  readonly metrics: BrokerMetrics;
+  readonly brokerKey: JWK;
+  readonly maxBodyBytes: number;
+  readonly clock: () => number;
+  /** Resolves when the broker can serve (store loaded, key provider reachable, audit writable). */
+  readonly ready: () => Promise<void>;
+}
+
+function errorResponse(c: Context, err: BrokerError): Response {
+  return c.json({ error: { code: err.code, message: err.message } }, err.status as 400);
+}
+
+function clientOf(c: Context): string {
+  try {
+    const info = getConnInfo(c);
+    return info.remote.address ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** Reads `{ attestation, names }` from a JSON (base64 document) or CBOR (byte-string document) body. */
+async function readReleaseBody(c: Context): Promise<{ attestation: Uint8Array; names: string[] }> {
+  const type = (c.req.header('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+  let attestation: unknown;
+  let names: unknown;
+  if (type === 'application/cbor') {
+    let body: unknown;
+    try {
+      body = decodeStrict(new Uint8Array(await c.req.arrayBuffer()));
+    } catch {
+      throw new BrokerError('BAD_REQUEST', 'body is not valid CBOR');
+    }
+    if (!(body instanceof Map)) throw new BrokerError('BAD_REQUEST', 'body must be a CBOR map');
+    attestation = body.get('attestation');
+    names = body.get('names');
+    if (!(attestation instanceof Uint8Array)) throw new BrokerError('BAD_REQUEST', 'attestation must be a byte string');
+  } else if (type === 'application/json') {
+    let body: unknown;
+    try {
+      body = await c.req.json();
+    } catch {
+      throw new BrokerError('BAD_REQUEST', 'body is not valid JSON');
+    }
+    if (typeof body !== 'object' || body === null) throw new BrokerError('BAD_REQUEST', 'body must be a JSON object');
+    const raw = (body as { attestation?: unknown }).attestation;
+    names = (body as { names?: unknown }).names;
+    if (typeof raw !== 'string' || raw.length === 0 || raw.length % 4 !== 0 || !BASE64.test(raw)) {
+      throw new BrokerError('BAD_REQUEST', 'attestation must be a base64 string');
+    }
+    attestation = new Uint8Array(Buffer.from(raw, 'base64'));
+  } else {
+    throw new BrokerError('BAD_REQUEST', 'content-type must be application/json or application/cbor');
+  }
+  return { attestation: attestation as Uint8Array, names: validateNames(names) };
+}
+
+/**
+ * The broker's HTTP API (design.md section 2). Every route has a body limit;
+ * every failure answers `{ error: { code, message } }` without internal
+ * detail; an unexpected exception releases nothing.
+ */
+export function createBrokerApp(deps: BrokerAppDependencies): Hono {
+  const app = new Hono();
+  const limit = bodyLimit({
+    maxSize: deps.maxBodyBytes,
+    onError: (c) => errorResponse(c, new BrokerError('BAD_REQUEST', `body larger than ${deps.maxBodyBytes} bytes`)),
+  });
+  app.use('*', limit);
+
+  app.get('/v1/challenge', (c) => {
+    const { nonce, expiresAt } = deps.challenge.issue(deps.clock());
+    c.header('cache-control', 'no-store');
+    return c.json({ nonce: Buffer.from(nonce).toString('base64'), expiresAt });
+  });
+
+  app.post('/v1/secrets', async (c) => {
+    const { attestation, names } = await readReleaseBody(c);
+    const secrets = await deps.release.release(attestation, names, clientOf(c));
+    c.header('cache-control', 'no-store');
+    return c.json({ secrets });
+  });
+
+  app.get('/v1/broker-key', (c) => c.json(deps.brokerKey));
+
+  app.get('/healthz', (c) => c.json({ status: 'ok' }));
+
+  app.get('/readyz', async (c) => {
+    try {
+      await deps.ready();
+      return c.json({ status: 'ready' });
+    } catch (err) {
+      return c.json({ status: 'not ready', reason: err instanceof BrokerError ? err.message : 'a dependency is unavailable' }, 503);
+    }
+  });
+
+  app.get('/metrics', (c) => c.text(deps.metrics.render(), 200, { 'content-type': 'text/plain; version=0.0.4' }));
+
+  app.notFound((c) => errorResponse(c, new BrokerError('NOT_FOUND', 'no such route')));
+  app.onError((err, c) => {
+    if (err instanceof BrokerError) return errorResponse(c, err);
+    return errorResponse(c, new BrokerError('INTERNAL_ERROR', 'internal error; nothing was released'));
+  });
+  return app;
+}

@@ -1,0 +1,56 @@
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, type JsonWebKey } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { calculateJwkThumbprint, type JWK } from 'jose';
+import { dirname } from 'node:path';
+import { ensureDirectory, writeFileAtomic } from './store/atomic.js';
+
+/** The broker's Ed25519 identity: signs release JWSs (pinned by enclaves) and audit seals. */
+export interface SigningKey {
+  readonly privateKey: KeyObject;
+  readonly publicKey: KeyObject;
+  /** Public JWK with `kid` (RFC 7638 thumbprint), `alg: EdDSA`, `use: sig`. */
+  readonly publicJwk: JWK;
+  readonly kid: string;
+}
+
+async function fromPrivateJwk(jwk: JsonWebKey): Promise<SigningKey> {
+  const privateKey = createPrivateKey({ key: jwk, format: 'jwk' });
+  if (privateKey.asymmetricKeyType !== 'ed25519') throw new Error('broker signing key must be Ed25519');
+  const publicKey = createPublicKey(privateKey);
+  const pub = publicKey.export({ format: 'jwk' }) as JWK;
+  const kid = await calculateJwkThumbprint(pub, 'sha256');
+  return { privateKey, publicKey, kid, publicJwk: { ...pub, kid, alg: 'EdDSA', use: 'sig' } };
+}
+
+/** Loads the signing key from a private JWK file, creating one (mode 0600) if it does not exist. */
+export async function loadOrCreateSigningKey(path: string): Promise<SigningKey> {
+  let text: string | undefined;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (text === undefined) {
+    const { privateKey } = generateKeyPairSync('ed25519');
+    const jwk = privateKey.export({ format: 'jwk' });
+    await ensureDirectory(dirname(path));
+    try {
+      await writeFileAtomic(path, `${JSON.stringify(jwk)}\n`, 0o600);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    text = await readFile(path, 'utf8');
+  }
+  return fromPrivateJwk(JSON.parse(text) as JsonWebKey);
+}
+
+/** Reads a public key for verification from a JWK or PEM file (a private JWK also works). */
+export async function loadPublicKeyFile(path: string): Promise<KeyObject> {
+  const text = await readFile(path, 'utf8');
+  if (text.trimStart().startsWith('{')) {
+    const jwk = JSON.parse(text) as JsonWebKey & { d?: string };
+    const { d: _private, ...pub } = jwk;
+    return createPublicKey({ key: pub, format: 'jwk' });
+  }
+  return createPublicKey(text);
+}

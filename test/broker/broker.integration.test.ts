@@ -1,0 +1,294 @@
+/**
+ * The real broker on 127.0.0.1: documents minted by a test PKI (trusted as an
+ * extra root for tests only), the real AWS SDK against the local KMS-protocol
+ * server, real files for the store and audit log.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { JWK } from 'jose';
+import { startBroker, type RunningBroker } from '../../broker/broker.js';
+import { resolveConfig } from '../../broker/config.js';
+import { bindSecret, pcrSet, revokeIdentities, revokeSecret, rotateSecret } from '../../broker/admin.js';
+import { FileStore } from '../../broker/store/file-store.js';
+import { verifyAuditLog } from '../../broker/audit/verify-log.js';
+import { silentLogger } from '../../broker/log.js';
+import { encode } from 'cbor-x';
+import { createTestPki, type TestPki } from '../support/pki.js';
+import { APPROVED, TestEnclave, buildPcrs, h, valueOf } from '../support/enclave.js';
+import { TEST_CREDENTIALS, startKmsServer, type KmsTestServer } from '../support/kms-server.js';
+
+let dir: string;
+let pki: TestPki;
+let other: TestPki;
+let kms: KmsTestServer;
+let broker: RunningBroker;
+let brokerJwk: JWK;
+let enclave: TestEnclave;
+/** A second store handle on the same directory: what the CLI on another host would use. */
+let admin: FileStore;
+
+const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'keygate-broker-'));
+  const at = Date.now();
+  [pki, other, kms] = await Promise.all([createTestPki(at), createTestPki(at), startKmsServer()]);
+  const config = resolveConfig({
+    listen: '127.0.0.1:0',
+    store: join(dir, 'store'),
+    stateDir: join(dir, 'state'),
+    extraRootPems: [pki.root.pem],
+    kms: { region: 'us-east-1', endpoint: kms.endpoint, credentials: TEST_CREDENTIALS, requestTimeoutMs: 2000 },
+    secretCacheTtlSeconds: 60,
+    rateLimits: { perClientPerSecond: 0, perIdentityPerSecond: 0, perSecretPerSecond: 0, quarantineAfterDenials: 0, quarantineWindowSeconds: 60, quarantineSeconds: 60 },
+  });
+  broker = await startBroker(config, { log: silentLogger });
+  admin = await FileStore.open(join(dir, 'store'));
+  const local = broker.providers.get('local')!;
+  await bindSecret(admin, local, { secret: 'db-password', value: enc('hunter2'), allow: [pcrSet(APPROVED)], provider: 'local', ttlSeconds: 120 });
+  await bindSecret(admin, local, { secret: 'api-key', value: enc('ak-123'), allow: [pcrSet(APPROVED)], provider: 'local' });
+  await bindSecret(admin, local, { secret: 'other-app', value: enc('nope'), allow: [pcrSet({ ...APPROVED, 0: h(0x99) })], provider: 'local' });
+  await bindSecret(admin, broker.providers.get('aws-kms')!, { secret: 'kms-secret', value: enc('from-kms'), allow: [pcrSet(APPROVED)], provider: 'aws-kms', kmsKeyId: kms.keyId });
+  brokerJwk = (await (await fetch(`${broker.url}/v1/broker-key`)).json()) as JWK;
+  enclave = new TestEnclave(pki, broker.url);
+});
+
+afterAll(async () => {
+  await broker?.close();
+  await kms?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('release', () => {
+  it('releases several secrets in one request, each a JWE only the enclave can open, signed by the broker', async () => {
+    const nonce = await enclave.challenge();
+    const document = enclave.document(nonce);
+    const res = await enclave.post(document, ['db-password', 'api-key']);
+    expect(res.status).toBe(200);
+    const items = res.body.secrets!;
+    expect(items.map((i) => [i.name, i.version, i.ttlSeconds])).toEqual([['db-password', 1, 120], ['api-key', 1, 60]]);
+    const claims = await Promise.all(items.map((i) => enclave.open(i, brokerJwk)));
+    expect(claims.map(valueOf)).toEqual(['hunter2', 'ak-123']);
+    expect(claims[0]!.nonce).toBe(Buffer.from(nonce).toString('hex'));
+    expect(claims[0]!.aud).toMatch(/^i-/);
+    expect(claims[0]!.exp - claims[0]!.iat).toBe(120);
+    expect(claims[0]!.text).toBe(true);
+    // Another key cannot open it.
+    const stranger = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+    await expect(enclave.open(items[0]!, brokerJwk, stranger)).rejects.toThrow();
+    // A JWS under another broker key is refused.
+    const fakeBroker = { ...brokerJwk, x: Buffer.from(randomBytes(32)).toString('base64url') };
+    await expect(enclave.open(items[0]!, fakeBroker)).rejects.toThrow();
+  });
+
+  it('accepts a CBOR body', async () => {
+    const document = enclave.document(await enclave.challenge());
+    const res = await fetch(`${broker.url}/v1/secrets`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/cbor' },
+      body: encode({ attestation: Buffer.from(document), names: ['api-key'] }),
+    });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { secrets: Array<{ name: string }> };
+    expect(body.secrets[0]!.name).toBe('api-key');
+  });
+
+  it('serves the secret from a KMS-encrypted binding through the real SDK', async () => {
+    const res = await enclave.request(['kms-secret']);
+    expect(res.status).toBe(200);
+    expect(valueOf(await enclave.open(res.body.secrets![0]!, brokerJwk))).toBe('from-kms');
+  });
+});
+
+describe('denials release nothing', () => {
+  const denied = async (res: Promise<{ status: number; body: { secrets?: unknown; error?: { code: string } } }>, status: number, code: string): Promise<void> => {
+    const r = await res;
+    expect(r.body.error?.code).toBe(code);
+    expect(r.status).toBe(status);
+    expect(r.body.secrets).toBeUndefined();
+  };
+
+  it('wrong PCRs', () => denied(enclave.request(['db-password'], { pcrs: buildPcrs(0x12) }), 403, 'POLICY_DENIED'));
+  it('one denied name denies the whole request', () => denied(enclave.request(['db-password', 'other-app']), 403, 'POLICY_DENIED'));
+  it('unknown secret answers like a denied one', () => denied(enclave.request(['no-such-secret']), 403, 'POLICY_DENIED'));
+  it('debug document', () => {
+    const pcrs = buildPcrs();
+    for (const i of [0, 1, 2]) pcrs.set(i, new Uint8Array(48));
+    return denied(enclave.request(['db-password'], { pcrs }), 403, 'DEBUG_MODE');
+  });
+  it('missing public key', () => denied(enclave.request(['db-password'], { publicKey: null }), 400, 'BAD_REQUEST'));
+  it('EC public key instead of RSA-2048', () => {
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'der', type: 'spki' });
+    return denied(enclave.request(['db-password'], { publicKey: new Uint8Array(ec) }), 400, 'BAD_REQUEST');
+  });
+  it('RSA-1024 public key', () => {
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey.export({ format: 'der', type: 'spki' });
+    return denied(enclave.request(['db-password'], { publicKey: new Uint8Array(rsa) }), 400, 'BAD_REQUEST');
+  });
+  it('garbage public key', () => denied(enclave.request(['db-password'], { publicKey: randomBytes(300) }), 400, 'BAD_REQUEST'));
+
+  it('replayed document', async () => {
+    const document = enclave.document(await enclave.challenge());
+    expect((await enclave.post(document, ['api-key'])).status).toBe(200);
+    await denied(enclave.post(document, ['api-key']), 401, 'NONCE_MISMATCH');
+  });
+  it('forged nonce', () => denied(enclave.post(enclave.document(randomBytes(32)), ['api-key']), 401, 'NONCE_MISMATCH'));
+  it('no nonce', () => denied(enclave.post(enclave.document(null), ['api-key']), 401, 'NONCE_MISMATCH'));
+  it('expired document', async () => {
+    const nonce = await enclave.challenge();
+    await denied(enclave.post(enclave.document(nonce, { timestamp: Date.now() - 6 * 60_000 }), ['api-key']), 401, 'DOC_EXPIRED');
+  });
+  it('document under an untrusted root', async () => {
+    const foreign = new TestEnclave(other, broker.url);
+    await denied(foreign.request(['api-key']), 401, 'UNTRUSTED_ROOT');
+  });
+  it('tampered signature', () =>
+    denied(
+      enclave.request(['api-key'], { mutateSignature: (s) => Uint8Array.from(s, (b, i) => (i === 0 ? b ^ 1 : b)) }),
+      401,
+      'BAD_SIGNATURE',
+    ));
+});
+
+describe('HTTP surface', () => {
+  const post = (body: string | Uint8Array, type = 'application/json'): Promise<Response> =>
+    fetch(`${broker.url}/v1/secrets`, { method: 'POST', headers: { 'content-type': type }, body });
+
+  it.each([
+    ['invalid JSON', '{', 'application/json'],
+    ['missing names', JSON.stringify({ attestation: 'AAAA' }), 'application/json'],
+    ['non-base64 attestation', JSON.stringify({ attestation: '***', names: ['a'] }), 'application/json'],
+    ['bad secret name', JSON.stringify({ attestation: 'AAAA', names: ['../x'] }), 'application/json'],
+    ['repeated names', JSON.stringify({ attestation: 'AAAA', names: ['a', 'a'] }), 'application/json'],
+    ['33 names', JSON.stringify({ attestation: 'AAAA', names: Array.from({ length: 33 }, (_, i) => `s${i}`) }), 'application/json'],
+    ['wrong content type', 'x', 'text/plain'],
+    ['invalid CBOR', 'x', 'application/cbor'],
+  ])('%s -> 400 BAD_REQUEST', async (_name, body, type) => {
+    const res = await post(body, type);
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('BAD_REQUEST');
+  });
+
+  it('a malformed document gets its verification code', async () => {
+    const res = await post(JSON.stringify({ attestation: Buffer.from('hello').toString('base64'), names: ['api-key'] }));
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('MALFORMED_COSE');
+  });
+
+  it('refuses bodies over the limit', async () => {
+    const res = await post(JSON.stringify({ attestation: 'A'.repeat(100_000), names: ['x'] }));
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('BAD_REQUEST');
+  });
+
+  it('challenge, health, readiness, metrics, broker key, 404', async () => {
+    const ch = (await (await fetch(`${broker.url}/v1/challenge`)).json()) as { nonce: string; expiresAt: number };
+    expect(Buffer.from(ch.nonce, 'base64')).toHaveLength(32);
+    expect(ch.expiresAt - Date.now()).toBeGreaterThan(25_000);
+    expect((await fetch(`${broker.url}/healthz`)).status).toBe(200);
+    expect((await fetch(`${broker.url}/readyz`)).status).toBe(200);
+    const metrics = await (await fetch(`${broker.url}/metrics`)).text();
+    expect(metrics).toMatch(/keygate_releases_total\{secret="db-password"\} \d+/);
+    expect(metrics).toMatch(/keygate_denials_total\{code="POLICY_DENIED"\} \d+/);
+    expect(metrics).toContain('keygate_verify_seconds_count');
+    expect(brokerJwk).toMatchObject({ kty: 'OKP', crv: 'Ed25519', alg: 'EdDSA' });
+    expect(brokerJwk).not.toHaveProperty('d');
+    const missing = await fetch(`${broker.url}/nope`);
+    expect(missing.status).toBe(404);
+  });
+});
+
+describe('store changes take effect on the next request', () => {
+  it('a new binding, a rotation, a secret revocation and a PCR0 revocation', async () => {
+    const local = broker.providers.get('local')!;
+    await bindSecret(admin, local, { secret: 'late', value: enc('v1'), allow: [pcrSet(APPROVED)], provider: 'local' });
+    let res = await enclave.request(['late']);
+    expect(valueOf(await enclave.open(res.body.secrets![0]!, brokerJwk))).toBe('v1');
+
+    await rotateSecret(admin, broker.providers, 'late', enc('v2'));
+    res = await enclave.request(['late']);
+    expect(res.body.secrets![0]!.version).toBe(2);
+    expect(valueOf(await enclave.open(res.body.secrets![0]!, brokerJwk))).toBe('v2');
+
+    await revokeSecret(admin, 'late');
+    expect((await enclave.request(['late'])).body.error?.code).toBe('POLICY_DENIED');
+    await rotateSecret(admin, broker.providers, 'late', enc('v3'));
+    expect((await enclave.request(['late'])).status).toBe(200);
+
+    const canary = new TestEnclave(pki, broker.url, buildPcrs(0x44));
+    await bindSecret(admin, local, { secret: 'canary', value: enc('c'), allow: [pcrSet({ ...APPROVED, 0: h(0x44) })], provider: 'local' });
+    expect((await canary.request(['canary'])).status).toBe(200);
+    await revokeIdentities(admin, { pcr0: [h(0x44)] });
+    const revoked = await canary.request(['canary']);
+    expect(revoked.status).toBe(403);
+    expect(revoked.body.error?.code).toBe('REVOKED');
+  });
+
+  it('keeps the last good binding when its file is corrupted', async () => {
+    const file = join(dir, 'store', 'bindings', 'api-key.json');
+    const good = readFileSync(file, 'utf8');
+    writeFileSync(file, '{ "secret": "api-key", broken');
+    await broker.store.rescan(); // an in-place edit does not touch the directory; the periodic full scan finds it
+    const res = await enclave.request(['api-key']);
+    expect(res.status).toBe(200);
+    expect(valueOf(await enclave.open(res.body.secrets![0]!, brokerJwk))).toBe('ak-123');
+    expect(broker.store.problems().map((p) => p.file)).toEqual([file]);
+    writeFileSync(file, good);
+    await broker.store.rescan();
+    expect(broker.store.problems()).toEqual([]);
+  });
+});
+
+describe('KMS faults', () => {
+  it('retries throttling, answers KMS_UNAVAILABLE during an outage, and recovers', async () => {
+    await rotateSecret(admin, broker.providers, 'kms-secret', enc('kms-v2')); // new version: not in the value cache
+    kms.faults.throttle = 2;
+    let res = await enclave.request(['kms-secret']);
+    expect(res.status).toBe(200);
+    expect(valueOf(await enclave.open(res.body.secrets![0]!, brokerJwk))).toBe('kms-v2');
+
+    await rotateSecret(admin, broker.providers, 'kms-secret', enc('kms-v3'));
+    kms.faults.outage = true;
+    res = await enclave.request(['kms-secret', 'api-key']);
+    expect(res.status).toBe(503);
+    expect(res.body.error?.code).toBe('KMS_UNAVAILABLE');
+    expect(res.body.secrets).toBeUndefined();
+    kms.faults.outage = false;
+    res = await enclave.request(['kms-secret']);
+    expect(valueOf(await enclave.open(res.body.secrets![0]!, brokerJwk))).toBe('kms-v3');
+  });
+});
+
+describe('audit', () => {
+  it('records every decision with its true reason, in a chain that verifies and detects tampering', async () => {
+    await enclave.request(['no-such-secret']);
+    await broker.audit.close().catch(() => {}); // flush; the broker keeps running with a closed log only in this last test
+    const file = join(dir, 'state', 'audit.jsonl');
+    const text = readFileSync(file, 'utf8');
+    const check = verifyAuditLog(text, broker.signingKey.publicKey);
+    expect(check.ok).toBe(true);
+    expect(check.unsealed).toBe(0);
+    const records = text.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const decisions = records.filter((r) => r.type === 'decision');
+    expect(decisions.length).toBe(check.decisions);
+    expect(decisions.some((r) => r.code === 'UNKNOWN_SECRET' && r.secret === 'no-such-secret')).toBe(true);
+    expect(decisions.some((r) => r.code === 'PCR_MISMATCH')).toBe(true);
+    const release = decisions.find((r) => r.decision === 'release')!;
+    expect(release).toMatchObject({ code: 'RELEASED', secret: expect.any(String), moduleId: expect.stringMatching(/^i-/), client: expect.stringMatching(/127\.0\.0\.1/) });
+    expect(Object.keys(release.pcrs as object)).toEqual(['0', '1', '2', '4']);
+    expect(JSON.stringify(records)).not.toContain('hunter2');
+
+    const lines = text.trim().split('\n');
+    const edited = [...lines];
+    edited[2] = edited[2]!.replace('"deny"', '"release"').replace('"release"', '"deny"');
+    edited[2] = edited[2]!.replace(/"latencyMs":[\d.]+/, '"latencyMs":0');
+    expect(verifyAuditLog(`${edited.join('\n')}\n`, broker.signingKey.publicKey).problem?.line).toBe(4);
+    const dropped = lines.filter((_, i) => i !== 1);
+    expect(verifyAuditLog(`${dropped.join('\n')}\n`, broker.signingKey.publicKey).problem?.message).toMatch(/dropped/);
+    const reordered = [lines[0]!, lines[2]!, lines[1]!, ...lines.slice(3)];
+    expect(verifyAuditLog(`${reordered.join('\n')}\n`, broker.signingKey.publicKey).problem?.line).toBe(2);
+  });
+});
