@@ -1,13 +1,24 @@
 import { UsageError } from './errors.js';
 import { processIo, type CliIo } from './io.js';
 import { verifyCommand } from './commands/verify.js';
+import { brokerCommand } from './commands/broker.js';
+import { bindCommand, revokeCommand, rotateCommand, unbindCommand } from './commands/secrets.js';
+import { listCommand } from './commands/list.js';
+import { auditCommand } from './commands/audit.js';
 
 const USAGE = `keygate: attestation-gated secrets for AWS Nitro Enclaves
 
 Usage: keygate <command> [options]
 
 Commands:
-  verify <file|->   verify an attestation document (keygate verify --help)
+  verify <file|->   verify an attestation document
+  broker            run the secrets broker
+  bind <secret>     bind a secret to the measurements allowed to read it
+  rotate <secret>   store a new value for a secret (version + 1)
+  unbind <secret>   remove a binding
+  list              list bindings (never values)
+  revoke            revoke a secret, or a PCR0 / instance / baseline everywhere
+  audit verify FILE check the audit log's chain and signatures
 
 Run "keygate <command> --help" for a command's options.
 `;
@@ -16,6 +27,13 @@ type Command = (argv: readonly string[], io: CliIo, now: () => number) => Promis
 
 const COMMANDS: Record<string, Command> = {
   verify: verifyCommand,
+  broker: brokerCommand,
+  bind: bindCommand,
+  rotate: rotateCommand,
+  unbind: unbindCommand,
+  list: listCommand,
+  revoke: revokeCommand,
+  audit: auditCommand,
 };
 
 /**
@@ -41,7 +59,7 @@ export async function main(argv: readonly string[], io: CliIo = processIo(), now
     return await command(rest, io, now);
   } catch (err) {
     if (err instanceof UsageError) {
-      io.err(`keygate ${name}: ${err.message}\n(run "keygate ${name} --help" for usage)\n`);
+      io.err(`keygate ${name}: ${err.message}\n${err.hint ? `(run "keygate ${name} --help" for usage)\n` : ''}`);
       return 2;
     }
     io.err(`keygate ${name}: internal error: ${err instanceof Error ? err.message : String(err)}\n`);

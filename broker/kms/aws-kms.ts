@@ -26,16 +26,24 @@ const CIPHERTEXT_ERRORS = new Set(['InvalidCiphertextException', 'IncorrectKeyEx
  */
 export class AwsKmsKeyProvider implements KeyProvider {
   readonly name = 'aws-kms' as const;
-  readonly #client: KMSClient;
+  readonly #settings: AwsKmsSettings;
+  #kms: KMSClient | undefined;
 
   constructor(settings: AwsKmsSettings = {}) {
-    this.#client = new KMSClient({
+    this.#settings = settings;
+  }
+
+  /** The SDK client, built on first use so commands that never call KMS do not load its configuration. */
+  get #client(): KMSClient {
+    const settings = this.#settings;
+    this.#kms ??= new KMSClient({
       ...(settings.region ? { region: settings.region } : {}),
       ...(settings.endpoint ? { endpoint: settings.endpoint } : {}),
       ...(settings.credentials ? { credentials: settings.credentials } : {}),
       maxAttempts: settings.maxAttempts ?? 3,
       requestHandler: { requestTimeout: settings.requestTimeoutMs ?? 5_000, connectionTimeout: settings.requestTimeoutMs ?? 5_000 },
     });
+    return this.#kms;
   }
 
   #failure(err: unknown, what: string): Error {
@@ -80,6 +88,7 @@ export class AwsKmsKeyProvider implements KeyProvider {
   }
 
   destroy(): void {
-    this.#client.destroy();
+    this.#kms?.destroy();
+    this.#kms = undefined;
   }
 }

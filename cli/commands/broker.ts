@@ -1,0 +1,38 @@
+import { parseArgs } from 'node:util';
+import { startBroker } from '../../broker/broker.js';
+import { UsageError } from '../errors.js';
+import { STORE_OPTIONS, STORE_USAGE, brokerConfig } from '../context.js';
+import type { CliIo } from '../io.js';
+
+export const BROKER_USAGE = `Usage: keygate broker [--config FILE] [--listen HOST:PORT] [--store DIR] [--dev]
+
+Runs the secrets broker until SIGINT or SIGTERM.
+
+  --listen HOST:PORT default 127.0.0.1:8443; plain HTTP only on loopback,
+                     otherwise set tls.cert and tls.key in the config
+${STORE_USAGE}
+`;
+
+/** `keygate broker`: serve until a signal arrives. */
+export async function brokerCommand(argv: readonly string[], io: CliIo): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({ args: [...argv], strict: true, options: { ...STORE_OPTIONS, listen: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (values.help) {
+    io.out(BROKER_USAGE);
+    return 0;
+  }
+  const config = await brokerConfig(values);
+  const broker = await startBroker(config);
+  io.out(`keygate broker listening on ${broker.url}${config.dev ? ' (DEVELOPMENT MODE)' : ''}\n`);
+  await new Promise<void>((resolve) => {
+    const stop = (): void => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  await broker.close();
+  return 0;
+}

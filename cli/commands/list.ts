@@ -1,0 +1,50 @@
+import { parseArgs } from 'node:util';
+import { UsageError } from '../errors.js';
+import { STORE_OPTIONS, STORE_USAGE, brokerConfig } from '../context.js';
+import { FileStore } from '../../broker/store/file-store.js';
+import type { CliIo } from '../io.js';
+
+export const LIST_USAGE = `Usage: keygate list [--json] [store options]
+
+Lists bindings: names, versions, allowed measurement sets. Never values.
+${STORE_USAGE}
+`;
+
+/** `keygate list` */
+export async function listCommand(argv: readonly string[], io: CliIo): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({ args: [...argv], strict: true, options: { ...STORE_OPTIONS, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (values.help) {
+    io.out(LIST_USAGE);
+    return 0;
+  }
+  const config = await brokerConfig(values);
+  const problems: string[] = [];
+  const store = await FileStore.open(config.store, { onProblem: (p) => problems.push(`${p.file}: ${p.message}`) });
+  const { bindings, revocations } = store.snapshot();
+  // Everything except the ciphertext: names, versions and policy are not secret; values never leave the store.
+  const rows = [...bindings.values()]
+    .sort((a, b) => a.secret.localeCompare(b.secret))
+    .map(({ ciphertext: _ciphertext, ...rest }) => rest);
+  if (values.json) {
+    io.out(`${JSON.stringify({ bindings: rows, revocations, problems })}\n`);
+    return 0;
+  }
+  if (rows.length === 0) io.out('no bindings\n');
+  for (const b of rows) {
+    const flags = [b.revoked ? 'REVOKED' : '', b.allowDebug ? 'allow-debug' : '', b.instances ? `instances ${b.instances.ids.join(',')}` : ''].filter(Boolean);
+    io.out(`${b.secret}  v${b.version}  ttl ${b.ttlSeconds}s  ${b.provider}${flags.length ? `  [${flags.join('; ')}]` : ''}\n`);
+    for (const rule of b.allow) {
+      const pcrs = Object.entries(rule.pcrs).map(([i, v]) => `PCR${i}=${v.slice(0, 16)}…`).join(' ');
+      io.out(`    allow ${pcrs}${rule.baseline ? ` (baseline ${rule.baseline})` : ''}\n`);
+    }
+  }
+  const revoked = revocations.pcr0.length + revocations.instances.length + revocations.baselines.length;
+  if (revoked) io.out(`revoked identities: ${revocations.pcr0.length} PCR0, ${revocations.instances.length} instance(s), ${revocations.baselines.length} baseline(s)\n`);
+  for (const p of problems) io.err(`warning: ${p} (last good content kept)\n`);
+  return 0;
+}

@@ -1,0 +1,194 @@
+import { readFile } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { AdminError, bindSecret, pcrSet, revokeIdentities, revokeSecret, rotateSecret, unbindSecret } from '../../broker/admin.js';
+import { SchemaError } from '../../broker/policy/schema.js';
+import type { AllowRule, ProviderName } from '../../broker/policy/types.js';
+import { UsageError } from '../errors.js';
+import { STORE_OPTIONS, STORE_USAGE, openAdmin, type StoreFlags } from '../context.js';
+import { readInput } from '../input.js';
+import { parseDuration } from '../parse.js';
+import type { CliIo } from '../io.js';
+
+export const BIND_USAGE = `Usage: keygate bind <secret> (--pcr0 H --pcr1 H --pcr2 H [--pcr3 H] [--pcr4 H] [--pcr8 H] | --baseline FILE)
+                    (--value-file F | --value-stdin) [options]
+
+Binds a secret to the measurements allowed to read it. The value is read from
+a file or standard input (exact bytes), never from the command line.
+
+  --baseline FILE    take PCRs from a recorded baseline (JSON)
+  --add              add this measurement set to the existing ones (rolling deploy)
+  --provider P       local (default) or aws-kms
+  --kms-key-id ID    KMS key for --provider aws-kms
+  --ttl DUR          how long enclaves may cache the value (default 60s)
+  --instance ID      only this EC2 instance (repeatable; checked against module_id and PCR4)
+  --allow-debug      also release to debug-mode enclaves (never in production)
+${STORE_USAGE}
+`;
+
+export const ROTATE_USAGE = `Usage: keygate rotate <secret> (--value-file F | --value-stdin) [store options]
+
+Stores a new value (version + 1); the next request of any enclave gets it.
+${STORE_USAGE}
+`;
+
+export const UNBIND_USAGE = `Usage: keygate unbind <secret> [store options]
+${STORE_USAGE}
+`;
+
+export const REVOKE_USAGE = `Usage: keygate revoke <secret> | --pcr0 H | --instance i-... | --baseline NAME [store options]
+
+Revokes a secret (released to nobody until rotated), or an enclave identity
+for every secret. Takes effect on the next request of every broker replica.
+${STORE_USAGE}
+`;
+
+function parse(argv: readonly string[], options: NonNullable<ParseArgsConfig['options']>): { values: Record<string, unknown>; positionals: string[] } {
+  try {
+    return parseArgs({ args: [...argv], allowPositionals: true, strict: true, options: { ...options, ...STORE_OPTIONS, help: { type: 'boolean', short: 'h' } } });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+function oneSecret(positionals: string[], usage: string): string {
+  if (positionals.length !== 1) throw new UsageError(`expected exactly one secret name\n\n${usage}`);
+  return positionals[0]!;
+}
+
+async function readValue(values: Record<string, unknown>, io: CliIo): Promise<Uint8Array> {
+  const file = values['value-file'] as string | undefined;
+  const stdin = values['value-stdin'] as boolean | undefined;
+  if (Boolean(file) === Boolean(stdin)) throw new UsageError('give exactly one of --value-file F or --value-stdin');
+  const value = await readInput(file ?? '-', io);
+  if (value.length === 0) throw new UsageError('the secret value is empty');
+  return value;
+}
+
+/** Reads PCRs from a baseline JSON: `{ name?, pcrs: {"0": ...} }` or nitro-cli's `{ Measurements: { PCR0: ... } }`. */
+async function baselineRule(file: string): Promise<AllowRule> {
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+  } catch (err) {
+    throw new UsageError(`--baseline: cannot read ${file}: ${(err as Error).message}`);
+  }
+  const source = (json.pcrs ?? json.Measurements) as Record<string, unknown> | undefined;
+  if (!source || typeof source !== 'object') throw new UsageError(`--baseline: ${file} has no "pcrs" or "Measurements" object`);
+  const pcrs: Record<string, string | undefined> = {};
+  for (const [key, value] of Object.entries(source)) {
+    const index = key.replace(/^PCR/i, '');
+    if (['0', '1', '2', '3', '4', '8'].includes(index) && typeof value === 'string') pcrs[index] = value;
+  }
+  const name = typeof json.name === 'string' ? json.name : basename(file).replace(/\.json$/, '');
+  return pcrSet(pcrs, name);
+}
+
+function translate(err: unknown): never {
+  if (err instanceof AdminError || err instanceof SchemaError) throw new UsageError(err.message, { hint: err instanceof SchemaError });
+  throw err;
+}
+
+/** `keygate bind` */
+export async function bindCommand(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(argv, {
+    pcr0: { type: 'string' }, pcr1: { type: 'string' }, pcr2: { type: 'string' }, pcr3: { type: 'string' }, pcr4: { type: 'string' }, pcr8: { type: 'string' },
+    baseline: { type: 'string' }, add: { type: 'boolean' }, 'value-file': { type: 'string' }, 'value-stdin': { type: 'boolean' },
+    provider: { type: 'string' }, 'kms-key-id': { type: 'string' }, ttl: { type: 'string' }, instance: { type: 'string', multiple: true }, 'allow-debug': { type: 'boolean' },
+  });
+  if (values.help) {
+    io.out(BIND_USAGE);
+    return 0;
+  }
+  const secret = oneSecret(positionals, BIND_USAGE);
+  const pcrFlags = { 0: values.pcr0, 1: values.pcr1, 2: values.pcr2, 3: values.pcr3, 4: values.pcr4, 8: values.pcr8 } as Record<string, string | undefined>;
+  const anyPcr = Object.values(pcrFlags).some((v) => v !== undefined);
+  if (anyPcr === Boolean(values.baseline)) throw new UsageError('give either --pcr0/--pcr1/--pcr2 (and optionally 3, 4, 8) or --baseline FILE');
+  const provider = (values.provider ?? 'local') as string;
+  if (provider !== 'local' && provider !== 'aws-kms') throw new UsageError('--provider must be local or aws-kms');
+  const ttlSeconds = values.ttl === undefined ? undefined : Math.round(parseDuration(values.ttl as string, '--ttl') / 1000);
+  try {
+    const rule = values.baseline ? await baselineRule(values.baseline as string) : pcrSet(pcrFlags);
+    const value = await readValue(values, io);
+    const { store, providers } = await openAdmin(values as StoreFlags);
+    const binding = await bindSecret(store, providers.get(provider as ProviderName)!, {
+      secret,
+      value,
+      allow: [rule],
+      provider: provider as ProviderName,
+      ...(values['kms-key-id'] ? { kmsKeyId: values['kms-key-id'] as string } : {}),
+      ...(ttlSeconds !== undefined ? { ttlSeconds } : {}),
+      allowDebug: Boolean(values['allow-debug']),
+      instances: (values.instance as string[] | undefined) ?? [],
+      addAllow: Boolean(values.add),
+    });
+    value.fill(0);
+    io.out(`bound ${binding.secret} version ${binding.version} (${binding.allow.length} allowed measurement set${binding.allow.length === 1 ? '' : 's'}, ttl ${binding.ttlSeconds}s, ${binding.provider})\n`);
+    return 0;
+  } catch (err) {
+    return translate(err);
+  }
+}
+
+/** `keygate rotate` */
+export async function rotateCommand(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(argv, { 'value-file': { type: 'string' }, 'value-stdin': { type: 'boolean' } });
+  if (values.help) {
+    io.out(ROTATE_USAGE);
+    return 0;
+  }
+  const secret = oneSecret(positionals, ROTATE_USAGE);
+  try {
+    const value = await readValue(values, io);
+    const { store, providers } = await openAdmin(values as StoreFlags);
+    const binding = await rotateSecret(store, providers, secret, value);
+    value.fill(0);
+    io.out(`rotated ${binding.secret} to version ${binding.version}\n`);
+    return 0;
+  } catch (err) {
+    return translate(err);
+  }
+}
+
+/** `keygate unbind` */
+export async function unbindCommand(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(argv, {});
+  if (values.help) {
+    io.out(UNBIND_USAGE);
+    return 0;
+  }
+  const secret = oneSecret(positionals, UNBIND_USAGE);
+  try {
+    const { store } = await openAdmin(values as StoreFlags);
+    await unbindSecret(store, secret);
+    io.out(`unbound ${secret}\n`);
+    return 0;
+  } catch (err) {
+    return translate(err);
+  }
+}
+
+/** `keygate revoke` */
+export async function revokeCommand(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(argv, { pcr0: { type: 'string', multiple: true }, instance: { type: 'string', multiple: true }, baseline: { type: 'string', multiple: true } });
+  if (values.help) {
+    io.out(REVOKE_USAGE);
+    return 0;
+  }
+  const identities = { pcr0: (values.pcr0 as string[] | undefined) ?? [], instances: (values.instance as string[] | undefined) ?? [], baselines: (values.baseline as string[] | undefined) ?? [] };
+  const anyIdentity = identities.pcr0.length + identities.instances.length + identities.baselines.length > 0;
+  if ((positionals.length > 0) === anyIdentity || positionals.length > 1) throw new UsageError(`give one secret name, or --pcr0/--instance/--baseline\n\n${REVOKE_USAGE}`);
+  try {
+    const { store } = await openAdmin(values as StoreFlags);
+    if (positionals.length) {
+      await revokeSecret(store, positionals[0]!);
+      io.out(`revoked secret ${positionals[0]}\n`);
+    } else {
+      const r = await revokeIdentities(store, identities);
+      io.out(`revoked: ${r.pcr0.length} PCR0 value(s), ${r.instances.length} instance(s), ${r.baselines.length} baseline(s) in force\n`);
+    }
+    return 0;
+  } catch (err) {
+    return translate(err);
+  }
+}

@@ -1,0 +1,55 @@
+import { DEV_CONFIG, ConfigError, loadConfigFile, resolveConfig, type BrokerConfig } from '../broker/config.js';
+import { FileStore } from '../broker/store/file-store.js';
+import { openProviders } from '../broker/broker.js';
+import type { KeyProvider } from '../broker/kms/provider.js';
+import type { ProviderName } from '../broker/policy/types.js';
+import { UsageError } from './errors.js';
+
+/** Options every store-touching command accepts. */
+export const STORE_OPTIONS = {
+  config: { type: 'string' },
+  store: { type: 'string' },
+  state: { type: 'string' },
+  dev: { type: 'boolean' },
+} as const;
+
+export const STORE_USAGE = `  --config FILE      broker config (JSON); default $KEYGATE_CONFIG
+  --store DIR        bindings store directory (overrides the config)
+  --state DIR        broker state directory: keys (overrides the config)
+  --dev              use the development store and state in ./.keygate-dev`;
+
+export interface StoreFlags {
+  config?: string;
+  store?: string;
+  state?: string;
+  dev?: boolean;
+  listen?: string;
+}
+
+/** Resolves the broker config from flags, the config file and defaults. */
+export async function brokerConfig(flags: StoreFlags, env: NodeJS.ProcessEnv = process.env): Promise<BrokerConfig> {
+  try {
+    const file = flags.config ?? env.KEYGATE_CONFIG;
+    const fromFile = file ? await loadConfigFile(file) : {};
+    return resolveConfig(
+      flags.dev ? DEV_CONFIG : {},
+      fromFile,
+      flags.dev ? { dev: true } : {},
+      flags.store ? { store: flags.store } : {},
+      flags.state ? { stateDir: flags.state } : {},
+      flags.listen ? { listen: flags.listen } : {},
+    );
+  } catch (err) {
+    if (err instanceof ConfigError) throw new UsageError(err.message);
+    throw err;
+  }
+}
+
+/** The store and key providers, as the CLI uses them. */
+export async function openAdmin(flags: StoreFlags): Promise<{ config: BrokerConfig; store: FileStore; providers: Map<ProviderName, KeyProvider> }> {
+  const config = await brokerConfig(flags);
+  const problems: string[] = [];
+  const store = await FileStore.open(config.store, { onProblem: (p) => problems.push(`${p.file}: ${p.message}`) });
+  if (problems.length) process.stderr.write(`keygate: warning: store files failing validation (kept their last good content):\n  ${problems.join('\n  ')}\n`);
+  return { config, store, providers: await openProviders(config) };
+}
