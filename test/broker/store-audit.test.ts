@@ -1,0 +1,199 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FileStore } from '../../broker/store/file-store.js';
+import { parseBinding } from '../../broker/policy/schema.js';
+import type { Binding } from '../../broker/policy/types.js';
+import { AuditLog, type DecisionRecord } from '../../broker/audit/log.js';
+import { verifyAuditLog } from '../../broker/audit/verify-log.js';
+import { ChallengeService } from '../../broker/challenge.js';
+import { Quarantine, RateLimiter } from '../../broker/rate-limit.js';
+import { SecretCache } from '../../broker/secret-cache.js';
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'keygate-store-'));
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+const h = (b: number): string => b.toString(16).padStart(2, '0').repeat(48);
+function binding(secret: string, version = 1): Binding {
+  return parseBinding({
+    secret, version, provider: 'local', ciphertext: 'AAAA', text: true, allow: [{ pcrs: { 0: h(1), 1: h(2), 2: h(3) } }],
+    allowDebug: false, ttlSeconds: 60, revoked: false, createdAt: '2026-01-01T00:00:00.000Z', updatedAt: '2026-01-01T00:00:00.000Z',
+  });
+}
+
+describe('file store', () => {
+  it('writes atomically (no temp files left) with owner-only files, and another handle sees changes', async () => {
+    const a = await FileStore.open(dir);
+    const b = await FileStore.open(dir);
+    await a.update(async (_s, tx) => tx.putBinding(binding('one')));
+    expect(readdirSync(join(dir, 'bindings'))).toEqual(['one.json']);
+    expect((await b.refresh()).bindings.get('one')?.version).toBe(1);
+    const gen = b.snapshot().generation;
+    expect((await b.refresh()).generation).toBe(gen); // nothing changed: same snapshot
+    await a.update(async (_s, tx) => tx.deleteBinding('one'));
+    expect((await b.refresh()).bindings.size).toBe(0);
+  });
+
+  it('serialises concurrent read-modify-write updates so none is lost', async () => {
+    const stores = await Promise.all([1, 2, 3, 4].map(() => FileStore.open(dir)));
+    await stores[0]!.update(async (_s, tx) => tx.putBinding(binding('counter')));
+    await Promise.all(
+      stores.flatMap((s) =>
+        [1, 2, 3].map(() =>
+          s.update(async (current, tx) => {
+            const b = current.bindings.get('counter')!;
+            await tx.putBinding(parseBinding({ ...b, version: b.version + 1 }));
+          }),
+        ),
+      ),
+    );
+    expect((await stores[0]!.refresh()).bindings.get('counter')!.version).toBe(13);
+  });
+
+  it('reports a corrupt or mismatched file and keeps the last good content', async () => {
+    const problems: string[] = [];
+    const store = await FileStore.open(dir, { onProblem: (p) => problems.push(p.message), fullScanIntervalMs: 0 });
+    await store.update(async (_s, tx) => tx.putBinding(binding('db')));
+    const file = join(dir, 'bindings', 'db.json');
+    writeFileSync(file, JSON.stringify({ ...binding('db'), ttlSeconds: -1 }));
+    expect((await store.refresh()).bindings.get('db')?.ttlSeconds).toBe(60);
+    expect(problems.at(-1)).toMatch(/db\.json\.ttlSeconds/);
+    writeFileSync(join(dir, 'bindings', 'other.json'), JSON.stringify(binding('db')));
+    await store.refresh();
+    expect(problems.at(-1)).toMatch(/must equal the file name/);
+    expect(store.snapshot().bindings.has('other')).toBe(false);
+    writeFileSync(join(dir, 'revocations.json'), 'not json');
+    await store.refresh();
+    expect(problems.at(-1)).toMatch(/invalid JSON/);
+    expect(store.problems()).toHaveLength(3);
+  });
+
+  it('refuses to write an invalid binding', async () => {
+    const store = await FileStore.open(dir);
+    await expect(store.update(async (_s, tx) => tx.putBinding({ ...binding('x'), version: 0 }))).rejects.toThrow(/version/);
+    expect(readdirSync(join(dir, 'bindings'))).toEqual([]);
+  });
+});
+
+const key = generateKeyPairSync('ed25519');
+const signer = { key: key.privateKey, kid: 'test' };
+function record(i: number): DecisionRecord {
+  return { time: new Date(0).toISOString(), decision: 'deny', code: 'PCR_MISMATCH', secret: `s${i}`, version: null, moduleId: null, pcrs: null, docSha256: null, nonce: null, client: '127.0.0.1', latencyMs: 1 };
+}
+
+describe('audit log', () => {
+  it('batches concurrent appends under one seal and continues the chain after reopening', async () => {
+    const file = join(dir, 'audit.jsonl');
+    let log = await AuditLog.open(file, signer);
+    await Promise.all(Array.from({ length: 20 }, (_, i) => log.append(record(i))));
+    await log.close();
+    let check = verifyAuditLog(readFileSync(file, 'utf8'), key.publicKey);
+    expect(check).toMatchObject({ ok: true, decisions: 20, unsealed: 0 });
+    expect(check.seals).toBeLessThan(5);
+    log = await AuditLog.open(file, signer);
+    await log.append(record(99));
+    await log.close();
+    check = verifyAuditLog(readFileSync(file, 'utf8'), key.publicKey);
+    expect(check).toMatchObject({ ok: true, decisions: 21 });
+  });
+
+  it('cuts a torn last line left by a crash and keeps every durable record', async () => {
+    const file = join(dir, 'audit.jsonl');
+    const log = await AuditLog.open(file, signer);
+    for (let i = 0; i < 3; i++) await log.append(record(i));
+    await log.close();
+    appendFileSync(file, '{"seq":7,"prevHash":"ab'); // the write in flight when the process died
+    const reopened = await AuditLog.open(file, signer);
+    await reopened.append(record(3));
+    await reopened.close();
+    const check = verifyAuditLog(readFileSync(file, 'utf8'), key.publicKey);
+    expect(check).toMatchObject({ ok: true, decisions: 4 });
+  });
+
+  it('detects a forged seal even when the attacker recomputes the hash chain', async () => {
+    const file = join(dir, 'audit.jsonl');
+    const log = await AuditLog.open(file, signer);
+    await log.append(record(1));
+    await log.close();
+    const other = generateKeyPairSync('ed25519');
+    const forger = await AuditLog.open(join(dir, 'forged.jsonl'), { key: other.privateKey, kid: 'test' });
+    await forger.append(record(1));
+    await forger.close();
+    const forged = readFileSync(join(dir, 'forged.jsonl'), 'utf8');
+    expect(verifyAuditLog(forged, other.publicKey).ok).toBe(true);
+    expect(verifyAuditLog(forged, key.publicKey).problem?.message).toMatch(/seal signature/);
+  });
+});
+
+describe('challenge nonces', () => {
+  const svc = (): ChallengeService => new ChallengeService(Buffer.alloc(32, 7), { ttlMs: 30_000, maxRemembered: 4 });
+  it('accepts a fresh nonce once, from any replica sharing the key', () => {
+    const a = svc();
+    const b = svc();
+    const { nonce, expiresAt } = a.issue(1_000_000);
+    expect(nonce).toHaveLength(32);
+    expect(expiresAt).toBe(1_030_000);
+    expect(b.consume(nonce, 1_000_500)).toBeUndefined();
+    expect(b.consume(nonce, 1_000_600)).toBe('used');
+    expect(a.consume(nonce, 1_000_600)).toBeUndefined(); // per-replica memory, by design
+  });
+  it('refuses forged, expired, future and malformed nonces', () => {
+    const s = svc();
+    const { nonce } = s.issue(1_000_000);
+    const forged = Uint8Array.from(nonce);
+    forged[31]! ^= 1;
+    expect(s.consume(forged, 1_000_001)).toBe('forged');
+    expect(new ChallengeService(Buffer.alloc(32, 8)).consume(nonce, 1_000_001)).toBe('forged');
+    expect(s.consume(nonce, 1_030_001)).toBe('expired');
+    expect(s.consume(s.issue(2_000_000).nonce, 1_000_000)).toBe('expired');
+    expect(s.consume(nonce.subarray(0, 31), 1_000_001)).toBe('malformed');
+    expect(s.consume(null, 1_000_001)).toBe('malformed');
+  });
+  it('keeps memory bounded: refuses when full of unexpired nonces, recovers after they expire', () => {
+    const s = svc();
+    for (let i = 0; i < 4; i++) expect(s.consume(s.issue(1_000_000).nonce, 1_000_000)).toBeUndefined();
+    expect(s.consume(s.issue(1_000_000).nonce, 1_000_000)).toBe('busy');
+    expect(s.consume(s.issue(1_100_000).nonce, 1_100_000)).toBeUndefined();
+    expect(s.remembered).toBe(1);
+  });
+});
+
+describe('abuse controls and value cache', () => {
+  it('token buckets refill at their rate', () => {
+    const r = new RateLimiter(2, 2);
+    expect([r.take('a', 0), r.take('a', 0), r.take('a', 0)]).toEqual([true, true, false]);
+    expect(r.take('b', 0)).toBe(true);
+    expect(r.take('a', 500)).toBe(true);
+    expect(new RateLimiter(0, 0).take('a', 0)).toBe(true);
+  });
+  it('quarantines after repeated denials within the window, then releases', () => {
+    const q = new Quarantine(3, 1000, 5000);
+    q.recordDenial('x', 0);
+    q.recordDenial('x', 100);
+    expect(q.isQuarantined('x', 200)).toBe(false);
+    q.recordDenial('x', 200);
+    expect(q.isQuarantined('x', 300)).toBe(true);
+    expect(q.isQuarantined('x', 5300)).toBe(false);
+    const slow = new Quarantine(3, 1000, 5000);
+    for (const t of [0, 2000, 4000]) slow.recordDenial('y', t);
+    expect(slow.isQuarantined('y', 4001)).toBe(false);
+  });
+  it('caches values for their TTL, drops changed bindings, and can be disabled', () => {
+    const c = new SecretCache(1000, 2);
+    const k = SecretCache.key('db', 1, 'ct');
+    c.set(k, Uint8Array.of(1), 0);
+    expect(c.get(k, 999)).toEqual(Uint8Array.of(1));
+    expect(c.get(k, 1000)).toBeUndefined();
+    c.set(k, Uint8Array.of(1), 0);
+    c.retain(new Set([SecretCache.key('db', 2, 'ct2')]));
+    expect(c.get(k, 1)).toBeUndefined();
+    const off = new SecretCache(0);
+    off.set(k, Uint8Array.of(1), 0);
+    expect(off.get(k, 0)).toBeUndefined();
+  });
+});

@@ -1,0 +1,127 @@
+/** The admin commands and `keygate broker` as real subprocesses on a real store. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { JWK } from 'jose';
+import { keygate, keygateServer } from '../support/cli.js';
+import { createTestPki, type TestPki } from '../support/pki.js';
+import { APPROVED, TestEnclave, valueOf } from '../support/enclave.js';
+
+let dir: string;
+let store: string[];
+let pki: TestPki;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'keygate-admin-'));
+  pki = await createTestPki(Date.now());
+  writeFileSync(join(dir, 'test-root.pem'), pki.root.pem);
+  writeFileSync(
+    join(dir, 'keygate.json'),
+    JSON.stringify({ store: 'store', stateDir: 'state', extraRootPems: [pki.root.pem], listen: '127.0.0.1:0' }),
+  );
+  store = ['--config', join(dir, 'keygate.json')];
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const pcrArgs = ['--pcr0', APPROVED[0], '--pcr1', APPROVED[1], '--pcr2', APPROVED[2]];
+
+describe('keygate bind / rotate / list / revoke / unbind', () => {
+  it('binds from stdin and lists without ever printing the value', () => {
+    const bind = keygate(['bind', 'db-password', ...pcrArgs, '--value-stdin', '--ttl', '2m', ...store], 'correct horse');
+    expect(bind.stderr).toBe('');
+    expect(bind.status).toBe(0);
+    expect(bind.stdout).toMatch(/bound db-password version 1/);
+    const list = keygate(['list', '--json', ...store]);
+    expect(list.status).toBe(0);
+    const parsed = JSON.parse(list.stdout) as { bindings: Array<Record<string, unknown>> };
+    expect(parsed.bindings[0]).toMatchObject({ secret: 'db-password', version: 1, ttlSeconds: 120, provider: 'local' });
+    expect(parsed.bindings[0]).not.toHaveProperty('ciphertext');
+    expect(list.stdout).not.toContain('correct horse');
+    expect(keygate(['list', ...store]).stdout).toMatch(/db-password {2}v1 {2}ttl 120s/);
+    const stored = readFileSync(join(dir, 'store', 'bindings', 'db-password.json'), 'utf8');
+    expect(stored).not.toContain('correct horse');
+  });
+
+  it('adds a second measurement set for a rolling deploy, and takes PCRs from a baseline file', () => {
+    const baseline = join(dir, 'build-42.json');
+    writeFileSync(baseline, JSON.stringify({ Measurements: { HashAlgorithm: 'Sha384 { ... }', PCR0: 'aa'.repeat(48), PCR1: APPROVED[1], PCR2: APPROVED[2] } }));
+    const valueFile = join(dir, 'value.txt');
+    writeFileSync(valueFile, 'correct horse');
+    const r = keygate(['bind', 'db-password', '--baseline', baseline, '--add', '--value-file', valueFile, ...store]);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/version 2 \(2 allowed measurement sets/);
+    expect(keygate(['list', ...store]).stdout).toContain('(baseline build-42)');
+  });
+
+  it('rotates, revokes a secret and an identity, and unbinds', () => {
+    const valueFile = join(dir, 'v2.txt');
+    writeFileSync(valueFile, 'battery staple');
+    expect(keygate(['rotate', 'db-password', '--value-file', valueFile, ...store]).stdout).toMatch(/version 3/);
+    expect(keygate(['revoke', 'db-password', ...store]).status).toBe(0);
+    expect(keygate(['list', ...store]).stdout).toContain('REVOKED');
+    expect(keygate(['revoke', '--pcr0', 'bb'.repeat(48), '--instance', 'i-0fedcba9876543210', ...store]).stdout).toMatch(/1 PCR0 value\(s\), 1 instance/);
+    expect(keygate(['unbind', 'db-password', ...store]).status).toBe(0);
+    const again = keygate(['unbind', 'db-password', ...store]);
+    expect(again.status).toBe(2);
+    expect(again.stderr).toMatch(/no binding for "db-password"/);
+  });
+
+  it.each([
+    ['value on the command line is impossible', ['bind', 'x', ...pcrArgs, ...['--value', 'secret']], /Unknown option '--value'/],
+    ['no value source', ['bind', 'x', ...pcrArgs], /--value-file F or --value-stdin/],
+    ['missing PCR2', ['bind', 'x', '--pcr0', APPROVED[0], '--pcr1', APPROVED[1], '--value-stdin'], /pcrs\.2: is required/],
+    ['bad PCR hex', ['bind', 'x', '--pcr0', 'xyz', '--pcr1', APPROVED[1], '--pcr2', APPROVED[2], '--value-stdin'], /pcrs\.0/],
+    ['bad secret name', ['bind', '../etc', ...pcrArgs, '--value-stdin'], /not a valid secret name/],
+    ['aws-kms without key id', ['bind', 'x', ...pcrArgs, '--value-stdin', '--provider', 'aws-kms'], /--kms-key-id/],
+    ['unknown provider', ['bind', 'x', ...pcrArgs, '--value-stdin', '--provider', 'vault'], /--provider/],
+    ['rotate unknown', ['rotate', 'nope', '--value-stdin'], /no binding/],
+    ['revoke with nothing', ['revoke'], /one secret name/],
+    ['bad revoke pcr0', ['revoke', '--pcr0', 'zz'], /pcr0/],
+  ])('%s -> exit 2', (_name, args, pattern) => {
+    const r = keygate([...args, ...store], 'some value');
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(pattern);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    expect(r.stderr + r.stdout).not.toContain('some value');
+  });
+});
+
+describe('keygate broker + audit verify', () => {
+  it('serves releases until SIGTERM, and its audit log verifies and detects an edit', async () => {
+    expect(keygate(['bind', 'api-key', ...pcrArgs, '--value-stdin', ...store], 'ak-live-1').status).toBe(0);
+    const server = await keygateServer(['broker', ...store], /listening on (http:\/\/\S+)/);
+    const url = server.match[1]!;
+    try {
+      const enclave = new TestEnclave(pki, url);
+      const res = await enclave.request(['api-key']);
+      expect(res.status).toBe(200);
+      const jwk = (await (await fetch(`${url}/v1/broker-key`)).json()) as JWK;
+      expect(valueOf(await enclave.open(res.body.secrets![0]!, jwk))).toBe('ak-live-1');
+      expect((await enclave.request(['missing'])).status).toBe(403);
+    } finally {
+      expect(await server.stop()).toBe(0);
+    }
+    expect(server.output()).toMatch(/NON-AWS ROOTS ARE TRUSTED/);
+
+    const audit = join(dir, 'state', 'audit.jsonl');
+    const ok = keygate(['audit', 'verify', audit, ...store]);
+    expect(ok.stdout).toMatch(/audit log intact: 2 decisions, \d+ seals \(signatures verified\)/);
+    expect(ok.status).toBe(0);
+    const json = JSON.parse(keygate(['audit', 'verify', audit, '--json', ...store]).stdout) as { ok: boolean; decisions: number };
+    expect(json).toMatchObject({ ok: true, decisions: 2 });
+
+    const lines = readFileSync(audit, 'utf8').trim().split('\n');
+    lines[0] = lines[0]!.replace('"RELEASED"', '"DENIED__"');
+    writeFileSync(audit, `${lines.join('\n')}\n`);
+    const bad = keygate(['audit', 'verify', audit, ...store]);
+    expect(bad.status).toBe(1);
+    expect(bad.stdout).toMatch(/TAMPERED at line 2/);
+  });
+
+  it('refuses plain HTTP on a non-loopback address', () => {
+    const r = keygate(['broker', ...store, '--listen', '0.0.0.0:8443']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/only allowed on loopback/);
+  });
+});
