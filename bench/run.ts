@@ -1,7 +1,8 @@
 /** `npm run bench`: runs every benchmark (or those named: `npm run bench -- verify`). */
 import { benchVerify } from './verify.js';
+import { benchBroker } from './broker.js';
 
-const ALL: Record<string, () => Promise<unknown>> = { verify: benchVerify };
+const ALL: Record<string, () => Promise<unknown>> = { verify: benchVerify, broker: benchBroker };
 
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : Object.keys(ALL)) {

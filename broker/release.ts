@@ -1,4 +1,3 @@
-import { createPublicKey, type KeyObject } from 'node:crypto';
 import { CompactEncrypt, CompactSign } from 'jose';
 import { isAttestationError, type TrustedRoot, type VerifiedDocument, type Verifier } from './verify/index.js';
 import { callerCode, checkRevoked, decide, instanceIdOf, type Decision, type EnclaveIdentity } from './policy/decide.js';
@@ -10,6 +9,7 @@ import type { AuditLog, DecisionRecord } from './audit/log.js';
 import type { ChallengeService } from './challenge.js';
 import type { SigningKey } from './signing-key.js';
 import { SecretCache } from './secret-cache.js';
+import { importRsa2048Spki, type RecipientKey } from './recipient-key.js';
 import type { BrokerMetrics } from './metrics.js';
 import { Quarantine, RateLimiter } from './rate-limit.js';
 import { BrokerError, type BrokerErrorCode } from './errors.js';
@@ -85,18 +85,13 @@ function identityOf(doc: VerifiedDocument): EnclaveIdentity {
 }
 
 /** The enclave's RSA-2048 key from the document, or a BAD_REQUEST. */
-function recipientKey(doc: VerifiedDocument): KeyObject {
+async function recipientKey(doc: VerifiedDocument): Promise<RecipientKey> {
   if (!doc.publicKey) throw new BrokerError('BAD_REQUEST', 'attestation document carries no public_key to encrypt to');
-  let key: KeyObject;
   try {
-    key = createPublicKey({ key: Buffer.from(doc.publicKey), format: 'der', type: 'spki' });
+    return await importRsa2048Spki(doc.publicKey);
   } catch {
     throw new BrokerError('BAD_REQUEST', 'attestation public_key is not an RSA-2048 SubjectPublicKeyInfo');
   }
-  if (key.asymmetricKeyType !== 'rsa' || key.asymmetricKeyDetails?.modulusLength !== 2048) {
-    throw new BrokerError('BAD_REQUEST', 'attestation public_key is not an RSA-2048 SubjectPublicKeyInfo');
-  }
-  return key;
 }
 
 /**
@@ -178,7 +173,7 @@ export class ReleaseService {
       const nonceProblem = d.challenge.consume(verified.nonce, now);
       if (nonceProblem === 'busy') await denyAll('RATE_LIMITED', 'too many outstanding challenges; retry shortly');
       if (nonceProblem) await denyAll('NONCE_MISMATCH', `the document nonce is not a usable challenge from this broker (${nonceProblem})`);
-      const recipient = recipientKey(verified);
+      const recipient = await recipientKey(verified);
 
       const identity = identityOf(verified);
       const identityKey = `${identity.pcrs.get(0) ?? '-'}|${instanceIdOf(verified.moduleId) ?? verified.moduleId}`;
@@ -260,7 +255,7 @@ export class ReleaseService {
     }
   }
 
-  async #seal(binding: Binding, value: Uint8Array, doc: VerifiedDocument, recipient: KeyObject, now: number): Promise<ReleasedSecret> {
+  async #seal(binding: Binding, value: Uint8Array, doc: VerifiedDocument, recipient: RecipientKey, now: number): Promise<ReleasedSecret> {
     const iat = Math.floor(now / 1000);
     const claims: ReleaseClaims = {
       iss: 'keygate',

@@ -1,0 +1,42 @@
+import { webcrypto } from 'node:crypto';
+import { DerError, Tag, children, expectTlv } from './verify/der.js';
+
+/** A WebCrypto RSA-OAEP-256 public key, what jose encrypts with. */
+export type RecipientKey = webcrypto.CryptoKey;
+
+// AlgorithmIdentifier { rsaEncryption, NULL }
+const RSA_ENCRYPTION = Buffer.from('300d06092a864886f70d0101010500', 'hex');
+
+/** Strips the sign byte DER adds to a positive INTEGER. */
+function unsigned(content: Uint8Array): Uint8Array {
+  if (content.length === 0 || content[0]! & 0x80) throw new DerError('RSA integers must be positive');
+  if (content.length > 1 && content[0] === 0 && (content[1]! & 0x80) === 0) throw new DerError('non-minimal INTEGER');
+  return content[0] === 0 ? content.subarray(1) : content;
+}
+
+/**
+ * Reads an RSA-2048 SubjectPublicKeyInfo and imports it for RSA-OAEP-256.
+ * The SPKI is taken apart here and imported as a JWK because OpenSSL 3's
+ * generic SPKI decoder costs ~90 µs a key, about 20 times the JWK path, and
+ * every release request brings a new enclave key.
+ *
+ * @throws DerError when the bytes are not an RSA-2048 SPKI (WebCrypto rejects bad values)
+ */
+export async function importRsa2048Spki(spki: Uint8Array): Promise<RecipientKey> {
+  const outer = expectTlv(spki, 0, Tag.Sequence, 'SubjectPublicKeyInfo');
+  if (outer.end !== spki.length) throw new DerError('trailing bytes after SubjectPublicKeyInfo');
+  const [alg, bits, ...rest] = children(outer);
+  if (!alg || !bits || rest.length || Buffer.compare(alg.raw, RSA_ENCRYPTION) !== 0) throw new DerError('not an rsaEncryption key');
+  if (bits.tag !== Tag.BitString || bits.content[0] !== 0) throw new DerError('subjectPublicKey must be a whole-byte BIT STRING');
+  const keyBytes = bits.content.subarray(1);
+  const rsaKey = expectTlv(keyBytes, 0, Tag.Sequence, 'RSAPublicKey');
+  if (rsaKey.end !== keyBytes.length) throw new DerError('trailing bytes after RSAPublicKey');
+  const [n, e, ...more] = children(rsaKey);
+  if (!n || !e || more.length || n.tag !== Tag.Integer || e.tag !== Tag.Integer) throw new DerError('RSAPublicKey must be two INTEGERs');
+  const modulus = unsigned(n.content);
+  const exponent = unsigned(e.content);
+  if (modulus.length !== 256 || !(modulus[0]! & 0x80)) throw new DerError('modulus is not 2048 bits');
+  if (exponent.length > 4 || !(exponent[exponent.length - 1]! & 1) || (exponent.length === 1 && exponent[0]! < 3)) throw new DerError('unusable public exponent');
+  const jwk = { kty: 'RSA', n: Buffer.from(modulus).toString('base64url'), e: Buffer.from(exponent).toString('base64url'), ext: false };
+  return webcrypto.subtle.importKey('jwk', jwk, { name: 'RSA-OAEP', hash: 'SHA-256' }, false, ['encrypt']);
+}
