@@ -5,7 +5,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { KeyObject, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { request } from 'node:https';
+import { SubjectAlternativeNameExtension } from '@peculiar/x509';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { JWK } from 'jose';
@@ -16,7 +18,7 @@ import { FileStore } from '../../broker/store/file-store.js';
 import { verifyAuditLog } from '../../broker/audit/verify-log.js';
 import { silentLogger } from '../../broker/log.js';
 import { encode } from 'cbor-x';
-import { createTestPki, type TestPki } from '../support/pki.js';
+import { createTestPki, defaultSpecs, issue, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave, buildPcrs, h, valueOf } from '../support/enclave.js';
 import { TEST_CREDENTIALS, startKmsServer, type KmsTestServer } from '../support/kms-server.js';
 
@@ -290,5 +292,35 @@ describe('audit', () => {
     expect(verifyAuditLog(`${dropped.join('\n')}\n`, broker.signingKey.publicKey).problem?.message).toMatch(/dropped/);
     const reordered = [lines[0]!, lines[2]!, lines[1]!, ...lines.slice(3)];
     expect(verifyAuditLog(`${reordered.join('\n')}\n`, broker.signingKey.publicKey).problem?.line).toBe(2);
+  });
+});
+
+describe('TLS', () => {
+  it('serves HTTPS with the configured certificate and key', async () => {
+    const at = Date.now();
+    const ca = await issue({ ...defaultSpecs(at).root, name: 'keygate test tls ca' });
+    const server = await issue(
+      { ...defaultSpecs(at).leaf, name: 'localhost', notAfter: at + 3_600_000, extraExtensions: [new SubjectAlternativeNameExtension([{ type: 'ip', value: '127.0.0.1' }])] },
+      ca,
+    );
+    writeFileSync(join(dir, 'tls.crt'), server.pem);
+    writeFileSync(join(dir, 'tls.key'), (KeyObject.from(server.keys.privateKey).export({ format: 'pem', type: 'pkcs8' }) as string));
+    const tlsBroker = await startBroker(
+      resolveConfig({ listen: '127.0.0.1:0', store: join(dir, 'tls-store'), stateDir: join(dir, 'tls-state'), tls: { cert: join(dir, 'tls.crt'), key: join(dir, 'tls.key') } }),
+      { log: silentLogger },
+    );
+    try {
+      expect(tlsBroker.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+      const body = await new Promise<string>((resolve, reject) => {
+        request(`${tlsBroker.url}/healthz`, { ca: ca.pem }, (res) => {
+          let data = '';
+          res.on('data', (d: Buffer) => (data += d.toString()));
+          res.on('end', () => resolve(data));
+        }).on('error', reject).end();
+      });
+      expect(JSON.parse(body)).toEqual({ status: 'ok' });
+    } finally {
+      await tlsBroker.close();
+    }
   });
 });
