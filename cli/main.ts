@@ -5,12 +5,14 @@ import { brokerCommand } from './commands/broker.js';
 import { bindCommand, revokeCommand, rotateCommand, unbindCommand } from './commands/secrets.js';
 import { listCommand } from './commands/list.js';
 import { auditCommand } from './commands/audit.js';
+import { demoCommand } from './commands/demo.js';
 
 const USAGE = `keygate: attestation-gated secrets for AWS Nitro Enclaves
 
 Usage: keygate <command> [options]
 
 Commands:
+  demo              run the whole flow locally (development defaults)
   verify <file|->   verify an attestation document
   broker            run the secrets broker
   bind <secret>     bind a secret to the measurements allowed to read it
@@ -34,6 +36,7 @@ const COMMANDS: Record<string, Command> = {
   list: listCommand,
   revoke: revokeCommand,
   audit: auditCommand,
+  demo: demoCommand,
 };
 
 /**

@@ -125,3 +125,23 @@ describe('keygate broker + audit verify', () => {
     expect(r.stderr).toMatch(/only allowed on loopback/);
   });
 });
+
+describe('keygate demo (npm start)', () => {
+  it('runs the whole flow on development defaults and exits 0', () => {
+    const r = keygate(['demo']);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/DEVELOPMENT MODE/);
+    expect(r.stderr).toMatch(/NSM SIMULATOR/);
+    expect(r.stdout).toMatch(/getSecret\("db-password"\) -> released/);
+    expect(r.stdout).toMatch(/cache hit .* no attestation \(hits 1, attestations 1\)/);
+    expect(r.stdout).toMatch(/audit log: 1 decision\(s\), chain and seal signatures verify/);
+    expect(r.stdout).not.toContain('correct horse');
+  });
+
+  it('--mismatch shows the PCR mismatch denied', () => {
+    const r = keygate(['demo', '--mismatch']);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/denied: POLICY_DENIED/);
+    expect(r.stdout).not.toMatch(/released/);
+  });
+});

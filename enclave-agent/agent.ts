@@ -1,0 +1,247 @@
+import { generateKeyPair, type KeyObject } from 'node:crypto';
+import { promisify } from 'node:util';
+import { compactDecrypt, compactVerify, importJWK, type JWK } from 'jose';
+import type { Nsm } from '../vsock-shim/nsm/client.js';
+import { NsmError } from '../vsock-shim/nsm/messages.js';
+import { tcpTransport, type Transport } from '../vsock-shim/transport/transport.js';
+import { AgentError } from './errors.js';
+import { BrokerHttp } from './http.js';
+
+/** A secret value: text secrets as strings, binary ones as bytes (treat as read-only). */
+export type SecretValue = string | Uint8Array;
+
+export interface AgentOptions {
+  /** `http://HOST:PORT` of the broker (TCP); or give `transport`. */
+  readonly brokerUrl?: string;
+  /** How to reach the broker: vsock through the parent in production, TCP or Unix socket in tests. */
+  readonly transport?: Transport;
+  /** The broker's public JWK (GET /v1/broker-key), pinned: answers signed by any other key are refused. */
+  readonly brokerKey: JWK;
+  /** The Nitro Security Module (/dev/nsm, or the simulator in tests and `--dev`). */
+  readonly nsm: Nsm;
+  /** Fraction of the TTL after which a cache hit starts a background refresh. Default 0.75. */
+  readonly refreshAhead?: number;
+  /** Per broker request. Default 10 s. */
+  readonly timeoutMs?: number;
+  /** Monotonic milliseconds; tests move it. Default performance.now. */
+  readonly clock?: () => number;
+}
+
+export interface AgentStats {
+  hits: number;
+  misses: number;
+  attestations: number;
+  backgroundRefreshes: number;
+  backgroundFailures: number;
+  lastBackgroundError: AgentError | undefined;
+}
+
+/** In-enclave client: `getSecret(name)` from a short-TTL cache that re-attests when it expires. */
+export interface SecretAgent {
+  getSecret(name: string): Promise<SecretValue>;
+  getSecrets(names: readonly string[]): Promise<Record<string, SecretValue>>;
+  readonly stats: Readonly<AgentStats>;
+  close(): Promise<void>;
+}
+
+interface Entry {
+  readonly value: SecretValue;
+  readonly version: number;
+  readonly refreshAt: number;
+  readonly expiresAt: number;
+}
+
+interface Claims {
+  iss?: unknown;
+  sub?: unknown;
+  ver?: unknown;
+  val?: unknown;
+  text?: unknown;
+  ttl?: unknown;
+  nonce?: unknown;
+}
+
+const generateRsa = promisify(generateKeyPair);
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+function transportFor(options: AgentOptions): Transport {
+  if (options.transport) return options.transport;
+  if (!options.brokerUrl) throw new TypeError('createAgent needs brokerUrl or transport');
+  const url = new URL(options.brokerUrl);
+  if (url.protocol !== 'http:') throw new TypeError('brokerUrl must be http:// (answers are end-to-end encrypted and signed; TLS belongs to the forwarder)');
+  return tcpTransport(url.hostname.replace(/^\[|\]$/g, ''), Number(url.port || 80));
+}
+
+/**
+ * Creates an agent with one ephemeral RSA-2048 key pair for this process; the
+ * private key never leaves memory and is never exported.
+ */
+export async function createAgent(options: AgentOptions): Promise<SecretAgent> {
+  const { privateKey, publicKey } = await generateRsa('rsa', { modulusLength: 2048 });
+  const spki = new Uint8Array(publicKey.export({ format: 'der', type: 'spki' }));
+  const brokerKey = await importJWK(options.brokerKey, 'EdDSA');
+  return new Agent(options, privateKey, spki, brokerKey, transportFor(options));
+}
+
+class Agent implements SecretAgent {
+  readonly stats: AgentStats = { hits: 0, misses: 0, attestations: 0, backgroundRefreshes: 0, backgroundFailures: 0, lastBackgroundError: undefined };
+  readonly #cache = new Map<string, Entry>();
+  readonly #inflight = new Map<string, Promise<Map<string, Entry>>>();
+  readonly #http: BrokerHttp;
+  readonly #clock: () => number;
+  readonly #refreshAhead: number;
+  #closed = false;
+
+  constructor(
+    private readonly options: AgentOptions,
+    private readonly privateKey: KeyObject,
+    private readonly spki: Uint8Array,
+    private readonly brokerKey: Awaited<ReturnType<typeof importJWK>>,
+    transport: Transport,
+  ) {
+    this.#http = new BrokerHttp(transport, options.timeoutMs ?? 10_000);
+    this.#clock = options.clock ?? (() => performance.now());
+    this.#refreshAhead = options.refreshAhead ?? 0.75;
+  }
+
+  async getSecret(name: string): Promise<SecretValue> {
+    const entry = this.#cache.get(name);
+    if (entry !== undefined) {
+      const now = this.#clock();
+      if (now < entry.expiresAt) {
+        this.stats.hits++;
+        if (now >= entry.refreshAt && !this.#inflight.has(name)) this.#refreshInBackground(name);
+        return entry.value;
+      }
+    }
+    this.stats.misses++;
+    return (await this.#load([name])).get(name)!.value;
+  }
+
+  async getSecrets(names: readonly string[]): Promise<Record<string, SecretValue>> {
+    const now = this.#clock();
+    const out: Record<string, SecretValue> = {};
+    const missing: string[] = [];
+    for (const name of names) {
+      const entry = this.#cache.get(name);
+      if (entry !== undefined && now < entry.expiresAt) {
+        this.stats.hits++;
+        if (now >= entry.refreshAt && !this.#inflight.has(name)) this.#refreshInBackground(name);
+        out[name] = entry.value;
+      } else {
+        missing.push(name);
+      }
+    }
+    if (missing.length) {
+      this.stats.misses += missing.length;
+      const loaded = await this.#load(missing);
+      for (const name of missing) out[name] = loaded.get(name)!.value;
+    }
+    return out;
+  }
+
+  #refreshInBackground(name: string): void {
+    this.stats.backgroundRefreshes++;
+    this.#load([name]).catch((err: unknown) => {
+      // The cached value keeps being served until its hard expiry; the next call after that reports the failure.
+      this.stats.backgroundFailures++;
+      this.stats.lastBackgroundError = err instanceof AgentError ? err : new AgentError('BAD_RESPONSE', String(err));
+    });
+  }
+
+  /** Single flight: names already being fetched join that request; the rest share one new attestation. */
+  async #load(names: readonly string[]): Promise<Map<string, Entry>> {
+    if (this.#closed) throw new AgentError('AGENT_CLOSED', 'the agent is closed');
+    const waits: Array<Promise<Map<string, Entry>>> = [];
+    const fresh = [...new Set(names)].filter((n) => {
+      const pending = this.#inflight.get(n);
+      if (pending) waits.push(pending);
+      return !pending;
+    });
+    if (fresh.length) {
+      const batch = this.#fetch(fresh).finally(() => {
+        for (const n of fresh) if (this.#inflight.get(n) === batch) this.#inflight.delete(n);
+      });
+      for (const n of fresh) this.#inflight.set(n, batch);
+      waits.push(batch);
+    }
+    const merged = new Map<string, Entry>();
+    for (const result of await Promise.all(waits)) for (const [k, v] of result) merged.set(k, v);
+    return merged;
+  }
+
+  async #fetch(names: readonly string[]): Promise<Map<string, Entry>> {
+    const started = this.#clock();
+    const challenge = await this.#http.call('GET', '/v1/challenge');
+    const nonceB64 = (challenge.json as { nonce?: unknown } | null)?.nonce;
+    if (challenge.status !== 200 || typeof nonceB64 !== 'string') throw this.#brokerError(challenge, 'challenge');
+    const nonce = Buffer.from(nonceB64, 'base64');
+    if (nonce.length !== 32) throw new AgentError('BAD_RESPONSE', 'broker challenge is not 32 bytes');
+
+    let document: Uint8Array;
+    try {
+      document = await this.options.nsm.attest({ nonce, publicKey: this.spki });
+      this.stats.attestations++;
+    } catch (cause) {
+      throw new AgentError('NSM_ERROR', `the NSM could not attest: ${cause instanceof NsmError ? cause.message : String(cause)}`, { cause });
+    }
+
+    const res = await this.#http.call('POST', '/v1/secrets', { attestation: Buffer.from(document).toString('base64'), names });
+    const items = (res.json as { secrets?: unknown } | null)?.secrets;
+    if (res.status !== 200 || !Array.isArray(items)) throw this.#brokerError(res, 'secrets');
+    const nonceHex = nonce.toString('hex');
+    const out = new Map<string, Entry>();
+    for (const name of names) {
+      const matches = items.filter((i) => (i as { name?: unknown })?.name === name);
+      if (matches.length !== 1) throw new AgentError('BAD_RESPONSE', `broker answer has ${matches.length} items for "${name}"`);
+      const entry = await this.#open(matches[0] as { name: string; version?: unknown; jwe?: unknown }, nonceHex, started);
+      out.set(name, entry);
+    }
+    for (const [name, entry] of out) this.#cache.set(name, entry);
+    return out;
+  }
+
+  async #open(item: { name: string; version?: unknown; jwe?: unknown }, nonceHex: string, started: number): Promise<Entry> {
+    if (typeof item.jwe !== 'string') throw new AgentError('BAD_RESPONSE', `item "${item.name}" has no jwe`);
+    let claims: Claims;
+    try {
+      const { plaintext } = await compactDecrypt(item.jwe, this.privateKey, { keyManagementAlgorithms: ['RSA-OAEP-256'], contentEncryptionAlgorithms: ['A256GCM'] });
+      const { payload } = await compactVerify(new TextDecoder().decode(plaintext), this.brokerKey, { algorithms: ['EdDSA'] });
+      claims = JSON.parse(new TextDecoder().decode(payload)) as Claims;
+    } catch (cause) {
+      throw new AgentError('UNTRUSTED_RESPONSE', `item "${item.name}" does not decrypt for this enclave or is not signed by the pinned broker key`, { cause });
+    }
+    // The signed claims must answer exactly this request.
+    if (claims.iss !== 'keygate' || claims.sub !== item.name || claims.nonce !== nonceHex || claims.ver !== item.version) {
+      throw new AgentError('UNTRUSTED_RESPONSE', `item "${item.name}" is signed for another request`);
+    }
+    if (typeof claims.val !== 'string' || typeof claims.ttl !== 'number' || !(claims.ttl > 0)) throw new AgentError('BAD_RESPONSE', `item "${item.name}" has malformed claims`);
+    const bytes = new Uint8Array(Buffer.from(claims.val, 'base64url'));
+    let value: SecretValue = bytes;
+    if (claims.text === true) {
+      try {
+        value = utf8.decode(bytes);
+      } catch {
+        throw new AgentError('BAD_RESPONSE', `item "${item.name}" is marked text but is not UTF-8`);
+      }
+      bytes.fill(0);
+    }
+    // TTLs run on this enclave's monotonic clock from when the request began: no clock sync with the broker needed.
+    const ttlMs = claims.ttl * 1000;
+    return { value, version: claims.ver as number, refreshAt: started + ttlMs * this.#refreshAhead, expiresAt: started + ttlMs };
+  }
+
+  #brokerError(res: { status: number; json: unknown }, what: string): AgentError {
+    const err = (res.json as { error?: { code?: unknown; message?: unknown } } | null)?.error;
+    const code = typeof err?.code === 'string' && /^[A-Z_]{2,40}$/.test(err.code) ? err.code : 'BAD_RESPONSE';
+    const message = typeof err?.message === 'string' ? err.message.slice(0, 300) : `unexpected ${what} answer (HTTP ${res.status})`;
+    return new AgentError(code, message);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#http.close();
+    for (const entry of this.#cache.values()) if (entry.value instanceof Uint8Array) entry.value.fill(0);
+    this.#cache.clear();
+  }
+}

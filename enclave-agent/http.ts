@@ -1,0 +1,64 @@
+import { Agent, request } from 'node:http';
+import type { Transport } from '../vsock-shim/transport/transport.js';
+import { AgentError } from './errors.js';
+
+const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
+
+/** JSON over HTTP/1.1 on whatever stream the transport opens (TCP, Unix socket, vsock). */
+export class BrokerHttp {
+  readonly #agent: Agent;
+
+  constructor(
+    private readonly transport: Transport,
+    private readonly timeoutMs: number,
+  ) {
+    this.#agent = new Agent({ keepAlive: true, maxSockets: 4 });
+    // Every connection comes from the transport, whatever the URL says.
+    (this.#agent as unknown as { createConnection: () => unknown }).createConnection = () => transport.connect();
+  }
+
+  /** Sends a request and parses the JSON answer, whatever its status. */
+  call(method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
+    return new Promise((resolve, reject) => {
+      const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+      const req = request(
+        {
+          agent: this.#agent,
+          method,
+          path,
+          host: this.transport.description,
+          headers: { accept: 'application/json', ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}) },
+          timeout: this.timeoutMs,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          let size = 0;
+          res.on('data', (chunk: Buffer) => {
+            size += chunk.length;
+            if (size > MAX_RESPONSE_BYTES) {
+              req.destroy();
+              reject(new AgentError('BAD_RESPONSE', 'broker response too large'));
+              return;
+            }
+            chunks.push(chunk);
+          });
+          res.on('end', () => {
+            try {
+              resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown });
+            } catch (cause) {
+              reject(new AgentError('BAD_RESPONSE', `broker answered ${res.statusCode} with a body that is not JSON`, { cause }));
+            }
+          });
+          res.on('error', (cause) => reject(new AgentError('BROKER_UNREACHABLE', 'broker connection failed mid-response', { cause })));
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error(`no answer within ${this.timeoutMs} ms`)));
+      req.on('error', (cause) => reject(cause instanceof AgentError ? cause : new AgentError('BROKER_UNREACHABLE', `cannot reach the broker at ${this.transport.description}: ${cause.message}`, { cause })));
+      req.end(payload);
+    });
+  }
+
+  close(): void {
+    this.#agent.destroy();
+  }
+}
