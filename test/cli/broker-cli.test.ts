@@ -142,6 +142,6 @@ describe('keygate demo (npm start)', () => {
     const r = keygate(['demo', '--mismatch']);
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/denied: POLICY_DENIED/);
-    expect(r.stdout).not.toMatch(/released/);
+    expect(r.stdout).not.toMatch(/-> released/);
   });
 });
