@@ -1,8 +1,9 @@
 /** `npm run bench`: runs every benchmark (or those named: `npm run bench -- verify`). */
 import { benchVerify } from './verify.js';
 import { benchBroker } from './broker.js';
+import { benchAgent } from './agent.js';
 
-const ALL: Record<string, () => Promise<unknown>> = { verify: benchVerify, broker: benchBroker };
+const ALL: Record<string, () => Promise<unknown>> = { verify: benchVerify, broker: benchBroker, agent: benchAgent };
 
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : Object.keys(ALL)) {
