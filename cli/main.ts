@@ -6,6 +6,7 @@ import { bindCommand, revokeCommand, rotateCommand, unbindCommand } from './comm
 import { listCommand } from './commands/list.js';
 import { auditCommand } from './commands/audit.js';
 import { demoCommand } from './commands/demo.js';
+import { forwardCommand } from './commands/forward.js';
 
 const USAGE = `keygate: attestation-gated secrets for AWS Nitro Enclaves
 
@@ -21,6 +22,7 @@ Commands:
   list              list bindings (never values)
   revoke            revoke a secret, or a PCR0 / instance / baseline everywhere
   audit verify FILE check the audit log's chain and signatures
+  forward           parent-side relay from the enclave to allow-listed hosts
 
 Run "keygate <command> --help" for a command's options.
 `;
@@ -37,6 +39,7 @@ const COMMANDS: Record<string, Command> = {
   revoke: revokeCommand,
   audit: auditCommand,
   demo: demoCommand,
+  forward: forwardCommand,
 };
 
 /**

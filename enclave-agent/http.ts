@@ -14,7 +14,18 @@ export class BrokerHttp {
   ) {
     this.#agent = new Agent({ keepAlive: true, maxSockets: 4 });
     // Every connection comes from the transport, whatever the URL says.
-    (this.#agent as unknown as { createConnection: () => unknown }).createConnection = () => transport.connect();
+    (this.#agent as unknown as { createConnection: (o: unknown, cb: (err: Error | null, s?: unknown) => void) => unknown }).createConnection = (_options, callback) => {
+      if (!transport.connectAsync) return transport.connect();
+      transport.connectAsync().then(
+        (stream) => {
+          callback(null, stream);
+          // The tunnel hands the stream over paused so no byte is lost; the HTTP parser is attached now.
+          stream.resume();
+        },
+        (err: Error) => callback(err),
+      );
+      return undefined;
+    };
   }
 
   /** Sends a request and parses the JSON answer, whatever its status. */

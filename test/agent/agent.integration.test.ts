@@ -14,7 +14,9 @@ import { bindSecret, pcrSet } from '../../broker/admin.js';
 import { silentLogger } from '../../broker/log.js';
 import { NsmSimulator } from '../../vsock-shim/simulator/nsm-simulator.js';
 import { NsmError } from '../../vsock-shim/nsm/messages.js';
-import { unixTransport } from '../../vsock-shim/transport/transport.js';
+import { tcpTransport, unixTransport } from '../../vsock-shim/transport/transport.js';
+import { tunnelTransport } from '../../vsock-shim/transport/tunnel.js';
+import { Forwarder, listenTcp } from '../../vsock-shim/forwarder.js';
 import { AgentError, createAgent, type AgentOptions, type SecretAgent } from '../../enclave-agent/index.js';
 
 let dir: string;
@@ -167,6 +169,25 @@ describe('getSecret', () => {
       await a.close();
     } finally {
       relay.close();
+    }
+  });
+});
+
+describe('through the parent forwarder', () => {
+  it('reaches the broker over a CONNECT tunnel, as it would over vsock', async () => {
+    const brokerPort = Number(new URL(broker.url).port);
+    const forwarder = new Forwarder({ allow: [{ host: '127.0.0.1', port: brokerPort }] });
+    const listener = await listenTcp(forwarder, '127.0.0.1', 0);
+    try {
+      const a = await agent({ transport: tunnelTransport(tcpTransport('127.0.0.1', listener.port), `127.0.0.1:${brokerPort}`) });
+      expect(await a.getSecret('db-password')).toBe('hunter2');
+      expect(forwarder.stats.relayed).toBeGreaterThanOrEqual(1);
+      const blocked = await agent({ transport: tunnelTransport(tcpTransport('127.0.0.1', listener.port), '127.0.0.1:1') });
+      expect((await errorOf(blocked.getSecret('db-password'))).code).toBe('BROKER_UNREACHABLE');
+      await a.close();
+      await blocked.close();
+    } finally {
+      await listener.close();
     }
   });
 });

@@ -145,3 +145,35 @@ describe('keygate demo (npm start)', () => {
     expect(r.stdout).not.toMatch(/-> released/);
   });
 });
+
+describe('keygate forward', () => {
+  it('relays allow-listed destinations and refuses the rest until SIGTERM', async () => {
+    const { createServer, connect } = await import('node:net');
+    const echo = createServer((s) => s.pipe(s));
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+    const echoPort = (echo.address() as { port: number }).port;
+    const fwd = await keygateServer(['forward', '--listen', 'tcp:127.0.0.1:0', '--allow', `127.0.0.1:${echoPort}`], /listening on tcp:127\.0\.0\.1:(\d+)/);
+    const port = Number(fwd.match[1]);
+    const ask = (target: string): Promise<string> =>
+      new Promise((resolve) => {
+        const s = connect(port, '127.0.0.1');
+        let out = '';
+        s.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (out.includes('\r\n\r\n')) {
+            s.destroy();
+            resolve(out);
+          }
+        });
+        s.write(`CONNECT ${target} HTTP/1.1\r\n\r\n`);
+      });
+    try {
+      expect(await ask(`127.0.0.1:${echoPort}`)).toMatch(/^HTTP\/1\.1 200/);
+      expect(await ask('169.254.169.254:80')).toMatch(/^HTTP\/1\.1 403/);
+    } finally {
+      expect(await fwd.stop()).toBe(0);
+      echo.close();
+    }
+    expect(fwd.output()).toMatch(/"decision":"deny".*"target":"169\.254\.169\.254:80"/);
+  });
+});

@@ -6,6 +6,8 @@ export interface Transport {
   /** For logs and the HTTP Host header. */
   readonly description: string;
   connect(): Duplex;
+  /** For transports that need a handshake before the stream is usable (CONNECT tunnels). */
+  connectAsync?(): Promise<Duplex>;
 }
 
 /** Failures opening or using a transport. */

@@ -1,0 +1,183 @@
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+
+/** host:port an enclave may reach through the parent. */
+export interface Destination {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** Something that accepts connections: a TCP server, or the addon's vsock listener. */
+export interface Listener {
+  readonly address: string;
+  close(): Promise<void>;
+}
+
+export interface ForwarderOptions {
+  readonly allow: readonly Destination[];
+  /** Connections relayed at once; more are refused with 503. Default 64. */
+  readonly maxConnections?: number;
+  /** A relay with no traffic either way for this long is closed. Default 60 s. */
+  readonly idleTimeoutMs?: number;
+  /** Time allowed for the CONNECT request head and for the upstream connect. Default 10 s. */
+  readonly handshakeTimeoutMs?: number;
+  /** One JSON-able event per decision. */
+  readonly log?: (event: Record<string, unknown>) => void;
+}
+
+export interface ForwarderStats {
+  active: number;
+  relayed: number;
+  denied: number;
+  refused: number;
+  malformed: number;
+}
+
+const MAX_HEAD = 8 * 1024;
+
+/** Parses `host:port` (host may be [v6]) into a destination. */
+export function parseDestination(text: string): Destination {
+  const m = /^(?:\[([0-9a-fA-F:]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(text.trim());
+  const port = m ? Number(m[3]) : 0;
+  if (!m || port < 1 || port > 65535) throw new TypeError(`"${text}" is not HOST:PORT`);
+  return { host: (m[1] ?? m[2]!).toLowerCase(), port };
+}
+
+/**
+ * The parent-side relay: an enclave opens a stream (vsock in production),
+ * sends `CONNECT host:port HTTP/1.1`, and is connected only if that exact
+ * destination is allow-listed. Everything else is refused and logged, so a
+ * compromised enclave cannot use the parent as a general egress path.
+ */
+export class Forwarder {
+  readonly stats: ForwarderStats = { active: 0, relayed: 0, denied: 0, refused: 0, malformed: 0 };
+  readonly #allow: Set<string>;
+  readonly #max: number;
+  readonly #idle: number;
+  readonly #handshake: number;
+  readonly #log: (event: Record<string, unknown>) => void;
+  readonly #sockets = new Set<Duplex>();
+
+  constructor(options: ForwarderOptions) {
+    if (options.allow.length === 0) throw new TypeError('a forwarder needs at least one --allow destination');
+    this.#allow = new Set(options.allow.map((d) => `${d.host.toLowerCase()}:${d.port}`));
+    this.#max = options.maxConnections ?? 64;
+    this.#idle = options.idleTimeoutMs ?? 60_000;
+    this.#handshake = options.handshakeTimeoutMs ?? 10_000;
+    this.#log = options.log ?? (() => {});
+  }
+
+  /** Handles one enclave connection (from any listener). */
+  handle(client: Duplex, peer: string): void {
+    this.#sockets.add(client);
+    client.on('close', () => this.#sockets.delete(client));
+    client.on('error', () => client.destroy());
+    if (this.stats.active >= this.#max) {
+      this.stats.refused++;
+      this.#log({ decision: 'refuse', reason: 'connection limit', peer });
+      client.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    this.stats.active++;
+    let released = false;
+    const release = (): void => {
+      if (!released) {
+        released = true;
+        this.stats.active--;
+      }
+    };
+    client.once('close', release);
+
+    let head = Buffer.alloc(0);
+    const timer = setTimeout(() => this.#reject(client, 408, 'Request Timeout', { peer, reason: 'handshake timeout' }), this.#handshake);
+    const onData = (chunk: Buffer): void => {
+      head = Buffer.concat([head, chunk]);
+      const end = head.indexOf('\r\n\r\n');
+      if (end < 0) {
+        if (head.length > MAX_HEAD) {
+          clearTimeout(timer);
+          client.off('data', onData);
+          this.#reject(client, 431, 'Request Header Fields Too Large', { peer, reason: 'request head too large' });
+        }
+        return;
+      }
+      clearTimeout(timer);
+      client.off('data', onData);
+      client.pause();
+      this.#route(client, peer, head.subarray(0, end).toString('latin1'), head.subarray(end + 4));
+    };
+    client.on('data', onData);
+  }
+
+  #reject(client: Duplex, status: number, text: string, event: Record<string, unknown>): void {
+    if (status === 403) this.stats.denied++;
+    else this.stats.malformed++;
+    this.#log({ decision: 'deny', status, ...event });
+    client.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\n\r\n`);
+  }
+
+  #route(client: Duplex, peer: string, head: string, rest: Buffer): void {
+    const line = head.split('\r\n', 1)[0]!;
+    const m = /^CONNECT (\S+) HTTP\/1\.[01]$/.exec(line);
+    let target: Destination;
+    try {
+      if (!m) throw new TypeError('not a CONNECT request');
+      target = parseDestination(m[1]!);
+    } catch {
+      this.#reject(client, 400, 'Bad Request', { peer, reason: 'expected CONNECT host:port', line: line.slice(0, 200) });
+      return;
+    }
+    const key = `${target.host}:${target.port}`;
+    if (!this.#allow.has(key)) {
+      this.#reject(client, 403, 'Forbidden', { peer, target: key, reason: 'destination not allow-listed' });
+      return;
+    }
+    const upstream: Socket = connect({ host: target.host, port: target.port, timeout: this.#handshake });
+    this.#sockets.add(upstream);
+    upstream.on('close', () => this.#sockets.delete(upstream));
+    upstream.once('timeout', () => upstream.destroy(new Error('connect timeout')));
+    upstream.once('error', (err) => {
+      this.#log({ decision: 'error', peer, target: key, reason: err.message });
+      if (!client.destroyed) client.end('HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\n\r\n');
+    });
+    upstream.once('connect', () => {
+      this.stats.relayed++;
+      this.#log({ decision: 'relay', peer, target: key });
+      upstream.setTimeout(this.#idle, () => {
+        upstream.destroy();
+        client.destroy();
+      });
+      client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      if (rest.length) upstream.write(rest);
+      client.pipe(upstream);
+      upstream.pipe(client);
+      client.resume();
+      client.once('close', () => upstream.destroy());
+      upstream.once('close', () => client.destroy());
+    });
+  }
+
+  /** Drops every open connection. */
+  closeAll(): void {
+    for (const s of this.#sockets) s.destroy();
+  }
+}
+
+/** A TCP listener for the forwarder (tests, or a parent without vsock). */
+export async function listenTcp(forwarder: Forwarder, host: string, port: number): Promise<Listener & { port: number }> {
+  const server: Server = createServer((socket) => forwarder.handle(socket, `${socket.remoteAddress}:${socket.remotePort}`));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, resolve);
+  });
+  const address = server.address() as { port: number };
+  return {
+    address: `tcp:${host}:${address.port}`,
+    port: address.port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        forwarder.closeAll();
+        server.close(() => resolve());
+      }),
+  };
+}
