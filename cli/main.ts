@@ -7,6 +7,7 @@ import { listCommand } from './commands/list.js';
 import { auditCommand } from './commands/audit.js';
 import { demoCommand } from './commands/demo.js';
 import { forwardCommand } from './commands/forward.js';
+import { getCommand } from './commands/get.js';
 
 const USAGE = `keygate: attestation-gated secrets for AWS Nitro Enclaves
 
@@ -23,6 +24,7 @@ Commands:
   revoke            revoke a secret, or a PCR0 / instance / baseline everywhere
   audit verify FILE check the audit log's chain and signatures
   forward           parent-side relay from the enclave to allow-listed hosts
+  get <secret>      fetch a secret as an enclave application does (or --dev)
 
 Run "keygate <command> --help" for a command's options.
 `;
@@ -40,6 +42,7 @@ const COMMANDS: Record<string, Command> = {
   audit: auditCommand,
   demo: demoCommand,
   forward: forwardCommand,
+  get: getCommand,
 };
 
 /**

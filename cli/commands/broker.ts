@@ -1,12 +1,15 @@
 import { parseArgs } from 'node:util';
 import { startBroker } from '../../broker/broker.js';
+import { openDevPki } from '../../vsock-shim/simulator/pki-store.js';
+import { devPkiDirectory } from './get.js';
 import { UsageError } from '../errors.js';
 import { STORE_OPTIONS, STORE_USAGE, brokerConfig } from '../context.js';
 import type { CliIo } from '../io.js';
 
 export const BROKER_USAGE = `Usage: keygate broker [--config FILE] [--listen HOST:PORT] [--store DIR] [--dev]
 
-Runs the secrets broker until SIGINT or SIGTERM.
+Runs the secrets broker until SIGINT or SIGTERM. With --dev it also trusts
+the NSM simulator's development root (shared with \`keygate get --dev\`).
 
   --listen HOST:PORT default 127.0.0.1:8443; plain HTTP only on loopback,
                      otherwise set tls.cert and tls.key in the config
@@ -25,7 +28,12 @@ export async function brokerCommand(argv: readonly string[], io: CliIo): Promise
     io.out(BROKER_USAGE);
     return 0;
   }
-  const config = await brokerConfig(values);
+  let config = await brokerConfig(values);
+  if (config.dev) {
+    // --dev is the explicit opt-in to trust the NSM simulator's development root.
+    const pki = await openDevPki(devPkiDirectory(config.stateDir));
+    config = { ...config, extraRootPems: [...(config.extraRootPems ?? []), pki.root.pem] };
+  }
   const broker = await startBroker(config);
   io.out(`keygate broker listening on ${broker.url}${config.dev ? ' (DEVELOPMENT MODE)' : ''}\n`);
   await new Promise<void>((resolve) => {

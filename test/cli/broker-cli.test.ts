@@ -177,3 +177,38 @@ describe('keygate forward', () => {
     expect(fwd.output()).toMatch(/"decision":"deny".*"target":"169\.254\.169\.254:80"/);
   });
 });
+
+describe('keygate broker --dev with keygate get --dev (separate processes, shared dev PKI)', () => {
+  it('releases to the simulated enclave and only to it', async () => {
+    const { mkdtempSync: mk } = await import('node:fs');
+    const cwd = mk(join(tmpdir(), 'keygate-devflow-'));
+    const { devPcrs } = await import('../../vsock-shim/simulator/nsm-simulator.js');
+    const p = devPcrs();
+    const server = await keygateServer(['broker', '--dev', '--listen', '127.0.0.1:0'], /listening on (http:\/\/\S+)/, cwd);
+    try {
+      const url = server.match[1]!;
+      expect(keygate(['bind', 'app-token', '--pcr0', p[0]!, '--pcr1', p[1]!, '--pcr2', p[2]!, '--value-stdin', '--dev'], 's3cret-token', cwd).status).toBe(0);
+      const got = keygate(['get', 'app-token', '--dev', '--broker', url], undefined, cwd);
+      expect(got.stderr).toMatch(/NSM SIMULATOR/);
+      expect(got.stdout).toBe('s3cret-token');
+      expect(got.status).toBe(0);
+      const denied = keygate(['get', 'other', '--dev', '--broker', url], undefined, cwd);
+      expect(denied.status).toBe(1);
+      expect(denied.stderr).toMatch(/POLICY_DENIED/);
+    } finally {
+      expect(await server.stop()).toBe(0);
+      rmSync(cwd, { recursive: true, force: true });
+    }
+    expect(server.output()).toMatch(/DEVELOPMENT MODE/);
+    expect(server.output()).toMatch(/NON-AWS ROOTS ARE TRUSTED/);
+  });
+
+  it('outside an enclave, without --dev, says there is no NSM', () => {
+    const keyFile = join(dir, 'broker.jwk');
+    writeFileSync(keyFile, JSON.stringify({ kty: 'OKP', crv: 'Ed25519', x: 'A'.repeat(43) }));
+    const r = keygate(['get', 'x', '--broker-key', keyFile, '--broker', 'http://127.0.0.1:1']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/\/dev\/nsm/);
+    expect(keygate(['get', 'x']).stderr).toMatch(/--broker-key FILE is required/);
+  });
+});

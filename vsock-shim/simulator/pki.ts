@@ -8,7 +8,7 @@
 // @peculiar/x509 resolves its services through tsyringe, which needs the
 // Reflect metadata API before the library is evaluated.
 import 'reflect-metadata';
-import { webcrypto, KeyObject } from 'node:crypto';
+import { webcrypto, KeyObject, randomBytes } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
@@ -62,8 +62,6 @@ export interface TestPki {
   readonly at: number;
 }
 
-let serial = 1;
-
 /** Issues one certificate; `issuer` undefined means self-signed. */
 export async function issue(spec: CertSpec, issuer?: Issued): Promise<Issued> {
   const alg = { name: 'ECDSA', namedCurve: spec.curve } as const;
@@ -78,9 +76,11 @@ export async function issue(spec: CertSpec, issuer?: Issued): Promise<Issued> {
   extensions.push(...(spec.extraExtensions ?? []));
   const signingKey = issuer ? issuer.keys.privateKey : keys.privateKey;
   const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: (serial++).toString(16).padStart(16, '0').replace(/^[89a-f]/, '7'),
+    // Random positive 64-bit serials: unique across processes sharing a persisted dev PKI.
+    serialNumber: `${(randomBytes(1)[0]! & 0x3f | 0x10).toString(16)}${randomBytes(7).toString('hex')}`,
     subject: `C=US, O=Amazon, OU=AWS, CN=${spec.name}`,
-    issuer: issuer ? issuer.cert.subject : `C=US, O=Amazon, OU=AWS, CN=${spec.name}`,
+    // The issuer's Name object, not its text form, so the encoding matches its subject byte for byte.
+    issuer: issuer ? issuer.cert.subjectName : `C=US, O=Amazon, OU=AWS, CN=${spec.name}`,
     notBefore: new Date(spec.notBefore),
     notAfter: new Date(spec.notAfter),
     signingAlgorithm: { name: 'ECDSA', hash: spec.signingHash },

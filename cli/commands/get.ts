@@ -1,0 +1,119 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import type { JWK } from 'jose';
+import { createAgent, AgentError } from '../../enclave-agent/index.js';
+import { NsmSimulator } from '../../vsock-shim/simulator/nsm-simulator.js';
+import { openDevPki } from '../../vsock-shim/simulator/pki-store.js';
+import { openNsmDevice, connectVsock } from '../../vsock-shim/vsock.js';
+import { parseTransport, TransportError } from '../../vsock-shim/transport/transport.js';
+import { tunnelTransport } from '../../vsock-shim/transport/tunnel.js';
+import type { Nsm } from '../../vsock-shim/nsm/client.js';
+import { UsageError } from '../errors.js';
+import { brokerConfig } from '../context.js';
+import type { CliIo } from '../io.js';
+
+export const GET_USAGE = `Usage: keygate get <secret> --broker-key JWK [--transport SPEC [--via HOST:PORT] | --broker URL]
+       keygate get <secret> --dev [--broker URL]
+
+Fetches one secret the way an enclave application does (attest, release,
+decrypt) and writes its value to standard output.
+
+  --broker-key FILE  the broker's public JWK to pin (required outside --dev)
+  --transport SPEC   vsock:CID:PORT (the parent's forwarder; default vsock:3:8000),
+                     tcp:HOST:PORT or unix:PATH
+  --via HOST:PORT    tunnel through the forwarder to this broker address (CONNECT)
+  --broker URL       http://HOST:PORT, direct TCP (tests, --dev)
+  --dev              DEVELOPMENT ONLY: NSM simulator with the dev PKI of
+                     \`keygate broker --dev\`; fetches the broker key unpinned
+`;
+
+/** Where the shared development PKI lives under a broker state directory. */
+export function devPkiDirectory(stateDir: string): string {
+  return join(stateDir, 'simulator');
+}
+
+/** `keygate get`: exit 0 with the value on stdout, 1 when the broker refuses, 2 on usage errors. */
+export async function getCommand(argv: readonly string[], io: CliIo): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      strict: true,
+      options: {
+        'broker-key': { type: 'string' },
+        transport: { type: 'string' },
+        via: { type: 'string' },
+        broker: { type: 'string' },
+        dev: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    io.out(GET_USAGE);
+    return 0;
+  }
+  if (positionals.length !== 1) throw new UsageError('expected exactly one secret name');
+  let nsm: Nsm;
+  let brokerKey: JWK;
+  let agentTarget: { brokerUrl: string } | { transport: ReturnType<typeof parseTransport> };
+  if (values.dev) {
+    const config = await brokerConfig({ dev: true });
+    const simulator = await NsmSimulator.create({ pki: await openDevPki(devPkiDirectory(config.stateDir)), warn: (m) => io.err(`${m}\n`) });
+    nsm = simulator.client();
+    const url = values.broker ?? 'http://127.0.0.1:8443';
+    io.err('keygate get --dev: the broker key is fetched, not pinned (development only)\n');
+    try {
+      brokerKey = (await (await fetch(`${url}/v1/broker-key`)).json()) as JWK;
+    } catch (err) {
+      throw new UsageError(`cannot reach the broker at ${url}: ${(err as Error).message}`, { hint: false });
+    }
+    agentTarget = { brokerUrl: url };
+  } else {
+    if (!values['broker-key']) throw new UsageError('--broker-key FILE is required (pin the broker key), or use --dev');
+    try {
+      brokerKey = JSON.parse(await readFile(values['broker-key'], 'utf8')) as JWK;
+    } catch (err) {
+      throw new UsageError(`--broker-key: ${(err as Error).message}`);
+    }
+    try {
+      if (values.broker) agentTarget = { brokerUrl: values.broker };
+      else {
+        const inner = parseTransport(values.transport ?? 'vsock:3:8000', connectVsock);
+        agentTarget = { transport: values.via ? tunnelTransport(inner, values.via) : inner };
+      }
+    } catch (err) {
+      if (err instanceof TransportError) throw new UsageError(err.message);
+      throw err;
+    }
+    try {
+      nsm = openNsmDevice();
+    } catch (err) {
+      throw new UsageError((err as Error).message, { hint: false });
+    }
+  }
+  const agent = await createAgent({ ...agentTarget, brokerKey, nsm });
+  try {
+    const value = await agent.getSecret(positionals[0]!);
+    if (typeof value === 'string') io.out(value);
+    else {
+      io.err('keygate get: binary secret, written as base64\n');
+      io.out(`${Buffer.from(value).toString('base64')}\n`);
+    }
+    return 0;
+  } catch (err) {
+    if (err instanceof AgentError) {
+      io.err(`keygate get: ${err.code}: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  } finally {
+    await agent.close();
+    await nsm.close();
+  }
+}
