@@ -9,10 +9,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { JWK } from 'jose';
-import { startBroker } from '../broker/broker.js';
-import { resolveConfig } from '../broker/config.js';
+import { startTestBroker } from '../test/support/broker.js';
 import { bindSecret, pcrSet } from '../broker/admin.js';
-import { silentLogger } from '../broker/log.js';
 import { NsmSimulator } from '../vsock-shim/simulator/nsm-simulator.js';
 import { createAgent } from '../enclave-agent/index.js';
 import { printTable, writeResults, type Measurement } from './harness.js';
@@ -23,16 +21,7 @@ const FETCHES = Number(process.env.BENCH_AGENT_FETCHES ?? 300);
 export async function benchAgent(): Promise<Record<string, unknown>> {
   const dir = mkdtempSync(join(tmpdir(), 'keygate-bench-agent-'));
   const simulator = await NsmSimulator.create({ warn: () => {} });
-  const broker = await startBroker(
-    resolveConfig({
-      listen: '127.0.0.1:0',
-      store: join(dir, 'store'),
-      stateDir: join(dir, 'state'),
-      extraRootPems: [simulator.rootPem],
-      rateLimits: { perClientPerSecond: 0, perIdentityPerSecond: 0, perSecretPerSecond: 0, quarantineAfterDenials: 0, quarantineWindowSeconds: 60, quarantineSeconds: 60 },
-    }),
-    { log: silentLogger },
-  );
+  const broker = await startTestBroker(dir, [simulator.rootPem]);
   try {
     const p = simulator.pcrs;
     await bindSecret(broker.store, broker.providers.get('local')!, { secret: 'db-password', value: new TextEncoder().encode('bench'), allow: [pcrSet({ 0: p[0]!, 1: p[1]!, 2: p[2]! })], provider: 'local', ttlSeconds: 60 });

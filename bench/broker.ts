@@ -11,10 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createVerifier } from '../index.js';
-import { startBroker } from '../broker/broker.js';
-import { resolveConfig } from '../broker/config.js';
+import { startTestBroker } from '../test/support/broker.js';
 import { bindSecret, pcrSet } from '../broker/admin.js';
-import { silentLogger } from '../broker/log.js';
 import { createTestPki } from '../test/support/pki.js';
 import { APPROVED, TestEnclave } from '../test/support/enclave.js';
 import { measure, printTable, writeResults } from './harness.js';
@@ -37,14 +35,7 @@ async function runLoad(url: string, bodies: string[]): Promise<{ seconds: number
 export async function benchBroker(): Promise<Record<string, unknown>> {
   const dir = mkdtempSync(join(tmpdir(), 'keygate-bench-'));
   const pki = await createTestPki(Date.now());
-  const config = resolveConfig({
-    listen: '127.0.0.1:0',
-    store: join(dir, 'store'),
-    stateDir: join(dir, 'state'),
-    extraRootPems: [pki.root.pem],
-    rateLimits: { perClientPerSecond: 0, perIdentityPerSecond: 0, perSecretPerSecond: 0, quarantineAfterDenials: 0, quarantineWindowSeconds: 60, quarantineSeconds: 60 },
-  });
-  const broker = await startBroker(config, { log: silentLogger });
+  const broker = await startTestBroker(dir, [pki.root.pem]);
   try {
     await bindSecret(broker.store, broker.providers.get('local')!, { secret: 'db-password', value: new TextEncoder().encode('bench-value'), allow: [pcrSet(APPROVED)], provider: 'local' });
     const enclave = new TestEnclave(pki, broker.url);

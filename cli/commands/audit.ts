@@ -1,10 +1,10 @@
 import { readFile, access } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
 import type { KeyObject } from 'node:crypto';
 import { verifyAuditLog } from '../../broker/audit/verify-log.js';
 import { loadPublicKeyFile } from '../../broker/signing-key.js';
 import { statePaths } from '../../broker/broker.js';
 import { UsageError } from '../errors.js';
+import { parseCommand } from '../args.js';
 import { STORE_OPTIONS, brokerConfig } from '../context.js';
 import type { CliIo } from '../io.js';
 
@@ -19,13 +19,7 @@ Exit status: 0 intact, 1 tampered, 2 usage error.
 
 /** `keygate audit verify` */
 export async function auditCommand(argv: readonly string[], io: CliIo): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({ args: [...argv], allowPositionals: true, strict: true, options: { ...STORE_OPTIONS, key: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-  const { values, positionals } = parsed;
+  const { values, positionals } = parseCommand(argv, { ...STORE_OPTIONS, key: { type: 'string' }, json: { type: 'boolean' } }, 2);
   if (values.help) {
     io.out(AUDIT_USAGE);
     return 0;

@@ -1,8 +1,7 @@
-import { parseArgs } from 'node:util';
 import { startBroker } from '../../broker/broker.js';
 import { openDevPki } from '../../vsock-shim/simulator/pki-store.js';
 import { devPkiDirectory } from './get.js';
-import { UsageError } from '../errors.js';
+import { parseCommand } from '../args.js';
 import { STORE_OPTIONS, STORE_USAGE, brokerConfig } from '../context.js';
 import type { CliIo } from '../io.js';
 
@@ -18,12 +17,7 @@ ${STORE_USAGE}
 
 /** `keygate broker`: serve until a signal arrives. */
 export async function brokerCommand(argv: readonly string[], io: CliIo): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({ args: [...argv], strict: true, options: { ...STORE_OPTIONS, listen: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
+  const { values } = parseCommand(argv, { ...STORE_OPTIONS, listen: { type: 'string' } });
   if (values.help) {
     io.out(BROKER_USAGE);
     return 0;

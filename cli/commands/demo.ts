@@ -1,7 +1,6 @@
 import { mkdtemp, rm, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import type { JWK } from 'jose';
 import { startBroker } from '../../broker/broker.js';
 import { resolveConfig } from '../../broker/config.js';
@@ -11,7 +10,7 @@ import { verifyAuditLog } from '../../broker/audit/verify-log.js';
 import { NsmSimulator } from '../../vsock-shim/simulator/nsm-simulator.js';
 import { createAgent } from '../../enclave-agent/index.js';
 import { AgentError } from '../../enclave-agent/errors.js';
-import { UsageError } from '../errors.js';
+import { parseCommand } from '../args.js';
 import type { CliIo } from '../io.js';
 
 export const DEMO_USAGE = `Usage: keygate demo [--mismatch]
@@ -27,12 +26,7 @@ const short = (hex: string): string => `${hex.slice(0, 16)}…`;
 
 /** `keygate demo`: exit 0 when the flow behaves as it should (released, or denied with --mismatch). */
 export async function demoCommand(argv: readonly string[], io: CliIo): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({ args: [...argv], strict: true, options: { mismatch: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }));
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
+  const { values } = parseCommand(argv, { mismatch: { type: 'boolean' } });
   if (values.help) {
     io.out(DEMO_USAGE);
     return 0;

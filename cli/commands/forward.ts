@@ -1,7 +1,7 @@
-import { parseArgs } from 'node:util';
 import { Forwarder, listenTcp, parseDestination, type Listener } from '../../vsock-shim/forwarder.js';
 import { listenVsock } from '../../vsock-shim/vsock.js';
 import { UsageError } from '../errors.js';
+import { parseCommand } from '../args.js';
 import { parseDuration } from '../parse.js';
 import type { CliIo } from '../io.js';
 
@@ -15,22 +15,12 @@ Port 9000 on vsock is nitro-cli's boot heartbeat: do not use it.
 
 /** `keygate forward`: relay until SIGINT/SIGTERM. */
 export async function forwardCommand(argv: readonly string[], io: CliIo): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: [...argv],
-      strict: true,
-      options: {
-        listen: { type: 'string' },
-        allow: { type: 'string', multiple: true },
-        'max-connections': { type: 'string' },
-        'idle-timeout': { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
+  const { values } = parseCommand(argv, {
+    listen: { type: 'string' },
+    allow: { type: 'string', multiple: true },
+    'max-connections': { type: 'string' },
+    'idle-timeout': { type: 'string' },
+  });
   if (values.help) {
     io.out(FORWARD_USAGE);
     return 0;

@@ -1,6 +1,5 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import type { JWK } from 'jose';
 import { createAgent, AgentError } from '../../enclave-agent/index.js';
 import { NsmSimulator } from '../../vsock-shim/simulator/nsm-simulator.js';
@@ -10,6 +9,7 @@ import { parseTransport, TransportError } from '../../vsock-shim/transport/trans
 import { tunnelTransport } from '../../vsock-shim/transport/tunnel.js';
 import type { Nsm } from '../../vsock-shim/nsm/client.js';
 import { UsageError } from '../errors.js';
+import { parseCommand } from '../args.js';
 import { brokerConfig } from '../context.js';
 import type { CliIo } from '../io.js';
 
@@ -35,25 +35,11 @@ export function devPkiDirectory(stateDir: string): string {
 
 /** `keygate get`: exit 0 with the value on stdout, 1 when the broker refuses, 2 on usage errors. */
 export async function getCommand(argv: readonly string[], io: CliIo): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: [...argv],
-      allowPositionals: true,
-      strict: true,
-      options: {
-        'broker-key': { type: 'string' },
-        transport: { type: 'string' },
-        via: { type: 'string' },
-        broker: { type: 'string' },
-        dev: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-  const { values, positionals } = parsed;
+  const { values, positionals } = parseCommand(
+    argv,
+    { 'broker-key': { type: 'string' }, transport: { type: 'string' }, via: { type: 'string' }, broker: { type: 'string' }, dev: { type: 'boolean' } },
+    1,
+  );
   if (values.help) {
     io.out(GET_USAGE);
     return 0;

@@ -1,5 +1,4 @@
-import { parseArgs } from 'node:util';
-import { UsageError } from '../errors.js';
+import { parseCommand } from '../args.js';
 import { STORE_OPTIONS, STORE_USAGE, brokerConfig } from '../context.js';
 import { FileStore } from '../../broker/store/file-store.js';
 import type { CliIo } from '../io.js';
@@ -12,12 +11,7 @@ ${STORE_USAGE}
 
 /** `keygate list` */
 export async function listCommand(argv: readonly string[], io: CliIo): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({ args: [...argv], strict: true, options: { ...STORE_OPTIONS, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }));
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
+  const { values } = parseCommand(argv, { ...STORE_OPTIONS, json: { type: 'boolean' } });
   if (values.help) {
     io.out(LIST_USAGE);
     return 0;

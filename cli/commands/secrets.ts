@@ -1,10 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+import type { ParseArgsConfig } from 'node:util';
 import { AdminError, bindSecret, pcrSet, revokeIdentities, revokeSecret, rotateSecret, unbindSecret } from '../../broker/admin.js';
 import { SchemaError } from '../../broker/policy/schema.js';
 import type { AllowRule, ProviderName } from '../../broker/policy/types.js';
 import { UsageError } from '../errors.js';
+import { parseCommand } from '../args.js';
 import { STORE_OPTIONS, STORE_USAGE, openAdmin, type StoreFlags } from '../context.js';
 import { readInput } from '../input.js';
 import { parseDuration } from '../parse.js';
@@ -44,11 +45,7 @@ ${STORE_USAGE}
 `;
 
 function parse(argv: readonly string[], options: NonNullable<ParseArgsConfig['options']>): { values: Record<string, unknown>; positionals: string[] } {
-  try {
-    return parseArgs({ args: [...argv], allowPositionals: true, strict: true, options: { ...options, ...STORE_OPTIONS, help: { type: 'boolean', short: 'h' } } });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
+  return parseCommand(argv, { ...options, ...STORE_OPTIONS }, Infinity);
 }
 
 function oneSecret(positionals: string[], usage: string): string {

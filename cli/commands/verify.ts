@@ -1,6 +1,5 @@
 import { readFile } from 'node:fs/promises';
 import { X509Certificate } from 'node:crypto';
-import { parseArgs } from 'node:util';
 import {
   AWS_NITRO_ROOT_G1_PEM,
   isAttestationError,
@@ -10,6 +9,7 @@ import {
   type VerifyOptions,
 } from '../../broker/verify/index.js';
 import { UsageError } from '../errors.js';
+import { parseCommand } from '../args.js';
 import { decodeDocumentInput, readInput } from '../input.js';
 import { parseDuration, parseHex, parseInstant, parsePcrRequirements } from '../parse.js';
 import type { CliIo } from '../io.js';
@@ -102,27 +102,19 @@ function humanSummary(doc: VerifiedDocument): string {
 
 /** `keygate verify`: exit 0 valid, 1 invalid, 2 usage. */
 export async function verifyCommand(argv: readonly string[], io: CliIo, now: () => number): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: [...argv],
-      allowPositionals: true,
-      strict: true,
-      options: {
-        root: { type: 'string', multiple: true },
-        at: { type: 'string' },
-        'max-age': { type: 'string' },
-        nonce: { type: 'string' },
-        pcr: { type: 'string', multiple: true },
-        'allow-debug': { type: 'boolean' },
-        json: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (cause) {
-    throw new UsageError((cause as Error).message);
-  }
-  const { values, positionals } = parsed;
+  const { values, positionals } = parseCommand(
+    argv,
+    {
+      root: { type: 'string', multiple: true },
+      at: { type: 'string' },
+      'max-age': { type: 'string' },
+      nonce: { type: 'string' },
+      pcr: { type: 'string', multiple: true },
+      'allow-debug': { type: 'boolean' },
+      json: { type: 'boolean' },
+    },
+    Infinity,
+  );
   if (values.help) {
     io.out(VERIFY_USAGE);
     return 0;

@@ -8,10 +8,9 @@ import { createServer, connect, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { JWK } from 'jose';
-import { startBroker, type RunningBroker } from '../../broker/broker.js';
-import { resolveConfig } from '../../broker/config.js';
+import type { RunningBroker } from '../../broker/broker.js';
+import { startTestBroker } from '../support/broker.js';
 import { bindSecret, pcrSet } from '../../broker/admin.js';
-import { silentLogger } from '../../broker/log.js';
 import { NsmSimulator } from '../../vsock-shim/simulator/nsm-simulator.js';
 import { NsmError } from '../../vsock-shim/nsm/messages.js';
 import { tcpTransport, unixTransport } from '../../vsock-shim/transport/transport.js';
@@ -48,23 +47,14 @@ function clock(start = 1_000_000): { now: () => number; advance: (ms: number) =>
   return { now: () => t, advance: (ms) => void (t += ms) };
 }
 
-async function startTestBroker(): Promise<RunningBroker> {
-  return startBroker(
-    resolveConfig({
-      listen: '127.0.0.1:0',
-      store: join(dir, 'store'),
-      stateDir: join(dir, 'state'),
-      extraRootPems: [simulator.rootPem],
-      rateLimits: { perClientPerSecond: 0, perIdentityPerSecond: 0, perSecretPerSecond: 0, quarantineAfterDenials: 0, quarantineWindowSeconds: 60, quarantineSeconds: 60 },
-    }),
-    { log: silentLogger },
-  );
+function startBrokerHere(): Promise<RunningBroker> {
+  return startTestBroker(dir, [simulator.rootPem]);
 }
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'keygate-agent-'));
   simulator = await NsmSimulator.create({ warn: () => {} });
-  broker = await startTestBroker();
+  broker = await startBrokerHere();
   const p = simulator.pcrs;
   const allow = [pcrSet({ 0: p[0]!, 1: p[1]!, 2: p[2]! })];
   const local = broker.providers.get('local')!;
@@ -205,7 +195,7 @@ describe('broker outage', () => {
     c.advance(10_001); // past the 60 s hard expiry
     expect((await errorOf(a.getSecret('db-password'))).code).toBe('BROKER_UNREACHABLE');
 
-    broker = await startTestBroker();
+    broker = await startBrokerHere();
     const b = await agent({ clock: c.now, brokerKey });
     expect(await b.getSecret('db-password')).toBe('hunter2');
   });

@@ -20,6 +20,7 @@ import { silentLogger } from '../../broker/log.js';
 import { encode } from 'cbor-x';
 import { createTestPki, defaultSpecs, issue, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave, buildPcrs, h, valueOf } from '../support/enclave.js';
+import { NO_RATE_LIMITS } from '../support/broker.js';
 import { TEST_CREDENTIALS, startKmsServer, type KmsTestServer } from '../support/kms-server.js';
 
 let dir: string;
@@ -45,7 +46,7 @@ beforeAll(async () => {
     extraRootPems: [pki.root.pem],
     kms: { region: 'us-east-1', endpoint: kms.endpoint, credentials: TEST_CREDENTIALS, requestTimeoutMs: 2000 },
     secretCacheTtlSeconds: 60,
-    rateLimits: { perClientPerSecond: 0, perIdentityPerSecond: 0, perSecretPerSecond: 0, quarantineAfterDenials: 0, quarantineWindowSeconds: 60, quarantineSeconds: 60 },
+    rateLimits: NO_RATE_LIMITS,
   });
   broker = await startBroker(config, { log: silentLogger });
   admin = await FileStore.open(join(dir, 'store'));

@@ -170,18 +170,24 @@ static napi_value vs_accept(napi_env env, napi_callback_info info) {
 #endif
 }
 
-/* read(fd, buffer) -> n (0 = EOF), or -EAGAIN when no data is ready. */
-static napi_value vs_read(napi_env env, napi_callback_info info) {
+/* Reads (fd, buffer) arguments; throws a TypeError naming `signature` when they are wrong. */
+static int fd_and_buffer(napi_env env, napi_callback_info info, int32_t *fd, void **buf, size_t *len, const char *signature) {
   size_t argc = 2;
   napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || !get_int(env, argv[0], fd) ||
+      !get_bytes(env, argv[1], buf, len, 0)) {
+    napi_throw_type_error(env, "EINVAL", signature);
+    return 0;
+  }
+  return 1;
+}
+
+/* read(fd, buffer) -> n (0 = EOF), or -EAGAIN when no data is ready. */
+static napi_value vs_read(napi_env env, napi_callback_info info) {
   int32_t fd;
   void *buf;
   size_t len;
-  if (argc < 2 || !get_int(env, argv[0], &fd) || !get_bytes(env, argv[1], &buf, &len, 0)) {
-    napi_throw_type_error(env, "EINVAL", "read(fd, buffer)");
-    return NULL;
-  }
+  if (!fd_and_buffer(env, info, &fd, &buf, &len, "read(fd, buffer)")) return NULL;
   ssize_t n;
   do n = read(fd, buf, len); while (n < 0 && errno == EINTR);
   if (n < 0) {
@@ -193,16 +199,10 @@ static napi_value vs_read(napi_env env, napi_callback_info info) {
 
 /* write(fd, buffer) -> n, or -EAGAIN when the socket buffer is full. */
 static napi_value vs_write(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd;
   void *buf;
   size_t len;
-  if (argc < 2 || !get_int(env, argv[0], &fd) || !get_bytes(env, argv[1], &buf, &len, 0)) {
-    napi_throw_type_error(env, "EINVAL", "write(fd, buffer)");
-    return NULL;
-  }
+  if (!fd_and_buffer(env, info, &fd, &buf, &len, "write(fd, buffer)")) return NULL;
   ssize_t n;
   do n = write(fd, buf, len); while (n < 0 && errno == EINTR);
   if (n < 0) {
@@ -460,16 +460,10 @@ static void nsm_complete(napi_env env, napi_status status, void *data) {
 
 /* nsmRequest(fd, request) -> Promise<Buffer>, run on the thread pool. */
 static napi_value nsm_request(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd;
   void *req;
   size_t len;
-  if (argc < 2 || !get_int(env, argv[0], &fd) || !get_bytes(env, argv[1], &req, &len, 0)) {
-    napi_throw_type_error(env, "EINVAL", "nsmRequest(fd, buffer)");
-    return NULL;
-  }
+  if (!fd_and_buffer(env, info, &fd, &req, &len, "nsmRequest(fd, buffer)")) return NULL;
   if (len == 0 || len > NSM_REQUEST_MAX) return throw_errno(env, EMSGSIZE, "nsmRequest");
   nsm_job_t *job = calloc(1, sizeof *job);
   if (!job) return throw_errno(env, ENOMEM, "nsmRequest");

@@ -1,0 +1,28 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { UsageError } from './errors.js';
+
+/** Option definitions, as node:util parseArgs takes them. */
+export type Options = NonNullable<ParseArgsConfig['options']>;
+const HELP = { help: { type: 'boolean', short: 'h' } } as const;
+type Config<O extends Options> = { args: string[]; options: O & typeof HELP; allowPositionals: true; strict: true };
+/** What parseCommand returns for options `O`. */
+export type Parsed<O extends Options> = ReturnType<typeof parseArgs<Config<O>>>;
+
+/**
+ * Strict option parsing shared by every command: unknown options, missing
+ * values and surplus positionals are usage errors (exit 2); `--help`/`-h` is
+ * always accepted.
+ */
+export function parseCommand<O extends Options>(argv: readonly string[], options: O, maxPositionals = 0): Parsed<O> {
+  const config: Config<O> = { args: [...argv], options: { ...options, ...HELP }, allowPositionals: true, strict: true };
+  let parsed: Parsed<O>;
+  try {
+    parsed = parseArgs(config);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (!(parsed.values as { help?: boolean }).help && parsed.positionals.length > maxPositionals) {
+    throw new UsageError(maxPositionals === 0 ? `unexpected argument "${parsed.positionals[0]}"` : `too many arguments: ${parsed.positionals.join(' ')}`);
+  }
+  return parsed;
+}
