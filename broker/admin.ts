@@ -2,6 +2,7 @@ import type { BindingStore } from './store/file-store.js';
 import type { KeyProvider } from './kms/provider.js';
 import { parseBinding, parsePcrValues, SECRET_NAME } from './policy/schema.js';
 import type { AllowRule, Binding, PcrValues, ProviderName, Revocations } from './policy/types.js';
+import type { Baseline } from './policy/baseline.js';
 
 /** Store operations behind `keygate bind/rotate/unbind/revoke/list`, shared by the CLI and tests. */
 
@@ -20,6 +21,8 @@ export interface BindRequest {
   readonly instances?: readonly string[];
   /** Add the measurement sets to an existing binding instead of replacing them (rolling deploys). */
   readonly addAllow?: boolean;
+  /** Baselines the rules reference, copied into the store (with their approvals) for brokers to check. */
+  readonly baselines?: readonly Baseline[];
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -70,6 +73,7 @@ export async function bindSecret(store: BindingStore, provider: KeyProvider, req
       createdAt: previous?.createdAt ?? now.toISOString(),
       updatedAt: now.toISOString(),
     });
+    for (const baseline of req.baselines ?? []) await tx.putBaseline(baseline);
     await tx.putBinding(binding);
     return binding;
   });

@@ -12,7 +12,7 @@ import type { KeyProvider } from './kms/provider.js';
 import type { ProviderName } from './policy/types.js';
 import { AuditLog } from './audit/log.js';
 import { ChallengeService } from './challenge.js';
-import { loadOrCreateSigningKey, type SigningKey } from './signing-key.js';
+import { loadOrCreateSigningKey, loadPublicKeyFile, type SigningKey } from './signing-key.js';
 import { BrokerMetrics } from './metrics.js';
 import { ReleaseService } from './release.js';
 import { createBrokerApp } from './server.js';
@@ -88,6 +88,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   const audit = await AuditLog.open(paths.audit, { key: signingKey.privateKey, kid: signingKey.kid });
   const challenge = new ChallengeService(await loadOrCreateKeyFile(paths.challengeKey, 32));
   const roots = await loadRoots(config, log);
+  const adminKeys = await Promise.all((config.adminKeys ?? []).map((file) => loadPublicKeyFile(file)));
   const release = new ReleaseService({
     verifier: createVerifier(),
     roots,
@@ -101,6 +102,8 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
     metrics,
     secretCacheTtlMs: config.secretCacheTtlSeconds * 1000,
     rateLimits: config.rateLimits,
+    adminKeys,
+    approvalsRequired: config.approvalsRequired,
     clock,
   });
 

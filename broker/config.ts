@@ -27,6 +27,10 @@ export interface BrokerConfig {
   readonly kms?: AwsKmsSettings;
   readonly tls?: { readonly cert: string; readonly key: string };
   readonly rateLimits: RateLimitSettings;
+  /** Public keys (JWK or PEM files) of the admins who approve baselines. */
+  readonly adminKeys?: readonly string[];
+  /** Approvals from distinct admin keys a baseline needs before bindings may use it (k of n). Default 1. */
+  readonly approvalsRequired: number;
   /** Development mode: marked loudly in logs. */
   readonly dev: boolean;
 }
@@ -40,6 +44,7 @@ export const DEFAULT_CONFIG: BrokerConfig = {
   maxBodyBytes: 64 * 1024,
   maxDocumentAgeSeconds: 300,
   rateLimits: DEFAULT_RATE_LIMITS,
+  approvalsRequired: 1,
   dev: false,
 };
 
@@ -51,7 +56,7 @@ export class ConfigError extends Error {
   override readonly name = 'ConfigError';
 }
 
-const KEYS = new Set(Object.keys(DEFAULT_CONFIG).concat(['auditFile', 'roots', 'extraRootPems', 'challengeKeyFile', 'kms', 'tls']));
+const KEYS = new Set(Object.keys(DEFAULT_CONFIG).concat(['auditFile', 'roots', 'extraRootPems', 'challengeKeyFile', 'kms', 'tls', 'adminKeys']));
 
 /** Parses `host:port` / `[v6]:port`. */
 export function parseListen(listen: string): { host: string; port: number } {
@@ -80,6 +85,7 @@ export async function loadConfigFile(path: string): Promise<Partial<BrokerConfig
   const c = json as Record<string, unknown>;
   for (const k of ['store', 'stateDir', 'auditFile', 'challengeKeyFile']) if (k in c) c[k] = rel(c[k]);
   if (Array.isArray(c.roots)) c.roots = c.roots.map(rel);
+  if (Array.isArray(c.adminKeys)) c.adminKeys = c.adminKeys.map(rel);
   if (c.tls && typeof c.tls === 'object') c.tls = { cert: rel((c.tls as { cert: unknown }).cert), key: rel((c.tls as { key: unknown }).key) };
   return c as Partial<BrokerConfig>;
 }
@@ -98,5 +104,9 @@ export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerCo
     if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) throw new ConfigError(`${key} must be a non-negative number`);
   }
   if (config.maxDocumentAgeSeconds === 0 || config.maxDocumentAgeSeconds > 3600) throw new ConfigError('maxDocumentAgeSeconds must be 1..3600');
+  if (!Number.isInteger(config.approvalsRequired) || config.approvalsRequired < 1) throw new ConfigError('approvalsRequired must be a positive integer');
+  if (config.adminKeys && config.approvalsRequired > config.adminKeys.length) {
+    throw new ConfigError(`approvalsRequired (${config.approvalsRequired}) exceeds the number of adminKeys (${config.adminKeys.length})`);
+  }
   return config;
 }

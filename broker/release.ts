@@ -1,9 +1,11 @@
 import { CompactEncrypt, CompactSign } from 'jose';
 import { isAttestationError, type TrustedRoot, type VerifiedDocument, type Verifier } from './verify/index.js';
-import { callerCode, checkRevoked, decide, instanceIdOf, type Decision, type EnclaveIdentity } from './policy/decide.js';
+import { callerCode, checkRevoked, decide, instanceIdOf, type ApprovedBaselines, type Decision, type EnclaveIdentity } from './policy/decide.js';
+import { countApprovals } from './policy/baseline.js';
+import type { KeyObject } from 'node:crypto';
 import { SECRET_NAME } from './policy/schema.js';
 import type { Binding, ProviderName } from './policy/types.js';
-import type { BindingStore } from './store/file-store.js';
+import type { BindingStore, StoreSnapshot } from './store/file-store.js';
 import type { KeyProvider } from './kms/provider.js';
 import type { AuditLog, DecisionRecord } from './audit/log.js';
 import type { ChallengeService } from './challenge.js';
@@ -73,6 +75,10 @@ export interface ReleaseDependencies {
   readonly metrics: BrokerMetrics;
   readonly secretCacheTtlMs: number;
   readonly rateLimits: RateLimitSettings;
+  /** Admin public keys whose approvals make a baseline usable. */
+  readonly adminKeys: readonly KeyObject[];
+  /** Valid approvals from distinct admin keys a baseline needs (k of n). */
+  readonly approvalsRequired: number;
   readonly clock: () => number;
 }
 
@@ -108,6 +114,7 @@ export class ReleaseService {
   readonly #perSecret: RateLimiter;
   readonly #quarantine: Quarantine;
   #cacheGeneration = -1;
+  #approved: { generation: number; value: Promise<ApprovedBaselines> } | undefined;
 
   constructor(deps: ReleaseDependencies) {
     this.#deps = deps;
@@ -183,8 +190,9 @@ export class ReleaseService {
       const snapshot = await d.store.refresh();
       this.#dropStaleCache(snapshot.generation, snapshot.bindings);
       const revoked = checkRevoked(identity, snapshot.revocations);
+      const approved = await this.#approvedBaselines(snapshot);
       const decisions = new Map<string, Decision>();
-      for (const name of names) decisions.set(name, revoked ?? decide(snapshot.bindings.get(name), identity, snapshot.revocations));
+      for (const name of names) decisions.set(name, revoked ?? decide(snapshot.bindings.get(name), identity, snapshot.revocations, approved));
       const denied = [...decisions.entries()].filter((e): e is [string, Extract<Decision, { allow: false }>] => !e[1].allow);
       if (denied.length) {
         this.#quarantine.recordDenial(identityKey, now);
@@ -227,6 +235,22 @@ export class ReleaseService {
     } finally {
       d.metrics.requestSeconds.observe((performance.now() - started) / 1000);
     }
+  }
+
+  /** Baselines with k valid admin approvals; signatures are checked once per store change. */
+  #approvedBaselines(snapshot: StoreSnapshot): Promise<ApprovedBaselines> {
+    if (this.#approved?.generation !== snapshot.generation) {
+      const { adminKeys, approvalsRequired } = this.#deps;
+      const value = (async () => {
+        const out = new Map<string, ApprovedBaselines extends ReadonlyMap<string, infer V> ? V : never>();
+        for (const [name, baseline] of snapshot.baselines) {
+          if (adminKeys.length && (await countApprovals(baseline, adminKeys)) >= approvalsRequired) out.set(name, baseline.pcrs);
+        }
+        return out;
+      })();
+      this.#approved = { generation: snapshot.generation, value };
+    }
+    return this.#approved.value;
   }
 
   #dropStaleCache(generation: number, bindings: ReadonlyMap<string, Binding>): void {

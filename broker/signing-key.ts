@@ -54,3 +54,11 @@ export async function loadPublicKeyFile(path: string): Promise<KeyObject> {
   }
   return createPublicKey(text);
 }
+
+/** Reads an Ed25519 private key for signing baselines and approvals (private JWK or PKCS#8 PEM). */
+export async function loadPrivateKeyFile(path: string): Promise<KeyObject> {
+  const text = await readFile(path, 'utf8');
+  const key = text.trimStart().startsWith('{') ? createPrivateKey({ key: JSON.parse(text) as JsonWebKey, format: 'jwk' }) : createPrivateKey(text);
+  if (key.asymmetricKeyType !== 'ed25519') throw new Error(`${path} is not an Ed25519 private key`);
+  return key;
+}

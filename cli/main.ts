@@ -8,6 +8,8 @@ import { auditCommand } from './commands/audit.js';
 import { demoCommand } from './commands/demo.js';
 import { forwardCommand } from './commands/forward.js';
 import { getCommand } from './commands/get.js';
+import { describeEifCommand } from './commands/eif.js';
+import { approveCommand, keygenCommand, recordCommand } from './commands/record.js';
 
 const USAGE = `keygate: attestation-gated secrets for AWS Nitro Enclaves
 
@@ -25,6 +27,10 @@ Commands:
   audit verify FILE check the audit log's chain and signatures
   forward           parent-side relay from the enclave to allow-listed hosts
   get <secret>      fetch a secret as an enclave application does (or --dev)
+  describe-eif FILE measure an Enclave Image File (PCR0/1/2/8)
+  record            record a build's PCRs as a baseline, or --check a rebuild
+  approve NAME      add an admin approval to a baseline
+  keygen            create an Ed25519 key for signing or approving baselines
 
 Run "keygate <command> --help" for a command's options.
 `;
@@ -43,6 +49,10 @@ const COMMANDS: Record<string, Command> = {
   demo: demoCommand,
   forward: forwardCommand,
   get: getCommand,
+  'describe-eif': describeEifCommand,
+  record: recordCommand,
+  approve: approveCommand,
+  keygen: keygenCommand,
 };
 
 /**

@@ -20,6 +20,7 @@ export type DenyReason =
   | 'PCR_MISMATCH'
   | 'DEBUG_NOT_ALLOWED'
   | 'INSTANCE_NOT_ALLOWED'
+  | 'BASELINE_NOT_APPROVED'
   | 'REVOKED';
 
 export type Decision = { readonly allow: true; readonly rule: number } | { readonly allow: false; readonly reason: DenyReason; readonly detail: string };
@@ -52,11 +53,20 @@ export function checkRevoked(identity: EnclaveIdentity, revocations: Revocations
   return undefined;
 }
 
+/** Baselines with enough valid approvals, name -> their recorded PCRs. */
+export type ApprovedBaselines = ReadonlyMap<string, PcrValues>;
+
+function samePcrs(a: PcrValues, b: PcrValues): boolean {
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  return [...keys].every((k) => a[k as keyof PcrValues] === b[k as keyof PcrValues]);
+}
+
 /**
  * Decides whether `identity` may read the secret bound by `binding`. Pure:
- * every input is an argument.
+ * every input is an argument. A rule that names a baseline counts only while
+ * that baseline is approved and still records exactly the rule's PCRs.
  */
-export function decide(binding: Binding | undefined, identity: EnclaveIdentity, revocations: Revocations): Decision {
+export function decide(binding: Binding | undefined, identity: EnclaveIdentity, revocations: Revocations, approved: ApprovedBaselines = new Map()): Decision {
   const revoked = checkRevoked(identity, revocations);
   if (revoked) return revoked;
   if (!binding) return { allow: false, reason: 'UNKNOWN_SECRET', detail: 'no binding for this secret' };
@@ -71,16 +81,25 @@ export function decide(binding: Binding | undefined, identity: EnclaveIdentity, 
     }
   }
   let revokedMatch = false;
+  let unapprovedMatch = false;
   for (let i = 0; i < binding.allow.length; i++) {
     const rule = binding.allow[i]!;
     if (!matches(rule.pcrs, identity.pcrs)) continue;
-    if (rule.baseline !== undefined && revocations.baselines.includes(rule.baseline)) {
-      revokedMatch = true;
-      continue;
+    if (rule.baseline !== undefined) {
+      if (revocations.baselines.includes(rule.baseline)) {
+        revokedMatch = true;
+        continue;
+      }
+      const recorded = approved.get(rule.baseline);
+      if (!recorded || !samePcrs(recorded, rule.pcrs)) {
+        unapprovedMatch = true;
+        continue;
+      }
     }
     return { allow: true, rule: i };
   }
   if (revokedMatch) return { allow: false, reason: 'REVOKED', detail: 'the matching baseline is revoked' };
+  if (unapprovedMatch) return { allow: false, reason: 'BASELINE_NOT_APPROVED', detail: 'the matching baseline lacks the required approvals' };
   return { allow: false, reason: 'PCR_MISMATCH', detail: 'no allowed measurement set matches' };
 }
 

@@ -2,11 +2,14 @@ import { readdir, readFile, stat, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SchemaError, SECRET_NAME, parseBinding, parseRevocations } from '../policy/schema.js';
 import { NO_REVOCATIONS, type Binding, type Revocations } from '../policy/types.js';
+import { parseBaseline, formatBaseline, type Baseline } from '../policy/baseline.js';
 import { ensureDirectory, syncDirectory, withLock, writeFileAtomic } from './atomic.js';
 
 /** An immutable view of the store at one moment. */
 export interface StoreSnapshot {
   readonly bindings: ReadonlyMap<string, Binding>;
+  /** Recorded builds that bindings may reference (approvals included). */
+  readonly baselines: ReadonlyMap<string, Baseline>;
   readonly revocations: Revocations;
   /** Increases whenever the content changes. */
   readonly generation: number;
@@ -35,6 +38,7 @@ export interface StoreWriter {
   putBinding(binding: Binding): Promise<void>;
   deleteBinding(secret: string): Promise<boolean>;
   putRevocations(revocations: Revocations): Promise<void>;
+  putBaseline(baseline: Baseline): Promise<void>;
 }
 
 /** Stable, diff-friendly JSON. */
@@ -52,19 +56,21 @@ function fingerprintOf(info: { mtimeNs: bigint; ino: bigint; size: bigint }): st
 }
 
 /**
- * A directory of JSON documents: `bindings/<secret>.json` and
- * `revocations.json`. Every write is atomic; every load is validated; a file
+ * A directory of JSON documents: `bindings/<secret>.json`,
+ * `baselines/<name>.json` and `revocations.json`. Every write is atomic; every load is validated; a file
  * that fails validation is reported and its last good content kept.
  */
 export class FileStore implements BindingStore {
   readonly #dir: string;
   readonly #bindingsDir: string;
+  readonly #baselinesDir: string;
   readonly #revocationsFile: string;
   #fingerprint = '';
   #files = new Map<string, Loaded<Binding>>();
+  #baselineFiles = new Map<string, Loaded<Baseline>>();
   #revocations: Loaded<Revocations> | undefined;
   #problems = new Map<string, StoreProblem>();
-  #snapshot: StoreSnapshot = { bindings: new Map(), revocations: NO_REVOCATIONS, generation: 0 };
+  #snapshot: StoreSnapshot = { bindings: new Map(), baselines: new Map(), revocations: NO_REVOCATIONS, generation: 0 };
   #refreshing: Promise<StoreSnapshot> | undefined;
   #lastFullScan = 0;
   readonly #fullScanIntervalMs: number;
@@ -74,6 +80,7 @@ export class FileStore implements BindingStore {
     this.#dir = dir;
     this.#fullScanIntervalMs = fullScanIntervalMs;
     this.#bindingsDir = join(dir, 'bindings');
+    this.#baselinesDir = join(dir, 'baselines');
     this.#revocationsFile = join(dir, 'revocations.json');
     this.#onProblem = onProblem;
   }
@@ -82,6 +89,7 @@ export class FileStore implements BindingStore {
   static async open(dir: string, options: { onProblem?: (problem: StoreProblem) => void; fullScanIntervalMs?: number } = {}): Promise<FileStore> {
     const store = new FileStore(dir, options.onProblem ?? (() => {}), options.fullScanIntervalMs ?? 2_000);
     await ensureDirectory(store.#bindingsDir);
+    await ensureDirectory(store.#baselinesDir);
     await store.refresh();
     return store;
   }
@@ -100,8 +108,9 @@ export class FileStore implements BindingStore {
 
   async #currentFingerprint(): Promise<string> {
     const dirInfo = await stat(this.#bindingsDir, { bigint: true });
+    const baselineInfo = await stat(this.#baselinesDir, { bigint: true });
     const revInfo = await stat(this.#revocationsFile, { bigint: true }).catch(() => undefined);
-    return `${fingerprintOf(dirInfo)}|${revInfo ? fingerprintOf(revInfo) : '-'}`;
+    return `${fingerprintOf(dirInfo)}|${fingerprintOf(baselineInfo)}|${revInfo ? fingerprintOf(revInfo) : '-'}`;
   }
 
   refresh(): Promise<StoreSnapshot> {
@@ -154,34 +163,45 @@ export class FileStore implements BindingStore {
     }
   }
 
-  async #load(): Promise<void> {
-    this.#lastFullScan = Date.now();
-    const names = (await readdir(this.#bindingsDir)).filter((n) => n.endsWith('.json') && !n.startsWith('.'));
-    const files = new Map<string, Loaded<Binding>>();
-    for (const name of names) {
-      const path = join(this.#bindingsDir, name);
-      const secret = name.slice(0, -5);
-      const loaded = await this.#loadFile(path, this.#files.get(name), (json) => {
-        if (!SECRET_NAME.test(secret)) throw new SchemaError(name, 'file name is not a valid secret name');
-        const binding = parseBinding(json, name);
-        if (binding.secret !== secret) throw new SchemaError(`${name}.secret`, `must equal the file name ("${secret}")`);
-        return binding;
+  /** Loads every `<name>.json` of `dir` with `parse`, keeping last good content of failing files. */
+  async #loadDirectory<T>(dir: string, previous: Map<string, Loaded<T>>, parse: (json: unknown, file: string, name: string) => T): Promise<Map<string, Loaded<T>>> {
+    const names = (await readdir(dir)).filter((n) => n.endsWith('.json') && !n.startsWith('.'));
+    const files = new Map<string, Loaded<T>>();
+    for (const file of names) {
+      const name = file.slice(0, -5);
+      const loaded = await this.#loadFile(join(dir, file), previous.get(file), (json) => {
+        if (!SECRET_NAME.test(name)) throw new SchemaError(file, 'file name is not a valid name');
+        return parse(json, file, name);
       });
-      if (loaded) files.set(name, loaded);
+      if (loaded) files.set(file, loaded);
     }
     for (const path of this.#problems.keys()) {
-      if (path.startsWith(this.#bindingsDir) && !names.includes(path.slice(this.#bindingsDir.length + 1))) this.#problems.delete(path);
+      if (path.startsWith(`${dir}/`) && !names.includes(path.slice(dir.length + 1))) this.#problems.delete(path);
     }
-    this.#files = files;
+    return files;
+  }
+
+  async #load(): Promise<void> {
+    this.#lastFullScan = Date.now();
+    this.#files = await this.#loadDirectory(this.#bindingsDir, this.#files, (json, file, name) => {
+      const binding = parseBinding(json, file);
+      if (binding.secret !== name) throw new SchemaError(`${file}.secret`, `must equal the file name ("${name}")`);
+      return binding;
+    });
+    this.#baselineFiles = await this.#loadDirectory(this.#baselinesDir, this.#baselineFiles, (json, file, name) => {
+      const baseline = parseBaseline(json, file);
+      if (baseline.name !== name) throw new SchemaError(`${file}.name`, `must equal the file name ("${name}")`);
+      return baseline;
+    });
     this.#revocations = await this.#loadFile(this.#revocationsFile, this.#revocations, (json) => parseRevocations(json, 'revocations.json'));
     const bindings = new Map<string, Binding>();
-    for (const { value } of files.values()) bindings.set(value.secret, value);
+    for (const { value } of this.#files.values()) bindings.set(value.secret, value);
+    const baselines = new Map<string, Baseline>();
+    for (const { value } of this.#baselineFiles.values()) baselines.set(value.name, value);
     const revocations = this.#revocations?.value ?? NO_REVOCATIONS;
-    const unchanged =
-      bindings.size === this.#snapshot.bindings.size &&
-      [...bindings].every(([k, v]) => this.#snapshot.bindings.get(k) === v) &&
-      revocations === this.#snapshot.revocations;
-    if (!unchanged) this.#snapshot = { bindings, revocations, generation: this.#snapshot.generation + 1 };
+    const same = <V>(a: ReadonlyMap<string, V>, b: ReadonlyMap<string, V>): boolean => a.size === b.size && [...a].every(([k, v]) => b.get(k) === v);
+    const unchanged = same(bindings, this.#snapshot.bindings) && same(baselines, this.#snapshot.baselines) && revocations === this.#snapshot.revocations;
+    if (!unchanged) this.#snapshot = { bindings, baselines, revocations, generation: this.#snapshot.generation + 1 };
   }
 
   async update<T>(fn: (current: StoreSnapshot, tx: StoreWriter) => Promise<T>): Promise<T> {
@@ -205,6 +225,10 @@ export class FileStore implements BindingStore {
         },
         putRevocations: async (revocations) => {
           await writeFileAtomic(this.#revocationsFile, toJson(parseRevocations(revocations)));
+        },
+        putBaseline: async (baseline) => {
+          const valid = parseBaseline(baseline);
+          await writeFileAtomic(join(this.#baselinesDir, `${valid.name}.json`), formatBaseline(valid));
         },
       };
       const result = await fn(this.#snapshot, writer);

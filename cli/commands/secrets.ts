@@ -1,9 +1,11 @@
 import { readFile } from 'node:fs/promises';
-import { basename } from 'node:path';
 import type { ParseArgsConfig } from 'node:util';
 import { AdminError, bindSecret, pcrSet, revokeIdentities, revokeSecret, rotateSecret, unbindSecret } from '../../broker/admin.js';
 import { SchemaError } from '../../broker/policy/schema.js';
 import type { AllowRule, ProviderName } from '../../broker/policy/types.js';
+import type { Baseline } from '../../broker/policy/baseline.js';
+import { measurementsFromNitroCli } from '../eif/nitro-cli-json.js';
+import { baselinePath, readBaseline } from './record.js';
 import { UsageError } from '../errors.js';
 import { parseCommand } from '../args.js';
 import { STORE_OPTIONS, STORE_USAGE, openAdmin, type StoreFlags } from '../context.js';
@@ -11,13 +13,15 @@ import { readInput } from '../input.js';
 import { parseDuration } from '../parse.js';
 import type { CliIo } from '../io.js';
 
-export const BIND_USAGE = `Usage: keygate bind <secret> (--pcr0 H --pcr1 H --pcr2 H [--pcr3 H] [--pcr4 H] [--pcr8 H] | --baseline FILE)
+export const BIND_USAGE = `Usage: keygate bind <secret> (--pcr0 H --pcr1 H --pcr2 H [--pcr3 H] [--pcr4 H] [--pcr8 H] | --baseline NAME)
                     (--value-file F | --value-stdin) [options]
 
 Binds a secret to the measurements allowed to read it. The value is read from
 a file or standard input (exact bytes), never from the command line.
 
-  --baseline FILE    take PCRs from a recorded baseline (JSON)
+  --baseline NAME    take PCRs from a recorded baseline (pcr-baselines/NAME.json
+                     or a path; usable once approved), or nitro-cli JSON output
+  --baselines DIR    where baselines live (default ./pcr-baselines)
   --add              add this measurement set to the existing ones (rolling deploy)
   --provider P       local (default) or aws-kms
   --kms-key-id ID    KMS key for --provider aws-kms
@@ -62,23 +66,29 @@ async function readValue(values: Record<string, unknown>, io: CliIo): Promise<Ui
   return value;
 }
 
-/** Reads PCRs from a baseline JSON: `{ name?, pcrs: {"0": ...} }` or nitro-cli's `{ Measurements: { PCR0: ... } }`. */
-async function baselineRule(file: string): Promise<AllowRule> {
+/**
+ * PCRs for `bind --baseline`: a keygate baseline (NAME in ./pcr-baselines, or
+ * a path) gives a rule that names it, and the baseline is copied into the
+ * store so brokers can check its approvals; raw nitro-cli output
+ * (`{ "Measurements": ... }`) gives a plain PCR rule.
+ */
+async function baselineRule(arg: string, dir: string | undefined): Promise<{ rule: AllowRule; baseline?: Baseline }> {
+  const path = await baselinePath(arg, dir);
   let json: Record<string, unknown>;
   try {
-    json = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    json = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
   } catch (err) {
-    throw new UsageError(`--baseline: cannot read ${file}: ${(err as Error).message}`);
+    throw new UsageError(`--baseline: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  const source = (json.pcrs ?? json.Measurements) as Record<string, unknown> | undefined;
-  if (!source || typeof source !== 'object') throw new UsageError(`--baseline: ${file} has no "pcrs" or "Measurements" object`);
-  const pcrs: Record<string, string | undefined> = {};
-  for (const [key, value] of Object.entries(source)) {
-    const index = key.replace(/^PCR/i, '');
-    if (['0', '1', '2', '3', '4', '8'].includes(index) && typeof value === 'string') pcrs[index] = value;
+  if (json.formatVersion !== undefined) {
+    const baseline = await readBaseline(path);
+    return { rule: pcrSet(baseline.pcrs, baseline.name), baseline };
   }
-  const name = typeof json.name === 'string' ? json.name : basename(file).replace(/\.json$/, '');
-  return pcrSet(pcrs, name);
+  try {
+    return { rule: pcrSet(measurementsFromNitroCli(json)) };
+  } catch (err) {
+    throw new UsageError(`--baseline: ${path}: ${(err as Error).message}`);
+  }
 }
 
 function translate(err: unknown): never {
@@ -90,7 +100,7 @@ function translate(err: unknown): never {
 export async function bindCommand(argv: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals } = parse(argv, {
     pcr0: { type: 'string' }, pcr1: { type: 'string' }, pcr2: { type: 'string' }, pcr3: { type: 'string' }, pcr4: { type: 'string' }, pcr8: { type: 'string' },
-    baseline: { type: 'string' }, add: { type: 'boolean' }, 'value-file': { type: 'string' }, 'value-stdin': { type: 'boolean' },
+    baseline: { type: 'string' }, baselines: { type: 'string' }, add: { type: 'boolean' }, 'value-file': { type: 'string' }, 'value-stdin': { type: 'boolean' },
     provider: { type: 'string' }, 'kms-key-id': { type: 'string' }, ttl: { type: 'string' }, instance: { type: 'string', multiple: true }, 'allow-debug': { type: 'boolean' },
   });
   if (values.help) {
@@ -105,7 +115,7 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
   if (provider !== 'local' && provider !== 'aws-kms') throw new UsageError('--provider must be local or aws-kms');
   const ttlSeconds = values.ttl === undefined ? undefined : Math.round(parseDuration(values.ttl as string, '--ttl') / 1000);
   try {
-    const rule = values.baseline ? await baselineRule(values.baseline as string) : pcrSet(pcrFlags);
+    const { rule, baseline } = values.baseline ? await baselineRule(values.baseline as string, values.baselines as string | undefined) : { rule: pcrSet(pcrFlags), baseline: undefined };
     const value = await readValue(values, io);
     const { store, providers } = await openAdmin(values as StoreFlags);
     const binding = await bindSecret(store, providers.get(provider as ProviderName)!, {
@@ -118,6 +128,7 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
       allowDebug: Boolean(values['allow-debug']),
       instances: (values.instance as string[] | undefined) ?? [],
       addAllow: Boolean(values.add),
+      ...(baseline ? { baselines: [baseline] } : {}),
     });
     value.fill(0);
     io.out(`bound ${binding.secret} version ${binding.version} (${binding.allow.length} allowed measurement set${binding.allow.length === 1 ? '' : 's'}, ttl ${binding.ttlSeconds}s, ${binding.provider})\n`);

@@ -34,6 +34,7 @@ function binding(over: Partial<Binding> = {}): Binding {
 const rev = (over: Partial<Revocations>): Revocations => ({ ...NO_REVOCATIONS, ...over });
 
 describe('decide', () => {
+  const APPROVED_BUILDS = new Map([['build-41', { 0: h(1), 1: h(2), 2: h(3) }], ['build-42', { 0: h(1), 1: h(2), 2: h(3) }], ['build-43', { 0: h(9), 1: h(2), 2: h(3) }]]);
   const table: Array<[string, Binding | undefined, EnclaveIdentity, Revocations, string]> = [
     ['exact PCR0/1/2 match', binding(), identity(), NO_REVOCATIONS, 'allow:0'],
     ['unknown secret', undefined, identity(), NO_REVOCATIONS, 'UNKNOWN_SECRET'],
@@ -50,13 +51,16 @@ describe('decide', () => {
     ['PCR0 revoked even for an unknown secret', undefined, identity(), rev({ pcr0: [h(1)] }), 'REVOKED'],
     ['baseline of the only matching rule revoked', binding({ allow: [{ pcrs: { 0: h(1), 1: h(2), 2: h(3) }, baseline: 'build-41' }] }), identity(), rev({ baselines: ['build-41'] }), 'REVOKED'],
     ['revoked baseline skipped, another rule matches', binding({ allow: [{ pcrs: { 0: h(1), 1: h(2), 2: h(3) }, baseline: 'build-41' }, { pcrs: { 0: h(1), 1: h(2), 2: h(3) }, baseline: 'build-42' }] }), identity(), rev({ baselines: ['build-41'] }), 'allow:1'],
+    ['baseline rule, baseline approved', binding({ allow: [{ pcrs: { 0: h(1), 1: h(2), 2: h(3) }, baseline: 'build-42' }] }), identity(), NO_REVOCATIONS, 'allow:0'],
+    ['baseline rule, baseline not approved', binding({ allow: [{ pcrs: { 0: h(1), 1: h(2), 2: h(3) }, baseline: 'build-99' }] }), identity(), NO_REVOCATIONS, 'BASELINE_NOT_APPROVED'],
+    ['baseline rule whose PCRs differ from the approved baseline', binding({ allow: [{ pcrs: { 0: h(1), 1: h(2), 2: h(3) }, baseline: 'build-43' }] }), identity(), NO_REVOCATIONS, 'BASELINE_NOT_APPROVED'],
     ['instance allowed', binding({ instances: { ids: [INSTANCE] } }), identity(), NO_REVOCATIONS, 'allow:0'],
     ['instance not in the list', binding({ instances: { ids: ['i-0000000000000000a'] } }), identity(), NO_REVOCATIONS, 'INSTANCE_NOT_ALLOWED'],
     ['module id names the instance but PCR4 does not', binding({ instances: { ids: [INSTANCE] } }), identity({ pcr: { 4: h(4) } }), NO_REVOCATIONS, 'INSTANCE_NOT_ALLOWED'],
     ['module id without instance', binding({ instances: { ids: [INSTANCE] } }), identity({ moduleId: 'enclave' }), NO_REVOCATIONS, 'INSTANCE_NOT_ALLOWED'],
   ];
   it.each(table)('%s -> %s', (_name, b, id, r, expected) => {
-    const d = decide(b, id, r);
+    const d = decide(b, id, r, APPROVED_BUILDS);
     expect(d.allow ? `allow:${d.rule}` : d.reason).toBe(expected);
   });
 
