@@ -1,3 +1,5 @@
+import { CodedError } from '../vsock-shim/coded-error.js';
+
 /**
  * Codes an agent call can fail with: the broker's own codes are passed
  * through unchanged (POLICY_DENIED, REVOKED, ...); the rest are the agent's.
@@ -10,13 +12,6 @@ export type AgentErrorCode =
   | 'AGENT_CLOSED'
   | (string & {});
 
-export class AgentError extends Error {
+export class AgentError extends CodedError<AgentErrorCode> {
   override readonly name = 'AgentError';
-  constructor(
-    readonly code: AgentErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
 }

@@ -4,6 +4,7 @@ import { Duplex } from 'node:stream';
 import type { Listener } from './forwarder.js';
 import { NsmClient, type Nsm, type NsmTransport } from './nsm/client.js';
 import { NsmError } from './nsm/messages.js';
+import { CodedError } from './coded-error.js';
 
 /** The native addon's surface (vsock-shim/native/keygate_vsock.c). */
 export interface VsockAddon {
@@ -35,15 +36,8 @@ const EAGAIN = 11;
 const EINPROGRESS = 115;
 
 /** vsock is unusable here (no addon, no AF_VSOCK) or a socket call failed. */
-export class VsockError extends Error {
+export class VsockError extends CodedError<string> {
   override readonly name = 'VsockError';
-  constructor(
-    readonly code: string,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
 }
 
 let cached: VsockAddon | null | undefined;

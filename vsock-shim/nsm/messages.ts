@@ -1,4 +1,5 @@
 import { Decoder, Encoder } from 'cbor-x';
+import { CodedError } from '../coded-error.js';
 
 /**
  * The Nitro Security Module's request/response messages: CBOR, in serde's
@@ -24,15 +25,8 @@ export type NsmResponse =
 /** Why an NSM call failed: no device here, the device said no, or the bytes made no sense. */
 export type NsmErrorCode = 'NSM_UNAVAILABLE' | 'NSM_ERROR' | 'NSM_PROTOCOL' | 'NSM_INVALID_REQUEST';
 
-export class NsmError extends Error {
+export class NsmError extends CodedError<NsmErrorCode> {
   override readonly name = 'NsmError';
-  constructor(
-    readonly code: NsmErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
 }
 
 const encoder = new Encoder({ useRecords: false, tagUint8Array: false, mapsAsObjects: true, variableMapSize: true });

@@ -1,5 +1,6 @@
 import { connect as netConnect } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { CodedError } from '../coded-error.js';
 
 /** How an enclave reaches the broker: each call opens one byte stream. */
 export interface Transport {
@@ -11,15 +12,8 @@ export interface Transport {
 }
 
 /** Failures opening or using a transport. */
-export class TransportError extends Error {
+export class TransportError extends CodedError<'TRANSPORT_UNAVAILABLE' | 'TRANSPORT_INVALID'> {
   override readonly name = 'TransportError';
-  constructor(
-    readonly code: 'TRANSPORT_UNAVAILABLE' | 'TRANSPORT_INVALID',
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
 }
 
 /** TCP, for tests and `--dev`. */
