@@ -121,7 +121,7 @@ describe('getSecret', () => {
     c.advance(25_000); // past 75 % of 30 s
     expect(await a.getSecret('api-key')).toBe('ak-1');
     expect(a.stats.backgroundRefreshes).toBe(1);
-    await expect.poll(() => a.stats.attestations).toBe(2);
+    await expect.poll(() => a.stats.attestations, { timeout: 10_000 }).toBe(2);
     c.advance(20_000); // 45 s after the first fetch, 20 s after the refresh: still fresh
     expect(await a.getSecret('api-key')).toBe('ak-1');
     expect(a.stats.attestations).toBe(2);
@@ -190,7 +190,7 @@ describe('broker outage', () => {
     await broker.close();
     c.advance(50_000); // refresh-ahead window: background refresh fails, cached value still served
     expect(await a.getSecret('db-password')).toBe('hunter2');
-    await expect.poll(() => a.stats.backgroundFailures).toBe(1);
+    await expect.poll(() => a.stats.backgroundFailures, { timeout: 10_000 }).toBe(1);
     expect(a.stats.lastBackgroundError?.code).toBe('BROKER_UNREACHABLE');
     c.advance(10_001); // past the 60 s hard expiry
     expect((await errorOf(a.getSecret('db-password'))).code).toBe('BROKER_UNREACHABLE');

@@ -97,7 +97,7 @@ describe('forwarder', () => {
       expect(await exchange(port, `CONNECT 127.0.0.1:${echoPort} HTTP/1.1\r\n\r\n`)).toMatch(/^HTTP\/1\.1 503 /);
       expect(f.stats.refused).toBe(1);
       await new Promise((r) => first.once('close', r)); // idle timeout
-      await expect.poll(() => f.stats.active).toBe(0);
+      await expect.poll(() => f.stats.active, { timeout: 10_000 }).toBe(0);
     }));
 
   it('lets the agent tunnel through it (tunnelTransport)', () =>
