@@ -9,7 +9,7 @@ export interface AwsKmsSettings {
   readonly credentials?: KMSClientConfig['credentials'];
   /** SDK attempts per call, retries of throttling and 5xx included. Default 3. */
   readonly maxAttempts?: number;
-  /** Per-attempt timeout in milliseconds. Default 5000. */
+  /** Time budget of one provider call in milliseconds, SDK retries included. Default 5000. */
   readonly requestTimeoutMs?: number;
 }
 
@@ -41,9 +41,13 @@ export class AwsKmsKeyProvider implements KeyProvider {
       ...(settings.endpoint ? { endpoint: settings.endpoint } : {}),
       ...(settings.credentials ? { credentials: settings.credentials } : {}),
       maxAttempts: settings.maxAttempts ?? 3,
-      requestHandler: { requestTimeout: settings.requestTimeoutMs ?? 5_000, connectionTimeout: settings.requestTimeoutMs ?? 5_000 },
     });
     return this.#kms;
+  }
+
+  /** A release must not hang on KMS: each call gets a hard deadline. */
+  #deadline(): { abortSignal: AbortSignal } {
+    return { abortSignal: AbortSignal.timeout(this.#settings.requestTimeoutMs ?? 5_000) };
   }
 
   #failure(err: unknown, what: string): Error {
@@ -55,7 +59,7 @@ export class AwsKmsKeyProvider implements KeyProvider {
   async encrypt(plaintext: Uint8Array, secret: string, kmsKeyId?: string): Promise<string> {
     if (!kmsKeyId) throw new TypeError('the aws-kms provider needs a KMS key id');
     try {
-      const out = await this.#client.send(new EncryptCommand({ KeyId: kmsKeyId, Plaintext: plaintext, EncryptionContext: encryptionContext(secret) }));
+      const out = await this.#client.send(new EncryptCommand({ KeyId: kmsKeyId, Plaintext: plaintext, EncryptionContext: encryptionContext(secret) }), this.#deadline());
       if (!out.CiphertextBlob) throw new Error('KMS returned no ciphertext');
       return Buffer.from(out.CiphertextBlob).toString('base64');
     } catch (err) {
@@ -71,6 +75,7 @@ export class AwsKmsKeyProvider implements KeyProvider {
           EncryptionContext: encryptionContext(secret),
           ...(kmsKeyId ? { KeyId: kmsKeyId } : {}),
         }),
+        this.#deadline(),
       );
       if (!out.Plaintext) throw new Error('KMS returned no plaintext');
       return out.Plaintext;
@@ -81,7 +86,7 @@ export class AwsKmsKeyProvider implements KeyProvider {
 
   async check(): Promise<void> {
     try {
-      await this.#client.send(new GenerateRandomCommand({ NumberOfBytes: 1 }));
+      await this.#client.send(new GenerateRandomCommand({ NumberOfBytes: 1 }), this.#deadline());
     } catch (err) {
       throw this.#failure(err, 'GenerateRandom');
     }

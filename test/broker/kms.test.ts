@@ -70,6 +70,16 @@ describe('aws-kms provider against the local KMS-protocol server', () => {
     expect(kms.faults.throttle).toBe(0);
   });
 
+  it('tolerates latency within the request timeout and gives up beyond it', async () => {
+    const ct = await provider.encrypt(value, 'db', kms.keyId);
+    kms.faults.latencyMs = 200;
+    expect(await provider.decrypt(ct, 'db', kms.keyId)).toEqual(value);
+    const impatient = new AwsKmsKeyProvider({ region: 'us-east-1', endpoint: kms.endpoint, credentials: TEST_CREDENTIALS, requestTimeoutMs: 100, maxAttempts: 1 });
+    await expect(impatient.decrypt(ct, 'db', kms.keyId)).rejects.toBeInstanceOf(KmsUnavailableError);
+    impatient.destroy();
+    kms.faults.latencyMs = 0;
+  });
+
   it('reports persistent throttling, internal errors and outages as KMS unavailable', async () => {
     const ct = await provider.encrypt(value, 'db', kms.keyId);
     kms.faults.throttle = 3;
