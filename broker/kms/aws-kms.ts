@@ -9,7 +9,7 @@ export interface AwsKmsSettings {
   readonly credentials?: KMSClientConfig['credentials'];
   /** SDK attempts per call, retries of throttling and 5xx included. Default 3. */
   readonly maxAttempts?: number;
-  /** Time budget of one provider call in milliseconds, SDK retries included. Default 5000. */
+  /** Time budget of one provider call in milliseconds, SDK retries included. Default 10 000. */
   readonly requestTimeoutMs?: number;
 }
 
@@ -47,7 +47,7 @@ export class AwsKmsKeyProvider implements KeyProvider {
 
   /** A release must not hang on KMS: each call gets a hard deadline. */
   #deadline(): { abortSignal: AbortSignal } {
-    return { abortSignal: AbortSignal.timeout(this.#settings.requestTimeoutMs ?? 5_000) };
+    return { abortSignal: AbortSignal.timeout(this.#settings.requestTimeoutMs ?? 10_000) };
   }
 
   #failure(err: unknown, what: string): Error {

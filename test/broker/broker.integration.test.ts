@@ -44,7 +44,7 @@ beforeAll(async () => {
     store: join(dir, 'store'),
     stateDir: join(dir, 'state'),
     extraRootPems: [pki.root.pem],
-    kms: { region: 'us-east-1', endpoint: kms.endpoint, credentials: TEST_CREDENTIALS, requestTimeoutMs: 2000 },
+    kms: { region: 'us-east-1', endpoint: kms.endpoint, credentials: TEST_CREDENTIALS, requestTimeoutMs: 15_000 },
     secretCacheTtlSeconds: 60,
     rateLimits: NO_RATE_LIMITS,
   });

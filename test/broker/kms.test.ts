@@ -49,7 +49,7 @@ describe('aws-kms provider against the local KMS-protocol server', () => {
   let provider: AwsKmsKeyProvider;
   beforeAll(async () => {
     kms = await startKmsServer();
-    provider = new AwsKmsKeyProvider({ region: 'us-east-1', endpoint: kms.endpoint, credentials: TEST_CREDENTIALS, requestTimeoutMs: 2_000 });
+    provider = new AwsKmsKeyProvider({ region: 'us-east-1', endpoint: kms.endpoint, credentials: TEST_CREDENTIALS, requestTimeoutMs: 15_000 });
   });
   afterAll(async () => {
     provider.destroy();

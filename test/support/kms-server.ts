@@ -110,7 +110,7 @@ export async function startKmsServer(): Promise<KmsTestServer> {
       req.socket.destroy();
       return;
     }
-    if (faults.latencyMs) await new Promise((r) => setTimeout(r, faults.latencyMs));
+    // Faults are decided when the request arrives, so a slow request never consumes a fault set after it.
     let status: number;
     let body: Record<string, unknown>;
     if (faults.throttle > 0) {
@@ -128,6 +128,8 @@ export async function startKmsServer(): Promise<KmsTestServer> {
         [status, body] = fail(400, 'SerializationException', 'bad request body');
       }
     }
+    if (faults.latencyMs) await new Promise((r) => setTimeout(r, faults.latencyMs));
+    if (res.destroyed) return;
     const payload = JSON.stringify(body);
     res.writeHead(status, { 'content-type': 'application/x-amz-json-1.1', 'x-amzn-requestid': randomUUID(), 'content-length': Buffer.byteLength(payload) });
     res.end(payload);
