@@ -3,8 +3,7 @@
 // (and so measured into PCR0): the broker's public key and the broker address.
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { createAgent, openNsmDevice, connectVsock, parseTransport, tunnelTransport } from 'keygate/agent';
-import { listenVsock } from '../../dist/vsock-shim/vsock.js';
+import { createAgent, openNsmDevice, connectVsock, listenVsock, parseTransport, tunnelTransport } from 'keygate/agent';
 
 const env = (name, fallback) => process.env[name] ?? fallback;
 const brokerKey = JSON.parse(readFileSync(new URL('./broker-key.jwk', import.meta.url), 'utf8'));

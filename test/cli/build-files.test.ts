@@ -36,3 +36,15 @@ describe('examples/ci workflow', () => {
     expect(text).toMatch(/rewrite-timestamp=true/);
   });
 });
+
+describe('examples/enclave-app', () => {
+  it('parses, and uses only what keygate/agent exports', async () => {
+    const source = read('examples/enclave-app/server.mjs');
+    const { spawnSync } = await import('node:child_process');
+    expect(spawnSync(process.execPath, ['--check', root + 'examples/enclave-app/server.mjs']).status).toBe(0);
+    const imported = /import \{([^}]+)\} from 'keygate\/agent'/.exec(source)![1]!.split(',').map((n) => n.trim());
+    const agent = (await import('../../enclave-agent/index.js')) as Record<string, unknown>;
+    for (const name of imported) expect(typeof agent[name], name).toBe('function');
+    expect(JSON.parse(read('examples/enclave-app/broker-key.jwk'))).toMatchObject({ kty: 'OKP', crv: 'Ed25519' });
+  });
+});
