@@ -2,7 +2,7 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject,
 import { readFile } from 'node:fs/promises';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import { dirname } from 'node:path';
-import { ensureDirectory, writeFileAtomic } from './store/atomic.js';
+import { createFileExclusive, ensureDirectory } from './store/atomic.js';
 
 /** The broker's Ed25519 identity: signs release JWSs (pinned by enclaves) and audit seals. */
 export interface SigningKey {
@@ -34,11 +34,8 @@ export async function loadOrCreateSigningKey(path: string): Promise<SigningKey> 
     const { privateKey } = generateKeyPairSync('ed25519');
     const jwk = privateKey.export({ format: 'jwk' });
     await ensureDirectory(dirname(path));
-    try {
-      await writeFileAtomic(path, `${JSON.stringify(jwk)}\n`, 0o600);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
+    // If another replica created it first, use theirs: every process must sign with the same key.
+    await createFileExclusive(path, `${JSON.stringify(jwk)}\n`, 0o600);
     text = await readFile(path, 'utf8');
   }
   return fromPrivateJwk(JSON.parse(text) as JsonWebKey);

@@ -136,7 +136,7 @@ export class Forwarder {
     this.#sockets.add(upstream);
     upstream.on('close', () => this.#sockets.delete(upstream));
     upstream.once('timeout', () => upstream.destroy(new Error('connect timeout')));
-    upstream.once('error', (err) => {
+    upstream.on('error', (err) => {
       this.#log({ decision: 'error', peer, target: key, reason: err.message });
       if (!client.destroyed) client.end('HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\n\r\n');
     });

@@ -1,7 +1,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { open, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { ensureDirectory, syncDirectory } from '../store/atomic.js';
+import { createFileExclusive, ensureDirectory } from '../store/atomic.js';
 import { CiphertextError, type KeyProvider } from './provider.js';
 
 const MAGIC = Buffer.from('KG1');
@@ -27,21 +27,9 @@ export async function loadOrCreateKeyFile(path: string, bytes = 32): Promise<Buf
   }
   await ensureDirectory(dirname(path));
   const key = randomBytes(bytes);
-  try {
-    const handle = await open(path, 'wx', 0o600);
-    try {
-      await handle.writeFile(key);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await syncDirectory(dirname(path));
-    return key;
-  } catch (err) {
-    // Another process created it first: use theirs.
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return loadOrCreateKeyFile(path, bytes);
-    throw err;
-  }
+  if (await createFileExclusive(path, key, 0o600)) return key;
+  // Another process created it first: everyone must use that one key.
+  return loadOrCreateKeyFile(path, bytes);
 }
 
 /**

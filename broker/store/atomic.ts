@@ -1,4 +1,4 @@
-import { open, rename, rm, mkdir, stat } from 'node:fs/promises';
+import { link, open, rename, rm, mkdir, stat } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -24,6 +24,33 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
     throw err;
   }
   await syncDirectory(dir);
+}
+
+/**
+ * Creates `path` with `data` only if it does not exist yet, atomically: a
+ * concurrent reader sees no file or the whole file, and of two processes
+ * racing to create it exactly one wins. Returns false when the file existed.
+ */
+export async function createFileExclusive(path: string, data: string | Uint8Array, mode = 0o600): Promise<boolean> {
+  const dir = dirname(path);
+  const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  const handle = await open(tmp, 'wx', mode);
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  try {
+    await link(tmp, path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  } finally {
+    await rm(tmp, { force: true });
+  }
+  await syncDirectory(dir);
+  return true;
 }
 
 /** fsync a directory so a rename or create in it survives a crash. */

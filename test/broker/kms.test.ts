@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { LocalKeyProvider } from '../../broker/kms/local.js';
 import { AwsKmsKeyProvider } from '../../broker/kms/aws-kms.js';
 import { CiphertextError, KmsUnavailableError } from '../../broker/kms/provider.js';
+import { loadOrCreateSigningKey } from '../../broker/signing-key.js';
 import { TEST_CREDENTIALS, startKmsServer, type KmsTestServer } from '../support/kms-server.js';
 
 let dir: string;
@@ -34,6 +35,16 @@ describe('local key provider', () => {
     raw[raw.length - 1]! ^= 1;
     await expect(p.decrypt(raw.toString('base64'), 'db')).rejects.toBeInstanceOf(CiphertextError);
     await expect(p.decrypt('AAAA', 'db')).rejects.toBeInstanceOf(CiphertextError);
+  });
+
+  it('gives every process racing to create the key the same key', async () => {
+    const file = join(dir, 'race', 'local.key');
+    const providers = await Promise.all(Array.from({ length: 8 }, () => LocalKeyProvider.open(file)));
+    const ct = await providers[0]!.encrypt(value, 'db');
+    for (const p of providers) expect(await p.decrypt(ct, 'db')).toEqual(value);
+    const keys = await Promise.all(Array.from({ length: 8 }, () => loadOrCreateSigningKey(join(dir, 'race', 'signing.jwk'))));
+    expect(new Set(keys.map((k) => k.kid)).size).toBe(1);
+    expect(statSync(join(dir, 'race', 'signing.jwk')).mode & 0o777).toBe(0o600);
   });
 
   it('refuses a key file of the wrong size instead of replacing it', async () => {
