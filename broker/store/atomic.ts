@@ -2,14 +2,9 @@ import { link, open, rename, rm, mkdir, stat } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
-/**
- * Replaces `path` with `data` so that a reader (or a crash) sees either the
- * old file or the new one, never a mix: write a temp file in the same
- * directory, fsync it, rename it over the target, fsync the directory.
- */
-export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
-  const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+/** Writes `data` to a fresh, fsynced temp file beside `path` and returns its name. */
+async function writeDurableTemp(path: string, data: string | Uint8Array, mode: number): Promise<string> {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
   const handle = await open(tmp, 'wx', mode);
   try {
     await handle.writeFile(data);
@@ -17,6 +12,17 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
   } finally {
     await handle.close();
   }
+  return tmp;
+}
+
+/**
+ * Replaces `path` with `data` so that a reader (or a crash) sees either the
+ * old file or the new one, never a mix: write a temp file in the same
+ * directory, fsync it, rename it over the target, fsync the directory.
+ */
+export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
+  const dir = dirname(path);
+  const tmp = await writeDurableTemp(path, data, mode);
   try {
     await rename(tmp, path);
   } catch (err) {
@@ -33,14 +39,7 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
  */
 export async function createFileExclusive(path: string, data: string | Uint8Array, mode = 0o600): Promise<boolean> {
   const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  const handle = await open(tmp, 'wx', mode);
-  try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+  const tmp = await writeDurableTemp(path, data, mode);
   try {
     await link(tmp, path);
   } catch (err) {
