@@ -285,10 +285,12 @@ describe('audit', () => {
     expect(JSON.stringify(records)).not.toContain('hunter2');
 
     const lines = text.trim().split('\n');
+    // Edit one decision (not the last line): the next line's prevHash exposes it.
+    const target = lines.findIndex((l, i) => i < lines.length - 1 && l.includes('"type":"decision"'));
     const edited = [...lines];
-    edited[2] = edited[2]!.replace('"deny"', '"release"').replace('"release"', '"deny"');
-    edited[2] = edited[2]!.replace(/"latencyMs":[\d.]+/, '"latencyMs":0');
-    expect(verifyAuditLog(`${edited.join('\n')}\n`, broker.signingKey.publicKey).problem?.line).toBe(4);
+    edited[target] = edited[target]!.replace(/"latencyMs":[\d.]+/, '"latencyMs":123456');
+    expect(edited[target]).not.toBe(lines[target]);
+    expect(verifyAuditLog(`${edited.join('\n')}\n`, broker.signingKey.publicKey).problem?.line).toBe(target + 2);
     const dropped = lines.filter((_, i) => i !== 1);
     expect(verifyAuditLog(`${dropped.join('\n')}\n`, broker.signingKey.publicKey).problem?.message).toMatch(/dropped/);
     const reordered = [lines[0]!, lines[2]!, lines[1]!, ...lines.slice(3)];
