@@ -77,6 +77,17 @@ static int get_bytes(napi_env env, napi_value v, void **data, size_t *len, size_
   return want == 0 || *len == want;
 }
 
+/* Reads a single fd argument; throws a TypeError naming `signature` when it is wrong. */
+static int fd_arg(napi_env env, napi_callback_info info, int32_t *fd, const char *signature) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || !get_int(env, argv[0], fd)) {
+    napi_throw_type_error(env, "EINVAL", signature);
+    return 0;
+  }
+  return 1;
+}
+
 static napi_value vs_available(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value out;
@@ -138,14 +149,8 @@ static napi_value vs_bind_listen(napi_env env, napi_callback_info info) {
 
 /* accept(fd) -> { fd, cid, port }, or null when nothing is waiting. */
 static napi_value vs_accept(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd;
-  if (argc < 1 || !get_int(env, argv[0], &fd)) {
-    napi_throw_type_error(env, "EINVAL", "accept(fd)");
-    return NULL;
-  }
+  if (!fd_arg(env, info, &fd, "accept(fd)")) return NULL;
 #if KG_HAVE_VSOCK
   struct sockaddr_vm peer;
   socklen_t plen = sizeof peer;
@@ -214,14 +219,8 @@ static napi_value vs_write(napi_env env, napi_callback_info info) {
 
 /* The pending error of a socket (after a non-blocking connect). */
 static napi_value vs_socket_error(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd;
-  if (argc < 1 || !get_int(env, argv[0], &fd)) {
-    napi_throw_type_error(env, "EINVAL", "socketError(fd)");
-    return NULL;
-  }
+  if (!fd_arg(env, info, &fd, "socketError(fd)")) return NULL;
 #ifdef __linux__
   int err = 0;
   socklen_t len = sizeof err;
@@ -233,14 +232,8 @@ static napi_value vs_socket_error(napi_env env, napi_callback_info info) {
 }
 
 static napi_value vs_shutdown_write(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd;
-  if (argc < 1 || !get_int(env, argv[0], &fd)) {
-    napi_throw_type_error(env, "EINVAL", "shutdownWrite(fd)");
-    return NULL;
-  }
+  if (!fd_arg(env, info, &fd, "shutdownWrite(fd)")) return NULL;
 #ifdef __linux__
   if (shutdown(fd, SHUT_WR) != 0 && errno != ENOTCONN) return throw_errno(env, errno, "shutdown");
 #endif
@@ -248,11 +241,9 @@ static napi_value vs_shutdown_write(napi_env env, napi_callback_info info) {
 }
 
 static napi_value vs_close(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd;
-  if (argc < 1 || !get_int(env, argv[0], &fd) || fd < 0) {
+  if (!fd_arg(env, info, &fd, "close(fd)")) return NULL;
+  if (fd < 0) {
     napi_throw_type_error(env, "EINVAL", "close(fd)");
     return NULL;
   }
