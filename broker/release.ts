@@ -4,7 +4,7 @@ import { callerCode, checkRevoked, decide, instanceIdOf, type ApprovedBaselines,
 import { countApprovals } from './policy/baseline.js';
 import type { KeyObject } from 'node:crypto';
 import { SECRET_NAME } from './policy/schema.js';
-import type { Binding, ProviderName } from './policy/types.js';
+import type { Binding, PcrValues, ProviderName } from './policy/types.js';
 import type { BindingStore, StoreSnapshot } from './store/file-store.js';
 import type { KeyProvider } from './kms/provider.js';
 import type { AuditLog, DecisionRecord } from './audit/log.js';
@@ -243,7 +243,7 @@ export class ReleaseService {
     if (this.#approved?.generation !== snapshot.generation) {
       const { adminKeys, approvalsRequired } = this.#deps;
       const value = (async () => {
-        const out = new Map<string, ApprovedBaselines extends ReadonlyMap<string, infer V> ? V : never>();
+        const out = new Map<string, PcrValues>();
         for (const [name, baseline] of snapshot.baselines) {
           if (adminKeys.length && (await countApprovals(baseline, adminKeys)) >= approvalsRequired) out.set(name, baseline.pcrs);
         }

@@ -104,16 +104,21 @@ class Agent implements SecretAgent {
     this.#refreshAhead = options.refreshAhead ?? 0.75;
   }
 
-  async getSecret(name: string): Promise<SecretValue> {
+  /**
+   * The cached entry if still within its TTL, counting the hit and starting
+   * a background refresh once past the refresh point; undefined otherwise.
+   */
+  #fresh(name: string, now: number): Entry | undefined {
     const entry = this.#cache.get(name);
-    if (entry !== undefined) {
-      const now = this.#clock();
-      if (now < entry.expiresAt) {
-        this.stats.hits++;
-        if (now >= entry.refreshAt && !this.#inflight.has(name)) this.#refreshInBackground(name);
-        return entry.value;
-      }
-    }
+    if (entry === undefined || now >= entry.expiresAt) return undefined;
+    this.stats.hits++;
+    if (now >= entry.refreshAt && !this.#inflight.has(name)) this.#refreshInBackground(name);
+    return entry;
+  }
+
+  async getSecret(name: string): Promise<SecretValue> {
+    const entry = this.#fresh(name, this.#clock());
+    if (entry !== undefined) return entry.value;
     this.stats.misses++;
     return (await this.#load([name])).get(name)!.value;
   }
@@ -123,14 +128,9 @@ class Agent implements SecretAgent {
     const out: Record<string, SecretValue> = {};
     const missing: string[] = [];
     for (const name of names) {
-      const entry = this.#cache.get(name);
-      if (entry !== undefined && now < entry.expiresAt) {
-        this.stats.hits++;
-        if (now >= entry.refreshAt && !this.#inflight.has(name)) this.#refreshInBackground(name);
-        out[name] = entry.value;
-      } else {
-        missing.push(name);
-      }
+      const entry = this.#fresh(name, now);
+      if (entry !== undefined) out[name] = entry.value;
+      else missing.push(name);
     }
     if (missing.length) {
       this.stats.misses += missing.length;

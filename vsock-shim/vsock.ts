@@ -59,9 +59,14 @@ export function loadAddon(): VsockAddon | null {
   return cached;
 }
 
-function requireAddon(): VsockAddon {
+function builtAddon(): VsockAddon {
   const addon = loadAddon();
   if (!addon) throw new VsockError('VSOCK_UNAVAILABLE', 'the vsock-shim native addon is not built (npm ci builds it with node-gyp)');
+  return addon;
+}
+
+function requireAddon(): VsockAddon {
+  const addon = builtAddon();
   if (!addon.available()) throw new VsockError('VSOCK_UNAVAILABLE', 'AF_VSOCK is not available on this platform');
   return addon;
 }
@@ -318,18 +323,10 @@ export function openNsmDevice(): Nsm {
 
 /** @internal Wraps any non-blocking descriptor (tests drive FdStream over a FIFO). */
 export function fdStreamForTesting(fd: number): FdStream {
-  const addon = loadAddon();
-  if (!addon) throw new VsockError('VSOCK_UNAVAILABLE', 'addon not built');
-  return new FdStream(addon, fd);
+  return new FdStream(builtAddon(), fd);
 }
 
 /** @internal Sends a raw request down any descriptor's NSM ioctl (tests use a non-NSM fd for the error path). */
 export function nsmClientForFd(fd: number): Nsm {
-  return new NsmClient(new DeviceTransport(requireAddonLoose(), fd));
-}
-
-function requireAddonLoose(): VsockAddon {
-  const addon = loadAddon();
-  if (!addon) throw new VsockError('VSOCK_UNAVAILABLE', 'addon not built');
-  return addon;
+  return new NsmClient(new DeviceTransport(builtAddon(), fd));
 }

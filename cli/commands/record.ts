@@ -47,7 +47,7 @@ private JWK goes to FILE (mode 0600), the public JWK to FILE.pub.
 const DEFAULT_DIR = 'pcr-baselines';
 
 /** Resolves a baseline argument: an existing path, or NAME inside the baselines directory. */
-export async function baselinePath(arg: string, dir = DEFAULT_DIR): Promise<string> {
+export function baselinePath(arg: string, dir = DEFAULT_DIR): string {
   if (arg.includes('/') || arg.endsWith('.json')) return arg;
   return join(dir, `${arg}.json`);
 }
@@ -137,7 +137,7 @@ export async function recordCommand(argv: readonly string[], io: CliIo, now: () 
   try {
     if (values.check) {
       if (!values.baseline) throw new UsageError('--check needs --baseline NAME|PATH');
-      const baseline = await readBaseline(await baselinePath(values.baseline, dir));
+      const baseline = await readBaseline(baselinePath(values.baseline, dir));
       const rebuilt = await measure(values.check);
       const differ = (['0', '1', '2', '8'] as const).filter((i) => baseline.pcrs[i] !== rebuilt.pcrs[i]);
       if (differ.length === 0) {
@@ -195,7 +195,7 @@ export async function approveCommand(argv: readonly string[], io: CliIo, now: ()
     return 0;
   }
   if (positionals.length !== 1 || !values.key) throw new UsageError('expected: keygate approve NAME|PATH --key ADMIN_KEY');
-  const path = await baselinePath(positionals[0]!, values.baselines);
+  const path = baselinePath(positionals[0]!, values.baselines);
   const baseline = await readBaseline(path);
   const key = await loadPrivateKeyFile(values.key).catch((err: Error) => {
     throw new UsageError(`--key: ${err.message}`);

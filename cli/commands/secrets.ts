@@ -73,7 +73,7 @@ async function readValue(values: Record<string, unknown>, io: CliIo): Promise<Ui
  * (`{ "Measurements": ... }`) gives a plain PCR rule.
  */
 async function baselineRule(arg: string, dir: string | undefined): Promise<{ rule: AllowRule; baseline?: Baseline }> {
-  const path = await baselinePath(arg, dir);
+  const path = baselinePath(arg, dir);
   let json: Record<string, unknown>;
   try {
     json = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
