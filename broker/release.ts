@@ -15,6 +15,7 @@ import { importRsa2048Spki, type RecipientKey } from './recipient-key.js';
 import type { BrokerMetrics } from './metrics.js';
 import { Quarantine, RateLimiter } from './rate-limit.js';
 import { BrokerError, type BrokerErrorCode } from './errors.js';
+import { buildReleaseClaims, type ReleaseClaims } from './protocol/index.js';
 
 export const MAX_NAMES = 32;
 
@@ -27,22 +28,8 @@ export interface ReleasedSecret {
   readonly jwe: string;
 }
 
-/** The claims inside the broker-signed JWS an enclave receives. */
-export interface ReleaseClaims {
-  readonly iss: 'keygate';
-  readonly sub: string;
-  readonly ver: number;
-  /** base64url of the value. */
-  readonly val: string;
-  readonly text: boolean;
-  readonly iat: number;
-  readonly exp: number;
-  readonly ttl: number;
-  /** Hex nonce and SHA-256 of the attestation document this answers. */
-  readonly nonce: string;
-  readonly doc: string;
-  readonly aud: string;
-}
+/** The claims inside the broker-signed JWS an enclave receives: declared once, in the wire contract the agent checks. */
+export type { ReleaseClaims } from './protocol/index.js';
 
 export interface RateLimitSettings {
   readonly perClientPerSecond: number;
@@ -281,20 +268,17 @@ export class ReleaseService {
   }
 
   async #seal(binding: Binding, value: Uint8Array, doc: VerifiedDocument, recipient: RecipientKey, now: number): Promise<ReleasedSecret> {
-    const iat = Math.floor(now / 1000);
-    const claims: ReleaseClaims = {
-      iss: 'keygate',
-      sub: binding.secret,
-      ver: binding.version,
-      val: Buffer.from(value).toString('base64url'),
+    const claims: ReleaseClaims = buildReleaseClaims({
+      secret: binding.secret,
+      version: binding.version,
+      value,
       text: binding.text,
-      iat,
-      exp: iat + binding.ttlSeconds,
-      ttl: binding.ttlSeconds,
-      nonce: hex(doc.nonce)!,
-      doc: doc.documentSha256,
-      aud: doc.moduleId,
-    };
+      ttlSeconds: binding.ttlSeconds,
+      issuedAtMs: now,
+      nonceHex: hex(doc.nonce)!,
+      documentSha256: doc.documentSha256,
+      moduleId: doc.moduleId,
+    });
     const jws = await new CompactSign(new TextEncoder().encode(JSON.stringify(claims)))
       .setProtectedHeader({ alg: 'EdDSA', kid: this.#deps.signingKey.kid, typ: 'keygate-release+jws' })
       .sign(this.#deps.signingKey.privateKey);

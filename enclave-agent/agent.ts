@@ -1,11 +1,13 @@
 import { generateKeyPair, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
-import { compactDecrypt, compactVerify, importJWK, type JWK } from 'jose';
+import { calculateJwkThumbprint, compactDecrypt, compactVerify, importJWK, type JWK } from 'jose';
+import { checkReleaseClaims, DEFAULT_MAX_CLOCK_SKEW_MS, VersionFloor, type ReleaseClaims } from '../broker/protocol/index.js';
 import type { Nsm } from '../vsock-shim/nsm/client.js';
 import { NsmError } from '../vsock-shim/nsm/messages.js';
 import { tcpTransport, type Transport } from '../vsock-shim/transport/transport.js';
 import { AgentError } from './errors.js';
 import { BrokerHttp } from './http.js';
+import { sentDocument, type SentDocument } from './document.js';
 
 /** A secret value: text secrets as strings, binary ones as bytes (treat as read-only). */
 export type SecretValue = string | Uint8Array;
@@ -25,6 +27,10 @@ export interface AgentOptions {
   readonly timeoutMs?: number;
   /** Monotonic milliseconds; tests move it. Default performance.now. */
   readonly clock?: () => number;
+  /** Wall-clock milliseconds, to judge an answer's iat/exp. Default Date.now. */
+  readonly wallClock?: () => number;
+  /** How far the broker's clock may be from this enclave's for `iat`. Default 60 s. */
+  readonly maxClockSkewMs?: number;
 }
 
 export interface AgentStats {
@@ -51,15 +57,21 @@ interface Entry {
   readonly expiresAt: number;
 }
 
-interface Claims {
-  iss?: unknown;
-  sub?: unknown;
-  ver?: unknown;
-  val?: unknown;
-  text?: unknown;
-  ttl?: unknown;
-  nonce?: unknown;
+/** What one request sent: answers are accepted only if bound to exactly this. */
+interface SentRequest {
+  readonly nonceHex: string;
+  readonly document: SentDocument;
+  /** Monotonic and wall-clock time when the request began. */
+  readonly started: number;
+  readonly startedWall: number;
 }
+
+/**
+ * Highest version accepted per secret, for the whole process (every agent
+ * pinning the same broker key shares it): a relay cannot roll a secret back
+ * by steering a second agent, or a recreated one, to an old answer.
+ */
+const versionFloors = new Map<string, VersionFloor>();
 
 const generateRsa = promisify(generateKeyPair);
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -80,7 +92,10 @@ export async function createAgent(options: AgentOptions): Promise<SecretAgent> {
   const { privateKey, publicKey } = await generateRsa('rsa', { modulusLength: 2048 });
   const spki = new Uint8Array(publicKey.export({ format: 'der', type: 'spki' }));
   const brokerKey = await importJWK(options.brokerKey, 'EdDSA');
-  return new Agent(options, privateKey, spki, brokerKey, transportFor(options));
+  const thumbprint = await calculateJwkThumbprint(options.brokerKey, 'sha256');
+  let floor = versionFloors.get(thumbprint);
+  if (!floor) versionFloors.set(thumbprint, (floor = new VersionFloor()));
+  return new Agent(options, privateKey, spki, brokerKey, transportFor(options), floor);
 }
 
 class Agent implements SecretAgent {
@@ -89,6 +104,8 @@ class Agent implements SecretAgent {
   readonly #inflight = new Map<string, Promise<Map<string, Entry>>>();
   readonly #http: BrokerHttp;
   readonly #clock: () => number;
+  readonly #wallClock: () => number;
+  readonly #maxClockSkewMs: number;
   readonly #refreshAhead: number;
   #closed = false;
 
@@ -98,9 +115,12 @@ class Agent implements SecretAgent {
     private readonly spki: Uint8Array,
     private readonly brokerKey: Awaited<ReturnType<typeof importJWK>>,
     transport: Transport,
+    private readonly versionFloor: VersionFloor,
   ) {
     this.#http = new BrokerHttp(transport, options.timeoutMs ?? 10_000);
     this.#clock = options.clock ?? (() => performance.now());
+    this.#wallClock = options.wallClock ?? Date.now;
+    this.#maxClockSkewMs = options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS;
     this.#refreshAhead = options.refreshAhead ?? 0.75;
   }
 
@@ -172,6 +192,7 @@ class Agent implements SecretAgent {
 
   async #fetch(names: readonly string[]): Promise<Map<string, Entry>> {
     const started = this.#clock();
+    const startedWall = this.#wallClock();
     const challenge = await this.#http.call('GET', '/v1/challenge');
     const nonceB64 = (challenge.json as { nonce?: unknown } | null)?.nonce;
     if (challenge.status !== 200 || typeof nonceB64 !== 'string') throw this.#brokerError(challenge, 'challenge');
@@ -186,36 +207,58 @@ class Agent implements SecretAgent {
       throw new AgentError('NSM_ERROR', `the NSM could not attest: ${cause instanceof NsmError ? cause.message : String(cause)}`, { cause });
     }
 
+    // The answer must be bound to this exact document: the challenge reply is unauthenticated, so a relay can replay an old nonce.
+    const sent: SentRequest = { nonceHex: nonce.toString('hex'), document: sentDocument(document), started, startedWall };
     const res = await this.#http.call('POST', '/v1/secrets', { attestation: Buffer.from(document).toString('base64'), names });
     const items = (res.json as { secrets?: unknown } | null)?.secrets;
     if (res.status !== 200 || !Array.isArray(items)) throw this.#brokerError(res, 'secrets');
-    const nonceHex = nonce.toString('hex');
     const out = new Map<string, Entry>();
     for (const name of names) {
       const matches = items.filter((i) => (i as { name?: unknown })?.name === name);
       if (matches.length !== 1) throw new AgentError('BAD_RESPONSE', `broker answer has ${matches.length} items for "${name}"`);
-      const entry = await this.#open(matches[0] as { name: string; version?: unknown; jwe?: unknown }, nonceHex, started);
+      const entry = await this.#open(matches[0] as { name: string; version?: unknown; jwe?: unknown }, sent);
       out.set(name, entry);
     }
-    for (const [name, entry] of out) this.#cache.set(name, entry);
+    // Versions only go forward. Checked for the whole batch and raised in one synchronous step, so nothing interleaves.
+    for (const [name, entry] of out) {
+      const problem = this.versionFloor.check(name, entry.version);
+      if (problem) {
+        for (const e of out.values()) if (e.value instanceof Uint8Array) e.value.fill(0);
+        throw new AgentError(problem.code, problem.message);
+      }
+    }
+    for (const [name, entry] of out) {
+      this.versionFloor.raise(name, entry.version);
+      this.#cache.set(name, entry);
+    }
     return out;
   }
 
-  async #open(item: { name: string; version?: unknown; jwe?: unknown }, nonceHex: string, started: number): Promise<Entry> {
+  async #open(item: { name: string; version?: unknown; jwe?: unknown }, sent: SentRequest): Promise<Entry> {
     if (typeof item.jwe !== 'string') throw new AgentError('BAD_RESPONSE', `item "${item.name}" has no jwe`);
-    let claims: Claims;
+    let payload: unknown;
     try {
       const { plaintext } = await compactDecrypt(item.jwe, this.privateKey, { keyManagementAlgorithms: ['RSA-OAEP-256'], contentEncryptionAlgorithms: ['A256GCM'] });
-      const { payload } = await compactVerify(new TextDecoder().decode(plaintext), this.brokerKey, { algorithms: ['EdDSA'] });
-      claims = JSON.parse(new TextDecoder().decode(payload)) as Claims;
+      const verified = await compactVerify(new TextDecoder().decode(plaintext), this.brokerKey, { algorithms: ['EdDSA'] });
+      payload = JSON.parse(new TextDecoder().decode(verified.payload)) as unknown;
     } catch (cause) {
       throw new AgentError('UNTRUSTED_RESPONSE', `item "${item.name}" does not decrypt for this enclave or is not signed by the pinned broker key`, { cause });
     }
-    // The signed claims must answer exactly this request.
-    if (claims.iss !== 'keygate' || claims.sub !== item.name || claims.nonce !== nonceHex || claims.ver !== item.version) {
-      throw new AgentError('UNTRUSTED_RESPONSE', `item "${item.name}" is signed for another request`);
-    }
-    if (typeof claims.val !== 'string' || typeof claims.ttl !== 'number' || !(claims.ttl > 0)) throw new AgentError('BAD_RESPONSE', `item "${item.name}" has malformed claims`);
+    // The signed claims must answer exactly this request, now (see broker/protocol for each check and its code).
+    const nowWall = this.#wallClock();
+    const now = this.#clock();
+    const check = checkReleaseClaims(payload, {
+      name: item.name,
+      labelledVersion: item.version,
+      nonceHex: sent.nonceHex,
+      documentSha256: sent.document.sha256,
+      moduleId: sent.document.moduleId,
+      requestStartedAtMs: sent.startedWall,
+      nowMs: nowWall,
+      maxClockSkewMs: this.#maxClockSkewMs,
+    });
+    if (!check.ok) throw new AgentError(check.code, check.message);
+    const claims: ReleaseClaims = check.claims;
     const bytes = new Uint8Array(Buffer.from(claims.val, 'base64url'));
     let value: SecretValue = bytes;
     if (claims.text === true) {
@@ -226,9 +269,9 @@ class Agent implements SecretAgent {
       }
       bytes.fill(0);
     }
-    // TTLs run on this enclave's monotonic clock from when the request began: no clock sync with the broker needed.
-    const ttlMs = claims.ttl * 1000;
-    return { value, version: claims.ver as number, refreshAt: started + ttlMs * this.#refreshAhead, expiresAt: started + ttlMs };
+    // TTLs run on this enclave's monotonic clock from when the request began, and never past exp on its wall clock.
+    const lifetimeMs = Math.min(claims.ttl * 1000, now + (claims.exp * 1000 - nowWall) - sent.started);
+    return { value, version: claims.ver, refreshAt: sent.started + lifetimeMs * this.#refreshAhead, expiresAt: sent.started + lifetimeMs };
   }
 
   #brokerError(res: { status: number; json: unknown }, what: string): AgentError {

@@ -7,7 +7,12 @@ import { CodedError } from '../vsock-shim/coded-error.js';
 export type AgentErrorCode =
   | 'BROKER_UNREACHABLE'
   | 'BAD_RESPONSE'
+  /** Not the pinned broker's answer to the document this agent sent for this request (replayed, redirected, forged). */
   | 'UNTRUSTED_RESPONSE'
+  /** Bound to this request but outside its time window on the enclave's clock (iat/exp): the clocks disagree. */
+  | 'STALE_RESPONSE'
+  /** Older than a version of the secret this process already accepted. */
+  | 'VERSION_ROLLBACK'
   | 'NSM_ERROR'
   | 'AGENT_CLOSED'
   | (string & {});

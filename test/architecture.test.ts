@@ -49,10 +49,20 @@ describe('architecture', () => {
     }
   });
 
-  it('enclave-agent and vsock-shim never import the broker, hono or the AWS SDK', () => {
+  it('enclave-agent and vsock-shim never import the broker (the agent only its wire contract), hono or the AWS SDK', () => {
     for (const file of [...sources('enclave-agent'), ...sources('vsock-shim')]) {
-      for (const target of internalTargets(file)) expect(target.startsWith('broker/') || target.startsWith('cli/'), `${file} -> ${target}`).toBe(false);
+      const allowed = (target: string): boolean => file.startsWith('enclave-agent/') && target.startsWith('broker/protocol/');
+      for (const target of internalTargets(file)) expect((target.startsWith('broker/') && !allowed(target)) || target.startsWith('cli/'), `${file} -> ${target}`).toBe(false);
       for (const spec of imports(file)) expect(/^(hono|@hono\/|@aws-sdk\/)/.test(spec), `${file} imports ${spec}`).toBe(false);
+    }
+    expect(sources('enclave-agent').flatMap(internalTargets)).toContain('broker/protocol/index.js');
+  });
+
+  it('broker/protocol imports nothing: no other project module, no package, no node builtin', () => {
+    expect(sources('broker/protocol').length).toBeGreaterThan(0);
+    for (const file of sources('broker/protocol')) {
+      for (const target of internalTargets(file)) expect(target.startsWith('broker/protocol/'), `${file} -> ${target}`).toBe(true);
+      for (const spec of imports(file).filter((s) => !s.startsWith('.'))) expect.fail(`${file} imports ${spec}`);
     }
   });
 });
