@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { SchemaError, SECRET_NAME, parseBinding, parseRevocations } from '../policy/schema.js';
 import { NO_REVOCATIONS, type Binding, type Revocations } from '../policy/types.js';
 import { parseBaseline, formatBaseline, type Baseline } from '../policy/baseline.js';
-import { ensureDirectory, syncDirectory, withLock, writeFileAtomic } from './atomic.js';
+import { ensureDirectory, syncDirectory, writeFileAtomic } from './atomic.js';
+import { withLock } from './lock.js';
 
 /** An immutable view of the store at one moment. */
 export interface StoreSnapshot {
