@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { createServer as createHttpsServer } from 'node:https';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import type { Hono } from 'hono';
@@ -108,7 +108,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   const store = await FileStore.open(config.store, {
     onProblem: (p) => {
       metrics.storeProblems.inc();
-      log('error', 'store file rejected; keeping its last good content', { file: p.file, problem: p.message });
+      log('error', 'store file rejected; what it governs is unavailable until it is fixed', { file: p.file, problem: p.message });
     },
   });
   const signingKey = await loadOrCreateSigningKey(paths.signingKey);
@@ -142,6 +142,12 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   let readyUntil = 0;
   const ready = async (): Promise<void> => {
     if (!audit.healthy) throw new BrokerError('INTERNAL_ERROR', 'audit log is not writable');
+    await store.refresh();
+    const storeProblems = store.problems();
+    if (storeProblems.length) {
+      const shown = storeProblems.map((p) => `${relative(config.store, p.file)} (${p.message})`).join('; ');
+      throw new BrokerError('STORE_UNAVAILABLE', `store files fail validation: ${shown}`);
+    }
     const now = clock();
     if (now < readyUntil) return;
     const used = new Set([...store.snapshot().bindings.values()].map((b) => b.provider));
