@@ -47,7 +47,7 @@ export interface LockOptions {
   /** Age after which a lock from another hostname counts as abandoned; default Infinity (never). */
   readonly foreignStaleMs?: number;
   /** Test hook, awaited at the named steps of breaking a dead holder's lock. */
-  readonly onBreakStep?: (step: 'read-dead' | 'marker-created') => Promise<void>;
+  readonly onBreakStep?: (step: 'read-dead' | 'confirmed-dead') => Promise<void>;
 }
 
 /** The lock is held by a live process (or could not be judged abandoned) and waiting did not help. */
@@ -165,10 +165,12 @@ async function breakLock(path: string, dead: Found, options: LockOptions): Promi
     return false;
   }
   try {
-    await options.onBreakStep?.('marker-created');
     const now = await readLock(path);
     const still = now && (dead.owner ? now.owner?.token === dead.owner.token : !now.owner && now.mtimeMs === dead.mtimeMs);
-    if (still) await rm(path, { force: true });
+    if (still) {
+      await options.onBreakStep?.('confirmed-dead');
+      await rm(path, { force: true });
+    }
     return true;
   } finally {
     await removeIfOwned(marker, me.token);

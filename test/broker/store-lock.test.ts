@@ -144,16 +144,28 @@ describe('store lock', () => {
     const lock = join(dir, 'race.lock');
     for (let round = 0; round < 10; round++) {
       writeFileSync(lock, JSON.stringify({ pid: process.ppid, start: '1', host: hostname(), boot: null, token: `${round}`.padStart(32, 'c') }));
-      // Both waiters read the dead lock before either breaks it: the interleaving that let both in.
+      // The interleaving that let both in: both waiters read the dead lock before either breaks it, and
+      // a second breaker that confirmed the dead token removes the lock only after the first one took it.
       let arrived = 0;
       let bothArrived!: () => void;
       const barrier = new Promise<void>((r) => (bothArrived = r));
+      let firstIn!: () => void;
+      const firstAcquired = new Promise<void>((r) => (firstIn = r));
+      let confirmed = 0;
       const onBreakStep = async (step: string): Promise<void> => {
-        if (step !== 'read-dead') return;
-        if (++arrived === 2) bothArrived();
-        await barrier;
+        if (step === 'read-dead') {
+          if (++arrived === 2) bothArrived();
+          await barrier;
+        } else if (confirmed++ > 0) {
+          await firstAcquired;
+        }
       };
-      const attempts = [0, 1].map(() => acquireLock(lock, { waitMs: 0, onBreakStep }));
+      const attempts = [0, 1].map(() =>
+        acquireLock(lock, { waitMs: 0, onBreakStep }).then((held) => {
+          firstIn();
+          return held;
+        }),
+      );
       const results = await Promise.allSettled(attempts);
       const won = results.filter((r): r is PromiseFulfilledResult<HeldLock> => r.status === 'fulfilled');
       const lost = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
