@@ -1,4 +1,4 @@
-import type { BindingStore } from './store/file-store.js';
+import type { BindingStore, StoreSnapshot } from './store/file-store.js';
 import type { KeyProvider } from './kms/provider.js';
 import { parseBinding, parsePcrValues, SECRET_NAME } from './policy/schema.js';
 import type { AllowRule, Binding, PcrValues, ProviderName, Revocations } from './policy/types.js';
@@ -36,6 +36,13 @@ function isText(value: Uint8Array): boolean {
   }
 }
 
+/** A broken binding file is not silently replaced from a blank slate (its version history would restart). */
+function assertLoadable(current: StoreSnapshot, secret: string): void {
+  if (current.invalidBindings.has(secret)) {
+    throw new AdminError(`the binding file of "${secret}" fails validation (see keygate list): fix or restore it, or unbind it first`);
+  }
+}
+
 function sameRule(a: AllowRule, b: AllowRule): boolean {
   return JSON.stringify(a.pcrs) === JSON.stringify(b.pcrs);
 }
@@ -56,6 +63,7 @@ export async function bindSecret(store: BindingStore, provider: KeyProvider, req
   if (req.provider === 'aws-kms' && !req.kmsKeyId) throw new AdminError('--kms-key-id is required with --provider aws-kms');
   const ciphertext = await provider.encrypt(req.value, req.secret, req.kmsKeyId);
   return store.update(async (current, tx) => {
+    assertLoadable(current, req.secret);
     const previous = current.bindings.get(req.secret);
     const allow = req.addAllow && previous ? [...previous.allow, ...req.allow.filter((r) => !previous.allow.some((p) => sameRule(p, r)))] : req.allow;
     const binding = parseBinding({
@@ -82,12 +90,15 @@ export async function bindSecret(store: BindingStore, provider: KeyProvider, req
 /** Replaces the value of an existing binding (version + 1); policy is unchanged. */
 export async function rotateSecret(store: BindingStore, providers: ReadonlyMap<ProviderName, KeyProvider>, secret: string, value: Uint8Array, now = new Date()): Promise<Binding> {
   if (value.length === 0) throw new AdminError('the secret value is empty');
-  const existing = (await store.refresh()).bindings.get(secret);
+  const fresh = await store.refresh();
+  assertLoadable(fresh, secret);
+  const existing = fresh.bindings.get(secret);
   if (!existing) throw new AdminError(`no binding for "${secret}"`);
   const provider = providers.get(existing.provider);
   if (!provider) throw new AdminError(`the ${existing.provider} provider is not configured`);
   const ciphertext = await provider.encrypt(value, secret, existing.kmsKeyId);
   return store.update(async (current, tx) => {
+    assertLoadable(current, secret);
     const previous = current.bindings.get(secret);
     if (!previous) throw new AdminError(`no binding for "${secret}"`);
     const binding = parseBinding({ ...previous, version: previous.version + 1, ciphertext, text: isText(value), revoked: false, updatedAt: now.toISOString() });
@@ -105,6 +116,7 @@ export async function unbindSecret(store: BindingStore, secret: string): Promise
 /** Marks a secret revoked: released to nobody until rotated or re-bound. */
 export async function revokeSecret(store: BindingStore, secret: string, now = new Date()): Promise<Binding> {
   return store.update(async (current, tx) => {
+    assertLoadable(current, secret);
     const previous = current.bindings.get(secret);
     if (!previous) throw new AdminError(`no binding for "${secret}"`);
     const binding = parseBinding({ ...previous, revoked: true, updatedAt: now.toISOString() });
@@ -116,6 +128,8 @@ export async function revokeSecret(store: BindingStore, secret: string, now = ne
 /** Adds identity-wide revocations (PCR0 values, instances, baselines). */
 export async function revokeIdentities(store: BindingStore, add: Partial<Revocations>): Promise<Revocations> {
   return store.update(async (current, tx) => {
+    // Writing a fresh list over a broken one would silently drop the revocations it holds.
+    if (current.revocationsProblem) throw new AdminError(`revocations.json fails validation (${current.revocationsProblem.message}): fix or restore it first`);
     const r = current.revocations;
     const merge = (a: readonly string[], b: readonly string[] = []): string[] => [...new Set([...a, ...b.map((x) => x.toLowerCase())])];
     const next: Revocations = {

@@ -1,11 +1,12 @@
 import { readFile } from 'node:fs/promises';
 import { createServer as createHttpsServer } from 'node:https';
-import { join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import type { Hono } from 'hono';
 import { AWS_NITRO_ROOT_G1_PEM, createVerifier, pemCertificates, type TrustedRoot } from './verify/index.js';
 import { FileStore } from './store/file-store.js';
+import { ensureDirectory } from './store/atomic.js';
 import { LocalKeyProvider, loadOrCreateKeyFile } from './kms/local.js';
 import { AwsKmsKeyProvider } from './kms/aws-kms.js';
 import type { KeyProvider } from './kms/provider.js';
@@ -19,6 +20,7 @@ import { createBrokerApp } from './server.js';
 import { BrokerError } from './errors.js';
 import { parseListen, type BrokerConfig } from './config.js';
 import { stderrLogger, type Logger } from './log.js';
+import { acquireLock, describeOwner, LockBusyError, type HeldLock } from './store/lock.js';
 
 /** A running (or ready-to-serve) broker and its parts. */
 export interface Broker {
@@ -36,6 +38,32 @@ export interface Broker {
 export interface BrokerOptions {
   readonly clock?: () => number;
   readonly log?: Logger;
+}
+
+/** Another live broker holds the audit file: two writers would interleave one hash chain. */
+export class AuditFileInUseError extends Error {
+  override readonly name = 'AuditFileInUseError';
+}
+
+/**
+ * Holds `<audit>.lock` for the broker's lifetime, so a second broker on the
+ * same audit file refuses to start. A lock left by a killed broker is taken
+ * over at once (its holder is checked by pid and start time); one from another
+ * host is never broken automatically (remove it by hand once that host's
+ * broker is gone).
+ */
+async function lockAuditFile(audit: string): Promise<HeldLock> {
+  await ensureDirectory(dirname(audit));
+  try {
+    return await acquireLock(`${audit}.lock`, { waitMs: 0 });
+  } catch (err) {
+    if (!(err instanceof LockBusyError)) throw err;
+    throw new AuditFileInUseError(
+      `another keygate broker (${err.holder ? describeOwner(err.holder) : 'unknown holder'}) is using the audit file ${audit}; ` +
+        'two brokers on one audit file would corrupt its hash chain. Stop that broker, or give this one its own stateDir/auditFile ' +
+        `(the lock is ${audit}.lock)`,
+    );
+  }
 }
 
 /** Paths of the broker's state files. */
@@ -80,12 +108,16 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   const store = await FileStore.open(config.store, {
     onProblem: (p) => {
       metrics.storeProblems.inc();
-      log('error', 'store file rejected; keeping its last good content', { file: p.file, problem: p.message });
+      log('error', 'store file rejected; what it governs is unavailable until it is fixed', { file: p.file, problem: p.message });
     },
   });
   const signingKey = await loadOrCreateSigningKey(paths.signingKey);
   const providers = await openProviders(config);
-  const audit = await AuditLog.open(paths.audit, { key: signingKey.privateKey, kid: signingKey.kid });
+  const auditLock = await lockAuditFile(paths.audit);
+  const audit = await AuditLog.open(paths.audit, { key: signingKey.privateKey, kid: signingKey.kid }).catch(async (err: unknown) => {
+    await auditLock.release();
+    throw err;
+  });
   const challenge = new ChallengeService(await loadOrCreateKeyFile(paths.challengeKey, 32));
   const roots = await loadRoots(config, log);
   const adminKeys = await Promise.all((config.adminKeys ?? []).map((file) => loadPublicKeyFile(file)));
@@ -110,6 +142,12 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   let readyUntil = 0;
   const ready = async (): Promise<void> => {
     if (!audit.healthy) throw new BrokerError('INTERNAL_ERROR', 'audit log is not writable');
+    await store.refresh();
+    const storeProblems = store.problems();
+    if (storeProblems.length) {
+      const shown = storeProblems.map((p) => `${relative(config.store, p.file)} (${p.message})`).join('; ');
+      throw new BrokerError('STORE_UNAVAILABLE', `store files fail validation: ${shown}`);
+    }
     const now = clock();
     if (now < readyUntil) return;
     const used = new Set([...store.snapshot().bindings.values()].map((b) => b.provider));
@@ -133,7 +171,11 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
     metrics,
     release,
     close: async () => {
-      await audit.close();
+      try {
+        await audit.close();
+      } finally {
+        await auditLock.release();
+      }
       (providers.get('aws-kms') as AwsKmsKeyProvider | undefined)?.destroy();
     },
   };

@@ -176,14 +176,20 @@ export class ReleaseService {
       if (!this.#perIdentity.take(identityKey, now)) await denyAll('RATE_LIMITED', 'too many requests from this enclave identity');
 
       const snapshot = await d.store.refresh();
+      // Fail closed: without a valid revocation list it is unknown who is revoked, so nobody gets anything.
+      if (snapshot.revocationsProblem) {
+        await denyAll('STORE_UNAVAILABLE', 'the store cannot be fully loaded; nothing was released', new Map(names.map((n) => [n, 'STORE_UNAVAILABLE:revocations.json'])));
+      }
       this.#dropStaleCache(snapshot.generation, snapshot.bindings);
       const revoked = checkRevoked(identity, snapshot.revocations);
       const approved = await this.#approvedBaselines(snapshot);
       const decisions = new Map<string, Decision>();
-      for (const name of names) decisions.set(name, revoked ?? decide(snapshot.bindings.get(name), identity, snapshot.revocations, approved));
+      const invalid: Decision = { allow: false, reason: 'STORE_INVALID', detail: 'the binding file fails validation' };
+      for (const name of names) decisions.set(name, revoked ?? (snapshot.invalidBindings.has(name) ? invalid : decide(snapshot.bindings.get(name), identity, snapshot.revocations, approved)));
       const denied = [...decisions.entries()].filter((e): e is [string, Extract<Decision, { allow: false }>] => !e[1].allow);
       if (denied.length) {
-        this.#quarantine.recordDenial(identityKey, now);
+        // A broken binding file is the admin's fault, not a sign of probing: it does not count towards quarantine.
+        if (denied.some(([, dec]) => dec.reason !== 'STORE_INVALID')) this.#quarantine.recordDenial(identityKey, now);
         const reasons = new Map(names.map((n) => [n, 'BATCH_DENIED']));
         for (const [name, dec] of denied) reasons.set(name, dec.reason);
         const shown = denied.some(([, dec]) => callerCode(dec.reason) === 'REVOKED') ? 'REVOKED' : 'POLICY_DENIED';

@@ -50,6 +50,6 @@ export async function openAdmin(flags: StoreFlags): Promise<{ config: BrokerConf
   const config = await brokerConfig(flags);
   const problems: string[] = [];
   const store = await FileStore.open(config.store, { onProblem: (p) => problems.push(`${p.file}: ${p.message}`) });
-  if (problems.length) process.stderr.write(`keygate: warning: store files failing validation (kept their last good content):\n  ${problems.join('\n  ')}\n`);
+  if (problems.length) process.stderr.write(`keygate: warning: store files failing validation (what they govern is unavailable to brokers until fixed):\n  ${problems.join('\n  ')}\n`);
   return { config, store, providers: await openProviders(config) };
 }

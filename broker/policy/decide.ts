@@ -21,7 +21,9 @@ export type DenyReason =
   | 'DEBUG_NOT_ALLOWED'
   | 'INSTANCE_NOT_ALLOWED'
   | 'BASELINE_NOT_APPROVED'
-  | 'REVOKED';
+  | 'REVOKED'
+  /** The binding file fails validation; the caller sees POLICY_DENIED like any other denial. */
+  | 'STORE_INVALID';
 
 export type Decision = { readonly allow: true; readonly rule: number } | { readonly allow: false; readonly reason: DenyReason; readonly detail: string };
 

@@ -1,4 +1,4 @@
-import { link, open, rename, rm, mkdir, stat } from 'node:fs/promises';
+import { link, open, rename, rm, mkdir } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -65,39 +65,4 @@ export async function syncDirectory(dir: string): Promise<void> {
 /** Creates `dir` (and parents) with owner-only permissions if missing. */
 export async function ensureDirectory(dir: string): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
-}
-
-const LOCK_STALE_MS = 30_000;
-const LOCK_WAIT_MS = 10_000;
-
-/**
- * Runs `fn` holding an exclusive lock file in `dir`, so read-modify-write
- * updates from concurrent CLI runs do not lose each other's changes. A lock
- * older than 30 s is taken as left behind by a crashed process.
- */
-export async function withLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
-  const lock = join(dir, '.lock');
-  const deadline = Date.now() + LOCK_WAIT_MS;
-  for (;;) {
-    try {
-      const handle = await open(lock, 'wx', 0o600);
-      await handle.writeFile(`${process.pid}\n`);
-      await handle.close();
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const info = await stat(lock).catch(() => undefined);
-      if (info && Date.now() - info.mtimeMs > LOCK_STALE_MS) {
-        await rm(lock, { force: true });
-        continue;
-      }
-      if (Date.now() > deadline) throw new Error(`store is locked by another process (${lock})`);
-      await new Promise((r) => setTimeout(r, 25));
-    }
-  }
-  try {
-    return await fn();
-  } finally {
-    await rm(lock, { force: true });
-  }
 }

@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { SchemaError, SECRET_NAME, parseBinding, parseRevocations } from '../policy/schema.js';
 import { NO_REVOCATIONS, type Binding, type Revocations } from '../policy/types.js';
 import { parseBaseline, formatBaseline, type Baseline } from '../policy/baseline.js';
-import { ensureDirectory, syncDirectory, withLock, writeFileAtomic } from './atomic.js';
+import { ensureDirectory, syncDirectory, writeFileAtomic } from './atomic.js';
+import { withLock } from './lock.js';
 
 /** An immutable view of the store at one moment. */
 export interface StoreSnapshot {
@@ -11,11 +12,22 @@ export interface StoreSnapshot {
   /** Recorded builds that bindings may reference (approvals included). */
   readonly baselines: ReadonlyMap<string, Baseline>;
   readonly revocations: Revocations;
+  /**
+   * Secret names whose binding file fails validation. Such a name is denied:
+   * an older copy is not trusted either, since the change the admin meant did not take effect.
+   */
+  readonly invalidBindings: ReadonlySet<string>;
+  /** Set while revocations.json fails validation: whom it revokes is unknown, so nothing may be released. */
+  readonly revocationsProblem: StoreProblem | undefined;
   /** Increases whenever the content changes. */
   readonly generation: number;
 }
 
-/** A file that could not be loaded; the last good content of that file stays in force. */
+/**
+ * A file that could not be loaded. What it governs is unavailable until it is
+ * fixed: a binding's name is denied, a baseline counts for nothing, a broken
+ * revocation list stops every release.
+ */
 export interface StoreProblem {
   readonly file: string;
   readonly message: string;
@@ -48,7 +60,9 @@ export function toJson(value: unknown): string {
 
 interface Loaded<T> {
   readonly fingerprint: string;
-  readonly value: T;
+  /** Absent when the file failed validation. */
+  readonly value: T | undefined;
+  readonly problem?: StoreProblem;
 }
 
 function fingerprintOf(info: { mtimeNs: bigint; ino: bigint; size: bigint }): string {
@@ -58,7 +72,7 @@ function fingerprintOf(info: { mtimeNs: bigint; ino: bigint; size: bigint }): st
 /**
  * A directory of JSON documents: `bindings/<secret>.json`,
  * `baselines/<name>.json` and `revocations.json`. Every write is atomic; every load is validated; a file
- * that fails validation is reported and its last good content kept.
+ * that fails validation is reported and fails closed (see `StoreProblem`): no last good copy is kept.
  */
 export class FileStore implements BindingStore {
   readonly #dir: string;
@@ -70,7 +84,7 @@ export class FileStore implements BindingStore {
   #baselineFiles = new Map<string, Loaded<Baseline>>();
   #revocations: Loaded<Revocations> | undefined;
   #problems = new Map<string, StoreProblem>();
-  #snapshot: StoreSnapshot = { bindings: new Map(), baselines: new Map(), revocations: NO_REVOCATIONS, generation: 0 };
+  #snapshot: StoreSnapshot = { bindings: new Map(), baselines: new Map(), revocations: NO_REVOCATIONS, invalidBindings: new Set(), revocationsProblem: undefined, generation: 0 };
   #refreshing: Promise<StoreSnapshot> | undefined;
   #lastFullScan = 0;
   readonly #fullScanIntervalMs: number;
@@ -139,17 +153,24 @@ export class FileStore implements BindingStore {
     return this.#snapshot;
   }
 
-  #problem(file: string, message: string): void {
+  #problem(file: string, message: string): StoreProblem {
     const previous = this.#problems.get(file);
-    if (previous?.message === message) return;
+    if (previous?.message === message) return previous;
     const problem = { file, message };
     this.#problems.set(file, problem);
     this.#onProblem(problem);
+    return problem;
   }
 
   async #loadFile<T>(path: string, previous: Loaded<T> | undefined, parse: (json: unknown) => T): Promise<Loaded<T> | undefined> {
-    const info = await stat(path, { bigint: true }).catch(() => undefined);
-    if (!info) return undefined;
+    let info;
+    try {
+      info = await stat(path, { bigint: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return { fingerprint: '', value: undefined, problem: this.#problem(path, String(err)) };
+      this.#problems.delete(path); // removed on purpose: nothing to report any more
+      return undefined;
+    }
     const fingerprint = fingerprintOf(info);
     if (previous && previous.fingerprint === fingerprint) return previous;
     try {
@@ -158,12 +179,12 @@ export class FileStore implements BindingStore {
       return { fingerprint, value };
     } catch (err) {
       const message = err instanceof SchemaError ? err.message : err instanceof SyntaxError ? `invalid JSON: ${err.message}` : String(err);
-      this.#problem(path, message);
-      return previous;
+      // Fail closed: the previous content is not kept; what this file governs becomes unavailable.
+      return { fingerprint, value: undefined, problem: this.#problem(path, message) };
     }
   }
 
-  /** Loads every `<name>.json` of `dir` with `parse`, keeping last good content of failing files. */
+  /** Loads every `<name>.json` of `dir` with `parse`; failing files are kept without a value. */
   async #loadDirectory<T>(dir: string, previous: Map<string, Loaded<T>>, parse: (json: unknown, file: string, name: string) => T): Promise<Map<string, Loaded<T>>> {
     const names = (await readdir(dir)).filter((n) => n.endsWith('.json') && !n.startsWith('.'));
     const files = new Map<string, Loaded<T>>();
@@ -195,13 +216,25 @@ export class FileStore implements BindingStore {
     });
     this.#revocations = await this.#loadFile(this.#revocationsFile, this.#revocations, (json) => parseRevocations(json, 'revocations.json'));
     const bindings = new Map<string, Binding>();
-    for (const { value } of this.#files.values()) bindings.set(value.secret, value);
+    const invalidBindings = new Set<string>();
+    for (const [file, { value }] of this.#files) {
+      if (value) bindings.set(value.secret, value);
+      else invalidBindings.add(file.slice(0, -5));
+    }
+    // A baseline that fails validation is simply absent: rules that reference it do not count.
     const baselines = new Map<string, Baseline>();
-    for (const { value } of this.#baselineFiles.values()) baselines.set(value.name, value);
+    for (const { value } of this.#baselineFiles.values()) if (value) baselines.set(value.name, value);
+    const revocationsProblem = this.#revocations?.problem;
     const revocations = this.#revocations?.value ?? NO_REVOCATIONS;
     const same = <V>(a: ReadonlyMap<string, V>, b: ReadonlyMap<string, V>): boolean => a.size === b.size && [...a].every(([k, v]) => b.get(k) === v);
-    const unchanged = same(bindings, this.#snapshot.bindings) && same(baselines, this.#snapshot.baselines) && revocations === this.#snapshot.revocations;
-    if (!unchanged) this.#snapshot = { bindings, baselines, revocations, generation: this.#snapshot.generation + 1 };
+    const sameSet = (a: ReadonlySet<string>, b: ReadonlySet<string>): boolean => a.size === b.size && [...a].every((k) => b.has(k));
+    const unchanged =
+      same(bindings, this.#snapshot.bindings) &&
+      same(baselines, this.#snapshot.baselines) &&
+      revocations === this.#snapshot.revocations &&
+      sameSet(invalidBindings, this.#snapshot.invalidBindings) &&
+      revocationsProblem === this.#snapshot.revocationsProblem;
+    if (!unchanged) this.#snapshot = { bindings, baselines, revocations, invalidBindings, revocationsProblem, generation: this.#snapshot.generation + 1 };
   }
 
   async update<T>(fn: (current: StoreSnapshot, tx: StoreWriter) => Promise<T>): Promise<T> {

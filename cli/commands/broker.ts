@@ -1,4 +1,4 @@
-import { startBroker } from '../../broker/broker.js';
+import { AuditFileInUseError, startBroker } from '../../broker/broker.js';
 import { openDevPki } from '../../vsock-shim/simulator/pki-store.js';
 import { devPkiDirectory } from './get.js';
 import { parseCommand } from '../args.js';
@@ -28,7 +28,14 @@ export async function brokerCommand(argv: readonly string[], io: CliIo): Promise
     const pki = await openDevPki(devPkiDirectory(config.stateDir));
     config = { ...config, extraRootPems: [...(config.extraRootPems ?? []), pki.root.pem] };
   }
-  const broker = await startBroker(config);
+  let broker;
+  try {
+    broker = await startBroker(config);
+  } catch (err) {
+    if (!(err instanceof AuditFileInUseError)) throw err;
+    io.err(`keygate broker: refusing to start: ${err.message}\n`);
+    return 1;
+  }
   io.out(`keygate broker listening on ${broker.url}${config.dev ? ' (DEVELOPMENT MODE)' : ''}\n`);
   await new Promise<void>((resolve) => {
     const stop = (): void => resolve();

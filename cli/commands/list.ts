@@ -6,6 +6,8 @@ import type { CliIo } from '../io.js';
 export const LIST_USAGE = `Usage: keygate list [--json] [store options]
 
 Lists bindings: names, versions, allowed measurement sets. Never values.
+Exits 1 when a store file fails validation (each is named, with the field);
+everything that loads is still listed.
 ${STORE_USAGE}
 `;
 
@@ -19,16 +21,19 @@ export async function listCommand(argv: readonly string[], io: CliIo): Promise<n
   const config = await brokerConfig(values);
   const problems: string[] = [];
   const store = await FileStore.open(config.store, { onProblem: (p) => problems.push(`${p.file}: ${p.message}`) });
-  const { bindings, revocations } = store.snapshot();
+  const { bindings, revocations, invalidBindings, revocationsProblem } = store.snapshot();
   // Everything except the ciphertext: names, versions and policy are not secret; values never leave the store.
   const rows = [...bindings.values()]
     .sort((a, b) => a.secret.localeCompare(b.secret))
     .map(({ ciphertext: _ciphertext, ...rest }) => rest);
+  const status = problems.length ? 1 : 0;
   if (values.json) {
-    io.out(`${JSON.stringify({ bindings: rows, revocations, problems })}\n`);
-    return 0;
+    // A revocation list that failed validation is unknown, not empty.
+    io.out(`${JSON.stringify({ bindings: rows, invalidBindings: [...invalidBindings].sort(), revocations: revocationsProblem ? null : revocations, problems })}\n`);
+    return status;
   }
-  if (rows.length === 0) io.out('no bindings\n');
+  if (rows.length === 0 && invalidBindings.size === 0) io.out('no bindings\n');
+  for (const name of [...invalidBindings].sort()) io.out(`${name}  INVALID: denied to every enclave until its file is fixed\n`);
   for (const b of rows) {
     const flags = [b.revoked ? 'REVOKED' : '', b.allowDebug ? 'allow-debug' : '', b.instances ? `instances ${b.instances.ids.join(',')}` : ''].filter(Boolean);
     io.out(`${b.secret}  v${b.version}  ttl ${b.ttlSeconds}s  ${b.provider}${flags.length ? `  [${flags.join('; ')}]` : ''}\n`);
@@ -38,7 +43,8 @@ export async function listCommand(argv: readonly string[], io: CliIo): Promise<n
     }
   }
   const revoked = revocations.pcr0.length + revocations.instances.length + revocations.baselines.length;
-  if (revoked) io.out(`revoked identities: ${revocations.pcr0.length} PCR0, ${revocations.instances.length} instance(s), ${revocations.baselines.length} baseline(s)\n`);
-  for (const p of problems) io.err(`warning: ${p} (last good content kept)\n`);
-  return 0;
+  if (revocationsProblem) io.out('revoked identities: UNKNOWN: revocations.json fails validation; brokers release nothing until it is fixed\n');
+  else if (revoked) io.out(`revoked identities: ${revocations.pcr0.length} PCR0, ${revocations.instances.length} instance(s), ${revocations.baselines.length} baseline(s)\n`);
+  for (const p of problems) io.err(`error: ${p}\n`);
+  return status;
 }

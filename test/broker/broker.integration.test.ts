@@ -230,18 +230,26 @@ describe('store changes take effect on the next request', () => {
     expect(revoked.body.error?.code).toBe('REVOKED');
   });
 
-  it('keeps the last good binding when its file is corrupted', async () => {
+  it('denies only the name whose binding file is corrupted (no last good copy), and is not ready until it is fixed', async () => {
     const file = join(dir, 'store', 'bindings', 'api-key.json');
     const good = readFileSync(file, 'utf8');
     writeFileSync(file, '{ "secret": "api-key", broken');
     await broker.store.rescan(); // an in-place edit does not touch the directory; the periodic full scan finds it
     const res = await enclave.request(['api-key']);
-    expect(res.status).toBe(200);
-    expect(valueOf(await enclave.open(res.body.secrets![0]!, brokerJwk))).toBe('ak-123');
+    expect(res.status).toBe(403);
+    expect(res.body.error?.code).toBe('POLICY_DENIED'); // like any denial: the name's existence is not revealed
+    const last = readFileSync(join(dir, 'state', 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { secret?: string; code?: string }).filter((r) => r.secret === 'api-key').at(-1);
+    expect(last?.code).toBe('STORE_INVALID');
+    expect((await enclave.request(['db-password'])).status).toBe(200);
     expect(broker.store.problems().map((p) => p.file)).toEqual([file]);
+    const ready = await fetch(`${broker.url}/readyz`);
+    expect(ready.status).toBe(503);
+    expect(((await ready.json()) as { reason: string }).reason).toMatch(/bindings\/api-key\.json \(invalid JSON/);
     writeFileSync(file, good);
     await broker.store.rescan();
     expect(broker.store.problems()).toEqual([]);
+    expect((await enclave.request(['api-key'])).status).toBe(200);
+    expect((await fetch(`${broker.url}/readyz`)).status).toBe(200);
   });
 });
 

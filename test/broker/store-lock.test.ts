@@ -1,0 +1,180 @@
+/**
+ * The store lock under concurrency and crashes: real CLI subprocesses, a
+ * holder killed with SIGKILL, a live holder, and two breakers racing for the
+ * lock of a dead one.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BIN, type Run } from '../support/cli.js';
+import { FileStore } from '../../broker/store/file-store.js';
+import { acquireLock, LockBusyError, withLock, type HeldLock } from '../../broker/store/lock.js';
+
+const HOLDER = fileURLToPath(new URL('../support/lock-holder.ts', import.meta.url));
+const PCR = (b: number): string => b.toString(16).padStart(2, '0').repeat(48);
+
+let dir: string;
+let store: string;
+const children: ChildProcess[] = [];
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'keygate-lock-'));
+  store = join(dir, 'store');
+});
+afterEach(() => {
+  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** `keygate ...` as a real subprocess, without blocking the test's event loop. */
+function keygateAsync(args: string[], input?: string): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    children.push(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdin!.end(input ?? '');
+    child.once('exit', (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+const storeFlags = (): string[] => ['--store', store, '--state', join(dir, 'state')];
+const bind = (name: string, value: string): Promise<Run> =>
+  keygateAsync(['bind', name, '--value-stdin', '--pcr0', PCR(1), '--pcr1', PCR(2), '--pcr2', PCR(3), ...storeFlags()], value);
+
+/** Starts a subprocess that holds the store lock until killed. */
+async function startHolder(): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', HOLDER, store], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`holder never took the lock: ${err}`)), 30_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      if (d.toString().includes('locked')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`holder exited ${code}: ${err}`)));
+  });
+  return child;
+}
+
+async function kill9(child: ChildProcess): Promise<void> {
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await exited;
+}
+
+describe('store lock', () => {
+  it('concurrent keygate bind and revoke processes never lose an update', { timeout: 180_000 }, async () => {
+    const first = await bind('counter', 'v0');
+    expect(first.status, first.stderr).toBe(0);
+    const runs = await Promise.all([
+      ...Array.from({ length: 5 }, (_, i) => bind('counter', `v${i + 1}`)),
+      ...Array.from({ length: 5 }, (_, i) => keygateAsync(['revoke', '--pcr0', PCR(0x40 + i), ...storeFlags()])),
+    ]);
+    for (const r of runs) expect(r.status, r.stderr).toBe(0);
+    const snap = (await FileStore.open(store)).snapshot();
+    expect(snap.bindings.get('counter')!.version).toBe(6);
+    expect([...snap.revocations.pcr0].sort()).toEqual([0, 1, 2, 3, 4].map((i) => PCR(0x40 + i)));
+  });
+
+  it('a lock left by a holder killed with SIGKILL is taken over at once by the next bind', { timeout: 120_000 }, async () => {
+    const holder = await startHolder();
+    await kill9(holder);
+    expect(existsSync(join(store, '.lock'))).toBe(true);
+    // The old rule (stale after 30 s, give up after 10 s) failed this bind; now it succeeds without waiting on the dead holder.
+    const r = await bind('after-kill', 'v');
+    expect(r.status, r.stderr).toBe(0);
+    expect((await FileStore.open(store)).snapshot().bindings.get('after-kill')!.version).toBe(1);
+  });
+
+  it('never displaces a live holder, however old its lock file looks', { timeout: 120_000 }, async () => {
+    const holder = await startHolder();
+    const lock = join(store, '.lock');
+    const held = readFileSync(lock, 'utf8');
+    const old = new Date(Date.now() - 3_600_000);
+    utimesSync(lock, old, old); // an age rule would call this stale
+    const r = await bind('blocked', 'v');
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/store is locked by another process/);
+    expect(readFileSync(lock, 'utf8')).toBe(held);
+    expect((await FileStore.open(store)).snapshot().bindings.has('blocked')).toBe(false);
+    expect(holder.exitCode).toBe(null);
+  });
+
+  it('a holder only ever removes its own lock', async () => {
+    await FileStore.open(store);
+    const lock = join(store, '.lock');
+    const someoneElse = JSON.stringify({ pid: process.pid, start: null, host: hostname(), boot: null, token: 'f'.repeat(32) });
+    await withLock(store, async () => {
+      writeFileSync(lock, someoneElse); // e.g. taken over while this holder was wrongly judged dead
+    });
+    expect(readFileSync(lock, 'utf8')).toBe(someoneElse);
+  });
+
+  it('treats a lock whose pid now belongs to another process (pid reuse) as dead', async () => {
+    await FileStore.open(store);
+    const lock = join(store, '.lock');
+    // process.ppid is alive, but it was not started at "1": whoever wrote this lock is gone.
+    writeFileSync(lock, JSON.stringify({ pid: process.ppid, start: '1', host: hostname(), boot: null, token: 'e'.repeat(32) }));
+    expect(await withLock(store, async () => 'entered')).toBe('entered');
+    expect(existsSync(lock)).toBe(false);
+  });
+
+  it('judges a lock from another host by age only', async () => {
+    const lock = join(dir, 'x.lock');
+    writeFileSync(lock, JSON.stringify({ pid: 1, start: null, host: 'some-other-host', boot: null, token: 'd'.repeat(32) }));
+    await expect(acquireLock(lock, { waitMs: 0, foreignStaleMs: 30_000 })).rejects.toBeInstanceOf(LockBusyError);
+    await expect(acquireLock(lock, { waitMs: 0 })).rejects.toBeInstanceOf(LockBusyError); // default: never broken
+    const old = new Date(Date.now() - 60_000);
+    utimesSync(lock, old, old);
+    const held = await acquireLock(lock, { waitMs: 0, foreignStaleMs: 30_000 });
+    await held.release();
+    expect(existsSync(lock)).toBe(false);
+  });
+
+  it('two waiters racing to break a dead holder\'s lock: exactly one gets in', async () => {
+    const lock = join(dir, 'race.lock');
+    for (let round = 0; round < 10; round++) {
+      writeFileSync(lock, JSON.stringify({ pid: process.ppid, start: '1', host: hostname(), boot: null, token: `${round}`.padStart(32, 'c') }));
+      // The interleaving that let both in: both waiters read the dead lock before either breaks it, and
+      // a second breaker that confirmed the dead token removes the lock only after the first one took it.
+      let arrived = 0;
+      let bothArrived!: () => void;
+      const barrier = new Promise<void>((r) => (bothArrived = r));
+      let firstIn!: () => void;
+      const firstAcquired = new Promise<void>((r) => (firstIn = r));
+      let confirmed = 0;
+      const onBreakStep = async (step: string): Promise<void> => {
+        if (step === 'read-dead') {
+          if (++arrived === 2) bothArrived();
+          await barrier;
+        } else if (confirmed++ > 0) {
+          await firstAcquired;
+        }
+      };
+      const attempts = [0, 1].map(() =>
+        acquireLock(lock, { waitMs: 0, onBreakStep }).then((held) => {
+          firstIn();
+          return held;
+        }),
+      );
+      const results = await Promise.allSettled(attempts);
+      const won = results.filter((r): r is PromiseFulfilledResult<HeldLock> => r.status === 'fulfilled');
+      const lost = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      expect(won).toHaveLength(1);
+      expect(lost[0]!.reason).toBeInstanceOf(LockBusyError);
+      // The winner still holds the lock: the loser did not remove it.
+      expect(JSON.parse(readFileSync(lock, 'utf8')).token).toBe(won[0]!.value.owner.token);
+      await won[0]!.value.release();
+      expect(existsSync(lock)).toBe(false);
+    }
+  });
+});
