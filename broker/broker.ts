@@ -145,7 +145,12 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
     await store.refresh();
     const storeProblems = store.problems();
     if (storeProblems.length) {
-      const shown = storeProblems.map((p) => `${relative(config.store, p.file)} (${p.message})`).join('; ');
+      // /readyz is unauthenticated: binding files are counted, not named (their names are the secrets' names).
+      const bindingFiles = storeProblems.filter((p) => relative(config.store, p.file).startsWith('bindings/')).length;
+      const shown = [
+        ...storeProblems.filter((p) => !relative(config.store, p.file).startsWith('bindings/')).map((p) => `${relative(config.store, p.file)} (${p.message})`),
+        ...(bindingFiles ? [`${bindingFiles} binding file${bindingFiles > 1 ? 's' : ''} (named in the broker log and by keygate list)`] : []),
+      ].join('; ');
       throw new BrokerError('STORE_UNAVAILABLE', `store files fail validation: ${shown}`);
     }
     const now = clock();
