@@ -96,8 +96,8 @@ export async function auditCommand(argv: readonly string[], io: CliIo): Promise<
   const p = result.problem;
   if (!p) {
     io.out(
-      `audit log intact: ${counts} (${key ? 'signatures verified' : 'SIGNATURES NOT CHECKED (--no-signatures): only the hash chain was checked'}) in ${files.length} file(s), ` +
-        `last sealed record ${result.lastSealedSeq}\nhead ${result.headHash}\n`,
+      `audit log intact: ${result.decisions} decisions, ${result.seals} seals (${key ? 'signatures verified' : 'SIGNATURES NOT CHECKED (--no-signatures): only the hash chain was checked'}), ` +
+        `${result.summaries} refusal summaries, in ${files.length} file(s), last sealed record ${result.lastSealedSeq}\nhead ${result.headHash}\n`,
     );
     return 0;
   }

@@ -42,7 +42,7 @@ describe('keygate audit verify', () => {
   it('exits 0 for an intact, fully sealed log with a key', async () => {
     const file = await sealedLog('ok');
     const r = verify(file, '--key', keyFile);
-    expect(r.stdout).toMatch(/audit log intact: 3 decisions, 0 refusal summaries, 3 seals \(signatures verified\)/);
+    expect(r.stdout).toMatch(/audit log intact: 3 decisions, 3 seals \(signatures verified\), 0 refusal summaries, in 1 file\(s\)/);
     expect(r.status).toBe(0);
   });
 
@@ -111,7 +111,7 @@ describe('keygate audit verify', () => {
     expect(names.at(-1)).toBe('audit.jsonl');
     expect(names[0]).toBe('audit.000001.jsonl');
     const all = verify(sub, '--key', keyFile);
-    expect(all.stdout).toMatch(/audit log intact: 40 decisions, 0 refusal summaries, 40 seals \(signatures verified\) in \d+ file\(s\)/);
+    expect(all.stdout).toMatch(/audit log intact: 40 decisions, 40 seals \(signatures verified\), 0 refusal summaries, in \d+ file\(s\)/);
     expect(all.status).toBe(0);
     expect(verify(...names.map((n) => join(sub, n)), '--key', keyFile).status).toBe(0);
     // The live file alone does not start the chain: its first record follows a dropped one.
