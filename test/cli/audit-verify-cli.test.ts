@@ -140,7 +140,11 @@ describe('keygate broker', () => {
       };
       poll();
     });
-    expect(await server.stop()).toBe(0);
+    // One round trip: the process is back in its event loop, so its SIGTERM handler is installed
+    // (cli/commands/broker.ts installs it right after printing "listening").
+    expect((await fetch(`${server.match[1]!}/healthz`)).status).toBe(200);
+    const code = await server.stop();
+    expect(code, server.output()).toBe(0);
     const line = server.output().split('\n').find((l) => l.includes('"audit log"'))!;
     expect(JSON.parse(line)).toMatchObject({ level: 'info', message: 'audit log', file: join(state, 'audit.jsonl') });
   });
