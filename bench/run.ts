@@ -2,8 +2,9 @@
 import { benchVerify } from './verify.js';
 import { benchBroker } from './broker.js';
 import { benchAgent } from './agent.js';
+import { benchJunk } from './junk.js';
 
-const ALL: Record<string, () => Promise<unknown>> = { verify: benchVerify, broker: benchBroker, agent: benchAgent };
+const ALL: Record<string, () => Promise<unknown>> = { verify: benchVerify, broker: benchBroker, agent: benchAgent, junk: benchJunk };
 
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : Object.keys(ALL)) {

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { createServer as createHttpsServer } from 'node:https';
-import { dirname, join, relative } from 'node:path';
+import { dirname, join, relative, resolve as resolvePath } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import type { Hono } from 'hono';
@@ -114,10 +114,11 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   const signingKey = await loadOrCreateSigningKey(paths.signingKey);
   const providers = await openProviders(config);
   const auditLock = await lockAuditFile(paths.audit);
-  const audit = await AuditLog.open(paths.audit, { key: signingKey.privateKey, kid: signingKey.kid }).catch(async (err: unknown) => {
+  const audit = await AuditLog.open(paths.audit, { key: signingKey.privateKey, kid: signingKey.kid }, { log, maxFileBytes: config.auditMaxFileBytes }).catch(async (err: unknown) => {
     await auditLock.release();
     throw err;
   });
+  log('info', 'audit log', { file: resolvePath(paths.audit), seq: audit.seq, maxFileBytes: config.auditMaxFileBytes });
   const challenge = new ChallengeService(await loadOrCreateKeyFile(paths.challengeKey, 32));
   const roots = await loadRoots(config, log);
   const adminKeys = await Promise.all((config.adminKeys ?? []).map((file) => loadPublicKeyFile(file)));

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { DEFAULT_RATE_LIMITS, type RateLimitSettings } from './release.js';
 import type { AwsKmsSettings } from './kms/aws-kms.js';
+import { DEFAULT_AUDIT_MAX_FILE_BYTES } from './audit/log.js';
 
 /** Broker settings (a JSON config file, overridden by command-line flags). */
 export interface BrokerConfig {
@@ -13,6 +14,8 @@ export interface BrokerConfig {
   readonly stateDir: string;
   /** Audit log file. Default `<stateDir>/audit.jsonl`. */
   readonly auditFile?: string;
+  /** Size at which the audit file is rotated into `<name>.NNNNNN.jsonl` (the chain continues across files). */
+  readonly auditMaxFileBytes: number;
   /** PEM files of trusted roots. Default: the bundled AWS Nitro root G1 only. */
   readonly roots?: readonly string[];
   /** Roots given as PEM text (tests, embedding). Logged loudly: they are not AWS's. */
@@ -43,6 +46,7 @@ export const DEFAULT_CONFIG: BrokerConfig = {
   secretCacheTtlSeconds: 60,
   maxBodyBytes: 64 * 1024,
   maxDocumentAgeSeconds: 300,
+  auditMaxFileBytes: DEFAULT_AUDIT_MAX_FILE_BYTES,
   rateLimits: DEFAULT_RATE_LIMITS,
   approvalsRequired: 1,
   dev: false,
@@ -104,6 +108,7 @@ export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerCo
     if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) throw new ConfigError(`${key} must be a non-negative number`);
   }
   if (config.maxDocumentAgeSeconds === 0 || config.maxDocumentAgeSeconds > 3600) throw new ConfigError('maxDocumentAgeSeconds must be 1..3600');
+  if (!Number.isInteger(config.auditMaxFileBytes) || config.auditMaxFileBytes < 4096) throw new ConfigError('auditMaxFileBytes must be an integer >= 4096');
   if (!Number.isInteger(config.approvalsRequired) || config.approvalsRequired < 1) throw new ConfigError('approvalsRequired must be a positive integer');
   if (config.adminKeys && config.approvalsRequired > config.adminKeys.length) {
     throw new ConfigError(`approvalsRequired (${config.approvalsRequired}) exceeds the number of adminKeys (${config.adminKeys.length})`);

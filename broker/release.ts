@@ -127,9 +127,9 @@ export class ReleaseService {
     const d = this.#deps;
     const now = d.clock();
     let doc: VerifiedDocument | undefined;
-    const record = async (decision: DecisionRecord['decision'], code: string, secret: string | null, version: number | null): Promise<void> => {
+    const entry = (decision: DecisionRecord['decision'], code: string, secret: string | null, version: number | null): DecisionRecord => {
       const pcrs = doc ? Object.fromEntries([0, 1, 2, 4].filter((i) => doc!.pcrs.has(i)).map((i) => [String(i), hex(doc!.pcrs.get(i))])) : null;
-      await d.audit.append({
+      return {
         time: new Date(now).toISOString(),
         decision,
         code,
@@ -141,13 +141,18 @@ export class ReleaseService {
         nonce: hex(doc?.nonce),
         client,
         latencyMs: Math.round((performance.now() - started) * 1000) / 1000,
-      });
+      };
     };
+    const record = (decision: DecisionRecord['decision'], code: string, secret: string | null, version: number | null): Promise<void> =>
+      d.audit.append(entry(decision, code, secret, version));
+    // A refusal that does not depend on the names asked for (unverified document, stale nonce, rate limit,
+    // bad request) is one bounded record per request, sampled per client: junk cannot fill the audit disk.
+    const refuse = (code: string): Promise<void> => d.audit.appendRefusal(entry('deny', code, null, null));
     const denyAll = async (shown: BrokerErrorCode, message: string, reasons?: ReadonlyMap<string, string>): Promise<never> => {
       d.metrics.denials.inc({ code: shown });
-      const targets = names.length ? names : [null];
-      // One batch, one fsync for all the names of the request.
-      await Promise.all(targets.map((name) => record('deny', (name && reasons?.get(name)) ?? shown, name, null)));
+      // Per-name decisions: one batch, one fsync for all the names of the request.
+      if (reasons) await Promise.all(names.map((name) => record('deny', reasons.get(name) ?? shown, name, null)));
+      else await refuse(shown);
       throw new BrokerError(shown, message);
     };
 
@@ -219,7 +224,7 @@ export class ReleaseService {
       if (err instanceof BrokerError) {
         if (err.code === 'BAD_REQUEST') {
           d.metrics.denials.inc({ code: err.code });
-          await Promise.all((names.length ? names : [null]).map((name) => record('deny', err.code, name, null))).catch(() => {});
+          await refuse(err.code).catch(() => {});
         }
         throw err;
       }

@@ -1,7 +1,10 @@
 import { createHash, sign, type KeyObject } from 'node:crypto';
-import { open, readFile, truncate, type FileHandle } from 'node:fs/promises';
+import { open, readFile, rename, truncate } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { ensureDirectory } from '../store/atomic.js';
+import { ensureDirectory, syncDirectory } from '../store/atomic.js';
+import { silentLogger, type Logger } from '../log.js';
+import { listSegments, segmentPath } from './segments.js';
+import { RefusalSampler, type RefusalSettings } from './refusals.js';
 
 /** One decision as the broker saw it (design.md section 4). */
 export interface DecisionRecord {
@@ -21,6 +24,9 @@ export interface DecisionRecord {
 
 export const GENESIS_HASH = '0'.repeat(64);
 
+/** Default size at which the live audit file is rotated into a numbered segment. */
+export const DEFAULT_AUDIT_MAX_FILE_BYTES = 64 * 1024 * 1024;
+
 /** SHA-256 of one log line (without its newline): what the next line's prevHash must equal. */
 export function lineHash(line: string): string {
   return createHash('sha256').update(line, 'utf8').digest('hex');
@@ -31,123 +37,311 @@ export function sealInput(seq: number, prevHash: string): Buffer {
   return Buffer.from(`keygate/audit/seal/v1\n${seq}\n${prevHash}`, 'utf8');
 }
 
-interface Pending {
-  readonly lines: string[];
-  readonly waiters: Array<{ resolve: () => void; reject: (err: unknown) => void }>;
+/** What the log needs of an open file (opened for appending); injectable to test write faults. */
+export interface AuditFileHandle {
+  write(buffer: Buffer, offset: number, length: number): Promise<{ bytesWritten: number }>;
+  datasync(): Promise<void>;
+  truncate(length: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface AuditLogOptions {
+  /** Where write failures and recoveries are reported. */
+  readonly log?: Logger;
+  /** Rotate the live file into a numbered segment before it would grow past this. */
+  readonly maxFileBytes?: number;
+  /** Opens a file for appending (default: fs.open with 'a', mode 0600). */
+  readonly openFile?: (path: string) => Promise<AuditFileHandle>;
+  /** Delay between recovery attempts after a failed write. Default 1000 ms. */
+  readonly retryMs?: number;
+  /** Budget for individual refusal records; the rest go into summaries. */
+  readonly refusals?: Partial<RefusalSettings>;
+  readonly clock?: () => number;
+}
+
+/** The audit log cannot take records right now (a write failed and it has not recovered yet). */
+export class AuditUnavailableError extends Error {
+  override readonly name = 'AuditUnavailableError';
+}
+
+interface Queued {
+  readonly body: Record<string, unknown>;
+  readonly resolve: () => void;
+  readonly reject: (err: unknown) => void;
+}
+
+const openForAppend = (path: string): Promise<AuditFileHandle> => open(path, 'a', 0o600);
+
+/** Short description of a write error for logs: errno code and message. */
+function describe(err: unknown): { code?: string; message: string } {
+  const e = err as NodeJS.ErrnoException;
+  return { ...(typeof e?.code === 'string' ? { code: e.code } : {}), message: e instanceof Error ? e.message : String(err) };
 }
 
 /**
  * Append-only, hash-chained JSONL decision log. Every line carries `seq` and
  * the SHA-256 of the previous line; each write batch ends with a seal line
- * signed by the broker key. `append` resolves only after the batch holding
- * the record is fsynced, so a response is never sent for a decision that a
- * crash could lose; concurrent appends share one write and one fsync.
+ * signed by the broker key. `append` resolves only after every byte of the
+ * batch holding the record (seal included) is written and fdatasynced, so a
+ * response is never sent for a decision that a crash could lose; concurrent
+ * appends share one write and one fsync.
+ *
+ * Sequence numbers and prevHash are assigned when a batch is written, and the
+ * in-memory chain head only advances once the batch is durable. A short
+ * write, a write error (ENOSPC, EFBIG) or a failed datasync rejects every
+ * waiter of the batch and everything queued behind it, is logged once, and
+ * makes the log unhealthy (appends fail fast). A timer then retries: reopen
+ * the file, cut it back to the last durable byte (the torn, never
+ * acknowledged tail), and write a seal continuing the chain from the last
+ * durable record; once that is durable the log is healthy again.
  */
 export class AuditLog {
-  #handle: FileHandle;
+  readonly #path: string;
+  readonly #signer: { key: KeyObject; kid: string };
+  readonly #log: Logger;
+  readonly #maxFileBytes: number;
+  readonly #openFile: (path: string) => Promise<AuditFileHandle>;
+  readonly #retryMs: number;
+  readonly #refusals: RefusalSampler;
+  #handle: AuditFileHandle | undefined;
+  /** Durable bytes in the live file. */
+  #size: number;
+  /** Chain head of the last durable line. */
   #seq: number;
   #prevHash: string;
-  #pending: Pending = { lines: [], waiters: [] };
+  #nextSegment: number;
+  #queue: Queued[] = [];
   #flushing: Promise<void> | undefined;
   #failed: unknown;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #recovering: Promise<void> | undefined;
+  #closed = false;
 
-  private constructor(
-    handle: FileHandle,
-    seq: number,
-    prevHash: string,
-    private readonly signer: { key: KeyObject; kid: string },
-  ) {
-    this.#handle = handle;
-    this.#seq = seq;
-    this.#prevHash = prevHash;
+  private constructor(path: string, signer: { key: KeyObject; kid: string }, options: AuditLogOptions, state: { handle: AuditFileHandle; size: number; seq: number; prevHash: string; nextSegment: number }) {
+    this.#path = path;
+    this.#signer = signer;
+    this.#log = options.log ?? silentLogger;
+    this.#maxFileBytes = options.maxFileBytes ?? DEFAULT_AUDIT_MAX_FILE_BYTES;
+    this.#openFile = options.openFile ?? openForAppend;
+    this.#retryMs = options.retryMs ?? 1000;
+    this.#handle = state.handle;
+    this.#size = state.size;
+    this.#seq = state.seq;
+    this.#prevHash = state.prevHash;
+    this.#nextSegment = state.nextSegment;
+    this.#refusals = new RefusalSampler(options.refusals ?? {}, options.clock ?? Date.now, (summary) => this.#enqueue({ type: 'summary', ...summary }));
   }
 
   /**
-   * Opens `path` for appending, continuing its chain. A torn last line (a
-   * crash in the middle of a write, never acknowledged) is cut off.
+   * Opens `path` for appending, continuing its chain (from the newest
+   * rotated segment when the live file is empty or missing). Records after
+   * the last seal were never acknowledged (a crash or failed write in the
+   * middle of a batch): they are cut off, torn last line included.
    */
-  static async open(path: string, signer: { key: KeyObject; kid: string }): Promise<AuditLog> {
+  static async open(path: string, signer: { key: KeyObject; kid: string }, options: AuditLogOptions = {}): Promise<AuditLog> {
     await ensureDirectory(dirname(path));
-    let text = '';
-    try {
-      text = await readFile(path, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    const text = await readOrEmpty(path);
+    const tail = lastSealed(text);
+    const keep = Buffer.byteLength(text.slice(0, tail.end));
+    if (tail.end !== text.length) {
+      await truncate(path, keep);
+      (options.log ?? silentLogger)('warn', 'audit log: cut records after the last seal (never acknowledged)', { file: path, bytes: Buffer.byteLength(text) - keep });
     }
-    let keep = text.endsWith('\n') || text === '' ? text.length : text.lastIndexOf('\n') + 1;
-    let lines = text.slice(0, keep).split('\n').filter(Boolean);
-    // A complete but unparsable last line is also a torn write.
-    while (lines.length && !isJsonObject(lines[lines.length - 1]!)) {
-      keep -= lines[lines.length - 1]!.length + 1;
-      lines = lines.slice(0, -1);
-    }
-    if (keep !== text.length) await truncate(path, Buffer.byteLength(text.slice(0, keep)));
-    const last = lines[lines.length - 1];
-    const seq = last ? (JSON.parse(last) as { seq: number }).seq : 0;
-    const prevHash = last ? lineHash(last) : GENESIS_HASH;
-    const handle = await open(path, 'a', 0o600);
-    return new AuditLog(handle, seq, prevHash, signer);
-  }
-
-  #line(body: Record<string, unknown>): string {
-    this.#seq += 1;
-    const line = JSON.stringify({ seq: this.#seq, prevHash: this.#prevHash, ...body });
-    this.#prevHash = lineHash(line);
-    return line;
+    const segments = await listSegments(path);
+    let head = tail.last;
+    if (!head && segments.length) head = lastSealed(await readFile(segments[segments.length - 1]!.path, 'utf8')).last;
+    const seq = head ? (JSON.parse(head) as { seq: number }).seq : 0;
+    const prevHash = head ? lineHash(head) : GENESIS_HASH;
+    const handle = await (options.openFile ?? openForAppend)(path);
+    const nextSegment = segments.length ? segments[segments.length - 1]!.n + 1 : 1;
+    return new AuditLog(path, signer, options, { handle, size: keep, seq, prevHash, nextSegment });
   }
 
   /** Appends a decision; resolves once it is durable. */
   append(record: DecisionRecord): Promise<void> {
-    if (this.#failed) return Promise.reject(new Error('audit log is unavailable after a write failure', { cause: this.#failed }));
+    return this.#enqueue({ type: 'decision', ...record });
+  }
+
+  /**
+   * Records a refusal that does not depend on what was asked (an unverified
+   * document, a rate limit, a bad request): individually (durable before it
+   * resolves) while the client's small budget lasts, otherwise only counted
+   * into the next periodic summary record (resolves at once).
+   */
+  appendRefusal(record: DecisionRecord): Promise<void> {
+    return this.#refusals.take(record) ? this.append(record) : Promise.resolve();
+  }
+
+  #enqueue(body: Record<string, unknown>): Promise<void> {
+    if (this.#closed) return Promise.reject(new AuditUnavailableError('audit log is closed'));
+    if (this.#failed !== undefined) return Promise.reject(new AuditUnavailableError('audit log is unavailable after a write failure', { cause: this.#failed }));
     return new Promise((resolve, reject) => {
-      this.#pending.lines.push(this.#line({ type: 'decision', ...record }));
-      this.#pending.waiters.push({ resolve, reject });
+      this.#queue.push({ body, resolve, reject });
       this.#flushing ??= this.#flushLoop();
     });
+  }
+
+  /** Chains `bodies` after the durable head and appends a seal: the lines and the new head. */
+  #chain(bodies: ReadonlyArray<Record<string, unknown>>): { bytes: Buffer; seq: number; prevHash: string } {
+    let seq = this.#seq;
+    let prevHash = this.#prevHash;
+    const lines: string[] = [];
+    const add = (body: Record<string, unknown>): void => {
+      seq += 1;
+      const line = JSON.stringify({ seq, prevHash, ...body });
+      prevHash = lineHash(line);
+      lines.push(line);
+    };
+    for (const body of bodies) add(body);
+    const sig = sign(null, sealInput(seq + 1, prevHash), this.#signer.key).toString('base64url');
+    add({ type: 'seal', kid: this.#signer.kid, sig });
+    return { bytes: Buffer.from(`${lines.join('\n')}\n`, 'utf8'), seq, prevHash };
   }
 
   async #flushLoop(): Promise<void> {
     // Yield once so appends made in the same tick join this batch.
     await new Promise<void>((r) => setImmediate(r));
-    while (this.#pending.lines.length) {
-      const batch = this.#pending;
-      this.#pending = { lines: [], waiters: [] };
-      const seq = this.#seq + 1;
-      const sig = sign(null, sealInput(seq, this.#prevHash), this.signer.key).toString('base64url');
-      batch.lines.push(this.#line({ type: 'seal', kid: this.signer.kid, sig }));
+    while (this.#queue.length && this.#failed === undefined) {
+      const batch = this.#queue;
+      this.#queue = [];
+      const next = this.#chain(batch.map((q) => q.body));
       try {
-        await this.#handle.write(`${batch.lines.join('\n')}\n`);
-        await this.#handle.datasync();
-        for (const w of batch.waiters) w.resolve();
+        if (this.#size > 0 && this.#size + next.bytes.length > this.#maxFileBytes) await this.#rotate();
+        await this.#writeDurably(next.bytes);
       } catch (err) {
-        // After a failed write the chain position is unknown: refuse further appends (fail closed).
-        this.#failed = err;
-        for (const w of [...batch.waiters, ...this.#pending.waiters]) w.reject(err);
-        this.#pending = { lines: [], waiters: [] };
+        this.#fail(err, batch);
+        break;
       }
+      this.#seq = next.seq;
+      this.#prevHash = next.prevHash;
+      this.#size += next.bytes.length;
+      for (const w of batch) w.resolve();
     }
     this.#flushing = undefined;
   }
 
-  /** Last sequence number written (or queued). */
+  /** Every byte written (a short write continues with the rest; no progress is an error), then fdatasync. */
+  async #writeDurably(bytes: Buffer): Promise<void> {
+    const handle = this.#handle;
+    if (!handle) throw new AuditUnavailableError('audit file is not open');
+    let done = 0;
+    while (done < bytes.length) {
+      const { bytesWritten } = await handle.write(bytes, done, bytes.length - done);
+      if (!(bytesWritten > 0)) throw new AuditUnavailableError(`short write: ${done} of ${bytes.length} bytes written`);
+      done += bytesWritten;
+    }
+    await handle.datasync();
+  }
+
+  /** Renames the (durable, sealed) live file to the next segment and starts a new one. */
+  async #rotate(): Promise<void> {
+    await rename(this.#path, segmentPath(this.#path, this.#nextSegment));
+    this.#nextSegment += 1;
+    this.#size = 0;
+    const old = this.#handle;
+    this.#handle = undefined;
+    await old?.close().catch(() => {});
+    this.#handle = await this.#openFile(this.#path);
+    await syncDirectory(dirname(this.#path));
+  }
+
+  #fail(err: unknown, batch: Queued[]): void {
+    const first = this.#failed === undefined;
+    this.#failed = err;
+    const error = new AuditUnavailableError('audit write failed; nothing was acknowledged', { cause: err });
+    for (const w of [...batch, ...this.#queue]) w.reject(error);
+    this.#queue = [];
+    if (first) {
+      this.#log('error', 'audit log write failed: releases stop until it recovers', { file: this.#path, durableSeq: this.#seq, cause: describe(err) });
+    }
+    this.#scheduleRecovery();
+  }
+
+  #scheduleRecovery(): void {
+    if (this.#closed || this.#retryTimer) return;
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.#recovering = this.#recover().finally(() => (this.#recovering = undefined));
+    }, this.#retryMs);
+    this.#retryTimer.unref();
+  }
+
+  /** Reopen, cut the torn tail back to the last durable byte, prove writes work with a seal. */
+  async #recover(): Promise<void> {
+    try {
+      const old = this.#handle;
+      this.#handle = undefined;
+      // After a failed write or fsync the old descriptor's state is unknown: never reuse it.
+      await old?.close().catch(() => {});
+      this.#handle = await this.#openFile(this.#path);
+      await this.#handle.truncate(this.#size);
+      const next = this.#chain([]);
+      await this.#writeDurably(next.bytes);
+      this.#seq = next.seq;
+      this.#prevHash = next.prevHash;
+      this.#size += next.bytes.length;
+      this.#failed = undefined;
+      this.#log('info', 'audit log recovered: writes succeed again', { file: this.#path, seq: this.#seq });
+    } catch (err) {
+      this.#failed = err;
+      this.#scheduleRecovery();
+    }
+  }
+
+  /** Sequence number of the last durable line. */
   get seq(): number {
     return this.#seq;
   }
 
-  get healthy(): boolean {
-    return this.#failed === undefined;
+  /** The live file being appended to. */
+  get path(): string {
+    return this.#path;
   }
 
+  get healthy(): boolean {
+    return this.#failed === undefined && !this.#closed;
+  }
+
+  /** Writes the pending refusal summary, waits for queued writes, closes the file. */
   async close(): Promise<void> {
+    if (this.#closed) return;
+    await this.#refusals.flush().catch(() => {});
+    this.#refusals.stop();
+    this.#closed = true;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
+    await this.#recovering;
     await this.#flushing;
-    await this.#handle.close();
+    await this.#handle?.close();
+    this.#handle = undefined;
   }
 }
 
-function isJsonObject(line: string): boolean {
+async function readOrEmpty(path: string): Promise<string> {
   try {
-    const v = JSON.parse(line) as unknown;
-    return typeof v === 'object' && v !== null && typeof (v as { seq?: unknown }).seq === 'number';
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    return '';
+  }
+}
+
+/** End offset (in characters) of the last complete seal line in `text`, and that line. */
+function lastSealed(text: string): { end: number; last: string | undefined } {
+  let end = text.lastIndexOf('\n') + 1;
+  while (end > 0) {
+    const start = text.lastIndexOf('\n', end - 2) + 1;
+    const line = text.slice(start, end - 1);
+    if (isSeal(line)) return { end, last: line };
+    end = start;
+  }
+  return { end: 0, last: undefined };
+}
+
+function isSeal(line: string): boolean {
+  try {
+    const v = JSON.parse(line) as { seq?: unknown; type?: unknown } | null;
+    return typeof v === 'object' && v !== null && typeof v.seq === 'number' && v.type === 'seal';
   } catch {
     return false;
   }
