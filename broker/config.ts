@@ -31,7 +31,7 @@ export interface BrokerConfig {
   readonly adminKeys?: readonly string[];
   /** Approvals from distinct admin keys a baseline needs before bindings may use it (k of n). Default 1. */
   readonly approvalsRequired: number;
-  /** Development mode: marked loudly in logs. */
+  /** Development mode: marked loudly in logs. Only from the --dev flag, never from a config file. */
   readonly dev: boolean;
 }
 
@@ -80,6 +80,8 @@ export async function loadConfigFile(path: string): Promise<Partial<BrokerConfig
   }
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ConfigError(`${path}: must be a JSON object`);
   for (const key of Object.keys(json)) if (!KEYS.has(key)) throw new ConfigError(`${path}: unknown setting "${key}"`);
+  // Development mode trusts the NSM simulator's root: only an explicit --dev on the command line may turn it on.
+  if ('dev' in json) throw new ConfigError(`${path}: setting "dev" is not allowed in a config file; development mode is only enabled by the --dev flag`);
   const base = dirname(resolve(path));
   const rel = (p: unknown): unknown => (typeof p === 'string' && !isAbsolute(p) ? resolve(base, p) : p);
   const c = json as Record<string, unknown>;
