@@ -76,7 +76,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   const clock = options.clock ?? Date.now;
   if (config.dev) log('warn', 'DEVELOPMENT MODE: local key provider and dev state; not for production secrets');
   const paths = statePaths(config);
-  const metrics = new BrokerMetrics();
+  const metrics = new BrokerMetrics({ secretLabels: config.metricsSecretLabels });
   const store = await FileStore.open(config.store, {
     onProblem: (p) => {
       metrics.storeProblems.inc();

@@ -31,6 +31,8 @@ export interface BrokerConfig {
   readonly adminKeys?: readonly string[];
   /** Approvals from distinct admin keys a baseline needs before bindings may use it (k of n). Default 1. */
   readonly approvalsRequired: number;
+  /** Label the releases metric with secret names. Default false: /metrics is unauthenticated and names reveal which secrets exist. */
+  readonly metricsSecretLabels: boolean;
   /** Development mode: marked loudly in logs. Only from the --dev flag, never from a config file. */
   readonly dev: boolean;
 }
@@ -45,6 +47,7 @@ export const DEFAULT_CONFIG: BrokerConfig = {
   maxDocumentAgeSeconds: 300,
   rateLimits: DEFAULT_RATE_LIMITS,
   approvalsRequired: 1,
+  metricsSecretLabels: false,
   dev: false,
 };
 
@@ -106,6 +109,7 @@ export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerCo
     if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) throw new ConfigError(`${key} must be a non-negative number`);
   }
   if (config.maxDocumentAgeSeconds === 0 || config.maxDocumentAgeSeconds > 3600) throw new ConfigError('maxDocumentAgeSeconds must be 1..3600');
+  if (typeof config.metricsSecretLabels !== 'boolean') throw new ConfigError('metricsSecretLabels must be true or false');
   if (!Number.isInteger(config.approvalsRequired) || config.approvalsRequired < 1) throw new ConfigError('approvalsRequired must be a positive integer');
   if (config.adminKeys && config.approvalsRequired > config.adminKeys.length) {
     throw new ConfigError(`approvalsRequired (${config.approvalsRequired}) exceeds the number of adminKeys (${config.adminKeys.length})`);

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, loadConfigFile } from '../../broker/config.js';
+import { ConfigError, DEFAULT_CONFIG, loadConfigFile, resolveConfig, type BrokerConfig } from '../../broker/config.js';
 
 let dir: string;
 beforeAll(() => {
@@ -30,5 +30,14 @@ describe('loadConfigFile', () => {
     const config = await loadConfigFile(configFile('ok.json', { store: 'store', listen: '127.0.0.1:0' }));
     expect(config).toEqual({ store: join(dir, 'store'), listen: '127.0.0.1:0' });
     expect(config).not.toHaveProperty('dev');
+  });
+});
+
+describe('resolveConfig', () => {
+  it('keeps secret names out of metrics unless asked', () => {
+    expect(DEFAULT_CONFIG.metricsSecretLabels).toBe(false);
+    expect(resolveConfig({}).metricsSecretLabels).toBe(false);
+    expect(resolveConfig({ metricsSecretLabels: true }).metricsSecretLabels).toBe(true);
+    expect(() => resolveConfig({ metricsSecretLabels: 'yes' } as unknown as Partial<BrokerConfig>)).toThrow(/metricsSecretLabels/);
   });
 });
