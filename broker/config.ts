@@ -31,6 +31,14 @@ export interface BrokerConfig {
   readonly adminKeys?: readonly string[];
   /** Approvals from distinct admin keys a baseline needs before bindings may use it (k of n). Default 1. */
   readonly approvalsRequired: number;
+  /** A client must send a request's headers within this time, or it gets 408 and is closed. Default 10. */
+  readonly headersTimeoutSeconds: number;
+  /** A client must send a whole request (headers and body) within this time. Default 30. */
+  readonly requestTimeoutSeconds: number;
+  /** An idle keep-alive connection is closed after this time. Default 5. */
+  readonly keepAliveTimeoutSeconds: number;
+  /** Open client connections at most; further ones are closed on accept. Default 1024. */
+  readonly maxConnections: number;
   /** Label the releases metric with secret names. Default false: /metrics is unauthenticated and names reveal which secrets exist. */
   readonly metricsSecretLabels: boolean;
   /** Development mode: marked loudly in logs. Only from the --dev flag, never from a config file. */
@@ -47,6 +55,10 @@ export const DEFAULT_CONFIG: BrokerConfig = {
   maxDocumentAgeSeconds: 300,
   rateLimits: DEFAULT_RATE_LIMITS,
   approvalsRequired: 1,
+  headersTimeoutSeconds: 10,
+  requestTimeoutSeconds: 30,
+  keepAliveTimeoutSeconds: 5,
+  maxConnections: 1024,
   metricsSecretLabels: false,
   dev: false,
 };
@@ -109,6 +121,16 @@ export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerCo
     if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) throw new ConfigError(`${key} must be a non-negative number`);
   }
   if (config.maxDocumentAgeSeconds === 0 || config.maxDocumentAgeSeconds > 3600) throw new ConfigError('maxDocumentAgeSeconds must be 1..3600');
+  for (const [key, value] of Object.entries({
+    headersTimeoutSeconds: config.headersTimeoutSeconds,
+    requestTimeoutSeconds: config.requestTimeoutSeconds,
+    keepAliveTimeoutSeconds: config.keepAliveTimeoutSeconds,
+  })) {
+    // 0 would mean "no timeout" to node:http: exactly what these settings exist to prevent.
+    if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value > 3600) throw new ConfigError(`${key} must be a number of seconds in (0, 3600]`);
+  }
+  if (config.headersTimeoutSeconds > config.requestTimeoutSeconds) throw new ConfigError('headersTimeoutSeconds must not exceed requestTimeoutSeconds');
+  if (!Number.isInteger(config.maxConnections) || config.maxConnections < 1) throw new ConfigError('maxConnections must be a positive integer');
   if (typeof config.metricsSecretLabels !== 'boolean') throw new ConfigError('metricsSecretLabels must be true or false');
   if (!Number.isInteger(config.approvalsRequired) || config.approvalsRequired < 1) throw new ConfigError('approvalsRequired must be a positive integer');
   if (config.adminKeys && config.approvalsRequired > config.adminKeys.length) {

@@ -69,6 +69,7 @@ export class BrokerMetrics {
   readonly requestSeconds = new Histogram('keygate_release_request_seconds', 'POST /v1/secrets handling time.', LATENCY_BUCKETS);
   readonly cache = new Counter('keygate_secret_cache_total', 'Secret value cache lookups, by result.');
   readonly storeProblems = new Counter('keygate_store_problems_total', 'Store files that failed validation on load.');
+  readonly droppedConnections = new Counter('keygate_connections_dropped_total', 'Client connections closed on accept because maxConnections were open.');
 
   constructor(options: BrokerMetricsOptions = {}) {
     this.#secretLabels = options.secretLabels ?? false;
@@ -81,7 +82,7 @@ export class BrokerMetrics {
   }
 
   render(): string {
-    return `${[this.releases, this.denials, this.verifySeconds, this.kmsSeconds, this.requestSeconds, this.cache, this.storeProblems]
+    return `${[this.releases, this.denials, this.verifySeconds, this.kmsSeconds, this.requestSeconds, this.cache, this.storeProblems, this.droppedConnections]
       .map((m) => m.render())
       .join('\n')}\n`;
   }

@@ -41,3 +41,27 @@ describe('resolveConfig', () => {
     expect(() => resolveConfig({ metricsSecretLabels: 'yes' } as unknown as Partial<BrokerConfig>)).toThrow(/metricsSecretLabels/);
   });
 });
+
+describe('resolveConfig: HTTP server limits', () => {
+  it('defaults to headers 10 s, request 30 s, keep-alive 5 s, 1024 connections', () => {
+    expect(resolveConfig({})).toMatchObject({ headersTimeoutSeconds: 10, requestTimeoutSeconds: 30, keepAliveTimeoutSeconds: 5, maxConnections: 1024 });
+  });
+
+  it.each([
+    [{ headersTimeoutSeconds: 0 }, /headersTimeoutSeconds/],
+    [{ requestTimeoutSeconds: -1 }, /requestTimeoutSeconds/],
+    [{ keepAliveTimeoutSeconds: 0 }, /keepAliveTimeoutSeconds/],
+    [{ keepAliveTimeoutSeconds: Number.NaN }, /keepAliveTimeoutSeconds/],
+    [{ headersTimeoutSeconds: 40, requestTimeoutSeconds: 30 }, /must not exceed requestTimeoutSeconds/],
+    [{ maxConnections: 0 }, /maxConnections/],
+    [{ maxConnections: 1.5 }, /maxConnections/],
+    [{ maxConnections: '10' }, /maxConnections/],
+  ] as Array<[Record<string, unknown>, RegExp]>)('rejects %o', (layer, message) => {
+    expect(() => resolveConfig(layer as Partial<BrokerConfig>)).toThrow(ConfigError);
+    expect(() => resolveConfig(layer as Partial<BrokerConfig>)).toThrow(message);
+  });
+
+  it('accepts fractions of a second (tests use short timeouts)', () => {
+    expect(resolveConfig({ headersTimeoutSeconds: 0.5, requestTimeoutSeconds: 1, keepAliveTimeoutSeconds: 0.25 }).headersTimeoutSeconds).toBe(0.5);
+  });
+});
