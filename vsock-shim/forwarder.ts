@@ -148,11 +148,15 @@ export class Forwarder {
     // An enclave that hangs up while the upstream connect is pending takes the upstream with it.
     client.once('close', () => upstream.destroy());
     upstream.once('timeout', () => upstream.destroy(new Error('connect timeout')));
+    let relaying = false;
     upstream.on('error', (err) => {
       this.#log({ decision: 'error', peer, target: key, reason: err.message });
-      if (!client.destroyed && client.writable) closeWithReply(client, 'HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\n\r\n');
+      // Mid-relay the tunnel carries the enclave's own protocol: no HTTP reply there, just close.
+      if (relaying) client.destroy();
+      else if (!client.destroyed && client.writable) closeWithReply(client, 'HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\n\r\n');
     });
     upstream.once('connect', () => {
+      relaying = true;
       this.stats.relayed++;
       this.#log({ decision: 'relay', peer, target: key });
       upstream.setTimeout(this.#idle, () => {
