@@ -104,7 +104,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   const clock = options.clock ?? Date.now;
   if (config.dev) log('warn', 'DEVELOPMENT MODE: local key provider and dev state; not for production secrets');
   const paths = statePaths(config);
-  const metrics = new BrokerMetrics();
+  const metrics = new BrokerMetrics({ secretLabels: config.metricsSecretLabels });
   const store = await FileStore.open(config.store, {
     onProblem: (p) => {
       metrics.storeProblems.inc();
@@ -193,21 +193,43 @@ export interface RunningBroker extends Broker {
   readonly server: ServerType;
 }
 
+/**
+ * node:http limits that keep slow or idle clients from holding connections.
+ * headersTimeout and requestTimeout are enforced only on each
+ * connectionsCheckingInterval tick (node's default: 30 s), so the tick is tied
+ * to the headers timeout: a limit is overrun by at most a tenth of it (<= 1 s).
+ */
+function httpLimits(config: BrokerConfig): { headersTimeout: number; requestTimeout: number; keepAliveTimeout: number; connectionsCheckingInterval: number } {
+  const headersTimeout = Math.round(config.headersTimeoutSeconds * 1000);
+  return {
+    headersTimeout,
+    requestTimeout: Math.round(config.requestTimeoutSeconds * 1000),
+    keepAliveTimeout: Math.round(config.keepAliveTimeoutSeconds * 1000),
+    connectionsCheckingInterval: Math.min(1000, Math.max(25, Math.floor(headersTimeout / 10))),
+  };
+}
+
 /** Starts the HTTP(S) server for a broker. Port 0 picks a free port (tests). */
 export async function startBroker(config: BrokerConfig, options: BrokerOptions = {}): Promise<RunningBroker> {
   const broker = await createBroker(config, options);
   const { host, port } = parseListen(config.listen);
   const tls = config.tls ? { key: await readFile(config.tls.key), cert: await readFile(config.tls.cert) } : undefined;
+  const limits = httpLimits(config);
   const server = await new Promise<ServerType>((resolve, reject) => {
     const s = serve(
       {
         fetch: broker.app.fetch,
         hostname: host,
         port,
-        ...(tls ? { createServer: createHttpsServer, serverOptions: tls } : {}),
+        // A TLS handshake gets no longer than the request headers would.
+        serverOptions: tls ? { ...tls, ...limits, handshakeTimeout: limits.headersTimeout } : limits,
+        ...(tls ? { createServer: createHttpsServer } : {}),
       },
       () => resolve(s),
     );
+    // Beyond the cap, node closes new connections on accept (and emits 'drop').
+    s.maxConnections = config.maxConnections;
+    s.on('drop', () => broker.metrics.droppedConnections.inc());
     s.once('error', reject);
   });
   const address = server.address() as AddressInfo;

@@ -34,7 +34,17 @@ export interface BrokerConfig {
   readonly adminKeys?: readonly string[];
   /** Approvals from distinct admin keys a baseline needs before bindings may use it (k of n). Default 1. */
   readonly approvalsRequired: number;
-  /** Development mode: marked loudly in logs. */
+  /** A client must send a request's headers within this time, or it gets 408 and is closed. Default 10. */
+  readonly headersTimeoutSeconds: number;
+  /** A client must send a whole request (headers and body) within this time. Default 30. */
+  readonly requestTimeoutSeconds: number;
+  /** An idle keep-alive connection is closed after this time. Default 5. */
+  readonly keepAliveTimeoutSeconds: number;
+  /** Open client connections at most; further ones are closed on accept. Default 1024. */
+  readonly maxConnections: number;
+  /** Label the releases metric with secret names. Default false: /metrics is unauthenticated and names reveal which secrets exist. */
+  readonly metricsSecretLabels: boolean;
+  /** Development mode: marked loudly in logs. Only from the --dev flag, never from a config file. */
   readonly dev: boolean;
 }
 
@@ -49,6 +59,11 @@ export const DEFAULT_CONFIG: BrokerConfig = {
   auditMaxFileBytes: DEFAULT_AUDIT_MAX_FILE_BYTES,
   rateLimits: DEFAULT_RATE_LIMITS,
   approvalsRequired: 1,
+  headersTimeoutSeconds: 10,
+  requestTimeoutSeconds: 30,
+  keepAliveTimeoutSeconds: 5,
+  maxConnections: 1024,
+  metricsSecretLabels: false,
   dev: false,
 };
 
@@ -84,6 +99,8 @@ export async function loadConfigFile(path: string): Promise<Partial<BrokerConfig
   }
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ConfigError(`${path}: must be a JSON object`);
   for (const key of Object.keys(json)) if (!KEYS.has(key)) throw new ConfigError(`${path}: unknown setting "${key}"`);
+  // Development mode trusts the NSM simulator's root: only an explicit --dev on the command line may turn it on.
+  if ('dev' in json) throw new ConfigError(`${path}: setting "dev" is not allowed in a config file; development mode is only enabled by the --dev flag`);
   const base = dirname(resolve(path));
   const rel = (p: unknown): unknown => (typeof p === 'string' && !isAbsolute(p) ? resolve(base, p) : p);
   const c = json as Record<string, unknown>;
@@ -109,6 +126,17 @@ export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerCo
   }
   if (config.maxDocumentAgeSeconds === 0 || config.maxDocumentAgeSeconds > 3600) throw new ConfigError('maxDocumentAgeSeconds must be 1..3600');
   if (!Number.isInteger(config.auditMaxFileBytes) || config.auditMaxFileBytes < 4096) throw new ConfigError('auditMaxFileBytes must be an integer >= 4096');
+  for (const [key, value] of Object.entries({
+    headersTimeoutSeconds: config.headersTimeoutSeconds,
+    requestTimeoutSeconds: config.requestTimeoutSeconds,
+    keepAliveTimeoutSeconds: config.keepAliveTimeoutSeconds,
+  })) {
+    // 0 would mean "no timeout" to node:http: exactly what these settings exist to prevent.
+    if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value > 3600) throw new ConfigError(`${key} must be a number of seconds in (0, 3600]`);
+  }
+  if (config.headersTimeoutSeconds > config.requestTimeoutSeconds) throw new ConfigError('headersTimeoutSeconds must not exceed requestTimeoutSeconds');
+  if (!Number.isInteger(config.maxConnections) || config.maxConnections < 1) throw new ConfigError('maxConnections must be a positive integer');
+  if (typeof config.metricsSecretLabels !== 'boolean') throw new ConfigError('metricsSecretLabels must be true or false');
   if (!Number.isInteger(config.approvalsRequired) || config.approvalsRequired < 1) throw new ConfigError('approvalsRequired must be a positive integer');
   if (config.adminKeys && config.approvalsRequired > config.adminKeys.length) {
     throw new ConfigError(`approvalsRequired (${config.approvalsRequired}) exceeds the number of adminKeys (${config.adminKeys.length})`);

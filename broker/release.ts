@@ -218,7 +218,7 @@ export class ReleaseService {
         released.push(await this.#seal(bindings[i]!, values[i]!, verified, recipient, now));
       }
       await Promise.all(bindings.map((b) => record('release', 'RELEASED', b.secret, b.version)));
-      for (const b of bindings) d.metrics.releases.inc({ secret: b.secret });
+      for (const b of bindings) d.metrics.released(b.secret);
       return released;
     } catch (err) {
       if (err instanceof BrokerError) {

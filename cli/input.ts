@@ -28,12 +28,15 @@ function isText(bytes: Uint8Array): boolean {
  * A document may arrive as raw CBOR or as hex or base64 text of it. Raw CBOR
  * of a COSE_Sign1 always starts with a non-ASCII byte (0x84 or 0xD2), so
  * printable text is taken as an encoding of the bytes.
+ *
+ * Empty (or whitespace-only) input is returned as zero bytes: the file was
+ * readable, it just holds an invalid document, which the verifier reports as
+ * MALFORMED_COSE (exit 1) rather than as a usage error (exit 2).
  */
 export function decodeDocumentInput(bytes: Uint8Array): Uint8Array {
-  if (bytes.length === 0) throw new UsageError('input is empty');
   if (!isText(bytes)) return bytes;
   const text = Buffer.from(bytes).toString('latin1').replace(/\s+/g, '');
-  if (text.length === 0) throw new UsageError('input is empty');
+  if (text.length === 0) return new Uint8Array(0);
   if (text.length % 2 === 0 && /^[0-9a-fA-F]+$/.test(text)) return new Uint8Array(Buffer.from(text, 'hex'));
   if (/^[A-Za-z0-9+/]+={0,2}$/.test(text) || /^[A-Za-z0-9_-]+={0,2}$/.test(text)) {
     const standard = text.replace(/-/g, '+').replace(/_/g, '/');

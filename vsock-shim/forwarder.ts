@@ -34,6 +34,12 @@ export interface ForwarderStats {
 }
 
 const MAX_HEAD = 8 * 1024;
+/**
+ * After a final reply (503/4xx/502) the connection is closed once the peer
+ * hangs up or, at the latest, this long after the reply: long enough for the
+ * reply to leave, short enough that peers that never hang up hold no slot.
+ */
+const CLOSE_AFTER_REPLY_MS = 1_000;
 
 /** Parses `host:port` (host may be [v6]) into a destination. */
 export function parseDestination(text: string): Destination {
@@ -75,7 +81,7 @@ export class Forwarder {
     if (this.stats.active >= this.#max) {
       this.stats.refused++;
       this.#log({ decision: 'refuse', reason: 'connection limit', peer });
-      client.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n');
+      closeWithReply(client, 'HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n');
       return;
     }
     this.stats.active++;
@@ -89,7 +95,11 @@ export class Forwarder {
     client.once('close', release);
 
     let head = Buffer.alloc(0);
-    const timer = setTimeout(() => this.#reject(client, 408, 'Request Timeout', { peer, reason: 'handshake timeout' }), this.#handshake);
+    const timer = setTimeout(() => {
+      // Stop parsing first: nothing that arrives after the 408 may be routed.
+      client.off('data', onData);
+      this.#reject(client, 408, 'Request Timeout', { peer, reason: 'handshake timeout' });
+    }, this.#handshake);
     const onData = (chunk: Buffer): void => {
       head = Buffer.concat([head, chunk]);
       const end = head.indexOf('\r\n\r\n');
@@ -113,7 +123,7 @@ export class Forwarder {
     if (status === 403) this.stats.denied++;
     else this.stats.malformed++;
     this.#log({ decision: 'deny', status, ...event });
-    client.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\n\r\n`);
+    closeWithReply(client, `HTTP/1.1 ${status} ${text}\r\nConnection: close\r\n\r\n`);
   }
 
   #route(client: Duplex, peer: string, head: string, rest: Buffer): void {
@@ -135,12 +145,18 @@ export class Forwarder {
     const upstream: Socket = connect({ host: target.host, port: target.port, timeout: this.#handshake });
     this.#sockets.add(upstream);
     upstream.on('close', () => this.#sockets.delete(upstream));
+    // An enclave that hangs up while the upstream connect is pending takes the upstream with it.
+    client.once('close', () => upstream.destroy());
     upstream.once('timeout', () => upstream.destroy(new Error('connect timeout')));
+    let relaying = false;
     upstream.on('error', (err) => {
       this.#log({ decision: 'error', peer, target: key, reason: err.message });
-      if (!client.destroyed) client.end('HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\n\r\n');
+      // Mid-relay the tunnel carries the enclave's own protocol: no HTTP reply there, just close.
+      if (relaying) client.destroy();
+      else if (!client.destroyed && client.writable) closeWithReply(client, 'HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\n\r\n');
     });
     upstream.once('connect', () => {
+      relaying = true;
       this.stats.relayed++;
       this.#log({ decision: 'relay', peer, target: key });
       upstream.setTimeout(this.#idle, () => {
@@ -152,7 +168,6 @@ export class Forwarder {
       client.pipe(upstream);
       upstream.pipe(client);
       client.resume();
-      client.once('close', () => upstream.destroy());
       upstream.once('close', () => client.destroy());
     });
   }
@@ -161,6 +176,23 @@ export class Forwarder {
   closeAll(): void {
     for (const s of this.#sockets) s.destroy();
   }
+}
+
+/**
+ * Sends a final reply and closes the connection without waiting on the peer:
+ * the reply is flushed, input is drained and dropped (so closing does not
+ * reset the connection before the reply is read), and the socket is destroyed
+ * when the peer hangs up or after CLOSE_AFTER_REPLY_MS, whichever is first.
+ */
+function closeWithReply(client: Duplex, reply: string): void {
+  const timer = setTimeout(() => client.destroy(), CLOSE_AFTER_REPLY_MS);
+  timer.unref();
+  client.once('close', () => clearTimeout(timer));
+  client.once('end', () => client.destroy());
+  client.removeAllListeners('data');
+  client.on('data', () => {});
+  client.resume();
+  client.end(reply);
 }
 
 /** A TCP listener for the forwarder (tests, or a parent without vsock). */

@@ -16,7 +16,7 @@ export interface AttestationPayload {
   readonly pcrs: ReadonlyMap<number, Uint8Array>;
   /** DER of the signing (leaf) certificate. */
   readonly certificate: Uint8Array;
-  /** DER certificates, root first, issuer of `certificate` last. Empty only before chain validation. */
+  /** DER certificates, root first, issuer of `certificate` last; never empty. */
   readonly cabundle: readonly Uint8Array[];
   readonly publicKey: Uint8Array | null;
   readonly userData: Uint8Array | null;
@@ -85,13 +85,14 @@ function parsePcrs(value: unknown): Map<number, Uint8Array> {
 }
 
 /**
- * A missing, null or empty cabundle parses as [] so that chain validation
- * reports it as what it is: nothing links the certificate to a pinned root
- * (UNTRUSTED_ROOT). A cabundle of the wrong type is still malformed.
+ * nsm-api defines cabundle as required, holding 1..N DER certificates (root
+ * first). A document without one (absent, null or []) breaks that schema, so it
+ * is malformed, not merely untrusted.
  */
 function parseCabundle(value: unknown): Uint8Array[] {
-  if (value === undefined || value === null) return [];
+  if (value === undefined || value === null) throw invalid('cabundle is required (1..N certificates)');
   if (!Array.isArray(value)) throw invalid('cabundle must be an array of byte strings');
+  if (value.length === 0) throw invalid('cabundle must hold at least one certificate');
   return value.map((cert, i) => boundedBytes(cert, `cabundle[${i}]`, 1, MAX_FIELD));
 }
 

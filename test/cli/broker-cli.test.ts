@@ -124,6 +124,19 @@ describe('keygate broker + audit verify', () => {
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/only allowed on loopback/);
   });
+
+  it('refuses a config file that sets "dev": development trust comes only from the --dev flag', () => {
+    for (const value of [true, false]) {
+      const file = join(dir, `dev-${value}.json`);
+      writeFileSync(file, JSON.stringify({ store: 'store', stateDir: 'state', listen: '127.0.0.1:0', dev: value }));
+      for (const command of [['broker'], ['list']]) {
+        const r = keygate([...command, '--config', file]);
+        expect(r.status).toBe(2);
+        expect(r.stderr).toMatch(/"dev".*--dev/);
+        expect(r.stdout).toBe('');
+      }
+    }
+  });
 });
 
 describe('keygate demo (npm start)', () => {

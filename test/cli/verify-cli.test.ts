@@ -101,8 +101,8 @@ describe('keygate verify: valid documents', () => {
 });
 
 describe('keygate verify: invalid documents (exit 1)', () => {
-  const invalid = (args: string[], code: string): void => {
-    const run = keygate([...args, '--json']);
+  const invalid = (args: string[], code: string, input?: string): void => {
+    const run = keygate([...args, '--json'], input);
     expect(run.status).toBe(1);
     const out = json(run);
     expect(Object.keys(out)).toEqual(['valid', 'code', 'message']);
@@ -114,7 +114,7 @@ describe('keygate verify: invalid documents (exit 1)', () => {
 
   it('foreign root', () => invalid(['verify', fixturePath('foreign-root.cbor'), '--at', '1734080745008'], 'UNTRUSTED_ROOT'));
   it('bad signature', () => invalid(['verify', fixturePath('bad-signature.cbor'), '--at', String(r01.timestamp_ms)], 'BAD_SIGNATURE'));
-  it('self-signed chain', () => invalid(['verify', fixturePath('self-signed-chain.cbor'), '--at', '1713379906'], 'UNTRUSTED_ROOT'));
+  it('self-signed chain (cabundle: null)', () => invalid(['verify', fixturePath('self-signed-chain.cbor'), '--at', '1713379906'], 'MALFORMED_PAYLOAD'));
   it('debug enclave without --allow-debug', () => invalid(['verify', fixturePath(debugDoc.file), '--at', String(debugDoc.timestamp_ms)], 'DEBUG_MODE'));
   it('wall-clock time long after the leaf expired', () => invalid(['verify', fixturePath(r01.file)], 'CERT_EXPIRED'));
   it('PCR mismatch', () => invalid(['verify', fixturePath(r01.file), '--at', String(r01.timestamp_ms), '--pcr', `0=${'ab'.repeat(48)}`], 'PCR_MISMATCH'));
@@ -123,6 +123,14 @@ describe('keygate verify: invalid documents (exit 1)', () => {
   it('garbage text that happens to be hex', () => {
     const file = join(dir, 'garbage.hex');
     writeFileSync(file, 'deadbeef');
+    invalid(['verify', file], 'MALFORMED_COSE');
+  });
+  // An empty input was readable: it holds a document, and that document is invalid (exit 1, not 2).
+  it('empty stdin', () => invalid(['verify', '-'], 'MALFORMED_COSE', ''));
+  it('whitespace-only stdin', () => invalid(['verify', '-'], 'MALFORMED_COSE', ' \n\t\n'));
+  it('empty file', () => {
+    const file = join(dir, 'empty.cbor');
+    writeFileSync(file, '');
     invalid(['verify', file], 'MALFORMED_COSE');
   });
   it('a real document under a configured test root only', async () => {
@@ -171,7 +179,6 @@ describe('keygate verify: usage errors (exit 2, no stack trace)', () => {
     writeFileSync(file, '-----BEGIN CERTIFICATE-----\nMIIBAAAA\n-----END CERTIFICATE-----\n');
     usage(['verify', fixturePath(r01.file), '--at', String(r01.timestamp_ms), '--root', file], /configured root/);
   });
-  it('empty stdin', () => usage(['verify', '-'], /empty/, ''));
   it('text that is neither hex nor base64', () => usage(['verify', '-'], /neither hex nor base64/, 'this is not a document!'));
   it('unknown command', () => usage(['frobnicate'], /unknown command/));
 });

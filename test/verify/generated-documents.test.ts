@@ -246,6 +246,10 @@ const malformedPayload: Case[] = [
   ['cabundle with an integer', 'MALFORMED_PAYLOAD', () => makeDocument(pki, { cabundle: new Raw(cbor([Buffer.from(pki.root.der), 5])) })],
   ['cabundle entry of 1025 bytes', 'MALFORMED_PAYLOAD', () => makeDocument(pki, { cabundle: [pki.root.der, bytes(1025)] })],
   ['empty cabundle entry', 'MALFORMED_PAYLOAD', () => makeDocument(pki, { cabundle: [pki.root.der, new Uint8Array()] })],
+  // nsm-api: cabundle is required and holds 1..N certificates.
+  ['no cabundle', 'MALFORMED_PAYLOAD', () => makeDocument(pki, { cabundle: null })],
+  ['cabundle null', 'MALFORMED_PAYLOAD', () => makeDocument(pki, { cabundle: new Raw(Uint8Array.of(0xf6)) })],
+  ['empty cabundle', 'MALFORMED_PAYLOAD', () => makeDocument(pki, { cabundle: [] })],
   ['0-byte public_key', 'MALFORMED_PAYLOAD', () => makeDocument(pki, { publicKey: new Uint8Array() })],
   ['1025-byte public_key', 'MALFORMED_PAYLOAD', () => makeDocument(pki, { publicKey: bytes(1025) })],
   ['1025-byte user_data', 'MALFORMED_PAYLOAD', () => makeDocument(pki, { userData: bytes(1025) })],
@@ -285,8 +289,6 @@ const chainInvalid: Case[] = [
 const untrusted: Case[] = [
   ['test PKI under the default AWS root', 'UNTRUSTED_ROOT', () => makeDocument(pki), { roots: undefined }],
   ['cabundle[0] is a foreign root', 'UNTRUSTED_ROOT', () => makeDocument(other)],
-  ['no cabundle', 'UNTRUSTED_ROOT', () => makeDocument(pki, { cabundle: null })],
-  ['empty cabundle', 'UNTRUSTED_ROOT', () => makeDocument(pki, { cabundle: [] })],
   ['cabundle[0] is not the pinned certificate even though a later one is', 'UNTRUSTED_ROOT', () => makeDocument(pki), () => ({ roots: [pki.intermediates[0]!.pem] })],
 ];
 

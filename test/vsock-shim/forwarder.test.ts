@@ -50,6 +50,47 @@ function exchange(port: number, request: string, until?: RegExp, extra?: (s: Soc
   });
 }
 
+/** A peer that sends `request`, reads the reply, and then never closes its side on its own. */
+async function stubbornPeer(port: number, request: string): Promise<{ socket: Socket; replied: Promise<void>; received: () => string }> {
+  const socket = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+  socket.on('error', () => {});
+  let out = '';
+  const replied = new Promise<void>((resolve) => {
+    socket.on('data', (d: Buffer) => {
+      out += d.toString('latin1');
+      if (out.includes('\r\n\r\n')) resolve();
+    });
+  });
+  await new Promise((r) => socket.once('connect', r));
+  socket.write(request);
+  return { socket, replied, received: () => out };
+}
+
+/** A destination that records every connection and the bytes it receives, and answers nothing. */
+async function recordingServer(): Promise<{ port: number; received: string[]; connections: () => number; close: () => Promise<void> }> {
+  const received: string[] = [];
+  const sockets = new Set<Socket>();
+  let connections = 0;
+  const server = createServer((s) => {
+    connections++;
+    sockets.add(s);
+    s.on('data', (d: Buffer) => received.push(d.toString('latin1')));
+    s.on('error', () => {});
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as { port: number }).port,
+    received,
+    connections: () => connections,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
+
 describe('forwarder', () => {
   it('relays an allow-listed destination, bytes after the request head included', () =>
     withForwarder({}, async (port, f, events) => {
@@ -99,6 +140,48 @@ describe('forwarder', () => {
       await new Promise((r) => first.once('close', r)); // idle timeout
       await expect.poll(() => f.stats.active, { timeout: 10_000 }).toBe(0);
     }));
+
+  it('closes denied and malformed connections after the reply, so idle denied peers hold no slot', () =>
+    withForwarder({ maxConnections: 3 }, async (port, f) => {
+      // Hostile peers: read the reply, then neither close nor send anything more.
+      const peers = await Promise.all([
+        stubbornPeer(port, `CONNECT 127.0.0.1:${closedPort} HTTP/1.1\r\n\r\n`),
+        stubbornPeer(port, 'GET / HTTP/1.1\r\n\r\n'),
+        stubbornPeer(port, 'CONNECT ' + 'a'.repeat(9000)),
+      ]);
+      await Promise.all(peers.map((p) => p.replied));
+      expect(peers.map((p) => p.received().slice(0, 12))).toEqual(['HTTP/1.1 403', 'HTTP/1.1 400', 'HTTP/1.1 431']);
+      await expect.poll(() => f.stats.active, { timeout: 15_000, interval: 50 }).toBe(0);
+      // Every slot is free again: a legitimate enclave is relayed, not refused with 503.
+      const ok = await exchange(port, `CONNECT 127.0.0.1:${echoPort} HTTP/1.1\r\n\r\nping`, /ping/);
+      expect(ok).toMatch(/^HTTP\/1\.1 200 /);
+      expect(f.stats.refused).toBe(0);
+      for (const p of peers) p.socket.destroy();
+    }));
+
+  it('relays nothing that arrives after a handshake timeout and frees the slot', async () => {
+    const upstream = await recordingServer();
+    try {
+      await withForwarder({ allow: [{ host: '127.0.0.1', port: upstream.port }], handshakeTimeoutMs: 200 }, async (port, f) => {
+        const late = await stubbornPeer(port, `CONNECT 127.0.0.1:${upstream.port} HTTP/1.1\r\n`);
+        await late.replied;
+        expect(late.received()).toMatch(/^HTTP\/1\.1 408 /);
+        // The rest of the head and a payload, too late: must never reach the destination.
+        late.socket.write('\r\nlate bytes');
+        // A sequence point: a relay opened afterwards reaches the destination; it must be the only one.
+        const ok = await exchange(port, `CONNECT 127.0.0.1:${upstream.port} HTTP/1.1\r\n\r\nmarker`, /200 Connection Established\r\n\r\n/);
+        expect(ok).toMatch(/^HTTP\/1\.1 200 /);
+        await expect.poll(() => upstream.received.join('|'), { timeout: 15_000 }).toContain('marker');
+        expect(upstream.received.join('|')).not.toContain('late');
+        expect(upstream.connections()).toBe(1);
+        expect(f.stats.relayed).toBe(1);
+        await expect.poll(() => f.stats.active, { timeout: 15_000, interval: 50 }).toBe(0);
+        late.socket.destroy();
+      });
+    } finally {
+      await upstream.close();
+    }
+  });
 
   it('lets the agent tunnel through it (tunnelTransport)', () =>
     withForwarder({}, async (port) => {

@@ -1,0 +1,67 @@
+/** Broker config files and settings validation. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError, DEFAULT_CONFIG, loadConfigFile, resolveConfig, type BrokerConfig } from '../../broker/config.js';
+
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'keygate-config-'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function configFile(name: string, content: Record<string, unknown>): string {
+  const file = join(dir, name);
+  writeFileSync(file, JSON.stringify(content));
+  return file;
+}
+
+describe('loadConfigFile', () => {
+  it.each([true, false])('rejects "dev": %s (development trust comes only from the --dev flag)', async (value) => {
+    const file = configFile(`dev-${value}.json`, { store: 'store', dev: value });
+    const err = await loadConfigFile(file).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toMatch(/"dev"/);
+    expect((err as Error).message).toMatch(/--dev/);
+  });
+
+  it('reads a file without "dev" and resolves its paths relative to it', async () => {
+    const config = await loadConfigFile(configFile('ok.json', { store: 'store', listen: '127.0.0.1:0' }));
+    expect(config).toEqual({ store: join(dir, 'store'), listen: '127.0.0.1:0' });
+    expect(config).not.toHaveProperty('dev');
+  });
+});
+
+describe('resolveConfig', () => {
+  it('keeps secret names out of metrics unless asked', () => {
+    expect(DEFAULT_CONFIG.metricsSecretLabels).toBe(false);
+    expect(resolveConfig({}).metricsSecretLabels).toBe(false);
+    expect(resolveConfig({ metricsSecretLabels: true }).metricsSecretLabels).toBe(true);
+    expect(() => resolveConfig({ metricsSecretLabels: 'yes' } as unknown as Partial<BrokerConfig>)).toThrow(/metricsSecretLabels/);
+  });
+});
+
+describe('resolveConfig: HTTP server limits', () => {
+  it('defaults to headers 10 s, request 30 s, keep-alive 5 s, 1024 connections', () => {
+    expect(resolveConfig({})).toMatchObject({ headersTimeoutSeconds: 10, requestTimeoutSeconds: 30, keepAliveTimeoutSeconds: 5, maxConnections: 1024 });
+  });
+
+  it.each([
+    [{ headersTimeoutSeconds: 0 }, /headersTimeoutSeconds/],
+    [{ requestTimeoutSeconds: -1 }, /requestTimeoutSeconds/],
+    [{ keepAliveTimeoutSeconds: 0 }, /keepAliveTimeoutSeconds/],
+    [{ keepAliveTimeoutSeconds: Number.NaN }, /keepAliveTimeoutSeconds/],
+    [{ headersTimeoutSeconds: 40, requestTimeoutSeconds: 30 }, /must not exceed requestTimeoutSeconds/],
+    [{ maxConnections: 0 }, /maxConnections/],
+    [{ maxConnections: 1.5 }, /maxConnections/],
+    [{ maxConnections: '10' }, /maxConnections/],
+  ] as Array<[Record<string, unknown>, RegExp]>)('rejects %o', (layer, message) => {
+    expect(() => resolveConfig(layer as Partial<BrokerConfig>)).toThrow(ConfigError);
+    expect(() => resolveConfig(layer as Partial<BrokerConfig>)).toThrow(message);
+  });
+
+  it('accepts fractions of a second (tests use short timeouts)', () => {
+    expect(resolveConfig({ headersTimeoutSeconds: 0.5, requestTimeoutSeconds: 1, keepAliveTimeoutSeconds: 0.25 }).headersTimeoutSeconds).toBe(0.5);
+  });
+});
