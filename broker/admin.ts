@@ -55,7 +55,7 @@ export function pcrSet(values: Record<string, string | undefined>, baseline?: st
   return baseline ? { pcrs: parsed, baseline } : { pcrs: parsed };
 }
 
-/** Encrypts `value` with the chosen provider and writes the binding (version 1, or next version on re-bind). */
+/** Encrypts `value` with the chosen provider and writes the binding (the next version this name never had). */
 export async function bindSecret(store: BindingStore, provider: KeyProvider, req: BindRequest, now = new Date()): Promise<Binding> {
   if (!SECRET_NAME.test(req.secret)) throw new AdminError(`"${req.secret}" is not a valid secret name ([A-Za-z0-9._-], up to 128)`);
   if (req.value.length === 0) throw new AdminError('the secret value is empty');
@@ -68,7 +68,7 @@ export async function bindSecret(store: BindingStore, provider: KeyProvider, req
     const allow = req.addAllow && previous ? [...previous.allow, ...req.allow.filter((r) => !previous.allow.some((p) => sameRule(p, r)))] : req.allow;
     const binding = parseBinding({
       secret: req.secret,
-      version: (previous?.version ?? 0) + 1,
+      version: await tx.nextVersion(req.secret),
       provider: req.provider,
       ...(req.kmsKeyId ? { kmsKeyId: req.kmsKeyId } : {}),
       ciphertext,

@@ -48,7 +48,14 @@ export interface BindingStore {
 /** Writes allowed inside `update`. */
 export interface StoreWriter {
   putBinding(binding: Binding): Promise<void>;
+  /** Removes a binding; its version stays reserved (see `nextVersion`). */
   deleteBinding(secret: string): Promise<boolean>;
+  /**
+   * The version a new binding of `secret` must carry: one above any version
+   * it ever had, even if it was unbound since. Agents refuse a version lower
+   * than one they accepted, so versions must never repeat.
+   */
+  nextVersion(secret: string): Promise<number>;
   putRevocations(revocations: Revocations): Promise<void>;
   putBaseline(baseline: Baseline): Promise<void>;
 }
@@ -78,6 +85,8 @@ export class FileStore implements BindingStore {
   readonly #dir: string;
   readonly #bindingsDir: string;
   readonly #baselinesDir: string;
+  /** `bindings/.retired/<secret>.json`: the last version of an unbound secret (ignored by loads: dot-names are skipped). */
+  readonly #retiredDir: string;
   readonly #revocationsFile: string;
   #fingerprint = '';
   #files = new Map<string, Loaded<Binding>>();
@@ -95,6 +104,7 @@ export class FileStore implements BindingStore {
     this.#fullScanIntervalMs = fullScanIntervalMs;
     this.#bindingsDir = join(dir, 'bindings');
     this.#baselinesDir = join(dir, 'baselines');
+    this.#retiredDir = join(this.#bindingsDir, '.retired');
     this.#revocationsFile = join(dir, 'revocations.json');
     this.#onProblem = onProblem;
   }
@@ -237,6 +247,25 @@ export class FileStore implements BindingStore {
     if (!unchanged) this.#snapshot = { bindings, baselines, revocations, invalidBindings, revocationsProblem, generation: this.#snapshot.generation + 1 };
   }
 
+  /** Highest version an unbound `secret` had (0: none). A damaged record refuses the write rather than reuse versions. */
+  async #retiredVersion(secret: string): Promise<number> {
+    const path = join(this.#retiredDir, `${secret}.json`);
+    let text: string;
+    try {
+      text = await readFile(path, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+      throw err;
+    }
+    try {
+      const json = JSON.parse(text) as { secret?: unknown; version?: unknown };
+      if (json.secret === secret && typeof json.version === 'number' && Number.isSafeInteger(json.version) && json.version >= 1) return json.version;
+    } catch {
+      // reported below
+    }
+    throw new SchemaError(path, 'retired-version record is damaged; fix or remove it (versions must never repeat)');
+  }
+
   async update<T>(fn: (current: StoreSnapshot, tx: StoreWriter) => Promise<T>): Promise<T> {
     return withLock(this.#dir, async () => {
       await this.#load();
@@ -252,10 +281,17 @@ export class FileStore implements BindingStore {
             () => true,
             () => false,
           );
+          // Reserve the version before the binding goes: a crash in between leaves both, which is safe.
+          const version = this.#snapshot.bindings.get(secret)?.version;
+          if (version !== undefined && version > (await this.#retiredVersion(secret))) {
+            await ensureDirectory(this.#retiredDir);
+            await writeFileAtomic(join(this.#retiredDir, `${secret}.json`), toJson({ secret, version }));
+          }
           await rm(path, { force: true });
           await syncDirectory(this.#bindingsDir);
           return existed;
         },
+        nextVersion: async (secret) => Math.max(this.#snapshot.bindings.get(secret)?.version ?? 0, await this.#retiredVersion(secret)) + 1,
         putRevocations: async (revocations) => {
           await writeFileAtomic(this.#revocationsFile, toJson(parseRevocations(revocations)));
         },
