@@ -207,17 +207,22 @@ export class ReleaseService {
       }
 
       const bindings = names.map((n) => snapshot.bindings.get(n)!);
-      let values: Uint8Array[];
-      try {
-        values = await Promise.all(bindings.map((b) => this.#plaintext(b, now)));
-      } catch (err) {
-        const reasons = new Map(names.map((n) => [n, `KMS_UNAVAILABLE:${(err as Error).name}`]));
-        return await denyAll('KMS_UNAVAILABLE', 'the key provider is unavailable; nothing was released', reasons);
-      }
-
+      const settled = await Promise.allSettled(bindings.map((b) => this.#plaintext(b, now, snapshot.generation)));
+      // Every value is a copy this request owns (never the cache's buffer): wiped here once sealed or
+      // refused, and by nobody else, so a rotation or eviction meanwhile cannot change what is sealed.
+      const values = settled.map((r) => (r.status === 'fulfilled' ? r.value : new Uint8Array(0)));
       const released: ReleasedSecret[] = [];
-      for (let i = 0; i < bindings.length; i++) {
-        released.push(await this.#seal(bindings[i]!, values[i]!, verified, recipient, now));
+      try {
+        const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        if (failed) {
+          const reasons = new Map(names.map((n) => [n, `KMS_UNAVAILABLE:${(failed.reason as Error).name}`]));
+          return await denyAll('KMS_UNAVAILABLE', 'the key provider is unavailable; nothing was released', reasons);
+        }
+        for (let i = 0; i < bindings.length; i++) {
+          released.push(await this.#seal(bindings[i]!, values[i]!, verified, recipient, now));
+        }
+      } finally {
+        for (const value of values) value.fill(0);
       }
       await Promise.all(bindings.map((b) => record('release', 'RELEASED', b.secret, b.version)));
       for (const b of bindings) d.metrics.releases.inc({ secret: b.secret });
@@ -260,7 +265,8 @@ export class ReleaseService {
     this.#cache.retain(new Set([...bindings.values()].filter((b) => !b.revoked).map((b) => SecretCache.key(b.secret, b.version, b.ciphertext))));
   }
 
-  async #plaintext(binding: Binding, now: number): Promise<Uint8Array> {
+  /** The binding's value, as a copy the caller owns and wipes. */
+  async #plaintext(binding: Binding, now: number, generation: number): Promise<Uint8Array> {
     const key = SecretCache.key(binding.secret, binding.version, binding.ciphertext);
     const cached = this.#cache.get(key, now);
     if (cached) {
@@ -273,7 +279,8 @@ export class ReleaseService {
     const t0 = performance.now();
     try {
       const value = await provider.decrypt(binding.ciphertext, binding.secret, binding.kmsKeyId);
-      this.#cache.set(key, value, now);
+      // A store change during the decrypt may have dropped this version: do not cache it back.
+      if (generation === this.#cacheGeneration) this.#cache.set(key, value, now);
       return value;
     } finally {
       this.#deps.metrics.kmsSeconds.observe((performance.now() - t0) / 1000);
