@@ -9,6 +9,7 @@ export type BrokerErrorCode =
   | 'QUARANTINED'
   | 'REVOKED'
   | 'KMS_UNAVAILABLE'
+  | 'SECRET_UNAVAILABLE'
   | 'BAD_REQUEST'
   | 'UNAUTHORIZED'
   | 'NOT_FOUND'
@@ -36,6 +37,8 @@ const STATUS: Record<BrokerErrorCode, number> = {
   QUARANTINED: 429,
   INTERNAL_ERROR: 500,
   KMS_UNAVAILABLE: 503,
+  /** Permanent provider refusal (key disabled, deleted or denied; ciphertext does not decrypt): not retryable. */
+  SECRET_UNAVAILABLE: 500,
 };
 
 /** An error answered to the caller as `{ error: { code, message } }`; the message must carry no internal detail. */
