@@ -9,7 +9,7 @@ import { FileStore } from './store/file-store.js';
 import { ensureDirectory } from './store/atomic.js';
 import { LocalKeyProvider, loadOrCreateKeyFile } from './kms/local.js';
 import { AwsKmsKeyProvider } from './kms/aws-kms.js';
-import type { KeyProvider } from './kms/provider.js';
+import { SecretUnavailableError, type KeyProvider } from './kms/provider.js';
 import type { ProviderName } from './policy/types.js';
 import { AuditLog } from './audit/log.js';
 import { ChallengeService } from './challenge.js';
@@ -156,12 +156,20 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
     }
     const now = clock();
     if (now < readyUntil) return;
-    const used = new Set([...store.snapshot().bindings.values()].map((b) => b.provider));
-    for (const name of used) {
+    // The keys the servable bindings use, per provider: aws-kms checks each with DescribeKey (Enabled).
+    const used = new Map<ProviderName, Set<string>>();
+    for (const b of store.snapshot().bindings.values()) {
+      if (b.revoked) continue;
+      const keys = used.get(b.provider) ?? used.set(b.provider, new Set()).get(b.provider)!;
+      if (b.kmsKeyId) keys.add(b.kmsKeyId);
+    }
+    for (const [name, keys] of used) {
       try {
-        await providers.get(name)!.check();
-      } catch {
-        throw new BrokerError('KMS_UNAVAILABLE', `${name} key provider is unreachable`);
+        await providers.get(name)!.check([...keys]);
+      } catch (err) {
+        if (!(err instanceof SecretUnavailableError)) throw new BrokerError('KMS_UNAVAILABLE', `${name} key provider is unreachable`);
+        release.forgetKeys(name, err.unusableKeys); // found disabled or deleted: stop serving its cached values now
+        throw new BrokerError('SECRET_UNAVAILABLE', `a ${name} key in use is unusable (${err.providerError})`);
       }
     }
     readyUntil = now + 5_000;

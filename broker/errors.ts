@@ -10,6 +10,7 @@ export type BrokerErrorCode =
   | 'REVOKED'
   | 'KMS_UNAVAILABLE'
   | 'STORE_UNAVAILABLE'
+  | 'SECRET_UNAVAILABLE'
   | 'BAD_REQUEST'
   | 'UNAUTHORIZED'
   | 'NOT_FOUND'
@@ -38,6 +39,8 @@ const STATUS: Record<BrokerErrorCode, number> = {
   INTERNAL_ERROR: 500,
   KMS_UNAVAILABLE: 503,
   STORE_UNAVAILABLE: 503,
+  /** Permanent provider refusal (key disabled, deleted or denied; ciphertext does not decrypt): not retryable. */
+  SECRET_UNAVAILABLE: 500,
 };
 
 /** An error answered to the caller as `{ error: { code, message } }`; the message must carry no internal detail. */

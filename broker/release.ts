@@ -6,7 +6,7 @@ import type { KeyObject } from 'node:crypto';
 import { SECRET_NAME } from './policy/schema.js';
 import type { Binding, PcrValues, ProviderName } from './policy/types.js';
 import type { BindingStore, StoreSnapshot } from './store/file-store.js';
-import type { KeyProvider } from './kms/provider.js';
+import { keyIdentity, SecretUnavailableError, type KeyProvider } from './kms/provider.js';
 import type { AuditLog, DecisionRecord } from './audit/log.js';
 import type { ChallengeService } from './challenge.js';
 import type { SigningKey } from './signing-key.js';
@@ -205,17 +205,18 @@ export class ReleaseService {
       }
 
       const bindings = names.map((n) => snapshot.bindings.get(n)!);
-      let values: Uint8Array[];
-      try {
-        values = await Promise.all(bindings.map((b) => this.#plaintext(b, now)));
-      } catch (err) {
-        const reasons = new Map(names.map((n) => [n, `KMS_UNAVAILABLE:${(err as Error).name}`]));
-        return await denyAll('KMS_UNAVAILABLE', 'the key provider is unavailable; nothing was released', reasons);
-      }
-
+      const settled = await Promise.allSettled(bindings.map((b) => this.#plaintext(b, now, snapshot.generation)));
+      // Every value is a copy this request owns (never the cache's buffer): wiped here once sealed or
+      // refused, and by nobody else, so a rotation or eviction meanwhile cannot change what is sealed.
+      const values = settled.map((r) => (r.status === 'fulfilled' ? r.value : new Uint8Array(0)));
       const released: ReleasedSecret[] = [];
-      for (let i = 0; i < bindings.length; i++) {
-        released.push(await this.#seal(bindings[i]!, values[i]!, verified, recipient, now));
+      try {
+        if (settled.some((r) => r.status === 'rejected')) return await this.#providerFailed(settled, bindings, denyAll);
+        for (let i = 0; i < bindings.length; i++) {
+          released.push(await this.#seal(bindings[i]!, values[i]!, verified, recipient, now));
+        }
+      } finally {
+        for (const value of values) value.fill(0);
       }
       await Promise.all(bindings.map((b) => record('release', 'RELEASED', b.secret, b.version)));
       for (const b of bindings) d.metrics.released(b.secret);
@@ -258,7 +259,39 @@ export class ReleaseService {
     this.#cache.retain(new Set([...bindings.values()].filter((b) => !b.revoked).map((b) => SecretCache.key(b.secret, b.version, b.ciphertext))));
   }
 
-  async #plaintext(binding: Binding, now: number): Promise<Uint8Array> {
+  /**
+   * Some value could not be decrypted: nothing is released. A permanent refusal (SECRET_UNAVAILABLE)
+   * outranks a transient one (KMS_UNAVAILABLE) since retrying cannot help; each failed name is audited
+   * with the provider's own error name, and a key found disabled or deleted loses all its cached values.
+   */
+  #providerFailed(
+    settled: ReadonlyArray<PromiseSettledResult<Uint8Array>>,
+    bindings: readonly Binding[],
+    denyAll: (shown: BrokerErrorCode, message: string, reasons?: ReadonlyMap<string, string>) => Promise<never>,
+  ): Promise<never> {
+    const reasons = new Map(bindings.map((b) => [b.secret, 'BATCH_DENIED']));
+    let permanent = false;
+    settled.forEach((result, i) => {
+      if (result.status === 'fulfilled') return;
+      const binding = bindings[i]!;
+      const err = result.reason as Error & { providerError?: string };
+      const code = err instanceof SecretUnavailableError ? 'SECRET_UNAVAILABLE' : 'KMS_UNAVAILABLE';
+      permanent ||= code === 'SECRET_UNAVAILABLE';
+      if (err instanceof SecretUnavailableError) this.forgetKeys(binding.provider, err.unusableKeys);
+      reasons.set(binding.secret, `${code}:${err.providerError ?? err.name}`);
+    });
+    return permanent
+      ? denyAll('SECRET_UNAVAILABLE', 'a requested secret cannot be decrypted by its key provider; nothing was released', reasons)
+      : denyAll('KMS_UNAVAILABLE', 'the key provider is unavailable; nothing was released', reasons);
+  }
+
+  /** Drops every cached value decrypted under these keys (found disabled or deleted). */
+  forgetKeys(provider: ProviderName, kmsKeyIds: readonly string[]): void {
+    for (const keyId of kmsKeyIds) this.#cache.dropKey(keyIdentity(provider, keyId));
+  }
+
+  /** The binding's value, as a copy the caller owns and wipes. */
+  async #plaintext(binding: Binding, now: number, generation: number): Promise<Uint8Array> {
     const key = SecretCache.key(binding.secret, binding.version, binding.ciphertext);
     const cached = this.#cache.get(key, now);
     if (cached) {
@@ -271,7 +304,8 @@ export class ReleaseService {
     const t0 = performance.now();
     try {
       const value = await provider.decrypt(binding.ciphertext, binding.secret, binding.kmsKeyId);
-      this.#cache.set(key, value, now);
+      // A store change during the decrypt may have dropped this version: do not cache it back.
+      if (generation === this.#cacheGeneration) this.#cache.set(key, value, now, keyIdentity(binding.provider, binding.kmsKeyId));
       return value;
     } finally {
       this.#deps.metrics.kmsSeconds.observe((performance.now() - t0) / 1000);

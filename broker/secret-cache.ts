@@ -3,11 +3,17 @@
  * re-attesting every TTL does not call KMS for each request. Entries are
  * keyed by secret, version and ciphertext, so a rotation or re-bind misses
  * at once; `retain` drops entries whose binding changed or disappeared.
+ *
+ * Ownership: the cache keeps its own copy of every value and hands out
+ * copies. It wipes only its own copies (on eviction, `retain`, `dropKey`,
+ * expiry), and a caller wipes the copy it got once done with it, so no
+ * interleaving of rotation, eviction and in-flight requests can change a
+ * value some request is still sealing.
  */
 export class SecretCache {
   readonly #ttlMs: number;
   readonly #max: number;
-  readonly #entries = new Map<string, { value: Uint8Array; expires: number }>();
+  readonly #entries = new Map<string, { value: Uint8Array; expires: number; keyTag: string | undefined }>();
 
   /** @param ttlMs - 0 disables caching */
   constructor(ttlMs: number, max = 1000) {
@@ -19,38 +25,52 @@ export class SecretCache {
     return `${secret}\0${version}\0${ciphertext}`;
   }
 
+  /** A copy of the cached value, owned by the caller (who should wipe it after use). */
   get(key: string, now: number): Uint8Array | undefined {
     const entry = this.#entries.get(key);
     if (!entry) return undefined;
     if (entry.expires <= now) {
-      this.#entries.delete(key);
+      this.#delete(key);
       return undefined;
     }
-    return entry.value;
+    return entry.value.slice();
   }
 
-  set(key: string, value: Uint8Array, now: number): void {
+  /**
+   * Caches a copy of `value`; the caller keeps ownership of `value` itself.
+   *
+   * @param keyTag - the provider key the value was decrypted under, for `dropKey`
+   */
+  set(key: string, value: Uint8Array, now: number, keyTag?: string): void {
     if (this.#ttlMs <= 0) return;
-    this.#entries.delete(key);
-    this.#entries.set(key, { value, expires: now + this.#ttlMs });
-    if (this.#entries.size > this.#max) {
-      const oldest = this.#entries.keys().next().value as string;
-      this.#entries.get(oldest)?.value.fill(0);
-      this.#entries.delete(oldest);
-    }
+    this.#delete(key);
+    this.#entries.set(key, { value: value.slice(), expires: now + this.#ttlMs, keyTag });
+    if (this.#entries.size > this.#max) this.#delete(this.#entries.keys().next().value as string);
   }
 
   /** Keeps only entries whose key is in `current` (called when the store changes). */
   retain(current: ReadonlySet<string>): void {
-    for (const [key, entry] of this.#entries) {
-      if (!current.has(key)) {
-        entry.value.fill(0);
-        this.#entries.delete(key);
+    for (const key of [...this.#entries.keys()]) if (!current.has(key)) this.#delete(key);
+  }
+
+  /** Drops every value decrypted under `keyTag` (its key was disabled or deleted). Returns how many. */
+  dropKey(keyTag: string): number {
+    let dropped = 0;
+    for (const [key, entry] of [...this.#entries]) {
+      if (entry.keyTag === keyTag) {
+        this.#delete(key);
+        dropped++;
       }
     }
+    return dropped;
   }
 
   get size(): number {
     return this.#entries.size;
+  }
+
+  #delete(key: string): void {
+    this.#entries.get(key)?.value.fill(0);
+    this.#entries.delete(key);
   }
 }

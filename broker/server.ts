@@ -3,6 +3,7 @@ import { bodyLimit } from 'hono/body-limit';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import type { JWK } from 'jose';
 import { decodeStrict } from './verify/cbor-decode.js';
+import { DuplicateKeyError, parseJsonStrict } from './strict-json.js';
 import { BrokerError } from './errors.js';
 import { validateNames, type ReleaseService } from './release.js';
 import type { ChallengeService } from './challenge.js';
@@ -54,9 +55,9 @@ async function readReleaseBody(c: Context): Promise<{ attestation: Uint8Array; n
   } else if (type === 'application/json') {
     let body: unknown;
     try {
-      body = await c.req.json();
-    } catch {
-      throw new BrokerError('BAD_REQUEST', 'body is not valid JSON');
+      body = parseJsonStrict(await c.req.text());
+    } catch (err) {
+      throw new BrokerError('BAD_REQUEST', err instanceof DuplicateKeyError ? 'body repeats an object key' : 'body is not valid JSON');
     }
     if (typeof body !== 'object' || body === null) throw new BrokerError('BAD_REQUEST', 'body must be a JSON object');
     const raw = (body as { attestation?: unknown }).attestation;

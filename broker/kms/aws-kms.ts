@@ -1,5 +1,5 @@
-import { DecryptCommand, EncryptCommand, GenerateRandomCommand, KMSClient, type KMSClientConfig } from '@aws-sdk/client-kms';
-import { CiphertextError, KmsUnavailableError, type KeyProvider } from './provider.js';
+import { DecryptCommand, DescribeKeyCommand, EncryptCommand, KMSClient, type KMSClientConfig } from '@aws-sdk/client-kms';
+import { CiphertextError, KmsUnavailableError, SecretUnavailableError, type KeyProvider } from './provider.js';
 
 /** Settings for the AWS KMS provider; anything unset comes from the usual AWS SDK configuration. */
 export interface AwsKmsSettings {
@@ -19,6 +19,12 @@ export function encryptionContext(secret: string): Record<string, string> {
 }
 
 const CIPHERTEXT_ERRORS = new Set(['InvalidCiphertextException', 'IncorrectKeyException']);
+/** The key is disabled, pending deletion or gone: permanent, and every value cached under it is dropped. */
+const KEY_UNUSABLE_ERRORS = new Set(['DisabledException', 'KMSInvalidStateException', 'NotFoundException']);
+/** Refusals that a retry cannot change. Anything else (throttling, 5xx, timeouts, connection errors) is transient. */
+const PERMANENT_ERRORS = new Set(['AccessDeniedException', 'InvalidKeyUsageException', 'InvalidGrantTokenException']);
+/** DescribeKey states in which the key cannot decrypt until an operator acts. */
+const UNUSABLE_STATES = new Set(['Disabled', 'PendingDeletion', 'PendingImport', 'PendingReplicaDeletion']);
 
 /**
  * The real AWS KMS, through @aws-sdk/client-kms. Encrypt at bind time and
@@ -50,10 +56,13 @@ export class AwsKmsKeyProvider implements KeyProvider {
     return { abortSignal: AbortSignal.timeout(this.#settings.requestTimeoutMs ?? 10_000) };
   }
 
-  #failure(err: unknown, what: string): Error {
-    const name = (err as { name?: string }).name ?? 'Error';
-    if (CIPHERTEXT_ERRORS.has(name)) return new CiphertextError(`KMS ${what}: ${name}`, { cause: err });
-    return new KmsUnavailableError(`KMS ${what} failed: ${name}`, { cause: err });
+  #failure(err: unknown, what: string, kmsKeyId?: string): Error {
+    const name = (err as { name?: string }).name || 'Error';
+    const options = { cause: err, providerError: name };
+    if (CIPHERTEXT_ERRORS.has(name)) return new CiphertextError(`KMS ${what}: ${name}`, options);
+    if (KEY_UNUSABLE_ERRORS.has(name)) return new SecretUnavailableError(`KMS ${what}: ${name}`, { ...options, unusableKeys: kmsKeyId ? [kmsKeyId] : [] });
+    if (PERMANENT_ERRORS.has(name)) return new SecretUnavailableError(`KMS ${what}: ${name}`, options);
+    return new KmsUnavailableError(`KMS ${what} failed: ${name}`, options);
   }
 
   async encrypt(plaintext: Uint8Array, secret: string, kmsKeyId?: string): Promise<string> {
@@ -80,16 +89,31 @@ export class AwsKmsKeyProvider implements KeyProvider {
       if (!out.Plaintext) throw new Error('KMS returned no plaintext');
       return out.Plaintext;
     } catch (err) {
-      throw this.#failure(err, 'Decrypt');
+      throw this.#failure(err, 'Decrypt', kmsKeyId);
     }
   }
 
-  async check(): Promise<void> {
-    try {
-      await this.#client.send(new GenerateRandomCommand({ NumberOfBytes: 1 }), this.#deadline());
-    } catch (err) {
-      throw this.#failure(err, 'GenerateRandom');
+  /** Every key in use must be Enabled (DescribeKey); a disabled or deleted key is named in the error. */
+  async check(kmsKeyIds: readonly string[]): Promise<void> {
+    const results = await Promise.allSettled(
+      [...new Set(kmsKeyIds)].map(async (keyId) => {
+        let state: string | undefined;
+        try {
+          state = (await this.#client.send(new DescribeKeyCommand({ KeyId: keyId }), this.#deadline())).KeyMetadata?.KeyState;
+        } catch (err) {
+          throw this.#failure(err, 'DescribeKey', keyId);
+        }
+        if (state === 'Enabled') return;
+        if (state && UNUSABLE_STATES.has(state)) throw new SecretUnavailableError(`KMS key is ${state}`, { providerError: `KeyState${state}`, unusableKeys: [keyId] });
+        throw new KmsUnavailableError(`KMS key is ${state ?? 'in an unknown state'}`, { providerError: `KeyState${state ?? 'Unknown'}` });
+      }),
+    );
+    const errors = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as Error] : []));
+    const permanent = errors.filter((e): e is SecretUnavailableError => e instanceof SecretUnavailableError);
+    if (permanent.length) {
+      throw new SecretUnavailableError(permanent[0]!.message, { cause: permanent[0], providerError: permanent[0]!.providerError, unusableKeys: permanent.flatMap((e) => e.unusableKeys) });
     }
+    if (errors.length) throw errors[0]!;
   }
 
   destroy(): void {

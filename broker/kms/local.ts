@@ -56,7 +56,7 @@ export class LocalKeyProvider implements KeyProvider {
   async decrypt(ciphertext: string, secret: string): Promise<Uint8Array> {
     const raw = Buffer.from(ciphertext, 'base64');
     if (raw.length < MAGIC.length + IV_BYTES + TAG_BYTES || !raw.subarray(0, MAGIC.length).equals(MAGIC)) {
-      throw new CiphertextError('not a local-provider ciphertext');
+      throw new CiphertextError('not a local-provider ciphertext', { providerError: 'InvalidCiphertext' });
     }
     const iv = raw.subarray(MAGIC.length, MAGIC.length + IV_BYTES);
     const tag = raw.subarray(MAGIC.length + IV_BYTES, MAGIC.length + IV_BYTES + TAG_BYTES);
@@ -66,7 +66,8 @@ export class LocalKeyProvider implements KeyProvider {
       decipher.setAuthTag(tag);
       return new Uint8Array(Buffer.concat([decipher.update(raw.subarray(MAGIC.length + IV_BYTES + TAG_BYTES)), decipher.final()]));
     } catch (cause) {
-      throw new CiphertextError('ciphertext does not decrypt for this secret with the local key', { cause });
+      // AES-GCM authentication failed: tampered, swapped onto another secret, or another key.
+      throw new CiphertextError('ciphertext does not decrypt for this secret with the local key', { cause, providerError: 'AuthenticationFailed' });
     }
   }
 

@@ -71,7 +71,7 @@ describe('aws-kms provider against the local KMS-protocol server', () => {
     const ct = await provider.encrypt(value, 'db', kms.keyId);
     expect(await provider.decrypt(ct, 'db', kms.keyId)).toEqual(value);
     await expect(provider.decrypt(ct, 'other', kms.keyId)).rejects.toBeInstanceOf(CiphertextError);
-    await expect(provider.check()).resolves.toBeUndefined();
+    await expect(provider.check([kms.keyId])).resolves.toBeUndefined();
   });
 
   it('retries throttling and recovers', async () => {
@@ -99,7 +99,7 @@ describe('aws-kms provider against the local KMS-protocol server', () => {
     await expect(provider.decrypt(ct, 'db', kms.keyId)).rejects.toBeInstanceOf(KmsUnavailableError);
     kms.faults.outage = true;
     await expect(provider.decrypt(ct, 'db', kms.keyId)).rejects.toBeInstanceOf(KmsUnavailableError);
-    await expect(provider.check()).rejects.toBeInstanceOf(KmsUnavailableError);
+    await expect(provider.check([kms.keyId])).rejects.toBeInstanceOf(KmsUnavailableError);
     kms.faults.outage = false;
     expect(await provider.decrypt(ct, 'db', kms.keyId)).toEqual(value);
   });

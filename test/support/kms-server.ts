@@ -2,7 +2,9 @@
  * A small AWS KMS stand-in speaking the JSON 1.1 wire protocol
  * (POST /, X-Amz-Target: TrentService.<Op>, base64 blobs), listening on
  * 127.0.0.1 only, with switches to inject throttling, internal errors,
- * latency and outages. The real @aws-sdk/client-kms talks to it.
+ * latency and outages, key states (disable, enable, schedule deletion,
+ * delete) answered with the real permanent error types, and DescribeKey.
+ * The real @aws-sdk/client-kms talks to it.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
@@ -17,7 +19,12 @@ export interface KmsFaults {
   latencyMs: number;
   /** Drop every connection without answering. */
   outage: boolean;
+  /** Answer the next N requests with AccessDeniedException (400). */
+  accessDenied: number;
 }
+
+/** What DescribeKey reports; Disabled keys answer DisabledException, PendingDeletion ones KMSInvalidStateException. */
+export type KeyState = 'Enabled' | 'Disabled' | 'PendingDeletion';
 
 export interface KmsTestServer {
   readonly endpoint: string;
@@ -26,6 +33,11 @@ export interface KmsTestServer {
   /** Requests seen per operation (faulted ones included). */
   readonly calls: Map<string, number>;
   createKey(): string;
+  disableKey(keyId: string): void;
+  enableKey(keyId: string): void;
+  scheduleKeyDeletion(keyId: string): void;
+  /** The key is gone: requests naming it answer NotFoundException. */
+  deleteKey(keyId: string): void;
   close(): Promise<void>;
 }
 
@@ -39,14 +51,20 @@ function contextBytes(context: unknown): Buffer {
 
 export async function startKmsServer(): Promise<KmsTestServer> {
   const keys = new Map<string, Buffer>();
-  const faults: KmsFaults = { throttle: 0, internal: 0, latencyMs: 0, outage: false };
+  const states = new Map<string, KeyState>();
+  const faults: KmsFaults = { throttle: 0, internal: 0, latencyMs: 0, outage: false, accessDenied: 0 };
   const calls = new Map<string, number>();
   const sockets = new Set<Socket>();
 
   const createKey = (): string => {
     const id = randomUUID();
     keys.set(id, randomBytes(32));
+    states.set(id, 'Enabled');
     return id;
+  };
+  const setState = (keyId: string, state: KeyState): void => {
+    if (!keys.has(keyId)) throw new Error(`no test key ${keyId}`);
+    states.set(keyId, state);
   };
   const resolveKey = (keyId: unknown): string | undefined => {
     if (typeof keyId !== 'string') return undefined;
@@ -66,10 +84,19 @@ export async function startKmsServer(): Promise<KmsTestServer> {
 
   type Handler = (body: Record<string, unknown>) => [number, Record<string, unknown>];
   const fail = (status: number, type: string, message: string): [number, Record<string, unknown>] => [status, { __type: type, message }];
+  /** How real KMS refuses to use a key that is not Enabled (undefined: usable). */
+  const unusable = (id: string): [number, Record<string, unknown>] | undefined => {
+    const state = states.get(id);
+    if (state === 'Disabled') return fail(400, 'DisabledException', `${arn(id)} is disabled.`);
+    if (state === 'PendingDeletion') return fail(400, 'KMSInvalidStateException', `${arn(id)} is pending deletion.`);
+    return undefined;
+  };
   const ops: Record<string, Handler> = {
     Encrypt: (b) => {
       const id = resolveKey(b.KeyId);
       if (!id) return fail(400, 'NotFoundException', 'key not found');
+      const refused = unusable(id);
+      if (refused) return refused;
       const ct = encrypt(id, Buffer.from(String(b.Plaintext), 'base64'), b.EncryptionContext);
       return [200, { CiphertextBlob: ct.toString('base64'), KeyId: arn(id), EncryptionAlgorithm: 'SYMMETRIC_DEFAULT' }];
     },
@@ -77,8 +104,11 @@ export async function startKmsServer(): Promise<KmsTestServer> {
       const blob = Buffer.from(String(b.CiphertextBlob), 'base64');
       const idLen = blob[0] ?? 0;
       const id = blob.subarray(1, 1 + idLen).toString();
+      if (b.KeyId !== undefined && !resolveKey(b.KeyId)) return fail(400, 'NotFoundException', 'key not found');
       if (!keys.has(id)) return fail(400, 'InvalidCiphertextException', 'unknown key');
       if (b.KeyId !== undefined && resolveKey(b.KeyId) !== id) return fail(400, 'IncorrectKeyException', 'wrong key');
+      const refused = unusable(id);
+      if (refused) return refused;
       const rest = blob.subarray(1 + idLen);
       try {
         const decipher = createDecipheriv('aes-256-gcm', keys.get(id)!, rest.subarray(0, 12));
@@ -93,11 +123,36 @@ export async function startKmsServer(): Promise<KmsTestServer> {
     GenerateDataKey: (b) => {
       const id = resolveKey(b.KeyId);
       if (!id) return fail(400, 'NotFoundException', 'key not found');
+      const refused = unusable(id);
+      if (refused) return refused;
       const size = b.KeySpec === 'AES_128' ? 16 : Number(b.NumberOfBytes ?? 32);
       const plaintext = randomBytes(size);
       return [200, { Plaintext: plaintext.toString('base64'), CiphertextBlob: encrypt(id, plaintext, b.EncryptionContext).toString('base64'), KeyId: arn(id) }];
     },
     GenerateRandom: (b) => [200, { Plaintext: randomBytes(Number(b.NumberOfBytes ?? 32)).toString('base64') }],
+    DescribeKey: (b) => {
+      const id = resolveKey(b.KeyId);
+      if (!id) return fail(400, 'NotFoundException', 'key not found');
+      const state = states.get(id)!;
+      return [
+        200,
+        {
+          KeyMetadata: {
+            AWSAccountId: ACCOUNT,
+            KeyId: id,
+            Arn: arn(id),
+            CreationDate: 1_700_000_000,
+            Enabled: state === 'Enabled',
+            KeyState: state,
+            KeyUsage: 'ENCRYPT_DECRYPT',
+            KeySpec: 'SYMMETRIC_DEFAULT',
+            KeyManager: 'CUSTOMER',
+            Origin: 'AWS_KMS',
+            ...(state === 'PendingDeletion' ? { DeletionDate: Math.floor(Date.now() / 1000) + 7 * 86_400 } : {}),
+          },
+        },
+      ];
+    },
   };
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
@@ -119,6 +174,9 @@ export async function startKmsServer(): Promise<KmsTestServer> {
     } else if (faults.internal > 0) {
       faults.internal--;
       [status, body] = fail(500, 'KMSInternalException', 'internal error');
+    } else if (faults.accessDenied > 0) {
+      faults.accessDenied--;
+      [status, body] = fail(400, 'AccessDeniedException', 'User is not authorized to perform this operation');
     } else if (req.method !== 'POST' || !target.startsWith('TrentService.') || !ops[op]) {
       [status, body] = fail(400, 'UnknownOperationException', `unknown operation ${target}`);
     } else {
@@ -150,6 +208,13 @@ export async function startKmsServer(): Promise<KmsTestServer> {
     faults,
     calls,
     createKey,
+    disableKey: (id) => setState(id, 'Disabled'),
+    enableKey: (id) => setState(id, 'Enabled'),
+    scheduleKeyDeletion: (id) => setState(id, 'PendingDeletion'),
+    deleteKey: (id) => {
+      keys.delete(id);
+      states.delete(id);
+    },
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();

@@ -1,0 +1,61 @@
+/**
+ * JSON.parse keeps the last of repeated object keys, so `{"names":["a"],
+ * "names":["b"]}` means whatever the last parser in a chain of relays and
+ * proxies decides. Request bodies must mean one thing: a repeated key (at any
+ * depth, compared after unescaping, so "names" and "n\u0061mes" are the same
+ * key) is refused, as the strict CBOR decoder already does for CBOR bodies.
+ */
+
+export class DuplicateKeyError extends Error {
+  override readonly name = 'DuplicateKeyError';
+  constructor(readonly key: string) {
+    super(`duplicate object key ${JSON.stringify(key)}`);
+  }
+}
+
+/**
+ * Parses JSON text like JSON.parse, refusing repeated object keys.
+ *
+ * @throws SyntaxError for text that is not JSON, DuplicateKeyError for a repeated key
+ */
+export function parseJsonStrict(text: string): unknown {
+  const value: unknown = JSON.parse(text);
+  // The text is valid JSON from here on, so the scan only has to find the keys.
+  assertNoDuplicateKeys(text);
+  return value;
+}
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+
+function assertNoDuplicateKeys(text: string): void {
+  // One entry per open container: the keys seen so far for an object, null for an array.
+  const open: Array<Set<string> | null> = [];
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === QUOTE) {
+      let end = i + 1;
+      while (text.charCodeAt(end) !== QUOTE) end += text.charCodeAt(end) === BACKSLASH ? 2 : 1;
+      if (expectKey) {
+        const key = JSON.parse(text.slice(i, end + 1)) as string; // unescapes exactly as JSON.parse did
+        const keys = open[open.length - 1]!;
+        if (keys.has(key)) throw new DuplicateKeyError(key);
+        keys.add(key);
+        expectKey = false;
+      }
+      i = end;
+    } else if (c === 0x7b /* { */) {
+      open.push(new Set());
+      expectKey = true;
+    } else if (c === 0x5b /* [ */) {
+      open.push(null);
+      expectKey = false;
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      open.pop();
+      expectKey = false;
+    } else if (c === 0x2c /* , */) {
+      expectKey = open[open.length - 1] instanceof Set;
+    }
+  }
+}
