@@ -14,8 +14,9 @@ import type { JWK } from 'jose';
 import type { RunningBroker } from '../../broker/broker.js';
 import { bindSecret, pcrSet, revokeSecret, rotateSecret } from '../../broker/admin.js';
 import { NsmSimulator } from '../../vsock-shim/simulator/nsm-simulator.js';
-import { AgentError, createAgent, type AgentOptions, type SecretAgent } from '../../enclave-agent/index.js';
+import { createAgent, type AgentOptions, type SecretAgent } from '../../enclave-agent/index.js';
 import { startTestBroker } from '../support/broker.js';
+import { errorOf, manualClock as clock } from '../support/agent.js';
 import { brokerSigned, ReplayRelay, type SeenRequest } from './replay-relay.js';
 
 let dir: string;
@@ -27,10 +28,6 @@ const agents: SecretAgent[] = [];
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 
-function clock(start = 1_000_000): { now: () => number; advance: (ms: number) => void } {
-  let t = start;
-  return { now: () => t, advance: (ms) => void (t += ms) };
-}
 
 async function agent(extra: Partial<AgentOptions> = {}): Promise<SecretAgent> {
   const a = await createAgent({ brokerUrl: relay.url, brokerKey, nsm: simulator.client(), timeoutMs: 20_000, ...extra });
@@ -38,15 +35,6 @@ async function agent(extra: Partial<AgentOptions> = {}): Promise<SecretAgent> {
   return a;
 }
 
-async function errorOf(p: Promise<unknown>): Promise<AgentError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(AgentError);
-    return err as AgentError;
-  }
-  throw new Error('expected the call to fail');
-}
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'keygate-agent-replay-'));

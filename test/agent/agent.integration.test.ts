@@ -10,13 +10,14 @@ import { join } from 'node:path';
 import type { JWK } from 'jose';
 import type { RunningBroker } from '../../broker/broker.js';
 import { startTestBroker } from '../support/broker.js';
+import { errorOf, manualClock as clock } from '../support/agent.js';
 import { bindSecret, pcrSet } from '../../broker/admin.js';
 import { NsmSimulator } from '../../vsock-shim/simulator/nsm-simulator.js';
 import { NsmError } from '../../vsock-shim/nsm/messages.js';
 import { tcpTransport, unixTransport } from '../../vsock-shim/transport/transport.js';
 import { tunnelTransport } from '../../vsock-shim/transport/tunnel.js';
 import { Forwarder, listenTcp } from '../../vsock-shim/forwarder.js';
-import { AgentError, createAgent, type AgentOptions, type SecretAgent } from '../../enclave-agent/index.js';
+import { createAgent, type AgentOptions, type SecretAgent } from '../../enclave-agent/index.js';
 
 let dir: string;
 let simulator: NsmSimulator;
@@ -32,20 +33,7 @@ async function agent(extra: Partial<AgentOptions> = {}): Promise<SecretAgent> {
   return a;
 }
 
-async function errorOf(p: Promise<unknown>): Promise<AgentError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(AgentError);
-    return err as AgentError;
-  }
-  throw new Error('expected the call to fail');
-}
 
-function clock(start = 1_000_000): { now: () => number; advance: (ms: number) => void } {
-  let t = start;
-  return { now: () => t, advance: (ms) => void (t += ms) };
-}
 
 function startBrokerHere(): Promise<RunningBroker> {
   return startTestBroker(dir, [simulator.rootPem]);

@@ -6,16 +6,14 @@
  * `keygate audit verify` passes.
  */
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN, keygate } from '../support/cli.js';
+import { keygate } from '../support/cli.js';
 import { createTestPki } from '../support/pki.js';
-import { APPROVED, TestEnclave } from '../support/enclave.js';
-import { FileStore } from '../../broker/store/file-store.js';
-import { LocalKeyProvider } from '../../broker/kms/local.js';
-import { bindSecret, pcrSet } from '../../broker/admin.js';
+import { TestEnclave } from '../support/enclave.js';
+import { prepareBrokerDir, spawnBroker } from '../support/broker-process.js';
 import { loadOrCreateSigningKey } from '../../broker/signing-key.js';
 import { loadOrCreateKeyFile } from '../../broker/kms/local.js';
 
@@ -36,26 +34,12 @@ describe('audit log under RLIMIT_FSIZE (real broker process)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'keygate-fsize-'));
     try {
       const pki = await createTestPki(Date.now());
-      const config = join(dir, 'keygate.json');
-      writeFileSync(config, JSON.stringify({ store: 'store', stateDir: 'state', extraRootPems: [pki.root.pem], listen: '127.0.0.1:0', rateLimits: { perClientPerSecond: 0, perIdentityPerSecond: 0, perSecretPerSecond: 0, quarantineAfterDenials: 0 } }));
-      const store = await FileStore.open(join(dir, 'store'));
-      await bindSecret(store, await LocalKeyProvider.open(join(dir, 'state', 'local-provider.key')), { secret: 'db', value: new TextEncoder().encode('v'), allow: [pcrSet(APPROVED)], provider: 'local' });
+      const config = await prepareBrokerDir(dir, pki);
       await loadOrCreateSigningKey(join(dir, 'state', 'broker-signing-key.jwk'));
       await loadOrCreateKeyFile(join(dir, 'state', 'challenge.key'), 32); // every other file exists before the limit applies
 
-      const child = spawn('prlimit', [`--fsize=${LIMIT}:unlimited`, process.execPath, BIN, 'broker', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let stderr = '';
-      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const { child, url, stderr: brokerStderr } = await spawnBroker(config, ['prlimit', `--fsize=${LIMIT}:unlimited`]);
       const exited = new Promise<number | null>((r) => child.once('exit', r));
-      const url = await new Promise<string>((resolve, reject) => {
-        let out = '';
-        child.stdout.on('data', (d: Buffer) => {
-          out += d.toString();
-          const m = /listening on (http:\/\/\S+)/.exec(out);
-          if (m) resolve(m[1]!);
-        });
-        child.once('exit', (code) => reject(new Error(`broker exited ${code}: ${stderr}`)));
-      });
       const acknowledged: string[] = [];
       const failures: string[] = [];
       try {
@@ -86,10 +70,10 @@ describe('audit log under RLIMIT_FSIZE (real broker process)', () => {
         child.kill('SIGTERM');
         await exited;
       }
-      const errors = stderr.split('\n').filter((l) => l.includes('"level":"error"'));
+      const errors = brokerStderr().split('\n').filter((l) => l.includes('"level":"error"'));
       expect(errors).toHaveLength(1);
       expect(errors[0]).toMatch(/audit log write failed.*"code":"EFBIG"/);
-      expect(stderr).toMatch(/audit log recovered/);
+      expect(brokerStderr()).toMatch(/audit log recovered/);
 
       const file = join(dir, 'state', 'audit.jsonl');
       const text = readFileSync(file, 'utf8');

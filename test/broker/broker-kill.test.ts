@@ -3,16 +3,13 @@
  * client received has its audit record, and the log still verifies.
  */
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN } from '../support/cli.js';
 import { createTestPki } from '../support/pki.js';
-import { APPROVED, TestEnclave } from '../support/enclave.js';
+import { TestEnclave } from '../support/enclave.js';
+import { prepareBrokerDir, spawnBroker } from '../support/broker-process.js';
 import { FileStore } from '../../broker/store/file-store.js';
-import { LocalKeyProvider } from '../../broker/kms/local.js';
-import { bindSecret, pcrSet } from '../../broker/admin.js';
 import { AuditLog } from '../../broker/audit/log.js';
 import { verifyAuditLog } from '../../broker/audit/verify-log.js';
 import { loadOrCreateSigningKey } from '../../broker/signing-key.js';
@@ -22,21 +19,8 @@ describe('killing the broker', () => {
     const dir = mkdtempSync(join(tmpdir(), 'keygate-kill-'));
     try {
       const pki = await createTestPki(Date.now());
-      const config = join(dir, 'keygate.json');
-      writeFileSync(config, JSON.stringify({ store: 'store', stateDir: 'state', extraRootPems: [pki.root.pem], listen: '127.0.0.1:0', rateLimits: { perClientPerSecond: 0, perIdentityPerSecond: 0, perSecretPerSecond: 0, quarantineAfterDenials: 0 } }));
-      const store = await FileStore.open(join(dir, 'store'));
-      await bindSecret(store, await LocalKeyProvider.open(join(dir, 'state', 'local-provider.key')), { secret: 'db', value: new TextEncoder().encode('v'), allow: [pcrSet(APPROVED)], provider: 'local' });
-
-      const child = spawn(process.execPath, [BIN, 'broker', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
-      const url = await new Promise<string>((resolve, reject) => {
-        let out = '';
-        child.stdout.on('data', (d: Buffer) => {
-          out += d.toString();
-          const m = /listening on (http:\/\/\S+)/.exec(out);
-          if (m) resolve(m[1]!);
-        });
-        child.once('exit', (code) => reject(new Error(`broker exited ${code}`)));
-      });
+      const config = await prepareBrokerDir(dir, pki);
+      const { child, url } = await spawnBroker(config);
       const exited = new Promise((r) => child.once('exit', r));
 
       const enclave = new TestEnclave(pki, url);
