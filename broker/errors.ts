@@ -1,20 +1,11 @@
-import type { AttestationErrorCode } from './verify/index.js';
+import type { BrokerErrorCode } from './protocol/index.js';
 
-/** Every code the broker API can answer with (design.md section 2). */
-export type BrokerErrorCode =
-  | AttestationErrorCode
-  | 'UNKNOWN_SECRET'
-  | 'POLICY_DENIED'
-  | 'RATE_LIMITED'
-  | 'QUARANTINED'
-  | 'REVOKED'
-  | 'KMS_UNAVAILABLE'
-  | 'STORE_UNAVAILABLE'
-  | 'SECRET_UNAVAILABLE'
-  | 'BAD_REQUEST'
-  | 'UNAUTHORIZED'
-  | 'NOT_FOUND'
-  | 'INTERNAL_ERROR';
+/**
+ * Every code the broker API can answer with: the list lives in the wire
+ * contract (broker/protocol); release.ts passes verification codes through,
+ * so the compiler checks they are all on it.
+ */
+export type { BrokerErrorCode };
 
 const STATUS: Record<BrokerErrorCode, number> = {
   MALFORMED_COSE: 400,

@@ -1,7 +1,7 @@
 import { generateKeyPair, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
 import { calculateJwkThumbprint, compactDecrypt, compactVerify, importJWK, type JWK } from 'jose';
-import { checkReleaseClaims, DEFAULT_MAX_CLOCK_SKEW_MS, VersionFloor, type ReleaseClaims } from '../broker/protocol/index.js';
+import { checkReleaseClaims, DEFAULT_MAX_CLOCK_SKEW_MS, isBrokerErrorCode, VersionFloor, type ReleaseClaims } from '../broker/protocol/index.js';
 import type { Nsm } from '../vsock-shim/nsm/client.js';
 import { NsmError } from '../vsock-shim/nsm/messages.js';
 import { tcpTransport, type Transport } from '../vsock-shim/transport/transport.js';
@@ -129,7 +129,7 @@ class Agent implements SecretAgent {
    * a background refresh once past the refresh point; undefined otherwise.
    */
   #fresh(name: string, now: number): Entry | undefined {
-    const entry = this.#cache.get(name);
+    const entry = this.#closed ? undefined : this.#cache.get(name);
     if (entry === undefined || now >= entry.expiresAt) return undefined;
     this.stats.hits++;
     if (now >= entry.refreshAt && !this.#inflight.has(name)) this.#refreshInBackground(name);
@@ -219,6 +219,11 @@ class Agent implements SecretAgent {
       const entry = await this.#open(matches[0] as { name: string; version?: unknown; jwe?: unknown }, sent);
       out.set(name, entry);
     }
+    // close() may have run while this request was in flight: the values are wiped, never returned or cached.
+    if (this.#closed) {
+      for (const e of out.values()) if (e.value instanceof Uint8Array) e.value.fill(0);
+      throw new AgentError('AGENT_CLOSED', 'the agent was closed while the request was in flight');
+    }
     // Versions only go forward. Checked for the whole batch and raised in one synchronous step, so nothing interleaves.
     for (const [name, entry] of out) {
       const problem = this.versionFloor.check(name, entry.version);
@@ -275,10 +280,12 @@ class Agent implements SecretAgent {
   }
 
   #brokerError(res: { status: number; json: unknown }, what: string): AgentError {
+    // Error bodies are unauthenticated (any relay can write one): only the broker's own codes pass through,
+    // never one of the agent's verdicts, and the message cannot carry control characters into logs.
     const err = (res.json as { error?: { code?: unknown; message?: unknown } } | null)?.error;
-    const code = typeof err?.code === 'string' && /^[A-Z_]{2,40}$/.test(err.code) ? err.code : 'BAD_RESPONSE';
-    const message = typeof err?.message === 'string' ? err.message.slice(0, 300) : `unexpected ${what} answer (HTTP ${res.status})`;
-    return new AgentError(code, message);
+    if (!isBrokerErrorCode(err?.code)) return new AgentError('BAD_RESPONSE', `unexpected ${what} answer (HTTP ${res.status})`);
+    const message = typeof err.message === 'string' ? err.message.slice(0, 300).replace(/[\u0000-\u001f\u007f]/g, ' ') : `broker refused (${err.code})`;
+    return new AgentError(err.code, message);
   }
 
   async close(): Promise<void> {

@@ -28,9 +28,15 @@ export class BrokerHttp {
     };
   }
 
-  /** Sends a request and parses the JSON answer, whatever its status. */
+  /**
+   * Sends a request and parses the JSON answer, whatever its status. The
+   * whole call (waiting for a pooled socket, connecting, the complete answer)
+   * has one deadline: a relay that trickles bytes keeps a socket busy but
+   * never idle, so a socket idle timeout alone would let it hang the agent.
+   */
   call(method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
-    return new Promise((resolve, reject) => {
+    let deadline: NodeJS.Timeout | undefined;
+    return new Promise<{ status: number; json: unknown }>((resolve, reject) => {
       const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
       const req = request(
         {
@@ -63,10 +69,14 @@ export class BrokerHttp {
           res.on('error', (cause) => reject(new AgentError('BROKER_UNREACHABLE', 'broker connection failed mid-response', { cause })));
         },
       );
+      deadline = setTimeout(() => {
+        reject(new AgentError('BROKER_UNREACHABLE', `no complete answer from the broker within ${this.timeoutMs} ms`));
+        req.destroy();
+      }, this.timeoutMs);
       req.on('timeout', () => req.destroy(new Error(`no answer within ${this.timeoutMs} ms`)));
       req.on('error', (cause) => reject(cause instanceof AgentError ? cause : new AgentError('BROKER_UNREACHABLE', `cannot reach the broker at ${this.transport.description}: ${cause.message}`, { cause })));
       req.end(payload);
-    });
+    }).finally(() => clearTimeout(deadline));
   }
 
   close(): void {

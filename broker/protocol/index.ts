@@ -9,3 +9,5 @@ export {
   VersionFloor,
 } from './claims.js';
 export type { ReleaseClaims, ReleaseClaimsInput, AnswerProblemCode, AnswerProblem, ReleaseExpectation, ClaimsCheck } from './claims.js';
+export { BROKER_ERROR_CODES, isBrokerErrorCode } from './codes.js';
+export type { BrokerErrorCode } from './codes.js';

@@ -1,0 +1,42 @@
+/**
+ * The error codes the broker API answers with (`{ error: { code, message } }`),
+ * design.md section 2. The broker's own error type is built on this list (so
+ * the two cannot drift), and the agent passes through only these: an error
+ * body is unauthenticated (any relay can write one), so a code outside this
+ * list, such as one of the agent's own verdicts, is never taken from it.
+ */
+export const BROKER_ERROR_CODES = [
+  // attestation verification (broker/verify)
+  'MALFORMED_COSE',
+  'UNSUPPORTED_ALG',
+  'MALFORMED_PAYLOAD',
+  'CERT_CHAIN_INVALID',
+  'UNTRUSTED_ROOT',
+  'CERT_EXPIRED',
+  'BAD_SIGNATURE',
+  'DOC_EXPIRED',
+  'NONCE_MISMATCH',
+  'PCR_MISMATCH',
+  'DEBUG_MODE',
+  // policy, abuse controls, dependencies
+  'UNKNOWN_SECRET',
+  'POLICY_DENIED',
+  'RATE_LIMITED',
+  'QUARANTINED',
+  'REVOKED',
+  'KMS_UNAVAILABLE',
+  'STORE_UNAVAILABLE',
+  'SECRET_UNAVAILABLE',
+  'BAD_REQUEST',
+  'UNAUTHORIZED',
+  'NOT_FOUND',
+  'INTERNAL_ERROR',
+] as const;
+
+export type BrokerErrorCode = (typeof BROKER_ERROR_CODES)[number];
+
+const KNOWN: ReadonlySet<string> = new Set(BROKER_ERROR_CODES);
+
+export function isBrokerErrorCode(value: unknown): value is BrokerErrorCode {
+  return typeof value === 'string' && KNOWN.has(value);
+}
