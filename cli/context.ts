@@ -30,6 +30,10 @@ export interface StoreFlags {
 export async function brokerConfig(flags: StoreFlags, env: NodeJS.ProcessEnv = process.env): Promise<BrokerConfig> {
   try {
     const file = flags.config ?? env.KEYGATE_CONFIG;
+    // --dev trusts the NSM simulator's root: never over a configured (production) store and state.
+    if (flags.dev && file) {
+      throw new UsageError(`--dev cannot be combined with a config file (${flags.config ? '--config' : '$KEYGATE_CONFIG'}): development mode uses its own store and state in ./.keygate-dev`);
+    }
     const fromFile = file ? await loadConfigFile(file) : {};
     return resolveConfig(
       flags.dev ? DEV_CONFIG : {},

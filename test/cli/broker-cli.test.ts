@@ -1,10 +1,11 @@
 /** The admin commands and `keygate broker` as real subprocesses on a real store. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { JWK } from 'jose';
-import { keygate, keygateServer } from '../support/cli.js';
+import { BIN, keygate, keygateServer } from '../support/cli.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave, valueOf } from '../support/enclave.js';
 
@@ -136,6 +137,25 @@ describe('keygate broker + audit verify', () => {
         expect(r.stdout).toBe('');
       }
     }
+  });
+});
+
+describe('--dev and a config file', () => {
+  it('refuses --dev with --config or $KEYGATE_CONFIG: the simulator root is never trusted over a configured (production) store', () => {
+    const file = join(dir, 'prod.json');
+    const prod = join(dir, 'prod');
+    writeFileSync(file, JSON.stringify({ store: join(prod, 'store'), stateDir: join(prod, 'state'), listen: '127.0.0.1:0' }));
+    const runs = [
+      spawnSync(process.execPath, [BIN, 'broker', '--dev', '--config', file], { encoding: 'utf8', timeout: 30_000 }),
+      spawnSync(process.execPath, [BIN, 'broker', '--dev'], { encoding: 'utf8', timeout: 30_000, cwd: dir, env: { ...process.env, KEYGATE_CONFIG: file } }),
+      spawnSync(process.execPath, [BIN, 'list', '--dev'], { encoding: 'utf8', timeout: 30_000, cwd: dir, env: { ...process.env, KEYGATE_CONFIG: file } }),
+    ];
+    for (const r of runs) {
+      expect(r.status).toBe(2);
+      expect(r.stderr).toMatch(/--dev cannot be combined with a config file/);
+    }
+    // Nothing was written into the configured state directory (no simulator PKI, no keys).
+    expect(existsSync(prod)).toBe(false);
   });
 });
 
