@@ -101,6 +101,11 @@ export async function rotateSecret(store: BindingStore, providers: ReadonlyMap<P
     assertLoadable(current, secret);
     const previous = current.bindings.get(secret);
     if (!previous) throw new AdminError(`no binding for "${secret}"`);
+    // The value was encrypted (outside the lock) for the binding read then: if another admin changed it
+    // meanwhile (another provider or key, a re-bind), this ciphertext may not belong to it. Refuse; run it again.
+    if (previous.version !== existing.version || previous.provider !== existing.provider || previous.kmsKeyId !== existing.kmsKeyId) {
+      throw new AdminError(`the binding of "${secret}" changed while the new value was being encrypted (now version ${previous.version}); run the rotation again`);
+    }
     const binding = parseBinding({ ...previous, version: previous.version + 1, ciphertext, text: isText(value), revoked: false, updatedAt: now.toISOString() });
     await tx.putBinding(binding);
     return binding;

@@ -77,6 +77,22 @@ function fingerprintOf(info: { mtimeNs: bigint; ino: bigint; size: bigint }): st
 }
 
 /**
+ * The version to reserve for a binding file that fails validation: its
+ * `version` when that still reads as one; otherwise the current time in
+ * milliseconds, above anything a history of +1 rotations can have reached,
+ * so a later bind never repeats a version an agent may have seen.
+ */
+async function versionOfDamagedFile(path: string): Promise<number> {
+  try {
+    const version = (JSON.parse(await readFile(path, 'utf8')) as { version?: unknown }).version;
+    if (typeof version === 'number' && Number.isSafeInteger(version) && version >= 1) return version;
+  } catch {
+    // unreadable: fall through
+  }
+  return Date.now();
+}
+
+/**
  * A directory of JSON documents: `bindings/<secret>.json`,
  * `baselines/<name>.json` and `revocations.json`. Every write is atomic; every load is validated; a file
  * that fails validation is reported and fails closed (see `StoreProblem`): no last good copy is kept.
@@ -282,7 +298,7 @@ export class FileStore implements BindingStore {
             () => false,
           );
           // Reserve the version before the binding goes: a crash in between leaves both, which is safe.
-          const version = this.#snapshot.bindings.get(secret)?.version;
+          const version = existed ? (this.#snapshot.bindings.get(secret)?.version ?? (await versionOfDamagedFile(path))) : undefined;
           if (version !== undefined && version > (await this.#retiredVersion(secret))) {
             await ensureDirectory(this.#retiredDir);
             await writeFileAtomic(join(this.#retiredDir, `${secret}.json`), toJson({ secret, version }));

@@ -4,13 +4,17 @@
  * rotation, and not after an unbind followed by a new bind of the same name.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileStore } from '../../broker/store/file-store.js';
 import { LocalKeyProvider } from '../../broker/kms/local.js';
-import { bindSecret, pcrSet, rotateSecret, unbindSecret } from '../../broker/admin.js';
+import { AdminError, bindSecret, pcrSet, rotateSecret, unbindSecret } from '../../broker/admin.js';
+import { AwsKmsKeyProvider } from '../../broker/kms/aws-kms.js';
+import type { KeyProvider } from '../../broker/kms/provider.js';
+import type { ProviderName } from '../../broker/policy/types.js';
 import { APPROVED } from '../support/enclave.js';
+import { TEST_CREDENTIALS, startKmsServer } from '../support/kms-server.js';
 
 let dir: string;
 beforeEach(() => {
@@ -38,5 +42,62 @@ describe('secret versions never repeat', () => {
     // A retired version is not a binding: nothing is released for it and `list` does not show it.
     expect([...(await fresh.refresh()).bindings.keys()]).toEqual(['db']);
     expect(fresh.problems()).toEqual([]);
+  });
+
+  it.each([
+    ['still names its version', '{"secret":"api","version":3,"provider":"local"}', 4],
+    ['is cut off before its version can be read', '{"secret":"api","vers', undefined],
+  ])('unbinding a damaged binding file that %s still reserves a version above it', async (_what, damaged, expected) => {
+    const store = await FileStore.open(join(dir, 'store'));
+    const local = await LocalKeyProvider.open(join(dir, 'local.key'));
+    const providers = new Map([['local' as const, local]]);
+    const req = { secret: 'api', allow: [pcrSet(APPROVED)], provider: 'local' as const };
+    await bindSecret(store, local, { ...req, value: value('v1') });
+    await rotateSecret(store, providers, 'api', value('v2'));
+    expect((await rotateSecret(store, providers, 'api', value('v3'))).version).toBe(3);
+    writeFileSync(join(dir, 'store', 'bindings', 'api.json'), damaged);
+    await store.rescan();
+    expect(store.snapshot().invalidBindings.has('api')).toBe(true);
+    await unbindSecret(store, 'api'); // the way out the error message points to
+    const again = await bindSecret(store, local, { ...req, value: value('new') });
+    if (expected !== undefined) expect(again.version).toBe(expected);
+    // Unknown version: the reservation jumps above anything a history of +1 rotations can have reached.
+    else expect(again.version).toBeGreaterThan(1_000_000_000);
+  });
+});
+
+describe('two admins at once', () => {
+  it('a rotation racing a re-bind to another provider is refused, and the re-bind stands and decrypts', async () => {
+    const kms = await startKmsServer();
+    const aws = new AwsKmsKeyProvider({ region: 'us-east-1', endpoint: kms.endpoint, credentials: TEST_CREDENTIALS });
+    try {
+      const store = await FileStore.open(join(dir, 'store'));
+      const local = await LocalKeyProvider.open(join(dir, 'local.key'));
+      await bindSecret(store, local, { secret: 'db', value: value('old'), allow: [pcrSet(APPROVED)], provider: 'local' });
+      // Admin A's rotation is slow to encrypt (it holds no lock meanwhile).
+      let entered!: () => void;
+      const encrypting = new Promise<void>((r) => (entered = r));
+      let proceed!: () => void;
+      const gate = new Promise<void>((r) => (proceed = r));
+      const slowLocal: KeyProvider = { ...local, name: 'local', check: () => local.check(), decrypt: (c, s) => local.decrypt(c, s), encrypt: async (p, s) => (entered(), await gate, local.encrypt(p, s)) };
+      const providers = new Map<ProviderName, KeyProvider>([['local', slowLocal], ['aws-kms', aws]]);
+      const rotating = rotateSecret(store, providers, 'db', value('rotated-by-A')).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      await encrypting;
+      // Admin B moves the secret to AWS KMS meanwhile.
+      const b = await bindSecret(store, aws, { secret: 'db', value: value('bound-by-B'), allow: [pcrSet(APPROVED)], provider: 'aws-kms', kmsKeyId: kms.keyId });
+      proceed();
+      const err = await rotating;
+      expect(err).toBeInstanceOf(AdminError);
+      expect((err as Error).message).toMatch(/changed while/);
+      const now = (await store.refresh()).bindings.get('db')!;
+      expect(now).toEqual(b);
+      expect(new TextDecoder().decode(await aws.decrypt(now.ciphertext, 'db', now.kmsKeyId))).toBe('bound-by-B');
+    } finally {
+      aws.destroy();
+      await kms.close();
+    }
   });
 });
