@@ -302,10 +302,13 @@ export class ReleaseService {
     const provider = this.#deps.providers.get(binding.provider);
     if (!provider) throw new Error(`no ${binding.provider} key provider is configured`);
     const t0 = performance.now();
+    const keyTag = keyIdentity(binding.provider, binding.kmsKeyId);
+    const epoch = this.#cache.keyEpoch(keyTag);
     try {
       const value = await provider.decrypt(binding.ciphertext, binding.secret, binding.kmsKeyId);
-      // A store change during the decrypt may have dropped this version: do not cache it back.
-      if (generation === this.#cacheGeneration) this.#cache.set(key, value, now, keyIdentity(binding.provider, binding.kmsKeyId));
+      // A store change during the decrypt may have dropped this version, and a key found disabled
+      // meanwhile dropped its values: in either case do not cache it back.
+      if (generation === this.#cacheGeneration) this.#cache.set(key, value, now, keyTag, epoch);
       return value;
     } finally {
       this.#deps.metrics.kmsSeconds.observe((performance.now() - t0) / 1000);

@@ -14,6 +14,8 @@ export class SecretCache {
   readonly #ttlMs: number;
   readonly #max: number;
   readonly #entries = new Map<string, { value: Uint8Array; expires: number; keyTag: string | undefined }>();
+  /** How often each key was dropped: a decrypt that started before a drop must not cache its value after it. */
+  readonly #drops = new Map<string, number>();
 
   /** @param ttlMs - 0 disables caching */
   constructor(ttlMs: number, max = 1000) {
@@ -36,13 +38,20 @@ export class SecretCache {
     return entry.value.slice();
   }
 
+  /** A marker to take before decrypting under `keyTag` and hand to `set`: it tells whether the key was dropped meanwhile. */
+  keyEpoch(keyTag: string | undefined): number {
+    return keyTag === undefined ? 0 : (this.#drops.get(keyTag) ?? 0);
+  }
+
   /**
    * Caches a copy of `value`; the caller keeps ownership of `value` itself.
    *
    * @param keyTag - the provider key the value was decrypted under, for `dropKey`
+   * @param epoch - `keyEpoch(keyTag)` taken before the decrypt: if the key was dropped since, nothing is cached
    */
-  set(key: string, value: Uint8Array, now: number, keyTag?: string): void {
+  set(key: string, value: Uint8Array, now: number, keyTag?: string, epoch?: number): void {
     if (this.#ttlMs <= 0) return;
+    if (epoch !== undefined && epoch !== this.keyEpoch(keyTag)) return;
     this.#delete(key);
     this.#entries.set(key, { value: value.slice(), expires: now + this.#ttlMs, keyTag });
     if (this.#entries.size > this.#max) this.#delete(this.#entries.keys().next().value as string);
@@ -55,6 +64,7 @@ export class SecretCache {
 
   /** Drops every value decrypted under `keyTag` (its key was disabled or deleted). Returns how many. */
   dropKey(keyTag: string): number {
+    this.#drops.set(keyTag, this.keyEpoch(keyTag) + 1);
     let dropped = 0;
     for (const [key, entry] of [...this.#entries]) {
       if (entry.keyTag === keyTag) {

@@ -137,6 +137,27 @@ describe('permanent provider failures -> 500 SECRET_UNAVAILABLE, audited with th
     for (const s of ['p-cached', 'p-fresh', 'p-other-key']) await unbindSecret(broker.store, s);
   });
 
+  it('a decrypt in flight while the key is found disabled releases once but is not cached back', async () => {
+    const key = kms.createKey();
+    await bindKms('p-slow', key);
+    await bindKms('p-probe', key);
+    // 'p-slow' misses the cache; KMS decides its Decrypt while the key is enabled, and answers late.
+    kms.faults.latencyMs = 3_000;
+    const before = decrypts();
+    const slow = enclave.request(['p-slow']);
+    await expect.poll(decrypts, { timeout: 20_000, interval: 10 }).toBeGreaterThan(before);
+    kms.faults.latencyMs = 0;
+    // Meanwhile the key is disabled and another request finds out: the key's cached values are dropped.
+    kms.disableKey(key);
+    expect(await attempt(['p-probe'])).toEqual({ status: 500, code: 'SECRET_UNAVAILABLE', released: false, audit: ['SECRET_UNAVAILABLE:DisabledException'] });
+    // The late answer was decided before the disable: it may be released this once ...
+    expect((await slow).status).toBe(200);
+    // ... but it must not come back from the cache now that the key is known disabled.
+    expect(await attempt(['p-slow'])).toEqual({ status: 500, code: 'SECRET_UNAVAILABLE', released: false, audit: ['SECRET_UNAVAILABLE:DisabledException'] });
+    kms.enableKey(key);
+    for (const s of ['p-slow', 'p-probe']) await unbindSecret(broker.store, s);
+  });
+
   it('a key pending deletion (KMSInvalidStateException) and a deleted key (NotFoundException)', async () => {
     const pending = kms.createKey();
     const deleted = kms.createKey();
