@@ -18,7 +18,8 @@ export class RateLimiter {
     if (this.perSecond <= 0) return true;
     let bucket = this.#buckets.get(key);
     if (bucket) {
-      bucket.tokens = Math.min(this.burst, bucket.tokens + ((now - bucket.at) / 1000) * this.perSecond);
+      // A wall clock stepped backwards refills nothing but restarts the count from now (never a drain).
+      bucket.tokens = Math.min(this.burst, bucket.tokens + (Math.max(0, now - bucket.at) / 1000) * this.perSecond);
       bucket.at = now;
       this.#buckets.delete(key); // re-insert: Map order doubles as LRU order
     } else {
@@ -49,8 +50,10 @@ export class Quarantine {
   ) {}
 
   isQuarantined(identity: string, now: number): boolean {
-    const until = this.#until.get(identity);
+    let until = this.#until.get(identity);
     if (until === undefined) return false;
+    // A wall clock stepped backwards must not stretch the quarantine beyond its length from now.
+    if (until - now > this.quarantineMs) this.#until.set(identity, (until = now + this.quarantineMs));
     if (until > now) return true;
     this.#until.delete(identity);
     return false;
