@@ -140,22 +140,8 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
     clock,
   });
 
-  let readyUntil = 0;
-  const ready = async (): Promise<void> => {
-    if (!audit.healthy) throw new BrokerError('INTERNAL_ERROR', 'audit log is not writable');
-    await store.refresh();
-    const storeProblems = store.problems();
-    if (storeProblems.length) {
-      // /readyz is unauthenticated: binding files are counted, not named (their names are the secrets' names).
-      const bindingFiles = storeProblems.filter((p) => relative(config.store, p.file).startsWith('bindings/')).length;
-      const shown = [
-        ...storeProblems.filter((p) => !relative(config.store, p.file).startsWith('bindings/')).map((p) => `${relative(config.store, p.file)} (${p.message})`),
-        ...(bindingFiles ? [`${bindingFiles} binding file${bindingFiles > 1 ? 's' : ''} (named in the broker log and by keygate list)`] : []),
-      ].join('; ');
-      throw new BrokerError('STORE_UNAVAILABLE', `store files fail validation: ${shown}`);
-    }
-    const now = clock();
-    if (now < readyUntil) return;
+  let providerCheck: { until: number; result: Promise<void> } | undefined;
+  const checkProviders = async (): Promise<void> => {
     // The keys the servable bindings use, per provider: aws-kms checks each with DescribeKey (Enabled).
     const used = new Map<ProviderName, Set<string>>();
     for (const b of store.snapshot().bindings.values()) {
@@ -172,9 +158,34 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
         throw new BrokerError('SECRET_UNAVAILABLE', `a ${name} key in use is unusable (${err.providerError})`);
       }
     }
-    readyUntil = now + 5_000;
   };
 
+  const ready = async (): Promise<void> => {
+    if (!audit.healthy) throw new BrokerError('INTERNAL_ERROR', 'audit log is not writable');
+    await store.refresh();
+    const storeProblems = store.problems();
+    if (storeProblems.length) {
+      // /readyz is unauthenticated: binding files are counted, not named (their names are the secrets' names).
+      const bindingFiles = storeProblems.filter((p) => relative(config.store, p.file).startsWith('bindings/')).length;
+      const shown = [
+        ...storeProblems.filter((p) => !relative(config.store, p.file).startsWith('bindings/')).map((p) => `${relative(config.store, p.file)} (${p.message})`),
+        ...(bindingFiles ? [`${bindingFiles} binding file${bindingFiles > 1 ? 's' : ''} (named in the broker log and by keygate list)`] : []),
+      ].join('; ');
+      throw new BrokerError('STORE_UNAVAILABLE', `store files fail validation: ${shown}`);
+    }
+    // /readyz is unauthenticated: one provider check at a time, and its answer (failure too) reused for a
+    // while, so probes cannot turn into KMS calls that eat the account's request quota.
+    const now = clock();
+    if (!providerCheck || now >= providerCheck.until) {
+      const result = checkProviders();
+      providerCheck = { until: Infinity, result };
+      void result.then(
+        () => (providerCheck = { until: clock() + 5_000, result }),
+        () => (providerCheck = { until: clock() + 2_000, result }),
+      );
+    }
+    await providerCheck.result;
+  };
   const app = createBrokerApp({ release, challenge, metrics, brokerKey: signingKey.publicJwk, maxBodyBytes: config.maxBodyBytes, clock, ready });
   return {
     app,

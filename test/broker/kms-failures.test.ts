@@ -231,6 +231,21 @@ describe('/readyz checks the KMS keys in use', () => {
     await unbindSecret(broker.store, 'r-secret');
   });
 
+  it('does not turn unauthenticated /readyz calls into KMS calls: failures are reused too, and checks are shared', async () => {
+    const key = kms.createKey();
+    await bindKms('r-amplify', key);
+    kms.disableKey(key);
+    await expect.poll(readiness, { timeout: 20_000, interval: 200 }).toBe(503);
+    const before = kms.calls.get('DescribeKey') ?? 0;
+    const answers = await Promise.all(Array.from({ length: 100 }, () => readiness()));
+    expect(answers.every((s) => s === 503)).toBe(true);
+    // One check covers a burst; a few more if the burst outlives the reuse window on a slow machine.
+    expect((kms.calls.get('DescribeKey') ?? 0) - before).toBeLessThanOrEqual(3 * 4);
+    kms.enableKey(key);
+    await unbindSecret(broker.store, 'r-amplify');
+    await expect.poll(readiness, { timeout: 20_000, interval: 200 }).toBe(200);
+  });
+
   it('is 503 while KMS is unreachable', async () => {
     await bindKms('r-outage', kms.keyId);
     kms.faults.outage = true;
