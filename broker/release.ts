@@ -148,11 +148,12 @@ export class ReleaseService {
     // A refusal that does not depend on the names asked for (unverified document, stale nonce, rate limit,
     // bad request) is one bounded record per request, sampled per client: junk cannot fill the audit disk.
     const refuse = (code: string): Promise<void> => d.audit.appendRefusal(entry('deny', code, null, null));
-    const denyAll = async (shown: BrokerErrorCode, message: string, reasons?: ReadonlyMap<string, string>): Promise<never> => {
+    /** `reasons`: per-name decisions (a map), or the audit code of one name-independent refusal (a string). */
+    const denyAll = async (shown: BrokerErrorCode, message: string, reasons?: ReadonlyMap<string, string> | string): Promise<never> => {
       d.metrics.denials.inc({ code: shown });
       // Per-name decisions: one batch, one fsync for all the names of the request.
-      if (reasons) await Promise.all(names.map((name) => record('deny', reasons.get(name) ?? shown, name, null)));
-      else await refuse(shown);
+      if (typeof reasons === 'object') await Promise.all(names.map((name) => record('deny', reasons.get(name) ?? shown, name, null)));
+      else await refuse(reasons ?? shown);
       throw new BrokerError(shown, message);
     };
 
@@ -183,7 +184,7 @@ export class ReleaseService {
       const snapshot = await d.store.refresh();
       // Fail closed: without a valid revocation list it is unknown who is revoked, so nobody gets anything.
       if (snapshot.revocationsProblem) {
-        await denyAll('STORE_UNAVAILABLE', 'the store cannot be fully loaded; nothing was released', new Map(names.map((n) => [n, 'STORE_UNAVAILABLE:revocations.json'])));
+        await denyAll('STORE_UNAVAILABLE', 'the store cannot be fully loaded; nothing was released', 'STORE_UNAVAILABLE:revocations.json');
       }
       this.#dropStaleCache(snapshot.generation, snapshot.bindings);
       const revoked = checkRevoked(identity, snapshot.revocations);
