@@ -125,7 +125,10 @@ export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerCo
     if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) throw new ConfigError(`${key} must be a non-negative number`);
   }
   if (config.maxDocumentAgeSeconds === 0 || config.maxDocumentAgeSeconds > 3600) throw new ConfigError('maxDocumentAgeSeconds must be 1..3600');
-  if (!Number.isInteger(config.auditMaxFileBytes) || config.auditMaxFileBytes < 4096) throw new ConfigError('auditMaxFileBytes must be an integer >= 4096');
+  // The live audit file is read whole when the broker starts: keep it well inside what one string can hold.
+  if (!Number.isInteger(config.auditMaxFileBytes) || config.auditMaxFileBytes < 4096 || config.auditMaxFileBytes > 256 * 1024 * 1024) {
+    throw new ConfigError('auditMaxFileBytes must be an integer in 4096..268435456 (256 MiB)');
+  }
   for (const [key, value] of Object.entries({
     headersTimeoutSeconds: config.headersTimeoutSeconds,
     requestTimeoutSeconds: config.requestTimeoutSeconds,

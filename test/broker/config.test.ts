@@ -42,6 +42,14 @@ describe('resolveConfig', () => {
   });
 });
 
+describe('resolveConfig: audit file size', () => {
+  it('bounds auditMaxFileBytes: the live file is read whole at start, and a string cannot exceed ~512 MiB', () => {
+    expect(resolveConfig({}).auditMaxFileBytes).toBe(64 * 1024 * 1024);
+    expect(resolveConfig({ auditMaxFileBytes: 256 * 1024 * 1024 }).auditMaxFileBytes).toBe(256 * 1024 * 1024);
+    for (const bad of [4095, 256 * 1024 * 1024 + 1, 1e12, 1.5, -1]) expect(() => resolveConfig({ auditMaxFileBytes: bad })).toThrow(/auditMaxFileBytes must be an integer in 4096\.\.268435456/);
+  });
+});
+
 describe('resolveConfig: HTTP server limits', () => {
   it('defaults to headers 10 s, request 30 s, keep-alive 5 s, 1024 connections', () => {
     expect(resolveConfig({})).toMatchObject({ headersTimeoutSeconds: 10, requestTimeoutSeconds: 30, keepAliveTimeoutSeconds: 5, maxConnections: 1024 });
