@@ -153,6 +153,8 @@ export class AuditLog {
     const seq = head ? (JSON.parse(head) as { seq: number }).seq : 0;
     const prevHash = head ? lineHash(head) : GENESIS_HASH;
     const handle = await (options.openFile ?? openForAppend)(path);
+    // The live file may have just been created: its directory entry must be durable before any record is acknowledged.
+    await syncDirectory(dirname(path));
     const nextSegment = segments.length ? segments[segments.length - 1]!.n + 1 : 1;
     return new AuditLog(path, signer, options, { handle, size: keep, seq, prevHash, nextSegment });
   }

@@ -9,9 +9,13 @@ async function writeDurableTemp(path: string, data: string | Uint8Array, mode: n
   try {
     await handle.writeFile(data);
     await handle.sync();
-  } finally {
-    await handle.close();
+  } catch (err) {
+    // A full disk or a file-size limit: leave no half-written temp file behind.
+    await handle.close().catch(() => {});
+    await rm(tmp, { force: true });
+    throw err;
   }
+  await handle.close();
   return tmp;
 }
 
