@@ -6,6 +6,9 @@ import type { Baseline } from './policy/baseline.js';
 
 /** Store operations behind `keygate bind/rotate/unbind/revoke/list`, shared by the CLI and tests. */
 
+/** Largest secret value keygate stores. */
+export const MAX_SECRET_BYTES = 64 * 1024;
+
 export class AdminError extends Error {
   override readonly name = 'AdminError';
 }
@@ -59,7 +62,7 @@ export function pcrSet(values: Record<string, string | undefined>, baseline?: st
 export async function bindSecret(store: BindingStore, provider: KeyProvider, req: BindRequest, now = new Date()): Promise<Binding> {
   if (!SECRET_NAME.test(req.secret)) throw new AdminError(`"${req.secret}" is not a valid secret name ([A-Za-z0-9._-], up to 128)`);
   if (req.value.length === 0) throw new AdminError('the secret value is empty');
-  if (req.value.length > 64 * 1024) throw new AdminError('the secret value is larger than 64 KiB');
+  if (req.value.length > MAX_SECRET_BYTES) throw new AdminError(`the secret value is larger than ${MAX_SECRET_BYTES / 1024} KiB`);
   if (req.provider === 'aws-kms' && !req.kmsKeyId) throw new AdminError('--kms-key-id is required with --provider aws-kms');
   const ciphertext = await provider.encrypt(req.value, req.secret, req.kmsKeyId);
   return store.update(async (current, tx) => {

@@ -1,16 +1,41 @@
-import { readFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
 import { UsageError } from './errors.js';
 
 /** Where a command reads from; injectable so tests need no real stdin. */
 export interface InputSource {
-  readStdin(): Promise<Uint8Array>;
+  /** Standard input as a byte stream (read only as far as the caller's limit). */
+  stdin(): AsyncIterable<Uint8Array>;
 }
 
-/** Reads `path`, or standard input for `-`; failures are usage errors (exit 2). */
-export async function readInput(path: string, source: InputSource): Promise<Uint8Array> {
+/** The input holds more than the command accepts; reading stopped there. */
+export class InputTooLargeError extends Error {
+  override readonly name = 'InputTooLargeError';
+  constructor(readonly maxBytes: number) {
+    super(`input is larger than ${maxBytes} bytes`);
+  }
+}
+
+/** Collects at most `maxBytes` from `stream`; one byte more is an InputTooLargeError (a never-ending input is not read to the end). */
+async function readBounded(stream: AsyncIterable<Uint8Array>, maxBytes: number): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of stream) {
+    size += chunk.length;
+    if (size > maxBytes) throw new InputTooLargeError(maxBytes);
+    chunks.push(chunk);
+  }
+  return new Uint8Array(Buffer.concat(chunks));
+}
+
+/**
+ * Reads `path`, or standard input for `-`, up to `maxBytes`. An unreadable
+ * input is a usage error (exit 2); a larger one an InputTooLargeError.
+ */
+export async function readInput(path: string, source: InputSource, maxBytes: number): Promise<Uint8Array> {
   try {
-    return path === '-' ? await source.readStdin() : new Uint8Array(await readFile(path));
+    return await readBounded(path === '-' ? source.stdin() : createReadStream(path), maxBytes);
   } catch (cause) {
+    if (cause instanceof InputTooLargeError) throw cause;
     const reason = (cause as NodeJS.ErrnoException).code ?? (cause as Error).message;
     throw new UsageError(`cannot read ${path === '-' ? 'standard input' : path}: ${reason}`);
   }

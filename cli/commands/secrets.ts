@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import type { ParseArgsConfig } from 'node:util';
-import { AdminError, bindSecret, pcrSet, revokeIdentities, revokeSecret, rotateSecret, unbindSecret } from '../../broker/admin.js';
+import { AdminError, bindSecret, MAX_SECRET_BYTES, pcrSet, revokeIdentities, revokeSecret, rotateSecret, unbindSecret } from '../../broker/admin.js';
 import { SchemaError } from '../../broker/policy/schema.js';
 import type { AllowRule, ProviderName } from '../../broker/policy/types.js';
 import type { Baseline } from '../../broker/policy/baseline.js';
@@ -9,7 +9,7 @@ import { baselinePath, readBaseline } from './record.js';
 import { UsageError } from '../errors.js';
 import { parseCommand } from '../args.js';
 import { STORE_OPTIONS, STORE_USAGE, openAdmin, type StoreFlags } from '../context.js';
-import { readInput } from '../input.js';
+import { InputTooLargeError, readInput } from '../input.js';
 import { parseDuration } from '../parse.js';
 import type { CliIo } from '../io.js';
 
@@ -61,7 +61,9 @@ async function readValue(values: Record<string, unknown>, io: CliIo): Promise<Ui
   const file = values['value-file'] as string | undefined;
   const stdin = values['value-stdin'] as boolean | undefined;
   if (Boolean(file) === Boolean(stdin)) throw new UsageError('give exactly one of --value-file F or --value-stdin');
-  const value = await readInput(file ?? '-', io);
+  const value = await readInput(file ?? '-', io, MAX_SECRET_BYTES).catch((err: unknown) => {
+    throw err instanceof InputTooLargeError ? new UsageError(`the secret value is larger than ${MAX_SECRET_BYTES / 1024} KiB`) : err;
+  });
   if (value.length === 0) throw new UsageError('the secret value is empty');
   return value;
 }

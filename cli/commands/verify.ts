@@ -10,7 +10,10 @@ import {
 } from '../../broker/verify/index.js';
 import { UsageError } from '../errors.js';
 import { parseCommand } from '../args.js';
-import { decodeDocumentInput, readInput } from '../input.js';
+import { decodeDocumentInput, InputTooLargeError, readInput } from '../input.js';
+
+/** Attestation documents are a few KiB (AWS caps every field); hex or base64 text of one stays far below this. */
+export const MAX_DOCUMENT_INPUT_BYTES = 1024 * 1024;
 import { parseDuration, parseHex, parseInstant, parsePcrRequirements } from '../parse.js';
 import type { CliIo } from '../io.js';
 
@@ -129,7 +132,17 @@ export async function verifyCommand(argv: readonly string[], io: CliIo, now: () 
     pcrs: parsePcrRequirements(values.pcr ?? []),
     allowDebug: values['allow-debug'] ?? false,
   };
-  const document = decodeDocumentInput(await readInput(positionals[0]!, io));
+  let input: Uint8Array;
+  try {
+    input = await readInput(positionals[0]!, io, MAX_DOCUMENT_INPUT_BYTES);
+  } catch (err) {
+    if (!(err instanceof InputTooLargeError)) throw err;
+    // A readable input that cannot be a document (real ones are a few KiB): invalid, not a usage error.
+    const message = `the input is larger than ${MAX_DOCUMENT_INPUT_BYTES} bytes: not an attestation document`;
+    io.out(values.json ? `${JSON.stringify({ valid: false, code: 'MALFORMED_COSE', message })}\n` : `INVALID MALFORMED_COSE: ${message}\n`);
+    return 1;
+  }
+  const document = decodeDocumentInput(input);
 
   try {
     const doc = verifyAttestation(document, options);

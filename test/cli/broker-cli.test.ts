@@ -28,6 +28,12 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const pcrArgs = ['--pcr0', APPROVED[0], '--pcr1', APPROVED[1], '--pcr2', APPROVED[2]];
 
 describe('keygate bind / rotate / list / revoke / unbind', () => {
+  it('refuses a value over 64 KiB without reading an endless file to its end', () => {
+    const bind = keygate(['bind', 'huge', ...pcrArgs, '--value-file', '/dev/zero', ...store]);
+    expect(bind.status).toBe(2);
+    expect(bind.stderr).toMatch(/the secret value is larger than 64 KiB/);
+  });
+
   it('binds from stdin and lists without ever printing the value', () => {
     const bind = keygate(['bind', 'db-password', ...pcrArgs, '--value-stdin', '--ttl', '2m', ...store], 'correct horse');
     expect(bind.stderr).toBe('');

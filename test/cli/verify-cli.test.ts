@@ -133,6 +133,14 @@ describe('keygate verify: invalid documents (exit 1)', () => {
     writeFileSync(file, '');
     invalid(['verify', file], 'MALFORMED_COSE');
   });
+  // Real documents are a few KiB: a larger input is not read to its end (/dev/zero never ends) and is invalid.
+  it('an input over 1 MiB, from a file or stdin', () => {
+    const file = join(dir, 'huge.cbor');
+    writeFileSync(file, Buffer.alloc(1024 * 1024 + 1, 0x84));
+    invalid(['verify', file], 'MALFORMED_COSE');
+    invalid(['verify', '-'], 'MALFORMED_COSE', 'ab'.repeat(600 * 1024));
+  });
+  it('an endless input (/dev/zero)', () => invalid(['verify', '/dev/zero'], 'MALFORMED_COSE'));
   it('a real document under a configured test root only', async () => {
     const pki = await createTestPki(r01.timestamp_ms);
     const rootFile = join(dir, 'test-root.pem');
