@@ -38,6 +38,8 @@ export interface Broker {
 export interface BrokerOptions {
   readonly clock?: () => number;
   readonly log?: Logger;
+  /** Audit-lock timing (tests shorten it): the heartbeat period, and the heartbeat age after which a holder that cannot be checked by pid counts as gone. */
+  readonly auditLock?: { readonly heartbeatMs?: number; readonly staleMs?: number };
 }
 
 /** Another live broker holds the audit file: two writers would interleave one hash chain. */
@@ -45,21 +47,41 @@ export class AuditFileInUseError extends Error {
   override readonly name = 'AuditFileInUseError';
 }
 
+/** Heartbeat age after which the audit lock of a broker that cannot be checked by pid (another container or machine) counts as abandoned. */
+export const AUDIT_LOCK_STALE_MS = 30_000;
+
 /**
  * Holds `<audit>.lock` for the broker's lifetime, so a second broker on the
- * same audit file refuses to start. A lock left by a killed broker is taken
- * over at once (its holder is checked by pid and start time); one from another
- * host is never broken automatically (remove it by hand once that host's
- * broker is gone).
+ * same audit file refuses to start. A lock left by a killed broker in this pid
+ * namespace is taken over at once (its holder is checked by pid and start
+ * time); one from another pid namespace or machine (a restarted container) is
+ * judged by its heartbeat: this broker waits until it is `staleMs` old, or
+ * refuses if it keeps being refreshed. `onLost` is called when a heartbeat
+ * finds the lock taken over: another broker now writes the audit file.
  */
-async function lockAuditFile(audit: string): Promise<HeldLock> {
+async function lockAuditFile(audit: string, log: Logger, timing: BrokerOptions['auditLock'], onLost: () => void): Promise<HeldLock> {
   await ensureDirectory(dirname(audit));
+  const staleMs = timing?.staleMs ?? AUDIT_LOCK_STALE_MS;
+  const options = {
+    foreignStaleMs: staleMs,
+    heartbeatMs: timing?.heartbeatMs,
+    onCompromised: (reason: string) => {
+      log('error', 'audit file lock lost: another broker took over the audit file; this broker stops writing it and refuses releases (restart it once only one broker uses the file)', { lock: `${audit}.lock`, reason });
+      onLost();
+    },
+  };
   try {
-    return await acquireLock(`${audit}.lock`, { waitMs: 0 });
+    try {
+      return await acquireLock(`${audit}.lock`, { ...options, waitMs: 0 });
+    } catch (err) {
+      if (!(err instanceof LockBusyError && err.foreign)) throw err;
+      log('warn', 'audit file lock is held by a broker in another pid namespace or on another machine; waiting for its heartbeat to stop', { lock: `${audit}.lock`, holder: err.holder ? describeOwner(err.holder) : 'unknown', staleMs });
+      return await acquireLock(`${audit}.lock`, { ...options, waitMs: staleMs + 5_000 });
+    }
   } catch (err) {
     if (!(err instanceof LockBusyError)) throw err;
     throw new AuditFileInUseError(
-      `another keygate broker (${err.holder ? describeOwner(err.holder) : 'unknown holder'}) is using the audit file ${audit}; ` +
+      `another keygate broker (${err.holder ? describeOwner(err.holder) : 'unknown holder'}${err.foreign ? ', which keeps refreshing its lock' : ''}) is using the audit file ${audit}; ` +
         'two brokers on one audit file would corrupt its hash chain. Stop that broker, or give this one its own stateDir/auditFile ' +
         `(the lock is ${audit}.lock)`,
     );
@@ -113,11 +135,16 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   });
   const signingKey = await loadOrCreateSigningKey(paths.signingKey);
   const providers = await openProviders(config);
-  const auditLock = await lockAuditFile(paths.audit);
+  let stopAudit = (): void => {};
+  const auditLock = await lockAuditFile(paths.audit, log, options.auditLock, () => stopAudit());
   const audit = await AuditLog.open(paths.audit, { key: signingKey.privateKey, kid: signingKey.kid }, { log, maxFileBytes: config.auditMaxFileBytes }).catch(async (err: unknown) => {
     await auditLock.release();
     throw err;
   });
+  // Audit lock taken over (this broker was judged gone: a paused VM, clock trouble): the file may be another
+  // broker's now. Closing the log fails closed: appends (so releases) are refused and /readyz reports 503.
+  stopAudit = () => void audit.close().catch(() => {});
+  if (auditLock.compromised) stopAudit();
   log('info', 'audit log', { file: resolvePath(paths.audit), seq: audit.seq, maxFileBytes: config.auditMaxFileBytes });
   const challenge = new ChallengeService(await loadOrCreateKeyFile(paths.challengeKey, 32));
   const roots = await loadRoots(config, log);

@@ -5,16 +5,31 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BIN, type Run } from '../support/cli.js';
 import { FileStore } from '../../broker/store/file-store.js';
 import { acquireLock, LockBusyError, withLock, type HeldLock } from '../../broker/store/lock.js';
+import { startContained, UNSHARE_UNAVAILABLE } from '../support/pidns.js';
 
 const HOLDER = fileURLToPath(new URL('../support/lock-holder.ts', import.meta.url));
 const PCR = (b: number): string => b.toString(16).padStart(2, '0').repeat(48);
+/** This kernel's boot and this process's pid namespace: a lock owner with both is judged by pid. */
+const BOOT = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+const PIDNS = readlinkSync('/proc/self/ns/pid');
+const owner = (fields: { pid: number; start: string | null; token: string; host?: string; boot?: string | null; pidns?: string | null }): string =>
+  JSON.stringify({ host: hostname(), boot: BOOT, pidns: PIDNS, ...fields });
+
+/** Polls `check` until it returns true (generous bound: the machine is shared and slow). */
+async function until(check: () => boolean, what: string, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 let dir: string;
 let store: string;
@@ -123,7 +138,7 @@ describe('store lock', () => {
     await FileStore.open(store);
     const lock = join(store, '.lock');
     // process.ppid is alive, but it was not started at "1": whoever wrote this lock is gone.
-    writeFileSync(lock, JSON.stringify({ pid: process.ppid, start: '1', host: hostname(), boot: null, token: 'e'.repeat(32) }));
+    writeFileSync(lock, owner({ pid: process.ppid, start: '1', token: 'e'.repeat(32) }));
     expect(await withLock(store, async () => 'entered')).toBe('entered');
     expect(existsSync(lock)).toBe(false);
   });
@@ -143,7 +158,7 @@ describe('store lock', () => {
   it('two waiters racing to break a dead holder\'s lock: exactly one gets in', async () => {
     const lock = join(dir, 'race.lock');
     for (let round = 0; round < 10; round++) {
-      writeFileSync(lock, JSON.stringify({ pid: process.ppid, start: '1', host: hostname(), boot: null, token: `${round}`.padStart(32, 'c') }));
+      writeFileSync(lock, owner({ pid: process.ppid, start: '1', token: `${round}`.padStart(32, 'c') }));
       // The interleaving that let both in: both waiters read the dead lock before either breaks it, and
       // a second breaker that confirmed the dead token removes the lock only after the first one took it.
       let arrived = 0;
@@ -178,3 +193,85 @@ describe('store lock', () => {
     }
   });
 });
+
+describe('store lock: holders that cannot be checked by pid', () => {
+  it('judges a lock from another pid namespace of this kernel by its heartbeat, never by a pid that means another process here', async () => {
+    const lock = join(dir, 'ns.lock');
+    // pid 1 in its own namespace; here pid 1 is init, started at another time: a pid rule calls this holder dead.
+    writeFileSync(lock, owner({ pid: 1, start: '999999999', pidns: 'pid:[4026599999]', token: 'a'.repeat(32) }));
+    const err: unknown = await acquireLock(lock, { waitMs: 0, foreignStaleMs: 30_000 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LockBusyError);
+    expect((err as LockBusyError).foreign).toBe(true);
+    expect(JSON.parse(readFileSync(lock, 'utf8')).token).toBe('a'.repeat(32));
+    // Its heartbeat stopped longer ago than the stale bound: abandoned, taken over.
+    const old = new Date(Date.now() - 60_000);
+    utimesSync(lock, old, old);
+    const held = await acquireLock(lock, { waitMs: 0, foreignStaleMs: 30_000 });
+    await held.release();
+    expect(existsSync(lock)).toBe(false);
+  });
+
+  it('judges a lock from this kernel and pid namespace by pid whatever hostname it records (a renamed host)', async () => {
+    const lock = join(dir, 'renamed.lock');
+    writeFileSync(lock, owner({ pid: process.ppid, start: '1', host: 'old-pod-abc', token: 'b'.repeat(32) }));
+    const held = await acquireLock(lock, { waitMs: 0, foreignStaleMs: 30_000 }); // dead holder: taken over at once
+    expect(JSON.parse(readFileSync(lock, 'utf8')).token).toBe(held.owner.token);
+    await held.release();
+  });
+
+  it('a holder refreshes its lock file (heartbeat) while it holds it', async () => {
+    const lock = join(dir, 'beat.lock');
+    const held = await acquireLock(lock, { waitMs: 0, heartbeatMs: 50 });
+    const old = new Date(Date.now() - 3_600_000);
+    utimesSync(lock, old, old);
+    await until(() => statSync(lock).mtimeMs > Date.now() - 60_000, 'the holder refreshed its lock');
+    expect(held.compromised).toBe(false);
+    await held.release();
+    expect(existsSync(lock)).toBe(false);
+  });
+
+  it('the store lock is refreshed while an update holds it', { timeout: 60_000 }, async () => {
+    await startHolder();
+    const lock = join(store, '.lock');
+    const old = new Date(Date.now() - 3_600_000);
+    utimesSync(lock, old, old);
+    await until(() => statSync(lock).mtimeMs > Date.now() - 60_000, 'the store lock holder refreshed its lock', 30_000);
+  });
+
+  it('a holder whose lock was taken over or removed learns it (compromised, onCompromised) and leaves the new lock alone', async () => {
+    for (const displace of ['replace', 'remove'] as const) {
+      const lock = join(dir, `${displace}.lock`);
+      const reasons: string[] = [];
+      const held = await acquireLock(lock, { waitMs: 0, heartbeatMs: 50, onCompromised: (reason) => reasons.push(reason) });
+      const other = owner({ pid: process.pid, start: null, token: '9'.repeat(32) });
+      if (displace === 'replace') writeFileSync(lock, other);
+      else unlinkSync(lock);
+      await until(() => held.compromised, `the ${displace}d holder noticed`);
+      expect(reasons).toHaveLength(1);
+      expect(reasons[0]).toMatch(displace === 'replace' ? /another holder/ : /gone/);
+      await held.release();
+      if (displace === 'replace') expect(readFileSync(lock, 'utf8')).toBe(other);
+      else expect(existsSync(lock)).toBe(false);
+    }
+  });
+
+  it.skipIf(UNSHARE_UNAVAILABLE !== null)(
+    `a live holder in another pid namespace (unshare) is never displaced; once SIGKILLed, its lock is taken over within the stale bound${UNSHARE_UNAVAILABLE ? ` [SKIPPED: ${UNSHARE_UNAVAILABLE}]` : ''}`,
+    { timeout: 90_000 },
+    async () => {
+      const lock = join(dir, 'pidns.lock');
+      const holder = await startContained(HOLDER, [lock, '100'], /locked/, children);
+      const held = readFileSync(lock, 'utf8');
+      expect(JSON.parse(held).pid).toBe(1); // its pid in its own namespace
+      const err: unknown = await acquireLock(lock, { waitMs: 3_000, foreignStaleMs: 1_500 }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(LockBusyError);
+      expect(readFileSync(lock, 'utf8')).toBe(held);
+
+      await holder.kill9();
+      const taken = await acquireLock(lock, { waitMs: 20_000, foreignStaleMs: 1_500 });
+      expect(JSON.parse(readFileSync(lock, 'utf8')).token).toBe(taken.owner.token);
+      await taken.release();
+    },
+  );
+});
+
