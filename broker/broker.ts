@@ -142,8 +142,9 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
     throw err;
   });
   // Audit lock taken over (this broker was judged gone: a paused VM, clock trouble): the file may be another
-  // broker's now. Closing the log fails closed: appends (so releases) are refused and /readyz reports 503.
-  stopAudit = () => void audit.close().catch(() => {});
+  // broker's now. Abandoning the log fails closed without another byte: appends (so releases) are refused
+  // and /readyz reports 503.
+  stopAudit = () => audit.abandon('the audit file lock was taken over by another broker');
   if (auditLock.compromised) stopAudit();
   log('info', 'audit log', { file: resolvePath(paths.audit), seq: audit.seq, maxFileBytes: config.auditMaxFileBytes });
   const challenge = new ChallengeService(await loadOrCreateKeyFile(paths.challengeKey, 32));

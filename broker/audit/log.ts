@@ -304,6 +304,30 @@ export class AuditLog {
     return this.#failed === undefined && !this.#closed;
   }
 
+  /**
+   * Stops for good without writing another byte: the file may not be ours
+   * any more (this broker's audit lock was taken over). Queued and future
+   * appends are refused, the pending refusal summary is dropped, no recovery
+   * runs; a write already under way finishes, then the file is closed.
+   */
+  abandon(reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#failed ??= new AuditUnavailableError(reason);
+    this.#refusals.stop();
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
+    const err = new AuditUnavailableError(`audit log abandoned: ${reason}`);
+    for (const w of this.#queue) w.reject(err);
+    this.#queue = [];
+    void (async () => {
+      await this.#flushing;
+      await this.#recovering;
+      await this.#handle?.close().catch(() => {});
+      this.#handle = undefined;
+    })();
+  }
+
   /** Writes the pending refusal summary, waits for queued writes, closes the file. */
   async close(): Promise<void> {
     if (this.#closed) return;
