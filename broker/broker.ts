@@ -1,13 +1,14 @@
 import { readFile } from 'node:fs/promises';
 import { createServer as createHttpsServer } from 'node:https';
-import { dirname, join, relative, resolve as resolvePath } from 'node:path';
+import { dirname, relative, resolve as resolvePath } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import type { Hono } from 'hono';
 import { AWS_NITRO_ROOT_G1_PEM, createVerifier, pemCertificates, type TrustedRoot } from './verify/index.js';
 import { FileStore } from './store/file-store.js';
 import { ensureDirectory } from './store/atomic.js';
-import { LocalKeyProvider, loadOrCreateKeyFile } from './kms/local.js';
+import { loadOrCreateKeyFile } from './kms/local.js';
+import { openProviders, statePaths } from './state.js';
 import { AwsKmsKeyProvider } from './kms/aws-kms.js';
 import { SecretUnavailableError, type KeyProvider } from './kms/provider.js';
 import type { ProviderName } from './policy/types.js';
@@ -86,24 +87,6 @@ async function lockAuditFile(audit: string, log: Logger, timing: BrokerOptions['
         `(the lock is ${audit}.lock)`,
     );
   }
-}
-
-/** Paths of the broker's state files. */
-export function statePaths(config: BrokerConfig): { signingKey: string; localKey: string; challengeKey: string; audit: string } {
-  return {
-    signingKey: join(config.stateDir, 'broker-signing-key.jwk'),
-    localKey: join(config.stateDir, 'local-provider.key'),
-    challengeKey: config.challengeKeyFile ?? join(config.stateDir, 'challenge.key'),
-    audit: config.auditFile ?? join(config.stateDir, 'audit.jsonl'),
-  };
-}
-
-/** Opens the key providers the store may need: local always, aws-kms as configured. */
-export async function openProviders(config: BrokerConfig): Promise<Map<ProviderName, KeyProvider>> {
-  const providers = new Map<ProviderName, KeyProvider>();
-  providers.set('local', await LocalKeyProvider.open(statePaths(config).localKey));
-  providers.set('aws-kms', new AwsKmsKeyProvider(config.kms ?? {}));
-  return providers;
 }
 
 /**

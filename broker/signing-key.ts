@@ -2,7 +2,7 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject,
 import { readFile } from 'node:fs/promises';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import { dirname } from 'node:path';
-import { createFileExclusive, ensureDirectory } from './store/atomic.js';
+import { createFileExclusive, ensureDirectory } from '../lib/durable-fs.js';
 
 /** The broker's Ed25519 identity: signs release JWSs (pinned by enclaves) and audit seals. */
 export interface SigningKey {

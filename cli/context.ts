@@ -1,6 +1,6 @@
 import { DEV_CONFIG, ConfigError, loadConfigFile, resolveConfig, type BrokerConfig } from '../broker/config.js';
-import { FileStore } from '../broker/store/file-store.js';
-import { openProviders } from '../broker/broker.js';
+import type { FileStore } from '../broker/store/file-store.js';
+import { openProviders, openStore } from '../broker/state.js';
 import type { KeyProvider } from '../broker/kms/provider.js';
 import type { ProviderName } from '../broker/policy/types.js';
 import { UsageError } from './errors.js';
@@ -52,8 +52,7 @@ export async function brokerConfig(flags: StoreFlags, env: NodeJS.ProcessEnv = p
 /** The store and key providers, as the CLI uses them. */
 export async function openAdmin(flags: StoreFlags): Promise<{ config: BrokerConfig; store: FileStore; providers: Map<ProviderName, KeyProvider> }> {
   const config = await brokerConfig(flags);
-  const problems: string[] = [];
-  const store = await FileStore.open(config.store, { onProblem: (p) => problems.push(`${p.file}: ${p.message}`) });
+  const { store, problems } = await openStore(config);
   if (problems.length) process.stderr.write(`keygate: warning: store files failing validation (what they govern is unavailable to brokers until fixed):\n  ${problems.join('\n  ')}\n`);
   return { config, store, providers: await openProviders(config) };
 }

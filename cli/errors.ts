@@ -1,3 +1,5 @@
+import { OperationError, type OperationErrorCode } from '../broker/ops/errors.js';
+
 /**
  * A problem with how the command was called, with its input files, or with
  * what it was asked to do: exit status 2. `hint` adds a pointer to --help.
@@ -10,4 +12,15 @@ export class UsageError extends Error {
     super(message);
     this.hint = options.hint ?? true;
   }
+}
+
+/**
+ * An operation's refusal as the CLI reports it (exit 2); anything else is
+ * returned unchanged. `decorate` puts a code's message in the command's words
+ * (the flag that named the file, what to do about it). A baseline that fails
+ * validation is not a usage mistake: no --help pointer.
+ */
+export function usageError(err: unknown, decorate: Partial<Record<OperationErrorCode, (message: string) => string>> = {}): unknown {
+  if (!(err instanceof OperationError)) return err;
+  return new UsageError(decorate[err.code]?.(err.message) ?? err.message, { hint: err.code !== 'BASELINE_INVALID' });
 }

@@ -1,15 +1,5 @@
-import { UsageError } from './errors.js';
+import { UsageError, usageError } from './errors.js';
 import { processIo, type CliIo } from './io.js';
-import { verifyCommand } from './commands/verify.js';
-import { brokerCommand } from './commands/broker.js';
-import { bindCommand, revokeCommand, rotateCommand, unbindCommand } from './commands/secrets.js';
-import { listCommand } from './commands/list.js';
-import { auditCommand } from './commands/audit.js';
-import { demoCommand } from './commands/demo.js';
-import { forwardCommand } from './commands/forward.js';
-import { getCommand } from './commands/get.js';
-import { describeEifCommand } from './commands/eif.js';
-import { approveCommand, keygenCommand, recordCommand } from './commands/record.js';
 
 const USAGE = `keygate: attestation-gated secrets for AWS Nitro Enclaves
 
@@ -37,22 +27,26 @@ Run "keygate <command> --help" for a command's options.
 
 type Command = (argv: readonly string[], io: CliIo, now: () => number) => Promise<number>;
 
-const COMMANDS: Record<string, Command> = {
-  verify: verifyCommand,
-  broker: brokerCommand,
-  bind: bindCommand,
-  rotate: rotateCommand,
-  unbind: unbindCommand,
-  list: listCommand,
-  revoke: revokeCommand,
-  audit: auditCommand,
-  demo: demoCommand,
-  forward: forwardCommand,
-  get: getCommand,
-  'describe-eif': describeEifCommand,
-  record: recordCommand,
-  approve: approveCommand,
-  keygen: keygenCommand,
+/**
+ * Each command's module is loaded when it runs, not before: `keygate verify`
+ * or `list` does not load hono (the broker's HTTP server) or the AWS SDK.
+ */
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  verify: async () => (await import('./commands/verify.js')).verifyCommand,
+  broker: async () => (await import('./commands/broker.js')).brokerCommand,
+  bind: async () => (await import('./commands/secrets.js')).bindCommand,
+  rotate: async () => (await import('./commands/secrets.js')).rotateCommand,
+  unbind: async () => (await import('./commands/secrets.js')).unbindCommand,
+  list: async () => (await import('./commands/list.js')).listCommand,
+  revoke: async () => (await import('./commands/secrets.js')).revokeCommand,
+  audit: async () => (await import('./commands/audit.js')).auditCommand,
+  demo: async () => (await import('./commands/demo.js')).demoCommand,
+  forward: async () => (await import('./commands/forward.js')).forwardCommand,
+  get: async () => (await import('./commands/get.js')).getCommand,
+  'describe-eif': async () => (await import('./commands/eif.js')).describeEifCommand,
+  record: async () => (await import('./commands/record.js')).recordCommand,
+  approve: async () => (await import('./commands/record.js')).approveCommand,
+  keygen: async () => (await import('./commands/record.js')).keygenCommand,
 };
 
 /**
@@ -69,14 +63,17 @@ export async function main(argv: readonly string[], io: CliIo = processIo(), now
     io.out('keygate 0.1.0\n');
     return 0;
   }
-  const command = COMMANDS[name];
-  if (!command) {
+  // Own keys only: "toString" is not a command.
+  const load = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (!load) {
     io.err(`keygate: unknown command "${name}"\n\n${USAGE}`);
     return 2;
   }
   try {
-    return await command(rest, io, now);
-  } catch (err) {
+    return await (await load())(rest, io, now);
+  } catch (thrown) {
+    // An operation's refusal without a command-specific wording is a usage error all the same.
+    const err = usageError(thrown);
     if (err instanceof UsageError) {
       io.err(`keygate ${name}: ${err.message}\n${err.hint ? `(run "keygate ${name} --help" for usage)\n` : ''}`);
       return 2;

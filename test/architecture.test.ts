@@ -25,6 +25,30 @@ function internalTargets(file: string): string[] {
     .map((s) => relative(ROOT, resolve(dirname(join(ROOT, file)), s)));
 }
 
+/** Imports that load with the module (`import ... from`, `export ... from`), not `import()` on demand. */
+function staticImports(file: string): string[] {
+  const text = readFileSync(join(ROOT, file), 'utf8');
+  return [...text.matchAll(/(?:^|\n)\s*(?:import|export)(?!\s+type\b)[^'"]*?from\s+['"]([^'"]+)['"]|(?:^|\n)\s*import\s+['"]([^'"]+)['"]/g)].map((m) => m[1] ?? m[2]!);
+}
+
+/** Every project file and package a module loads with it, following static imports only. */
+function staticGraph(entry: string): { files: Set<string>; packages: Set<string> } {
+  const files = new Set<string>();
+  const packages = new Set<string>();
+  const visit = (file: string): void => {
+    if (files.has(file)) return;
+    files.add(file);
+    for (const spec of staticImports(file)) {
+      if (spec.startsWith('.')) visit(relative(ROOT, resolve(dirname(join(ROOT, file)), spec)).replace(/\.js$/, '.ts'));
+      else packages.add(spec);
+    }
+  };
+  visit(entry);
+  return { files, packages };
+}
+
+const HEAVY = /^(hono|@hono\/|@aws-sdk\/)/;
+
 describe('architecture', () => {
   it('sees the imports it checks', () => {
     expect(internalTargets('broker/verify/verify.ts')).toContain('broker/verify/chain.js');
@@ -63,6 +87,39 @@ describe('architecture', () => {
     for (const file of sources('broker/protocol')) {
       for (const target of internalTargets(file)) expect(target.startsWith('broker/protocol/'), `${file} -> ${target}`).toBe(true);
       for (const spec of imports(file).filter((s) => !s.startsWith('.'))) expect.fail(`${file} imports ${spec}`);
+    }
+  });
+
+  it('lib/ is a leaf: it imports nothing from the project and no package (node builtins only), so every part may share it', () => {
+    expect(sources('lib').length).toBeGreaterThan(0);
+    for (const file of sources('lib')) {
+      for (const spec of imports(file)) expect(spec.startsWith('node:'), `${file} imports ${spec}`).toBe(true);
+    }
+    expect(internalTargets('vsock-shim/simulator/pki-store.ts')).toContain('lib/durable-fs.js');
+    expect(internalTargets('broker/signing-key.ts')).toContain('lib/durable-fs.js');
+  });
+
+  it('domain operations (broker/ops, broker/eif, broker/state.ts) load neither hono nor the AWS SDK (aws-kms only on demand)', () => {
+    const entries = [...sources('broker/ops'), ...sources('broker/eif'), 'broker/state.ts'];
+    expect(entries.length).toBeGreaterThan(4);
+    for (const entry of entries) {
+      const { files, packages } = staticGraph(entry);
+      for (const spec of packages) expect(HEAVY.test(spec), `${entry} loads ${spec}`).toBe(false);
+      for (const file of ['broker/broker.ts', 'broker/server.ts', 'broker/kms/aws-kms.ts']) expect(files.has(file), `${entry} loads ${file}`).toBe(false);
+    }
+    expect(staticGraph('broker/state.ts').files).toContain('broker/kms/local.ts');
+  });
+
+  it('the CLI loads a command only when it runs, and only the broker-running commands load the broker service', () => {
+    const main = staticGraph('cli/main.ts');
+    expect([...main.files].filter((f) => f.startsWith('cli/commands/'))).toEqual([]);
+    for (const file of sources('cli')) {
+      const runsBroker = ['cli/commands/broker.ts', 'cli/commands/demo.ts'].includes(file);
+      if (!runsBroker) expect(internalTargets(file), file).not.toContain('broker/broker.js');
+    }
+    for (const command of ['verify', 'list', 'secrets', 'record', 'eif', 'audit']) {
+      const { packages } = staticGraph(`cli/commands/${command}.ts`);
+      for (const spec of packages) expect(HEAVY.test(spec), `keygate ${command} loads ${spec}`).toBe(false);
     }
   });
 });

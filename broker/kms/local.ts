@@ -1,7 +1,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { createFileExclusive, ensureDirectory } from '../store/atomic.js';
+import { createFileExclusive, ensureDirectory } from '../../lib/durable-fs.js';
 import { CiphertextError, type KeyProvider } from './provider.js';
 
 const MAGIC = Buffer.from('KG1');

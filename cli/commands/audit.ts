@@ -4,7 +4,7 @@ import type { KeyObject } from 'node:crypto';
 import { verifyAuditLogs, type AuditFileText } from '../../broker/audit/verify-log.js';
 import { auditFilesIn, listSegments } from '../../broker/audit/segments.js';
 import { loadPublicKeyFile } from '../../broker/signing-key.js';
-import { statePaths } from '../../broker/broker.js';
+import { statePaths } from '../../broker/state.js';
 import { UsageError } from '../errors.js';
 import { parseCommand } from '../args.js';
 import { STORE_OPTIONS, brokerConfig } from '../context.js';

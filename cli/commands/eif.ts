@@ -1,5 +1,5 @@
-import { describeEif } from '../eif/reader.js';
-import { EifError } from '../eif/format.js';
+import { EifError } from '../../broker/eif/format.js';
+import { measureEif } from '../../broker/ops/baselines.js';
 import { UsageError } from '../errors.js';
 import { parseCommand } from '../args.js';
 import type { CliIo } from '../io.js';
@@ -11,16 +11,6 @@ the Nitro hypervisor will measure (PCR0/1/2, and PCR8 for signed images).
 Exit status: 0 valid, 1 malformed image, 2 usage error or unreadable file.
 `;
 
-/** Reads an EIF for a command, turning I/O failures into usage errors and format errors into EifError. */
-export async function readEif(path: string): ReturnType<typeof describeEif> {
-  try {
-    return await describeEif(path);
-  } catch (err) {
-    if (err instanceof EifError) throw err;
-    throw new UsageError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-  }
-}
-
 /** `keygate describe-eif` */
 export async function describeEifCommand(argv: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommand(argv, { json: { type: 'boolean' } }, 1);
@@ -30,7 +20,7 @@ export async function describeEifCommand(argv: readonly string[], io: CliIo): Pr
   }
   if (positionals.length !== 1) throw new UsageError('expected one EIF file');
   try {
-    const d = await readEif(positionals[0]!);
+    const d = await measureEif(positionals[0]!);
     if (values.json) {
       io.out(`${JSON.stringify({ valid: true, ...d, Measurements: { HashAlgorithm: 'Sha384 { ... }', ...Object.fromEntries(Object.entries(d.pcrs).map(([k, v]) => [`PCR${k}`, v])) } })}\n`);
     } else {

@@ -1,17 +1,10 @@
 import { execFileSync } from 'node:child_process';
-import { readFile, access, mkdir, open } from 'node:fs/promises';
 import { hostname, userInfo } from 'node:os';
-import { dirname, join } from 'node:path';
-import { generateKeyPairSync, createPublicKey } from 'node:crypto';
-import { calculateJwkThumbprint, type JWK } from 'jose';
-import { approveBaseline, formatBaseline, parseBaseline, signBaseline, type Baseline, type BaselineBody } from '../../broker/policy/baseline.js';
 import { SchemaError } from '../../broker/policy/schema.js';
-import { loadPrivateKeyFile } from '../../broker/signing-key.js';
-import { writeFileAtomic } from '../../broker/store/atomic.js';
-import { EifError, EIF_MAGIC } from '../eif/format.js';
-import { measurementsFromNitroCli } from '../eif/nitro-cli-json.js';
-import { readEif } from './eif.js';
-import { UsageError } from '../errors.js';
+import { EifError } from '../../broker/eif/format.js';
+import { OperationError } from '../../broker/ops/errors.js';
+import { approveBaselineFile, baselinePath, checkRebuild, DEFAULT_BASELINE_DIR, generateBaselineKey, recordBaseline } from '../../broker/ops/baselines.js';
+import { UsageError, usageError } from '../errors.js';
 import { parseCommand } from '../args.js';
 import type { CliIo } from '../io.js';
 
@@ -44,53 +37,6 @@ Creates an Ed25519 key pair for signing baselines or approving them: the
 private JWK goes to FILE (mode 0600), the public JWK to FILE.pub.
 `;
 
-const DEFAULT_DIR = 'pcr-baselines';
-
-/** Resolves a baseline argument: an existing path, or NAME inside the baselines directory. */
-export function baselinePath(arg: string, dir = DEFAULT_DIR): string {
-  if (arg.includes('/') || arg.endsWith('.json')) return arg;
-  return join(dir, `${arg}.json`);
-}
-
-export async function readBaseline(path: string): Promise<Baseline> {
-  let json: unknown;
-  try {
-    json = JSON.parse(await readFile(path, 'utf8'));
-  } catch (err) {
-    throw new UsageError(`cannot read baseline ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-  }
-  try {
-    return parseBaseline(json, path);
-  } catch (err) {
-    if (err instanceof SchemaError) throw new UsageError(`invalid baseline: ${err.message}`, { hint: false });
-    throw err;
-  }
-}
-
-/** PCRs of an EIF or of nitro-cli JSON output, detected by content. */
-async function measure(path: string): Promise<{ pcrs: BaselineBody['pcrs']; eifSha384?: string; source: BaselineBody['source'] }> {
-  let head: Buffer;
-  try {
-    const handle = await open(path, 'r');
-    head = Buffer.alloc(4);
-    await handle.read(head, 0, 4, 0);
-    await handle.close();
-  } catch (err) {
-    throw new UsageError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-  }
-  if (head.equals(EIF_MAGIC)) {
-    const d = await readEif(path);
-    return { pcrs: d.pcrs as BaselineBody['pcrs'], eifSha384: d.fileSha384, source: 'eif' };
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(await readFile(path, 'utf8'));
-  } catch {
-    throw new EifError(`${path} is neither an EIF nor JSON`);
-  }
-  return { pcrs: measurementsFromNitroCli(json), source: 'nitro-cli' };
-}
-
 function defaultCommit(): string | undefined {
   if (process.env.GITHUB_SHA && /^[0-9a-f]{40}$/.test(process.env.GITHUB_SHA)) return process.env.GITHUB_SHA;
   try {
@@ -105,13 +51,6 @@ function defaultBuilder(): string {
   const e = process.env;
   if (e.GITHUB_ACTIONS === 'true') return `github-actions ${e.GITHUB_REPOSITORY ?? '?'} run ${e.GITHUB_RUN_ID ?? '?'} (${e.GITHUB_WORKFLOW ?? 'workflow'})`;
   return `${userInfo().username}@${hostname()}`;
-}
-
-async function exists(path: string): Promise<boolean> {
-  return access(path).then(
-    () => true,
-    () => false,
-  );
 }
 
 /** `keygate record` */
@@ -133,13 +72,11 @@ export async function recordCommand(argv: readonly string[], io: CliIo, now: () 
     io.out(RECORD_USAGE);
     return 0;
   }
-  const dir = values.baselines ?? DEFAULT_DIR;
+  const dir = values.baselines ?? DEFAULT_BASELINE_DIR;
   try {
     if (values.check) {
       if (!values.baseline) throw new UsageError('--check needs --baseline NAME|PATH');
-      const baseline = await readBaseline(baselinePath(values.baseline, dir));
-      const rebuilt = await measure(values.check);
-      const differ = (['0', '1', '2', '8'] as const).filter((i) => baseline.pcrs[i] !== rebuilt.pcrs[i]);
+      const { baseline, rebuilt, differ } = await checkRebuild(values.check, baselinePath(values.baseline, dir));
       if (differ.length === 0) {
         io.out(`reproduced: ${values.check} matches baseline ${baseline.name} (PCR0/1/2${baseline.pcrs['8'] ? '/8' : ''})\n`);
         return 0;
@@ -151,34 +88,23 @@ export async function recordCommand(argv: readonly string[], io: CliIo, now: () 
     const input = values.eif ?? values['nitro-cli-json'];
     if (!input || (values.eif && values['nitro-cli-json'])) throw new UsageError('give exactly one of --eif FILE or --nitro-cli-json FILE');
     if (!values.name) throw new UsageError('--name NAME is required');
-    const measured = await measure(input);
     const commit = values.commit ?? defaultCommit();
-    const body: BaselineBody = {
-      formatVersion: 1,
+    const { path: out, baseline } = await recordBaseline({
+      image: input,
       name: values.name,
-      pcrs: measured.pcrs,
-      ...(measured.eifSha384 ? { eifSha384: measured.eifSha384 } : {}),
-      ...(values['image-digest'] ? { imageDigest: values['image-digest'] } : {}),
-      ...(commit ? { gitCommit: commit } : {}),
+      dir,
       builder: values.builder ?? defaultBuilder(),
-      createdAt: new Date(now()).toISOString(),
-      source: measured.source,
-    };
-    let baseline: Baseline = parseBaseline({ ...body, approvals: [] }, 'baseline');
-    if (values['sign-key']) {
-      const key = await loadPrivateKeyFile(values['sign-key']).catch((err: Error) => {
-        throw new UsageError(`--sign-key: ${err.message}`);
-      });
-      baseline = { ...baseline, signature: await signBaseline(baseline, key) };
-    }
-    const out = join(dir, `${baseline.name}.json`);
-    if (!values.force && (await exists(out))) throw new UsageError(`${out} exists: baselines are history; choose a new name or pass --force`);
-    await mkdir(dirname(out), { recursive: true });
-    await writeFileAtomic(out, formatBaseline(baseline), 0o644);
+      ...(commit ? { gitCommit: commit } : {}),
+      ...(values['image-digest'] ? { imageDigest: values['image-digest'] } : {}),
+      ...(values['sign-key'] ? { signKeyFile: values['sign-key'] } : {}),
+      force: Boolean(values.force),
+      now: new Date(now()),
+    });
     io.out(`recorded ${out}: PCR0 ${baseline.pcrs['0'].slice(0, 16)}… (${baseline.signature ? 'signed' : 'unsigned'}, 0 approvals)\n`);
     return 0;
   } catch (err) {
     if (err instanceof SchemaError) throw new UsageError(err.message);
+    if (err instanceof OperationError) throw usageError(err, { KEY_UNUSABLE: (m) => `--sign-key: ${m}`, ALREADY_EXISTS: (m) => `${m}: baselines are history; choose a new name or pass --force` });
     if (err instanceof EifError) {
       io.out(`INVALID IMAGE: ${err.message}\n`);
       return 1;
@@ -195,19 +121,14 @@ export async function approveCommand(argv: readonly string[], io: CliIo, now: ()
     return 0;
   }
   if (positionals.length !== 1 || !values.key) throw new UsageError('expected: keygate approve NAME|PATH --key ADMIN_KEY');
-  const path = baselinePath(positionals[0]!, values.baselines);
-  const baseline = await readBaseline(path);
-  const key = await loadPrivateKeyFile(values.key).catch((err: Error) => {
-    throw new UsageError(`--key: ${err.message}`);
+  const { baseline, approval, added } = await approveBaselineFile(baselinePath(positionals[0]!, values.baselines), values.key, new Date(now())).catch((err: unknown) => {
+    throw usageError(err, { KEY_UNUSABLE: (m) => `--key: ${m}` });
   });
-  const approval = await approveBaseline(baseline, key, new Date(now()));
-  if (baseline.approvals.some((a) => a.kid === approval.kid)) {
-    io.out(`${baseline.name} already carries an approval by this key (${approval.kid})\n`);
-    return 0;
-  }
-  const updated: Baseline = { ...baseline, approvals: [...baseline.approvals, approval] };
-  await writeFileAtomic(path, formatBaseline(updated), 0o644);
-  io.out(`approved ${baseline.name} with key ${approval.kid}: ${updated.approvals.length} approval(s)\n`);
+  io.out(
+    added
+      ? `approved ${baseline.name} with key ${approval.kid}: ${baseline.approvals.length} approval(s)\n`
+      : `${baseline.name} already carries an approval by this key (${approval.kid})\n`,
+  );
   return 0;
 }
 
@@ -219,13 +140,9 @@ export async function keygenCommand(argv: readonly string[], io: CliIo): Promise
     return 0;
   }
   if (!values.out) throw new UsageError('--out FILE is required');
-  if (await exists(values.out)) throw new UsageError(`${values.out} exists; refusing to overwrite a key`);
-  const { privateKey } = generateKeyPairSync('ed25519');
-  const pub = createPublicKey(privateKey).export({ format: 'jwk' }) as JWK;
-  const kid = await calculateJwkThumbprint(pub, 'sha256');
-  await mkdir(dirname(values.out), { recursive: true });
-  await writeFileAtomic(values.out, `${JSON.stringify({ ...privateKey.export({ format: 'jwk' }), kid })}\n`, 0o600);
-  await writeFileAtomic(`${values.out}.pub`, `${JSON.stringify({ ...pub, kid, alg: 'EdDSA', use: 'sig' })}\n`, 0o644);
+  const { kid } = await generateBaselineKey(values.out).catch((err: unknown) => {
+    throw usageError(err, { ALREADY_EXISTS: (m) => `${m}; refusing to overwrite a key` });
+  });
   io.out(`wrote ${values.out} (private, 0600) and ${values.out}.pub; kid ${kid}\n`);
   return 0;
 }

@@ -1,12 +1,9 @@
-import { readFile } from 'node:fs/promises';
 import type { ParseArgsConfig } from 'node:util';
 import { AdminError, bindSecret, MAX_SECRET_BYTES, pcrSet, revokeIdentities, revokeSecret, rotateSecret, unbindSecret } from '../../broker/admin.js';
 import { SchemaError } from '../../broker/policy/schema.js';
-import type { AllowRule, ProviderName } from '../../broker/policy/types.js';
-import type { Baseline } from '../../broker/policy/baseline.js';
-import { measurementsFromNitroCli } from '../eif/nitro-cli-json.js';
-import { baselinePath, readBaseline } from './record.js';
-import { UsageError } from '../errors.js';
+import type { ProviderName } from '../../broker/policy/types.js';
+import { allowRuleFrom, baselinePath } from '../../broker/ops/baselines.js';
+import { UsageError, usageError } from '../errors.js';
 import { parseCommand } from '../args.js';
 import { STORE_OPTIONS, STORE_USAGE, openAdmin, type StoreFlags } from '../context.js';
 import { InputTooLargeError, readInput } from '../input.js';
@@ -68,29 +65,12 @@ async function readValue(values: Record<string, unknown>, io: CliIo): Promise<Ui
   return value;
 }
 
-/**
- * PCRs for `bind --baseline`: a keygate baseline (NAME in ./pcr-baselines, or
- * a path) gives a rule that names it, and the baseline is copied into the
- * store so brokers can check its approvals; raw nitro-cli output
- * (`{ "Measurements": ... }`) gives a plain PCR rule.
- */
-async function baselineRule(arg: string, dir: string | undefined): Promise<{ rule: AllowRule; baseline?: Baseline }> {
-  const path = baselinePath(arg, dir);
-  let json: Record<string, unknown>;
-  try {
-    json = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
-  } catch (err) {
-    throw new UsageError(`--baseline: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-  }
-  if (json.formatVersion !== undefined) {
-    const baseline = await readBaseline(path);
-    return { rule: pcrSet(baseline.pcrs, baseline.name), baseline };
-  }
-  try {
-    return { rule: pcrSet(measurementsFromNitroCli(json)) };
-  } catch (err) {
-    throw new UsageError(`--baseline: ${path}: ${(err as Error).message}`);
-  }
+/** PCRs for `bind --baseline`: a recorded baseline (NAME in the baselines directory, or a path) or nitro-cli output. */
+async function baselineRule(arg: string, dir: string | undefined): ReturnType<typeof allowRuleFrom> {
+  return allowRuleFrom(baselinePath(arg, dir)).catch((err: unknown) => {
+    const flagged = (m: string): string => `--baseline: ${m}`;
+    throw usageError(err, { INPUT_UNREADABLE: flagged, INPUT_INVALID: flagged });
+  });
 }
 
 function translate(err: unknown): never {

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const ATOMIC = fileURLToPath(new URL('../../dist/broker/store/atomic.js', import.meta.url));
+const ATOMIC = fileURLToPath(new URL('../../dist/lib/durable-fs.js', import.meta.url));
 
 let dir: string;
 beforeEach(() => {

@@ -3,8 +3,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describeEif } from '../../cli/eif/reader.js';
-import { EifError } from '../../cli/eif/format.js';
+import { describeEif } from '../../broker/eif/reader.js';
+import { EifError } from '../../broker/eif/format.js';
 import { buildEif, expectedPcrs, sectionsOf, type EifParts } from '../support/eif.js';
 import { createTestPki } from '../support/pki.js';
 

@@ -1,8 +1,9 @@
 import 'reflect-metadata';
-import { createPrivateKey, randomBytes, webcrypto, type KeyObject } from 'node:crypto';
-import { link, mkdir, open, readFile, rm } from 'node:fs/promises';
+import { createPrivateKey, webcrypto, type KeyObject } from 'node:crypto';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
+import { createFileExclusive, ensureDirectory } from '../../lib/durable-fs.js';
 import { createTestPki, issueLeaf, type Issued, type TestPki } from './pki.js';
 
 const DAY = 86_400_000;
@@ -59,20 +60,8 @@ export async function openDevPki(dir: string, now = Date.now()): Promise<TestPki
   }
   const year = { notAfter: now + 365 * DAY };
   const pki = await createTestPki(now, { regional: year, zonal: year, instance: year });
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
-  const handle = await open(tmp, 'wx', 0o600);
-  await handle.writeFile(JSON.stringify(serialise(pki, now)));
-  await handle.sync();
-  await handle.close();
-  try {
-    // link() fails if another process stored its PKI first: then everyone uses that one root.
-    await link(tmp, file);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    return openDevPki(dir, now);
-  } finally {
-    await rm(tmp, { force: true });
-  }
+  await ensureDirectory(dir);
+  // Exclusive create: if another process stored its PKI first, everyone uses that one root.
+  if (!(await createFileExclusive(file, JSON.stringify(serialise(pki, now)), 0o600))) return openDevPki(dir, now);
   return pki;
 }

@@ -5,7 +5,7 @@ import { Decoder } from 'cbor-x';
 import { X509Certificate } from 'node:crypto';
 import { EIF_HEADER_SIZE, EifError, FLAG_ARCH_ARM64, SECTION_HEADER_SIZE, SECTION_NAMES, SectionType, parseHeader, type EifHeader } from './format.js';
 
-/** What `keygate describe-eif` reports. */
+/** An EIF's layout and measurements (what `keygate describe-eif` reports). */
 export interface EifDescription {
   readonly version: number;
   readonly arch: 'x86_64' | 'aarch64';

@@ -1,0 +1,29 @@
+/**
+ * Why an operation could not run on what it was given. Callers map the code
+ * to their own answer (the CLI: exit 2; an admin API: a 4xx); messages name
+ * the file but no caller vocabulary (flags, routes).
+ *
+ * - INPUT_UNREADABLE: an input file cannot be read or parsed as JSON
+ * - INPUT_INVALID: an input file is readable but not in an accepted format
+ * - BASELINE_INVALID: a baseline file fails validation
+ * - KEY_UNUSABLE: a private key file cannot be read or is not an Ed25519 key
+ * - ALREADY_EXISTS: the operation would overwrite a file it must not replace
+ */
+export type OperationErrorCode = 'INPUT_UNREADABLE' | 'INPUT_INVALID' | 'BASELINE_INVALID' | 'KEY_UNUSABLE' | 'ALREADY_EXISTS';
+
+export class OperationError extends Error {
+  override readonly name = 'OperationError';
+  constructor(
+    readonly code: OperationErrorCode,
+    message: string,
+    options: { cause?: unknown } = {},
+  ) {
+    super(message, options);
+  }
+}
+
+/** The short reason an input could not be read: the errno code, else the message. */
+export function unreadable(path: string, cause: unknown, what = ''): OperationError {
+  const reason = (cause as NodeJS.ErrnoException).code ?? (cause as Error).message;
+  return new OperationError('INPUT_UNREADABLE', `cannot read ${what}${path}: ${reason}`, { cause });
+}
