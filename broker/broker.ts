@@ -5,13 +5,15 @@ import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import type { Hono } from 'hono';
 import { AWS_NITRO_ROOT_G1_PEM, createVerifier, pemCertificates, type TrustedRoot } from './verify/index.js';
-import { FileStore } from './store/file-store.js';
+import type { BindingStore } from './store/store.js';
+import { openStore } from './store/open-store.js';
 import { ensureDirectory } from './store/atomic.js';
-import { LocalKeyProvider, loadOrCreateKeyFile } from './kms/local.js';
-import { AwsKmsKeyProvider } from './kms/aws-kms.js';
-import { SecretUnavailableError, type KeyProvider } from './kms/provider.js';
+import { loadOrCreateKeyFile } from './kms/local.js';
+import { keyRefOf, SecretUnavailableError, type KeyProvider, type KeyProviders } from './kms/provider.js';
+import { closeKeyProviders, openKeyProviders } from './kms/registry.js';
 import type { ProviderName } from './policy/types.js';
 import { AuditLog } from './audit/log.js';
+import type { AuditSink } from './audit/sink.js';
 import { ChallengeService } from './challenge.js';
 import { loadOrCreateSigningKey, loadPublicKeyFile, type SigningKey } from './signing-key.js';
 import { BrokerMetrics } from './metrics.js';
@@ -25,10 +27,10 @@ import { acquireLock, describeOwner, LockBusyError, type HeldLock } from './stor
 /** A running (or ready-to-serve) broker and its parts. */
 export interface Broker {
   readonly app: Hono;
-  readonly store: FileStore;
-  readonly audit: AuditLog;
+  readonly store: BindingStore;
+  readonly audit: AuditSink;
   readonly signingKey: SigningKey;
-  readonly providers: ReadonlyMap<ProviderName, KeyProvider>;
+  readonly providers: KeyProviders;
   readonly metrics: BrokerMetrics;
   readonly release: ReleaseService;
   /** Closes the audit log and provider clients (and the server, when listening). */
@@ -78,10 +80,7 @@ export function statePaths(config: BrokerConfig): { signingKey: string; localKey
 
 /** Opens the key providers the store may need: local always, aws-kms as configured. */
 export async function openProviders(config: BrokerConfig): Promise<Map<ProviderName, KeyProvider>> {
-  const providers = new Map<ProviderName, KeyProvider>();
-  providers.set('local', await LocalKeyProvider.open(statePaths(config).localKey));
-  providers.set('aws-kms', new AwsKmsKeyProvider(config.kms ?? {}));
-  return providers;
+  return openKeyProviders({ localKeyFile: statePaths(config).localKey, ...(config.kms ? { kms: config.kms } : {}) });
 }
 
 /**
@@ -105,7 +104,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   if (config.dev) log('warn', 'DEVELOPMENT MODE: local key provider and dev state; not for production secrets');
   const paths = statePaths(config);
   const metrics = new BrokerMetrics({ secretLabels: config.metricsSecretLabels });
-  const store = await FileStore.open(config.store, {
+  const store = await openStore(config, {
     onProblem: (p) => {
       metrics.storeProblems.inc();
       log('error', 'store file rejected; what it governs is unavailable until it is fixed', { file: p.file, problem: p.message });
@@ -147,7 +146,8 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
     for (const b of store.snapshot().bindings.values()) {
       if (b.revoked) continue;
       const keys = used.get(b.provider) ?? used.set(b.provider, new Set()).get(b.provider)!;
-      if (b.kmsKeyId) keys.add(b.kmsKeyId);
+      const keyRef = keyRefOf(b);
+      if (keyRef) keys.add(keyRef);
     }
     for (const [name, keys] of used) {
       try {
@@ -201,7 +201,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
       } finally {
         await auditLock.release();
       }
-      (providers.get('aws-kms') as AwsKmsKeyProvider | undefined)?.destroy();
+      closeKeyProviders(providers);
     },
   };
 }
