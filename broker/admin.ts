@@ -1,4 +1,4 @@
-import type { BindingStore, StoreSnapshot } from './store/file-store.js';
+import type { BindingStore, StoreSnapshot } from './store/store.js';
 import type { KeyProvider } from './kms/provider.js';
 import { parseBinding, parsePcrValues, SECRET_NAME } from './policy/schema.js';
 import type { AllowRule, Binding, PcrValues, ProviderName, Revocations } from './policy/types.js';

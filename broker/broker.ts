@@ -5,14 +5,16 @@ import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import type { Hono } from 'hono';
 import { AWS_NITRO_ROOT_G1_PEM, createVerifier, pemCertificates, type TrustedRoot } from './verify/index.js';
-import { FileStore } from './store/file-store.js';
-import { ensureDirectory } from './store/atomic.js';
+import type { BindingStore } from './store/store.js';
+import { openStore } from './store/open-store.js';
+import { ensureDirectory } from '../lib/durable-fs.js';
 import { loadOrCreateKeyFile } from './kms/local.js';
 import { openProviders, statePaths } from './state.js';
-import { AwsKmsKeyProvider } from './kms/aws-kms.js';
-import { SecretUnavailableError, type KeyProvider } from './kms/provider.js';
+import { keyRefOf, SecretUnavailableError, type KeyProviders } from './kms/provider.js';
+import { closeKeyProviders } from './kms/registry.js';
 import type { ProviderName } from './policy/types.js';
 import { AuditLog } from './audit/log.js';
+import type { AuditSink } from './audit/sink.js';
 import { ChallengeService } from './challenge.js';
 import { loadOrCreateSigningKey, loadPublicKeyFile, type SigningKey } from './signing-key.js';
 import { BrokerMetrics } from './metrics.js';
@@ -26,10 +28,10 @@ import { acquireLock, describeOwner, LockBusyError, type HeldLock } from './stor
 /** A running (or ready-to-serve) broker and its parts. */
 export interface Broker {
   readonly app: Hono;
-  readonly store: FileStore;
-  readonly audit: AuditLog;
+  readonly store: BindingStore;
+  readonly audit: AuditSink;
   readonly signingKey: SigningKey;
-  readonly providers: ReadonlyMap<ProviderName, KeyProvider>;
+  readonly providers: KeyProviders;
   readonly metrics: BrokerMetrics;
   readonly release: ReleaseService;
   /** Closes the audit log and provider clients (and the server, when listening). */
@@ -110,7 +112,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   if (config.dev) log('warn', 'DEVELOPMENT MODE: local key provider and dev state; not for production secrets');
   const paths = statePaths(config);
   const metrics = new BrokerMetrics({ secretLabels: config.metricsSecretLabels });
-  const store = await FileStore.open(config.store, {
+  const store = await openStore(config, {
     onProblem: (p) => {
       metrics.storeProblems.inc();
       log('error', 'store file rejected; what it governs is unavailable until it is fixed', { file: p.file, problem: p.message });
@@ -158,7 +160,8 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
     for (const b of store.snapshot().bindings.values()) {
       if (b.revoked) continue;
       const keys = used.get(b.provider) ?? used.set(b.provider, new Set()).get(b.provider)!;
-      if (b.kmsKeyId) keys.add(b.kmsKeyId);
+      const keyRef = keyRefOf(b);
+      if (keyRef) keys.add(keyRef);
     }
     for (const [name, keys] of used) {
       try {
@@ -212,7 +215,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
       } finally {
         await auditLock.release();
       }
-      (providers.get('aws-kms') as AwsKmsKeyProvider | undefined)?.destroy();
+      closeKeyProviders(providers);
     },
   };
 }

@@ -1,9 +1,10 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-
-export const NONCE_BYTES = 32;
-const TIME_BYTES = 8;
-const RANDOM_BYTES = 8;
-const MAC_BYTES = 16;
+import {
+  CHALLENGE_MAC_BYTES as MAC_BYTES,
+  CHALLENGE_NONCE_BYTES as NONCE_BYTES,
+  CHALLENGE_RANDOM_BYTES as RANDOM_BYTES,
+  CHALLENGE_TIME_BYTES as TIME_BYTES,
+} from './protocol/index.js';
 
 /** Why a nonce was refused. */
 export type NonceProblem = 'malformed' | 'forged' | 'expired' | 'used' | 'busy';
@@ -18,8 +19,8 @@ export interface ChallengeSettings {
 }
 
 /**
- * Stateless challenge nonces: issue time (8 bytes) || random (8) ||
- * HMAC-SHA-256 truncated to 16 bytes, under a key every replica shares. Any
+ * Stateless challenge nonces in the protocol's format (broker/protocol/challenge.ts):
+ * issue time || random || truncated HMAC-SHA-256, under a key every replica shares. Any
  * replica accepts any replica's nonce without shared state; each replica
  * remembers the nonces it has consumed until they expire, so a document is
  * accepted at most once per replica.

@@ -1,35 +1,25 @@
 import { CompactEncrypt, CompactSign } from 'jose';
 import { isAttestationError, type TrustedRoot, type VerifiedDocument, type Verifier } from './verify/index.js';
-import { callerCode, checkRevoked, decide, instanceIdOf, type ApprovedBaselines, type Decision, type EnclaveIdentity } from './policy/decide.js';
+import { callerCode, checkRevoked, decide, type ApprovedBaselines, type Decision, type EnclaveIdentity } from './policy/decide.js';
 import { countApprovals } from './policy/baseline.js';
 import type { KeyObject } from 'node:crypto';
 import { SECRET_NAME } from './policy/schema.js';
 import type { Binding, PcrValues, ProviderName } from './policy/types.js';
-import type { BindingStore, StoreSnapshot } from './store/file-store.js';
-import { keyIdentity, SecretUnavailableError, type KeyProvider } from './kms/provider.js';
-import type { AuditLog, DecisionRecord } from './audit/log.js';
+import type { BindingStore, StoreSnapshot } from './store/store.js';
+import { keyIdentity, keyRefOf, SecretUnavailableError, type KeyProviders } from './kms/provider.js';
+import type { AuditSink, DecisionRecord } from './audit/sink.js';
 import type { ChallengeService } from './challenge.js';
 import type { SigningKey } from './signing-key.js';
 import { SecretCache } from './secret-cache.js';
 import { importRsa2048Spki, type RecipientKey } from './recipient-key.js';
 import type { BrokerMetrics } from './metrics.js';
 import { Quarantine, RateLimiter } from './rate-limit.js';
-import { BrokerError, type BrokerErrorCode } from './errors.js';
-import { buildReleaseClaims, type ReleaseClaims } from './protocol/index.js';
+import { BrokerError } from './errors.js';
+import { buildReleaseClaims, RELEASE_JWS_TYPE, type ReleaseClaims, type ReleasedSecret } from './protocol/index.js';
+import { auditCode, namesDenied, refusal, type Denial, type DenialReason } from './release/denial.js';
+import { identityKeyOf, identityOf, type IdentityKey } from './release/identity.js';
 
 export const MAX_NAMES = 32;
-
-/** One released secret, as the API returns it. */
-export interface ReleasedSecret {
-  readonly name: string;
-  readonly version: number;
-  readonly ttlSeconds: number;
-  /** Compact JWE (RSA-OAEP-256 + A256GCM) to the attested key, wrapping a JWS signed by the broker. */
-  readonly jwe: string;
-}
-
-/** The claims inside the broker-signed JWS an enclave receives: declared once, in the wire contract the agent checks. */
-export type { ReleaseClaims } from './protocol/index.js';
 
 export interface RateLimitSettings {
   readonly perClientPerSecond: number;
@@ -55,8 +45,8 @@ export interface ReleaseDependencies {
   readonly allowDebug: boolean;
   readonly maxDocumentAgeMs: number;
   readonly store: BindingStore;
-  readonly providers: ReadonlyMap<ProviderName, KeyProvider>;
-  readonly audit: AuditLog;
+  readonly providers: KeyProviders;
+  readonly audit: AuditSink;
   readonly challenge: ChallengeService;
   readonly signingKey: SigningKey;
   readonly metrics: BrokerMetrics;
@@ -71,27 +61,54 @@ export interface ReleaseDependencies {
 
 const hex = (b: Uint8Array | null | undefined): string | null => (b ? Buffer.from(b).toString('hex') : null);
 
-function identityOf(doc: VerifiedDocument): EnclaveIdentity {
-  const pcrs = new Map<number, string>();
-  for (const [i, v] of doc.pcrs) pcrs.set(i, Buffer.from(v).toString('hex'));
-  return { moduleId: doc.moduleId, pcrs, debug: doc.debug };
+/** One `POST /v1/secrets` as the pipeline sees it. */
+interface ReleaseRequest {
+  readonly names: readonly string[];
+  readonly client: string;
+  /** Broker wall clock for every decision of this request. */
+  readonly now: number;
+  /** performance.now() at arrival, for latency. */
+  readonly started: number;
 }
 
+/** A step's typed outcome: its result, or the request's denial. */
+type Outcome<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly denial: Denial };
+
+const denied = (denial: Denial): { readonly ok: false; readonly denial: Denial } => ({ ok: false, denial });
+
 /** The enclave's RSA-2048 key from the document, or a BAD_REQUEST. */
-async function recipientKey(doc: VerifiedDocument): Promise<RecipientKey> {
-  if (!doc.publicKey) throw new BrokerError('BAD_REQUEST', 'attestation document carries no public_key to encrypt to');
+async function recipientKey(doc: VerifiedDocument): Promise<Outcome<RecipientKey>> {
+  if (!doc.publicKey) return denied(refusal('BAD_REQUEST', 'attestation document carries no public_key to encrypt to'));
   try {
-    return await importRsa2048Spki(doc.publicKey);
+    return { ok: true, value: await importRsa2048Spki(doc.publicKey) };
   } catch {
-    throw new BrokerError('BAD_REQUEST', 'attestation public_key is not an RSA-2048 SubjectPublicKeyInfo');
+    return denied(refusal('BAD_REQUEST', 'attestation public_key is not an RSA-2048 SubjectPublicKeyInfo'));
   }
 }
 
+/** What `verify` establishes: an authentic, fresh document from an enclave we can encrypt to. */
+interface Verified {
+  readonly doc: VerifiedDocument;
+  readonly recipient: RecipientKey;
+  readonly identity: EnclaveIdentity;
+  readonly identityKey: IdentityKey;
+}
+
+/** What `authorise` establishes: every name may be released, as these bindings of one store generation. */
+interface Authorised {
+  readonly bindings: readonly Binding[];
+  readonly generation: number;
+}
+
+/** What the request came to, and the document when it verified (the audit records it). */
+type Result = Outcome<{ readonly released: ReleasedSecret[]; readonly bindings: readonly Binding[] }> & { readonly doc?: VerifiedDocument };
+
 /**
- * Turns a verified attestation into released secrets: verify, consume the
- * nonce, check the recipient key, evaluate every name's binding, decrypt,
- * encrypt to the enclave, audit durably, and only then answer. Any failure
- * releases nothing (all names or none).
+ * Turns a verified attestation into released secrets, as a pipeline of named
+ * steps: verify -> authorise -> unwrap -> seal -> record. Each step returns a
+ * typed outcome (or, for seal, cannot refuse); `record` is the one place a
+ * request's audit records are written, and only then is the answer given.
+ * Any failure releases nothing (all names or none).
  */
 export class ReleaseService {
   readonly #deps: ReleaseDependencies;
@@ -123,119 +140,165 @@ export class ReleaseService {
    * @throws BrokerError with the code the caller is shown
    */
   async release(attestation: Uint8Array, names: readonly string[], client: string): Promise<ReleasedSecret[]> {
-    const started = performance.now();
-    const d = this.#deps;
-    const now = d.clock();
-    let doc: VerifiedDocument | undefined;
-    const entry = (decision: DecisionRecord['decision'], code: string, secret: string | null, version: number | null): DecisionRecord => {
-      const pcrs = doc ? Object.fromEntries([0, 1, 2, 4].filter((i) => doc!.pcrs.has(i)).map((i) => [String(i), hex(doc!.pcrs.get(i))])) : null;
-      return {
-        time: new Date(now).toISOString(),
-        decision,
-        code,
-        secret,
-        version,
-        moduleId: doc?.moduleId ?? null,
-        pcrs,
-        docSha256: doc?.documentSha256 ?? null,
-        nonce: hex(doc?.nonce),
-        client,
-        latencyMs: Math.round((performance.now() - started) * 1000) / 1000,
-      };
-    };
-    const record = (decision: DecisionRecord['decision'], code: string, secret: string | null, version: number | null): Promise<void> =>
-      d.audit.append(entry(decision, code, secret, version));
-    // A refusal that does not depend on the names asked for (unverified document, stale nonce, rate limit,
-    // bad request) is one bounded record per request, sampled per client: junk cannot fill the audit disk.
-    const refuse = (code: string): Promise<void> => d.audit.appendRefusal(entry('deny', code, null, null));
-    /** `reasons`: per-name decisions (a map), or the audit code of one name-independent refusal (a string). */
-    const denyAll = async (shown: BrokerErrorCode, message: string, reasons?: ReadonlyMap<string, string> | string): Promise<never> => {
-      d.metrics.denials.inc({ code: shown });
-      // Per-name decisions: one batch, one fsync for all the names of the request.
-      if (typeof reasons === 'object') await Promise.all(names.map((name) => record('deny', reasons.get(name) ?? shown, name, null)));
-      else await refuse(reasons ?? shown);
-      throw new BrokerError(shown, message);
-    };
-
+    const req: ReleaseRequest = { names, client, now: this.#deps.clock(), started: performance.now() };
     try {
-      if (!this.#perClient.take(client, now)) await denyAll('RATE_LIMITED', 'too many requests from this client');
-
-      const t0 = performance.now();
-      try {
-        doc = d.verifier(attestation, { at: now, roots: d.roots, maxAgeMs: d.maxDocumentAgeMs, allowDebug: d.allowDebug });
-      } catch (err) {
-        if (!isAttestationError(err)) throw err;
-        await denyAll(err.code, err.message);
-      } finally {
-        d.metrics.verifySeconds.observe((performance.now() - t0) / 1000);
-      }
-      const verified = doc!;
-
-      const nonceProblem = d.challenge.consume(verified.nonce, now);
-      if (nonceProblem === 'busy') await denyAll('RATE_LIMITED', 'too many outstanding challenges; retry shortly');
-      if (nonceProblem) await denyAll('NONCE_MISMATCH', `the document nonce is not a usable challenge from this broker (${nonceProblem})`);
-      const recipient = await recipientKey(verified);
-
-      const identity = identityOf(verified);
-      const identityKey = `${identity.pcrs.get(0) ?? '-'}|${instanceIdOf(verified.moduleId) ?? verified.moduleId}`;
-      if (this.#quarantine.isQuarantined(identityKey, now)) await denyAll('QUARANTINED', 'this enclave identity is quarantined after repeated denials');
-      if (!this.#perIdentity.take(identityKey, now)) await denyAll('RATE_LIMITED', 'too many requests from this enclave identity');
-
-      const snapshot = await d.store.refresh();
-      // Fail closed: without a valid revocation list it is unknown who is revoked, so nobody gets anything.
-      if (snapshot.revocationsProblem) {
-        await denyAll('STORE_UNAVAILABLE', 'the store cannot be fully loaded; nothing was released', 'STORE_UNAVAILABLE:revocations.json');
-      }
-      this.#dropStaleCache(snapshot.generation, snapshot.bindings);
-      const revoked = checkRevoked(identity, snapshot.revocations);
-      const approved = await this.#approvedBaselines(snapshot);
-      const decisions = new Map<string, Decision>();
-      const invalid: Decision = { allow: false, reason: 'STORE_INVALID', detail: 'the binding file fails validation' };
-      for (const name of names) decisions.set(name, revoked ?? (snapshot.invalidBindings.has(name) ? invalid : decide(snapshot.bindings.get(name), identity, snapshot.revocations, approved)));
-      const denied = [...decisions.entries()].filter((e): e is [string, Extract<Decision, { allow: false }>] => !e[1].allow);
-      if (denied.length) {
-        // A broken binding file is the admin's fault, not a sign of probing: it does not count towards quarantine.
-        if (denied.some(([, dec]) => dec.reason !== 'STORE_INVALID')) this.#quarantine.recordDenial(identityKey, now);
-        const reasons = new Map(names.map((n) => [n, 'BATCH_DENIED']));
-        for (const [name, dec] of denied) reasons.set(name, dec.reason);
-        const shown = denied.some(([, dec]) => callerCode(dec.reason) === 'REVOKED') ? 'REVOKED' : 'POLICY_DENIED';
-        await denyAll(shown, shown === 'REVOKED' ? 'this enclave identity is revoked' : 'not allowed to read the requested secrets', reasons);
-      }
-      for (const name of names) {
-        if (!this.#perSecret.take(name, now)) await denyAll('RATE_LIMITED', 'too many requests for a requested secret');
-      }
-
-      const bindings = names.map((n) => snapshot.bindings.get(n)!);
-      const settled = await Promise.allSettled(bindings.map((b) => this.#plaintext(b, now, snapshot.generation)));
-      // Every value is a copy this request owns (never the cache's buffer): wiped here once sealed or
-      // refused, and by nobody else, so a rotation or eviction meanwhile cannot change what is sealed.
-      const values = settled.map((r) => (r.status === 'fulfilled' ? r.value : new Uint8Array(0)));
-      const released: ReleasedSecret[] = [];
-      try {
-        if (settled.some((r) => r.status === 'rejected')) return await this.#providerFailed(settled, bindings, denyAll);
-        for (let i = 0; i < bindings.length; i++) {
-          released.push(await this.#seal(bindings[i]!, values[i]!, verified, recipient, now));
-        }
-      } finally {
-        for (const value of values) value.fill(0);
-      }
-      await Promise.all(bindings.map((b) => record('release', 'RELEASED', b.secret, b.version)));
-      for (const b of bindings) d.metrics.released(b.secret);
-      return released;
+      return await this.#record(req, await this.#decide(req, attestation));
     } catch (err) {
-      if (err instanceof BrokerError) {
-        if (err.code === 'BAD_REQUEST') {
-          d.metrics.denials.inc({ code: err.code });
-          await refuse(err.code).catch(() => {});
-        }
-        throw err;
-      }
+      if (err instanceof BrokerError) throw err; // a denial, durably recorded by #record
       // Fail closed: an unexpected failure (audit write included) releases nothing and reveals nothing.
-      d.metrics.denials.inc({ code: 'INTERNAL_ERROR' });
+      this.#deps.metrics.denials.inc({ code: 'INTERNAL_ERROR' });
       throw new BrokerError('INTERNAL_ERROR', 'internal error; nothing was released', { cause: err });
     } finally {
-      d.metrics.requestSeconds.observe((performance.now() - started) / 1000);
+      this.#deps.metrics.requestSeconds.observe((performance.now() - req.started) / 1000);
     }
+  }
+
+  /** verify -> authorise -> unwrap -> seal: what the request comes to, nothing audited yet. */
+  async #decide(req: ReleaseRequest, attestation: Uint8Array): Promise<Result> {
+    const verified = await this.#verify(req, attestation);
+    if (!verified.ok) return verified;
+    const doc = verified.value.doc;
+    const authorised = await this.#authorise(req, verified.value);
+    if (!authorised.ok) return { ...authorised, doc };
+    const values = await this.#unwrap(req, authorised.value);
+    if (!values.ok) return { ...values, doc };
+    const released = await this.#seal(req, verified.value, authorised.value.bindings, values.value);
+    return { ok: true, value: { released, bindings: authorised.value.bindings }, doc };
+  }
+
+  /**
+   * The client is within its rate (checked before anything costly or audited
+   * individually), the document verifies, its nonce is a fresh challenge of
+   * ours (consumed now), and it carries a key to encrypt to.
+   */
+  async #verify(req: ReleaseRequest, attestation: Uint8Array): Promise<Outcome<Verified> & { readonly doc?: VerifiedDocument }> {
+    const d = this.#deps;
+    if (!this.#perClient.take(req.client, req.now)) return denied(refusal('RATE_LIMITED', 'too many requests from this client'));
+    let doc: VerifiedDocument;
+    const t0 = performance.now();
+    try {
+      doc = d.verifier(attestation, { at: req.now, roots: d.roots, maxAgeMs: d.maxDocumentAgeMs, allowDebug: d.allowDebug });
+    } catch (err) {
+      if (!isAttestationError(err)) throw err;
+      return denied(refusal(err.code, err.message));
+    } finally {
+      d.metrics.verifySeconds.observe((performance.now() - t0) / 1000);
+    }
+    const nonceProblem = d.challenge.consume(doc.nonce, req.now);
+    if (nonceProblem === 'busy') return { ...denied(refusal('RATE_LIMITED', 'too many outstanding challenges; retry shortly')), doc };
+    if (nonceProblem) return { ...denied(refusal('NONCE_MISMATCH', `the document nonce is not a usable challenge from this broker (${nonceProblem})`)), doc };
+    const recipient = await recipientKey(doc);
+    if (!recipient.ok) return { ...recipient, doc };
+    const identity = identityOf(doc);
+    return { ok: true, value: { doc, recipient: recipient.value, identity, identityKey: identityKeyOf(identity) }, doc };
+  }
+
+  /**
+   * The identity is neither quarantined nor over its rate, the store is fully
+   * loaded, and the policy allows every name (one refused name refuses them
+   * all); then each secret's own rate.
+   */
+  async #authorise(req: ReleaseRequest, v: Verified): Promise<Outcome<Authorised>> {
+    const { names, now } = req;
+    if (this.#quarantine.isQuarantined(v.identityKey, now)) return denied(refusal('QUARANTINED', 'this enclave identity is quarantined after repeated denials'));
+    if (!this.#perIdentity.take(v.identityKey, now)) return denied(refusal('RATE_LIMITED', 'too many requests from this enclave identity'));
+
+    const snapshot = await this.#deps.store.refresh();
+    // Fail closed: without a valid revocation list it is unknown who is revoked, so nobody gets anything.
+    if (snapshot.revocationsProblem) {
+      return denied(refusal('STORE_UNAVAILABLE', 'the store cannot be fully loaded; nothing was released', { kind: 'store', file: 'revocations.json' }));
+    }
+    this.#dropStaleCache(snapshot.generation, snapshot.bindings);
+    const revoked = checkRevoked(v.identity, snapshot.revocations);
+    const approved = await this.#approvedBaselines(snapshot);
+    const invalid: Decision = { allow: false, reason: 'STORE_INVALID', detail: 'the binding file fails validation' };
+    const refused = new Map<string, Extract<Decision, { allow: false }>>();
+    for (const name of names) {
+      const decision = revoked ?? (snapshot.invalidBindings.has(name) ? invalid : decide(snapshot.bindings.get(name), v.identity, snapshot.revocations, approved));
+      if (!decision.allow) refused.set(name, decision);
+    }
+    if (refused.size) {
+      // A broken binding file is the admin's fault, not a sign of probing: it does not count towards quarantine.
+      if ([...refused.values()].some((dec) => dec.reason !== 'STORE_INVALID')) this.#quarantine.recordDenial(v.identityKey, now);
+      const reasons = new Map<string, DenialReason>([...refused].map(([name, dec]) => [name, { kind: 'policy', reason: dec.reason }]));
+      const isRevoked = [...refused.values()].some((dec) => callerCode(dec.reason) === 'REVOKED');
+      return isRevoked
+        ? denied(namesDenied('REVOKED', 'this enclave identity is revoked', names, reasons))
+        : denied(namesDenied('POLICY_DENIED', 'not allowed to read the requested secrets', names, reasons));
+    }
+    for (const name of names) {
+      if (!this.#perSecret.take(name, now)) return denied(refusal('RATE_LIMITED', 'too many requests for a requested secret'));
+    }
+    return { ok: true, value: { bindings: names.map((n) => snapshot.bindings.get(n)!), generation: snapshot.generation } };
+  }
+
+  /**
+   * Every value, decrypted (or from the cache). Each is a copy this request
+   * owns (never the cache's buffer): wiped by `#seal` once sealed, or here if
+   * any name fails, and by nobody else, so a rotation or eviction meanwhile
+   * cannot change what is sealed.
+   */
+  async #unwrap(req: ReleaseRequest, { bindings, generation }: Authorised): Promise<Outcome<Uint8Array[]>> {
+    const settled = await Promise.allSettled(bindings.map((b) => this.#plaintext(b, req.now, generation)));
+    const values = settled.map((r) => (r.status === 'fulfilled' ? r.value : new Uint8Array(0)));
+    if (settled.every((r) => r.status === 'fulfilled')) return { ok: true, value: values };
+    for (const value of values) value.fill(0);
+    return denied(this.#providerFailed(req, settled, bindings));
+  }
+
+  /** Encrypts every value to the enclave, in a broker-signed statement bound to this request; wipes the values. */
+  async #seal(req: ReleaseRequest, v: Verified, bindings: readonly Binding[], values: readonly Uint8Array[]): Promise<ReleasedSecret[]> {
+    try {
+      const released: ReleasedSecret[] = [];
+      for (let i = 0; i < bindings.length; i++) released.push(await this.#sealOne(bindings[i]!, values[i]!, v.doc, v.recipient, req.now));
+      return released;
+    } finally {
+      for (const value of values) value.fill(0);
+    }
+  }
+
+  /**
+   * The one place a request's audit records are written, durably, before the
+   * answer goes out: one record per released name; for a denial, one record
+   * per requested name, or one sampled record when the refusal does not
+   * depend on the names. A failed write answers INTERNAL_ERROR (fail closed).
+   *
+   * @throws BrokerError for a denial, once it is recorded
+   */
+  async #record(req: ReleaseRequest, result: Result): Promise<ReleasedSecret[]> {
+    const { audit, metrics } = this.#deps;
+    const doc = result.doc;
+    const entry = (decision: DecisionRecord['decision'], code: string, secret: string | null, version: number | null): DecisionRecord => ({
+      time: new Date(req.now).toISOString(),
+      decision,
+      code,
+      secret,
+      version,
+      moduleId: doc?.moduleId ?? null,
+      pcrs: doc ? Object.fromEntries([0, 1, 2, 4].filter((i) => doc.pcrs.has(i)).map((i) => [String(i), hex(doc.pcrs.get(i))])) : null,
+      docSha256: doc?.documentSha256 ?? null,
+      nonce: hex(doc?.nonce),
+      client: req.client,
+      latencyMs: Math.round((performance.now() - req.started) * 1000) / 1000,
+    });
+    if (!result.ok) {
+      const { denial } = result;
+      metrics.denials.inc({ code: denial.shown });
+      if (denial.scope === 'request') {
+        // Name-independent (unverified document, stale nonce, rate limit, bad request): one bounded record
+        // per request, sampled per client, so junk cannot fill the audit disk.
+        await audit.appendRefusal(entry('deny', auditCode(denial.reason), null, null));
+      } else {
+        // Per-name decisions: one batch, one fsync for all the names of the request.
+        const shown: DenialReason = { kind: 'shown', code: denial.shown };
+        await Promise.all(req.names.map((name) => audit.append(entry('deny', auditCode(denial.reasons.get(name) ?? shown), name, null))));
+      }
+      throw new BrokerError(denial.shown, denial.message);
+    }
+    const { released, bindings } = result.value;
+    await Promise.all(bindings.map((b) => audit.append(entry('release', 'RELEASED', b.secret, b.version))));
+    for (const b of bindings) metrics.released(b.secret);
+    return released;
   }
 
   /** Baselines with k valid admin approvals; signatures are checked once per store change. */
@@ -265,12 +328,8 @@ export class ReleaseService {
    * outranks a transient one (KMS_UNAVAILABLE) since retrying cannot help; each failed name is audited
    * with the provider's own error name, and a key found disabled or deleted loses all its cached values.
    */
-  #providerFailed(
-    settled: ReadonlyArray<PromiseSettledResult<Uint8Array>>,
-    bindings: readonly Binding[],
-    denyAll: (shown: BrokerErrorCode, message: string, reasons?: ReadonlyMap<string, string>) => Promise<never>,
-  ): Promise<never> {
-    const reasons = new Map(bindings.map((b) => [b.secret, 'BATCH_DENIED']));
+  #providerFailed(req: ReleaseRequest, settled: ReadonlyArray<PromiseSettledResult<Uint8Array>>, bindings: readonly Binding[]): Denial {
+    const failed = new Map<string, DenialReason>();
     let permanent = false;
     settled.forEach((result, i) => {
       if (result.status === 'fulfilled') return;
@@ -279,16 +338,16 @@ export class ReleaseService {
       const code = err instanceof SecretUnavailableError ? 'SECRET_UNAVAILABLE' : 'KMS_UNAVAILABLE';
       permanent ||= code === 'SECRET_UNAVAILABLE';
       if (err instanceof SecretUnavailableError) this.forgetKeys(binding.provider, err.unusableKeys);
-      reasons.set(binding.secret, `${code}:${err.providerError ?? err.name}`);
+      failed.set(binding.secret, { kind: 'provider', code, providerError: err.providerError ?? err.name });
     });
     return permanent
-      ? denyAll('SECRET_UNAVAILABLE', 'a requested secret cannot be decrypted by its key provider; nothing was released', reasons)
-      : denyAll('KMS_UNAVAILABLE', 'the key provider is unavailable; nothing was released', reasons);
+      ? namesDenied('SECRET_UNAVAILABLE', 'a requested secret cannot be decrypted by its key provider; nothing was released', req.names, failed)
+      : namesDenied('KMS_UNAVAILABLE', 'the key provider is unavailable; nothing was released', req.names, failed);
   }
 
   /** Drops every cached value decrypted under these keys (found disabled or deleted). */
-  forgetKeys(provider: ProviderName, kmsKeyIds: readonly string[]): void {
-    for (const keyId of kmsKeyIds) this.#cache.dropKey(keyIdentity(provider, keyId));
+  forgetKeys(provider: ProviderName, keyRefs: readonly string[]): void {
+    for (const keyRef of keyRefs) this.#cache.dropKey(keyIdentity(provider, keyRef));
   }
 
   /** The binding's value, as a copy the caller owns and wipes. */
@@ -303,10 +362,11 @@ export class ReleaseService {
     const provider = this.#deps.providers.get(binding.provider);
     if (!provider) throw new Error(`no ${binding.provider} key provider is configured`);
     const t0 = performance.now();
-    const keyTag = keyIdentity(binding.provider, binding.kmsKeyId);
+    const keyRef = keyRefOf(binding);
+    const keyTag = keyIdentity(binding.provider, keyRef);
     const epoch = this.#cache.keyEpoch(keyTag);
     try {
-      const value = await provider.decrypt(binding.ciphertext, binding.secret, binding.kmsKeyId);
+      const value = await provider.decrypt(binding.ciphertext, binding.secret, keyRef);
       // A store change during the decrypt may have dropped this version, and a key found disabled
       // meanwhile dropped its values: in either case do not cache it back.
       if (generation === this.#cacheGeneration) this.#cache.set(key, value, now, keyTag, epoch);
@@ -316,7 +376,7 @@ export class ReleaseService {
     }
   }
 
-  async #seal(binding: Binding, value: Uint8Array, doc: VerifiedDocument, recipient: RecipientKey, now: number): Promise<ReleasedSecret> {
+  async #sealOne(binding: Binding, value: Uint8Array, doc: VerifiedDocument, recipient: RecipientKey, now: number): Promise<ReleasedSecret> {
     const claims: ReleaseClaims = buildReleaseClaims({
       secret: binding.secret,
       version: binding.version,
@@ -329,10 +389,10 @@ export class ReleaseService {
       moduleId: doc.moduleId,
     });
     const jws = await new CompactSign(new TextEncoder().encode(JSON.stringify(claims)))
-      .setProtectedHeader({ alg: 'EdDSA', kid: this.#deps.signingKey.kid, typ: 'keygate-release+jws' })
+      .setProtectedHeader({ alg: 'EdDSA', kid: this.#deps.signingKey.kid, typ: RELEASE_JWS_TYPE })
       .sign(this.#deps.signingKey.privateKey);
     const jwe = await new CompactEncrypt(new TextEncoder().encode(jws))
-      .setProtectedHeader({ alg: 'RSA-OAEP-256', enc: 'A256GCM', cty: 'keygate-release+jws', kid: binding.secret })
+      .setProtectedHeader({ alg: 'RSA-OAEP-256', enc: 'A256GCM', cty: RELEASE_JWS_TYPE, kid: binding.secret })
       .encrypt(recipient);
     return { name: binding.secret, version: binding.version, ttlSeconds: binding.ttlSeconds, jwe };
   }

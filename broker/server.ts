@@ -8,6 +8,7 @@ import { BrokerError } from './errors.js';
 import { validateNames, type ReleaseService } from './release.js';
 import type { ChallengeService } from './challenge.js';
 import type { BrokerMetrics } from './metrics.js';
+import type { ChallengeAnswer, ErrorAnswer, SecretsAnswer } from './protocol/index.js';
 
 /** What the HTTP layer needs; everything with state lives behind these. */
 export interface BrokerAppDependencies {
@@ -22,7 +23,8 @@ export interface BrokerAppDependencies {
 }
 
 function errorResponse(c: Context, err: BrokerError): Response {
-  return c.json({ error: { code: err.code, message: err.message } }, err.status as 400);
+  const body: ErrorAnswer = { error: { code: err.code, message: err.message } };
+  return c.json(body, err.status as 400);
 }
 
 function clientOf(c: Context): string {
@@ -88,14 +90,16 @@ export function createBrokerApp(deps: BrokerAppDependencies): Hono {
   app.get('/v1/challenge', (c) => {
     const { nonce, expiresAt } = deps.challenge.issue(deps.clock());
     c.header('cache-control', 'no-store');
-    return c.json({ nonce: Buffer.from(nonce).toString('base64'), expiresAt });
+    const answer: ChallengeAnswer = { nonce: Buffer.from(nonce).toString('base64'), expiresAt };
+    return c.json(answer);
   });
 
   app.post('/v1/secrets', async (c) => {
     const { attestation, names } = await readReleaseBody(c);
     const secrets = await deps.release.release(attestation, names, clientOf(c));
     c.header('cache-control', 'no-store');
-    return c.json({ secrets });
+    const answer: SecretsAnswer = { secrets };
+    return c.json(answer);
   });
 
   app.get('/v1/broker-key', (c) => c.json(deps.brokerKey));

@@ -1,9 +1,9 @@
 import { join } from 'node:path';
 import type { BrokerConfig } from './config.js';
-import { FileStore } from './store/file-store.js';
-import { LocalKeyProvider } from './kms/local.js';
-import type { KeyProvider } from './kms/provider.js';
-import type { ProviderName } from './policy/types.js';
+import { openStore } from './store/open-store.js';
+import type { BindingStore } from './store/store.js';
+import type { KeyProviders } from './kms/provider.js';
+import { openKeyProviders } from './kms/registry.js';
 
 /**
  * The broker's state (key files, audit log) and key providers, opened the
@@ -22,14 +22,9 @@ export function statePaths(config: BrokerConfig): { signingKey: string; localKey
   };
 }
 
-/** Opens the key providers the store may need: local always, aws-kms as configured. */
-export async function openProviders(config: BrokerConfig): Promise<Map<ProviderName, KeyProvider>> {
-  const providers = new Map<ProviderName, KeyProvider>();
-  providers.set('local', await LocalKeyProvider.open(statePaths(config).localKey));
-  // Imported here, not at the top: the AWS SDK is the largest part of the module graph.
-  const { AwsKmsKeyProvider } = await import('./kms/aws-kms.js');
-  providers.set('aws-kms', new AwsKmsKeyProvider(config.kms ?? {}));
-  return providers;
+/** Opens the key providers the store may need (the registry builds them; the AWS SDK loads on demand). */
+export function openProviders(config: BrokerConfig): Promise<KeyProviders> {
+  return openKeyProviders({ localKeyFile: statePaths(config).localKey, ...(config.kms ? { kms: config.kms } : {}) });
 }
 
 /**
@@ -37,8 +32,8 @@ export async function openProviders(config: BrokerConfig): Promise<Map<ProviderN
  * does not stop it: it is returned as a problem (what it governs stays
  * unavailable to brokers until fixed), for the caller to report.
  */
-export async function openStore(config: BrokerConfig): Promise<{ store: FileStore; problems: string[] }> {
+export async function openAdminStore(config: BrokerConfig): Promise<{ store: BindingStore; problems: string[] }> {
   const problems: string[] = [];
-  const store = await FileStore.open(config.store, { onProblem: (p) => problems.push(`${p.file}: ${p.message}`) });
+  const store = await openStore(config, { onProblem: (p) => problems.push(`${p.file}: ${p.message}`) });
   return { store, problems };
 }

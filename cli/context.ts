@@ -1,8 +1,7 @@
 import { DEV_CONFIG, ConfigError, loadConfigFile, resolveConfig, type BrokerConfig } from '../broker/config.js';
-import type { FileStore } from '../broker/store/file-store.js';
-import { openProviders, openStore } from '../broker/state.js';
-import type { KeyProvider } from '../broker/kms/provider.js';
-import type { ProviderName } from '../broker/policy/types.js';
+import type { BindingStore } from '../broker/store/store.js';
+import { openAdminStore, openProviders } from '../broker/state.js';
+import type { KeyProviders } from '../broker/kms/provider.js';
 import { UsageError } from './errors.js';
 
 /** Options every store-touching command accepts. */
@@ -50,9 +49,9 @@ export async function brokerConfig(flags: StoreFlags, env: NodeJS.ProcessEnv = p
 }
 
 /** The store and key providers, as the CLI uses them. */
-export async function openAdmin(flags: StoreFlags): Promise<{ config: BrokerConfig; store: FileStore; providers: Map<ProviderName, KeyProvider> }> {
+export async function openAdmin(flags: StoreFlags): Promise<{ config: BrokerConfig; store: BindingStore; providers: KeyProviders }> {
   const config = await brokerConfig(flags);
-  const { store, problems } = await openStore(config);
+  const { store, problems } = await openAdminStore(config);
   if (problems.length) process.stderr.write(`keygate: warning: store files failing validation (what they govern is unavailable to brokers until fixed):\n  ${problems.join('\n  ')}\n`);
   return { config, store, providers: await openProviders(config) };
 }

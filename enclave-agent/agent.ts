@@ -1,7 +1,18 @@
 import { generateKeyPair, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
 import { calculateJwkThumbprint, compactDecrypt, compactVerify, importJWK, type JWK } from 'jose';
-import { checkReleaseClaims, DEFAULT_MAX_CLOCK_SKEW_MS, isBrokerErrorCode, VersionFloor, type ReleaseClaims } from '../broker/protocol/index.js';
+import {
+  CHALLENGE_NONCE_BYTES,
+  checkReleaseClaims,
+  DEFAULT_MAX_CLOCK_SKEW_MS,
+  isBrokerErrorCode,
+  receivedItems,
+  VersionFloor,
+  type ChallengeAnswer,
+  type ErrorAnswer,
+  type ReceivedItem,
+  type ReleaseClaims,
+} from '../broker/protocol/index.js';
 import type { Nsm } from '../vsock-shim/nsm/client.js';
 import { NsmError } from '../vsock-shim/nsm/messages.js';
 import { tcpTransport, type Transport } from '../vsock-shim/transport/transport.js';
@@ -194,10 +205,10 @@ class Agent implements SecretAgent {
     const started = this.#clock();
     const startedWall = this.#wallClock();
     const challenge = await this.#http.call('GET', '/v1/challenge');
-    const nonceB64 = (challenge.json as { nonce?: unknown } | null)?.nonce;
+    const nonceB64 = (challenge.json as { [K in keyof ChallengeAnswer]?: unknown } | null)?.nonce;
     if (challenge.status !== 200 || typeof nonceB64 !== 'string') throw this.#brokerError(challenge, 'challenge');
     const nonce = Buffer.from(nonceB64, 'base64');
-    if (nonce.length !== 32) throw new AgentError('BAD_RESPONSE', 'broker challenge is not 32 bytes');
+    if (nonce.length !== CHALLENGE_NONCE_BYTES) throw new AgentError('BAD_RESPONSE', `broker challenge is not ${CHALLENGE_NONCE_BYTES} bytes`);
 
     let document: Uint8Array;
     try {
@@ -210,13 +221,13 @@ class Agent implements SecretAgent {
     // The answer must be bound to this exact document: the challenge reply is unauthenticated, so a relay can replay an old nonce.
     const sent: SentRequest = { nonceHex: nonce.toString('hex'), document: sentDocument(document), started, startedWall };
     const res = await this.#http.call('POST', '/v1/secrets', { attestation: Buffer.from(document).toString('base64'), names });
-    const items = (res.json as { secrets?: unknown } | null)?.secrets;
-    if (res.status !== 200 || !Array.isArray(items)) throw this.#brokerError(res, 'secrets');
+    const items = receivedItems(res.json);
+    if (res.status !== 200 || !items) throw this.#brokerError(res, 'secrets');
     const out = new Map<string, Entry>();
     for (const name of names) {
-      const matches = items.filter((i) => (i as { name?: unknown })?.name === name);
+      const matches = items.filter((i) => i.name === name);
       if (matches.length !== 1) throw new AgentError('BAD_RESPONSE', `broker answer has ${matches.length} items for "${name}"`);
-      const entry = await this.#open(matches[0] as { name: string; version?: unknown; jwe?: unknown }, sent);
+      const entry = await this.#open(name, matches[0]!, sent);
       out.set(name, entry);
     }
     // close() may have run while this request was in flight: the values are wiped, never returned or cached.
@@ -239,21 +250,22 @@ class Agent implements SecretAgent {
     return out;
   }
 
-  async #open(item: { name: string; version?: unknown; jwe?: unknown }, sent: SentRequest): Promise<Entry> {
-    if (typeof item.jwe !== 'string') throw new AgentError('BAD_RESPONSE', `item "${item.name}" has no jwe`);
+  /** Opens the (unsigned) item received for `name`: believed only as far as its signed claims confirm it. */
+  async #open(name: string, item: ReceivedItem, sent: SentRequest): Promise<Entry> {
+    if (typeof item.jwe !== 'string') throw new AgentError('BAD_RESPONSE', `item "${name}" has no jwe`);
     let payload: unknown;
     try {
       const { plaintext } = await compactDecrypt(item.jwe, this.privateKey, { keyManagementAlgorithms: ['RSA-OAEP-256'], contentEncryptionAlgorithms: ['A256GCM'] });
       const verified = await compactVerify(new TextDecoder().decode(plaintext), this.brokerKey, { algorithms: ['EdDSA'] });
       payload = JSON.parse(new TextDecoder().decode(verified.payload)) as unknown;
     } catch (cause) {
-      throw new AgentError('UNTRUSTED_RESPONSE', `item "${item.name}" does not decrypt for this enclave or is not signed by the pinned broker key`, { cause });
+      throw new AgentError('UNTRUSTED_RESPONSE', `item "${name}" does not decrypt for this enclave or is not signed by the pinned broker key`, { cause });
     }
     // The signed claims must answer exactly this request, now (see broker/protocol for each check and its code).
     const nowWall = this.#wallClock();
     const now = this.#clock();
     const check = checkReleaseClaims(payload, {
-      name: item.name,
+      name,
       labelledVersion: item.version,
       nonceHex: sent.nonceHex,
       documentSha256: sent.document.sha256,
@@ -270,7 +282,7 @@ class Agent implements SecretAgent {
       try {
         value = utf8.decode(bytes);
       } catch {
-        throw new AgentError('BAD_RESPONSE', `item "${item.name}" is marked text but is not UTF-8`);
+        throw new AgentError('BAD_RESPONSE', `item "${name}" is marked text but is not UTF-8`);
       }
       bytes.fill(0);
     }
@@ -282,7 +294,7 @@ class Agent implements SecretAgent {
   #brokerError(res: { status: number; json: unknown }, what: string): AgentError {
     // Error bodies are unauthenticated (any relay can write one): only the broker's own codes pass through,
     // never one of the agent's verdicts, and the message cannot carry control characters into logs.
-    const err = (res.json as { error?: { code?: unknown; message?: unknown } } | null)?.error;
+    const err = (res.json as { error?: { [K in keyof ErrorAnswer['error']]?: unknown } } | null)?.error;
     if (!isBrokerErrorCode(err?.code)) return new AgentError('BAD_RESPONSE', `unexpected ${what} answer (HTTP ${res.status})`);
     const message = typeof err.message === 'string' ? err.message.slice(0, 300).replace(/[\u0000-\u001f\u007f]/g, ' ') : `broker refused (${err.code})`;
     return new AgentError(err.code, message);

@@ -49,6 +49,20 @@ function staticGraph(entry: string): { files: Set<string>; packages: Set<string>
 
 const HEAVY = /^(hono|@hono\/|@aws-sdk\/)/;
 
+/** Names imported by value (not `import type`) from each internal module: `{ from, names }`. */
+function valueImports(file: string): Array<{ from: string; names: string[] }> {
+  const text = readFileSync(join(ROOT, file), 'utf8');
+  return [...text.matchAll(/(?:^|\n)\s*(?:import|export)\s+(type\s+)?\{([^}]*)\}\s*from\s+['"](\.[^'"]+)['"]/g)]
+    .filter((m) => !m[1])
+    .map((m) => ({
+      from: relative(ROOT, resolve(dirname(join(ROOT, file)), m[3]!)),
+      names: m[2]!.split(',').map((n) => n.trim()).filter((n) => n && !n.startsWith('type ')).map((n) => n.split(/\s+as\s+/)[0]!),
+    }));
+}
+
+/** Project sources the broker, agent and shim consist of (the CLI is checked by its own rules). */
+const runtimeSources = (): string[] => [...sources('broker'), ...sources('enclave-agent'), ...sources('vsock-shim')];
+
 describe('architecture', () => {
   it('sees the imports it checks', () => {
     expect(internalTargets('broker/verify/verify.ts')).toContain('broker/verify/chain.js');
@@ -120,6 +134,70 @@ describe('architecture', () => {
     for (const command of ['verify', 'list', 'secrets', 'record', 'eif', 'audit']) {
       const { packages } = staticGraph(`cli/commands/${command}.ts`);
       for (const spec of packages) expect(HEAVY.test(spec), `keygate ${command} loads ${spec}`).toBe(false);
+    }
+  });
+
+  it('release depends on the store, audit and key-provider interfaces, never on their implementations', () => {
+    const release = [...sources('broker/release'), 'broker/release.ts'];
+    const implementations = ['broker/store/file-store.js', 'broker/store/open-store.js', 'broker/audit/log.js', 'broker/kms/aws-kms.js', 'broker/kms/local.js', 'broker/kms/registry.js'];
+    for (const file of release) for (const target of internalTargets(file)) expect(implementations, `${file} -> ${target}`).not.toContain(target);
+    expect(internalTargets('broker/release.ts')).toEqual(expect.arrayContaining(['broker/store/store.js', 'broker/audit/sink.js', 'broker/kms/provider.js']));
+  });
+
+  it('interface modules import no implementation: store.ts, sink.ts and provider.ts reach only policy types', () => {
+    for (const file of ['broker/store/store.ts', 'broker/audit/sink.ts', 'broker/kms/provider.ts']) {
+      for (const target of internalTargets(file)) expect(target.startsWith('broker/policy/'), `${file} -> ${target}`).toBe(true);
+      expect(imports(file).filter((s) => !s.startsWith('.')), file).toEqual([]);
+    }
+  });
+
+  it('only the factories build implementations: FileStore in open-store.ts, key providers in kms/registry.ts, AuditLog in the composition root', () => {
+    const builders: Record<string, string> = {
+      FileStore: 'broker/store/open-store.ts',
+      LocalKeyProvider: 'broker/kms/registry.ts',
+      AwsKmsKeyProvider: 'broker/kms/registry.ts',
+      AuditLog: 'broker/broker.ts',
+    };
+    let seen = 0;
+    for (const file of runtimeSources()) {
+      for (const { names } of valueImports(file)) {
+        for (const name of names.filter((n) => n in builders)) {
+          seen++;
+          expect(file, `${file} imports ${name}`).toBe(builders[name]);
+        }
+      }
+    }
+    expect(seen).toBe(3);
+    // The AWS KMS provider is loaded on demand (the SDK is most of the module graph), and only by the registry.
+    const loadsAwsKms = [...runtimeSources(), ...sources('cli')].filter((f) => /import\(\s*['"][^'"]*aws-kms\.js['"]\s*\)/.test(readFileSync(join(ROOT, f), 'utf8')));
+    expect(loadsAwsKms).toEqual(['broker/kms/registry.ts']);
+  });
+
+  it('provider names are declared once (PROVIDER_NAMES), and shutdown needs no cast to a concrete provider', () => {
+    const declaring = runtimeSources().filter((f) => /type ProviderName\s*=/.test(readFileSync(join(ROOT, f), 'utf8')));
+    expect(declaring).toEqual(['broker/policy/types.ts']);
+    const unions = [...runtimeSources(), ...sources('cli')].filter((f) => /'local'\s*\|\s*'aws-kms'|'aws-kms'\s*\|\s*'local'/.test(readFileSync(join(ROOT, f), 'utf8')));
+    expect(unions).toEqual([]);
+    expect(readFileSync(join(ROOT, 'broker/broker.ts'), 'utf8')).not.toMatch(/as\s+AwsKmsKeyProvider/);
+  });
+
+  it('the release pipeline writes the audit in one place (#record) and never swallows a failure', () => {
+    const text = readFileSync(join(ROOT, 'broker/release.ts'), 'utf8');
+    const start = text.indexOf('async #record(');
+    const end = text.indexOf('\n  }\n', start);
+    expect(start).toBeGreaterThan(0);
+    const writes = [...text.matchAll(/\.append(?:Refusal)?\(/g)].map((m) => m.index);
+    expect(writes.length).toBeGreaterThanOrEqual(3);
+    for (const at of writes) expect(at > start && at < end, `audit write at offset ${at} outside #record`).toBe(true);
+    expect(text).not.toMatch(/\.catch\(\s*\(\)\s*=>\s*\{\s*\}\s*\)/);
+    for (const file of sources('broker/release')) expect(internalTargets(file).filter((t) => t.startsWith('broker/audit/')), file).toEqual([]);
+  });
+
+  it('the answer shape, claims and challenge format are declared only in broker/protocol', () => {
+    for (const file of runtimeSources().filter((f) => !f.startsWith('broker/protocol/'))) {
+      const text = readFileSync(join(ROOT, file), 'utf8');
+      expect(text, file).not.toMatch(/interface (ReleasedSecret|ReleaseClaims|SecretsAnswer|ChallengeAnswer)\b/);
+      expect(text, file).not.toMatch(/(NONCE|MAC|TIME|RANDOM)_BYTES\s*=\s*\d/);
     }
   });
 });

@@ -1,26 +1,11 @@
 import { createHash, sign, type KeyObject } from 'node:crypto';
 import { open, readFile, rename, truncate } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { ensureDirectory, syncDirectory } from '../store/atomic.js';
+import { ensureDirectory, syncDirectory } from '../../lib/durable-fs.js';
 import { silentLogger, type Logger } from '../log.js';
 import { listSegments, segmentPath } from './segments.js';
 import { RefusalSampler, type RefusalSettings } from './refusals.js';
-
-/** One decision as the broker saw it (design.md section 4). */
-export interface DecisionRecord {
-  readonly time: string;
-  readonly decision: 'release' | 'deny';
-  /** RELEASED, or the true reason for a denial (finer than what the caller was told). */
-  readonly code: string;
-  readonly secret: string | null;
-  readonly version: number | null;
-  readonly moduleId: string | null;
-  readonly pcrs: { readonly '0'?: string; readonly '1'?: string; readonly '2'?: string; readonly '4'?: string } | null;
-  readonly docSha256: string | null;
-  readonly nonce: string | null;
-  readonly client: string;
-  readonly latencyMs: number;
-}
+import type { AuditSink, DecisionRecord } from './sink.js';
 
 export const GENESIS_HASH = '0'.repeat(64);
 
@@ -95,7 +80,7 @@ function describe(err: unknown): { code?: string; message: string } {
  * acknowledged tail), and write a seal continuing the chain from the last
  * durable record; once that is durable the log is healthy again.
  */
-export class AuditLog {
+export class AuditLog implements AuditSink {
   readonly #path: string;
   readonly #signer: { key: KeyObject; kid: string };
   readonly #log: Logger;

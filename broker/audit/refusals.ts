@@ -1,5 +1,5 @@
 import { RateLimiter } from '../rate-limit.js';
-import type { DecisionRecord } from './log.js';
+import type { DecisionRecord } from './sink.js';
 
 /** How many refusals are written one record each; the rest are counted into summaries. */
 export interface RefusalSettings {

@@ -116,7 +116,7 @@ export class AwsKmsKeyProvider implements KeyProvider {
     if (errors.length) throw errors[0]!;
   }
 
-  destroy(): void {
+  close(): void {
     this.#kms?.destroy();
     this.#kms = undefined;
   }

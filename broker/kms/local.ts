@@ -72,4 +72,6 @@ export class LocalKeyProvider implements KeyProvider {
   }
 
   async check(): Promise<void> {}
+
+  close(): void {}
 }

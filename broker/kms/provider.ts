@@ -1,4 +1,4 @@
-import type { ProviderName } from '../policy/types.js';
+import type { Binding, ProviderName } from '../policy/types.js';
 
 /**
  * A key provider encrypts secret values at bind time and decrypts them at
@@ -11,20 +11,34 @@ import type { ProviderName } from '../policy/types.js';
  * `SecretUnavailableError` (permanent: the key is disabled, deleted or
  * denied, or the ciphertext does not decrypt; nothing changes until an
  * operator acts). Both carry the provider's own error name for the audit.
+ *
+ * `keyRef` is the binding's provider-specific key reference (see `keyRefOf`),
+ * opaque to everything but the provider: a KMS key id or ARN for aws-kms,
+ * nothing for local. Implementations are built from config in registry.ts.
  */
 export interface KeyProvider {
   readonly name: ProviderName;
   /** Returns base64 ciphertext. */
-  encrypt(plaintext: Uint8Array, secret: string, kmsKeyId?: string): Promise<string>;
+  encrypt(plaintext: Uint8Array, secret: string, keyRef?: string): Promise<string>;
   /** Decrypts base64 ciphertext produced by `encrypt` for the same secret. */
-  decrypt(ciphertext: string, secret: string, kmsKeyId?: string): Promise<Uint8Array>;
+  decrypt(ciphertext: string, secret: string, keyRef?: string): Promise<Uint8Array>;
   /**
-   * Readiness: resolves when the provider can serve the given keys (the key ids
-   * of the bindings in use; aws-kms asks DescribeKey for each).
+   * Readiness: resolves when the provider can serve the given keys (the key
+   * references of the bindings in use; aws-kms asks DescribeKey for each).
    *
    * @throws KmsUnavailableError or SecretUnavailableError
    */
-  check(kmsKeyIds: readonly string[]): Promise<void>;
+  check(keyRefs: readonly string[]): Promise<void>;
+  /** Releases clients and connections (at shutdown). */
+  close(): void;
+}
+
+/** The providers by name, as the broker and the admin operations use them (built by registry.ts). */
+export type KeyProviders = ReadonlyMap<ProviderName, KeyProvider>;
+
+/** The binding's key reference for its provider (stored as `kmsKeyId` in the binding file). */
+export function keyRefOf(binding: Binding): string | undefined {
+  return binding.kmsKeyId;
 }
 
 export interface ProviderErrorOptions {
@@ -49,7 +63,7 @@ export class SecretUnavailableError extends Error {
   override readonly name: string = 'SecretUnavailableError';
   readonly code = 'SECRET_UNAVAILABLE';
   readonly providerError: string;
-  /** Key ids found disabled or deleted: every value cached under them must be dropped. */
+  /** Key references found disabled or deleted: every value cached under them must be dropped. */
   readonly unusableKeys: readonly string[];
   constructor(message: string, options: ProviderErrorOptions & { unusableKeys?: readonly string[] } = {}) {
     super(message, { cause: options.cause });
@@ -71,6 +85,6 @@ export class CiphertextError extends SecretUnavailableError {
  * values when that key is disabled: a key ARN and its bare key id name the
  * same key. (An alias is kept as written; it cannot be resolved offline.)
  */
-export function keyIdentity(provider: ProviderName, kmsKeyId: string | undefined): string {
-  return `${provider}\0${(kmsKeyId ?? '').replace(/^arn:aws[\w-]*:kms:[^:]*:\d*:key\//, '')}`;
+export function keyIdentity(provider: ProviderName, keyRef: string | undefined): string {
+  return `${provider}\0${(keyRef ?? '').replace(/^arn:aws[\w-]*:kms:[^:]*:\d*:key\//, '')}`;
 }

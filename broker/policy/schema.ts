@@ -1,4 +1,4 @@
-import { BINDABLE_PCRS, REQUIRED_PCRS, type AllowRule, type Binding, type PcrValues, type Revocations } from './types.js';
+import { BINDABLE_PCRS, PROVIDER_NAMES, REQUIRED_PCRS, type AllowRule, type Binding, type PcrValues, type Revocations } from './types.js';
 
 /** A document that does not match its schema; `path` names the offending field. */
 export class SchemaError extends Error {
@@ -83,7 +83,7 @@ export function parseBinding(value: unknown, path = 'binding'): Binding {
     'secret', 'version', 'provider', 'kmsKeyId', 'ciphertext', 'text', 'allow', 'instances',
     'allowDebug', 'ttlSeconds', 'revoked', 'createdAt', 'updatedAt',
   ]);
-  const provider = string(obj.provider, `${path}.provider`, /^(local|aws-kms)$/) as Binding['provider'];
+  const provider = string(obj.provider, `${path}.provider`, new RegExp(`^(${PROVIDER_NAMES.join('|')})$`)) as Binding['provider'];
   if (!Array.isArray(obj.allow) || obj.allow.length === 0) throw new SchemaError(`${path}.allow`, 'must be a non-empty array');
   const binding: Binding = {
     secret: string(obj.secret, `${path}.secret`, SECRET_NAME),

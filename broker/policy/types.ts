@@ -11,8 +11,11 @@ export interface AllowRule {
   readonly baseline?: string;
 }
 
+/** The key providers a binding may name: declared once (schema, registry and CLI derive from it). */
+export const PROVIDER_NAMES = ['local', 'aws-kms'] as const;
+
 /** Where a secret's ciphertext is decrypted. */
-export type ProviderName = 'local' | 'aws-kms';
+export type ProviderName = (typeof PROVIDER_NAMES)[number];
 
 /** A secret and the measurements allowed to read it (design.md section 3). */
 export interface Binding {

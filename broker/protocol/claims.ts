@@ -111,7 +111,7 @@ export interface ReleaseExpectation {
 export type ClaimsCheck = { readonly ok: true; readonly claims: ReleaseClaims } | ({ readonly ok: false } & AnswerProblem);
 
 const BASE64URL = /^[A-Za-z0-9_-]*$/;
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+export const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const isPositiveInteger = (v: unknown, max: number): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 1 && v <= max;
 const isSeconds = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 

@@ -1,4 +1,4 @@
-/** broker <-> enclave wire contract (claims, answers, codes). Imports nothing: the enclave agent may use it. */
+/** broker <-> enclave wire contract (claims, answer shapes, codes, challenge format). Imports nothing: the enclave agent may use it. */
 export {
   RELEASE_JWS_TYPE,
   RELEASE_ISSUER,
@@ -10,4 +10,7 @@ export {
 } from './claims.js';
 export type { ReleaseClaims, ReleaseClaimsInput, AnswerProblemCode, AnswerProblem, ReleaseExpectation, ClaimsCheck } from './claims.js';
 export { BROKER_ERROR_CODES, isBrokerErrorCode } from './codes.js';
+export { receivedItems } from './answer.js';
+export type { ReleasedSecret, SecretsAnswer, ChallengeAnswer, ErrorAnswer, ReceivedItem } from './answer.js';
+export { CHALLENGE_NONCE_BYTES, CHALLENGE_TIME_BYTES, CHALLENGE_RANDOM_BYTES, CHALLENGE_MAC_BYTES } from './challenge.js';
 export type { BrokerErrorCode } from './codes.js';

@@ -3,62 +3,11 @@ import { join } from 'node:path';
 import { SchemaError, SECRET_NAME, parseBinding, parseRevocations } from '../policy/schema.js';
 import { NO_REVOCATIONS, type Binding, type Revocations } from '../policy/types.js';
 import { parseBaseline, formatBaseline, type Baseline } from '../policy/baseline.js';
-import { ensureDirectory, syncDirectory, writeFileAtomic } from './atomic.js';
+import { ensureDirectory, syncDirectory, writeFileAtomic } from '../../lib/durable-fs.js';
 import { withLock } from './lock.js';
+import type { BindingStore, StoreProblem, StoreSnapshot, StoreWriter } from './store.js';
 
-/** An immutable view of the store at one moment. */
-export interface StoreSnapshot {
-  readonly bindings: ReadonlyMap<string, Binding>;
-  /** Recorded builds that bindings may reference (approvals included). */
-  readonly baselines: ReadonlyMap<string, Baseline>;
-  readonly revocations: Revocations;
-  /**
-   * Secret names whose binding file fails validation. Such a name is denied:
-   * an older copy is not trusted either, since the change the admin meant did not take effect.
-   */
-  readonly invalidBindings: ReadonlySet<string>;
-  /** Set while revocations.json fails validation: whom it revokes is unknown, so nothing may be released. */
-  readonly revocationsProblem: StoreProblem | undefined;
-  /** Increases whenever the content changes. */
-  readonly generation: number;
-}
-
-/**
- * A file that could not be loaded. What it governs is unavailable until it is
- * fixed: a binding's name is denied, a baseline counts for nothing, a broken
- * revocation list stops every release.
- */
-export interface StoreProblem {
-  readonly file: string;
-  readonly message: string;
-}
-
-/** The narrow interface the broker and CLI use; other backends (S3, DynamoDB) can implement it. */
-export interface BindingStore {
-  /** The state as last loaded. */
-  snapshot(): StoreSnapshot;
-  /** Reloads if anything changed on disk since the last load (two stat calls when nothing did). */
-  refresh(): Promise<StoreSnapshot>;
-  /** Runs a read-modify-write under the store lock, starting from fresh state. */
-  update<T>(fn: (current: StoreSnapshot, tx: StoreWriter) => Promise<T>): Promise<T>;
-  /** Files currently failing validation. */
-  problems(): readonly StoreProblem[];
-}
-
-/** Writes allowed inside `update`. */
-export interface StoreWriter {
-  putBinding(binding: Binding): Promise<void>;
-  /** Removes a binding; its version stays reserved (see `nextVersion`). */
-  deleteBinding(secret: string): Promise<boolean>;
-  /**
-   * The version a new binding of `secret` must carry: one above any version
-   * it ever had, even if it was unbound since. Agents refuse a version lower
-   * than one they accepted, so versions must never repeat.
-   */
-  nextVersion(secret: string): Promise<number>;
-  putRevocations(revocations: Revocations): Promise<void>;
-  putBaseline(baseline: Baseline): Promise<void>;
-}
+/** The interface types, re-exported while cli/context.ts and cli/commands/list.ts still import them from here. */
 
 /** Stable, diff-friendly JSON. */
 export function toJson(value: unknown): string {

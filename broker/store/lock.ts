@@ -3,7 +3,7 @@ import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { createFileExclusive } from './atomic.js';
+import { createFileExclusive } from '../../lib/durable-fs.js';
 
 /**
  * An exclusive lock file that knows its holder.

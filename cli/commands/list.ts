@@ -1,6 +1,6 @@
 import { parseCommand } from '../args.js';
 import { STORE_OPTIONS, STORE_USAGE, brokerConfig } from '../context.js';
-import { openStore } from '../../broker/state.js';
+import { openAdminStore } from '../../broker/state.js';
 import type { CliIo } from '../io.js';
 
 export const LIST_USAGE = `Usage: keygate list [--json] [store options]
@@ -19,7 +19,7 @@ export async function listCommand(argv: readonly string[], io: CliIo): Promise<n
     return 0;
   }
   const config = await brokerConfig(values);
-  const { store, problems } = await openStore(config);
+  const { store, problems } = await openAdminStore(config);
   const { bindings, revocations, invalidBindings, revocationsProblem } = store.snapshot();
   // Everything except the ciphertext: names, versions and policy are not secret; values never leave the store.
   const rows = [...bindings.values()]

@@ -9,7 +9,8 @@ import { open } from 'node:fs/promises';
 import { generateKeyPairSync } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AuditLog, type AuditFileHandle, type DecisionRecord } from '../../broker/audit/log.js';
+import { AuditLog, type AuditFileHandle } from '../../broker/audit/log.js';
+import type { DecisionRecord } from '../../broker/audit/sink.js';
 import { verifyAuditLog } from '../../broker/audit/verify-log.js';
 
 let dir: string;

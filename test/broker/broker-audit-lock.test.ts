@@ -126,7 +126,7 @@ describe('one broker per audit file across pid namespaces and hostnames', () => 
       const record = { time: new Date().toISOString(), decision: 'release', code: 'RELEASED', secret: 's', version: 1, moduleId: null, pcrs: null, docSha256: null, nonce: null, client: 'test', latencyMs: 0 } as const;
       // Junk beyond the per-client budget is only counted: a summary record is pending when the lock is lost.
       await Promise.all(Array.from({ length: 30 }, () => broker.audit.appendRefusal({ ...record, decision: 'deny', code: 'BAD_SIGNATURE', secret: null })));
-      const size = statSync(broker.audit.path).size;
+      const size = statSync(join(dir, 'state', 'audit.jsonl')).size;
       // What a broker that judged this one gone (a paused VM, clock trouble) leaves: its own lock.
       const other = JSON.stringify({ pid: 1, start: null, host: 'other-pod', boot: null, pidns: null, token: '7'.repeat(32) });
       writeFileSync(lock, other);
@@ -136,10 +136,10 @@ describe('one broker per audit file across pid namespaces and hostnames', () => 
       const ready = await broker.app.request('/readyz');
       expect(ready.status).toBe(503);
       // The file may be another broker's now: not one more byte, not even the pending summary.
-      expect(statSync(broker.audit.path).size).toBe(size);
+      expect(statSync(join(dir, 'state', 'audit.jsonl')).size).toBe(size);
       await expect(broker.audit.append(record)).rejects.toMatchObject({ name: 'AuditUnavailableError' });
       await broker.close();
-      expect(statSync(broker.audit.path).size).toBe(size);
+      expect(statSync(join(dir, 'state', 'audit.jsonl')).size).toBe(size);
       expect(readFileSync(lock, 'utf8')).toBe(other); // the new holder's lock is left alone
     } finally {
       await broker.close();

@@ -63,7 +63,7 @@ describe('aws-kms provider against the local KMS-protocol server', () => {
     provider = new AwsKmsKeyProvider({ region: 'us-east-1', endpoint: kms.endpoint, credentials: TEST_CREDENTIALS, requestTimeoutMs: 15_000 });
   });
   afterAll(async () => {
-    provider.destroy();
+    provider.close();
     await kms.close();
   });
 
@@ -87,7 +87,7 @@ describe('aws-kms provider against the local KMS-protocol server', () => {
     expect(await provider.decrypt(ct, 'db', kms.keyId)).toEqual(value);
     const impatient = new AwsKmsKeyProvider({ region: 'us-east-1', endpoint: kms.endpoint, credentials: TEST_CREDENTIALS, requestTimeoutMs: 100, maxAttempts: 1 });
     await expect(impatient.decrypt(ct, 'db', kms.keyId)).rejects.toBeInstanceOf(KmsUnavailableError);
-    impatient.destroy();
+    impatient.close();
     kms.faults.latencyMs = 0;
   });
 

@@ -17,7 +17,7 @@ import type { ProviderName } from '../../broker/policy/types.js';
 import { SecretCache } from '../../broker/secret-cache.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave } from '../support/enclave.js';
-import type { ReleasedSecret } from '../../broker/release.js';
+import type { ReleasedSecret } from '../../broker/protocol/index.js';
 import { startTestBroker } from '../support/broker.js';
 
 let dir: string;
@@ -161,6 +161,7 @@ describe('released values under concurrent rotation', () => {
         return local.decrypt(c, s, k);
       },
       check: (...args) => local.check(...args),
+      close: () => local.close(),
     };
     providers.set('local', gatedProvider);
     try {

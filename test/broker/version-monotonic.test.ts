@@ -79,7 +79,7 @@ describe('two admins at once', () => {
       const encrypting = new Promise<void>((r) => (entered = r));
       let proceed!: () => void;
       const gate = new Promise<void>((r) => (proceed = r));
-      const slowLocal: KeyProvider = { ...local, name: 'local', check: () => local.check(), decrypt: (c, s) => local.decrypt(c, s), encrypt: async (p, s) => (entered(), await gate, local.encrypt(p, s)) };
+      const slowLocal: KeyProvider = { ...local, name: 'local', check: () => local.check(), close: () => local.close(), decrypt: (c, s) => local.decrypt(c, s), encrypt: async (p, s) => (entered(), await gate, local.encrypt(p, s)) };
       const providers = new Map<ProviderName, KeyProvider>([['local', slowLocal], ['aws-kms', aws]]);
       const rotating = rotateSecret(store, providers, 'db', value('rotated-by-A')).then(
         () => undefined,
@@ -96,7 +96,7 @@ describe('two admins at once', () => {
       expect(now).toEqual(b);
       expect(new TextDecoder().decode(await aws.decrypt(now.ciphertext, 'db', now.kmsKeyId))).toBe('bound-by-B');
     } finally {
-      aws.destroy();
+      aws.close();
       await kms.close();
     }
   });

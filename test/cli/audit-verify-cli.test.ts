@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AuditLog, lineHash, type DecisionRecord } from '../../broker/audit/log.js';
+import { AuditLog, lineHash } from '../../broker/audit/log.js';
+import type { DecisionRecord } from '../../broker/audit/sink.js';
 import { loadOrCreateSigningKey, type SigningKey } from '../../broker/signing-key.js';
 import { keygate, keygateServer } from '../support/cli.js';
 

@@ -3,7 +3,7 @@ import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { compactDecrypt, compactVerify, importJWK, type JWK } from 'jose';
 import { makeDocument, type DocumentSpec } from './document.js';
 import type { TestPki } from './pki.js';
-import type { ReleasedSecret } from '../../broker/release.js';
+import type { ReleasedSecret } from '../../broker/protocol/index.js';
 import type { ReleaseClaims } from '../../broker/protocol/index.js';
 
 export const h = (byte: number): string => byte.toString(16).padStart(2, '0').repeat(48);

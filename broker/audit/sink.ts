@@ -1,0 +1,36 @@
+/**
+ * The audit sink the release path writes decisions to. The hash-chained,
+ * signed JSONL log (log.ts) implements it; ReleaseService and the HTTP layer
+ * depend on this interface only.
+ */
+
+/** One decision as the broker saw it (design.md section 4). */
+export interface DecisionRecord {
+  readonly time: string;
+  readonly decision: 'release' | 'deny';
+  /** RELEASED, or the true reason for a denial (finer than what the caller was told). */
+  readonly code: string;
+  readonly secret: string | null;
+  readonly version: number | null;
+  readonly moduleId: string | null;
+  readonly pcrs: { readonly '0'?: string; readonly '1'?: string; readonly '2'?: string; readonly '4'?: string } | null;
+  readonly docSha256: string | null;
+  readonly nonce: string | null;
+  readonly client: string;
+  readonly latencyMs: number;
+}
+
+export interface AuditSink {
+  /** Appends a decision; resolves only once it is durable (a response may then be sent). */
+  append(record: DecisionRecord): Promise<void>;
+  /**
+   * Records a refusal that does not depend on the names asked for (an
+   * unverified document, a rate limit, a bad request): a bounded, sampled
+   * record, so junk cannot fill the audit disk.
+   */
+  appendRefusal(record: DecisionRecord): Promise<void>;
+  /** False while records cannot be written (readiness reports it). */
+  readonly healthy: boolean;
+  /** Flushes what is pending and closes. */
+  close(): Promise<void>;
+}

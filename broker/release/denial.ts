@@ -1,0 +1,57 @@
+import type { BrokerErrorCode } from '../protocol/index.js';
+import type { DenyReason } from '../policy/decide.js';
+
+/**
+ * Why a request, or one name of it, was refused, as the audit records it
+ * (finer than the code the caller is shown). `auditCode` is the only place
+ * the audit strings are built.
+ */
+export type DenialReason =
+  /** The code the caller is shown tells it all: unverified document, rate limit, stale nonce, quarantine, bad request. */
+  | { readonly kind: 'shown'; readonly code: BrokerErrorCode }
+  /** The policy's decision for this name (broker/policy/decide.ts). */
+  | { readonly kind: 'policy'; readonly reason: DenyReason }
+  /** Allowed on its own, refused because another name of the same request was: all names or none. */
+  | { readonly kind: 'batch' }
+  /** A store file failing validation leaves unknown whom it governs: nothing is released. */
+  | { readonly kind: 'store'; readonly file: 'revocations.json' }
+  /** The key provider could not decrypt this name's value; its own error name is kept for the operator. */
+  | { readonly kind: 'provider'; readonly code: 'KMS_UNAVAILABLE' | 'SECRET_UNAVAILABLE'; readonly providerError: string };
+
+/** The audit record's `code` for a reason. */
+export function auditCode(reason: DenialReason): string {
+  switch (reason.kind) {
+    case 'shown':
+      return reason.code;
+    case 'policy':
+      return reason.reason;
+    case 'batch':
+      return 'BATCH_DENIED';
+    case 'store':
+      return `STORE_UNAVAILABLE:${reason.file}`;
+    case 'provider':
+      return `${reason.code}:${reason.providerError}`;
+  }
+}
+
+/**
+ * A refused request: what the caller is shown, and what is audited. A refusal
+ * that does not depend on the names asked for is one sampled record
+ * (`request`); per-name decisions are one record per requested name (`names`).
+ */
+export type Denial = { readonly shown: BrokerErrorCode; readonly message: string } & (
+  | { readonly scope: 'request'; readonly reason: DenialReason }
+  | { readonly scope: 'names'; readonly reasons: ReadonlyMap<string, DenialReason> }
+);
+
+/** A name-independent refusal, audited as `reason` (by default: the code shown). */
+export function refusal(shown: BrokerErrorCode, message: string, reason: DenialReason = { kind: 'shown', code: shown }): Denial {
+  return { shown, message, scope: 'request', reason };
+}
+
+/** Per-name decisions: every requested name not in `refused` is audited as BATCH_DENIED. */
+export function namesDenied(shown: BrokerErrorCode, message: string, names: readonly string[], refused: ReadonlyMap<string, DenialReason>): Denial {
+  const reasons = new Map<string, DenialReason>(names.map((name) => [name, { kind: 'batch' }]));
+  for (const [name, reason] of refused) reasons.set(name, reason);
+  return { shown, message, scope: 'names', reasons };
+}
