@@ -118,7 +118,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
     await auditLock.release();
     throw err;
   });
-  log('info', 'audit log', { file: resolvePath(paths.audit), seq: audit.seq, maxFileBytes: config.auditMaxFileBytes });
+  log('info', 'audit log', { file: resolvePath(paths.audit), maxFileBytes: config.auditMaxFileBytes });
   const challenge = new ChallengeService(await loadOrCreateKeyFile(paths.challengeKey, 32));
   const roots = await loadRoots(config, log);
   const adminKeys = await Promise.all((config.adminKeys ?? []).map((file) => loadPublicKeyFile(file)));

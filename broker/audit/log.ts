@@ -290,11 +290,6 @@ export class AuditLog {
     }
   }
 
-  /** Sequence number of the last durable line. */
-  get seq(): number {
-    return this.#seq;
-  }
-
   /** The live file being appended to. */
   get path(): string {
     return this.#path;
