@@ -134,10 +134,6 @@ export class FileStore implements BindingStore {
     return store;
   }
 
-  get directory(): string {
-    return this.#dir;
-  }
-
   snapshot(): StoreSnapshot {
     return this.#snapshot;
   }
