@@ -257,7 +257,6 @@ typedef struct {
   uv_poll_t handle;
   napi_env env;
   napi_ref callback;
-  napi_ref self;
   int closing;
 } watcher_t;
 
