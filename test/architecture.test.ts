@@ -65,4 +65,14 @@ describe('architecture', () => {
       for (const spec of imports(file).filter((s) => !s.startsWith('.'))) expect.fail(`${file} imports ${spec}`);
     }
   });
+
+  it('no errno number is hard-coded in TypeScript: the addon throws system errors (code, errno), numbers come from os.constants', () => {
+    const files = ['broker', 'cli', 'enclave-agent', 'vsock-shim'].flatMap(sources);
+    expect(files).toContain('vsock-shim/vsock.ts');
+    for (const file of files) {
+      const text = readFileSync(join(ROOT, file), 'utf8');
+      expect(text, `${file} defines an errno constant`).not.toMatch(/\bE[A-Z]{3,}\s*=\s*-?\d+/);
+      expect(text, `${file} names an error by its errno number`).not.toMatch(/ERRNO_|errno \$\{/);
+    }
+  });
 });
