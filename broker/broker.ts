@@ -131,7 +131,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   // and /readyz reports 503.
   stopAudit = () => audit.abandon('the audit file lock was taken over by another broker');
   if (auditLock.compromised) stopAudit();
-  log('info', 'audit log', { file: resolvePath(paths.audit), seq: audit.seq, maxFileBytes: config.auditMaxFileBytes });
+  log('info', 'audit log', { file: resolvePath(paths.audit), maxFileBytes: config.auditMaxFileBytes });
   const challenge = new ChallengeService(await loadOrCreateKeyFile(paths.challengeKey, 32));
   const roots = await loadRoots(config, log);
   const adminKeys = await Promise.all((config.adminKeys ?? []).map((file) => loadPublicKeyFile(file)));

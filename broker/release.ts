@@ -130,10 +130,6 @@ export class ReleaseService {
     this.#quarantine = new Quarantine(r.quarantineAfterDenials, r.quarantineWindowSeconds * 1000, r.quarantineSeconds * 1000);
   }
 
-  get cacheSize(): number {
-    return this.#cache.size;
-  }
-
   /**
    * Handles one `POST /v1/secrets`.
    *

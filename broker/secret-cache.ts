@@ -75,10 +75,6 @@ export class SecretCache {
     return dropped;
   }
 
-  get size(): number {
-    return this.#entries.size;
-  }
-
   #delete(key: string): void {
     this.#entries.get(key)?.value.fill(0);
     this.#entries.delete(key);

@@ -200,4 +200,14 @@ describe('architecture', () => {
       expect(text, file).not.toMatch(/(NONCE|MAC|TIME|RANDOM)_BYTES\s*=\s*\d/);
     }
   });
+
+  it('no errno number is hard-coded in TypeScript: the addon throws system errors (code, errno), numbers come from os.constants', () => {
+    const files = ['broker', 'cli', 'enclave-agent', 'vsock-shim'].flatMap(sources);
+    expect(files).toContain('vsock-shim/vsock.ts');
+    for (const file of files) {
+      const text = readFileSync(join(ROOT, file), 'utf8');
+      expect(text, `${file} defines an errno constant`).not.toMatch(/\bE[A-Z]{3,}\s*=\s*-?\d+/);
+      expect(text, `${file} names an error by its errno number`).not.toMatch(/ERRNO_|errno \$\{/);
+    }
+  });
 });

@@ -6,16 +6,22 @@ import { NsmClient, type Nsm, type NsmTransport } from './nsm/client.js';
 import { NsmError } from './nsm/messages.js';
 import { CodedError } from './coded-error.js';
 
-/** The native addon's surface (vsock-shim/native/keygate_vsock.c). */
+/**
+ * The native addon's surface (vsock-shim/native/keygate_vsock.c). Every call
+ * returns its result or throws an AddonErrnoError; "would block" is null
+ * (read, write, accept) and "connection in progress" is false (connect).
+ */
 export interface VsockAddon {
   available(): boolean;
   socket(): number;
-  connect(fd: number, addr: Buffer): number;
+  /** true: connected; false: in progress, wait for writability, then finishConnect. */
+  connect(fd: number, addr: Buffer): boolean;
   bindListen(fd: number, addr: Buffer, backlog: number): number;
   accept(fd: number): { fd: number; cid: number; port: number } | null;
-  read(fd: number, buf: Buffer): number;
-  write(fd: number, buf: Buffer): number;
-  socketError(fd: number): number;
+  read(fd: number, buf: Buffer): number | null;
+  write(fd: number, buf: Buffer): number | null;
+  /** Throws the error of a non-blocking connect, if it failed. */
+  finishConnect(fd: number): number;
   shutdownWrite(fd: number): number;
   close(fd: number): number;
   watch(fd: number, cb: (status: number, events: number) => void): object;
@@ -27,13 +33,18 @@ export interface VsockAddon {
   readonly WRITABLE: number;
 }
 
+/** What the addon throws: a system error as Node reports them (code "EBADF", errno as in os.constants.errno). */
+export interface AddonErrnoError extends Error {
+  readonly code: string;
+  readonly errno: number;
+  readonly syscall: string;
+}
+
 export const AF_VSOCK = 40;
 export const VMADDR_CID_ANY = 0xffffffff;
 export const VMADDR_CID_HOST = 2;
 /** The Nitro parent instance, as seen from inside an enclave. */
 export const PARENT_CID = 3;
-const EAGAIN = 11;
-const EINPROGRESS = 115;
 
 /** vsock is unusable here (no addon, no AF_VSOCK) or a socket call failed. */
 export class VsockError extends CodedError<string> {
@@ -72,7 +83,7 @@ function requireAddon(): VsockAddon {
 }
 
 function wrapError(err: unknown, what: string): VsockError {
-  const code = (err as { code?: string }).code ?? 'EVSOCK';
+  const code = (err as Partial<AddonErrnoError>).code ?? 'EVSOCK';
   return new VsockError(code, `${what}: ${(err as Error).message}`, { cause: err });
 }
 
@@ -139,9 +150,10 @@ export class FdStream extends Duplex {
       return;
     }
     if (this.#connecting && events & this.#addon.WRITABLE) {
-      const err = this.#addon.socketError(this.#fd);
-      if (err !== 0) {
-        this.destroy(new VsockError(`ERRNO_${err}`, `vsock connect failed (errno ${err})`));
+      try {
+        this.#addon.finishConnect(this.#fd);
+      } catch (err) {
+        this.destroy(wrapError(err, 'vsock connect'));
         return;
       }
       this.#connecting = false;
@@ -155,14 +167,14 @@ export class FdStream extends Duplex {
   #readNow(): void {
     while (this.#wantRead && !this.#closed) {
       const buf = Buffer.allocUnsafe(READ_CHUNK);
-      let n: number;
+      let n: number | null;
       try {
         n = this.#addon.read(this.#fd, buf);
       } catch (err) {
         this.destroy(wrapError(err, 'vsock read'));
         return;
       }
-      if (n === -EAGAIN) return;
+      if (n === null) return;
       if (n === 0) {
         this.#wantRead = false;
         this.push(null);
@@ -177,7 +189,7 @@ export class FdStream extends Duplex {
     if (!pending || this.#connecting) return;
     let data = pending.data;
     while (data.length) {
-      let n: number;
+      let n: number | null;
       try {
         n = this.#addon.write(this.#fd, data);
       } catch (err) {
@@ -185,7 +197,7 @@ export class FdStream extends Duplex {
         pending.callback(wrapError(err, 'vsock write'));
         return;
       }
-      if (n === -EAGAIN) {
+      if (n === null) {
         this.#pending = { data, callback: pending.callback };
         return;
       }
@@ -242,12 +254,14 @@ export function connectVsock(cid: number, port: number): Duplex {
   } catch (err) {
     throw wrapError(err, 'vsock socket');
   }
-  const rc = addon.connect(fd, addr);
-  if (rc !== 0 && rc !== EINPROGRESS) {
+  let connected: boolean;
+  try {
+    connected = addon.connect(fd, addr);
+  } catch (err) {
     addon.close(fd);
-    throw new VsockError(`ERRNO_${rc}`, `vsock connect to ${cid}:${port} failed (errno ${rc})`);
+    throw wrapError(err, `vsock connect to ${cid}:${port}`);
   }
-  return new FdStream(addon, fd, rc === EINPROGRESS);
+  return new FdStream(addon, fd, !connected);
 }
 
 /** Listens on vsock `port` (any CID) and hands each accepted stream to `onConnection`. */

@@ -275,11 +275,6 @@ export class AuditLog implements AuditSink {
     }
   }
 
-  /** Sequence number of the last durable line. */
-  get seq(): number {
-    return this.#seq;
-  }
-
   /** The live file being appended to. */
   get path(): string {
     return this.#path;

@@ -83,10 +83,6 @@ export class FileStore implements BindingStore {
     return store;
   }
 
-  get directory(): string {
-    return this.#dir;
-  }
-
   snapshot(): StoreSnapshot {
     return this.#snapshot;
   }

@@ -275,23 +275,38 @@ describe('KMS faults', () => {
 });
 
 describe('audit', () => {
+  // Its own broker and log: the decisions checked are the ones this test makes, whatever else ran (or did not).
   it('records every decision with its true reason, in a chain that verifies and detects tampering', async () => {
-    await enclave.request(['no-such-secret']);
-    await broker.audit.close().catch(() => {}); // flush; the broker keeps running with a closed log only in this last test
-    const file = join(dir, 'state', 'audit.jsonl');
-    const text = readFileSync(file, 'utf8');
-    const check = verifyAuditLog(text, broker.signingKey.publicKey);
+    const auditDir = mkdtempSync(join(tmpdir(), 'keygate-broker-audit-'));
+    const own = await startBroker(
+      resolveConfig({ listen: '127.0.0.1:0', store: join(auditDir, 'store'), stateDir: join(auditDir, 'state'), extraRootPems: [pki.root.pem], rateLimits: NO_RATE_LIMITS }),
+      { log: silentLogger },
+    );
+    try {
+      await bindSecret(own.store, own.providers.get('local')!, { secret: 'db-password', value: enc('hunter2'), allow: [pcrSet(APPROVED)], provider: 'local' });
+      const client = new TestEnclave(pki, own.url);
+      expect((await client.request(['db-password'])).status).toBe(200);
+      expect((await client.request(['db-password'], { pcrs: buildPcrs(0x12) })).status).toBe(403);
+      expect((await client.request(['no-such-secret'])).status).toBe(403);
+    } finally {
+      await own.close();
+    }
+    const text = readFileSync(join(auditDir, 'state', 'audit.jsonl'), 'utf8');
+    rmSync(auditDir, { recursive: true, force: true });
+    const check = verifyAuditLog(text, own.signingKey.publicKey);
     expect(check.ok).toBe(true);
     expect(check.unsealed).toBe(0);
     const records = text.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     const decisions = records.filter((r) => r.type === 'decision');
-    expect(decisions.length).toBe(check.decisions);
-    expect(decisions.some((r) => r.code === 'UNKNOWN_SECRET' && r.secret === 'no-such-secret')).toBe(true);
-    expect(decisions.some((r) => r.code === 'PCR_MISMATCH')).toBe(true);
-    const release = decisions.find((r) => r.decision === 'release')!;
-    expect(release).toMatchObject({ code: 'RELEASED', secret: expect.any(String), moduleId: expect.stringMatching(/^i-/), client: expect.stringMatching(/127\.0\.0\.1/) });
-    expect(Object.keys(release.pcrs as object)).toEqual(['0', '1', '2', '4']);
-    expect(JSON.stringify(records)).not.toContain('hunter2');
+    expect(check.decisions).toBe(3);
+    expect(decisions.map((r) => [r.decision, r.code, r.secret])).toEqual([
+      ['release', 'RELEASED', 'db-password'],
+      ['deny', 'PCR_MISMATCH', 'db-password'],
+      ['deny', 'UNKNOWN_SECRET', 'no-such-secret'],
+    ]);
+    expect(decisions[0]).toMatchObject({ version: 1, moduleId: expect.stringMatching(/^i-/), client: expect.stringMatching(/127\.0\.0\.1/) });
+    expect(Object.keys(decisions[0]!.pcrs as object)).toEqual(['0', '1', '2', '4']);
+    expect(text).not.toContain('hunter2');
 
     const lines = text.trim().split('\n');
     // Edit one decision (not the last line): the next line's prevHash exposes it.
@@ -299,11 +314,11 @@ describe('audit', () => {
     const edited = [...lines];
     edited[target] = edited[target]!.replace(/"latencyMs":[\d.]+/, '"latencyMs":123456');
     expect(edited[target]).not.toBe(lines[target]);
-    expect(verifyAuditLog(`${edited.join('\n')}\n`, broker.signingKey.publicKey).problem?.line).toBe(target + 2);
+    expect(verifyAuditLog(`${edited.join('\n')}\n`, own.signingKey.publicKey).problem?.line).toBe(target + 2);
     const dropped = lines.filter((_, i) => i !== 1);
-    expect(verifyAuditLog(`${dropped.join('\n')}\n`, broker.signingKey.publicKey).problem?.message).toMatch(/dropped/);
+    expect(verifyAuditLog(`${dropped.join('\n')}\n`, own.signingKey.publicKey).problem?.message).toMatch(/dropped/);
     const reordered = [lines[0]!, lines[2]!, lines[1]!, ...lines.slice(3)];
-    expect(verifyAuditLog(`${reordered.join('\n')}\n`, broker.signingKey.publicKey).problem?.line).toBe(2);
+    expect(verifyAuditLog(`${reordered.join('\n')}\n`, own.signingKey.publicKey).problem?.line).toBe(2);
   });
 });
 

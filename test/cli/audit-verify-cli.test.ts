@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { AuditLog, lineHash } from '../../broker/audit/log.js';
 import type { DecisionRecord } from '../../broker/audit/sink.js';
 import { loadOrCreateSigningKey, type SigningKey } from '../../broker/signing-key.js';
-import { keygate, keygateServer } from '../support/cli.js';
+import { cli, keygateServer } from '../support/cli.js';
 
 let dir: string;
 let key: SigningKey;
@@ -36,26 +36,26 @@ async function sealedLog(name: string, n = 3, options: { maxFileBytes?: number }
   return file;
 }
 
-/** Runs in `dir` so no default state directory supplies a key. */
-const verify = (...args: string[]): ReturnType<typeof keygate> => keygate(['audit', 'verify', ...args], undefined, dir);
+/** In process, in `dir` so no default state directory supplies a key. */
+const verify = (...args: string[]): ReturnType<typeof cli> => cli(['audit', 'verify', ...args], undefined, dir);
 
 describe('keygate audit verify', () => {
   it('exits 0 for an intact, fully sealed log with a key', async () => {
     const file = await sealedLog('ok');
-    const r = verify(file, '--key', keyFile);
+    const r = await verify(file, '--key', keyFile);
     expect(r.stdout).toMatch(/audit log intact: 3 decisions, 3 seals \(signatures verified\), 0 refusal summaries, in 1 file\(s\)/);
     expect(r.status).toBe(0);
   });
 
   it('exits 1 without a key, and 0 with an explicit --no-signatures that the output names', async () => {
     const file = await sealedLog('nokey');
-    const r = verify(file);
+    const r = await verify(file);
     expect(r.status).toBe(1);
     expect(r.stdout).toMatch(/NOT VERIFIED: no broker key: seal signatures not checked/);
-    const waived = verify(file, '--no-signatures');
+    const waived = await verify(file, '--no-signatures');
     expect(waived.status).toBe(0);
     expect(waived.stdout).toMatch(/SIGNATURES NOT CHECKED \(--no-signatures\)/);
-    expect(verify(file, '--no-signatures', '--key', keyFile).status).toBe(2);
+    expect((await verify(file, '--no-signatures', '--key', keyFile)).status).toBe(2);
   });
 
   it('exits 1 for a forged log whose seals do not verify under the broker key', async () => {
@@ -65,8 +65,8 @@ describe('keygate audit verify', () => {
     const log = await AuditLog.open(forged, { key: other.privateKey, kid: key.kid });
     await log.append(rec(1));
     await log.close();
-    expect(verify(file, '--key', keyFile).status).toBe(0);
-    const r = verify(forged, '--key', keyFile);
+    expect((await verify(file, '--key', keyFile)).status).toBe(0);
+    const r = await verify(forged, '--key', keyFile);
     expect(r.status).toBe(1);
     expect(r.stdout).toMatch(/TAMPERED at line 2: seal signature does not verify/);
   });
@@ -81,7 +81,7 @@ describe('keygate audit verify', () => {
       appendFileSync(file, `${line}\n`);
       prev = lineHash(line);
     }
-    const r = verify(file, '--key', keyFile);
+    const r = await verify(file, '--key', keyFile);
     expect(r.status).toBe(1);
     expect(r.stdout).toMatch(/NOT FULLY SEALED: 2 unsealed record\(s\)/);
     expect(r.stdout).not.toMatch(/intact/);
@@ -90,7 +90,7 @@ describe('keygate audit verify', () => {
   it('reports a torn final line as a torn tail, not as an edit', async () => {
     const file = await sealedLog('torn');
     appendFileSync(file, '{"seq":7,"prevHash":"ab');
-    const r = verify(file, '--key', keyFile);
+    const r = await verify(file, '--key', keyFile);
     expect(r.status).toBe(1);
     expect(r.stdout).toMatch(/TORN TAIL at line 7: torn tail: the last line \(23 bytes, no newline\)/);
     expect(r.stdout).not.toMatch(/TAMPERED/);
@@ -99,7 +99,7 @@ describe('keygate audit verify', () => {
   it('does not call an empty file intact', async () => {
     const file = join(dir, 'empty.jsonl');
     writeFileSync(file, '');
-    const r = verify(file, '--key', keyFile);
+    const r = await verify(file, '--key', keyFile);
     expect(r.status).toBe(1);
     expect(r.stdout).toMatch(/NOT VERIFIED: the audit log is empty/);
   });
@@ -111,18 +111,18 @@ describe('keygate audit verify', () => {
     expect(names.length).toBeGreaterThan(3);
     expect(names.at(-1)).toBe('audit.jsonl');
     expect(names[0]).toBe('audit.000001.jsonl');
-    const all = verify(sub, '--key', keyFile);
+    const all = await verify(sub, '--key', keyFile);
     expect(all.stdout).toMatch(/audit log intact: 40 decisions, 40 seals \(signatures verified\), 0 refusal summaries, in \d+ file\(s\)/);
     expect(all.status).toBe(0);
-    expect(verify(...names.map((n) => join(sub, n)), '--key', keyFile).status).toBe(0);
+    expect((await verify(...names.map((n) => join(sub, n)), '--key', keyFile)).status).toBe(0);
     // The live file alone does not start the chain: its first record follows a dropped one.
-    const alone = verify(file, '--key', keyFile);
+    const alone = await verify(file, '--key', keyFile);
     expect(alone.status).toBe(1);
     expect(alone.stdout).toMatch(/TAMPERED at line 1: sequence jumps .* dropped/);
     expect(alone.stdout).toMatch(/earlier rotated files exist beside it, e\.g\. audit\.000001\.jsonl/);
     // A segment taken out of the middle breaks the chain.
     renameSync(join(sub, 'audit.000002.jsonl'), join(dir, 'moved.jsonl'));
-    const gap = verify(sub, '--key', keyFile);
+    const gap = await verify(sub, '--key', keyFile);
     expect(gap.status).toBe(1);
     expect(gap.stdout).toMatch(/TAMPERED at line 1 of .*audit\.000003\.jsonl: sequence jumps/);
   });

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { JWK } from 'jose';
-import { keygate } from '../support/cli.js';
+import { cli } from '../support/cli.js';
 import { buildEif, expectedPcrs, type EifParts } from '../support/eif.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { TestEnclave, valueOf } from '../support/enclave.js';
@@ -20,7 +20,8 @@ let dir: string;
 let pki: TestPki;
 let parts: EifParts;
 let eif: string;
-const run = (args: string[], input?: string): ReturnType<typeof keygate> => keygate(args, input, dir);
+/** In process, in `dir` (baselines default to ./pcr-baselines, keys are given relative to it). */
+const run = (args: string[], input?: string): ReturnType<typeof cli> => cli(args, input, dir);
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'keygate-baselines-'));
@@ -32,29 +33,29 @@ beforeAll(async () => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('keygate describe-eif', () => {
-  it('prints the PCRs, and nitro-cli-shaped JSON', () => {
-    const human = run(['describe-eif', eif]);
+  it('prints the PCRs, and nitro-cli-shaped JSON', async () => {
+    const human = await run(['describe-eif', eif]);
     expect(human.status).toBe(0);
     expect(human.stdout).toContain(`PCR0  ${expectedPcrs(parts)['0']}`);
-    const json = JSON.parse(run(['describe-eif', eif, '--json']).stdout) as { valid: boolean; Measurements: Record<string, string> };
+    const json = JSON.parse((await run(['describe-eif', eif, '--json'])).stdout) as { valid: boolean; Measurements: Record<string, string> };
     expect(json.valid).toBe(true);
     expect(json.Measurements.PCR2).toBe(expectedPcrs(parts)['2']);
   });
-  it('exits 1 on a corrupt image and 2 on a missing one', () => {
+  it('exits 1 on a corrupt image and 2 on a missing one', async () => {
     const bad = join(dir, 'bad.eif');
     const bytes = buildEif(parts);
     bytes[2000]! ^= 0xff;
     writeFileSync(bad, bytes);
-    expect(run(['describe-eif', bad]).status).toBe(1);
-    expect(run(['describe-eif', bad]).stdout).toMatch(/CRC mismatch/);
-    expect(run(['describe-eif', join(dir, 'none.eif')]).status).toBe(2);
+    expect((await run(['describe-eif', bad])).status).toBe(1);
+    expect((await run(['describe-eif', bad])).stdout).toMatch(/CRC mismatch/);
+    expect((await run(['describe-eif', join(dir, 'none.eif')])).status).toBe(2);
   });
 });
 
 describe('keygate record / approve / bind --baseline', () => {
-  it('records a signed baseline with provenance, readable and stable', () => {
-    expect(run(['keygen', '--out', 'keys/ci.jwk']).status).toBe(0);
-    const r = run(['record', '--eif', eif, '--name', 'build-42', '--image-digest', 'sha256:' + 'ab'.repeat(32), '--commit', 'c0ffee1234567', '--sign-key', 'keys/ci.jwk', '--builder', 'ci job 7']);
+  it('records a signed baseline with provenance, readable and stable', async () => {
+    expect((await run(['keygen', '--out', 'keys/ci.jwk'])).status).toBe(0);
+    const r = await run(['record', '--eif', eif, '--name', 'build-42', '--image-digest', 'sha256:' + 'ab'.repeat(32), '--commit', 'c0ffee1234567', '--sign-key', 'keys/ci.jwk', '--builder', 'ci job 7']);
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     const text = readFileSync(join(dir, 'pcr-baselines', 'build-42.json'), 'utf8');
@@ -63,23 +64,23 @@ describe('keygate record / approve / bind --baseline', () => {
     expect(b).toMatchObject({ name: 'build-42', gitCommit: 'c0ffee1234567', builder: 'ci job 7', source: 'eif', approvals: [] });
     expect(b.signature).toMatch(/^ey/);
     expect(Object.keys(JSON.parse(text) as object)).toEqual(['formatVersion', 'name', 'pcrs', 'eifSha384', 'imageDigest', 'gitCommit', 'builder', 'createdAt', 'source', 'signature', 'approvals']);
-    expect(run(['record', '--eif', eif, '--name', 'build-42']).stderr).toMatch(/exists/);
+    expect((await run(['record', '--eif', eif, '--name', 'build-42'])).stderr).toMatch(/exists/);
   });
 
-  it('records from nitro-cli JSON too', () => {
+  it('records from nitro-cli JSON too', async () => {
     const p = expectedPcrs(parts);
     writeFileSync(join(dir, 'build.json'), JSON.stringify({ Measurements: { HashAlgorithm: 'Sha384 { ... }', PCR0: p['0']!.toUpperCase(), PCR1: p['1'], PCR2: p['2'] } }));
-    expect(run(['record', '--nitro-cli-json', 'build.json', '--name', 'from-cli']).status).toBe(0);
+    expect((await run(['record', '--nitro-cli-json', 'build.json', '--name', 'from-cli'])).status).toBe(0);
     expect(parseBaseline(JSON.parse(readFileSync(join(dir, 'pcr-baselines', 'from-cli.json'), 'utf8'))).pcrs).toEqual(p);
   });
 
-  it('record --check passes for a reproduced image and names the PCRs that differ otherwise', () => {
+  it('record --check passes for a reproduced image and names the PCRs that differ otherwise', async () => {
     const same = join(dir, 'rebuilt.eif');
     writeFileSync(same, buildEif(parts));
-    expect(run(['record', '--check', same, '--baseline', 'build-42']).stdout).toMatch(/reproduced/);
+    expect((await run(['record', '--check', same, '--baseline', 'build-42'])).stdout).toMatch(/reproduced/);
     const changed = join(dir, 'changed.eif');
     writeFileSync(changed, buildEif({ ...parts, ramdisks: [parts.ramdisks[0]!, randomBytes(8192)] }));
-    const r = run(['record', '--check', changed, '--baseline', 'build-42']);
+    const r = await run(['record', '--check', changed, '--baseline', 'build-42']);
     expect(r.status).toBe(1);
     expect(r.stdout).toMatch(/PCR0 differs/);
     expect(r.stdout).toMatch(/PCR2 differs/);
@@ -87,10 +88,10 @@ describe('keygate record / approve / bind --baseline', () => {
   });
 
   it('the broker uses a baseline binding only with k valid approvals, and never after the baseline is edited', async () => {
-    expect(run(['keygen', '--out', 'keys/alice.jwk']).status).toBe(0);
-    expect(run(['keygen', '--out', 'keys/bob.jwk']).status).toBe(0);
+    expect((await run(['keygen', '--out', 'keys/alice.jwk'])).status).toBe(0);
+    expect((await run(['keygen', '--out', 'keys/bob.jwk'])).status).toBe(0);
     const store = ['--store', join(dir, 'store'), '--state', join(dir, 'state')];
-    expect(run(['bind', 'db-password', '--baseline', 'build-42', '--value-stdin', ...store], 'pw-42').status).toBe(0);
+    expect((await run(['bind', 'db-password', '--baseline', 'build-42', '--value-stdin', ...store], 'pw-42')).status).toBe(0);
 
     const broker = await startTestBroker(dir, [pki.root.pem], { adminKeys: [join(dir, 'keys/alice.jwk.pub'), join(dir, 'keys/bob.jwk.pub')], approvalsRequired: 2 });
     try {
@@ -102,12 +103,12 @@ describe('keygate record / approve / bind --baseline', () => {
       const audit = (): string => readFileSync(join(dir, 'state', 'audit.jsonl'), 'utf8');
 
       expect((await enclave.request(['db-password'])).body.error?.code).toBe('POLICY_DENIED');
-      expect(run(['approve', 'build-42', '--key', 'keys/alice.jwk']).stdout).toMatch(/1 approval/);
-      expect(run(['approve', 'build-42', '--key', 'keys/alice.jwk']).stdout).toMatch(/already carries/);
-      expect(run(['bind', 'db-password', '--baseline', 'build-42', '--value-stdin', ...store], 'pw-42').status).toBe(0);
+      expect((await run(['approve', 'build-42', '--key', 'keys/alice.jwk'])).stdout).toMatch(/1 approval/);
+      expect((await run(['approve', 'build-42', '--key', 'keys/alice.jwk'])).stdout).toMatch(/already carries/);
+      expect((await run(['bind', 'db-password', '--baseline', 'build-42', '--value-stdin', ...store], 'pw-42')).status).toBe(0);
       expect((await enclave.request(['db-password'])).body.error?.code).toBe('POLICY_DENIED'); // 1 of 2
-      expect(run(['approve', 'build-42', '--key', 'keys/bob.jwk']).stdout).toMatch(/2 approval/);
-      expect(run(['bind', 'db-password', '--baseline', 'build-42', '--value-stdin', ...store], 'pw-42').status).toBe(0);
+      expect((await run(['approve', 'build-42', '--key', 'keys/bob.jwk'])).stdout).toMatch(/2 approval/);
+      expect((await run(['bind', 'db-password', '--baseline', 'build-42', '--value-stdin', ...store], 'pw-42')).status).toBe(0);
       const ok = await enclave.request(['db-password']);
       expect(ok.status).toBe(200);
       expect(valueOf(await enclave.open(ok.body.secrets![0]!, jwk))).toBe('pw-42');
@@ -122,7 +123,7 @@ describe('keygate record / approve / bind --baseline', () => {
       // A revoked baseline is refused even with its approvals restored.
       await adminStore.update((_s, tx) => tx.putBaseline(stored));
       expect((await enclave.request(['db-password'])).status).toBe(200);
-      expect(run(['revoke', '--baseline', 'build-42', ...store]).status).toBe(0);
+      expect((await run(['revoke', '--baseline', 'build-42', ...store])).status).toBe(0);
       expect((await enclave.request(['db-password'])).body.error?.code).toBe('REVOKED');
     } finally {
       await broker.close();
@@ -138,8 +139,8 @@ describe('keygate record / approve / bind --baseline', () => {
     ['record from a file that is neither', ['record', '--nitro-cli-json', 'keys/alice.jwk.pub', '--name', 'x'], /Measurements/],
     ['check without baseline', ['record', '--check', 'app.eif'], /--baseline/],
     ['keygen over an existing key', ['keygen', '--out', 'keys/alice.jwk'], /refusing to overwrite/],
-  ])('%s fails cleanly', (_name, args, pattern) => {
-    const r = run(args);
+  ])('%s fails cleanly', async (_name, args, pattern) => {
+    const r = await run(args);
     expect(r.status === 1 || r.status === 2).toBe(true);
     expect(r.stdout + r.stderr).toMatch(pattern);
     expect(r.stderr).not.toMatch(/\n\s+at /);

@@ -1,11 +1,14 @@
-/** The admin commands and `keygate broker` as real subprocesses on a real store. */
+/**
+ * The admin commands in process (main() with captured output) on a real store;
+ * `keygate broker`, `forward`, the environment and `npm start` as real subprocesses.
+ */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { JWK } from 'jose';
-import { BIN, keygate, keygateServer } from '../support/cli.js';
+import { BIN, cli, keygate, keygateServer } from '../support/cli.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave, valueOf } from '../support/enclave.js';
 
@@ -28,48 +31,48 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const pcrArgs = ['--pcr0', APPROVED[0], '--pcr1', APPROVED[1], '--pcr2', APPROVED[2]];
 
 describe('keygate bind / rotate / list / revoke / unbind', () => {
-  it('refuses a value over 64 KiB without reading an endless file to its end', () => {
-    const bind = keygate(['bind', 'huge', ...pcrArgs, '--value-file', '/dev/zero', ...store]);
+  it('refuses a value over 64 KiB without reading an endless file to its end', async () => {
+    const bind = await cli(['bind', 'huge', ...pcrArgs, '--value-file', '/dev/zero', ...store]);
     expect(bind.status).toBe(2);
     expect(bind.stderr).toMatch(/the secret value is larger than 64 KiB/);
   });
 
-  it('binds from stdin and lists without ever printing the value', () => {
-    const bind = keygate(['bind', 'db-password', ...pcrArgs, '--value-stdin', '--ttl', '2m', ...store], 'correct horse');
+  it('binds from stdin and lists without ever printing the value', async () => {
+    const bind = await cli(['bind', 'db-password', ...pcrArgs, '--value-stdin', '--ttl', '2m', ...store], 'correct horse');
     expect(bind.stderr).toBe('');
     expect(bind.status).toBe(0);
     expect(bind.stdout).toMatch(/bound db-password version 1/);
-    const list = keygate(['list', '--json', ...store]);
+    const list = await cli(['list', '--json', ...store]);
     expect(list.status).toBe(0);
     const parsed = JSON.parse(list.stdout) as { bindings: Array<Record<string, unknown>> };
     expect(parsed.bindings[0]).toMatchObject({ secret: 'db-password', version: 1, ttlSeconds: 120, provider: 'local' });
     expect(parsed.bindings[0]).not.toHaveProperty('ciphertext');
     expect(list.stdout).not.toContain('correct horse');
-    expect(keygate(['list', ...store]).stdout).toMatch(/db-password {2}v1 {2}ttl 120s/);
+    expect((await cli(['list', ...store])).stdout).toMatch(/db-password {2}v1 {2}ttl 120s/);
     const stored = readFileSync(join(dir, 'store', 'bindings', 'db-password.json'), 'utf8');
     expect(stored).not.toContain('correct horse');
   });
 
-  it('adds a second measurement set for a rolling deploy, and takes PCRs from a baseline file', () => {
+  it('adds a second measurement set for a rolling deploy, and takes PCRs from a baseline file', async () => {
     const baseline = join(dir, 'build-42.json');
     writeFileSync(baseline, JSON.stringify({ Measurements: { HashAlgorithm: 'Sha384 { ... }', PCR0: 'aa'.repeat(48), PCR1: APPROVED[1], PCR2: APPROVED[2] } }));
     const valueFile = join(dir, 'value.txt');
     writeFileSync(valueFile, 'correct horse');
-    const r = keygate(['bind', 'db-password', '--baseline', baseline, '--add', '--value-file', valueFile, ...store]);
+    const r = await cli(['bind', 'db-password', '--baseline', baseline, '--add', '--value-file', valueFile, ...store]);
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/version 2 \(2 allowed measurement sets/);
-    expect(keygate(['list', ...store]).stdout).toContain(`PCR0=${'aa'.repeat(8)}`);
+    expect((await cli(['list', ...store])).stdout).toContain(`PCR0=${'aa'.repeat(8)}`);
   });
 
-  it('rotates, revokes a secret and an identity, and unbinds', () => {
+  it('rotates, revokes a secret and an identity, and unbinds', async () => {
     const valueFile = join(dir, 'v2.txt');
     writeFileSync(valueFile, 'battery staple');
-    expect(keygate(['rotate', 'db-password', '--value-file', valueFile, ...store]).stdout).toMatch(/version 3/);
-    expect(keygate(['revoke', 'db-password', ...store]).status).toBe(0);
-    expect(keygate(['list', ...store]).stdout).toContain('REVOKED');
-    expect(keygate(['revoke', '--pcr0', 'bb'.repeat(48), '--instance', 'i-0fedcba9876543210', ...store]).stdout).toMatch(/1 PCR0 value\(s\), 1 instance/);
-    expect(keygate(['unbind', 'db-password', ...store]).status).toBe(0);
-    const again = keygate(['unbind', 'db-password', ...store]);
+    expect((await cli(['rotate', 'db-password', '--value-file', valueFile, ...store])).stdout).toMatch(/version 3/);
+    expect((await cli(['revoke', 'db-password', ...store])).status).toBe(0);
+    expect((await cli(['list', ...store])).stdout).toContain('REVOKED');
+    expect((await cli(['revoke', '--pcr0', 'bb'.repeat(48), '--instance', 'i-0fedcba9876543210', ...store])).stdout).toMatch(/1 PCR0 value\(s\), 1 instance/);
+    expect((await cli(['unbind', 'db-password', ...store])).status).toBe(0);
+    const again = await cli(['unbind', 'db-password', ...store]);
     expect(again.status).toBe(2);
     expect(again.stderr).toMatch(/no binding for "db-password"/);
   });
@@ -85,8 +88,8 @@ describe('keygate bind / rotate / list / revoke / unbind', () => {
     ['rotate unknown', ['rotate', 'nope', '--value-stdin'], /no binding/],
     ['revoke with nothing', ['revoke'], /one secret name/],
     ['bad revoke pcr0', ['revoke', '--pcr0', 'zz'], /pcr0/],
-  ])('%s -> exit 2', (_name, args, pattern) => {
-    const r = keygate([...args, ...store], 'some value');
+  ])('%s -> exit 2', async (_name, args, pattern) => {
+    const r = await cli([...args, ...store], 'some value');
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(pattern);
     expect(r.stderr).not.toMatch(/\n\s+at /);
@@ -96,7 +99,7 @@ describe('keygate bind / rotate / list / revoke / unbind', () => {
 
 describe('keygate broker + audit verify', () => {
   it('serves releases until SIGTERM, and its audit log verifies and detects an edit', async () => {
-    expect(keygate(['bind', 'api-key', ...pcrArgs, '--value-stdin', ...store], 'ak-live-1').status).toBe(0);
+    expect((await cli(['bind', 'api-key', ...pcrArgs, '--value-stdin', ...store], 'ak-live-1')).status).toBe(0);
     const server = await keygateServer(['broker', ...store], /listening on (http:\/\/\S+)/);
     const url = server.match[1]!;
     try {
@@ -112,32 +115,32 @@ describe('keygate broker + audit verify', () => {
     expect(server.output()).toMatch(/NON-AWS ROOTS ARE TRUSTED/);
 
     const audit = join(dir, 'state', 'audit.jsonl');
-    const ok = keygate(['audit', 'verify', audit, ...store]);
+    const ok = await cli(['audit', 'verify', audit, ...store]);
     expect(ok.stdout).toMatch(/audit log intact: 2 decisions, \d+ seals \(signatures verified\)/);
     expect(ok.status).toBe(0);
-    const json = JSON.parse(keygate(['audit', 'verify', audit, '--json', ...store]).stdout) as { ok: boolean; decisions: number };
+    const json = JSON.parse((await cli(['audit', 'verify', audit, '--json', ...store])).stdout) as { ok: boolean; decisions: number };
     expect(json).toMatchObject({ ok: true, decisions: 2 });
 
     const lines = readFileSync(audit, 'utf8').trim().split('\n');
     lines[0] = lines[0]!.replace('"RELEASED"', '"DENIED__"');
     writeFileSync(audit, `${lines.join('\n')}\n`);
-    const bad = keygate(['audit', 'verify', audit, ...store]);
+    const bad = await cli(['audit', 'verify', audit, ...store]);
     expect(bad.status).toBe(1);
     expect(bad.stdout).toMatch(/TAMPERED at line 2/);
   });
 
-  it('refuses plain HTTP on a non-loopback address', () => {
-    const r = keygate(['broker', ...store, '--listen', '0.0.0.0:8443']);
+  it('refuses plain HTTP on a non-loopback address', async () => {
+    const r = await cli(['broker', ...store, '--listen', '0.0.0.0:8443']);
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/only allowed on loopback/);
   });
 
-  it('refuses a config file that sets "dev": development trust comes only from the --dev flag', () => {
+  it('refuses a config file that sets "dev": development trust comes only from the --dev flag', async () => {
     for (const value of [true, false]) {
       const file = join(dir, `dev-${value}.json`);
       writeFileSync(file, JSON.stringify({ store: 'store', stateDir: 'state', listen: '127.0.0.1:0', dev: value }));
       for (const command of [['broker'], ['list']]) {
-        const r = keygate([...command, '--config', file]);
+        const r = await cli([...command, '--config', file]);
         expect(r.status).toBe(2);
         expect(r.stderr).toMatch(/"dev".*--dev/);
         expect(r.stdout).toBe('');
@@ -177,8 +180,8 @@ describe('keygate demo (npm start)', () => {
     expect(r.stdout).not.toContain('correct horse');
   });
 
-  it('--mismatch shows the PCR mismatch denied', () => {
-    const r = keygate(['demo', '--mismatch']);
+  it('--mismatch shows the PCR mismatch denied', async () => {
+    const r = await cli(['demo', '--mismatch']);
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/denied: POLICY_DENIED/);
     expect(r.stdout).not.toMatch(/-> released/);
@@ -226,12 +229,12 @@ describe('keygate broker --dev with keygate get --dev (separate processes, share
     const server = await keygateServer(['broker', '--dev', '--listen', '127.0.0.1:0'], /listening on (http:\/\/\S+)/, cwd);
     try {
       const url = server.match[1]!;
-      expect(keygate(['bind', 'app-token', '--pcr0', p[0]!, '--pcr1', p[1]!, '--pcr2', p[2]!, '--value-stdin', '--dev'], 's3cret-token', cwd).status).toBe(0);
-      const got = keygate(['get', 'app-token', '--dev', '--broker', url], undefined, cwd);
+      expect((await cli(['bind', 'app-token', '--pcr0', p[0]!, '--pcr1', p[1]!, '--pcr2', p[2]!, '--value-stdin', '--dev'], 's3cret-token', cwd)).status).toBe(0);
+      const got = await cli(['get', 'app-token', '--dev', '--broker', url], undefined, cwd);
       expect(got.stderr).toMatch(/NSM SIMULATOR/);
       expect(got.stdout).toBe('s3cret-token');
       expect(got.status).toBe(0);
-      const denied = keygate(['get', 'other', '--dev', '--broker', url], undefined, cwd);
+      const denied = await cli(['get', 'other', '--dev', '--broker', url], undefined, cwd);
       expect(denied.status).toBe(1);
       expect(denied.stderr).toMatch(/POLICY_DENIED/);
     } finally {
@@ -242,12 +245,12 @@ describe('keygate broker --dev with keygate get --dev (separate processes, share
     expect(server.output()).toMatch(/NON-AWS ROOTS ARE TRUSTED/);
   });
 
-  it('outside an enclave, without --dev, says there is no NSM', () => {
+  it('outside an enclave, without --dev, says there is no NSM', async () => {
     const keyFile = join(dir, 'broker.jwk');
     writeFileSync(keyFile, JSON.stringify({ kty: 'OKP', crv: 'Ed25519', x: 'A'.repeat(43) }));
-    const r = keygate(['get', 'x', '--broker-key', keyFile, '--broker', 'http://127.0.0.1:1']);
+    const r = await cli(['get', 'x', '--broker-key', keyFile, '--broker', 'http://127.0.0.1:1']);
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/\/dev\/nsm/);
-    expect(keygate(['get', 'x']).stderr).toMatch(/--broker-key FILE is required/);
+    expect((await cli(['get', 'x'])).stderr).toMatch(/--broker-key FILE is required/);
   });
 });

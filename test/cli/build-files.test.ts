@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { parse as parseYaml } from 'yaml';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const read = (p: string): string => readFileSync(root + p, 'utf8');
@@ -25,15 +26,45 @@ describe('Dockerfile.enclave', () => {
   });
 });
 
+interface Step {
+  name?: string;
+  uses?: string;
+  run?: string;
+  env?: Record<string, string>;
+  with?: Record<string, string>;
+}
+interface Job {
+  needs?: string | string[];
+  steps: Step[];
+}
+
+/** The shell commands of a job's `run:` steps, continuation lines joined, comments dropped. */
+const commands = (job: Job): string[] =>
+  job.steps.flatMap((s) => (s.run ?? '').replace(/ *\\\n\s*/g, ' ').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#')));
+
 describe('examples/ci workflow', () => {
-  const text = read('examples/ci/build-enclave.yml');
+  // Parsed, not matched as text: a command indented into the wrong job or step, or a file that is not YAML, fails here.
   it('builds, records a signed baseline, cross-checks nitro-cli, and proves reproducibility', () => {
-    expect(text).toMatch(/Dockerfile\.enclave/);
-    expect(text).toMatch(/nitro-cli build-enclave/);
-    expect(text).toMatch(/keygate record --eif enclave\.eif[^\n]*\\\n[^\n]*--sign-key/);
-    expect(text).toMatch(/keygate record --check nitro-cli\.json/);
-    expect(text).toMatch(/keygate record --check enclave\.eif/);
-    expect(text).toMatch(/rewrite-timestamp=true/);
+    const workflow = parseYaml(read('examples/ci/build-enclave.yml'), { strict: true, uniqueKeys: true }) as { permissions: unknown; jobs: Record<string, Job> };
+    expect(workflow.permissions).toEqual({ contents: 'read' });
+    expect(Object.keys(workflow.jobs)).toEqual(['build', 'reproduce']);
+    const { build, reproduce } = workflow.jobs as { build: Job; reproduce: Job };
+
+    const built = commands(build);
+    expect(built.some((c) => /^docker buildx build -f Dockerfile\.enclave .*rewrite-timestamp=true/.test(c))).toBe(true);
+    expect(built.some((c) => /nitro-cli build-enclave .*--output-file enclave\.eif/.test(c))).toBe(true);
+    const record = build.steps.find((s) => s.run?.includes('keygate record --eif'))!;
+    expect(record.env?.CI_SIGNING_KEY).toMatch(/^\$\{\{ secrets\.\w+ \}\}$/);
+    expect(commands({ steps: [record] })).toContain('npx keygate record --eif enclave.eif --name "$BASELINE" --image-digest "$(cat image-id.txt)" --commit "$GITHUB_SHA" --sign-key ci-key.jwk');
+    expect(built).toContain('npx keygate record --check nitro-cli.json --baseline "$BASELINE"');
+    expect(build.steps.find((s) => s.uses?.startsWith('actions/upload-artifact@'))?.with?.path).toBe('pcr-baselines/${{ env.BASELINE }}.json');
+
+    // The second, independent build runs after the first and must reproduce the recorded PCRs.
+    expect(reproduce.needs).toBe('build');
+    const rebuilt = commands(reproduce);
+    expect(rebuilt.some((c) => /^docker buildx build --no-cache -f Dockerfile\.enclave .*rewrite-timestamp=true/.test(c))).toBe(true);
+    expect(rebuilt.at(-1)).toBe('npx keygate record --check enclave.eif --baseline "$BASELINE"');
+    expect(reproduce.steps.find((s) => s.uses?.startsWith('actions/download-artifact@'))?.with?.path).toBe('pcr-baselines');
   });
 });
 

@@ -1,6 +1,12 @@
-/** Runs the real `keygate` bin as a subprocess. */
+/**
+ * Runs `keygate` in this process through `main(argv, io, now)` with captured
+ * output (`cli`), or as the real bin in a subprocess (`keygate`,
+ * `keygateServer`): keep the subprocess for what only the real process shows
+ * (exit status, the real stdout/stderr, signals, environment).
+ */
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { main } from '../../cli/main.js';
 
 export const BIN = fileURLToPath(new URL('../../bin/keygate.js', import.meta.url));
 
@@ -8,6 +14,32 @@ export interface Run {
   status: number | null;
   stdout: string;
   stderr: string;
+}
+
+/**
+ * Runs the CLI in this process: `input` is its standard input (empty when
+ * absent, as for a subprocess without input), `cwd` its working directory for
+ * the call (tests in a file run one at a time, so changing it is safe).
+ */
+export async function cli(args: string[], input?: string | Uint8Array, cwd?: string, now: () => number = Date.now): Promise<Run> {
+  let stdout = '';
+  let stderr = '';
+  const bytes = typeof input === 'string' ? Buffer.from(input) : input;
+  const io = {
+    out: (text: string): void => void (stdout += text),
+    err: (text: string): void => void (stderr += text),
+    stdin: async function* (): AsyncIterable<Uint8Array> {
+      if (bytes?.length) yield bytes;
+    },
+  };
+  const previous = process.cwd();
+  if (cwd) process.chdir(cwd);
+  try {
+    const status = await main(args, io, now);
+    return { status, stdout, stderr };
+  } finally {
+    if (cwd) process.chdir(previous);
+  }
 }
 
 export function keygate(args: string[], input?: string | Uint8Array, cwd?: string): Run {

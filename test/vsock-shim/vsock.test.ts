@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { constants, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
+import { constants as os, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectVsock, encodeSockaddrVm, fdStreamForTesting, loadAddon, nsmClientForFd, openNsmDevice, VsockError, PARENT_CID } from '../../vsock-shim/vsock.js';
 import { NsmError } from '../../vsock-shim/nsm/messages.js';
@@ -63,13 +63,38 @@ describe.runIf(process.platform === 'linux')('native addon', () => {
     }
   });
 
+  const sysError = (code: keyof typeof os.errno, syscall: string): unknown => expect.objectContaining({ code, errno: os.errno[code], syscall });
+
   it('reports errno failures as typed errors, never crashes', () => {
-    expect(() => addon!.read(987_654, Buffer.alloc(8))).toThrow(expect.objectContaining({ code: 'EBADF' }));
-    expect(() => addon!.write(987_654, Buffer.alloc(8))).toThrow(expect.objectContaining({ code: 'EBADF' }));
-    expect(() => addon!.close(987_654)).toThrow(expect.objectContaining({ code: 'EBADF' }));
+    expect(() => addon!.read(987_654, Buffer.alloc(8))).toThrow(sysError('EBADF', 'read'));
+    expect(() => addon!.write(987_654, Buffer.alloc(8))).toThrow(sysError('EBADF', 'write'));
+    expect(() => addon!.close(987_654)).toThrow(sysError('EBADF', 'close'));
     expect(() => addon!.connect(0, Buffer.alloc(3))).toThrow(TypeError);
     expect(() => addon!.read(0, 'not a buffer' as unknown as Buffer)).toThrow(TypeError);
     expect(() => addon!.watch(0, 'not a function' as unknown as () => void)).toThrow(TypeError);
+  });
+
+  it('has one return convention: a result, null for "would block", or a typed error (here on a FIFO, not a socket)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'keygate-fifo-'));
+    const path = join(dir, 'loop');
+    execFileSync('mkfifo', [path]);
+    const fd = openSync(path, constants.O_RDWR | constants.O_NONBLOCK);
+    try {
+      expect(addon!.read(fd, Buffer.alloc(8))).toBeNull(); // nothing written yet
+      const chunk = Buffer.alloc(64 * 1024);
+      let written = 0;
+      let n: number | null;
+      while ((n = addon!.write(fd, chunk)) !== null) written += n; // until the pipe buffer is full
+      expect(written).toBeGreaterThan(0);
+      expect(addon!.read(fd, Buffer.alloc(8))).toBe(8);
+      expect(() => addon!.accept(fd)).toThrow(sysError('ENOTSOCK', 'accept'));
+      expect(() => addon!.connect(fd, encodeSockaddrVm(PARENT_CID, 8000))).toThrow(sysError('ENOTSOCK', 'connect'));
+      expect(() => addon!.finishConnect(fd)).toThrow(sysError('ENOTSOCK', 'getsockopt'));
+      expect(() => addon!.bindListen(fd, encodeSockaddrVm(PARENT_CID, 8000), 1)).toThrow(sysError('ENOTSOCK', 'bind'));
+    } finally {
+      addon!.close(fd);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('reports a missing /dev/nsm and a failing NSM ioctl as NsmError', async () => {
@@ -77,13 +102,13 @@ describe.runIf(process.platform === 'linux')('native addon', () => {
     const fd = openSync('/dev/null', 'r+');
     const nsm = nsmClientForFd(fd); // not an NSM: the ioctl fails (ENOTTY), off the JS thread
     await expect(nsm.getRandom()).rejects.toBeInstanceOf(NsmError);
-    await expect(nsm.getRandom()).rejects.toMatchObject({ code: 'NSM_ERROR', message: expect.stringMatching(/ENOTTY/) });
+    await expect(nsm.getRandom()).rejects.toMatchObject({ code: 'NSM_ERROR', message: expect.stringMatching(/ENOTTY/), cause: sysError('ENOTTY', 'NSM ioctl') });
     await nsm.close();
     await expect(nsm.getRandom()).rejects.toMatchObject({ code: 'NSM_UNAVAILABLE' });
   });
 
   it('refuses oversized NSM requests before the ioctl', () => {
-    expect(() => addon!.nsmRequest(0, Buffer.alloc(4097))).toThrow(expect.objectContaining({ code: 'EMSGSIZE' }));
-    expect(() => addon!.nsmRequest(0, Buffer.alloc(0))).toThrow(expect.objectContaining({ code: 'EMSGSIZE' }));
+    expect(() => addon!.nsmRequest(0, Buffer.alloc(4097))).toThrow(sysError('EMSGSIZE', 'nsmRequest'));
+    expect(() => addon!.nsmRequest(0, Buffer.alloc(0))).toThrow(sysError('EMSGSIZE', 'nsmRequest'));
   });
 });

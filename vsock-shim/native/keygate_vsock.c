@@ -10,6 +10,13 @@
  * Addresses arrive from JS as the 16-byte struct sockaddr_vm already encoded
  * (see encodeSockaddrVm in vsock.ts), which keeps the encoding unit-testable.
  * On platforms without AF_VSOCK or /dev/nsm every call fails with ENOTSUP.
+ *
+ * One convention for every call: it returns its result, or throws (the NSM
+ * request: rejects) an Error with .code (the errno name, e.g. "EBADF"),
+ * .errno (the positive errno value, as in os.constants.errno) and .syscall.
+ * Bad arguments throw a TypeError with code "EINVAL". "Would block" is not an
+ * error: read, write and accept return null, connect returns false while the
+ * connection is in progress. So the JS side needs no errno numbers.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -43,20 +50,38 @@
     }                                                                      \
   } while (0)
 
-/* Throws a JS Error with .code = "E..." (from errno) and .errno. */
-static napi_value throw_errno(napi_env env, int err, const char *syscall) {
+/* A JS Error with .code = "E..." (from errno), .errno and .syscall: the one error shape of this addon. */
+static napi_value errno_error(napi_env env, int err, const char *syscall) {
   char message[160];
   const char *name = uv_err_name(-err);
   snprintf(message, sizeof message, "%s failed: %s (%s)", syscall, strerror(err), name);
-  napi_value msg, code, error, errnum;
+  napi_value msg, code, error, errnum, call;
   napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg);
   napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &call);
   napi_create_error(env, code, msg, &error);
   napi_create_int32(env, err, &errnum);
   napi_set_named_property(env, error, "errno", errnum);
   napi_set_named_property(env, error, "code", code);
-  napi_throw(env, error);
+  napi_set_named_property(env, error, "syscall", call);
+  return error;
+}
+
+static napi_value throw_errno(napi_env env, int err, const char *syscall) {
+  napi_throw(env, errno_error(env, err, syscall));
   return NULL;
+}
+
+static napi_value make_null(napi_env env) {
+  napi_value out;
+  napi_get_null(env, &out);
+  return out;
+}
+
+static napi_value make_bool(napi_env env, bool v) {
+  napi_value out;
+  napi_get_boolean(env, v, &out);
+  return out;
 }
 
 static int get_int(napi_env env, napi_value v, int32_t *out) {
@@ -90,9 +115,7 @@ static int fd_arg(napi_env env, napi_callback_info info, int32_t *fd, const char
 
 static napi_value vs_available(napi_env env, napi_callback_info info) {
   (void)info;
-  napi_value out;
-  napi_get_boolean(env, KG_HAVE_VSOCK, &out);
-  return out;
+  return make_bool(env, KG_HAVE_VSOCK);
 }
 
 /* socket() -> fd; non-blocking and close-on-exec from the start. */
@@ -107,7 +130,7 @@ static napi_value vs_socket(napi_env env, napi_callback_info info) {
 #endif
 }
 
-/* connect(fd, addr16) -> 0, or the errno (EINPROGRESS is the normal answer). */
+/* connect(fd, addr16) -> true (connected), false (in progress: the normal answer; see finishConnect). */
 static napi_value vs_connect(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -120,8 +143,9 @@ static napi_value vs_connect(napi_env env, napi_callback_info info) {
     return NULL;
   }
 #if KG_HAVE_VSOCK
-  if (connect(fd, (const struct sockaddr *)addr, (socklen_t)len) == 0) return make_int(env, 0);
-  return make_int(env, errno);
+  if (connect(fd, (const struct sockaddr *)addr, (socklen_t)len) == 0) return make_bool(env, true);
+  if (errno == EINPROGRESS) return make_bool(env, false);
+  return throw_errno(env, errno, "connect");
 #else
   return throw_errno(env, ENOTSUP, "connect");
 #endif
@@ -157,11 +181,7 @@ static napi_value vs_accept(napi_env env, napi_callback_info info) {
   memset(&peer, 0, sizeof peer);
   int cfd = accept4(fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
   if (cfd < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      napi_value nul;
-      napi_get_null(env, &nul);
-      return nul;
-    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return make_null(env);
     return throw_errno(env, errno, "accept");
   }
   napi_value out;
@@ -187,7 +207,7 @@ static int fd_and_buffer(napi_env env, napi_callback_info info, int32_t *fd, voi
   return 1;
 }
 
-/* read(fd, buffer) -> n (0 = EOF), or -EAGAIN when no data is ready. */
+/* read(fd, buffer) -> n (0 = EOF), or null when no data is ready. */
 static napi_value vs_read(napi_env env, napi_callback_info info) {
   int32_t fd;
   void *buf;
@@ -196,13 +216,13 @@ static napi_value vs_read(napi_env env, napi_callback_info info) {
   ssize_t n;
   do n = read(fd, buf, len); while (n < 0 && errno == EINTR);
   if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return make_int(env, -EAGAIN);
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return make_null(env);
     return throw_errno(env, errno, "read");
   }
   return make_int(env, n);
 }
 
-/* write(fd, buffer) -> n, or -EAGAIN when the socket buffer is full. */
+/* write(fd, buffer) -> n, or null when the socket buffer is full. */
 static napi_value vs_write(napi_env env, napi_callback_info info) {
   int32_t fd;
   void *buf;
@@ -211,21 +231,22 @@ static napi_value vs_write(napi_env env, napi_callback_info info) {
   ssize_t n;
   do n = write(fd, buf, len); while (n < 0 && errno == EINTR);
   if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return make_int(env, -EAGAIN);
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return make_null(env);
     return throw_errno(env, errno, "write");
   }
   return make_int(env, n);
 }
 
-/* The pending error of a socket (after a non-blocking connect). */
-static napi_value vs_socket_error(napi_env env, napi_callback_info info) {
+/* finishConnect(fd) -> 0 once a non-blocking connect is writable; throws its error (syscall "connect") if it failed. */
+static napi_value vs_finish_connect(napi_env env, napi_callback_info info) {
   int32_t fd;
-  if (!fd_arg(env, info, &fd, "socketError(fd)")) return NULL;
+  if (!fd_arg(env, info, &fd, "finishConnect(fd)")) return NULL;
 #ifdef __linux__
   int err = 0;
   socklen_t len = sizeof err;
   if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return throw_errno(env, errno, "getsockopt");
-  return make_int(env, err);
+  if (err != 0) return throw_errno(env, err, "connect");
+  return make_int(env, 0);
 #else
   return throw_errno(env, ENOTSUP, "getsockopt");
 #endif
@@ -257,7 +278,6 @@ typedef struct {
   uv_poll_t handle;
   napi_env env;
   napi_ref callback;
-  napi_ref self;
   int closing;
 } watcher_t;
 
@@ -429,15 +449,7 @@ static void nsm_complete(napi_env env, napi_status status, void *data) {
   nsm_job_t *job = (nsm_job_t *)data;
   if (status != napi_ok && job->err == 0) job->err = ECANCELED;
   if (job->err) {
-    char message[160];
-    const char *name = uv_err_name(-job->err);
-    snprintf(message, sizeof message, "NSM ioctl failed: %s (%s)", strerror(job->err), name);
-    napi_value msg, code, error;
-    napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg);
-    napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
-    napi_create_error(env, code, msg, &error);
-    napi_set_named_property(env, error, "code", code);
-    napi_reject_deferred(env, job->deferred, error);
+    napi_reject_deferred(env, job->deferred, errno_error(env, job->err, "NSM ioctl"));
   } else {
     napi_value buffer;
     void *out;
@@ -489,7 +501,7 @@ static napi_value init(napi_env env, napi_value exports) {
   EXPORT("accept", vs_accept);
   EXPORT("read", vs_read);
   EXPORT("write", vs_write);
-  EXPORT("socketError", vs_socket_error);
+  EXPORT("finishConnect", vs_finish_connect);
   EXPORT("shutdownWrite", vs_shutdown_write);
   EXPORT("close", vs_close);
   EXPORT("watch", vs_watch);
