@@ -64,6 +64,21 @@ function valueImports(file: string): Array<{ from: string; names: string[] }> {
 const runtimeSources = (): string[] => [...sources('broker'), ...sources('enclave-agent'), ...sources('vsock-shim')];
 
 describe('architecture', () => {
+  it('dependencies flow one way: the core folders (verify, protocol, policy, kms, store, audit) never import the service layer above them', () => {
+    const core = ['verify', 'protocol', 'policy', 'kms', 'store', 'audit'].map((d) => `broker/${d}/`);
+    // Leaf utilities the core may use besides each other and lib/: the logger and the token bucket.
+    const leaves = new Set(['broker/log.js', 'broker/rate-limit.js']);
+    let checked = 0;
+    for (const file of sources('broker').filter((f) => core.some((c) => f.startsWith(c)))) {
+      for (const target of internalTargets(file)) {
+        checked++;
+        const ok = core.some((c) => target.startsWith(c)) || target.startsWith('lib/') || leaves.has(target);
+        expect(ok, `${file} -> ${target}`).toBe(true);
+      }
+    }
+    expect(checked).toBeGreaterThan(20);
+  });
+
   it('sees the imports it checks', () => {
     expect(internalTargets('broker/verify/verify.ts')).toContain('broker/verify/chain.js');
     expect(imports('broker/release.ts')).toContain('jose');
