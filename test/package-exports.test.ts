@@ -1,6 +1,8 @@
 /** The published entry point: `import { verifyAttestation } from 'keygate'` through the exports map. */
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fixturePath, realDocuments } from './support/fixtures.js';
 
@@ -20,5 +22,18 @@ describe('package entry point', () => {
     const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8' });
     expect(run.stderr).toBe('');
     expect(JSON.parse(run.stdout)).toEqual({ moduleId: entry.module_id, code: 'MALFORMED_COSE', root: true, codes: 11 });
+  });
+});
+
+describe('package metadata', () => {
+  it('ships the Apache-2.0 license text that package.json names (npm pack includes LICENSE)', () => {
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { license?: string };
+    expect(pkg.license).toBe('Apache-2.0');
+    const text = readFileSync(join(ROOT, 'LICENSE'), 'utf8');
+    expect(text).toMatch(/^\s*Apache License\s+Version 2\.0, January 2004/);
+    expect(text).toContain('END OF TERMS AND CONDITIONS');
+    const pack = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, encoding: 'utf8' });
+    const files = (JSON.parse(pack.stdout) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((f) => f.path);
+    expect(files).toContain('LICENSE');
   });
 });
