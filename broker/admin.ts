@@ -1,3 +1,4 @@
+import { CodedError } from '../lib/coded-error.js';
 import type { BindingStore, StoreSnapshot } from './store/store.js';
 import type { KeyProvider } from './kms/provider.js';
 import { parseBinding, parsePcrValues, SECRET_NAME } from './policy/schema.js';
@@ -9,8 +10,11 @@ import type { Baseline } from './policy/baseline.js';
 /** Largest secret value keygate stores. */
 export const MAX_SECRET_BYTES = 64 * 1024;
 
-export class AdminError extends Error {
+export class AdminError extends CodedError<'ADMIN_REFUSED'> {
   override readonly name = 'AdminError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ADMIN_REFUSED', message, options);
+  }
 }
 
 export interface BindRequest {

@@ -8,6 +8,7 @@ import { AWS_NITRO_ROOT_G1_PEM, createVerifier, pemCertificates, type TrustedRoo
 import type { BindingStore } from './store/store.js';
 import { openStore } from './store/open-store.js';
 import { ensureDirectory } from '../lib/durable-fs.js';
+import { CodedError } from '../lib/coded-error.js';
 import { loadOrCreateKeyFile } from './kms/local.js';
 import { openProviders, statePaths } from './state.js';
 import { keyRefOf, SecretUnavailableError, type KeyProviders } from './kms/provider.js';
@@ -46,8 +47,11 @@ export interface BrokerOptions {
 }
 
 /** Another live broker holds the audit file: two writers would interleave one hash chain. */
-export class AuditFileInUseError extends Error {
+export class AuditFileInUseError extends CodedError<'AUDIT_FILE_IN_USE'> {
   override readonly name = 'AuditFileInUseError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('AUDIT_FILE_IN_USE', message, options);
+  }
 }
 
 /** Heartbeat age after which the audit lock of a broker that cannot be checked by pid (another container or machine) counts as abandoned. */

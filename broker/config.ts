@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
+import { CodedError } from '../lib/coded-error.js';
 import { DEFAULT_RATE_LIMITS, type RateLimitSettings } from './release.js';
 import type { AwsKmsSettings } from './kms/aws-kms.js';
 import { DEFAULT_AUDIT_MAX_FILE_BYTES } from './audit/log.js';
@@ -71,8 +72,11 @@ export const DEFAULT_CONFIG: BrokerConfig = {
 export const DEV_CONFIG: Partial<BrokerConfig> = { store: './.keygate-dev/store', stateDir: './.keygate-dev/state', dev: true };
 
 /** A config file that cannot be used. */
-export class ConfigError extends Error {
+export class ConfigError extends CodedError<'CONFIG_INVALID'> {
   override readonly name = 'ConfigError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('CONFIG_INVALID', message, options);
+  }
 }
 
 const KEYS = new Set(Object.keys(DEFAULT_CONFIG).concat(['auditFile', 'roots', 'extraRootPems', 'challengeKeyFile', 'kms', 'tls', 'adminKeys']));

@@ -5,6 +5,7 @@ import type { JWK } from 'jose';
 import { decodeStrict } from './verify/cbor-decode.js';
 import { DuplicateKeyError, parseJsonStrict } from './strict-json.js';
 import { BrokerError } from './errors.js';
+import { HTTP_STATUS } from './http-status.js';
 import { validateNames, type ReleaseService } from './release.js';
 import type { ChallengeService } from './challenge.js';
 import type { BrokerMetrics } from './metrics.js';
@@ -24,7 +25,7 @@ export interface BrokerAppDependencies {
 
 function errorResponse(c: Context, err: BrokerError): Response {
   const body: ErrorAnswer = { error: { code: err.code, message: err.message } };
-  return c.json(body, err.status as 400);
+  return c.json(body, HTTP_STATUS[err.code]);
 }
 
 function clientOf(c: Context): string {

@@ -1,3 +1,5 @@
+import { CodedError } from '../lib/coded-error.js';
+
 /**
  * JSON.parse keeps the last of repeated object keys, so `{"names":["a"],
  * "names":["b"]}` means whatever the last parser in a chain of relays and
@@ -6,10 +8,10 @@
  * key) is refused, as the strict CBOR decoder already does for CBOR bodies.
  */
 
-export class DuplicateKeyError extends Error {
+export class DuplicateKeyError extends CodedError<'DUPLICATE_KEY'> {
   override readonly name = 'DuplicateKeyError';
   constructor(readonly key: string) {
-    super(`duplicate object key ${JSON.stringify(key)}`);
+    super('DUPLICATE_KEY', `duplicate object key ${JSON.stringify(key)}`);
   }
 }
 

@@ -1,15 +1,16 @@
+import { CodedError } from '../lib/coded-error.js';
 import { OperationError, type OperationErrorCode } from '../broker/ops/errors.js';
 
 /**
  * A problem with how the command was called, with its input files, or with
  * what it was asked to do: exit status 2. `hint` adds a pointer to --help.
  */
-export class UsageError extends Error {
+export class UsageError extends CodedError<'USAGE'> {
   override readonly name = 'UsageError';
   readonly hint: boolean;
 
   constructor(message: string, options: { hint?: boolean } = {}) {
-    super(message);
+    super('USAGE', message);
     this.hint = options.hint ?? true;
   }
 }

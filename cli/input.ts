@@ -1,5 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { UsageError } from './errors.js';
+import { CodedError } from '../lib/coded-error.js';
 
 /** Where a command reads from; injectable so tests need no real stdin. */
 export interface InputSource {
@@ -8,10 +9,10 @@ export interface InputSource {
 }
 
 /** The input holds more than the command accepts; reading stopped there. */
-export class InputTooLargeError extends Error {
+export class InputTooLargeError extends CodedError<'INPUT_TOO_LARGE'> {
   override readonly name = 'InputTooLargeError';
   constructor(readonly maxBytes: number) {
-    super(`input is larger than ${maxBytes} bytes`);
+    super('INPUT_TOO_LARGE', `input is larger than ${maxBytes} bytes`);
   }
 }
 

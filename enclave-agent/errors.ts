@@ -1,8 +1,11 @@
-import { CodedError } from '../vsock-shim/coded-error.js';
+import { CodedError } from '../lib/coded-error.js';
+import type { BrokerErrorCode } from '../broker/protocol/index.js';
 
 /**
  * Codes an agent call can fail with: the broker's own codes are passed
- * through unchanged (POLICY_DENIED, REVOKED, ...); the rest are the agent's.
+ * through unchanged (POLICY_DENIED, REVOKED, ...: only those on the broker's
+ * list, see broker/protocol/codes.ts); the rest are the agent's. A closed
+ * list: a code that is on neither cannot be raised.
  */
 export type AgentErrorCode =
   | 'BROKER_UNREACHABLE'
@@ -15,7 +18,7 @@ export type AgentErrorCode =
   | 'VERSION_ROLLBACK'
   | 'NSM_ERROR'
   | 'AGENT_CLOSED'
-  | (string & {});
+  | BrokerErrorCode;
 
 export class AgentError extends CodedError<AgentErrorCode> {
   override readonly name = 'AgentError';

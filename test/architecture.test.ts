@@ -85,9 +85,11 @@ describe('architecture', () => {
     expect(sources('broker').length).toBeGreaterThan(20);
   });
 
-  it('broker/verify imports nothing from the rest of the project and does no I/O', () => {
+  it('broker/verify imports nothing from the rest of the project but the error base, and does no I/O', () => {
+    // lib/coded-error.ts is the one error base (it imports nothing at all, checked below): verify's errors extend
+    // it like every other error. Nothing else of lib/ (durable-fs does I/O) is open to verify.
     for (const file of sources('broker/verify')) {
-      for (const target of internalTargets(file)) expect(target.startsWith('broker/verify/'), `${file} -> ${target}`).toBe(true);
+      for (const target of internalTargets(file)) expect(target.startsWith('broker/verify/') || target === 'lib/coded-error.js', `${file} -> ${target}`).toBe(true);
       for (const spec of imports(file).filter((s) => !s.startsWith('.'))) {
         expect(['node:crypto', 'cbor-x'], `${file} imports ${spec}`).toContain(spec);
       }
@@ -124,6 +126,7 @@ describe('architecture', () => {
     for (const file of sources('lib')) {
       for (const spec of imports(file)) expect(spec.startsWith('node:'), `${file} imports ${spec}`).toBe(true);
     }
+    expect(imports('lib/coded-error.ts')).toEqual([]);
     expect(internalTargets('vsock-shim/simulator/pki-store.ts')).toContain('lib/durable-fs.js');
     expect(internalTargets('broker/signing-key.ts')).toContain('lib/durable-fs.js');
   });
@@ -159,9 +162,9 @@ describe('architecture', () => {
     expect(internalTargets('broker/release.ts')).toEqual(expect.arrayContaining(['broker/store/store.js', 'broker/audit/sink.js', 'broker/kms/provider.js']));
   });
 
-  it('interface modules import no implementation: store.ts, sink.ts and provider.ts reach only policy types', () => {
+  it('interface modules import no implementation: store.ts, sink.ts and provider.ts reach only policy types (and the error base)', () => {
     for (const file of ['broker/store/store.ts', 'broker/audit/sink.ts', 'broker/kms/provider.ts']) {
-      for (const target of internalTargets(file)) expect(target.startsWith('broker/policy/'), `${file} -> ${target}`).toBe(true);
+      for (const target of internalTargets(file)) expect(target.startsWith('broker/policy/') || target === 'lib/coded-error.js', `${file} -> ${target}`).toBe(true);
       expect(imports(file).filter((s) => !s.startsWith('.')), file).toEqual([]);
     }
   });
@@ -224,5 +227,45 @@ describe('architecture', () => {
       expect(text, `${file} defines an errno constant`).not.toMatch(/\bE[A-Z]{3,}\s*=\s*-?\d+/);
       expect(text, `${file} names an error by its errno number`).not.toMatch(/ERRNO_|errno \$\{/);
     }
+  });
+
+  it('every error class extends the one base (lib/coded-error.ts CodedError) and names itself', () => {
+    const files = [...runtimeSources(), ...sources('cli'), ...sources('lib'), ...sources('bench'), 'index.ts'];
+    const parent = new Map<string, string>();
+    const declaredIn = new Map<string, string>();
+    for (const file of files) {
+      const text = readFileSync(join(ROOT, file), 'utf8');
+      for (const m of text.matchAll(/\bclass\s+(\w+)(?:<[^>{]*(?:<[^>{]*>[^>{]*)*>)?\s+extends\s+(\w+)/g)) {
+        parent.set(m[1]!, m[2]!);
+        declaredIn.set(m[1]!, file);
+      }
+    }
+    // Only the base extends a built-in error class.
+    const extendsBuiltin = [...parent].filter(([, base]) => /^(|Type|Range|Syntax|Reference|Eval|URI|Aggregate)Error$/.test(base));
+    expect(extendsBuiltin.map(([name]) => `${name} in ${declaredIn.get(name)}`)).toEqual(['CodedError in lib/coded-error.ts']);
+    const chain = (name: string): string[] => {
+      const base = parent.get(name);
+      return base === undefined ? [] : [base, ...chain(base)];
+    };
+    const errorClasses = [...parent.keys()].filter((name) => name !== 'CodedError' && chain(name).some((b) => b.endsWith('Error')));
+    expect(errorClasses.length).toBeGreaterThan(20);
+    for (const name of errorClasses) {
+      expect(chain(name), `${name} in ${declaredIn.get(name)}`).toContain('CodedError');
+      // Tests and callers rely on `name` (String(err), isAttestationError across module copies).
+      const text = readFileSync(join(ROOT, declaredIn.get(name)!), 'utf8');
+      expect(text, `${name} sets its own name`).toMatch(new RegExp(`class ${name}\\b[^{]*\\{\\s*override readonly name(?::\\s*string)?\\s*=\\s*'${name}';`));
+    }
+    const namedLikeErrors = [...parent.keys()].filter((n) => n.endsWith('Error') && n !== 'CodedError');
+    for (const name of namedLikeErrors) expect(errorClasses, `${name} is named like an error but is not one`).toContain(name);
+  });
+
+  it('HTTP statuses live at the HTTP boundary only: one map from code to status (broker/http-status.ts), used by the server', () => {
+    for (const file of [...runtimeSources(), ...sources('cli'), ...sources('lib')].filter((f) => f !== 'broker/http-status.ts')) {
+      const text = readFileSync(join(ROOT, file), 'utf8');
+      expect(text, `${file} maps an error code to an HTTP status`).not.toMatch(/\b[A-Z][A-Z_]{3,}:\s*[45]\d\d\b/);
+      expect(text, `${file}: an error carries an HTTP status`).not.toMatch(/\bget status\(\)|err\.status\b/);
+    }
+    expect(internalTargets('broker/server.ts')).toContain('broker/http-status.js');
+    expect(readFileSync(join(ROOT, 'broker/server.ts'), 'utf8')).toMatch(/HTTP_STATUS\[err\.code\]/);
   });
 });

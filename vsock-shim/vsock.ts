@@ -4,7 +4,7 @@ import { Duplex } from 'node:stream';
 import type { Listener } from './forwarder.js';
 import { NsmClient, type Nsm, type NsmTransport } from './nsm/client.js';
 import { NsmError } from './nsm/messages.js';
-import { CodedError } from './coded-error.js';
+import { CodedError } from '../lib/coded-error.js';
 
 /**
  * The native addon's surface (vsock-shim/native/keygate_vsock.c). Every call

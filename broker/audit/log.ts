@@ -2,6 +2,7 @@ import { createHash, sign, type KeyObject } from 'node:crypto';
 import { open, readFile, rename, truncate } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ensureDirectory, syncDirectory } from '../../lib/durable-fs.js';
+import { CodedError } from '../../lib/coded-error.js';
 import { silentLogger, type Logger } from '../log.js';
 import { listSegments, segmentPath } from './segments.js';
 import { RefusalSampler, type RefusalSettings } from './refusals.js';
@@ -45,8 +46,11 @@ export interface AuditLogOptions {
 }
 
 /** The audit log cannot take records right now (a write failed and it has not recovered yet). */
-export class AuditUnavailableError extends Error {
+export class AuditUnavailableError extends CodedError<'AUDIT_UNAVAILABLE'> {
   override readonly name = 'AuditUnavailableError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('AUDIT_UNAVAILABLE', message, options);
+  }
 }
 
 interface Queued {

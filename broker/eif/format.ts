@@ -3,6 +3,7 @@
  * it: a 548-byte big-endian header, then sections, each a 12-byte header
  * (type u16, flags u16, size u64) and its bytes.
  */
+import { CodedError } from '../../lib/coded-error.js';
 
 export const EIF_MAGIC = Buffer.from('.eif', 'latin1');
 export const EIF_HEADER_SIZE = 548;
@@ -35,8 +36,11 @@ export interface EifHeader {
 }
 
 /** A malformed, truncated or unsupported EIF. */
-export class EifError extends Error {
+export class EifError extends CodedError<'EIF_INVALID'> {
   override readonly name = 'EifError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('EIF_INVALID', message, options);
+  }
 }
 
 /** Parses and checks the fixed header. */

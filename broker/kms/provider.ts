@@ -1,4 +1,5 @@
 import type { Binding, ProviderName } from '../policy/types.js';
+import { CodedError } from '../../lib/coded-error.js';
 
 /**
  * A key provider encrypts secret values at bind time and decrypts them at
@@ -48,25 +49,23 @@ export interface ProviderErrorOptions {
 }
 
 /** Transient: the provider could not be reached, throttled or failed internally. Nothing is released; retry later. */
-export class KmsUnavailableError extends Error {
+export class KmsUnavailableError extends CodedError<'KMS_UNAVAILABLE'> {
   override readonly name: string = 'KmsUnavailableError';
-  readonly code = 'KMS_UNAVAILABLE';
   readonly providerError: string;
   constructor(message: string, options: ProviderErrorOptions = {}) {
-    super(message, { cause: options.cause });
+    super('KMS_UNAVAILABLE', message, { cause: options.cause });
     this.providerError = options.providerError ?? 'KmsUnavailableError';
   }
 }
 
 /** Permanent: the provider refuses this key or ciphertext; retrying does not help until an operator acts. */
-export class SecretUnavailableError extends Error {
+export class SecretUnavailableError extends CodedError<'SECRET_UNAVAILABLE'> {
   override readonly name: string = 'SecretUnavailableError';
-  readonly code = 'SECRET_UNAVAILABLE';
   readonly providerError: string;
   /** Key references found disabled or deleted: every value cached under them must be dropped. */
   readonly unusableKeys: readonly string[];
   constructor(message: string, options: ProviderErrorOptions & { unusableKeys?: readonly string[] } = {}) {
-    super(message, { cause: options.cause });
+    super('SECRET_UNAVAILABLE', message, { cause: options.cause });
     this.providerError = options.providerError ?? this.name;
     this.unusableKeys = options.unusableKeys ?? [];
   }

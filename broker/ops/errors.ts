@@ -1,3 +1,5 @@
+import { CodedError } from '../../lib/coded-error.js';
+
 /**
  * Why an operation could not run on what it was given. Callers map the code
  * to their own answer (the CLI: exit 2; an admin API: a 4xx); messages name
@@ -11,15 +13,8 @@
  */
 export type OperationErrorCode = 'INPUT_UNREADABLE' | 'INPUT_INVALID' | 'BASELINE_INVALID' | 'KEY_UNUSABLE' | 'ALREADY_EXISTS';
 
-export class OperationError extends Error {
+export class OperationError extends CodedError<OperationErrorCode> {
   override readonly name = 'OperationError';
-  constructor(
-    readonly code: OperationErrorCode,
-    message: string,
-    options: { cause?: unknown } = {},
-  ) {
-    super(message, options);
-  }
 }
 
 /** The short reason an input could not be read: the errno code, else the message. */

@@ -1,13 +1,15 @@
 import { BINDABLE_PCRS, PROVIDER_NAMES, REQUIRED_PCRS, type AllowRule, type Binding, type PcrValues, type Revocations } from './types.js';
 
+import { CodedError } from '../../lib/coded-error.js';
+
 /** A document that does not match its schema; `path` names the offending field. */
-export class SchemaError extends Error {
+export class SchemaError extends CodedError<'SCHEMA_INVALID'> {
   override readonly name = 'SchemaError';
   constructor(
     readonly path: string,
     message: string,
   ) {
-    super(`${path}: ${message}`);
+    super('SCHEMA_INVALID', `${path}: ${message}`);
   }
 }
 

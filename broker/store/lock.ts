@@ -4,6 +4,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createFileExclusive } from '../../lib/durable-fs.js';
+import { CodedError } from '../../lib/coded-error.js';
 
 /**
  * An exclusive lock file that knows its holder.
@@ -72,7 +73,7 @@ export interface LockOptions {
 }
 
 /** The lock is held by a live process (or could not be judged abandoned) and waiting did not help. */
-export class LockBusyError extends Error {
+export class LockBusyError extends CodedError<'LOCK_BUSY'> {
   override readonly name = 'LockBusyError';
   constructor(
     readonly path: string,
@@ -80,7 +81,7 @@ export class LockBusyError extends Error {
     /** The holder could not be checked by pid; it was judged by its heartbeat, which was still fresh. */
     readonly foreign = false,
   ) {
-    super(`${path} is held by ${holder ? describeOwner(holder) : 'another process'}`);
+    super('LOCK_BUSY', `${path} is held by ${holder ? describeOwner(holder) : 'another process'}`);
   }
 }
 

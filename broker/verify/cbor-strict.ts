@@ -6,10 +6,14 @@
  * attestation document never contains, so the decoder afterwards only ever
  * sees a small, unambiguous subset of CBOR.
  */
+import { CodedError } from '../../lib/coded-error.js';
 
 /** Thrown by the structural pass; callers translate it to their own error code. */
-export class CborShapeError extends Error {
+export class CborShapeError extends CodedError<'CBOR_MALFORMED'> {
   override readonly name = 'CborShapeError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('CBOR_MALFORMED', message, options);
+  }
 }
 
 /** CBOR major types (RFC 8949 section 3.1). */

@@ -5,10 +5,14 @@
  * libraries parse every field into objects, which costs as much as a P-384
  * verify per certificate; this reads a leaf in microseconds.
  */
+import { CodedError } from '../../lib/coded-error.js';
 
 /** Thrown for any encoding DER does not allow; callers translate it. */
-export class DerError extends Error {
+export class DerError extends CodedError<'DER_MALFORMED'> {
   override readonly name = 'DerError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('DER_MALFORMED', message, options);
+  }
 }
 
 /** Universal tags used in certificates. */

@@ -1,3 +1,5 @@
+import { CodedError } from '../../lib/coded-error.js';
+
 /**
  * Stable error codes for attestation verification. Callers (the broker, the
  * CLI, scripts parsing `--json`) branch on these strings, so they never change
@@ -25,19 +27,8 @@ export type AttestationErrorCode = (typeof ATTESTATION_ERROR_CODES)[number];
  * `message` is for humans and may change; `cause` keeps a lower-level error
  * (for example from the CBOR decoder) when there was one.
  */
-export class AttestationError extends Error {
+export class AttestationError extends CodedError<AttestationErrorCode> {
   override readonly name = 'AttestationError';
-  readonly code: AttestationErrorCode;
-
-  /**
-   * @param code - stable machine-readable reason
-   * @param message - human-readable sentence
-   * @param options - optional `cause`
-   */
-  constructor(code: AttestationErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.code = code;
-  }
 }
 
 /** True when `value` is an {@link AttestationError} (also across duplicate copies of this module). */

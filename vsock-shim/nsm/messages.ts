@@ -1,5 +1,5 @@
 import { Decoder, Encoder } from 'cbor-x';
-import { CodedError } from '../coded-error.js';
+import { CodedError } from '../../lib/coded-error.js';
 
 /**
  * The Nitro Security Module's request/response messages: CBOR, in serde's

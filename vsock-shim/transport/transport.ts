@@ -1,6 +1,6 @@
 import { connect as netConnect } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { CodedError } from '../coded-error.js';
+import { CodedError } from '../../lib/coded-error.js';
 
 /** How an enclave reaches the broker: each call opens one byte stream. */
 export interface Transport {
