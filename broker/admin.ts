@@ -2,7 +2,8 @@ import { CodedError } from '../lib/coded-error.js';
 import type { BindingStore, StoreSnapshot } from './store/store.js';
 import type { KeyProvider } from './kms/provider.js';
 import { parseBinding, parsePcrValues, SECRET_NAME } from './policy/schema.js';
-import type { AllowRule, Binding, PcrValues, ProviderName, Revocations } from './policy/types.js';
+import type { AllowRule, Binding, BindablePcrs, ProviderName, Revocations } from './policy/types.js';
+import { samePcrs, type PcrValues } from '../lib/pcrs.js';
 import type { Baseline } from './policy/baseline.js';
 
 /** Store operations behind `keygate bind/rotate/unbind/revoke/list`, shared by the CLI and tests. */
@@ -51,14 +52,13 @@ function assertLoadable(current: StoreSnapshot, secret: string): void {
 }
 
 function sameRule(a: AllowRule, b: AllowRule): boolean {
-  return JSON.stringify(a.pcrs) === JSON.stringify(b.pcrs);
+  return samePcrs(a.pcrs, b.pcrs);
 }
 
 /** Validates one PCR set given on the command line. */
-export function pcrSet(values: Record<string, string | undefined>, baseline?: string): AllowRule {
-  const pcrs: Record<string, string> = {};
-  for (const [k, v] of Object.entries(values)) if (v !== undefined) pcrs[k] = v.toLowerCase().replace(/^0x/, '');
-  const parsed: PcrValues = parsePcrValues(pcrs, 'pcrs');
+export function pcrSet(values: PcrValues, baseline?: string): AllowRule {
+  const pcrs = Object.fromEntries(Object.entries(values).flatMap(([k, v]) => (v === undefined ? [] : [[k, v.toLowerCase().replace(/^0x/, '')]])));
+  const parsed: BindablePcrs = parsePcrValues(pcrs, 'pcrs');
   return baseline ? { pcrs: parsed, baseline } : { pcrs: parsed };
 }
 

@@ -4,6 +4,7 @@ import { CodedError } from '../lib/coded-error.js';
 import { DEFAULT_RATE_LIMITS, type RateLimitSettings } from './release.js';
 import type { AwsKmsSettings } from './kms/aws-kms.js';
 import { DEFAULT_AUDIT_MAX_FILE_BYTES } from './audit/log.js';
+import { parseHostPort, type HostPort } from '../lib/host-port.js';
 
 /** Broker settings (a JSON config file, overridden by command-line flags). */
 export interface BrokerConfig {
@@ -82,11 +83,10 @@ export class ConfigError extends CodedError<'CONFIG_INVALID'> {
 const KEYS = new Set(Object.keys(DEFAULT_CONFIG).concat(['auditFile', 'roots', 'extraRootPems', 'challengeKeyFile', 'kms', 'tls', 'adminKeys']));
 
 /** Parses `host:port` / `[v6]:port`. */
-export function parseListen(listen: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:]+)):(\d{1,5})$/.exec(listen);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new ConfigError(`listen "${listen}" must be HOST:PORT`);
-  return { host: m[1] ?? m[2]!, port };
+export function parseListen(listen: string): HostPort {
+  const parsed = parseHostPort(listen);
+  if (!parsed) throw new ConfigError(`listen "${listen}" must be HOST:PORT`);
+  return parsed;
 }
 
 export function isLoopback(host: string): boolean {

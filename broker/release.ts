@@ -4,10 +4,11 @@ import { callerCode, checkRevoked, decide, type ApprovedBaselines, type Decision
 import { countApprovals } from './policy/baseline.js';
 import type { KeyObject } from 'node:crypto';
 import { SECRET_NAME } from './policy/schema.js';
-import type { Binding, PcrValues, ProviderName } from './policy/types.js';
+import type { Binding, ProviderName } from './policy/types.js';
+import { pcrsFromDocument, type PcrValues } from '../lib/pcrs.js';
 import type { BindingStore, StoreSnapshot } from './store/store.js';
 import { keyIdentity, keyRefOf, SecretUnavailableError, type KeyProviders } from './kms/provider.js';
-import type { AuditSink, DecisionRecord } from './audit/sink.js';
+import { AUDITED_PCRS, type AuditSink, type DecisionRecord } from './audit/sink.js';
 import type { ChallengeService } from './challenge.js';
 import type { SigningKey } from './signing-key.js';
 import { SecretCache } from './secret-cache.js';
@@ -271,7 +272,7 @@ export class ReleaseService {
       secret,
       version,
       moduleId: doc?.moduleId ?? null,
-      pcrs: doc ? Object.fromEntries([0, 1, 2, 4].filter((i) => doc.pcrs.has(i)).map((i) => [String(i), hex(doc.pcrs.get(i))])) : null,
+      pcrs: doc ? pcrsFromDocument(doc.pcrs, AUDITED_PCRS) : null,
       docSha256: doc?.documentSha256 ?? null,
       nonce: hex(doc?.nonce),
       client: req.client,

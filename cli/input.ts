@@ -1,6 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { UsageError } from './errors.js';
 import { CodedError } from '../lib/coded-error.js';
+import { fromHex } from '../broker/verify/bytes.js';
 
 /** Where a command reads from; injectable so tests need no real stdin. */
 export interface InputSource {
@@ -63,7 +64,8 @@ export function decodeDocumentInput(bytes: Uint8Array): Uint8Array {
   if (!isText(bytes)) return bytes;
   const text = Buffer.from(bytes).toString('latin1').replace(/\s+/g, '');
   if (text.length === 0) return new Uint8Array(0);
-  if (text.length % 2 === 0 && /^[0-9a-fA-F]+$/.test(text)) return new Uint8Array(Buffer.from(text, 'hex'));
+  const hex = fromHex(text);
+  if (hex) return hex;
   if (/^[A-Za-z0-9+/]+={0,2}$/.test(text) || /^[A-Za-z0-9_-]+={0,2}$/.test(text)) {
     const standard = text.replace(/-/g, '+').replace(/_/g, '/');
     if (standard.replace(/=+$/, '').length % 4 !== 1) return new Uint8Array(Buffer.from(standard, 'base64'));

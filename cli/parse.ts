@@ -1,5 +1,7 @@
 import { fromHex } from '../broker/verify/bytes.js';
 import { UsageError } from './errors.js';
+import type { VerifyOptions } from '../broker/verify/index.js';
+import { PCR_BYTE_LENGTHS } from '../lib/pcrs.js';
 
 const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/;
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -42,19 +44,19 @@ export function parseHex(text: string, flag: string): Uint8Array {
   return bytes;
 }
 
-/** Parses repeated `--pcr N=HEX` values into a PCR requirement map. */
-export function parsePcrRequirements(values: readonly string[]): Record<number, Uint8Array> {
-  const out: Record<number, Uint8Array> = {};
+/** Parses repeated `--pcr N=HEX` values into the verifier's PCR requirements (its byte view). */
+export function parsePcrRequirements(values: readonly string[]): NonNullable<VerifyOptions['pcrs']> {
+  const out = new Map<number, Uint8Array>();
   for (const value of values) {
     const match = /^(\d{1,2})=(.*)$/s.exec(value);
     const index = match ? Number(match[1]) : NaN;
     if (!match || index > 31) throw new UsageError(`--pcr: "${value}" must look like N=HEX with N in 0..31`);
-    if (index in out) throw new UsageError(`--pcr: PCR${index} is given twice`);
+    if (out.has(index)) throw new UsageError(`--pcr: PCR${index} is given twice`);
     const bytes = parseHex(match[2]!, `--pcr ${index}`);
-    if (![32, 48, 64].includes(bytes.length)) {
+    if (!PCR_BYTE_LENGTHS.includes(bytes.length)) {
       throw new UsageError(`--pcr ${index}: a PCR is 32, 48 or 64 bytes, got ${bytes.length}`);
     }
-    out[index] = bytes;
+    out.set(index, bytes);
   }
-  return out;
+  return Object.fromEntries(out);
 }

@@ -16,6 +16,7 @@ import {
 import type { Nsm } from '../vsock-shim/nsm/client.js';
 import { NsmError } from '../vsock-shim/nsm/messages.js';
 import { tcpTransport, type Transport } from '../vsock-shim/transport/transport.js';
+import { parseHostPort } from '../lib/host-port.js';
 import { AgentError } from './errors.js';
 import { BrokerHttp } from './http.js';
 import { sentDocument, type SentDocument } from './document.js';
@@ -92,7 +93,10 @@ function transportFor(options: AgentOptions): Transport {
   if (!options.brokerUrl) throw new TypeError('createAgent needs brokerUrl or transport');
   const url = new URL(options.brokerUrl);
   if (url.protocol !== 'http:') throw new TypeError('brokerUrl must be http:// (answers are end-to-end encrypted and signed; TLS belongs to the forwarder)');
-  return tcpTransport(url.hostname.replace(/^\[|\]$/g, ''), Number(url.port || 80));
+  // The URL parser has checked the authority already; parseHostPort drops an IPv6 address's brackets.
+  const address = parseHostPort(`${url.hostname}:${url.port || 80}`);
+  if (!address) throw new TypeError(`brokerUrl "${options.brokerUrl}" has no usable host and port`);
+  return tcpTransport(address.host, address.port);
 }
 
 /**

@@ -162,9 +162,9 @@ describe('architecture', () => {
     expect(internalTargets('broker/release.ts')).toEqual(expect.arrayContaining(['broker/store/store.js', 'broker/audit/sink.js', 'broker/kms/provider.js']));
   });
 
-  it('interface modules import no implementation: store.ts, sink.ts and provider.ts reach only policy types (and the error base)', () => {
+  it('interface modules import no implementation: store.ts, sink.ts and provider.ts reach only policy types, the PCR vocabulary and the error base', () => {
     for (const file of ['broker/store/store.ts', 'broker/audit/sink.ts', 'broker/kms/provider.ts']) {
-      for (const target of internalTargets(file)) expect(target.startsWith('broker/policy/') || target === 'lib/coded-error.js', `${file} -> ${target}`).toBe(true);
+      for (const target of internalTargets(file)) expect(target.startsWith('broker/policy/') || target === 'lib/pcrs.js' || target === 'lib/coded-error.js', `${file} -> ${target}`).toBe(true);
       expect(imports(file).filter((s) => !s.startsWith('.')), file).toEqual([]);
     }
   });
@@ -216,6 +216,42 @@ describe('architecture', () => {
       const text = readFileSync(join(ROOT, file), 'utf8');
       expect(text, file).not.toMatch(/interface (ReleasedSecret|ReleaseClaims|SecretsAnswer|ChallengeAnswer)\b/);
       expect(text, file).not.toMatch(/(NONCE|MAC|TIME|RANDOM)_BYTES\s*=\s*\d/);
+    }
+  });
+
+  it('PCR values have one shape (lib/pcrs.ts PcrValues); only the verifier, its --pcr options and the simulator keep the raw byte view', () => {
+    const files = ['broker', 'cli', 'enclave-agent', 'vsock-shim', 'lib'].flatMap(sources).filter((f) => f !== 'lib/pcrs.ts');
+    // The document's own view (the verifier reads it, the simulator writes it) and `keygate verify --pcr`, which builds VerifyOptions.
+    const rawView = (f: string): boolean => f.startsWith('broker/verify/') || f.startsWith('vsock-shim/simulator/') || f === 'cli/parse.ts';
+    let users = 0;
+    for (const file of files) {
+      const text = readFileSync(join(ROOT, file), 'utf8');
+      // Index -> hex declared again: a Map, a number/string-keyed Record on a PCR line, string-key unions ('0' | '1').
+      expect(text, `${file} declares a PCR map`).not.toMatch(/Map<number,\s*string>/);
+      for (const line of text.split('\n').filter((l) => /pcr/i.test(l))) {
+        expect(line, `${file} types PCRs as a plain record`).not.toMatch(/Record<\s*(?:number|string),\s*string/);
+        expect(line, `${file} spells PCR indexes as a union`).not.toMatch(/'0'\s*\|\s*'1'|readonly '0'|Record<\s*0\s*\|/);
+      }
+      // Any other PCR type is derived from PcrValues.
+      for (const m of text.matchAll(/type (\w*Pcrs?\w*)\s*=\s*([^;]+);/g)) expect(m[2], `${file}: ${m[1]}`).toMatch(/\bPcrValues</);
+      // Bytes -> hex for PCRs happens in pcrsFromDocument only; the byte view stays in the verifier and the simulator.
+      expect(text, `${file} converts PCR bytes to hex itself`).not.toMatch(/\.#?pcrs\b[^\n]*(?:toString\('hex'\)|\bhex\()/i);
+      if (!rawView(file)) expect(text, `${file} keeps a PCR byte map`).not.toMatch(/(?:Map|Record)<number,\s*Uint8Array/);
+      if (internalTargets(file).includes('lib/pcrs.js')) users++;
+    }
+    expect(readFileSync(join(ROOT, 'lib/pcrs.ts'), 'utf8')).toMatch(/export type PcrValues</);
+    expect(users).toBeGreaterThanOrEqual(10);
+  });
+
+  it('validators are declared once: PCR/SHA-384 hex in lib/pcrs.ts, the stored ISO time in policy/schema.ts, HOST:PORT in lib/host-port.ts', () => {
+    const files = ['broker', 'cli', 'enclave-agent', 'vsock-shim', 'lib'].flatMap(sources);
+    const declaring = (pattern: RegExp): string[] => files.filter((f) => pattern.test(readFileSync(join(ROOT, f), 'utf8')));
+    expect(declaring(/\[0-9a-f\]\{(?:64|96|128)\}/)).toEqual(['lib/pcrs.ts']);
+    expect(declaring(/\\d\{4\}-\\d\{2\}-\\d\{2\}T/)).toEqual(['broker/policy/schema.ts']);
+    // The bracketed IPv6 host of a HOST:PORT: one parser for listen, --allow, --listen tcp:, tcp: transports and brokerUrl.
+    expect(declaring(/\\\[\(\[0-9a-fA-F:\]/)).toEqual(['lib/host-port.ts']);
+    for (const file of ['broker/config.ts', 'vsock-shim/forwarder.ts', 'vsock-shim/transport/transport.ts', 'cli/commands/forward.ts', 'enclave-agent/agent.ts']) {
+      expect(internalTargets(file), file).toContain('lib/host-port.js');
     }
   });
 

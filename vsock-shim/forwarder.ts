@@ -1,11 +1,9 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { parseHostPort, type HostPort } from '../lib/host-port.js';
 
 /** host:port an enclave may reach through the parent. */
-export interface Destination {
-  readonly host: string;
-  readonly port: number;
-}
+export type Destination = HostPort;
 
 /** Something that accepts connections: a TCP server, or the addon's vsock listener. */
 export interface Listener {
@@ -43,10 +41,10 @@ const CLOSE_AFTER_REPLY_MS = 1_000;
 
 /** Parses `host:port` (host may be [v6]) into a destination. */
 export function parseDestination(text: string): Destination {
-  const m = /^(?:\[([0-9a-fA-F:]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(text.trim());
-  const port = m ? Number(m[3]) : 0;
-  if (!m || port < 1 || port > 65535) throw new TypeError(`"${text}" is not HOST:PORT`);
-  return { host: (m[1] ?? m[2]!).toLowerCase(), port };
+  const parsed = parseHostPort(text.trim());
+  // A bracketed host is an IPv6 address (it has a colon); any other must be a DNS name or IPv4 address.
+  if (!parsed || parsed.port < 1 || !(parsed.host.includes(':') || /^[A-Za-z0-9.-]+$/.test(parsed.host))) throw new TypeError(`"${text}" is not HOST:PORT`);
+  return { host: parsed.host.toLowerCase(), port: parsed.port };
 }
 
 /**

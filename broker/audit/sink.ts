@@ -3,6 +3,10 @@
  * signed JSONL log (log.ts) implements it; ReleaseService and the HTTP layer
  * depend on this interface only.
  */
+import type { PcrValues } from '../../lib/pcrs.js';
+
+/** The PCRs an audit record keeps: the image (0, 1, 2) and the instance (4). */
+export const AUDITED_PCRS = [0, 1, 2, 4] as const;
 
 /** One decision as the broker saw it (design.md section 4). */
 export interface DecisionRecord {
@@ -13,7 +17,7 @@ export interface DecisionRecord {
   readonly secret: string | null;
   readonly version: number | null;
   readonly moduleId: string | null;
-  readonly pcrs: { readonly '0'?: string; readonly '1'?: string; readonly '2'?: string; readonly '4'?: string } | null;
+  readonly pcrs: PcrValues<(typeof AUDITED_PCRS)[number]> | null;
   readonly docSha256: string | null;
   readonly nonce: string | null;
   readonly client: string;

@@ -3,6 +3,7 @@ import { open } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
 import { Decoder } from 'cbor-x';
 import { X509Certificate } from 'node:crypto';
+import type { ImagePcrs } from '../../lib/pcrs.js';
 import { EIF_HEADER_SIZE, EifError, FLAG_ARCH_ARM64, SECTION_HEADER_SIZE, SECTION_NAMES, SectionType, parseHeader, type EifHeader } from './format.js';
 
 /** An EIF's layout and measurements (what `keygate describe-eif` reports). */
@@ -15,7 +16,7 @@ export interface EifDescription {
   readonly crc: { readonly stored: number; readonly computed: number; readonly ok: boolean } | null;
   readonly signed: boolean;
   /** PCR index -> lower-case hex, as the Nitro hypervisor will measure the image. */
-  readonly pcrs: Readonly<Record<'0' | '1' | '2', string>> & { readonly '8'?: string };
+  readonly pcrs: ImagePcrs;
   /** The metadata section (JSON), when present. */
   readonly metadata: unknown;
   /** SHA-384 of the whole file. */

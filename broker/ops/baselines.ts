@@ -12,6 +12,7 @@ import { EifError, EIF_MAGIC } from '../eif/format.js';
 import { describeEif, type EifDescription } from '../eif/reader.js';
 import { measurementsFromNitroCli } from '../eif/nitro-cli-json.js';
 import { OperationError, unreadable } from './errors.js';
+import { differingPcrs, IMAGE_PCRS, type ImagePcrs } from '../../lib/pcrs.js';
 
 /**
  * Baseline operations: record a build's measurements, check a rebuild
@@ -66,7 +67,7 @@ export async function measureEif(path: string): Promise<EifDescription> {
 
 /** A build's PCRs, from an EIF or from nitro-cli JSON output. */
 export interface ImageMeasurement {
-  readonly pcrs: BaselineBody['pcrs'];
+  readonly pcrs: ImagePcrs;
   readonly eifSha384?: string;
   readonly source: BaselineBody['source'];
 }
@@ -88,7 +89,7 @@ export async function measureImage(path: string): Promise<ImageMeasurement> {
   }
   if (head.equals(EIF_MAGIC)) {
     const d = await measureEif(path);
-    return { pcrs: d.pcrs as BaselineBody['pcrs'], eifSha384: d.fileSha384, source: 'eif' };
+    return { pcrs: d.pcrs, eifSha384: d.fileSha384, source: 'eif' };
   }
   let json: unknown;
   try {
@@ -157,18 +158,15 @@ export async function recordBaseline(req: RecordRequest): Promise<{ path: string
   return { path, baseline };
 }
 
-/** The PCRs a reproducibility check compares. */
-export const COMPARED_PCRS = ['0', '1', '2', '8'] as const;
-
 /**
  * Measures a rebuilt image and compares it with a recorded baseline.
  *
  * @throws OperationError (unreadable or invalid baseline or image), EifError (malformed image)
  */
-export async function checkRebuild(image: string, baselineFile: string): Promise<{ baseline: Baseline; rebuilt: ImageMeasurement; differ: Array<(typeof COMPARED_PCRS)[number]> }> {
+export async function checkRebuild(image: string, baselineFile: string): Promise<{ baseline: Baseline; rebuilt: ImageMeasurement; differ: Array<(typeof IMAGE_PCRS)[number]> }> {
   const baseline = await readBaseline(baselineFile);
   const rebuilt = await measureImage(image);
-  return { baseline, rebuilt, differ: COMPARED_PCRS.filter((i) => baseline.pcrs[i] !== rebuilt.pcrs[i]) };
+  return { baseline, rebuilt, differ: differingPcrs(baseline.pcrs, rebuilt.pcrs, IMAGE_PCRS) };
 }
 
 /**

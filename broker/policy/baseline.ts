@@ -1,6 +1,7 @@
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import { CompactSign, compactVerify, calculateJwkThumbprint, exportJWK } from 'jose';
-import { SchemaError, SECRET_NAME } from './schema.js';
+import { IMAGE_PCRS, SHA384_HEX, type ImagePcrs } from '../../lib/pcrs.js';
+import { ISO_TIME, SchemaError, SECRET_NAME } from './schema.js';
 
 /**
  * A baseline is what CI recorded for one build: its PCRs and provenance.
@@ -9,7 +10,7 @@ import { SchemaError, SECRET_NAME } from './schema.js';
 export interface BaselineBody {
   readonly formatVersion: 1;
   readonly name: string;
-  readonly pcrs: Readonly<{ '0': string; '1': string; '2': string; '8'?: string }>;
+  readonly pcrs: ImagePcrs;
   /** SHA-384 of the EIF the PCRs were measured from, when recorded from the file. */
   readonly eifSha384?: string;
   readonly imageDigest?: string;
@@ -34,8 +35,6 @@ export interface Baseline extends BaselineBody {
   readonly approvals: readonly Approval[];
 }
 
-const HEX96 = /^[0-9a-f]{96}$/;
-const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z$/;
 const BODY_FIELDS = ['formatVersion', 'name', 'pcrs', 'eifSha384', 'imageDigest', 'gitCommit', 'builder', 'createdAt', 'source'] as const;
 
 /** JSON with object keys sorted at every level and no whitespace: the bytes that get signed. */
@@ -84,12 +83,12 @@ export function parseBaseline(json: unknown, path = 'baseline'): Baseline {
   if (o.formatVersion !== 1) throw new SchemaError(`${path}.formatVersion`, 'must be 1');
   const pcrsIn = o.pcrs as Record<string, unknown> | undefined;
   if (!pcrsIn || typeof pcrsIn !== 'object') throw new SchemaError(`${path}.pcrs`, 'must be an object');
-  for (const k of Object.keys(pcrsIn)) if (!['0', '1', '2', '8'].includes(k)) throw new SchemaError(`${path}.pcrs.${k}`, 'only PCR0, 1, 2 and 8 are recorded');
+  for (const k of Object.keys(pcrsIn)) if (!IMAGE_PCRS.map(String).includes(k)) throw new SchemaError(`${path}.pcrs.${k}`, 'only PCR0, 1, 2 and 8 are recorded');
   const pcrs = {
-    '0': str(pcrsIn['0'], `${path}.pcrs.0`, HEX96),
-    '1': str(pcrsIn['1'], `${path}.pcrs.1`, HEX96),
-    '2': str(pcrsIn['2'], `${path}.pcrs.2`, HEX96),
-    ...(pcrsIn['8'] === undefined ? {} : { '8': str(pcrsIn['8'], `${path}.pcrs.8`, HEX96) }),
+    '0': str(pcrsIn['0'], `${path}.pcrs.0`, SHA384_HEX),
+    '1': str(pcrsIn['1'], `${path}.pcrs.1`, SHA384_HEX),
+    '2': str(pcrsIn['2'], `${path}.pcrs.2`, SHA384_HEX),
+    ...(pcrsIn['8'] === undefined ? {} : { '8': str(pcrsIn['8'], `${path}.pcrs.8`, SHA384_HEX) }),
   };
   const approvals = o.approvals === undefined ? [] : o.approvals;
   if (!Array.isArray(approvals)) throw new SchemaError(`${path}.approvals`, 'must be an array');
@@ -98,11 +97,11 @@ export function parseBaseline(json: unknown, path = 'baseline'): Baseline {
     formatVersion: 1,
     name: str(o.name, `${path}.name`, SECRET_NAME),
     pcrs,
-    ...(o.eifSha384 === undefined ? {} : { eifSha384: str(o.eifSha384, `${path}.eifSha384`, HEX96) }),
+    ...(o.eifSha384 === undefined ? {} : { eifSha384: str(o.eifSha384, `${path}.eifSha384`, SHA384_HEX) }),
     ...(o.imageDigest === undefined ? {} : { imageDigest: str(o.imageDigest, `${path}.imageDigest`, /^[\w.:/@+-]{1,300}$/) }),
     ...(o.gitCommit === undefined ? {} : { gitCommit: str(o.gitCommit, `${path}.gitCommit`, /^[0-9a-f]{7,64}$/) }),
     builder: str(o.builder, `${path}.builder`, /^.{1,300}$/),
-    createdAt: str(o.createdAt, `${path}.createdAt`, ISO),
+    createdAt: str(o.createdAt, `${path}.createdAt`, ISO_TIME),
     source,
     ...(o.signature === undefined ? {} : { signature: str(o.signature, `${path}.signature`, /^[\w-]+\.[\w-]+\.[\w-]+$/) }),
     approvals: approvals.map((a, i) => {

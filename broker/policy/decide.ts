@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
-import type { Binding, PcrValues, Revocations } from './types.js';
+import { pcrsInclude, samePcrs, type PcrValues } from '../../lib/pcrs.js';
+import type { Binding, Revocations } from './types.js';
 
 /** What the policy needs to know about a verified enclave. */
 export interface EnclaveIdentity {
   readonly moduleId: string;
-  /** PCR index -> lower-case hex. */
-  readonly pcrs: ReadonlyMap<number, string>;
+  /** Every PCR the document carries. */
+  readonly pcrs: PcrValues;
   readonly debug: boolean;
 }
 
@@ -37,16 +38,12 @@ export function expectedPcr4(instanceId: string): string {
   return createHash('sha384').update(new Uint8Array(48)).update(instanceId, 'utf8').digest('hex');
 }
 
-function matches(rule: PcrValues, pcrs: ReadonlyMap<number, string>): boolean {
-  return Object.entries(rule).every(([index, hex]) => pcrs.get(Number(index)) === hex);
-}
-
 /**
  * Identity-wide revocation, independent of any secret: a revoked PCR0 or
  * instance gets nothing.
  */
 export function checkRevoked(identity: EnclaveIdentity, revocations: Revocations): Decision | undefined {
-  const pcr0 = identity.pcrs.get(0);
+  const pcr0 = identity.pcrs[0];
   if (pcr0 !== undefined && revocations.pcr0.includes(pcr0)) return { allow: false, reason: 'REVOKED', detail: 'PCR0 is revoked' };
   const instance = instanceIdOf(identity.moduleId);
   if (instance !== undefined && revocations.instances.includes(instance)) {
@@ -57,11 +54,6 @@ export function checkRevoked(identity: EnclaveIdentity, revocations: Revocations
 
 /** Baselines with enough valid approvals, name -> their recorded PCRs. */
 export type ApprovedBaselines = ReadonlyMap<string, PcrValues>;
-
-function samePcrs(a: PcrValues, b: PcrValues): boolean {
-  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
-  return [...keys].every((k) => a[k as keyof PcrValues] === b[k as keyof PcrValues]);
-}
 
 /**
  * Decides whether `identity` may read the secret bound by `binding`. Pure:
@@ -76,7 +68,7 @@ export function decide(binding: Binding | undefined, identity: EnclaveIdentity, 
   if (identity.debug && !binding.allowDebug) return { allow: false, reason: 'DEBUG_NOT_ALLOWED', detail: 'debug enclaves are not allowed' };
   if (binding.instances) {
     const instance = instanceIdOf(identity.moduleId);
-    const pcr4 = identity.pcrs.get(4);
+    const pcr4 = identity.pcrs[4];
     // Both signed facts must agree: the module id names the instance and PCR4 measures it.
     if (!instance || !binding.instances.ids.includes(instance) || pcr4 !== expectedPcr4(instance)) {
       return { allow: false, reason: 'INSTANCE_NOT_ALLOWED', detail: `instance ${instance ?? 'unknown'} is not allowed` };
@@ -86,7 +78,7 @@ export function decide(binding: Binding | undefined, identity: EnclaveIdentity, 
   let unapprovedMatch = false;
   for (let i = 0; i < binding.allow.length; i++) {
     const rule = binding.allow[i]!;
-    if (!matches(rule.pcrs, identity.pcrs)) continue;
+    if (!pcrsInclude(identity.pcrs, rule.pcrs)) continue;
     if (rule.baseline !== undefined) {
       if (revocations.baselines.includes(rule.baseline)) {
         revokedMatch = true;

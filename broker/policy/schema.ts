@@ -1,4 +1,5 @@
-import { BINDABLE_PCRS, PROVIDER_NAMES, REQUIRED_PCRS, type AllowRule, type Binding, type PcrValues, type Revocations } from './types.js';
+import { PCR_HEX } from '../../lib/pcrs.js';
+import { BINDABLE_PCRS, PROVIDER_NAMES, REQUIRED_PCRS, type AllowRule, type Binding, type BindablePcrs, type Revocations } from './types.js';
 
 import { CodedError } from '../../lib/coded-error.js';
 
@@ -15,8 +16,8 @@ export class SchemaError extends CodedError<'SCHEMA_INVALID'> {
 
 export const SECRET_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const INSTANCE_ID = /^i-[0-9a-f]{8,32}$/;
-const PCR_HEX = /^(?:[0-9a-f]{64}|[0-9a-f]{96}|[0-9a-f]{128})$/;
-const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z$/;
+/** A stored time: what Date#toISOString writes (UTC, "Z"). */
+export const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z$/;
 const MAX_TTL_SECONDS = 86_400;
 
 type Json = Record<string, unknown>;
@@ -55,7 +56,7 @@ function stringArray(value: unknown, path: string, pattern: RegExp): string[] {
 }
 
 /** Validates a PCR set: PCR0/1/2 required, only bindable indexes, lower-case hex of one length. */
-export function parsePcrValues(value: unknown, path: string): PcrValues {
+export function parsePcrValues(value: unknown, path: string): BindablePcrs {
   const obj = object(value, path, BINDABLE_PCRS.map(String));
   for (const index of REQUIRED_PCRS) if (obj[String(index)] === undefined) throw new SchemaError(`${path}.${index}`, 'is required');
   const out: Record<string, string> = {};
@@ -66,7 +67,7 @@ export function parsePcrValues(value: unknown, path: string): PcrValues {
     length = hex.length;
     out[key] = hex;
   }
-  return out as PcrValues;
+  return out;
 }
 
 function parseRule(value: unknown, path: string): AllowRule {

@@ -1,13 +1,15 @@
+import type { PcrValues } from '../../lib/pcrs.js';
+
 /** PCR indexes a binding may pin: 0, 1, 2 always; 3, 4 and 8 optionally. */
 export const BINDABLE_PCRS = [0, 1, 2, 3, 4, 8] as const;
 export const REQUIRED_PCRS = [0, 1, 2] as const;
 
-/** PCR index (as a string key, JSON-friendly) -> lower-case hex. */
-export type PcrValues = Readonly<Partial<Record<'0' | '1' | '2' | '3' | '4' | '8', string>>>;
+/** The PCRs of one allowed measurement set (PCR0/1/2 present, one hex length: see parsePcrValues). */
+export type BindablePcrs = PcrValues<(typeof BINDABLE_PCRS)[number]>;
 
 /** One allowed measurement set. `baseline` names the recorded build the PCRs came from, if any. */
 export interface AllowRule {
-  readonly pcrs: PcrValues;
+  readonly pcrs: BindablePcrs;
   readonly baseline?: string;
 }
 

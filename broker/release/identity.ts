@@ -1,11 +1,10 @@
 import { instanceIdOf, type EnclaveIdentity } from '../policy/decide.js';
 import type { VerifiedDocument } from '../verify/index.js';
+import { pcrsFromDocument } from '../../lib/pcrs.js';
 
 /** What the policy sees of a verified document. */
 export function identityOf(doc: VerifiedDocument): EnclaveIdentity {
-  const pcrs = new Map<number, string>();
-  for (const [i, v] of doc.pcrs) pcrs.set(i, Buffer.from(v).toString('hex'));
-  return { moduleId: doc.moduleId, pcrs, debug: doc.debug };
+  return { moduleId: doc.moduleId, pcrs: pcrsFromDocument(doc.pcrs), debug: doc.debug };
 }
 
 /** The key per-identity rate limits and quarantine count under; built only by `identityKeyOf`. */
@@ -17,5 +16,5 @@ export type IdentityKey = string & { readonly __identityKey: true };
  * does not reset its quarantine.
  */
 export function identityKeyOf(identity: EnclaveIdentity): IdentityKey {
-  return `${identity.pcrs.get(0) ?? '-'}|${instanceIdOf(identity.moduleId) ?? identity.moduleId}` as IdentityKey;
+  return `${identity.pcrs[0] ?? '-'}|${instanceIdOf(identity.moduleId) ?? identity.moduleId}` as IdentityKey;
 }

@@ -3,6 +3,7 @@ import { listenVsock } from '../../vsock-shim/vsock.js';
 import { UsageError } from '../errors.js';
 import { parseCommand } from '../args.js';
 import { parseDuration } from '../parse.js';
+import { parseHostPort } from '../../lib/host-port.js';
 import type { CliIo } from '../io.js';
 
 export const FORWARD_USAGE = `Usage: keygate forward --listen vsock:PORT|tcp:HOST:PORT --allow HOST:PORT [--allow ...]
@@ -42,9 +43,9 @@ export async function forwardCommand(argv: readonly string[], io: CliIo): Promis
     log: (event) => io.err(`${JSON.stringify({ time: new Date().toISOString(), ...event })}\n`),
   });
   let listener: Listener;
-  const tcp = /^tcp:(?:\[([0-9a-fA-F:]+)\]|([^:]+)):(\d{1,5})$/.exec(values.listen);
+  const tcp = values.listen.startsWith('tcp:') ? parseHostPort(values.listen.slice(4)) : undefined;
   const vsock = /^vsock:(\d{1,10})$/.exec(values.listen);
-  if (tcp) listener = await listenTcp(forwarder, tcp[1] ?? tcp[2]!, Number(tcp[3]));
+  if (tcp) listener = await listenTcp(forwarder, tcp.host, tcp.port);
   else if (vsock) {
     const port = Number(vsock[1]);
     if (port === 9000) throw new UsageError('vsock port 9000 is the nitro-cli boot heartbeat; choose another');

@@ -2,6 +2,7 @@ import type { ParseArgsConfig } from 'node:util';
 import { AdminError, bindSecret, MAX_SECRET_BYTES, pcrSet, revokeIdentities, revokeSecret, rotateSecret, unbindSecret } from '../../broker/admin.js';
 import { SchemaError } from '../../broker/policy/schema.js';
 import type { ProviderName } from '../../broker/policy/types.js';
+import type { PcrValues } from '../../lib/pcrs.js';
 import { allowRuleFrom, baselinePath } from '../../broker/ops/baselines.js';
 import { UsageError, usageError } from '../errors.js';
 import { parseCommand } from '../args.js';
@@ -90,7 +91,7 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
     return 0;
   }
   const secret = oneSecret(positionals, BIND_USAGE);
-  const pcrFlags = { 0: values.pcr0, 1: values.pcr1, 2: values.pcr2, 3: values.pcr3, 4: values.pcr4, 8: values.pcr8 } as Record<string, string | undefined>;
+  const pcrFlags = { 0: values.pcr0, 1: values.pcr1, 2: values.pcr2, 3: values.pcr3, 4: values.pcr4, 8: values.pcr8 } as PcrValues;
   const anyPcr = Object.values(pcrFlags).some((v) => v !== undefined);
   if (anyPcr === Boolean(values.baseline)) throw new UsageError('give either --pcr0/--pcr1/--pcr2 (and optionally 3, 4, 8) or --baseline FILE');
   const provider = (values.provider ?? 'local') as string;

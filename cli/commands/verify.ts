@@ -16,6 +16,7 @@ import { decodeDocumentInput, InputTooLargeError, readInput } from '../input.js'
 export const MAX_DOCUMENT_INPUT_BYTES = 1024 * 1024;
 import { parseDuration, parseHex, parseInstant, parsePcrRequirements } from '../parse.js';
 import type { CliIo } from '../io.js';
+import { pcrsFromDocument, type PcrValues } from '../../lib/pcrs.js';
 
 export const VERIFY_USAGE = `Usage: keygate verify <file|-> [options]
 
@@ -64,8 +65,7 @@ function hexOrNull(bytes: Uint8Array | null): string | null {
 
 /** The `--json` shape of a valid document; other tools parse it, so its fields are fixed. */
 export function documentJson(doc: VerifiedDocument): Record<string, unknown> {
-  const pcrs: Record<string, string> = {};
-  for (const [index, value] of [...doc.pcrs].sort((a, b) => a[0] - b[0])) pcrs[String(index)] = Buffer.from(value).toString('hex');
+  const pcrs = pcrsFromDocument(doc.pcrs);
   return {
     moduleId: doc.moduleId,
     timestamp: doc.timestamp,
@@ -85,7 +85,7 @@ export function documentJson(doc: VerifiedDocument): Record<string, unknown> {
 }
 
 function humanSummary(doc: VerifiedDocument): string {
-  const json = documentJson(doc) as { pcrs: Record<string, string>; certificate: { subject: string } };
+  const json = documentJson(doc) as { pcrs: PcrValues; certificate: { subject: string } };
   const lines = [
     'VALID attestation document',
     `  module      ${doc.moduleId}`,
@@ -93,7 +93,7 @@ function humanSummary(doc: VerifiedDocument): string {
     `  debug       ${doc.debug ? 'yes (PCR0/1/2 are zero)' : 'no'}`,
   ];
   for (const [index, value] of Object.entries(json.pcrs)) {
-    if (/^0+$/.test(value) && !['0', '1', '2'].includes(index)) continue;
+    if (value === undefined || (/^0+$/.test(value) && !['0', '1', '2'].includes(index))) continue;
     lines.push(`  PCR${index.padEnd(9)}${value}`);
   }
   lines.push(`  public key  ${doc.publicKey ? `${doc.publicKey.length} bytes` : 'none'}`);

@@ -3,14 +3,14 @@ import { callerCode, decide, expectedPcr4, instanceIdOf, type EnclaveIdentity } 
 import { SchemaError, parseBinding, parseRevocations } from '../../broker/policy/schema.js';
 import { NO_REVOCATIONS, type Binding, type Revocations } from '../../broker/policy/types.js';
 import { verifyAttestation } from '../../index.js';
+import type { PcrValues } from '../../lib/pcrs.js';
 import { fixtureBytes, realDocuments } from '../support/fixtures.js';
 
 const h = (byte: number): string => byte.toString(16).padStart(2, '0').repeat(48);
 const INSTANCE = 'i-0123456789abcdef0';
 
-function identity(over: Partial<{ pcr: Record<number, string>; moduleId: string; debug: boolean }> = {}): EnclaveIdentity {
-  const pcrs = new Map<number, string>([[0, h(1)], [1, h(2)], [2, h(3)], [3, h(0)], [4, expectedPcr4(INSTANCE)], [8, h(0)]]);
-  for (const [k, v] of Object.entries(over.pcr ?? {})) pcrs.set(Number(k), v);
+function identity(over: Partial<{ pcr: PcrValues; moduleId: string; debug: boolean }> = {}): EnclaveIdentity {
+  const pcrs: PcrValues = { 0: h(1), 1: h(2), 2: h(3), 3: h(0), 4: expectedPcr4(INSTANCE), 8: h(0), ...over.pcr };
   return { moduleId: over.moduleId ?? `${INSTANCE}-enc0123456789abcdef`, pcrs, debug: over.debug ?? false };
 }
 

@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import { X509Certificate } from 'node:crypto';
 import { Encoder } from 'cbor-x';
+import type { ImagePcrs } from '../../lib/pcrs.js';
 
 export interface EifParts {
   kernel: Buffer;
@@ -70,13 +71,12 @@ const sha384 = (...parts: Buffer[]): Buffer => createHash('sha384').update(Buffe
 const pcr = (data: Buffer): string => sha384(Buffer.alloc(48), sha384(data)).toString('hex');
 
 /** PCR0 = all boot bytes, PCR1 = kernel+cmdline+first ramdisk, PCR2 = the other ramdisks, PCR8 = the certificate's DER. */
-export function expectedPcrs(p: EifParts): Record<string, string> {
+export function expectedPcrs(p: EifParts): ImagePcrs {
   const [first, ...rest] = p.ramdisks;
-  const out: Record<string, string> = {
+  return {
     '0': pcr(Buffer.concat([p.kernel, p.cmdline, ...p.ramdisks])),
     '1': pcr(Buffer.concat([p.kernel, p.cmdline, first ?? Buffer.alloc(0)])),
     '2': pcr(Buffer.concat(rest)),
+    ...(p.signingCertPem ? { '8': pcr(new X509Certificate(p.signingCertPem).raw) } : {}),
   };
-  if (p.signingCertPem) out['8'] = pcr(new X509Certificate(p.signingCertPem).raw);
-  return out;
 }

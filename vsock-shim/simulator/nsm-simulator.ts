@@ -3,10 +3,11 @@ import { Encoder } from 'cbor-x';
 import { NsmClient, type NsmTransport } from '../nsm/client.js';
 import { NsmError, decodeRequest, encodeResponse, type NsmRequest, type NsmResponse } from '../nsm/messages.js';
 import { createTestPki, issueLeaf, type Issued, type TestPki } from './pki.js';
+import { pcrsFromDocument, type PcrValues } from '../../lib/pcrs.js';
 
 export interface SimulatorOptions {
   /** PCR index -> hex; unspecified PCRs of 0..15 are zero except the dev defaults for 0-4. */
-  readonly pcrs?: Readonly<Record<number, string>>;
+  readonly pcrs?: PcrValues;
   /** Simulate `--debug-mode`: PCR0/1/2 are zero. */
   readonly debug?: boolean;
   readonly instanceId?: string;
@@ -26,7 +27,7 @@ const sha384 = (...parts: Array<string | Uint8Array>): string => {
 };
 
 /** PCR values of the simulated development enclave image. */
-export function devPcrs(instanceId = 'i-0de0000000000000a'): Record<number, string> {
+export function devPcrs(instanceId = 'i-0de0000000000000a'): PcrValues {
   return {
     0: sha384('keygate development enclave image'),
     1: sha384('keygate development kernel and boot ramfs'),
@@ -65,11 +66,11 @@ export class NsmSimulator implements NsmTransport {
   static async create(options: SimulatorOptions = {}): Promise<NsmSimulator> {
     const clock = options.clock ?? Date.now;
     const instanceId = options.instanceId ?? 'i-0de0000000000000a';
-    const values: Record<number, string> = { ...devPcrs(instanceId), ...options.pcrs };
-    if (options.debug) for (const i of [0, 1, 2]) values[i] = '00'.repeat(48);
+    const zero = '00'.repeat(48);
+    const values: PcrValues = { ...devPcrs(instanceId), ...options.pcrs, ...(options.debug ? { 0: zero, 1: zero, 2: zero } : {}) };
     const pcrs = new Map<number, Uint8Array>();
     for (let i = 0; i < 16; i++) pcrs.set(i, values[i] ? Buffer.from(values[i]!, 'hex') : new Uint8Array(48));
-    for (const [i, v] of Object.entries(values)) pcrs.set(Number(i), Buffer.from(v, 'hex'));
+    for (const [i, v] of Object.entries(values)) if (v !== undefined) pcrs.set(Number(i), Buffer.from(v, 'hex'));
     const pki = options.pki ?? (await createTestPki(clock()));
     (options.warn ?? ((m: string) => process.stderr.write(`${m}\n`)))(
       '*** NSM SIMULATOR: attestation documents are signed by a development PKI, not by AWS. Never trust its root in production. ***',
@@ -92,8 +93,8 @@ export class NsmSimulator implements NsmTransport {
   }
 
   /** The PCRs documents carry, index -> hex. */
-  get pcrs(): Record<number, string> {
-    return Object.fromEntries([...this.#pcrs].map(([i, v]) => [i, Buffer.from(v).toString('hex')]));
+  get pcrs(): PcrValues {
+    return pcrsFromDocument(this.#pcrs);
   }
 
   /** An NSM client speaking to this simulator, as the agent would to /dev/nsm. */

@@ -1,6 +1,7 @@
 import { connect as netConnect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { CodedError } from '../../lib/coded-error.js';
+import { formatHostPort, parseHostPort } from '../../lib/host-port.js';
 
 /** How an enclave reaches the broker: each call opens one byte stream. */
 export interface Transport {
@@ -18,7 +19,7 @@ export class TransportError extends CodedError<'TRANSPORT_UNAVAILABLE' | 'TRANSP
 
 /** TCP, for tests and `--dev`. */
 export function tcpTransport(host: string, port: number): Transport {
-  return { description: `${host.includes(':') ? `[${host}]` : host}:${port}`, connect: () => netConnect({ host, port }) };
+  return { description: formatHostPort(host, port), connect: () => netConnect({ host, port }) };
 }
 
 /** A Unix domain socket, for tests and same-host setups. */
@@ -39,11 +40,10 @@ export function vsockTransport(cid: number, port: number, connector: VsockConnec
  * needs `connector` (from the vsock-shim addon).
  */
 export function parseTransport(spec: string, connector?: VsockConnector): Transport {
-  const tcp = /^tcp:(?:\[([0-9a-fA-F:]+)\]|([^:]+)):(\d{1,5})$/.exec(spec);
-  if (tcp) {
-    const port = Number(tcp[3]);
-    if (port < 1 || port > 65535) throw new TransportError('TRANSPORT_INVALID', `bad TCP port in "${spec}"`);
-    return tcpTransport(tcp[1] ?? tcp[2]!, port);
+  if (spec.startsWith('tcp:')) {
+    const tcp = parseHostPort(spec.slice(4));
+    if (!tcp || tcp.port === 0) throw new TransportError('TRANSPORT_INVALID', `bad TCP address in "${spec}": expected tcp:HOST:PORT with PORT in 1..65535`);
+    return tcpTransport(tcp.host, tcp.port);
   }
   if (spec.startsWith('unix:') && spec.length > 5) return unixTransport(spec.slice(5));
   const vsock = /^vsock:(\d{1,10}):(\d{1,10})$/.exec(spec);
