@@ -1,6 +1,10 @@
 import { createHash } from 'node:crypto';
 import { pcrsInclude, samePcrs, type PcrValues } from '../../lib/pcrs.js';
 import type { Binding, Revocations } from './types.js';
+import { INSTANCE_ID_BODY } from './schema.js';
+
+/** module_id is `<instance id>-enc<hex>`. */
+const MODULE_ID = new RegExp(`^(${INSTANCE_ID_BODY})-enc[0-9a-f]+$`);
 
 /** What the policy needs to know about a verified enclave. */
 export interface EnclaveIdentity {
@@ -30,7 +34,7 @@ export type Decision = { readonly allow: true; readonly rule: number } | { reado
 
 /** The EC2 instance id the Nitro module id starts with ("i-...-enc..."). */
 export function instanceIdOf(moduleId: string): string | undefined {
-  return /^(i-[0-9a-f]{8,32})-enc[0-9a-f]+$/.exec(moduleId)?.[1];
+  return MODULE_ID.exec(moduleId)?.[1];
 }
 
 /** PCR4 as Nitro extends it: SHA-384(48 zero bytes || instance id). */

@@ -15,7 +15,9 @@ export class SchemaError extends CodedError<'SCHEMA_INVALID'> {
 }
 
 export const SECRET_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-const INSTANCE_ID = /^i-[0-9a-f]{8,32}$/;
+/** An EC2 instance id; module_id starts with one (decide.ts reads it from there). */
+export const INSTANCE_ID_BODY = 'i-[0-9a-f]{8,32}';
+const INSTANCE_ID = new RegExp(`^${INSTANCE_ID_BODY}$`);
 /** A stored time: what Date#toISOString writes (UTC, "Z"). */
 export const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z$/;
 const MAX_TTL_SECONDS = 86_400;

@@ -306,6 +306,14 @@ function hold(path: string, owner: LockOwner, heartbeatMs: number, onCompromised
   };
 }
 
+/** The store lock stayed held by a live process for the whole wait. */
+export class StoreLockedError extends CodedError<'STORE_LOCKED'> {
+  override readonly name = 'StoreLockedError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('STORE_LOCKED', message, options);
+  }
+}
+
 /**
  * Heartbeat age after which a store lock whose holder cannot be checked by pid
  * is taken as abandoned (store updates take milliseconds, and their holders
@@ -319,7 +327,7 @@ export const STORE_LOCK_FOREIGN_STALE_MS = 30_000;
  */
 export async function withLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
   const lock = await acquireLock(join(dir, '.lock'), { waitMs: 10_000, foreignStaleMs: STORE_LOCK_FOREIGN_STALE_MS }).catch((err: unknown) => {
-    if (err instanceof LockBusyError) throw new Error(`store is locked by another process (${err.message})`);
+    if (err instanceof LockBusyError) throw new StoreLockedError(`store is locked by another process (${err.message})`, { cause: err });
     throw err;
   });
   try {
