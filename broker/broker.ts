@@ -113,7 +113,7 @@ async function loadRoots(config: BrokerConfig, log: Logger): Promise<TrustedRoot
 export async function createBroker(config: BrokerConfig, options: BrokerOptions = {}): Promise<Broker> {
   const log = options.log ?? stderrLogger;
   const clock = options.clock ?? Date.now;
-  if (config.dev) log('warn', 'DEVELOPMENT MODE: local key provider and dev state; not for production secrets');
+  if (config.dev) log('warn', 'DEVELOPMENT MODE: the NSM simulator root is trusted; not for production secrets', { store: config.store, stateDir: config.stateDir });
   const paths = statePaths(config);
   const metrics = new BrokerMetrics({ secretLabels: config.metricsSecretLabels });
   const store = await openStore(config, {

@@ -15,7 +15,8 @@ export const STORE_OPTIONS = {
 export const STORE_USAGE = `  --config FILE      broker config (JSON); default $KEYGATE_CONFIG
   --store DIR        bindings store directory (overrides the config)
   --state DIR        broker state directory: keys (overrides the config)
-  --dev              use the development store and state in ./.keygate-dev`;
+  --dev              use the development store and state in ./.keygate-dev (with --config:
+                     that config's store and state, plus trust in the NSM simulator)`;
 
 export interface StoreFlags {
   config?: string;
@@ -29,9 +30,11 @@ export interface StoreFlags {
 export async function brokerConfig(flags: StoreFlags, env: NodeJS.ProcessEnv = process.env): Promise<BrokerConfig> {
   try {
     const file = flags.config ?? env.KEYGATE_CONFIG;
-    // --dev trusts the NSM simulator's root: never over a configured (production) store and state.
-    if (flags.dev && file) {
-      throw new UsageError(`--dev cannot be combined with a config file (${flags.config ? '--config' : '$KEYGATE_CONFIG'}): development mode uses its own store and state in ./.keygate-dev`);
+    // --dev trusts the NSM simulator's root. Over a configured store only when that config is named on the
+    // same command line (--dev --config FILE: e.g. replicas against a local DynamoDB); never because
+    // $KEYGATE_CONFIG happens to be set in the environment.
+    if (flags.dev && !flags.config && env.KEYGATE_CONFIG) {
+      throw new UsageError('--dev does not combine with $KEYGATE_CONFIG: development mode uses its own store and state in ./.keygate-dev (unset it, or name the config explicitly with --config)');
     }
     const fromFile = file ? await loadConfigFile(file) : {};
     return resolveConfig(

@@ -150,21 +150,25 @@ describe('keygate broker + audit verify', () => {
 });
 
 describe('--dev and a config file', () => {
-  it('refuses --dev with --config or $KEYGATE_CONFIG: the simulator root is never trusted over a configured (production) store', () => {
+  it('refuses --dev under $KEYGATE_CONFIG alone: the simulator root is never trusted over a store the command line did not name', () => {
     const file = join(dir, 'prod.json');
     const prod = join(dir, 'prod');
     writeFileSync(file, JSON.stringify({ store: join(prod, 'store'), stateDir: join(prod, 'state'), listen: '127.0.0.1:0' }));
     const runs = [
-      spawnSync(process.execPath, [BIN, 'broker', '--dev', '--config', file], { encoding: 'utf8', timeout: 30_000 }),
       spawnSync(process.execPath, [BIN, 'broker', '--dev'], { encoding: 'utf8', timeout: 30_000, cwd: dir, env: { ...process.env, KEYGATE_CONFIG: file } }),
       spawnSync(process.execPath, [BIN, 'list', '--dev'], { encoding: 'utf8', timeout: 30_000, cwd: dir, env: { ...process.env, KEYGATE_CONFIG: file } }),
     ];
     for (const r of runs) {
       expect(r.status).toBe(2);
-      expect(r.stderr).toMatch(/--dev cannot be combined with a config file/);
+      expect(r.stderr).toMatch(/--dev does not combine with \$KEYGATE_CONFIG/);
     }
     // Nothing was written into the configured state directory (no simulator PKI, no keys).
     expect(existsSync(prod)).toBe(false);
+    // Named on the command line, the config's store is used together with --dev (replicas against a local DynamoDB).
+    const explicit = spawnSync(process.execPath, [BIN, 'list', '--dev', '--config', file, '--json'], { encoding: 'utf8', timeout: 30_000, cwd: dir });
+    expect(explicit.status).toBe(0);
+    expect(existsSync(join(prod, 'store'))).toBe(true);
+    expect(existsSync(join(dir, '.keygate-dev'))).toBe(false);
   });
 });
 
