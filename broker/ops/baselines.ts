@@ -211,12 +211,17 @@ export async function generateBaselineKey(path: string): Promise<{ kid: string }
  * @throws OperationError INPUT_UNREADABLE, INPUT_INVALID (not nitro-cli output), BASELINE_INVALID
  */
 export async function allowRuleFrom(path: string): Promise<{ rule: AllowRule; baseline?: Baseline }> {
-  let json: Record<string, unknown>;
+  let parsed: unknown;
   try {
-    json = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
+    parsed = JSON.parse(await readFile(path, 'utf8'));
   } catch (err) {
     throw unreadable(path, err);
   }
+  // Shape before meaning: anything but a JSON object (null included) is neither a baseline nor nitro-cli output.
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new OperationError('INPUT_INVALID', `${path}: must be a JSON object (a keygate baseline or nitro-cli output)`);
+  }
+  const json = parsed as Record<string, unknown>;
   if (json.formatVersion !== undefined) {
     const baseline = validBaseline(json, path);
     return { rule: pcrSet(baseline.pcrs, baseline.name), baseline };

@@ -70,6 +70,11 @@ describe('baseline operations', () => {
     expect(await refusal(allowRuleFrom(join(dir, 'other.json')))).toBe('INPUT_INVALID');
     expect(await refusal(allowRuleFrom(join(dir, 'broken-baseline.json')))).toBe('BASELINE_INVALID');
     expect(await refusal(allowRuleFrom(join(dir, 'missing.json')))).toBe('INPUT_UNREADABLE');
+    // JSON that is not an object (null crashed with a TypeError before): a typed refusal, never a 500 for an admin API.
+    for (const [file, text] of [['null.json', 'null'], ['array.json', '[]'], ['number.json', '7']] as const) {
+      writeFileSync(join(dir, file), text);
+      expect(await refusal(allowRuleFrom(join(dir, file)))).toBe('INPUT_INVALID');
+    }
     expect(await refusal(readBaseline(join(dir, 'missing.json')))).toBe('INPUT_UNREADABLE');
   });
 });
