@@ -165,9 +165,8 @@ export class DynamoDbStore implements BindingStore {
     const out = await this.#send('reading the store version', (abortSignal) =>
       this.#client.send(new GetItemCommand({ TableName: this.#table, Key: key('version'), ConsistentRead: true }), { abortSignal }),
     );
-    const v = out.Item?.v?.N;
-    if (v === undefined) return 0;
-    const n = Number(v);
+    if (out.Item === undefined) return 0; // a new table: nothing written yet
+    const n = Number(out.Item.v?.N);
     if (!Number.isSafeInteger(n) || n < 0) throw new DynamoDbStoreError('STORE_UNAVAILABLE', `DynamoDB table ${this.#table}: the store version item is damaged`);
     return n;
   }

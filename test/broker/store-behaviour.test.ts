@@ -255,7 +255,7 @@ describe('dynamodb store: several replicas', () => {
     return store;
   };
 
-  it('a change made through one replica is seen by another within maxStalenessMs (1000), and refreshes in between cost no read', async () => {
+  it('a change made through one replica is seen by another within maxStalenessMs (1000) plus one read', async () => {
     const admin = await open();
     const replica = await open({ ...settings, consistency: { maxStalenessMs: 1000 } });
     await admin.update(async (_s, tx) => tx.putBinding(binding('db')));
