@@ -6,7 +6,7 @@ import { serve, type ServerType } from '@hono/node-server';
 import type { Hono } from 'hono';
 import { AWS_NITRO_ROOT_G1_PEM, createVerifier, pemCertificates, type TrustedRoot } from './verify/index.js';
 import type { BindingStore } from './store/store.js';
-import { openStore } from './store/open-store.js';
+import { openStore, storeLabel } from './store/open-store.js';
 import { ensureDirectory } from '../lib/durable-fs.js';
 import { CodedError } from '../lib/coded-error.js';
 import { loadOrCreateKeyFile } from './kms/local.js';
@@ -184,9 +184,10 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
     const storeProblems = store.problems();
     if (storeProblems.length) {
       // /readyz is unauthenticated: binding files are counted, not named (their names are the secrets' names).
-      const bindingFiles = storeProblems.filter((p) => relative(config.store, p.file).startsWith('bindings/')).length;
+      const storeRoot = storeLabel(config.store);
+      const bindingFiles = storeProblems.filter((p) => relative(storeRoot, p.file).startsWith('bindings/')).length;
       const shown = [
-        ...storeProblems.filter((p) => !relative(config.store, p.file).startsWith('bindings/')).map((p) => `${relative(config.store, p.file)} (${p.message})`),
+        ...storeProblems.filter((p) => !relative(storeRoot, p.file).startsWith('bindings/')).map((p) => `${relative(storeRoot, p.file)} (${p.message})`),
         ...(bindingFiles ? [`${bindingFiles} binding file${bindingFiles > 1 ? 's' : ''} (named in the broker log and by keygate list)`] : []),
       ].join('; ');
       throw new BrokerError('STORE_UNAVAILABLE', `store files fail validation: ${shown}`);

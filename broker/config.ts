@@ -5,13 +5,17 @@ import { DEFAULT_RATE_LIMITS, type RateLimitSettings } from './release.js';
 import type { AwsKmsSettings } from './kms/aws-kms.js';
 import { DEFAULT_AUDIT_MAX_FILE_BYTES } from './audit/log.js';
 import { parseHostPort, type HostPort } from '../lib/host-port.js';
+import type { DynamoDbStoreSettings, StoreLocation } from './store/open-store.js';
 
 /** Broker settings (a JSON config file, overridden by command-line flags). */
 export interface BrokerConfig {
   /** HOST:PORT. Plain HTTP is allowed only on loopback; anything else needs `tls`. */
   readonly listen: string;
-  /** Bindings store directory. */
-  readonly store: string;
+  /**
+   * Bindings store: a directory (the file store, one broker), or `{ kind: "dynamodb", table, ... }` shared by
+   * several brokers. `{ kind: "file", dir }` is accepted in a config file and resolved to the directory.
+   */
+  readonly store: StoreLocation;
   /** Keys and other broker state (signing key, local provider key, challenge key). */
   readonly stateDir: string;
   /** Audit log file. Default `<stateDir>/audit.jsonl`. */
@@ -109,16 +113,69 @@ export async function loadConfigFile(path: string): Promise<Partial<BrokerConfig
   const rel = (p: unknown): unknown => (typeof p === 'string' && !isAbsolute(p) ? resolve(base, p) : p);
   const c = json as Record<string, unknown>;
   for (const k of ['store', 'stateDir', 'auditFile', 'challengeKeyFile']) if (k in c) c[k] = rel(c[k]);
+  if (c.store && typeof c.store === 'object' && 'dir' in c.store) c.store = { ...c.store, dir: rel((c.store as { dir: unknown }).dir) };
   if (Array.isArray(c.roots)) c.roots = c.roots.map(rel);
   if (Array.isArray(c.adminKeys)) c.adminKeys = c.adminKeys.map(rel);
   if (c.tls && typeof c.tls === 'object') c.tls = { cert: rel((c.tls as { cert: unknown }).cert), key: rel((c.tls as { key: unknown }).key) };
   return c as Partial<BrokerConfig>;
 }
 
+const TABLE_NAME = /^[A-Za-z0-9_.-]{3,255}$/;
+
+/** Checks the `store` setting: a directory, `{ kind: "file", dir }` (returned as the directory) or a DynamoDB table. */
+function parseStoreSetting(value: unknown): StoreLocation {
+  if (typeof value === 'string') {
+    if (value === '') throw new ConfigError('store must not be empty');
+    return value;
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ConfigError('store must be a directory or an object with "kind": "file" or "dynamodb"');
+  const s = value as Record<string, unknown>;
+  const only = (keys: readonly string[]): void => {
+    for (const k of Object.keys(s)) if (!keys.includes(k)) throw new ConfigError(`store: unknown setting "${k}" for kind "${String(s.kind)}" (allowed: ${keys.join(', ')})`);
+  };
+  if (s.kind === 'file') {
+    only(['kind', 'dir']);
+    if (typeof s.dir !== 'string' || s.dir === '') throw new ConfigError('store.dir must be a directory (kind "file")');
+    return s.dir;
+  }
+  if (s.kind !== 'dynamodb') throw new ConfigError(`store.kind must be "file" or "dynamodb"${s.kind === undefined ? '' : `, not ${JSON.stringify(s.kind)}`}`);
+  only(['kind', 'table', 'region', 'endpoint', 'consistency']);
+  if (typeof s.table !== 'string' || !TABLE_NAME.test(s.table)) throw new ConfigError('store.table must be a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)');
+  if (s.region !== undefined && (typeof s.region !== 'string' || !/^[a-z0-9-]{1,64}$/.test(s.region))) throw new ConfigError('store.region must be an AWS region name, e.g. "eu-west-1"');
+  if (s.endpoint !== undefined) {
+    let url: URL | undefined;
+    try {
+      url = typeof s.endpoint === 'string' ? new URL(s.endpoint) : undefined;
+    } catch {
+      url = undefined;
+    }
+    if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:')) throw new ConfigError('store.endpoint must be an http(s) URL');
+  }
+  let consistency: DynamoDbStoreSettings['consistency'];
+  if (s.consistency !== undefined) {
+    const c = s.consistency as Record<string, unknown>;
+    if (typeof c !== 'object' || c === null || Array.isArray(c) || Object.keys(c).some((k) => k !== 'maxStalenessMs')) {
+      throw new ConfigError('store.consistency must be an object with only "maxStalenessMs"');
+    }
+    const ms = c.maxStalenessMs;
+    if (ms !== undefined && (typeof ms !== 'number' || !Number.isInteger(ms) || ms < 0 || ms > 60_000)) {
+      throw new ConfigError('store.consistency.maxStalenessMs must be an integer number of milliseconds in 0..60000 (0: a consistent read on every request)');
+    }
+    consistency = ms === undefined ? {} : { maxStalenessMs: ms };
+  }
+  return {
+    kind: 'dynamodb',
+    table: s.table,
+    ...(s.region === undefined ? {} : { region: s.region as string }),
+    ...(s.endpoint === undefined ? {} : { endpoint: s.endpoint as string }),
+    ...(consistency ? { consistency } : {}),
+  };
+}
+
 /** Merges layers over the defaults and checks the result. */
 export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerConfig {
   const merged = Object.assign({}, DEFAULT_CONFIG, ...layers) as BrokerConfig;
-  const config: BrokerConfig = { ...merged, rateLimits: { ...DEFAULT_RATE_LIMITS, ...merged.rateLimits } };
+  const config: BrokerConfig = { ...merged, store: parseStoreSetting(merged.store), rateLimits: { ...DEFAULT_RATE_LIMITS, ...merged.rateLimits } };
   const { host } = parseListen(config.listen);
   if (!config.tls && !isLoopback(host)) throw new ConfigError(`plain HTTP is only allowed on loopback; give tls.cert and tls.key to listen on ${host}`);
   for (const [key, value] of Object.entries({

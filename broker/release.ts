@@ -200,7 +200,14 @@ export class ReleaseService {
     if (this.#quarantine.isQuarantined(v.identityKey, now)) return denied(refusal('QUARANTINED', 'this enclave identity is quarantined after repeated denials'));
     if (!this.#perIdentity.take(v.identityKey, now)) return denied(refusal('RATE_LIMITED', 'too many requests from this enclave identity'));
 
-    const snapshot = await this.#deps.store.refresh();
+    let snapshot;
+    try {
+      snapshot = await this.#deps.store.refresh();
+    } catch {
+      // A shared store that cannot be read (DynamoDB down or throttled past its deadline): the last copy may
+      // miss a revocation, so nothing is released; retryable, like a broken revocation list.
+      return denied(refusal('STORE_UNAVAILABLE', 'the store cannot be read; nothing was released', { kind: 'store', file: 'unreachable' }));
+    }
     // Fail closed: without a valid revocation list it is unknown who is revoked, so nobody gets anything.
     if (snapshot.revocationsProblem) {
       return denied(refusal('STORE_UNAVAILABLE', 'the store cannot be fully loaded; nothing was released', { kind: 'store', file: 'revocations.json' }));

@@ -15,6 +15,7 @@ Commands:
   list              list bindings (never values)
   revoke            revoke a secret, or a PCR0 / instance / baseline everywhere
   audit verify FILE check the audit log's chain and signatures
+  store init        create the configured store (DynamoDB table) if missing
   forward           parent-side relay from the enclave to allow-listed hosts
   get <secret>      fetch a secret as an enclave application does (or --dev)
   describe-eif FILE measure an Enclave Image File (PCR0/1/2/8)
@@ -40,6 +41,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   list: async () => (await import('./commands/list.js')).listCommand,
   revoke: async () => (await import('./commands/secrets.js')).revokeCommand,
   audit: async () => (await import('./commands/audit.js')).auditCommand,
+  store: async () => (await import('./commands/store.js')).storeCommand,
   demo: async () => (await import('./commands/demo.js')).demoCommand,
   forward: async () => (await import('./commands/forward.js')).forwardCommand,
   get: async () => (await import('./commands/get.js')).getCommand,

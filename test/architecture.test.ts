@@ -149,7 +149,7 @@ describe('architecture', () => {
       const runsBroker = ['cli/commands/broker.ts', 'cli/commands/demo.ts'].includes(file);
       if (!runsBroker) expect(internalTargets(file), file).not.toContain('broker/broker.js');
     }
-    for (const command of ['verify', 'list', 'secrets', 'record', 'eif', 'audit']) {
+    for (const command of ['verify', 'list', 'secrets', 'record', 'eif', 'audit', 'store']) {
       const { packages } = staticGraph(`cli/commands/${command}.ts`);
       for (const spec of packages) expect(HEAVY.test(spec), `keygate ${command} loads ${spec}`).toBe(false);
     }
@@ -189,6 +189,10 @@ describe('architecture', () => {
     // The AWS KMS provider is loaded on demand (the SDK is most of the module graph), and only by the registry.
     const loadsAwsKms = [...runtimeSources(), ...sources('cli')].filter((f) => /import\(\s*['"][^'"]*aws-kms\.js['"]\s*\)/.test(readFileSync(join(ROOT, f), 'utf8')));
     expect(loadsAwsKms).toEqual(['broker/kms/registry.ts']);
+    // Likewise the DynamoDB store: only the store factory loads it, on demand (a file store never loads the SDK).
+    const loadsDynamo = [...runtimeSources(), ...sources('cli')].filter((f) => /dynamodb-store\.js['"]/.test(readFileSync(join(ROOT, f), 'utf8')));
+    expect(loadsDynamo).toEqual(['broker/store/open-store.ts']);
+    expect(staticGraph('broker/store/open-store.ts').packages.has('@aws-sdk/client-dynamodb')).toBe(false);
   });
 
   it('provider names are declared once (PROVIDER_NAMES), and shutdown needs no cast to a concrete provider', () => {

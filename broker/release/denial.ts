@@ -13,8 +13,8 @@ export type DenialReason =
   | { readonly kind: 'policy'; readonly reason: DenyReason }
   /** Allowed on its own, refused because another name of the same request was: all names or none. */
   | { readonly kind: 'batch' }
-  /** A store file failing validation leaves unknown whom it governs: nothing is released. */
-  | { readonly kind: 'store'; readonly file: 'revocations.json' }
+  /** A store file failing validation leaves unknown whom it governs (or the store cannot be read at all): nothing is released. */
+  | { readonly kind: 'store'; readonly file: 'revocations.json' | 'unreachable' }
   /** The key provider could not decrypt this name's value; its own error name is kept for the operator. */
   | { readonly kind: 'provider'; readonly code: 'KMS_UNAVAILABLE' | 'SECRET_UNAVAILABLE'; readonly providerError: string };
 

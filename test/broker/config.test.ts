@@ -73,3 +73,42 @@ describe('resolveConfig: HTTP server limits', () => {
     expect(resolveConfig({ headersTimeoutSeconds: 0.5, requestTimeoutSeconds: 1, keepAliveTimeoutSeconds: 0.25 }).headersTimeoutSeconds).toBe(0.5);
   });
 });
+
+describe('the store setting', () => {
+  it('takes a directory, { kind: "file", dir } (resolved relative to the config file, as the directory) or a DynamoDB table', async () => {
+    expect(resolveConfig({ store: '/var/keygate' }).store).toBe('/var/keygate');
+    const file = await loadConfigFile(configFile('store-file.json', { store: { kind: 'file', dir: 'bindings-store' } }));
+    expect(resolveConfig(file).store).toBe(join(dir, 'bindings-store'));
+    const ddb = { kind: 'dynamodb', table: 'keygate', region: 'eu-west-1', endpoint: 'http://127.0.0.1:5000', consistency: { maxStalenessMs: 0 } } as const;
+    expect(resolveConfig({ store: ddb }).store).toEqual(ddb);
+    const loaded = await loadConfigFile(configFile('store-ddb.json', { store: { kind: 'dynamodb', table: 'keygate' } }));
+    expect(resolveConfig(loaded).store).toEqual({ kind: 'dynamodb', table: 'keygate' });
+  });
+
+  it.each([
+    [{ kind: 's3', bucket: 'x' }, /store\.kind must be "file" or "dynamodb", not "s3"/],
+    [{ table: 'keygate' }, /store\.kind must be "file" or "dynamodb"$/],
+    [{ kind: 'file' }, /store\.dir must be a directory/],
+    [{ kind: 'file', dir: 'x', table: 't' }, /unknown setting "table" for kind "file"/],
+    [{ kind: 'dynamodb' }, /store\.table must be a DynamoDB table name/],
+    [{ kind: 'dynamodb', table: 'a b' }, /store\.table must be a DynamoDB table name/],
+    [{ kind: 'dynamodb', table: 'keygate', tabel: 'x' }, /unknown setting "tabel" for kind "dynamodb"/],
+    [{ kind: 'dynamodb', table: 'keygate', region: 'EU WEST' }, /store\.region must be an AWS region name/],
+    [{ kind: 'dynamodb', table: 'keygate', endpoint: 'ftp://x' }, /store\.endpoint must be an http\(s\) URL/],
+    [{ kind: 'dynamodb', table: 'keygate', consistency: { maxStalenessMs: -1 } }, /maxStalenessMs must be an integer number of milliseconds in 0\.\.60000/],
+    [{ kind: 'dynamodb', table: 'keygate', consistency: { maxStaleness: 5 } }, /store\.consistency must be an object with only "maxStalenessMs"/],
+    [42, /store must be a directory or an object/],
+    ['', /store must not be empty/],
+  ])('refuses %j with a clear CONFIG_INVALID', (store, message) => {
+    const err = (() => {
+      try {
+        resolveConfig({ store: store as BrokerConfig['store'] });
+      } catch (e) {
+        return e;
+      }
+      return undefined;
+    })();
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err).toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringMatching(message) });
+  });
+});

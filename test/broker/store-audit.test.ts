@@ -1,12 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { generateKeyPairSync } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FileStore } from '../../broker/store/file-store.js';
-import { parseBinding } from '../../broker/policy/schema.js';
-import { parseBaseline } from '../../broker/policy/baseline.js';
-import type { Binding } from '../../broker/policy/types.js';
 import { AuditLog } from '../../broker/audit/log.js';
 import type { DecisionRecord } from '../../broker/audit/sink.js';
 import { verifyAuditLog } from '../../broker/audit/verify-log.js';
@@ -20,91 +16,7 @@ beforeEach(() => {
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-const h = (b: number): string => b.toString(16).padStart(2, '0').repeat(48);
-function binding(secret: string, version = 1): Binding {
-  return parseBinding({
-    secret, version, provider: 'local', ciphertext: 'AAAA', text: true, allow: [{ pcrs: { 0: h(1), 1: h(2), 2: h(3) } }],
-    allowDebug: false, ttlSeconds: 60, revoked: false, createdAt: '2026-01-01T00:00:00.000Z', updatedAt: '2026-01-01T00:00:00.000Z',
-  });
-}
-
-describe('file store', () => {
-  it('writes atomically (no temp files left) with owner-only files, and another handle sees changes', async () => {
-    const a = await FileStore.open(dir);
-    const b = await FileStore.open(dir);
-    await a.update(async (_s, tx) => tx.putBinding(binding('one')));
-    expect(readdirSync(join(dir, 'bindings'))).toEqual(['one.json']);
-    expect((await b.refresh()).bindings.get('one')?.version).toBe(1);
-    const gen = b.snapshot().generation;
-    expect((await b.refresh()).generation).toBe(gen); // nothing changed: same snapshot
-    await a.update(async (_s, tx) => tx.deleteBinding('one'));
-    expect((await b.refresh()).bindings.size).toBe(0);
-  });
-
-  it('serialises concurrent read-modify-write updates so none is lost', async () => {
-    const stores = await Promise.all([1, 2, 3, 4].map(() => FileStore.open(dir)));
-    await stores[0]!.update(async (_s, tx) => tx.putBinding(binding('counter')));
-    await Promise.all(
-      stores.flatMap((s) =>
-        [1, 2, 3].map(() =>
-          s.update(async (current, tx) => {
-            const b = current.bindings.get('counter')!;
-            await tx.putBinding(parseBinding({ ...b, version: b.version + 1 }));
-          }),
-        ),
-      ),
-    );
-    expect((await stores[0]!.refresh()).bindings.get('counter')!.version).toBe(13);
-  });
-
-  it('reports a corrupt or mismatched file and fails closed: no last good copy is kept', async () => {
-    const problems: string[] = [];
-    const store = await FileStore.open(dir, { onProblem: (p) => problems.push(p.message), fullScanIntervalMs: 0 });
-    await store.update(async (_s, tx) => tx.putBinding(binding('db')));
-    await store.update(async (_s, tx) => tx.putRevocations({ pcr0: [h(9)], instances: [], baselines: [] }));
-    const file = join(dir, 'bindings', 'db.json');
-    writeFileSync(file, JSON.stringify({ ...binding('db'), ttlSeconds: -1 }));
-    expect((await store.refresh()).bindings.has('db')).toBe(false); // the admin's edit did not take effect: the name is unavailable
-    expect(store.snapshot().invalidBindings).toEqual(new Set(['db']));
-    expect(problems.at(-1)).toMatch(/db\.json\.ttlSeconds/);
-    writeFileSync(join(dir, 'bindings', 'other.json'), JSON.stringify(binding('db')));
-    await store.refresh();
-    expect(problems.at(-1)).toMatch(/must equal the file name/);
-    expect(store.snapshot().bindings.has('other')).toBe(false);
-    expect(store.snapshot().invalidBindings).toEqual(new Set(['db', 'other']));
-    expect(store.snapshot().revocationsProblem).toBeUndefined();
-    writeFileSync(join(dir, 'revocations.json'), 'not json');
-    await store.refresh();
-    expect(problems.at(-1)).toMatch(/invalid JSON/);
-    expect(store.snapshot().revocationsProblem?.file).toBe(join(dir, 'revocations.json'));
-    expect(store.problems()).toHaveLength(3);
-    // A fresh process sees the same: nothing from the broken files.
-    const fresh = (await FileStore.open(dir)).snapshot();
-    expect([fresh.bindings.size, [...fresh.invalidBindings].sort(), fresh.revocationsProblem?.message]).toEqual([0, ['db', 'other'], expect.stringMatching(/invalid JSON/)]);
-    // Fixed files count again; a removed broken file is no longer a problem.
-    await store.update(async (_s, tx) => tx.putBinding(binding('db')));
-    rmSync(join(dir, 'bindings', 'other.json'));
-    rmSync(join(dir, 'revocations.json'));
-    const after = await store.refresh();
-    expect([after.bindings.has('db'), after.invalidBindings.size, after.revocationsProblem, store.problems()]).toEqual([true, 0, undefined, []]);
-  });
-
-  it('leaves out a baseline whose file fails validation, so rules naming it do not count', async () => {
-    const store = await FileStore.open(dir, { fullScanIntervalMs: 0 });
-    const good = { formatVersion: 1, name: 'build-1', pcrs: { 0: h(1), 1: h(2), 2: h(3) }, builder: 'ci', createdAt: '2026-01-01T00:00:00Z', source: 'eif', approvals: [] } as const;
-    await store.update(async (_s, tx) => tx.putBaseline(parseBaseline(good)));
-    expect(store.snapshot().baselines.has('build-1')).toBe(true);
-    writeFileSync(join(dir, 'baselines', 'build-1.json'), JSON.stringify({ ...good, pcrs: { ...good.pcrs, 0: 'nope' } }));
-    expect((await store.refresh()).baselines.has('build-1')).toBe(false);
-    expect(store.problems().map((p) => p.file)).toEqual([join(dir, 'baselines', 'build-1.json')]);
-  });
-
-  it('refuses to write an invalid binding', async () => {
-    const store = await FileStore.open(dir);
-    await expect(store.update(async (_s, tx) => tx.putBinding({ ...binding('x'), version: 0 }))).rejects.toThrow(/version/);
-    expect(readdirSync(join(dir, 'bindings'))).toEqual([]);
-  });
-});
+// The store's behaviour (file and DynamoDB backends alike) is tested in store-behaviour.test.ts.
 
 const key = generateKeyPairSync('ed25519');
 const signer = { key: key.privateKey, kid: 'test' };

@@ -4,12 +4,12 @@
  * rotation, and not after an unbind followed by a new bind of the same name.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileStore } from '../../broker/store/file-store.js';
 import { LocalKeyProvider } from '../../broker/kms/local.js';
-import { AdminError, bindSecret, pcrSet, rotateSecret, unbindSecret } from '../../broker/admin.js';
+import { AdminError, bindSecret, pcrSet, rotateSecret } from '../../broker/admin.js';
 import { AwsKmsKeyProvider } from '../../broker/kms/aws-kms.js';
 import type { KeyProvider } from '../../broker/kms/provider.js';
 import type { ProviderName } from '../../broker/policy/types.js';
@@ -24,47 +24,7 @@ afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 const value = (s: string): Uint8Array => new TextEncoder().encode(s);
 
-describe('secret versions never repeat', () => {
-  it('a secret bound again after unbind continues above the highest version it ever had, also for a fresh store handle', async () => {
-    const store = await FileStore.open(join(dir, 'store'));
-    const local = await LocalKeyProvider.open(join(dir, 'local.key'));
-    const providers = new Map([['local' as const, local]]);
-    const req = { secret: 'db', allow: [pcrSet(APPROVED)], provider: 'local' as const };
-    expect((await bindSecret(store, local, { ...req, value: value('v1') })).version).toBe(1);
-    expect((await rotateSecret(store, providers, 'db', value('v2'))).version).toBe(2);
-    await unbindSecret(store, 'db');
-    expect((await store.refresh()).bindings.has('db')).toBe(false);
-    expect((await bindSecret(store, local, { ...req, value: value('v3') })).version).toBe(3);
-
-    await unbindSecret(store, 'db');
-    const fresh = await FileStore.open(join(dir, 'store'));
-    expect((await bindSecret(fresh, local, { ...req, value: value('v4') })).version).toBe(4);
-    // A retired version is not a binding: nothing is released for it and `list` does not show it.
-    expect([...(await fresh.refresh()).bindings.keys()]).toEqual(['db']);
-    expect(fresh.problems()).toEqual([]);
-  });
-
-  it.each([
-    ['still names its version', '{"secret":"api","version":3,"provider":"local"}', 4],
-    ['is cut off before its version can be read', '{"secret":"api","vers', undefined],
-  ])('unbinding a damaged binding file that %s still reserves a version above it', async (_what, damaged, expected) => {
-    const store = await FileStore.open(join(dir, 'store'));
-    const local = await LocalKeyProvider.open(join(dir, 'local.key'));
-    const providers = new Map([['local' as const, local]]);
-    const req = { secret: 'api', allow: [pcrSet(APPROVED)], provider: 'local' as const };
-    await bindSecret(store, local, { ...req, value: value('v1') });
-    await rotateSecret(store, providers, 'api', value('v2'));
-    expect((await rotateSecret(store, providers, 'api', value('v3'))).version).toBe(3);
-    writeFileSync(join(dir, 'store', 'bindings', 'api.json'), damaged);
-    await store.rescan();
-    expect(store.snapshot().invalidBindings.has('api')).toBe(true);
-    await unbindSecret(store, 'api'); // the way out the error message points to
-    const again = await bindSecret(store, local, { ...req, value: value('new') });
-    if (expected !== undefined) expect(again.version).toBe(expected);
-    // Unknown version: the reservation jumps above anything a history of +1 rotations can have reached.
-    else expect(again.version).toBeGreaterThan(1_000_000_000);
-  });
-});
+// Versions never repeat after unbind and re-bind, on every backend: store-behaviour.test.ts.
 
 describe('two admins at once', () => {
   it('a rotation racing a re-bind to another provider is refused, and the re-bind stands and decrypts', async () => {

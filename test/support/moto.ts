@@ -1,0 +1,77 @@
+/**
+ * A moto_server (an independent implementation of the AWS APIs) on a free
+ * 127.0.0.1 port, for tests of the AWS backends. One per test file: use
+ * per-test table/bucket names. Where moto differs from AWS in a way a test
+ * relies on, the test says so.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+
+export interface Moto {
+  /** http://127.0.0.1:PORT */
+  readonly endpoint: string;
+  /** Environment for the AWS SDK (and for keygate subprocesses): region, test credentials, endpoint. */
+  readonly env: Readonly<Record<'AWS_REGION' | 'AWS_ACCESS_KEY_ID' | 'AWS_SECRET_ACCESS_KEY' | 'AWS_ENDPOINT_URL', string>>;
+  /** Stops the server (idempotent). */
+  stop(): Promise<void>;
+}
+
+export const MOTO_MISSING = 'moto_server is needed for these tests: install it with `pip install "moto[server]==5.2.1"` (it must be on PATH)';
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  return child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once('exit', () => r()));
+}
+
+/** Starts moto_server and resolves once it answers HTTP (bounded: 60 s). */
+export async function startMoto(): Promise<Moto> {
+  const port = await freePort();
+  const endpoint = `http://127.0.0.1:${port}`;
+  const child = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+  const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+    await exited(child);
+    clearTimeout(timer);
+  };
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const failed = await Promise.race([spawnError, new Promise<undefined>((r) => setTimeout(() => r(undefined), 100))]);
+    if (failed) throw new Error((failed as NodeJS.ErrnoException).code === 'ENOENT' ? MOTO_MISSING : `moto_server failed to start: ${failed.message}`);
+    if (child.exitCode !== null) throw new Error(`moto_server exited with status ${child.exitCode}: ${stderr}`);
+    try {
+      await fetch(`${endpoint}/moto-api/`, { signal: AbortSignal.timeout(2_000) });
+      break;
+    } catch {
+      if (Date.now() > deadline) {
+        await stop();
+        throw new Error(`moto_server did not answer on ${endpoint} within 60 s: ${stderr}`);
+      }
+    }
+  }
+  return {
+    endpoint,
+    env: { AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'testing', AWS_SECRET_ACCESS_KEY: 'testing', AWS_ENDPOINT_URL: endpoint },
+    stop,
+  };
+}
+
+/** A name unique within this process, for per-test tables. */
+let counter = 0;
+export function uniqueName(prefix: string): string {
+  return `${prefix}-${process.pid}-${Date.now().toString(36)}-${++counter}`;
+}
