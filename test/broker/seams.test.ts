@@ -10,6 +10,7 @@ import { PROVIDER_NAMES } from '../../broker/policy/types.js';
 import { auditCode, namesDenied } from '../../broker/release/denial.js';
 import { DEFAULT_RATE_LIMITS, ReleaseService } from '../../broker/release.js';
 import { ChallengeService } from '../../broker/challenge.js';
+import { MemoryNonceRegistry } from '../../broker/nonce/memory-registry.js';
 import { BrokerMetrics } from '../../broker/metrics.js';
 import { loadOrCreateSigningKey } from '../../broker/signing-key.js';
 import { BrokerError } from '../../broker/errors.js';
@@ -82,6 +83,7 @@ describe('ReleaseService against the AuditSink interface', () => {
       providers: new Map(),
       audit,
       challenge,
+      nonces: new MemoryNonceRegistry(),
       signingKey: await loadOrCreateSigningKey(join(dir, 'signing.jwk')),
       metrics: new BrokerMetrics(),
       secretCacheTtlMs: 0,
