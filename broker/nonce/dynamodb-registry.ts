@@ -51,7 +51,8 @@ export class DynamoDbNonceRegistry implements NonceRegistry {
     this.#settings = settings;
   }
 
-  async consume(id: string, rememberUntil: number): Promise<NonceUse> {
+  // `now` is unused: the table, not this replica's clock, decides first use (and TTL deletion).
+  async consume(id: string, rememberUntil: number, _now?: number): Promise<NonceUse> {
     this.#client ??= client(this.#settings);
     try {
       await this.#client.send(
