@@ -5,7 +5,7 @@
  * replay promise through real brokers sharing one table.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -21,7 +21,7 @@ import { bindSecret, pcrSet } from '../../broker/admin.js';
 import { FileStore } from '../../broker/store/file-store.js';
 import { LocalKeyProvider } from '../../broker/kms/local.js';
 import type { RunningBroker } from '../../broker/broker.js';
-import { ConfigError, resolveConfig } from '../../broker/config.js';
+import { ConfigError, loadConfigFile, resolveConfig } from '../../broker/config.js';
 import { startTestBroker } from '../support/broker.js';
 import { startMotoServer, type MotoServer } from '../support/moto-server.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
@@ -171,6 +171,14 @@ describe('config', () => {
     expect(resolveConfig({ nonces: { kind: 'dynamodb', table: 'keygate-nonces', region: 'eu-west-1' } }).nonces).toMatchObject({ kind: 'dynamodb', table: 'keygate-nonces' });
     const bad: unknown[] = [{ kind: 'redis' }, { kind: 'dynamodb' }, { kind: 'dynamodb', table: 'a b' }, { kind: 'dynamodb', table: 'tbl', endpoint: 'ftp://x' }, { kind: 'memory', table: 'x' }, null];
     for (const nonces of bad) expect(() => resolveConfig({ nonces: nonces as never }), JSON.stringify(nonces)).toThrow(ConfigError);
+  });
+
+  it('a config file may not carry nonce-table credentials (the AWS SDK credential chain supplies them)', async () => {
+    const file = join(tempDir(), 'broker.json');
+    writeFileSync(file, JSON.stringify({ nonces: { kind: 'dynamodb', table: 'keygate-nonces', credentials: { accessKeyId: 'AKIA', secretAccessKey: 's' } } }));
+    await expect(loadConfigFile(file)).rejects.toThrow(/nonces\.credentials is not allowed/);
+    writeFileSync(file, JSON.stringify({ nonces: { kind: 'dynamodb', table: 'keygate-nonces', region: 'eu-west-1' } }));
+    expect(resolveConfig(await loadConfigFile(file)).nonces).toEqual({ kind: 'dynamodb', table: 'keygate-nonces', region: 'eu-west-1' });
   });
 });
 
