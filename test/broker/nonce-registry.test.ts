@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -162,6 +163,31 @@ describe('DynamoDB nonce table', () => {
     const missing = new DynamoDbNonceRegistry(dynamo(moto.tableName('never-created')));
     await expect(missing.consume(id(8), Date.now() + 35_000, Date.now())).rejects.toMatchObject({ code: 'NONCE_REGISTRY_UNAVAILABLE', registryError: 'ResourceNotFoundException' });
     missing.close();
+  });
+});
+
+describe('DynamoDB throttling', () => {
+  it('throttled on every attempt: the SDK retries within the deadline, then a coded error naming ThrottlingException (never fresh)', async () => {
+    // moto cannot throttle: a loopback endpoint that answers every call as DynamoDB does when throttling.
+    let calls = 0;
+    const server = createHttpServer((req, res) => {
+      calls++;
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(400, { 'content-type': 'application/x-amz-json-1.0' });
+        res.end(JSON.stringify({ __type: 'com.amazonaws.dynamodb.v20120810#ThrottlingException', message: 'Rate of requests exceeds the allowed throughput.' }));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { port } = server.address() as { port: number };
+    const registry = new DynamoDbNonceRegistry(dynamo('nonces', { endpoint: `http://127.0.0.1:${port}`, maxAttempts: 3 }));
+    try {
+      await expect(registry.consume(id(9), Date.now() + 35_000, Date.now())).rejects.toMatchObject({ code: 'NONCE_REGISTRY_UNAVAILABLE', registryError: 'ThrottlingException' });
+      expect(calls).toBe(3);
+    } finally {
+      registry.close();
+      await new Promise((r) => server.close(r));
+    }
   });
 });
 
