@@ -17,6 +17,7 @@ import type { ProviderName } from './policy/types.js';
 import { AuditLog } from './audit/log.js';
 import type { AuditSink } from './audit/sink.js';
 import { ChallengeService } from './challenge.js';
+import { openNonceRegistry } from './nonce/open-registry.js';
 import { loadOrCreateSigningKey, loadPublicKeyFile, type SigningKey } from './signing-key.js';
 import { BrokerMetrics } from './metrics.js';
 import { ReleaseService } from './release.js';
@@ -137,6 +138,8 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   if (auditLock.compromised) stopAudit();
   log('info', 'audit log', { file: resolvePath(paths.audit), maxFileBytes: config.auditMaxFileBytes });
   const challenge = new ChallengeService(await loadOrCreateKeyFile(paths.challengeKey, 32));
+  const nonces = await openNonceRegistry(config.nonces);
+  log('info', 'nonce registry', config.nonces.kind === 'dynamodb' ? { kind: 'dynamodb', table: config.nonces.table } : { kind: 'memory' });
   const roots = await loadRoots(config, log);
   const adminKeys = await Promise.all((config.adminKeys ?? []).map((file) => loadPublicKeyFile(file)));
   const release = new ReleaseService({
@@ -148,6 +151,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
     providers,
     audit,
     challenge,
+    nonces,
     signingKey,
     metrics,
     secretCacheTtlMs: config.secretCacheTtlSeconds * 1000,
@@ -221,6 +225,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
         await auditLock.release();
       }
       closeKeyProviders(providers);
+      nonces.close();
     },
   };
 }

@@ -6,6 +6,7 @@ import type { AwsKmsSettings } from './kms/aws-kms.js';
 import { DEFAULT_AUDIT_MAX_FILE_BYTES } from './audit/log.js';
 import { parseHostPort, type HostPort } from '../lib/host-port.js';
 import type { DynamoDbStoreSettings, StoreLocation } from './store/open-store.js';
+import type { NonceRegistrySettings } from './nonce/registry.js';
 
 /** Broker settings (a JSON config file, overridden by command-line flags). */
 export interface BrokerConfig {
@@ -30,6 +31,8 @@ export interface BrokerConfig {
   readonly allowDebug: boolean;
   /** 32+ byte key shared by all replicas for challenge nonces. Default `<stateDir>/challenge.key`. */
   readonly challengeKeyFile?: string;
+  /** Where used challenge nonces are remembered: `memory` (default; single use per broker) or a DynamoDB table shared by every replica. */
+  readonly nonces: NonceRegistrySettings;
   readonly secretCacheTtlSeconds: number;
   readonly maxBodyBytes: number;
   readonly maxDocumentAgeSeconds: number;
@@ -70,6 +73,7 @@ export const DEFAULT_CONFIG: BrokerConfig = {
   keepAliveTimeoutSeconds: 5,
   maxConnections: 1024,
   metricsSecretLabels: false,
+  nonces: { kind: 'memory' },
   dev: false,
 };
 
@@ -116,6 +120,8 @@ export async function loadConfigFile(path: string): Promise<Partial<BrokerConfig
   if (c.store && typeof c.store === 'object' && 'dir' in c.store) c.store = { ...c.store, dir: rel((c.store as { dir: unknown }).dir) };
   if (Array.isArray(c.roots)) c.roots = c.roots.map(rel);
   if (Array.isArray(c.adminKeys)) c.adminKeys = c.adminKeys.map(rel);
+  // Keys stay out of config files: the DynamoDB nonce registry takes credentials from the AWS SDK's chain.
+  if (c.nonces && typeof c.nonces === 'object' && 'credentials' in c.nonces) throw new ConfigError(`${path}: nonces.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
   if (c.tls && typeof c.tls === 'object') c.tls = { cert: rel((c.tls as { cert: unknown }).cert), key: rel((c.tls as { key: unknown }).key) };
   return c as Partial<BrokerConfig>;
 }
@@ -205,5 +211,44 @@ export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerCo
   if (config.adminKeys && config.approvalsRequired > config.adminKeys.length) {
     throw new ConfigError(`approvalsRequired (${config.approvalsRequired}) exceeds the number of adminKeys (${config.adminKeys.length})`);
   }
+  validateNonces(config.nonces);
   return config;
+}
+
+const NONCE_KEYS: Record<string, ReadonlySet<string>> = {
+  memory: new Set(['kind', 'maxRemembered']),
+  dynamodb: new Set(['kind', 'table', 'region', 'endpoint', 'credentials', 'maxAttempts', 'requestTimeoutMs']),
+};
+
+function validateNonces(nonces: unknown): asserts nonces is NonceRegistrySettings {
+  if (typeof nonces !== 'object' || nonces === null || Array.isArray(nonces)) throw new ConfigError('nonces must be an object: {"kind": "memory"} or {"kind": "dynamodb", "table": ...}');
+  const n = nonces as Record<string, unknown>;
+  const allowed = typeof n.kind === 'string' ? NONCE_KEYS[n.kind] : undefined;
+  if (!allowed || !Object.hasOwn(NONCE_KEYS, n.kind as string)) throw new ConfigError(`nonces.kind must be "memory" or "dynamodb"`);
+  for (const key of Object.keys(n)) if (!allowed.has(key)) throw new ConfigError(`nonces: unknown setting "${key}" for kind "${n.kind as string}"`);
+  const positiveInt = (key: string, max: number): void => {
+    if (key in n && (!Number.isInteger(n[key]) || (n[key] as number) < 1 || (n[key] as number) > max)) throw new ConfigError(`nonces.${key} must be an integer in 1..${max}`);
+  };
+  positiveInt('maxRemembered', 10_000_000);
+  if (n.kind !== 'dynamodb') return;
+  // DynamoDB's own rule for table names.
+  if (typeof n.table !== 'string' || !/^[A-Za-z0-9_.-]{3,255}$/.test(n.table)) throw new ConfigError('nonces.table must be a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)');
+  if ('region' in n && (typeof n.region !== 'string' || !/^[a-z0-9-]{1,64}$/.test(n.region))) throw new ConfigError('nonces.region must be an AWS region name such as "eu-west-1"');
+  if ('endpoint' in n) {
+    let url: URL | undefined;
+    try {
+      url = typeof n.endpoint === 'string' ? new URL(n.endpoint) : undefined;
+    } catch {
+      url = undefined;
+    }
+    if (!url || !['http:', 'https:'].includes(url.protocol)) throw new ConfigError('nonces.endpoint must be an http(s) URL');
+  }
+  positiveInt('maxAttempts', 10);
+  positiveInt('requestTimeoutMs', 60_000);
+  if ('credentials' in n) {
+    const c = n.credentials as Record<string, unknown> | null;
+    if (typeof c !== 'object' || c === null || typeof c.accessKeyId !== 'string' || typeof c.secretAccessKey !== 'string') {
+      throw new ConfigError('nonces.credentials must have accessKeyId and secretAccessKey');
+    }
+  }
 }

@@ -34,11 +34,24 @@ export class RateLimiter {
 }
 
 /**
+ * Where quarantine state lives. Today: this process (Quarantine below). The
+ * signatures may return promises so a shared backend (one table for every
+ * replica) can implement them; callers always await. A shared implementation
+ * must fail closed: if it cannot tell, isQuarantined throws (nothing released).
+ */
+export interface QuarantineStore {
+  /** Whether `identity` is refused outright at `now`. */
+  isQuarantined(identity: string, now: number): boolean | Promise<boolean>;
+  /** One policy denial for `identity` at `now`; enough of them within the window quarantine it. */
+  recordDenial(identity: string, now: number): void | Promise<void>;
+}
+
+/**
  * Repeated policy denials from one enclave identity look like probing:
  * after `threshold` denials within `windowMs` the identity is refused
- * outright for `quarantineMs`.
+ * outright for `quarantineMs`. In memory: per replica.
  */
-export class Quarantine {
+export class Quarantine implements QuarantineStore {
   readonly #denials = new Map<string, number[]>();
   readonly #until = new Map<string, number>();
 

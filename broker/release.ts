@@ -14,7 +14,8 @@ import type { SigningKey } from './signing-key.js';
 import { SecretCache } from './secret-cache.js';
 import { importRsa2048Spki, type RecipientKey } from './recipient-key.js';
 import type { BrokerMetrics } from './metrics.js';
-import { Quarantine, RateLimiter } from './rate-limit.js';
+import { Quarantine, RateLimiter, type QuarantineStore } from './rate-limit.js';
+import { NonceRegistryUnavailableError, type NonceRegistry, type NonceUse } from './nonce/registry.js';
 import { BrokerError } from './errors.js';
 import { buildReleaseClaims, RELEASE_JWS_TYPE, type ReleaseClaims, type ReleasedSecret } from './protocol/index.js';
 import { auditCode, namesDenied, refusal, type Denial, type DenialReason } from './release/denial.js';
@@ -49,6 +50,10 @@ export interface ReleaseDependencies {
   readonly providers: KeyProviders;
   readonly audit: AuditSink;
   readonly challenge: ChallengeService;
+  /** Single use of challenge nonces (per process, or shared by every replica). */
+  readonly nonces: NonceRegistry;
+  /** Quarantine state; default: in this process, from `rateLimits`. */
+  readonly quarantine?: QuarantineStore;
   readonly signingKey: SigningKey;
   readonly metrics: BrokerMetrics;
   readonly secretCacheTtlMs: number;
@@ -117,7 +122,7 @@ export class ReleaseService {
   readonly #perClient: RateLimiter;
   readonly #perIdentity: RateLimiter;
   readonly #perSecret: RateLimiter;
-  readonly #quarantine: Quarantine;
+  readonly #quarantine: QuarantineStore;
   #cacheGeneration = -1;
   #approved: { generation: number; value: Promise<ApprovedBaselines> } | undefined;
 
@@ -128,7 +133,7 @@ export class ReleaseService {
     this.#perClient = new RateLimiter(r.perClientPerSecond, r.perClientPerSecond * 2);
     this.#perIdentity = new RateLimiter(r.perIdentityPerSecond, r.perIdentityPerSecond * 2);
     this.#perSecret = new RateLimiter(r.perSecretPerSecond, r.perSecretPerSecond * 2);
-    this.#quarantine = new Quarantine(r.quarantineAfterDenials, r.quarantineWindowSeconds * 1000, r.quarantineSeconds * 1000);
+    this.#quarantine = deps.quarantine ?? new Quarantine(r.quarantineAfterDenials, r.quarantineWindowSeconds * 1000, r.quarantineSeconds * 1000);
   }
 
   /**
@@ -181,13 +186,30 @@ export class ReleaseService {
     } finally {
       d.metrics.verifySeconds.observe((performance.now() - t0) / 1000);
     }
-    const nonceProblem = d.challenge.consume(doc.nonce, req.now);
-    if (nonceProblem === 'busy') return { ...denied(refusal('RATE_LIMITED', 'too many outstanding challenges; retry shortly')), doc };
-    if (nonceProblem) return { ...denied(refusal('NONCE_MISMATCH', `the document nonce is not a usable challenge from this broker (${nonceProblem})`)), doc };
+    // Authentic and unexpired first (pure), so forged or stale nonces never reach the registry.
+    const nonce = d.challenge.check(doc.nonce, req.now);
+    const use = nonce.ok ? await this.#consumeNonce(nonce.id, nonce.rememberUntil, req.now) : nonce.problem;
+    if (use === 'busy') return { ...denied(refusal('RATE_LIMITED', 'too many outstanding challenges; retry shortly')), doc };
+    if (typeof use === 'string' && use !== 'fresh') return { ...denied(refusal('NONCE_MISMATCH', `the document nonce is not a usable challenge from this broker (${use})`)), doc };
+    if (use !== 'fresh') return { ...denied(use), doc };
     const recipient = await recipientKey(doc);
     if (!recipient.ok) return { ...recipient, doc };
     const identity = identityOf(doc);
     return { ok: true, value: { doc, recipient: recipient.value, identity, identityKey: identityKeyOf(identity) }, doc };
+  }
+
+  /**
+   * Marks the nonce used: the registry's answer. A registry that
+   * cannot answer (shared table throttled or unreachable) refuses the request with STORE_UNAVAILABLE
+   * (503, retry later): whether the nonce was used before is unknown, so nothing may be released.
+   */
+  async #consumeNonce(id: string, rememberUntil: number, now: number): Promise<NonceUse | Denial> {
+    try {
+      return await this.#deps.nonces.consume(id, rememberUntil, now);
+    } catch (err) {
+      if (!(err instanceof NonceRegistryUnavailableError)) throw err;
+      return refusal('STORE_UNAVAILABLE', 'the shared nonce registry is unavailable; nothing was released', { kind: 'nonces', registryError: err.registryError });
+    }
   }
 
   /**
@@ -197,7 +219,7 @@ export class ReleaseService {
    */
   async #authorise(req: ReleaseRequest, v: Verified): Promise<Outcome<Authorised>> {
     const { names, now } = req;
-    if (this.#quarantine.isQuarantined(v.identityKey, now)) return denied(refusal('QUARANTINED', 'this enclave identity is quarantined after repeated denials'));
+    if (await this.#quarantine.isQuarantined(v.identityKey, now)) return denied(refusal('QUARANTINED', 'this enclave identity is quarantined after repeated denials'));
     if (!this.#perIdentity.take(v.identityKey, now)) return denied(refusal('RATE_LIMITED', 'too many requests from this enclave identity'));
 
     let snapshot;
@@ -223,7 +245,7 @@ export class ReleaseService {
     }
     if (refused.size) {
       // A broken binding file is the admin's fault, not a sign of probing: it does not count towards quarantine.
-      if ([...refused.values()].some((dec) => dec.reason !== 'STORE_INVALID')) this.#quarantine.recordDenial(v.identityKey, now);
+      if ([...refused.values()].some((dec) => dec.reason !== 'STORE_INVALID')) await this.#quarantine.recordDenial(v.identityKey, now);
       const reasons = new Map<string, DenialReason>([...refused].map(([name, dec]) => [name, { kind: 'policy', reason: dec.reason }]));
       const isRevoked = [...refused.values()].some((dec) => callerCode(dec.reason) === 'REVOKED');
       return isRevoked

@@ -64,8 +64,8 @@ function valueImports(file: string): Array<{ from: string; names: string[] }> {
 const runtimeSources = (): string[] => [...sources('broker'), ...sources('enclave-agent'), ...sources('vsock-shim')];
 
 describe('architecture', () => {
-  it('dependencies flow one way: the core folders (verify, protocol, policy, kms, store, audit) never import the service layer above them', () => {
-    const core = ['verify', 'protocol', 'policy', 'kms', 'store', 'audit'].map((d) => `broker/${d}/`);
+  it('dependencies flow one way: the core folders (verify, protocol, policy, kms, store, audit, nonce) never import the service layer above them', () => {
+    const core = ['verify', 'protocol', 'policy', 'kms', 'store', 'audit', 'nonce'].map((d) => `broker/${d}/`);
     // Leaf utilities the core may use besides each other and lib/: the logger and the token bucket.
     const leaves = new Set(['broker/log.js', 'broker/rate-limit.js']);
     let checked = 0;
@@ -157,13 +157,13 @@ describe('architecture', () => {
 
   it('release depends on the store, audit and key-provider interfaces, never on their implementations', () => {
     const release = [...sources('broker/release'), 'broker/release.ts'];
-    const implementations = ['broker/store/file-store.js', 'broker/store/open-store.js', 'broker/audit/log.js', 'broker/kms/aws-kms.js', 'broker/kms/local.js', 'broker/kms/registry.js'];
+    const implementations = ['broker/store/file-store.js', 'broker/store/open-store.js', 'broker/audit/log.js', 'broker/kms/aws-kms.js', 'broker/kms/local.js', 'broker/kms/registry.js', 'broker/nonce/memory-registry.js', 'broker/nonce/dynamodb-registry.js', 'broker/nonce/open-registry.js'];
     for (const file of release) for (const target of internalTargets(file)) expect(implementations, `${file} -> ${target}`).not.toContain(target);
-    expect(internalTargets('broker/release.ts')).toEqual(expect.arrayContaining(['broker/store/store.js', 'broker/audit/sink.js', 'broker/kms/provider.js']));
+    expect(internalTargets('broker/release.ts')).toEqual(expect.arrayContaining(['broker/store/store.js', 'broker/audit/sink.js', 'broker/kms/provider.js', 'broker/nonce/registry.js']));
   });
 
-  it('interface modules import no implementation: store.ts, sink.ts and provider.ts reach only policy types, the PCR vocabulary and the error base', () => {
-    for (const file of ['broker/store/store.ts', 'broker/audit/sink.ts', 'broker/kms/provider.ts']) {
+  it('interface modules import no implementation: store.ts, sink.ts, provider.ts and nonce/registry.ts reach only policy types, the PCR vocabulary and the error base', () => {
+    for (const file of ['broker/store/store.ts', 'broker/audit/sink.ts', 'broker/kms/provider.ts', 'broker/nonce/registry.ts']) {
       for (const target of internalTargets(file)) expect(target.startsWith('broker/policy/') || target === 'lib/pcrs.js' || target === 'lib/coded-error.js', `${file} -> ${target}`).toBe(true);
       expect(imports(file).filter((s) => !s.startsWith('.')), file).toEqual([]);
     }
@@ -175,6 +175,7 @@ describe('architecture', () => {
       LocalKeyProvider: 'broker/kms/registry.ts',
       AwsKmsKeyProvider: 'broker/kms/registry.ts',
       AuditLog: 'broker/broker.ts',
+      MemoryNonceRegistry: 'broker/nonce/open-registry.ts',
     };
     let seen = 0;
     for (const file of runtimeSources()) {
@@ -185,14 +186,21 @@ describe('architecture', () => {
         }
       }
     }
-    expect(seen).toBe(3);
+    expect(seen).toBe(4);
     // The AWS KMS provider is loaded on demand (the SDK is most of the module graph), and only by the registry.
     const loadsAwsKms = [...runtimeSources(), ...sources('cli')].filter((f) => /import\(\s*['"][^'"]*aws-kms\.js['"]\s*\)/.test(readFileSync(join(ROOT, f), 'utf8')));
     expect(loadsAwsKms).toEqual(['broker/kms/registry.ts']);
     // Likewise the DynamoDB store: only the store factory loads it, on demand (a file store never loads the SDK).
-    const loadsDynamo = [...runtimeSources(), ...sources('cli')].filter((f) => /dynamodb-store\.js['"]/.test(readFileSync(join(ROOT, f), 'utf8')));
-    expect(loadsDynamo).toEqual(['broker/store/open-store.ts']);
+    const loadsDynamoStore = [...runtimeSources(), ...sources('cli')].filter((f) => /dynamodb-store\.js['"]/.test(readFileSync(join(ROOT, f), 'utf8')));
+    expect(loadsDynamoStore).toEqual(['broker/store/open-store.ts']);
     expect(staticGraph('broker/store/open-store.ts').packages.has('@aws-sdk/client-dynamodb')).toBe(false);
+    // And the DynamoDB nonce registry: loaded on demand by its factory only, so a broker on the memory
+    // registry (and any command that opens a config) never loads @aws-sdk/client-dynamodb.
+    const loadsDynamoNonces = [...runtimeSources(), ...sources('cli')].filter((f) => /import\(\s*['"][^'"]*dynamodb-registry\.js['"]\s*\)/.test(readFileSync(join(ROOT, f), 'utf8')));
+    expect(loadsDynamoNonces).toEqual(['broker/nonce/open-registry.ts']);
+    for (const entry of ['broker/nonce/open-registry.ts', 'broker/config.ts']) {
+      for (const spec of staticGraph(entry).packages) expect(HEAVY.test(spec), `${entry} loads ${spec}`).toBe(false);
+    }
   });
 
   it('provider names are declared once (PROVIDER_NAMES), and shutdown needs no cast to a concrete provider', () => {

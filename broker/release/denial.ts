@@ -15,6 +15,8 @@ export type DenialReason =
   | { readonly kind: 'batch' }
   /** A store file failing validation leaves unknown whom it governs (or the store cannot be read at all): nothing is released. */
   | { readonly kind: 'store'; readonly file: 'revocations.json' | 'unreachable' }
+  /** The shared nonce registry could not say whether the nonce was used; its backend's error name is kept. */
+  | { readonly kind: 'nonces'; readonly registryError: string }
   /** The key provider could not decrypt this name's value; its own error name is kept for the operator. */
   | { readonly kind: 'provider'; readonly code: 'KMS_UNAVAILABLE' | 'SECRET_UNAVAILABLE'; readonly providerError: string };
 
@@ -29,6 +31,8 @@ export function auditCode(reason: DenialReason): string {
       return 'BATCH_DENIED';
     case 'store':
       return `STORE_UNAVAILABLE:${reason.file}`;
+    case 'nonces':
+      return `STORE_UNAVAILABLE:nonces:${reason.registryError}`;
     case 'provider':
       return `${reason.code}:${reason.providerError}`;
   }

@@ -10,12 +10,14 @@ import { PROVIDER_NAMES } from '../../broker/policy/types.js';
 import { auditCode, namesDenied } from '../../broker/release/denial.js';
 import { DEFAULT_RATE_LIMITS, ReleaseService } from '../../broker/release.js';
 import { ChallengeService } from '../../broker/challenge.js';
+import { MemoryNonceRegistry } from '../../broker/nonce/memory-registry.js';
 import { BrokerMetrics } from '../../broker/metrics.js';
 import { loadOrCreateSigningKey } from '../../broker/signing-key.js';
 import { BrokerError } from '../../broker/errors.js';
 import type { AuditSink } from '../../broker/audit/sink.js';
 import type { DecisionRecord } from '../../broker/audit/sink.js';
 import type { BindingStore } from '../../broker/store/store.js';
+import type { QuarantineStore } from '../../broker/rate-limit.js';
 import type { VerifiedDocument } from '../../broker/verify/index.js';
 
 let dir: string;
@@ -68,11 +70,11 @@ describe('denial reasons', () => {
 
 describe('ReleaseService against the AuditSink interface', () => {
   /** A document that verifies (the verifier is faked) and carries a fresh nonce but no public key: a BAD_REQUEST. */
-  async function serviceWith(audit: AuditSink): Promise<{ release: ReleaseService; attest: () => Uint8Array }> {
+  async function serviceWith(audit: AuditSink, extra: { publicKey?: Uint8Array; quarantine?: QuarantineStore } = {}): Promise<{ release: ReleaseService; attest: () => Uint8Array }> {
     const challenge = new ChallengeService(randomBytes(32));
     let nonce: Uint8Array = new Uint8Array(0);
     const doc = (): VerifiedDocument =>
-      ({ moduleId: 'i-0123456789abcdef0-enc0123456789abcdef', pcrs: new Map([[0, new Uint8Array(48).fill(1)]]), debug: false, nonce, publicKey: null, documentSha256: 'ab'.repeat(32) }) as unknown as VerifiedDocument;
+      ({ moduleId: 'i-0123456789abcdef0-enc0123456789abcdef', pcrs: new Map([[0, new Uint8Array(48).fill(1)]]), debug: false, nonce, publicKey: extra.publicKey ?? null, documentSha256: 'ab'.repeat(32) }) as unknown as VerifiedDocument;
     const release = new ReleaseService({
       verifier: () => doc(),
       roots: [],
@@ -82,6 +84,8 @@ describe('ReleaseService against the AuditSink interface', () => {
       providers: new Map(),
       audit,
       challenge,
+      nonces: new MemoryNonceRegistry(),
+      ...(extra.quarantine ? { quarantine: extra.quarantine } : {}),
       signingKey: await loadOrCreateSigningKey(join(dir, 'signing.jwk')),
       metrics: new BrokerMetrics(),
       secretCacheTtlMs: 0,
@@ -113,5 +117,20 @@ describe('ReleaseService against the AuditSink interface', () => {
     const sink: AuditSink = { append: () => Promise.reject(new Error('disk full')), appendRefusal: () => Promise.reject(new Error('disk full')), healthy: false, close: async () => {} };
     const { release, attest } = await serviceWith(sink);
     expect(await codeOf(release.release(attest(), ['db'], '127.0.0.1'))).toBe('INTERNAL_ERROR');
+  });
+
+  it('the quarantine is a QuarantineStore the release awaits: an async store is obeyed, and one that fails releases nothing', async () => {
+    const refusals: DecisionRecord[] = [];
+    const sink: AuditSink = { append: async () => {}, appendRefusal: async (r) => void refusals.push(r), healthy: true, close: async () => {} };
+    const publicKey = new Uint8Array(generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ format: 'der', type: 'spki' }));
+    const asked: string[] = [];
+    // A shared backend's shape: answers arrive later, as promises.
+    const quarantined: QuarantineStore = { isQuarantined: async (identity) => (asked.push(identity), true), recordDenial: async () => {} };
+    const shared = await serviceWith(sink, { publicKey, quarantine: quarantined });
+    expect(await codeOf(shared.release.release(shared.attest(), ['db'], '127.0.0.1'))).toBe('QUARANTINED');
+    expect(asked).toHaveLength(1);
+    const failing: QuarantineStore = { isQuarantined: () => Promise.reject(new Error('table unreachable')), recordDenial: async () => {} };
+    const broken = await serviceWith(sink, { publicKey, quarantine: failing });
+    expect(await codeOf(broken.release.release(broken.attest(), ['db'], '127.0.0.1'))).toBe('INTERNAL_ERROR');
   });
 });

@@ -7,6 +7,7 @@ import { AuditLog } from '../../broker/audit/log.js';
 import type { DecisionRecord } from '../../broker/audit/sink.js';
 import { verifyAuditLog } from '../../broker/audit/verify-log.js';
 import { ChallengeService } from '../../broker/challenge.js';
+import { MemoryNonceRegistry } from '../../broker/nonce/memory-registry.js';
 import { Quarantine, RateLimiter } from '../../broker/rate-limit.js';
 import { SecretCache } from '../../broker/secret-cache.js';
 
@@ -69,35 +70,44 @@ describe('audit log', () => {
 });
 
 describe('challenge nonces', () => {
-  const svc = (): ChallengeService => new ChallengeService(Buffer.alloc(32, 7), { ttlMs: 30_000, maxRemembered: 4 });
-  it('accepts a fresh nonce once, from any replica sharing the key', () => {
+  const svc = (): ChallengeService => new ChallengeService(Buffer.alloc(32, 7), { ttlMs: 30_000 });
+  /** check, then the registry: what the release path does. */
+  const consume = async (s: ChallengeService, r: MemoryNonceRegistry, nonce: Uint8Array | null, now: number): Promise<string> => {
+    const c = s.check(nonce, now);
+    return c.ok ? r.consume(c.id, c.rememberUntil, now) : c.problem;
+  };
+  it('accepts a fresh nonce once, from any replica sharing the key', async () => {
     const a = svc();
     const b = svc();
     const { nonce, expiresAt } = a.issue(1_000_000);
     expect(nonce).toHaveLength(32);
     expect(expiresAt).toBe(1_030_000);
-    expect(b.consume(nonce, 1_000_500)).toBeUndefined();
-    expect(b.consume(nonce, 1_000_600)).toBe('used');
-    expect(a.consume(nonce, 1_000_600)).toBeUndefined(); // per-replica memory, by design
+    const memB = new MemoryNonceRegistry(4);
+    expect(await consume(b, memB, nonce, 1_000_500)).toBe('fresh');
+    expect(await consume(b, memB, nonce, 1_000_600)).toBe('used');
+    expect(await consume(a, new MemoryNonceRegistry(4), nonce, 1_000_600)).toBe('fresh'); // per-replica memory: the in-memory registry's limit
   });
-  it('refuses forged, expired, future and malformed nonces', () => {
+  it('refuses forged, expired, future and malformed nonces (pure: no registry involved)', () => {
     const s = svc();
     const { nonce } = s.issue(1_000_000);
     const forged = Uint8Array.from(nonce);
     forged[31]! ^= 1;
-    expect(s.consume(forged, 1_000_001)).toBe('forged');
-    expect(new ChallengeService(Buffer.alloc(32, 8)).consume(nonce, 1_000_001)).toBe('forged');
-    expect(s.consume(nonce, 1_030_001)).toBe('expired');
-    expect(s.consume(s.issue(2_000_000).nonce, 1_000_000)).toBe('expired');
-    expect(s.consume(nonce.subarray(0, 31), 1_000_001)).toBe('malformed');
-    expect(s.consume(null, 1_000_001)).toBe('malformed');
+    expect(s.check(forged, 1_000_001)).toEqual({ ok: false, problem: 'forged' });
+    expect(new ChallengeService(Buffer.alloc(32, 8)).check(nonce, 1_000_001)).toEqual({ ok: false, problem: 'forged' });
+    expect(s.check(nonce, 1_030_001)).toEqual({ ok: false, problem: 'expired' });
+    expect(s.check(s.issue(2_000_000).nonce, 1_000_000)).toEqual({ ok: false, problem: 'expired' });
+    expect(s.check(nonce.subarray(0, 31), 1_000_001)).toEqual({ ok: false, problem: 'malformed' });
+    expect(s.check(null, 1_000_001)).toEqual({ ok: false, problem: 'malformed' });
+    // Authentic: remembered until the lifetime plus the tolerated skew (default 5 s).
+    expect(s.check(nonce, 1_000_001)).toEqual({ ok: true, id: Buffer.from(nonce).toString('hex'), rememberUntil: 1_035_000 });
   });
-  it('keeps memory bounded: refuses when full of unexpired nonces, recovers after they expire', () => {
+  it('keeps memory bounded: refuses when full of unexpired nonces, recovers after they expire', async () => {
     const s = svc();
-    for (let i = 0; i < 4; i++) expect(s.consume(s.issue(1_000_000).nonce, 1_000_000)).toBeUndefined();
-    expect(s.consume(s.issue(1_000_000).nonce, 1_000_000)).toBe('busy');
-    expect(s.consume(s.issue(1_100_000).nonce, 1_100_000)).toBeUndefined();
-    expect(s.remembered).toBe(1);
+    const r = new MemoryNonceRegistry(4);
+    for (let i = 0; i < 4; i++) expect(await consume(s, r, s.issue(1_000_000).nonce, 1_000_000)).toBe('fresh');
+    expect(await consume(s, r, s.issue(1_000_000).nonce, 1_000_000)).toBe('busy');
+    expect(await consume(s, r, s.issue(1_100_000).nonce, 1_100_000)).toBe('fresh');
+    expect(r.remembered).toBe(1);
   });
 });
 

@@ -1,0 +1,125 @@
+import {
+  ConditionalCheckFailedException,
+  CreateTableCommand,
+  DescribeTimeToLiveCommand,
+  DynamoDBClient,
+  PutItemCommand,
+  ResourceInUseException,
+  UpdateTimeToLiveCommand,
+  waitUntilTableExists,
+} from '@aws-sdk/client-dynamodb';
+import { NonceRegistryUnavailableError, type NonceRegistry, type NonceRegistrySettings, type NonceUse } from './registry.js';
+
+export type DynamoDbNonceSettings = Extract<NonceRegistrySettings, { kind: 'dynamodb' }>;
+
+/** The table's partition key: `nonce#<hex>` (prefixed so the items can share a table with other kinds later). */
+export const NONCE_KEY_ATTRIBUTE = 'pk';
+/** The TTL attribute: epoch seconds after which no replica accepts the nonce (expiry + skew), so DynamoDB may delete it. */
+export const NONCE_TTL_ATTRIBUTE = 'ttl';
+
+function client(settings: DynamoDbNonceSettings): DynamoDBClient {
+  return new DynamoDBClient({
+    ...(settings.region ? { region: settings.region } : {}),
+    ...(settings.endpoint ? { endpoint: settings.endpoint } : {}),
+    ...(settings.credentials ? { credentials: settings.credentials } : {}),
+    maxAttempts: settings.maxAttempts ?? 3,
+  });
+}
+
+/** The item that marks a nonce used. */
+export function nonceItemKey(id: string): string {
+  return `nonce#${id}`;
+}
+
+/**
+ * Nonces single use across every replica: one conditional PutItem
+ * (attribute_not_exists) per nonce, so DynamoDB decides which of several
+ * concurrent consumers (on any replica) wins. The item carries a TTL so the
+ * table does not grow: DynamoDB deletes it some time after the nonce can no
+ * longer be accepted anywhere (deletion is lazy, which is harmless: an
+ * expired nonce is refused by ChallengeService before the table is asked).
+ *
+ * Fail closed: anything but success or a failed condition (throttling once
+ * the SDK's retries are spent, timeouts, network or permission errors) throws
+ * NonceRegistryUnavailableError and the request is refused.
+ */
+export class DynamoDbNonceRegistry implements NonceRegistry {
+  readonly #settings: DynamoDbNonceSettings;
+  #client: DynamoDBClient | undefined;
+
+  constructor(settings: DynamoDbNonceSettings) {
+    this.#settings = settings;
+  }
+
+  // `now` is unused: the table, not this replica's clock, decides first use (and TTL deletion).
+  async consume(id: string, rememberUntil: number, _now?: number): Promise<NonceUse> {
+    this.#client ??= client(this.#settings);
+    try {
+      await this.#client.send(
+        new PutItemCommand({
+          TableName: this.#settings.table,
+          Item: {
+            [NONCE_KEY_ATTRIBUTE]: { S: nonceItemKey(id) },
+            [NONCE_TTL_ATTRIBUTE]: { N: String(Math.ceil(rememberUntil / 1000)) },
+          },
+          ConditionExpression: 'attribute_not_exists(#pk)',
+          ExpressionAttributeNames: { '#pk': NONCE_KEY_ATTRIBUTE },
+        }),
+        // A release must not hang on the table: one deadline for the call and its retries.
+        { abortSignal: AbortSignal.timeout(this.#settings.requestTimeoutMs ?? 5_000) },
+      );
+      return 'fresh';
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException || (err as { name?: string }).name === 'ConditionalCheckFailedException') return 'used';
+      const name = (err as { name?: string }).name || 'Error';
+      throw new NonceRegistryUnavailableError(`nonce table ${this.#settings.table}: PutItem failed (${name})`, { cause: err, registryError: name });
+    }
+  }
+
+  close(): void {
+    this.#client?.destroy();
+    this.#client = undefined;
+  }
+}
+
+/** What initNonceTable did. */
+export interface NonceTableInit {
+  readonly table: string;
+  readonly created: boolean;
+  readonly ttlEnabled: boolean;
+}
+
+/**
+ * Creates the nonce table if it is missing (on-demand billing, key `pk`),
+ * waits until it is active, and turns on TTL on `ttl` if it is not on yet.
+ * Idempotent: safe to run from several machines and again later.
+ */
+export async function initNonceTable(settings: DynamoDbNonceSettings, options: { readonly maxWaitSeconds?: number } = {}): Promise<NonceTableInit> {
+  const ddb = client(settings);
+  const TableName = settings.table;
+  try {
+    let created = false;
+    try {
+      await ddb.send(
+        new CreateTableCommand({
+          TableName,
+          BillingMode: 'PAY_PER_REQUEST',
+          AttributeDefinitions: [{ AttributeName: NONCE_KEY_ATTRIBUTE, AttributeType: 'S' }],
+          KeySchema: [{ AttributeName: NONCE_KEY_ATTRIBUTE, KeyType: 'HASH' }],
+        }),
+      );
+      created = true;
+    } catch (err) {
+      if (!(err instanceof ResourceInUseException || (err as { name?: string }).name === 'ResourceInUseException')) throw err;
+    }
+    await waitUntilTableExists({ client: ddb, maxWaitTime: options.maxWaitSeconds ?? 120 }, { TableName });
+    const ttl = await ddb.send(new DescribeTimeToLiveCommand({ TableName }));
+    const status = ttl.TimeToLiveDescription?.TimeToLiveStatus;
+    const on = (status === 'ENABLED' || status === 'ENABLING') && ttl.TimeToLiveDescription?.AttributeName === NONCE_TTL_ATTRIBUTE;
+    // Enabling twice is a ValidationException on DynamoDB: only when it is off.
+    if (!on) await ddb.send(new UpdateTimeToLiveCommand({ TableName, TimeToLiveSpecification: { Enabled: true, AttributeName: NONCE_TTL_ATTRIBUTE } }));
+    return { table: TableName, created, ttlEnabled: true };
+  } finally {
+    ddb.destroy();
+  }
+}
