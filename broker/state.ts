@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { BrokerConfig } from './config.js';
-import { openStore } from './store/open-store.js';
+import { initStore, openStore } from './store/open-store.js';
+import { initNonceTable } from './nonce/open-registry.js';
 import type { BindingStore } from './store/store.js';
 import type { KeyProviders } from './kms/provider.js';
 import { openKeyProviders } from './kms/registry.js';
@@ -36,4 +37,17 @@ export async function openAdminStore(config: BrokerConfig): Promise<{ store: Bin
   const problems: string[] = [];
   const store = await openStore(config, { onProblem: (p) => problems.push(`${p.file}: ${p.message}`) });
   return { store, problems };
+}
+
+/**
+ * `keygate store init`: creates what the configured shared state needs, idempotently, and reports each
+ * step: the store (table or directory), then the shared nonce table when one is configured.
+ */
+export async function initSharedState(config: BrokerConfig): Promise<string[]> {
+  const report = await initStore(config);
+  if (config.nonces.kind === 'dynamodb') {
+    const done = await initNonceTable(config.nonces);
+    report.push(`nonce table ${done.table}: ${done.created ? 'created' : 'exists'}, TTL ${done.ttlEnabled ? 'enabled' : 'NOT enabled'}`);
+  }
+  return report;
 }

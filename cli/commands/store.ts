@@ -1,14 +1,15 @@
 import { parseCommand } from '../args.js';
 import { STORE_OPTIONS, STORE_USAGE, brokerConfig } from '../context.js';
 import { UsageError } from '../errors.js';
-import { initStore } from '../../broker/store/open-store.js';
+import { initSharedState } from '../../broker/state.js';
 import type { CliIo } from '../io.js';
 
 export const STORE_COMMAND_USAGE = `Usage: keygate store init [store options]
 
 Creates what the configured store needs, idempotently: for a DynamoDB store
 the table (on-demand billing, TTL enabled, point-in-time recovery requested);
-for a file store its directory. Reports each step; running it again changes
+for a file store its directory; and the shared nonce table when \`nonces\` is
+on DynamoDB (TTL enabled). Reports each step; running it again changes
 nothing that exists. Region, endpoint and credentials come from the config's
 store settings or the usual AWS SDK environment (AWS_REGION, AWS_ENDPOINT_URL, ...).
 ${STORE_USAGE}
@@ -23,6 +24,6 @@ export async function storeCommand(argv: readonly string[], io: CliIo): Promise<
   }
   if (positionals[0] !== 'init') throw new UsageError('expected: keygate store init [--config FILE]');
   const config = await brokerConfig(values);
-  for (const line of await initStore(config)) io.out(`${line}\n`);
+  for (const line of await initSharedState(config)) io.out(`${line}\n`);
   return 0;
 }

@@ -27,6 +27,7 @@ let dir: string;
 let savedEnv: NodeJS.ProcessEnv;
 let broker: RunningBroker | undefined;
 const table = uniqueName('keygate-broker');
+const nonceTable = uniqueName('keygate-nonces');
 
 beforeAll(async () => {
   [moto, pki] = await Promise.all([startMoto(), createTestPki(Date.now())]);
@@ -34,7 +35,7 @@ beforeAll(async () => {
   // Region, endpoint and credentials from the SDK's usual environment, for this process and the keygate subprocesses.
   Object.assign(process.env, moto.env);
   dir = mkdtempSync(join(tmpdir(), 'keygate-ddb-broker-'));
-  writeFileSync(join(dir, 'config.json'), JSON.stringify({ store: { kind: 'dynamodb', table, consistency: { maxStalenessMs: 0 } }, stateDir: 'state' }));
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ store: { kind: 'dynamodb', table, consistency: { maxStalenessMs: 0 } }, nonces: { kind: 'dynamodb', table: nonceTable }, stateDir: 'state' }));
 });
 afterAll(async () => {
   await broker?.close();
@@ -49,10 +50,13 @@ describe('a broker on the DynamoDB store', () => {
     expect(first.status, first.stderr).toBe(0);
     expect(first.stdout).toMatch(new RegExp(`created table ${table} \\(on-demand\\)`));
     expect(first.stdout).toMatch(/enabled TTL on expiresAt/);
+    // The shared nonce table is created by the same command.
+    expect(first.stdout).toMatch(new RegExp(`nonce table ${nonceTable}: created, TTL enabled`));
     const again = keygate(['store', 'init', '--config', join(dir, 'config.json')]);
     expect(again.status).toBe(0);
     expect(again.stdout).toMatch(new RegExp(`table ${table} exists`));
     expect(again.stdout).toMatch(/TTL on expiresAt already enabled/);
+    expect(again.stdout).toMatch(new RegExp(`nonce table ${nonceTable}: exists, TTL enabled`));
   });
 
   it('releases a secret bound through the admin operations, keygate list --config shows it, a revocation is honoured at once', async () => {
