@@ -1,3 +1,4 @@
+import { versionToReserve } from './reserved-version.js';
 import {
   CreateTableCommand,
   DescribeTableCommand,
@@ -90,17 +91,6 @@ function clientConfig(settings: DynamoDbStoreSettings, extra: DynamoDBClientConf
 
 function errorText(err: unknown): string {
   return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-}
-
-/** The version a damaged binding doc still names, else now in ms (above any +1 history), as the file store does. */
-function versionOfDamagedDoc(doc: string | undefined): number {
-  try {
-    const version = (JSON.parse(doc ?? '') as { version?: unknown }).version;
-    if (typeof version === 'number' && Number.isSafeInteger(version) && version >= 1) return version;
-  } catch {
-    // unreadable: fall through
-  }
-  return Date.now();
 }
 
 export class DynamoDbStore implements BindingStore {
@@ -330,7 +320,7 @@ export class DynamoDbStore implements BindingStore {
           const sk = `binding#${secret}`;
           const existed = loaded.bindingDocs.has(secret) && writes.get(sk)?.Delete === undefined;
           if (!existed) return false;
-          const version = loaded.snapshot.bindings.get(secret)?.version ?? versionOfDamagedDoc(loaded.bindingDocs.get(secret));
+          const version = loaded.snapshot.bindings.get(secret)?.version ?? versionToReserve(loaded.bindingDocs.get(secret));
           // Reserved in the same transaction as the delete: both happen or neither.
           if (version > retiredVersion(secret)) {
             pendingRetired.set(secret, version);

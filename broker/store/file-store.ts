@@ -1,3 +1,4 @@
+import { versionToReserve } from './reserved-version.js';
 import { readdir, readFile, stat, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SchemaError, SECRET_NAME, parseBinding, parseRevocations } from '../policy/schema.js';
@@ -25,20 +26,9 @@ function fingerprintOf(info: { mtimeNs: bigint; ino: bigint; size: bigint }): st
   return `${info.mtimeNs}:${info.ino}:${info.size}`;
 }
 
-/**
- * The version to reserve for a binding file that fails validation: its
- * `version` when that still reads as one; otherwise the current time in
- * milliseconds, above anything a history of +1 rotations can have reached,
- * so a later bind never repeats a version an agent may have seen.
- */
+/** The version to reserve for a binding file that fails validation (see `versionToReserve`). */
 async function versionOfDamagedFile(path: string): Promise<number> {
-  try {
-    const version = (JSON.parse(await readFile(path, 'utf8')) as { version?: unknown }).version;
-    if (typeof version === 'number' && Number.isSafeInteger(version) && version >= 1) return version;
-  } catch {
-    // unreadable: fall through
-  }
-  return Date.now();
+  return versionToReserve(await readFile(path, 'utf8').catch(() => undefined));
 }
 
 /**
