@@ -18,6 +18,7 @@ import { AuditLog } from './audit/log.js';
 import type { AuditSink } from './audit/sink.js';
 import { ChallengeService } from './challenge.js';
 import { openNonceRegistry } from './nonce/open-registry.js';
+import { openQuarantine } from './quarantine/open-quarantine.js';
 import { loadOrCreateSigningKey, loadPublicKeyFile, type SigningKey } from './signing-key.js';
 import { BrokerMetrics } from './metrics.js';
 import { ReleaseService } from './release.js';
@@ -140,6 +141,9 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   const challenge = new ChallengeService(await loadOrCreateKeyFile(paths.challengeKey, 32));
   const nonces = await openNonceRegistry(config.nonces);
   log('info', 'nonce registry', config.nonces.kind === 'dynamodb' ? { kind: 'dynamodb', table: config.nonces.table } : { kind: 'memory' });
+  const r = config.rateLimits;
+  const quarantine = await openQuarantine(config.quarantine, { threshold: r.quarantineAfterDenials, windowMs: r.quarantineWindowSeconds * 1000, quarantineMs: r.quarantineSeconds * 1000 });
+  log('info', 'quarantine', config.quarantine.kind === 'dynamodb' ? { kind: 'dynamodb', table: config.quarantine.table } : { kind: 'memory' });
   const roots = await loadRoots(config, log);
   const adminKeys = await Promise.all((config.adminKeys ?? []).map((file) => loadPublicKeyFile(file)));
   const release = new ReleaseService({
@@ -152,6 +156,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
     audit,
     challenge,
     nonces,
+    quarantine,
     signingKey,
     metrics,
     secretCacheTtlMs: config.secretCacheTtlSeconds * 1000,
@@ -226,6 +231,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
       }
       closeKeyProviders(providers);
       nonces.close();
+      quarantine.close();
     },
   };
 }

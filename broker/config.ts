@@ -7,6 +7,7 @@ import { DEFAULT_AUDIT_MAX_FILE_BYTES } from './audit/log.js';
 import { parseHostPort, type HostPort } from '../lib/host-port.js';
 import type { DynamoDbStoreSettings, StoreLocation } from './store/open-store.js';
 import type { NonceRegistrySettings } from './nonce/registry.js';
+import type { QuarantineSettings } from './quarantine/store.js';
 
 /** Broker settings (a JSON config file, overridden by command-line flags). */
 export interface BrokerConfig {
@@ -33,6 +34,8 @@ export interface BrokerConfig {
   readonly challengeKeyFile?: string;
   /** Where used challenge nonces are remembered: `memory` (default; single use per broker) or a DynamoDB table shared by every replica. */
   readonly nonces: NonceRegistrySettings;
+  /** Where quarantine state lives: `memory` (default; each broker quarantines on its own) or a DynamoDB table shared by every replica. */
+  readonly quarantine: QuarantineSettings;
   readonly secretCacheTtlSeconds: number;
   readonly maxBodyBytes: number;
   readonly maxDocumentAgeSeconds: number;
@@ -74,6 +77,7 @@ export const DEFAULT_CONFIG: BrokerConfig = {
   maxConnections: 1024,
   metricsSecretLabels: false,
   nonces: { kind: 'memory' },
+  quarantine: { kind: 'memory' },
   dev: false,
 };
 
@@ -122,6 +126,7 @@ export async function loadConfigFile(path: string): Promise<Partial<BrokerConfig
   if (Array.isArray(c.adminKeys)) c.adminKeys = c.adminKeys.map(rel);
   // Keys stay out of config files: the DynamoDB nonce registry takes credentials from the AWS SDK's chain.
   if (c.nonces && typeof c.nonces === 'object' && 'credentials' in c.nonces) throw new ConfigError(`${path}: nonces.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
+  if (c.quarantine && typeof c.quarantine === 'object' && 'credentials' in c.quarantine) throw new ConfigError(`${path}: quarantine.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
   if (c.tls && typeof c.tls === 'object') c.tls = { cert: rel((c.tls as { cert: unknown }).cert), key: rel((c.tls as { key: unknown }).key) };
   return c as Partial<BrokerConfig>;
 }
@@ -212,7 +217,42 @@ export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerCo
     throw new ConfigError(`approvalsRequired (${config.approvalsRequired}) exceeds the number of adminKeys (${config.adminKeys.length})`);
   }
   validateNonces(config.nonces);
+  validateQuarantine(config.quarantine);
   return config;
+}
+
+const QUARANTINE_KEYS: Record<string, ReadonlySet<string>> = {
+  memory: new Set(['kind']),
+  dynamodb: new Set(['kind', 'table', 'region', 'endpoint', 'credentials', 'maxAttempts', 'requestTimeoutMs']),
+};
+
+function validateQuarantine(quarantine: unknown): asserts quarantine is QuarantineSettings {
+  if (typeof quarantine !== 'object' || quarantine === null || Array.isArray(quarantine)) throw new ConfigError('quarantine must be an object: {"kind": "memory"} or {"kind": "dynamodb", "table": ...}');
+  const q = quarantine as Record<string, unknown>;
+  if (typeof q.kind !== 'string' || !Object.hasOwn(QUARANTINE_KEYS, q.kind)) throw new ConfigError('quarantine.kind must be "memory" or "dynamodb"');
+  const allowed = QUARANTINE_KEYS[q.kind]!;
+  for (const key of Object.keys(q)) if (!allowed.has(key)) throw new ConfigError(`quarantine: unknown setting "${key}" for kind "${q.kind}"`);
+  if (q.kind !== 'dynamodb') return;
+  if (typeof q.table !== 'string' || !TABLE_NAME.test(q.table)) throw new ConfigError('quarantine.table must be a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)');
+  if ('region' in q && (typeof q.region !== 'string' || !/^[a-z0-9-]{1,64}$/.test(q.region))) throw new ConfigError('quarantine.region must be an AWS region name such as "eu-west-1"');
+  if ('endpoint' in q) {
+    let url: URL | undefined;
+    try {
+      url = typeof q.endpoint === 'string' ? new URL(q.endpoint) : undefined;
+    } catch {
+      url = undefined;
+    }
+    if (!url || !['http:', 'https:'].includes(url.protocol)) throw new ConfigError('quarantine.endpoint must be an http(s) URL');
+  }
+  for (const [key, max] of [['maxAttempts', 10], ['requestTimeoutMs', 60_000]] as const) {
+    if (key in q && (!Number.isInteger(q[key]) || (q[key] as number) < 1 || (q[key] as number) > max)) throw new ConfigError(`quarantine.${key} must be an integer in 1..${max}`);
+  }
+  if ('credentials' in q) {
+    const c = q.credentials as Record<string, unknown> | null;
+    if (typeof c !== 'object' || c === null || typeof c.accessKeyId !== 'string' || typeof c.secretAccessKey !== 'string') {
+      throw new ConfigError('quarantine.credentials must have accessKeyId and secretAccessKey');
+    }
+  }
 }
 
 const NONCE_KEYS: Record<string, ReadonlySet<string>> = {

@@ -16,6 +16,7 @@ import { importRsa2048Spki, type RecipientKey } from './recipient-key.js';
 import type { BrokerMetrics } from './metrics.js';
 import { Quarantine, RateLimiter, type QuarantineStore } from './rate-limit.js';
 import { NonceRegistryUnavailableError, type NonceRegistry, type NonceUse } from './nonce/registry.js';
+import { QuarantineUnavailableError } from './quarantine/store.js';
 import { BrokerError } from './errors.js';
 import { buildReleaseClaims, RELEASE_JWS_TYPE, type ReleaseClaims, type ReleasedSecret } from './protocol/index.js';
 import { auditCode, namesDenied, refusal, type Denial, type DenialReason } from './release/denial.js';
@@ -213,13 +214,29 @@ export class ReleaseService {
   }
 
   /**
+   * The quarantine's answer. A shared quarantine that cannot answer or record a denial (table throttled or
+   * unreachable) refuses the request with STORE_UNAVAILABLE (503, retry later): whether the identity is
+   * quarantined is unknown, and an unrecorded denial would let probing go uncounted, so nothing is released.
+   */
+  async #quarantineAnswer(ask: () => boolean | Promise<boolean>): Promise<boolean | Denial> {
+    try {
+      return await ask();
+    } catch (err) {
+      if (!(err instanceof QuarantineUnavailableError)) throw err;
+      return refusal('STORE_UNAVAILABLE', 'the shared quarantine is unavailable; nothing was released', { kind: 'quarantine', storeError: err.storeError });
+    }
+  }
+
+  /**
    * The identity is neither quarantined nor over its rate, the store is fully
    * loaded, and the policy allows every name (one refused name refuses them
    * all); then each secret's own rate.
    */
   async #authorise(req: ReleaseRequest, v: Verified): Promise<Outcome<Authorised>> {
     const { names, now } = req;
-    if (await this.#quarantine.isQuarantined(v.identityKey, now)) return denied(refusal('QUARANTINED', 'this enclave identity is quarantined after repeated denials'));
+    const quarantined = await this.#quarantineAnswer(() => this.#quarantine.isQuarantined(v.identityKey, now));
+    if (typeof quarantined !== 'boolean') return denied(quarantined);
+    if (quarantined) return denied(refusal('QUARANTINED', 'this enclave identity is quarantined after repeated denials'));
     if (!this.#perIdentity.take(v.identityKey, now)) return denied(refusal('RATE_LIMITED', 'too many requests from this enclave identity'));
 
     let snapshot;
@@ -245,7 +262,10 @@ export class ReleaseService {
     }
     if (refused.size) {
       // A broken binding file is the admin's fault, not a sign of probing: it does not count towards quarantine.
-      if ([...refused.values()].some((dec) => dec.reason !== 'STORE_INVALID')) await this.#quarantine.recordDenial(v.identityKey, now);
+      if ([...refused.values()].some((dec) => dec.reason !== 'STORE_INVALID')) {
+        const recorded = await this.#quarantineAnswer(async () => (await this.#quarantine.recordDenial(v.identityKey, now), true));
+        if (typeof recorded !== 'boolean') return denied(recorded);
+      }
       const reasons = new Map<string, DenialReason>([...refused].map(([name, dec]) => [name, { kind: 'policy', reason: dec.reason }]));
       const isRevoked = [...refused.values()].some((dec) => callerCode(dec.reason) === 'REVOKED');
       return isRevoked

@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import type { BrokerConfig } from './config.js';
 import { initStore, openStore } from './store/open-store.js';
 import { initNonceTable } from './nonce/open-registry.js';
+import { initQuarantineTable } from './quarantine/open-quarantine.js';
 import type { BindingStore } from './store/store.js';
 import type { KeyProviders } from './kms/provider.js';
 import { openKeyProviders } from './kms/registry.js';
@@ -41,13 +42,17 @@ export async function openAdminStore(config: BrokerConfig): Promise<{ store: Bin
 
 /**
  * `keygate store init`: creates what the configured shared state needs, idempotently, and reports each
- * step: the store (table or directory), then the shared nonce table when one is configured.
+ * step: the store (table or directory), then the shared nonce and quarantine tables when configured.
  */
 export async function initSharedState(config: BrokerConfig): Promise<string[]> {
   const report = await initStore(config);
   if (config.nonces.kind === 'dynamodb') {
     const done = await initNonceTable(config.nonces);
     report.push(`nonce table ${done.table}: ${done.created ? 'created' : 'exists'}, TTL ${done.ttlEnabled ? 'enabled' : 'NOT enabled'}`);
+  }
+  if (config.quarantine.kind === 'dynamodb') {
+    const done = await initQuarantineTable(config.quarantine);
+    report.push(`quarantine table ${done.table}: ${done.created ? 'created' : 'exists'}, TTL ${done.ttlEnabled ? 'enabled' : 'NOT enabled'}`);
   }
   return report;
 }

@@ -203,6 +203,28 @@ describe('architecture', () => {
     }
   });
 
+  it('the shared quarantine: only its factory loads the DynamoDB implementation (on demand); release sees the QuarantineStore interface and the coded error only', () => {
+    const loadsDynamoQuarantine = [...runtimeSources(), ...sources('cli')].filter((f) => /dynamodb-quarantine\.js['"]/.test(readFileSync(join(ROOT, f), 'utf8')));
+    expect(loadsDynamoQuarantine).toEqual(['broker/quarantine/open-quarantine.ts']);
+    expect(readFileSync(join(ROOT, 'broker/quarantine/open-quarantine.ts'), 'utf8')).not.toMatch(/^import[^;]*dynamodb-quarantine\.js/m);
+    for (const entry of ['broker/quarantine/open-quarantine.ts', 'broker/quarantine/store.ts', 'broker/state.ts']) {
+      for (const spec of staticGraph(entry).packages) expect(HEAVY.test(spec), `${entry} loads ${spec}`).toBe(false);
+    }
+    // The interface module (settings and the error) reaches only the error base; no core folder imports the service layer.
+    expect(internalTargets('broker/quarantine/store.ts')).toEqual(['lib/coded-error.js']);
+    for (const file of sources('broker/quarantine')) {
+      for (const target of internalTargets(file)) {
+        const ok = ['broker/quarantine/', 'broker/nonce/', 'lib/'].some((p) => target.startsWith(p)) || target === 'broker/rate-limit.js';
+        expect(ok, `${file} -> ${target}`).toBe(true);
+      }
+    }
+    const release = [...sources('broker/release'), 'broker/release.ts'];
+    for (const file of release) {
+      for (const target of internalTargets(file)) expect(['broker/quarantine/open-quarantine.js', 'broker/quarantine/dynamodb-quarantine.js'], `${file} -> ${target}`).not.toContain(target);
+    }
+    expect(internalTargets('broker/release.ts')).toContain('broker/quarantine/store.js');
+  });
+
   it('provider names are declared once (PROVIDER_NAMES), and shutdown needs no cast to a concrete provider', () => {
     const declaring = runtimeSources().filter((f) => /type ProviderName\s*=/.test(readFileSync(join(ROOT, f), 'utf8')));
     expect(declaring).toEqual(['broker/policy/types.ts']);

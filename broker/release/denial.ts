@@ -17,6 +17,8 @@ export type DenialReason =
   | { readonly kind: 'store'; readonly file: 'revocations.json' | 'unreachable' }
   /** The shared nonce registry could not say whether the nonce was used; its backend's error name is kept. */
   | { readonly kind: 'nonces'; readonly registryError: string }
+  /** The shared quarantine could not say whether the identity is quarantined, or could not record a denial; its backend's error name is kept. */
+  | { readonly kind: 'quarantine'; readonly storeError: string }
   /** The key provider could not decrypt this name's value; its own error name is kept for the operator. */
   | { readonly kind: 'provider'; readonly code: 'KMS_UNAVAILABLE' | 'SECRET_UNAVAILABLE'; readonly providerError: string };
 
@@ -33,6 +35,8 @@ export function auditCode(reason: DenialReason): string {
       return `STORE_UNAVAILABLE:${reason.file}`;
     case 'nonces':
       return `STORE_UNAVAILABLE:nonces:${reason.registryError}`;
+    case 'quarantine':
+      return `STORE_UNAVAILABLE:quarantine:${reason.storeError}`;
     case 'provider':
       return `${reason.code}:${reason.providerError}`;
   }

@@ -18,6 +18,7 @@ import type { AuditSink } from '../../broker/audit/sink.js';
 import type { DecisionRecord } from '../../broker/audit/sink.js';
 import type { BindingStore } from '../../broker/store/store.js';
 import type { QuarantineStore } from '../../broker/rate-limit.js';
+import { QuarantineUnavailableError } from '../../broker/quarantine/store.js';
 import type { VerifiedDocument } from '../../broker/verify/index.js';
 
 let dir: string;
@@ -70,7 +71,7 @@ describe('denial reasons', () => {
 
 describe('ReleaseService against the AuditSink interface', () => {
   /** A document that verifies (the verifier is faked) and carries a fresh nonce but no public key: a BAD_REQUEST. */
-  async function serviceWith(audit: AuditSink, extra: { publicKey?: Uint8Array; quarantine?: QuarantineStore } = {}): Promise<{ release: ReleaseService; attest: () => Uint8Array }> {
+  async function serviceWith(audit: AuditSink, extra: { publicKey?: Uint8Array; quarantine?: QuarantineStore; store?: BindingStore } = {}): Promise<{ release: ReleaseService; attest: () => Uint8Array }> {
     const challenge = new ChallengeService(randomBytes(32));
     let nonce: Uint8Array = new Uint8Array(0);
     const doc = (): VerifiedDocument =>
@@ -80,7 +81,7 @@ describe('ReleaseService against the AuditSink interface', () => {
       roots: [],
       allowDebug: false,
       maxDocumentAgeMs: 300_000,
-      store: undefined as unknown as BindingStore, // never reached: the request is refused before authorise
+      store: extra.store ?? (undefined as unknown as BindingStore), // by default never reached: the request is refused before authorise
       providers: new Map(),
       audit,
       challenge,
@@ -132,5 +133,22 @@ describe('ReleaseService against the AuditSink interface', () => {
     const failing: QuarantineStore = { isQuarantined: () => Promise.reject(new Error('table unreachable')), recordDenial: async () => {} };
     const broken = await serviceWith(sink, { publicKey, quarantine: failing });
     expect(await codeOf(broken.release.release(broken.attest(), ['db'], '127.0.0.1'))).toBe('INTERNAL_ERROR');
+  });
+
+  it('a shared quarantine that cannot answer, or cannot record a denial, refuses with STORE_UNAVAILABLE (nothing released), audited with its error', async () => {
+    const refusals: DecisionRecord[] = [];
+    const sink: AuditSink = { append: async () => {}, appendRefusal: async (r) => void refusals.push(r), healthy: true, close: async () => {} };
+    const publicKey = new Uint8Array(generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ format: 'der', type: 'spki' }));
+    const down = (): Promise<never> => Promise.reject(new QuarantineUnavailableError('quarantine table: GetItem failed', { storeError: 'ThrottlingException' }));
+    const cannotAnswer = await serviceWith(sink, { publicKey, quarantine: { isQuarantined: down, recordDenial: async () => {} } });
+    expect(await codeOf(cannotAnswer.release.release(cannotAnswer.attest(), ['db'], '127.0.0.1'))).toBe('STORE_UNAVAILABLE');
+    // 'db' is not bound in this empty store: a policy denial, whose count the quarantine cannot record.
+    const store = await openStore({ store: join(dir, 'empty-store') });
+    const cannotRecord = await serviceWith(sink, { publicKey, store, quarantine: { isQuarantined: async () => false, recordDenial: down } });
+    expect(await codeOf(cannotRecord.release.release(cannotRecord.attest(), ['db'], '127.0.0.1'))).toBe('STORE_UNAVAILABLE');
+    expect(refusals.map((r) => [r.decision, r.code])).toEqual([
+      ['deny', 'STORE_UNAVAILABLE:quarantine:ThrottlingException'],
+      ['deny', 'STORE_UNAVAILABLE:quarantine:ThrottlingException'],
+    ]);
   });
 });
