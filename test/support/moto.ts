@@ -18,6 +18,24 @@ export interface Moto {
 
 export const MOTO_MISSING = 'moto_server is needed for these tests: install it with `pip install "moto[server]==5.2.1"` (it must be on PATH)';
 
+/**
+ * moto_server as `moto_server` runs it, but serving one request at a time. moto's
+ * threaded server does not make a conditional TransactWriteItems atomic against a
+ * concurrent one (measured: 8 racing transactions all conditioned on one version,
+ * two succeeded in 1 of 30 rounds), which DynamoDB guarantees; one request at a
+ * time restores that, so the concurrency tests test keygate, not moto's locking.
+ */
+const SINGLE_THREADED_MOTO = [
+  'import sys',
+  'try:',
+  '    from moto.server import DomainDispatcherApplication, create_backend_app',
+  '    from werkzeug.serving import run_simple',
+  'except ImportError as err:',
+  '    sys.stderr.write("MOTO_IMPORT_FAILED %s\\n" % err)',
+  '    sys.exit(3)',
+  'run_simple(sys.argv[1], int(sys.argv[2]), DomainDispatcherApplication(create_backend_app), threaded=False)',
+].join('\n');
+
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
@@ -37,7 +55,7 @@ function exited(child: ChildProcess): Promise<void> {
 export async function startMoto(): Promise<Moto> {
   const port = await freePort();
   const endpoint = `http://127.0.0.1:${port}`;
-  const child = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn('python3', ['-c', SINGLE_THREADED_MOTO, '127.0.0.1', String(port)], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
@@ -51,8 +69,8 @@ export async function startMoto(): Promise<Moto> {
   const deadline = Date.now() + 60_000;
   for (;;) {
     const failed = await Promise.race([spawnError, new Promise<undefined>((r) => setTimeout(() => r(undefined), 100))]);
-    if (failed) throw new Error((failed as NodeJS.ErrnoException).code === 'ENOENT' ? MOTO_MISSING : `moto_server failed to start: ${failed.message}`);
-    if (child.exitCode !== null) throw new Error(`moto_server exited with status ${child.exitCode}: ${stderr}`);
+    if (failed) throw new Error((failed as NodeJS.ErrnoException).code === 'ENOENT' ? `${MOTO_MISSING} (python3 not found)` : `moto_server failed to start: ${failed.message}`);
+    if (child.exitCode !== null) throw new Error(child.exitCode === 3 ? `${MOTO_MISSING} (${stderr.trim()})` : `moto_server exited with status ${child.exitCode}: ${stderr}`);
     try {
       await fetch(`${endpoint}/moto-api/`, { signal: AbortSignal.timeout(2_000) });
       break;
