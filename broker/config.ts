@@ -7,6 +7,7 @@ import { DEFAULT_AUDIT_MAX_FILE_BYTES } from './audit/log.js';
 import { parseHostPort, type HostPort } from '../lib/host-port.js';
 import type { DynamoDbStoreSettings, StoreLocation } from './store/open-store.js';
 import type { NonceRegistrySettings } from './nonce/registry.js';
+import type { SharedKeySettings } from './keys/key-source.js';
 
 /** Broker settings (a JSON config file, overridden by command-line flags). */
 export interface BrokerConfig {
@@ -33,6 +34,8 @@ export interface BrokerConfig {
   readonly challengeKeyFile?: string;
   /** Where used challenge nonces are remembered: `memory` (default; single use per broker) or a DynamoDB table shared by every replica. */
   readonly nonces: NonceRegistrySettings;
+  /** Where the keys every replica shares (signing key, challenge key) live: `file` (default; under stateDir) or a DynamoDB table, encrypted under a KMS key. */
+  readonly keys: SharedKeySettings;
   readonly secretCacheTtlSeconds: number;
   readonly maxBodyBytes: number;
   readonly maxDocumentAgeSeconds: number;
@@ -74,6 +77,7 @@ export const DEFAULT_CONFIG: BrokerConfig = {
   maxConnections: 1024,
   metricsSecretLabels: false,
   nonces: { kind: 'memory' },
+  keys: { kind: 'file' },
   dev: false,
 };
 
@@ -122,6 +126,7 @@ export async function loadConfigFile(path: string): Promise<Partial<BrokerConfig
   if (Array.isArray(c.adminKeys)) c.adminKeys = c.adminKeys.map(rel);
   // Keys stay out of config files: the DynamoDB nonce registry takes credentials from the AWS SDK's chain.
   if (c.nonces && typeof c.nonces === 'object' && 'credentials' in c.nonces) throw new ConfigError(`${path}: nonces.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
+  if (c.keys && typeof c.keys === 'object' && 'credentials' in c.keys) throw new ConfigError(`${path}: keys.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
   if (c.tls && typeof c.tls === 'object') c.tls = { cert: rel((c.tls as { cert: unknown }).cert), key: rel((c.tls as { key: unknown }).key) };
   return c as Partial<BrokerConfig>;
 }
@@ -212,7 +217,44 @@ export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerCo
     throw new ConfigError(`approvalsRequired (${config.approvalsRequired}) exceeds the number of adminKeys (${config.adminKeys.length})`);
   }
   validateNonces(config.nonces);
+  validateKeys(config.keys);
   return config;
+}
+
+const SHARED_KEY_SETTINGS: Record<string, ReadonlySet<string>> = {
+  file: new Set(['kind']),
+  dynamodb: new Set(['kind', 'table', 'kmsKeyId', 'region', 'endpoint', 'credentials', 'requestTimeoutMs']),
+};
+
+function validateKeys(keys: unknown): asserts keys is SharedKeySettings {
+  if (typeof keys !== 'object' || keys === null || Array.isArray(keys)) throw new ConfigError('keys must be an object: {"kind": "file"} or {"kind": "dynamodb", "table": ..., "kmsKeyId": ...}');
+  const k = keys as Record<string, unknown>;
+  if (typeof k.kind !== 'string' || !Object.hasOwn(SHARED_KEY_SETTINGS, k.kind)) throw new ConfigError('keys.kind must be "file" or "dynamodb"');
+  const allowed = SHARED_KEY_SETTINGS[k.kind]!;
+  for (const key of Object.keys(k)) if (!allowed.has(key)) throw new ConfigError(`keys: unknown setting "${key}" for kind "${k.kind}"`);
+  if (k.kind !== 'dynamodb') return;
+  if (typeof k.table !== 'string' || !TABLE_NAME.test(k.table)) throw new ConfigError('keys.table must be a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)');
+  // A key id, key ARN, alias name or alias ARN: KMS checks it; here only that one is given.
+  if (typeof k.kmsKeyId !== 'string' || k.kmsKeyId.length === 0 || k.kmsKeyId.length > 2048 || /\s/.test(k.kmsKeyId)) throw new ConfigError('keys.kmsKeyId must be a KMS key id, key ARN or alias (e.g. "alias/keygate")');
+  if ('region' in k && (typeof k.region !== 'string' || !/^[a-z0-9-]{1,64}$/.test(k.region))) throw new ConfigError('keys.region must be an AWS region name such as "eu-west-1"');
+  if ('endpoint' in k) {
+    let url: URL | undefined;
+    try {
+      url = typeof k.endpoint === 'string' ? new URL(k.endpoint) : undefined;
+    } catch {
+      url = undefined;
+    }
+    if (!url || !['http:', 'https:'].includes(url.protocol)) throw new ConfigError('keys.endpoint must be an http(s) URL');
+  }
+  if ('requestTimeoutMs' in k && (!Number.isInteger(k.requestTimeoutMs) || (k.requestTimeoutMs as number) < 1 || (k.requestTimeoutMs as number) > 60_000)) {
+    throw new ConfigError('keys.requestTimeoutMs must be an integer in 1..60000');
+  }
+  if ('credentials' in k) {
+    const c = k.credentials as Record<string, unknown> | null;
+    if (typeof c !== 'object' || c === null || typeof c.accessKeyId !== 'string' || typeof c.secretAccessKey !== 'string') {
+      throw new ConfigError('keys.credentials must have accessKeyId and secretAccessKey');
+    }
+  }
 }
 
 const NONCE_KEYS: Record<string, ReadonlySet<string>> = {
