@@ -9,7 +9,7 @@
  * purpose test relies on.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,6 +29,7 @@ import { startTestBroker } from '../support/broker.js';
 import { startMoto, uniqueName, type Moto } from '../support/moto.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave, valueOf } from '../support/enclave.js';
+import { keygate } from '../support/cli.js';
 
 let moto: Moto;
 let pki: TestPki;
@@ -162,6 +163,16 @@ describe('shared keys on DynamoDB + KMS', () => {
     const err = await startTestBroker(dir, [pki.root.pem], { keys: dynamoKeys(table, { endpoint: `http://127.0.0.1:${await deadPort()}`, requestTimeoutMs: 5_000 }) }).catch((e: unknown) => e);
     expect((err as SharedKeyError).code).toBe('SHARED_KEY_UNAVAILABLE');
     expect((err as SharedKeyError).message).toMatch(/DynamoDB Query/);
+  });
+
+  it('keygate broker with the key table unreachable: refuses to start, exit 1, the code on stderr', async () => {
+    const dir = tempDir();
+    const config = join(dir, 'config.json');
+    writeFileSync(config, JSON.stringify({ stateDir: 'state', store: 'store', keys: { kind: 'dynamodb', table: 'keygate-keys', kmsKeyId: 'alias/keygate', region: 'us-east-1', endpoint: `http://127.0.0.1:${await deadPort()}`, requestTimeoutMs: 5_000 } }));
+    const run = keygate(['broker', '--config', config, '--listen', '127.0.0.1:0']);
+    expect(run.status, run.stderr).toBe(1);
+    expect(run.stderr).toMatch(/^keygate broker: refusing to start: SHARED_KEY_UNAVAILABLE: shared keys: DynamoDB Query of (challenge-mac|broker-signing) in keygate-keys failed/m);
+    expect(run.stdout).not.toMatch(/listening/);
   });
 
   it('a KMS key that does not exist: the broker does not start, SHARED_KEY_UNAVAILABLE', async () => {
