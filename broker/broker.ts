@@ -9,7 +9,6 @@ import type { BindingStore } from './store/store.js';
 import { openStore, storeLabel } from './store/open-store.js';
 import { ensureDirectory } from '../lib/durable-fs.js';
 import { CodedError } from '../lib/coded-error.js';
-import { loadOrCreateKeyFile } from './kms/local.js';
 import { openProviders, statePaths } from './state.js';
 import { keyRefOf, SecretUnavailableError, type KeyProviders } from './kms/provider.js';
 import { closeKeyProviders } from './kms/registry.js';
@@ -19,7 +18,8 @@ import type { AuditSink } from './audit/sink.js';
 import { ChallengeService } from './challenge.js';
 import { openNonceRegistry } from './nonce/open-registry.js';
 import { openQuarantine } from './quarantine/open-quarantine.js';
-import { loadOrCreateSigningKey, loadPublicKeyFile, type SigningKey } from './signing-key.js';
+import { loadPublicKeyFile, type SigningKey } from './signing-key.js';
+import { loadSharedKeys } from './keys/open-key-source.js';
 import { BrokerMetrics } from './metrics.js';
 import { ReleaseService } from './release.js';
 import { createBrokerApp } from './server.js';
@@ -124,7 +124,9 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
       log('error', 'store file rejected; what it governs is unavailable until it is fixed', { file: p.file, problem: p.message });
     },
   });
-  const signingKey = await loadOrCreateSigningKey(paths.signingKey);
+  // The keys every replica shares (files under stateDir, or DynamoDB + KMS); any failure stops the start here.
+  const { signingKey, challengeKey } = await loadSharedKeys(config.keys, paths);
+  log('info', 'shared keys', config.keys.kind === 'dynamodb' ? { kind: 'dynamodb', table: config.keys.table, kmsKeyId: config.keys.kmsKeyId, kid: signingKey.kid } : { kind: 'file', kid: signingKey.kid });
   const providers = await openProviders(config);
   let stopAudit = (): void => {};
   const auditLock = await lockAuditFile(paths.audit, log, options.auditLock, () => stopAudit());
@@ -138,7 +140,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   stopAudit = () => audit.abandon('the audit file lock was taken over by another broker');
   if (auditLock.compromised) stopAudit();
   log('info', 'audit log', { file: resolvePath(paths.audit), maxFileBytes: config.auditMaxFileBytes });
-  const challenge = new ChallengeService(await loadOrCreateKeyFile(paths.challengeKey, 32));
+  const challenge = new ChallengeService(challengeKey);
   const nonces = await openNonceRegistry(config.nonces);
   log('info', 'nonce registry', config.nonces.kind === 'dynamodb' ? { kind: 'dynamodb', table: config.nonces.table } : { kind: 'memory' });
   const r = config.rateLimits;

@@ -8,6 +8,7 @@ import { parseHostPort, type HostPort } from '../lib/host-port.js';
 import type { DynamoDbStoreSettings, StoreLocation } from './store/open-store.js';
 import type { NonceRegistrySettings } from './nonce/registry.js';
 import type { QuarantineSettings } from './quarantine/store.js';
+import type { SharedKeySettings } from './keys/key-source.js';
 
 /** Broker settings (a JSON config file, overridden by command-line flags). */
 export interface BrokerConfig {
@@ -36,6 +37,8 @@ export interface BrokerConfig {
   readonly nonces: NonceRegistrySettings;
   /** Where quarantine state lives: `memory` (default; each broker quarantines on its own) or a DynamoDB table shared by every replica. */
   readonly quarantine: QuarantineSettings;
+  /** Where the keys every replica shares (signing key, challenge key) live: `file` (default; under stateDir) or a DynamoDB table, encrypted under a KMS key. */
+  readonly keys: SharedKeySettings;
   readonly secretCacheTtlSeconds: number;
   readonly maxBodyBytes: number;
   readonly maxDocumentAgeSeconds: number;
@@ -78,6 +81,7 @@ export const DEFAULT_CONFIG: BrokerConfig = {
   metricsSecretLabels: false,
   nonces: { kind: 'memory' },
   quarantine: { kind: 'memory' },
+  keys: { kind: 'file' },
   dev: false,
 };
 
@@ -127,6 +131,7 @@ export async function loadConfigFile(path: string): Promise<Partial<BrokerConfig
   // Keys stay out of config files: the DynamoDB nonce registry takes credentials from the AWS SDK's chain.
   if (c.nonces && typeof c.nonces === 'object' && 'credentials' in c.nonces) throw new ConfigError(`${path}: nonces.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
   if (c.quarantine && typeof c.quarantine === 'object' && 'credentials' in c.quarantine) throw new ConfigError(`${path}: quarantine.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
+  if (c.keys && typeof c.keys === 'object' && 'credentials' in c.keys) throw new ConfigError(`${path}: keys.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
   if (c.tls && typeof c.tls === 'object') c.tls = { cert: rel((c.tls as { cert: unknown }).cert), key: rel((c.tls as { key: unknown }).key) };
   return c as Partial<BrokerConfig>;
 }
@@ -218,77 +223,72 @@ export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerCo
   }
   validateNonces(config.nonces);
   validateQuarantine(config.quarantine);
+  validateKeys(config.keys);
   return config;
 }
 
-const QUARANTINE_KEYS: Record<string, ReadonlySet<string>> = {
+const QUARANTINE_KINDS: Record<string, ReadonlySet<string>> = {
   memory: new Set(['kind']),
   dynamodb: new Set(['kind', 'table', 'region', 'endpoint', 'credentials', 'maxAttempts', 'requestTimeoutMs']),
 };
 
-function validateQuarantine(quarantine: unknown): asserts quarantine is QuarantineSettings {
-  if (typeof quarantine !== 'object' || quarantine === null || Array.isArray(quarantine)) throw new ConfigError('quarantine must be an object: {"kind": "memory"} or {"kind": "dynamodb", "table": ...}');
-  const q = quarantine as Record<string, unknown>;
-  if (typeof q.kind !== 'string' || !Object.hasOwn(QUARANTINE_KEYS, q.kind)) throw new ConfigError('quarantine.kind must be "memory" or "dynamodb"');
-  const allowed = QUARANTINE_KEYS[q.kind]!;
-  for (const key of Object.keys(q)) if (!allowed.has(key)) throw new ConfigError(`quarantine: unknown setting "${key}" for kind "${q.kind}"`);
-  if (q.kind !== 'dynamodb') return;
-  if (typeof q.table !== 'string' || !TABLE_NAME.test(q.table)) throw new ConfigError('quarantine.table must be a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)');
-  if ('region' in q && (typeof q.region !== 'string' || !/^[a-z0-9-]{1,64}$/.test(q.region))) throw new ConfigError('quarantine.region must be an AWS region name such as "eu-west-1"');
-  if ('endpoint' in q) {
-    let url: URL | undefined;
-    try {
-      url = typeof q.endpoint === 'string' ? new URL(q.endpoint) : undefined;
-    } catch {
-      url = undefined;
-    }
-    if (!url || !['http:', 'https:'].includes(url.protocol)) throw new ConfigError('quarantine.endpoint must be an http(s) URL');
-  }
-  for (const [key, max] of [['maxAttempts', 10], ['requestTimeoutMs', 60_000]] as const) {
-    if (key in q && (!Number.isInteger(q[key]) || (q[key] as number) < 1 || (q[key] as number) > max)) throw new ConfigError(`quarantine.${key} must be an integer in 1..${max}`);
-  }
-  if ('credentials' in q) {
-    const c = q.credentials as Record<string, unknown> | null;
-    if (typeof c !== 'object' || c === null || typeof c.accessKeyId !== 'string' || typeof c.secretAccessKey !== 'string') {
-      throw new ConfigError('quarantine.credentials must have accessKeyId and secretAccessKey');
-    }
-  }
-}
+const SHARED_KEY_KINDS: Record<string, ReadonlySet<string>> = {
+  file: new Set(['kind']),
+  dynamodb: new Set(['kind', 'table', 'kmsKeyId', 'region', 'endpoint', 'credentials', 'requestTimeoutMs']),
+};
 
-const NONCE_KEYS: Record<string, ReadonlySet<string>> = {
+const NONCE_KINDS: Record<string, ReadonlySet<string>> = {
   memory: new Set(['kind', 'maxRemembered']),
   dynamodb: new Set(['kind', 'table', 'region', 'endpoint', 'credentials', 'maxAttempts', 'requestTimeoutMs']),
 };
 
+function validateQuarantine(quarantine: unknown): asserts quarantine is QuarantineSettings {
+  validateKindSetting('quarantine', quarantine, QUARANTINE_KINDS, '{"kind": "memory"} or {"kind": "dynamodb", "table": ...}');
+}
+
+function validateKeys(keys: unknown): asserts keys is SharedKeySettings {
+  const k = validateKindSetting('keys', keys, SHARED_KEY_KINDS, '{"kind": "file"} or {"kind": "dynamodb", "table": ..., "kmsKeyId": ...}');
+  // A key id, key ARN, alias name or alias ARN: KMS checks it; here only that one is given.
+  if (k.kind === 'dynamodb' && (typeof k.kmsKeyId !== 'string' || k.kmsKeyId.length === 0 || k.kmsKeyId.length > 2048 || /\s/.test(k.kmsKeyId))) {
+    throw new ConfigError('keys.kmsKeyId must be a KMS key id, key ARN or alias (e.g. "alias/keygate")');
+  }
+}
+
 function validateNonces(nonces: unknown): asserts nonces is NonceRegistrySettings {
-  if (typeof nonces !== 'object' || nonces === null || Array.isArray(nonces)) throw new ConfigError('nonces must be an object: {"kind": "memory"} or {"kind": "dynamodb", "table": ...}');
-  const n = nonces as Record<string, unknown>;
-  const allowed = typeof n.kind === 'string' ? NONCE_KEYS[n.kind] : undefined;
-  if (!allowed || !Object.hasOwn(NONCE_KEYS, n.kind as string)) throw new ConfigError(`nonces.kind must be "memory" or "dynamodb"`);
-  for (const key of Object.keys(n)) if (!allowed.has(key)) throw new ConfigError(`nonces: unknown setting "${key}" for kind "${n.kind as string}"`);
-  const positiveInt = (key: string, max: number): void => {
-    if (key in n && (!Number.isInteger(n[key]) || (n[key] as number) < 1 || (n[key] as number) > max)) throw new ConfigError(`nonces.${key} must be an integer in 1..${max}`);
-  };
-  positiveInt('maxRemembered', 10_000_000);
-  if (n.kind !== 'dynamodb') return;
-  // DynamoDB's own rule for table names.
-  if (typeof n.table !== 'string' || !/^[A-Za-z0-9_.-]{3,255}$/.test(n.table)) throw new ConfigError('nonces.table must be a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)');
-  if ('region' in n && (typeof n.region !== 'string' || !/^[a-z0-9-]{1,64}$/.test(n.region))) throw new ConfigError('nonces.region must be an AWS region name such as "eu-west-1"');
-  if ('endpoint' in n) {
+  validateKindSetting('nonces', nonces, NONCE_KINDS, '{"kind": "memory"} or {"kind": "dynamodb", "table": ...}', { maxRemembered: 10_000_000 });
+}
+
+/**
+ * A shared component's setting (`nonces`, `quarantine`, `keys`): `{ kind, ... }`, with only the settings
+ * that kind takes; the DynamoDB kind names its table and may override the AWS SDK client (region,
+ * endpoint, attempts, timeout; credentials only from code). Returns the object for kind-specific checks.
+ */
+function validateKindSetting(name: string, value: unknown, kinds: Record<string, ReadonlySet<string>>, shape: string, limits: Record<string, number> = {}): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ConfigError(`${name} must be an object: ${shape}`);
+  const o = value as Record<string, unknown>;
+  if (typeof o.kind !== 'string' || !Object.hasOwn(kinds, o.kind)) throw new ConfigError(`${name}.kind must be ${Object.keys(kinds).map((k) => `"${k}"`).join(' or ')}`);
+  const allowed = kinds[o.kind]!;
+  for (const key of Object.keys(o)) if (!allowed.has(key)) throw new ConfigError(`${name}: unknown setting "${key}" for kind "${o.kind}"`);
+  for (const [key, max] of Object.entries({ ...limits, maxAttempts: 10, requestTimeoutMs: 60_000 })) {
+    if (key in o && (!Number.isInteger(o[key]) || (o[key] as number) < 1 || (o[key] as number) > max)) throw new ConfigError(`${name}.${key} must be an integer in 1..${max}`);
+  }
+  if (o.kind !== 'dynamodb') return o;
+  if (typeof o.table !== 'string' || !TABLE_NAME.test(o.table)) throw new ConfigError(`${name}.table must be a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)`);
+  if ('region' in o && (typeof o.region !== 'string' || !/^[a-z0-9-]{1,64}$/.test(o.region))) throw new ConfigError(`${name}.region must be an AWS region name such as "eu-west-1"`);
+  if ('endpoint' in o) {
     let url: URL | undefined;
     try {
-      url = typeof n.endpoint === 'string' ? new URL(n.endpoint) : undefined;
+      url = typeof o.endpoint === 'string' ? new URL(o.endpoint) : undefined;
     } catch {
       url = undefined;
     }
-    if (!url || !['http:', 'https:'].includes(url.protocol)) throw new ConfigError('nonces.endpoint must be an http(s) URL');
+    if (!url || !['http:', 'https:'].includes(url.protocol)) throw new ConfigError(`${name}.endpoint must be an http(s) URL`);
   }
-  positiveInt('maxAttempts', 10);
-  positiveInt('requestTimeoutMs', 60_000);
-  if ('credentials' in n) {
-    const c = n.credentials as Record<string, unknown> | null;
+  if ('credentials' in o) {
+    const c = o.credentials as Record<string, unknown> | null;
     if (typeof c !== 'object' || c === null || typeof c.accessKeyId !== 'string' || typeof c.secretAccessKey !== 'string') {
-      throw new ConfigError('nonces.credentials must have accessKeyId and secretAccessKey');
+      throw new ConfigError(`${name}.credentials must have accessKeyId and secretAccessKey`);
     }
   }
+  return o;
 }

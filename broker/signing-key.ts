@@ -13,7 +13,8 @@ export interface SigningKey {
   readonly kid: string;
 }
 
-async function fromPrivateJwk(jwk: JsonWebKey): Promise<SigningKey> {
+/** The signing key held in a private Ed25519 JWK; the kid is its RFC 7638 thumbprint, wherever the JWK is stored. */
+export async function fromPrivateJwk(jwk: JsonWebKey): Promise<SigningKey> {
   const privateKey = createPrivateKey({ key: jwk, format: 'jwk' });
   if (privateKey.asymmetricKeyType !== 'ed25519') throw new Error('broker signing key must be Ed25519');
   const publicKey = createPublicKey(privateKey);

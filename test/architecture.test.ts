@@ -225,6 +225,25 @@ describe('architecture', () => {
     expect(internalTargets('broker/release.ts')).toContain('broker/quarantine/store.js');
   });
 
+  it('shared keys: the DynamoDB key source (and with it the AWS SDK) loads only on demand from its factory; broker/keys reaches no service layer', () => {
+    const all = [...runtimeSources(), ...sources('cli')];
+    const loadsDynamoKeys = all.filter((f) => /dynamodb-keys\.js['"]/.test(readFileSync(join(ROOT, f), 'utf8')));
+    expect(loadsDynamoKeys).toEqual(['broker/keys/open-key-source.ts']);
+    expect(readFileSync(join(ROOT, 'broker/keys/open-key-source.ts'), 'utf8')).toMatch(/import\(\s*'\.\/dynamodb-keys\.js'\s*\)/);
+    for (const entry of ['broker/keys/open-key-source.ts', 'broker/keys/key-source.ts', 'broker/broker.ts']) {
+      for (const spec of staticGraph(entry).packages) expect(/^@aws-sdk\//.test(spec), `${entry} loads ${spec}`).toBe(false);
+    }
+    // The keys are loaded through the factory only: nothing else reads or creates the key files any more.
+    expect(internalTargets('broker/broker.ts')).toContain('broker/keys/open-key-source.js');
+    for (const file of runtimeSources().filter((f) => !f.startsWith('broker/keys/') && !f.startsWith('broker/kms/') && f !== 'broker/signing-key.ts')) {
+      expect(readFileSync(join(ROOT, file), 'utf8'), file).not.toMatch(/\bloadOrCreate(?:SigningKey|KeyFile)\b/);
+    }
+    // The interface names the keys and their error; only the implementations depend on storage.
+    expect(internalTargets('broker/keys/key-source.ts').sort()).toEqual(['broker/signing-key.js', 'lib/coded-error.js']);
+    const allowed = (t: string): boolean => t.startsWith('broker/keys/') || t.startsWith('lib/') || t === 'broker/signing-key.js' || t === 'broker/kms/local.js';
+    for (const file of sources('broker/keys')) for (const target of internalTargets(file)) expect(allowed(target), `${file} -> ${target}`).toBe(true);
+  });
+
   it('provider names are declared once (PROVIDER_NAMES), and shutdown needs no cast to a concrete provider', () => {
     const declaring = runtimeSources().filter((f) => /type ProviderName\s*=/.test(readFileSync(join(ROOT, f), 'utf8')));
     expect(declaring).toEqual(['broker/policy/types.ts']);

@@ -1,4 +1,5 @@
 import { AuditFileInUseError, startBroker } from '../../broker/broker.js';
+import { SharedKeyError } from '../../broker/keys/key-source.js';
 import { openDevPki } from '../../vsock-shim/simulator/pki-store.js';
 import { devPkiDirectory } from './get.js';
 import { parseCommand } from '../args.js';
@@ -32,8 +33,8 @@ export async function brokerCommand(argv: readonly string[], io: CliIo): Promise
   try {
     broker = await startBroker(config);
   } catch (err) {
-    if (!(err instanceof AuditFileInUseError)) throw err;
-    io.err(`keygate broker: refusing to start: ${err.message}\n`);
+    if (!(err instanceof AuditFileInUseError || err instanceof SharedKeyError)) throw err;
+    io.err(`keygate broker: refusing to start: ${err instanceof SharedKeyError ? `${err.code}: ` : ''}${err.message}\n`);
     return 1;
   }
   io.out(`keygate broker listening on ${broker.url}${config.dev ? ' (DEVELOPMENT MODE)' : ''}\n`);
