@@ -6,7 +6,6 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { createServer as createHttpServer } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -24,13 +23,11 @@ import { LocalKeyProvider } from '../../broker/kms/local.js';
 import type { RunningBroker } from '../../broker/broker.js';
 import { ConfigError, loadConfigFile, resolveConfig } from '../../broker/config.js';
 import { startTestBroker } from '../support/broker.js';
-import { startMoto, uniqueName, type Moto } from '../support/moto.js';
+import { awsOf, closedPort, startMoto, uniqueName, type Moto } from '../support/moto.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave } from '../support/enclave.js';
 
 let moto: Moto;
-/** The SDK settings of the moto server (test credentials). */
-const awsOf = (m: Moto) => ({ region: m.env.AWS_REGION, endpoint: m.endpoint, credentials: { accessKeyId: m.env.AWS_ACCESS_KEY_ID, secretAccessKey: m.env.AWS_SECRET_ACCESS_KEY } });
 let pki: TestPki;
 const dirs: string[] = [];
 const tempDir = (): string => {
@@ -55,15 +52,6 @@ const dynamo = (table: string, extra: Partial<DynamoDbNonceSettings> = {}): Dyna
   ...extra,
 });
 
-/** A loopback port nothing listens on (taken, then released). */
-async function closedPort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Nonce ids (64 hex, like the real ones): unique to this run, stable for one `n`. */
 const RUN = randomBytes(28).toString('hex');

@@ -7,7 +7,6 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { createServer as createHttpServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,13 +21,11 @@ import type { RunningBroker } from '../../broker/broker.js';
 import { ConfigError, loadConfigFile, resolveConfig } from '../../broker/config.js';
 import { initSharedState } from '../../broker/state.js';
 import { NO_RATE_LIMITS, startTestBroker } from '../support/broker.js';
-import { startMoto, uniqueName, type Moto } from '../support/moto.js';
+import { awsOf, closedPort, startMoto, uniqueName, type Moto } from '../support/moto.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave } from '../support/enclave.js';
 
 let moto: Moto;
-/** The SDK settings of the moto server (test credentials). */
-const awsOf = (m: Moto) => ({ region: m.env.AWS_REGION, endpoint: m.endpoint, credentials: { accessKeyId: m.env.AWS_ACCESS_KEY_ID, secretAccessKey: m.env.AWS_SECRET_ACCESS_KEY } });
 let pki: TestPki;
 const dirs: string[] = [];
 const tempDir = (): string => {
@@ -53,15 +50,6 @@ const dynamo = (table: string, extra: Partial<DynamoDbQuarantineSettings> = {}):
   ...extra,
 });
 
-/** A loopback port nothing listens on (taken, then released). */
-async function closedPort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 const SECOND = 1_000;
 const HOUR = 3_600_000;

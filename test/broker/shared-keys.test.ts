@@ -10,7 +10,6 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { JWK } from 'jose';
@@ -26,7 +25,7 @@ import { loadSharedKeys, openKeySource } from '../../broker/keys/open-key-source
 import { SharedKeyError, type SharedKeySettings } from '../../broker/keys/key-source.js';
 import { keyItemKey } from '../../broker/keys/dynamodb-keys.js';
 import { startTestBroker } from '../support/broker.js';
-import { startMoto, uniqueName, type Moto } from '../support/moto.js';
+import { awsOf, closedPort, startMoto, uniqueName, type Moto } from '../support/moto.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave, valueOf } from '../support/enclave.js';
 import { keygate } from '../support/cli.js';
@@ -40,7 +39,7 @@ const tempDir = (): string => {
   dirs.push(d);
   return d;
 };
-const aws = () => ({ region: moto.env.AWS_REGION, endpoint: moto.endpoint, credentials: { accessKeyId: moto.env.AWS_ACCESS_KEY_ID, secretAccessKey: moto.env.AWS_SECRET_ACCESS_KEY } });
+const aws = () => awsOf(moto);
 const dynamoKeys = (table: string, extra: Partial<Extract<SharedKeySettings, { kind: 'dynamodb' }>> = {}): Extract<SharedKeySettings, { kind: 'dynamodb' }> => ({ kind: 'dynamodb', table, kmsKeyId, ...aws(), ...extra });
 /** A fresh key table keyed by `pk` alone (the nonce table's layout). */
 async function keyTable(): Promise<string> {
@@ -50,16 +49,6 @@ async function keyTable(): Promise<string> {
 }
 const noPaths = { signingKey: '/nonexistent/unused', challengeKey: '/nonexistent/unused' };
 
-function deadPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 beforeAll(async () => {
   [moto, pki] = await Promise.all([startMoto(), createTestPki(Date.now())]);
@@ -149,7 +138,7 @@ describe('shared keys on DynamoDB + KMS', () => {
     const dir = tempDir();
     // DynamoDB answers; only KMS is gone (the SDK's per-service endpoint variable).
     const saved = { ...process.env };
-    Object.assign(process.env, moto.env, { AWS_ENDPOINT_URL_KMS: `http://127.0.0.1:${await deadPort()}` });
+    Object.assign(process.env, moto.env, { AWS_ENDPOINT_URL_KMS: `http://127.0.0.1:${await closedPort()}` });
     try {
       const { endpoint: _e, ...viaEnv } = dynamoKeys(table, { requestTimeoutMs: 5_000 });
       const err = await startTestBroker(dir, [pki.root.pem], { keys: viaEnv }).catch((e: unknown) => e);
@@ -160,7 +149,7 @@ describe('shared keys on DynamoDB + KMS', () => {
       process.env = saved;
     }
     // And DynamoDB unreachable (the table cannot even be read): the same code, naming DynamoDB.
-    const err = await startTestBroker(dir, [pki.root.pem], { keys: dynamoKeys(table, { endpoint: `http://127.0.0.1:${await deadPort()}`, requestTimeoutMs: 5_000 }) }).catch((e: unknown) => e);
+    const err = await startTestBroker(dir, [pki.root.pem], { keys: dynamoKeys(table, { endpoint: `http://127.0.0.1:${await closedPort()}`, requestTimeoutMs: 5_000 }) }).catch((e: unknown) => e);
     expect((err as SharedKeyError).code).toBe('SHARED_KEY_UNAVAILABLE');
     expect((err as SharedKeyError).message).toMatch(/DynamoDB Query/);
   });
@@ -168,7 +157,7 @@ describe('shared keys on DynamoDB + KMS', () => {
   it('keygate broker with the key table unreachable: refuses to start, exit 1, the code on stderr', async () => {
     const dir = tempDir();
     const config = join(dir, 'config.json');
-    writeFileSync(config, JSON.stringify({ stateDir: 'state', store: 'store', keys: { kind: 'dynamodb', table: 'keygate-keys', kmsKeyId: 'alias/keygate', region: 'us-east-1', endpoint: `http://127.0.0.1:${await deadPort()}`, requestTimeoutMs: 5_000 } }));
+    writeFileSync(config, JSON.stringify({ stateDir: 'state', store: 'store', keys: { kind: 'dynamodb', table: 'keygate-keys', kmsKeyId: 'alias/keygate', region: 'us-east-1', endpoint: `http://127.0.0.1:${await closedPort()}`, requestTimeoutMs: 5_000 } }));
     const run = keygate(['broker', '--config', config, '--listen', '127.0.0.1:0']);
     expect(run.status, run.stderr).toBe(1);
     expect(run.stderr).toMatch(/^keygate broker: refusing to start: SHARED_KEY_UNAVAILABLE: shared keys: DynamoDB Query of (challenge-mac|broker-signing) in keygate-keys failed/m);

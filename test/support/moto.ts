@@ -93,3 +93,13 @@ let counter = 0;
 export function uniqueName(prefix: string): string {
   return `${prefix}-${process.pid}-${Date.now().toString(36)}-${++counter}`;
 }
+
+/** The AWS SDK client settings of a moto server (its test credentials), for settings objects built in code. */
+export function awsOf(m: Moto): { region: string; endpoint: string; credentials: { accessKeyId: string; secretAccessKey: string } } {
+  return { region: m.env.AWS_REGION, endpoint: m.endpoint, credentials: { accessKeyId: m.env.AWS_ACCESS_KEY_ID, secretAccessKey: m.env.AWS_SECRET_ACCESS_KEY } };
+}
+
+/** A loopback port nothing listens on (taken, then released): an unreachable endpoint. */
+export function closedPort(): Promise<number> {
+  return freePort();
+}
