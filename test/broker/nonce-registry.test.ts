@@ -5,7 +5,7 @@
  * replay promise through real brokers sharing one table.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -17,15 +17,11 @@ import { initNonceTable, openNonceRegistry } from '../../broker/nonce/open-regis
 import type { NonceRegistry, NonceUse } from '../../broker/nonce/registry.js';
 import { NonceRegistryUnavailableError } from '../../broker/nonce/registry.js';
 import { ChallengeService } from '../../broker/challenge.js';
-import { bindSecret, pcrSet } from '../../broker/admin.js';
-import { FileStore } from '../../broker/store/file-store.js';
-import { LocalKeyProvider } from '../../broker/kms/local.js';
-import type { RunningBroker } from '../../broker/broker.js';
 import { ConfigError, loadConfigFile, resolveConfig } from '../../broker/config.js';
-import { startTestBroker } from '../support/broker.js';
+import { startTestBrokerWithDb, auditCodesIn } from '../support/broker.js';
 import { awsOf, closedPort, startMoto, uniqueName, type Moto } from '../support/moto.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
-import { APPROVED, TestEnclave } from '../support/enclave.js';
+import { TestEnclave } from '../support/enclave.js';
 
 let moto: Moto;
 let pki: TestPki;
@@ -196,26 +192,12 @@ describe('config', () => {
   });
 });
 
-/** A broker with `db` bound for the approved identity (a local-provider secret in its own store). */
-async function brokerWith(dir: string, extra: Parameters<typeof startTestBroker>[2]): Promise<RunningBroker> {
-  const store = await FileStore.open(join(dir, 'store'));
-  const local = await LocalKeyProvider.open(join(dir, 'state', 'local-provider.key'));
-  await bindSecret(store, local, { secret: 'db', value: new TextEncoder().encode('db-value'), allow: [pcrSet(APPROVED)], provider: 'local' });
-  return startTestBroker(dir, [pki.root.pem], extra);
-}
 
-function auditCodes(dir: string): string[] {
-  return readFileSync(join(dir, 'state', 'audit.jsonl'), 'utf8')
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((l) => (JSON.parse(l) as { code?: string }).code)
-    .filter((c): c is string => c !== undefined);
-}
 
 describe('through real brokers', () => {
   it('DynamoDB unreachable: 503 STORE_UNAVAILABLE, nothing released, audited with the SDK error; a forged nonce never reaches the table', async () => {
     const dir = tempDir();
-    const broker = await brokerWith(dir, { nonces: dynamo('nonces', { endpoint: `http://127.0.0.1:${await closedPort()}`, maxAttempts: 2 }) });
+    const broker = await startTestBrokerWithDb(dir, [pki.root.pem], { nonces: dynamo('nonces', { endpoint: `http://127.0.0.1:${await closedPort()}`, maxAttempts: 2 }) });
     try {
       const enclave = new TestEnclave(pki, broker.url);
       const res = await enclave.request(['db']);
@@ -228,7 +210,7 @@ describe('through real brokers', () => {
     } finally {
       await broker.close();
     }
-    const codes = auditCodes(dir);
+    const codes = auditCodesIn(dir);
     expect(codes).not.toContain('RELEASED');
     expect(codes.some((c) => c.startsWith('STORE_UNAVAILABLE:nonces:'))).toBe(true);
   });
@@ -239,8 +221,8 @@ describe('through real brokers', () => {
     const shared = tempDir();
     const challengeKeyFile = join(shared, 'challenge.key');
     const [dirA, dirB] = [tempDir(), tempDir()];
-    const a = await brokerWith(dirA, { nonces: settings, challengeKeyFile });
-    const b = await brokerWith(dirB, { nonces: settings, challengeKeyFile });
+    const a = await startTestBrokerWithDb(dirA, [pki.root.pem], { nonces: settings, challengeKeyFile });
+    const b = await startTestBrokerWithDb(dirB, [pki.root.pem], { nonces: settings, challengeKeyFile });
     try {
       const enclave = new TestEnclave(pki, a.url);
       for (let round = 0; round < 3; round++) {
@@ -256,7 +238,7 @@ describe('through real brokers', () => {
     } finally {
       await Promise.all([a.close(), b.close()]);
     }
-    const releases = [...auditCodes(dirA), ...auditCodes(dirB)].filter((c) => c === 'RELEASED');
+    const releases = [...auditCodesIn(dirA), ...auditCodesIn(dirB)].filter((c) => c === 'RELEASED');
     expect(releases).toHaveLength(3);
   });
 });

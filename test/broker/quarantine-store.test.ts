@@ -6,7 +6,7 @@
  * sharing one table.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,16 +14,12 @@ import { DescribeTimeToLiveCommand, DynamoDBClient, GetItemCommand, PutItemComma
 import { DynamoDbQuarantine, QUARANTINE_TTL_ATTRIBUTE, quarantineItemKey, type DynamoDbQuarantineSettings } from '../../broker/quarantine/dynamodb-quarantine.js';
 import { initQuarantineTable, openQuarantine, type OpenedQuarantine } from '../../broker/quarantine/open-quarantine.js';
 import { QuarantineUnavailableError, type QuarantineLimits } from '../../broker/quarantine/store.js';
-import { bindSecret, pcrSet } from '../../broker/admin.js';
-import { FileStore } from '../../broker/store/file-store.js';
-import { LocalKeyProvider } from '../../broker/kms/local.js';
-import type { RunningBroker } from '../../broker/broker.js';
 import { ConfigError, loadConfigFile, resolveConfig } from '../../broker/config.js';
 import { initSharedState } from '../../broker/state.js';
-import { NO_RATE_LIMITS, startTestBroker } from '../support/broker.js';
+import { NO_RATE_LIMITS, startTestBrokerWithDb, auditCodesIn } from '../support/broker.js';
 import { awsOf, closedPort, startMoto, uniqueName, type Moto } from '../support/moto.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
-import { APPROVED, TestEnclave } from '../support/enclave.js';
+import { TestEnclave } from '../support/enclave.js';
 
 let moto: Moto;
 let pki: TestPki;
@@ -265,21 +261,7 @@ describe('config', () => {
   });
 });
 
-/** A broker with `db` bound for the approved identity (a local-provider secret in its own store). */
-async function brokerWith(dir: string, extra: Parameters<typeof startTestBroker>[2]): Promise<RunningBroker> {
-  const store = await FileStore.open(join(dir, 'store'));
-  const local = await LocalKeyProvider.open(join(dir, 'state', 'local-provider.key'));
-  await bindSecret(store, local, { secret: 'db', value: new TextEncoder().encode('db-value'), allow: [pcrSet(APPROVED)], provider: 'local' });
-  return startTestBroker(dir, [pki.root.pem], extra);
-}
 
-function auditCodes(dir: string): string[] {
-  return readFileSync(join(dir, 'state', 'audit.jsonl'), 'utf8')
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((l) => (JSON.parse(l) as { code?: string }).code)
-    .filter((c): c is string => c !== undefined);
-}
 
 describe('through real brokers', () => {
   it('denials spread over two brokers sharing the quarantine table quarantine the identity on both', async () => {
@@ -288,8 +270,8 @@ describe('through real brokers', () => {
     const challengeKeyFile = join(tempDir(), 'challenge.key');
     const rateLimits = { ...NO_RATE_LIMITS, quarantineAfterDenials: 4, quarantineWindowSeconds: 600, quarantineSeconds: 600 };
     const [dirA, dirB] = [tempDir(), tempDir()];
-    const a = await brokerWith(dirA, { quarantine: settings, challengeKeyFile, rateLimits });
-    const b = await brokerWith(dirB, { quarantine: settings, challengeKeyFile, rateLimits });
+    const a = await startTestBrokerWithDb(dirA, [pki.root.pem], { quarantine: settings, challengeKeyFile, rateLimits });
+    const b = await startTestBrokerWithDb(dirB, [pki.root.pem], { quarantine: settings, challengeKeyFile, rateLimits });
     try {
       const [atA, atB] = [new TestEnclave(pki, a.url), new TestEnclave(pki, b.url)];
       // 3 denials, spread: below the threshold everywhere (each broker alone has seen at most 2).
@@ -304,13 +286,13 @@ describe('through real brokers', () => {
     } finally {
       await Promise.all([a.close(), b.close()]);
     }
-    expect(auditCodes(dirA)).toContain('QUARANTINED');
-    expect(auditCodes(dirB)).toContain('QUARANTINED');
+    expect(auditCodesIn(dirA)).toContain('QUARANTINED');
+    expect(auditCodesIn(dirB)).toContain('QUARANTINED');
   });
 
   it('quarantine table unreachable: 503 STORE_UNAVAILABLE, nothing released, audited with the SDK error', async () => {
     const dir = tempDir();
-    const broker = await brokerWith(dir, { quarantine: dynamo('quarantine', { endpoint: `http://127.0.0.1:${await closedPort()}`, maxAttempts: 2 }) });
+    const broker = await startTestBrokerWithDb(dir, [pki.root.pem], { quarantine: dynamo('quarantine', { endpoint: `http://127.0.0.1:${await closedPort()}`, maxAttempts: 2 }) });
     try {
       const res = await new TestEnclave(pki, broker.url).request(['db']);
       expect(res.status).toBe(503);
@@ -319,7 +301,7 @@ describe('through real brokers', () => {
     } finally {
       await broker.close();
     }
-    const codes = auditCodes(dir);
+    const codes = auditCodesIn(dir);
     expect(codes).not.toContain('RELEASED');
     expect(codes.some((c) => c.startsWith('STORE_UNAVAILABLE:quarantine:'))).toBe(true);
   });

@@ -1,8 +1,13 @@
 /** A real broker on 127.0.0.1 for tests and benchmarks, with abuse limits off so load and timing tests measure the broker itself. */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startBroker, type RunningBroker } from '../../broker/broker.js';
 import { resolveConfig, type BrokerConfig } from '../../broker/config.js';
 import { silentLogger } from '../../broker/log.js';
+import { FileStore } from '../../broker/store/file-store.js';
+import { LocalKeyProvider } from '../../broker/kms/local.js';
+import { bindSecret, pcrSet } from '../../broker/admin.js';
+import { APPROVED } from './enclave.js';
 
 export const NO_RATE_LIMITS: BrokerConfig['rateLimits'] = {
   perClientPerSecond: 0,
@@ -19,4 +24,21 @@ export function startTestBroker(dir: string, roots: readonly string[], extra: Pa
     resolveConfig({ listen: '127.0.0.1:0', store: join(dir, 'store'), stateDir: join(dir, 'state'), extraRootPems: roots, rateLimits: NO_RATE_LIMITS, ...extra }),
     { log: silentLogger },
   );
+}
+
+/** A test broker (as startTestBroker) whose own file store has `db` = "db-value" bound for the approved test identity. */
+export async function startTestBrokerWithDb(dir: string, roots: readonly string[], extra: Partial<BrokerConfig> = {}): Promise<RunningBroker> {
+  const store = await FileStore.open(join(dir, 'store'));
+  const local = await LocalKeyProvider.open(join(dir, 'state', 'local-provider.key'));
+  await bindSecret(store, local, { secret: 'db', value: new TextEncoder().encode('db-value'), allow: [pcrSet(APPROVED)], provider: 'local' });
+  return startTestBroker(dir, roots, extra);
+}
+
+/** The `code` of every record in the audit file under `dir/state`, in order. */
+export function auditCodesIn(dir: string): string[] {
+  return readFileSync(join(dir, 'state', 'audit.jsonl'), 'utf8')
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => (JSON.parse(l) as { code?: string }).code)
+    .filter((c): c is string => c !== undefined);
 }
