@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { ConfigError, DEFAULT_CONFIG, loadConfigFile, resolveConfig, type BrokerConfig } from '../../broker/config.js';
 
 let dir: string;
@@ -110,5 +111,18 @@ describe('the store setting', () => {
     })();
     expect(err).toBeInstanceOf(ConfigError);
     expect(err).toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringMatching(message) });
+  });
+});
+
+describe('examples/broker-dynamodb.json', () => {
+  it('is a complete config for several replicas: every shared component on DynamoDB, keys under alias/keygate, nothing AWS-specific but the SDK environment', async () => {
+    const file = fileURLToPath(new URL('../../examples/broker-dynamodb.json', import.meta.url));
+    const config = resolveConfig(await loadConfigFile(file));
+    expect(config.store).toMatchObject({ kind: 'dynamodb', table: 'keygate' });
+    expect(config.nonces).toMatchObject({ kind: 'dynamodb' });
+    expect(config.quarantine).toMatchObject({ kind: 'dynamodb' });
+    expect(config.keys).toMatchObject({ kind: 'dynamodb', kmsKeyId: 'alias/keygate' });
+    // Region, endpoint and credentials come from the AWS SDK environment, so the same file runs against moto and AWS.
+    expect(JSON.stringify(await loadConfigFile(file))).not.toMatch(/region|endpoint|credentials/);
   });
 });
