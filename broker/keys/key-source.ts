@@ -1,3 +1,4 @@
+import type { DynamoDbTableSettings } from '../../lib/aws-settings.js';
 import { CodedError } from '../../lib/coded-error.js';
 import type { SigningKey } from '../signing-key.js';
 
@@ -11,30 +12,14 @@ export const SHARED_KEY_NAMES = ['challenge-mac', 'broker-signing'] as const;
 export type SharedKeyName = (typeof SHARED_KEY_NAMES)[number];
 
 /** Credentials given in code (tests, embedding); a config file relies on the AWS SDK's credential chain. */
-export interface SharedKeyCredentials {
-  readonly accessKeyId: string;
-  readonly secretAccessKey: string;
-  readonly sessionToken?: string;
-}
 
 /** Where the shared keys live: files under stateDir (default), or items in a DynamoDB table encrypted under a KMS key. */
 export type SharedKeySettings =
   | { readonly kind: 'file' }
-  | {
-      readonly kind: 'dynamodb';
-      /** The table holding the key items (a table keyed by `pk` alone or by `pk` + `sk`: the store's or the nonce table do). */
-      readonly table: string;
-      /** The KMS key (id, ARN or alias) the key material is encrypted under. */
+  | (Omit<DynamoDbTableSettings, 'maxAttempts'> & {
+      /** The KMS key (id, ARN or alias) the key material is encrypted under. The table may be the store's or the nonce table; `endpoint` applies to DynamoDB and KMS alike; `requestTimeoutMs` (default 10 000) bounds each call at start. */
       readonly kmsKeyId: string;
-      /** Unset: the AWS SDK's usual configuration (AWS_REGION, profile). */
-      readonly region?: string;
-      /** Unset: the SDK's (AWS_ENDPOINT_URL, or the regional endpoints). Used for DynamoDB and KMS alike. */
-      readonly endpoint?: string;
-      /** Only from code, never from a config file. Unset: the SDK's credential chain. */
-      readonly credentials?: SharedKeyCredentials;
-      /** Deadline of each DynamoDB or KMS call at start in ms, SDK retries included. Default 10 000. */
-      readonly requestTimeoutMs?: number;
-    };
+    });
 
 /** The shared keys, loaded. */
 export interface SharedKeys {

@@ -1,3 +1,4 @@
+import type { DynamoDbTableSettings } from '../../lib/aws-settings.js';
 import { CodedError } from '../../lib/coded-error.js';
 
 /**
@@ -26,30 +27,10 @@ export interface NonceRegistry {
   close(): void;
 }
 
-/** Credentials given in code (tests, embedding); a config file relies on the AWS SDK's credential chain. */
-export interface StaticAwsCredentials {
-  readonly accessKeyId: string;
-  readonly secretAccessKey: string;
-  readonly sessionToken?: string;
-}
 
 /** Where the nonce registry lives: in this process (one broker), or a DynamoDB table shared by every replica. */
-export type NonceRegistrySettings =
-  | { readonly kind: 'memory'; readonly maxRemembered?: number }
-  | {
-      readonly kind: 'dynamodb';
-      readonly table: string;
-      /** Unset: the AWS SDK's usual configuration (AWS_REGION, profile). */
-      readonly region?: string;
-      /** Unset: the SDK's (AWS_ENDPOINT_URL, or DynamoDB's regional endpoint). */
-      readonly endpoint?: string;
-      /** Only from code, never from a config file. Unset: the SDK's credential chain. */
-      readonly credentials?: StaticAwsCredentials;
-      /** SDK attempts per consume, throttling retries included. Default 3. */
-      readonly maxAttempts?: number;
-      /** Deadline of one consume in ms, SDK retries included. Default 5 000. */
-      readonly requestTimeoutMs?: number;
-    };
+/** (Memory: at most `maxRemembered`, default 200 000, unexpired nonces; DynamoDB: `requestTimeoutMs` default 5 000.) */
+export type NonceRegistrySettings = { readonly kind: 'memory'; readonly maxRemembered?: number } | DynamoDbTableSettings;
 
 /** The registry could not say whether a nonce was used (throttled, unreachable, denied): the request is refused. */
 export class NonceRegistryUnavailableError extends CodedError<'NONCE_REGISTRY_UNAVAILABLE'> {

@@ -1,11 +1,6 @@
+import type { DynamoDbTableSettings } from '../../lib/aws-settings.js';
 import { CodedError } from '../../lib/coded-error.js';
 
-/** Credentials given in code (tests, embedding); a config file relies on the AWS SDK's credential chain. */
-export interface StaticAwsCredentials {
-  readonly accessKeyId: string;
-  readonly secretAccessKey: string;
-  readonly sessionToken?: string;
-}
 
 /**
  * Where quarantine state lives: in this process (each replica counts and
@@ -13,22 +8,8 @@ export interface StaticAwsCredentials {
  * identity quarantined on one is quarantined on all). The thresholds come from
  * `rateLimits` (quarantineAfterDenials, quarantineWindowSeconds, quarantineSeconds).
  */
-export type QuarantineSettings =
-  | { readonly kind: 'memory' }
-  | {
-      readonly kind: 'dynamodb';
-      readonly table: string;
-      /** Unset: the AWS SDK's usual configuration (AWS_REGION, profile). */
-      readonly region?: string;
-      /** Unset: the SDK's (AWS_ENDPOINT_URL, or DynamoDB's regional endpoint). */
-      readonly endpoint?: string;
-      /** Only from code, never from a config file. Unset: the SDK's credential chain. */
-      readonly credentials?: StaticAwsCredentials;
-      /** SDK attempts per call, throttling retries included. Default 3. */
-      readonly maxAttempts?: number;
-      /** Deadline of one check or one recorded denial in ms, SDK and contention retries included. Default 5 000. */
-      readonly requestTimeoutMs?: number;
-    };
+/** (DynamoDB: `requestTimeoutMs` default 5 000, contention retries included.) */
+export type QuarantineSettings = { readonly kind: 'memory' } | DynamoDbTableSettings;
 
 /** The quarantine's thresholds, in milliseconds. */
 export interface QuarantineLimits {
