@@ -1,4 +1,5 @@
 import { versionToReserve } from './reserved-version.js';
+import { StoreProblems } from './problems.js';
 import {
   CreateTableCommand,
   DescribeTableCommand,
@@ -98,9 +99,8 @@ export class DynamoDbStore implements BindingStore {
   readonly #table: string;
   readonly #maxStalenessMs: number;
   readonly #timeoutMs: number;
-  readonly #onProblem: (problem: StoreProblem) => void;
   #loaded: Loaded = { version: -1, content: '', snapshot: EMPTY, bindingDocs: new Map(), retired: new Map() };
-  #problems = new Map<string, StoreProblem>();
+  readonly #problems: StoreProblems;
   #checking: Promise<StoreSnapshot> | undefined;
   #lastCheck = -Infinity;
 
@@ -109,7 +109,7 @@ export class DynamoDbStore implements BindingStore {
     this.#table = settings.table;
     this.#maxStalenessMs = settings.consistency?.maxStalenessMs ?? 1000;
     this.#timeoutMs = options.requestTimeoutMs ?? 5000;
-    this.#onProblem = options.onProblem ?? (() => {});
+    this.#problems = new StoreProblems(options.onProblem ?? (() => {}));
   }
 
   /** Opens the store on an existing table (`keygate store init` creates it) and loads it. */
@@ -134,7 +134,7 @@ export class DynamoDbStore implements BindingStore {
   }
 
   problems(): readonly StoreProblem[] {
-    return [...this.#problems.values()];
+    return this.#problems.list();
   }
 
   /** The name an item has in problems and logs. */
@@ -185,15 +185,6 @@ export class DynamoDbStore implements BindingStore {
     return this.#loaded.snapshot;
   }
 
-  #problem(file: string, message: string): StoreProblem {
-    const previous = this.#problems.get(file);
-    if (previous?.message === message) return previous;
-    const problem = { file, message };
-    this.#problems.set(file, problem);
-    this.#onProblem(problem);
-    return problem;
-  }
-
   /** Reads every item of the store; `hint` is the version just read. Repeats until no write landed meanwhile. */
   async #load(hint: number): Promise<void> {
     let before = hint;
@@ -242,12 +233,12 @@ export class DynamoDbStore implements BindingStore {
         const doc = item.doc?.S;
         if (doc === undefined) throw new SchemaError(file, 'item has no string attribute "doc"');
         const value = parse(JSON.parse(doc) as unknown);
-        this.#problems.delete(file);
+        this.#problems.clear(file);
         return value;
       } catch (err) {
         const message = err instanceof SchemaError ? err.message : err instanceof SyntaxError ? `invalid JSON: ${err.message}` : String(err);
         // Fail closed: what this item governs becomes unavailable; no earlier copy is kept.
-        this.#problem(file, message);
+        this.#problems.report(file, message);
         return undefined;
       }
     };
@@ -284,7 +275,7 @@ export class DynamoDbStore implements BindingStore {
         retired.set(name, item.v);
       }
     }
-    for (const file of [...this.#problems.keys()]) if (!seen.has(file)) this.#problems.delete(file);
+    this.#problems.retain((file) => seen.has(file));
     const previous = this.#loaded.snapshot;
     // Query returns items in key order, so the same state reads as the same text.
     const content = JSON.stringify(items.map((i) => [i.sk, i.doc, i.v]));

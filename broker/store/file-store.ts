@@ -1,4 +1,5 @@
 import { versionToReserve } from './reserved-version.js';
+import { StoreProblems } from './problems.js';
 import { readdir, readFile, stat, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SchemaError, SECRET_NAME, parseBinding, parseRevocations } from '../policy/schema.js';
@@ -47,12 +48,11 @@ export class FileStore implements BindingStore {
   #files = new Map<string, Loaded<Binding>>();
   #baselineFiles = new Map<string, Loaded<Baseline>>();
   #revocations: Loaded<Revocations> | undefined;
-  #problems = new Map<string, StoreProblem>();
+  readonly #problems: StoreProblems;
   #snapshot: StoreSnapshot = { bindings: new Map(), baselines: new Map(), revocations: NO_REVOCATIONS, invalidBindings: new Set(), revocationsProblem: undefined, generation: 0 };
   #refreshing: Promise<StoreSnapshot> | undefined;
   #lastFullScan = 0;
   readonly #fullScanIntervalMs: number;
-  readonly #onProblem: (problem: StoreProblem) => void;
 
   private constructor(dir: string, onProblem: (problem: StoreProblem) => void, fullScanIntervalMs: number) {
     this.#dir = dir;
@@ -61,7 +61,7 @@ export class FileStore implements BindingStore {
     this.#baselinesDir = join(dir, 'baselines');
     this.#retiredDir = join(this.#bindingsDir, '.retired');
     this.#revocationsFile = join(dir, 'revocations.json');
-    this.#onProblem = onProblem;
+    this.#problems = new StoreProblems(onProblem);
   }
 
   /** Opens (creating if needed) the store in `dir` and loads it. */
@@ -78,7 +78,7 @@ export class FileStore implements BindingStore {
   }
 
   problems(): readonly StoreProblem[] {
-    return [...this.#problems.values()];
+    return this.#problems.list();
   }
 
   async #currentFingerprint(): Promise<string> {
@@ -114,34 +114,25 @@ export class FileStore implements BindingStore {
     return this.#snapshot;
   }
 
-  #problem(file: string, message: string): StoreProblem {
-    const previous = this.#problems.get(file);
-    if (previous?.message === message) return previous;
-    const problem = { file, message };
-    this.#problems.set(file, problem);
-    this.#onProblem(problem);
-    return problem;
-  }
-
   async #loadFile<T>(path: string, previous: Loaded<T> | undefined, parse: (json: unknown) => T): Promise<Loaded<T> | undefined> {
     let info;
     try {
       info = await stat(path, { bigint: true });
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return { fingerprint: '', value: undefined, problem: this.#problem(path, String(err)) };
-      this.#problems.delete(path); // removed on purpose: nothing to report any more
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return { fingerprint: '', value: undefined, problem: this.#problems.report(path, String(err)) };
+      this.#problems.clear(path); // removed on purpose: nothing to report any more
       return undefined;
     }
     const fingerprint = fingerprintOf(info);
     if (previous && previous.fingerprint === fingerprint) return previous;
     try {
       const value = parse(JSON.parse(await readFile(path, 'utf8')) as unknown);
-      this.#problems.delete(path);
+      this.#problems.clear(path);
       return { fingerprint, value };
     } catch (err) {
       const message = err instanceof SchemaError ? err.message : err instanceof SyntaxError ? `invalid JSON: ${err.message}` : String(err);
       // Fail closed: the previous content is not kept; what this file governs becomes unavailable.
-      return { fingerprint, value: undefined, problem: this.#problem(path, message) };
+      return { fingerprint, value: undefined, problem: this.#problems.report(path, message) };
     }
   }
 
@@ -157,9 +148,8 @@ export class FileStore implements BindingStore {
       });
       if (loaded) files.set(file, loaded);
     }
-    for (const path of this.#problems.keys()) {
-      if (path.startsWith(`${dir}/`) && !names.includes(path.slice(dir.length + 1))) this.#problems.delete(path);
-    }
+    // Problems of files that no longer exist are forgotten.
+    this.#problems.retain((path) => !path.startsWith(`${dir}/`) || names.includes(path.slice(dir.length + 1)));
     return files;
   }
 
