@@ -122,10 +122,27 @@ describe('mutations of real documents', () => {
         if (e.kind === 'insert') mutated = Buffer.concat([bytes.subarray(0, p), Uint8Array.of(e.byte), bytes.subarray(p)]);
         else if (e.kind === 'delete') mutated = Buffer.concat([bytes.subarray(0, p), bytes.subarray(p + e.len)]);
         else mutated = bytes.subarray(0, p);
+        // The one insertion that is not a mutation: tag 18 (0xD2) before an untagged COSE_Sign1 is the same
+        // document in its tagged form, which design.md accepts; it is checked on its own below.
+        if (e.kind === 'insert' && p === 0 && e.byte === 0xd2 && bytes[0] !== 0xd2) return;
         expect('code' in outcome(mutated, entry.timestamp_ms)).toBe(true);
       }),
       { numRuns: 1500 },
     );
+  });
+
+  it('tagging an untagged document with tag 18 yields the same verified document, and a second tag is rejected', () => {
+    for (const { entry, bytes } of docs.filter((d) => d.bytes[0] !== 0xd2)) {
+      const tagged = outcome(Buffer.concat([Uint8Array.of(0xd2), bytes]), entry.timestamp_ms);
+      const plain = outcome(bytes, entry.timestamp_ms);
+      expect('accepted' in tagged && 'accepted' in plain && tagged.accepted.documentSha256 !== undefined).toBe(true);
+      if ('accepted' in tagged && 'accepted' in plain) {
+        expect(tagged.accepted.moduleId).toBe(plain.accepted.moduleId);
+        expect(tagged.accepted.pcrs).toEqual(plain.accepted.pcrs);
+        expect(tagged.accepted.nonce).toEqual(plain.accepted.nonce);
+      }
+      expect('code' in outcome(Buffer.concat([Uint8Array.of(0xd2, 0xd2), bytes]), entry.timestamp_ms)).toBe(true);
+    }
   });
 
   it('swapping payloads or signatures between genuine documents is rejected', () => {
