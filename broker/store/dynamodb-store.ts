@@ -266,13 +266,19 @@ export class DynamoDbStore implements BindingStore {
           return baseline;
         });
         if (value) baselines.set(name, value);
-      } else if (kind === 'revocations') {
+      } else if (sk === 'revocations') {
         const file = this.#label('revocations');
         const value = parseDoc(file, item, (json) => parseRevocations(json, 'revocations'));
         if (value) revocations = value;
-        else revocationsProblem = this.#problems.get(file);
+        else revocationsProblem ??= this.#problems.get(file);
       } else if (kind === 'retired') {
         retired.set(name, item.v);
+      } else if (sk !== 'version') {
+        // An item keygate does not write (a backup copy, a hand edit, a forgery) could be meant to change policy:
+        // whom the store revokes is then unknown, so nothing is released until it is removed.
+        const file = `dynamodb:${this.#table}/${sk}`;
+        seen.add(file);
+        revocationsProblem = this.#problems.report(file, 'not an item keygate writes in the store partition; remove it (and bump the version item)');
       }
     }
     this.#problems.retain((file) => seen.has(file));

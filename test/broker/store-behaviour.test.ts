@@ -305,6 +305,26 @@ describe('dynamodb store: several replicas', () => {
     }
   });
 
+  it.each(['revocations#old-backup', 'revocationz', 'policy#db'])('an item keygate does not write (%s) cannot replace the revocation list: it fails closed', async (stray) => {
+    const admin = await open();
+    await admin.update(async (_s, tx) => {
+      await tx.putBinding(binding('db'));
+      await tx.putRevocations({ pcr0: [h(1)], instances: [], baselines: [] });
+    });
+    const ddb = new DynamoDBClient({});
+    try {
+      // An empty list under a key that sorts after "revocations", with the version bumped as the README asks of manual edits.
+      await ddb.send(new PutItemCommand({ TableName: settings.table, Item: { pk: { S: 'store' }, sk: { S: stray }, doc: { S: '{}' } } }));
+      await ddb.send(new UpdateItemCommand({ TableName: settings.table, Key: { pk: { S: 'store' }, sk: { S: 'version' } }, UpdateExpression: 'SET v = v + :one', ExpressionAttributeValues: { ':one': { N: '1' } } }));
+      const replica = await open();
+      const snap = await replica.refresh();
+      expect(snap.revocations.pcr0).toEqual([h(1)]);
+      expect(snap.revocationsProblem).toMatchObject({ file: `dynamodb:${settings.table}/${stray}`, message: expect.stringMatching(/not an item keygate writes/) });
+    } finally {
+      ddb.destroy();
+    }
+  });
+
   it('unreachable DynamoDB: refresh and update fail with STORE_UNAVAILABLE, the last snapshot stays, never an empty one', async () => {
     const own = await startMoto();
     try {
