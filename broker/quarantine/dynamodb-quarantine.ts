@@ -173,10 +173,11 @@ export class DynamoDbQuarantine implements QuarantineStore {
     );
     const item = out.Item;
     if (!item) return { version: 0, denials: [], until: undefined };
-    const num = (v: AttributeValue | undefined): number | undefined => (v?.N === undefined ? undefined : Number(v.N));
+    // A present attribute of another type (S, NS, SS, ...) is NaN, never "absent": it fails closed below.
+    const num = (v: AttributeValue | undefined): number | undefined => (v === undefined ? undefined : v.N === undefined ? NaN : Number(v.N));
     const version = num(item.v);
     const until = num(item.until);
-    const denials = (item.denials?.L ?? []).map(num);
+    const denials = item.denials === undefined ? [] : item.denials.L === undefined ? [NaN] : item.denials.L.map(num);
     // An item this code did not write is not trusted to mean "not quarantined": fail closed.
     if (version === undefined || !Number.isSafeInteger(version) || version < 1 || (until !== undefined && !Number.isFinite(until)) || denials.some((t) => t === undefined || !Number.isFinite(t))) {
       throw new QuarantineUnavailableError(`quarantine table ${this.#settings.table}: malformed item ${quarantineItemKey(identity)}`, { storeError: 'MalformedItem' });

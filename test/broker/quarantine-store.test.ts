@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DescribeTimeToLiveCommand, DynamoDBClient, GetItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
+import { DescribeTimeToLiveCommand, DynamoDBClient, GetItemCommand, PutItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import { DynamoDbQuarantine, QUARANTINE_TTL_ATTRIBUTE, quarantineItemKey, type DynamoDbQuarantineSettings } from '../../broker/quarantine/dynamodb-quarantine.js';
 import { initQuarantineTable, openQuarantine, type OpenedQuarantine } from '../../broker/quarantine/open-quarantine.js';
 import { QuarantineUnavailableError, type QuarantineLimits } from '../../broker/quarantine/store.js';
@@ -217,6 +217,20 @@ describe('DynamoDB quarantine table', () => {
     ddb.destroy();
     const q = new DynamoDbQuarantine(settings, LIMITS);
     await expect(q.isQuarantined('id', Date.now())).rejects.toMatchObject({ code: 'QUARANTINE_UNAVAILABLE', storeError: 'MalformedItem' });
+    // A well-versioned item whose fields have another type is not read as "no quarantine" either.
+    const typed = new DynamoDBClient(awsOf(moto));
+    const wrongTypes: Array<Record<string, AttributeValue>> = [
+      { until: { S: String(Date.now() + HOUR) } },
+      { until: { NS: [String(Date.now() + HOUR)] } },
+      { denials: { SS: ['1', '2'] } },
+      { denials: { L: [{ S: '1' }] } },
+    ];
+    for (const [i, fields] of wrongTypes.entries()) {
+      const id = `typed-${i}`;
+      await typed.send(new PutItemCommand({ TableName: settings.table, Item: { pk: { S: quarantineItemKey(id) }, v: { N: '1' }, ...fields } }));
+      await expect(q.isQuarantined(id, Date.now()), JSON.stringify(fields)).rejects.toMatchObject({ code: 'QUARANTINE_UNAVAILABLE', storeError: 'MalformedItem' });
+    }
+    typed.destroy();
     q.close();
   });
 
