@@ -24,7 +24,7 @@ import { BrokerMetrics } from './metrics.js';
 import { ReleaseService } from './release.js';
 import { createBrokerApp } from './server.js';
 import { BrokerError } from './errors.js';
-import { parseListen, type BrokerConfig } from './config.js';
+import { parseListen, perBrokerParts, type BrokerConfig } from './config.js';
 import { stderrLogger, type Logger } from './log.js';
 import { acquireLock, describeOwner, LockBusyError, type HeldLock } from './store/lock.js';
 
@@ -116,6 +116,8 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   const log = options.log ?? stderrLogger;
   const clock = options.clock ?? Date.now;
   if (config.dev) log('warn', 'DEVELOPMENT MODE: the NSM simulator root is trusted; not for production secrets', { store: config.store, stateDir: config.stateDir });
+  const perBroker = perBrokerParts(config);
+  if (perBroker.length) log('warn', 'SHARED STORE, PER-BROKER STATE: replicas of this config do not share these; see "Running several brokers"', { parts: perBroker });
   const paths = statePaths(config);
   const metrics = new BrokerMetrics({ secretLabels: config.metricsSecretLabels });
   const store = await openStore(config, {

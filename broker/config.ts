@@ -292,3 +292,18 @@ function validateKindSetting(name: string, value: unknown, kinds: Record<string,
   }
   return o;
 }
+
+/**
+ * With a shared (DynamoDB) store, the parts of this config that are still per
+ * broker: each is a promise replicas would not keep (a document replayed to
+ * every replica released once per replica, quarantines per replica, each
+ * replica signing with its own key). Empty for a file store (one broker).
+ */
+export function perBrokerParts(config: BrokerConfig): string[] {
+  if (typeof config.store === 'string') return [];
+  const parts: string[] = [];
+  if (config.nonces.kind === 'memory') parts.push('nonces (single use per broker, not across replicas)');
+  if (config.quarantine.kind === 'memory') parts.push('quarantine (per broker)');
+  if (config.keys.kind === 'file') parts.push('keys (each broker signs with its own key under stateDir)');
+  return parts;
+}

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, DEFAULT_CONFIG, loadConfigFile, resolveConfig, type BrokerConfig } from '../../broker/config.js';
+import { ConfigError, DEFAULT_CONFIG, loadConfigFile, perBrokerParts, resolveConfig, type BrokerConfig } from '../../broker/config.js';
 
 let dir: string;
 beforeAll(() => {
@@ -124,5 +124,18 @@ describe('examples/broker-dynamodb.json', () => {
     expect(config.keys).toMatchObject({ kind: 'dynamodb', kmsKeyId: 'alias/keygate' });
     // Region, endpoint and credentials come from the AWS SDK environment, so the same file runs against moto and AWS.
     expect(JSON.stringify(await loadConfigFile(file))).not.toMatch(/region|endpoint|credentials/);
+  });
+});
+
+describe('perBrokerParts', () => {
+  it('names what replicas on a shared store would not share, so the broker can warn at start', () => {
+    expect(perBrokerParts(resolveConfig({}))).toEqual([]);
+    const dynamo = { kind: 'dynamodb', table: 'keygate' } as const;
+    expect(perBrokerParts(resolveConfig({ store: dynamo }))).toEqual([
+      'nonces (single use per broker, not across replicas)',
+      'quarantine (per broker)',
+      'keys (each broker signs with its own key under stateDir)',
+    ]);
+    expect(perBrokerParts(resolveConfig({ store: dynamo, nonces: { kind: 'dynamodb', table: 'shared' }, quarantine: { kind: 'dynamodb', table: 'shared' }, keys: { kind: 'dynamodb', table: 'keygate', kmsKeyId: 'alias/keygate' } }))).toEqual([]);
   });
 });
