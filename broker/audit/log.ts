@@ -1,4 +1,4 @@
-import { createHash, sign, type KeyObject } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import { open, readFile, rename, truncate } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ensureDirectory, syncDirectory } from '../../lib/durable-fs.js';
@@ -7,21 +7,13 @@ import { silentLogger, type Logger } from '../log.js';
 import { listSegments, segmentPath } from './segments.js';
 import { RefusalSampler, type RefusalSettings } from './refusals.js';
 import type { AuditSink, DecisionRecord } from './sink.js';
+import { chainBatch, GENESIS_HASH, lineHash } from './chain.js';
 
-export const GENESIS_HASH = '0'.repeat(64);
+// Re-exported: the chain format lives in chain.ts; older imports name this module.
+export { GENESIS_HASH, lineHash, sealInput } from './chain.js';
 
 /** Default size at which the live audit file is rotated into a numbered segment. */
 export const DEFAULT_AUDIT_MAX_FILE_BYTES = 64 * 1024 * 1024;
-
-/** SHA-256 of one log line (without its newline): what the next line's prevHash must equal. */
-export function lineHash(line: string): string {
-  return createHash('sha256').update(line, 'utf8').digest('hex');
-}
-
-/** The exact bytes a seal signs: its own position and the hash of everything before it. */
-export function sealInput(seq: number, prevHash: string): Buffer {
-  return Buffer.from(`keygate/audit/seal/v1\n${seq}\n${prevHash}`, 'utf8');
-}
 
 /** What the log needs of an open file (opened for appending); injectable to test write faults. */
 export interface AuditFileHandle {
@@ -172,21 +164,10 @@ export class AuditLog implements AuditSink {
     });
   }
 
-  /** Chains `bodies` after the durable head and appends a seal: the lines and the new head. */
+  /** Chains `bodies` after the durable head and appends a seal: the bytes and the new head. */
   #chain(bodies: ReadonlyArray<Record<string, unknown>>): { bytes: Buffer; seq: number; prevHash: string } {
-    let seq = this.#seq;
-    let prevHash = this.#prevHash;
-    const lines: string[] = [];
-    const add = (body: Record<string, unknown>): void => {
-      seq += 1;
-      const line = JSON.stringify({ seq, prevHash, ...body });
-      prevHash = lineHash(line);
-      lines.push(line);
-    };
-    for (const body of bodies) add(body);
-    const sig = sign(null, sealInput(seq + 1, prevHash), this.#signer.key).toString('base64url');
-    add({ type: 'seal', kid: this.#signer.kid, sig });
-    return { bytes: Buffer.from(`${lines.join('\n')}\n`, 'utf8'), seq, prevHash };
+    const batch = chainBatch({ seq: this.#seq, prevHash: this.#prevHash }, bodies, this.#signer);
+    return { bytes: Buffer.from(`${batch.lines.join('\n')}\n`, 'utf8'), seq: batch.head.seq, prevHash: batch.head.prevHash };
   }
 
   async #flushLoop(): Promise<void> {

@@ -1,5 +1,5 @@
 import { verify, type KeyObject } from 'node:crypto';
-import { GENESIS_HASH, lineHash, sealInput } from './log.js';
+import { GENESIS_HASH, lineHash, sealInput, type ChainHead } from './chain.js';
 
 /** Why a log is not proven intact. `tampered` is an edit, drop or reordering; the others are states a verifier must not call intact. */
 export type AuditProblemKind = 'tampered' | 'torn-tail' | 'unsealed' | 'empty' | 'unsigned';
@@ -33,6 +33,10 @@ export interface AuditVerification {
 export interface AuditVerifyOptions {
   /** Accept a log whose seals were not checked (no key). Must be asked for explicitly. */
   readonly allowUnsigned?: boolean;
+  /** prevHash of the chain's first record: GENESIS_HASH for a file log; a shared-store chain derives it from its id (chainGenesis). */
+  readonly genesis?: string;
+  /** Where the checked lines start: the last line before them (an archive checked from a later segment, a table read after an export). Default: the chain's start. */
+  readonly from?: ChainHead;
 }
 
 /** One file of a log: a name for messages and its text. */
@@ -57,8 +61,8 @@ export function verifyAuditLog(text: string, publicKey?: KeyObject, options: Aud
  * signatures were checked (or `allowUnsigned` was given).
  */
 export function verifyAuditLogs(files: readonly AuditFileText[], publicKey?: KeyObject, options: AuditVerifyOptions = {}): AuditVerification {
-  let prevHash = GENESIS_HASH;
-  let seq = 0;
+  let prevHash = options.from?.prevHash ?? options.genesis ?? GENESIS_HASH;
+  let seq = options.from?.seq ?? 0;
   let lines = 0;
   let decisions = 0;
   let summaries = 0;
