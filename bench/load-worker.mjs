@@ -2,7 +2,9 @@
 // Plain JavaScript on purpose: it needs nothing from the project.
 import { parentPort, workerData } from 'node:worker_threads';
 
-const { url, bodies, concurrency } = workerData;
+// `urls` (several brokers: request i goes to urls[i % n]) or `url` (one broker).
+const { url, urls, bodies, concurrency } = workerData;
+const targets = urls ?? [url];
 const latencies = new Float64Array(bodies.length);
 let next = 0;
 let failures = 0;
@@ -12,7 +14,7 @@ async function loop() {
     const i = next++;
     if (i >= bodies.length) return;
     const t0 = performance.now();
-    const res = await fetch(`${url}/v1/secrets`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: bodies[i] });
+    const res = await fetch(`${targets[i % targets.length]}/v1/secrets`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: bodies[i] });
     const body = await res.json();
     latencies[i] = performance.now() - t0;
     if (res.status !== 200 || !body.secrets) failures++;

@@ -1,16 +1,19 @@
-/** `npm run bench`: runs every benchmark (or those named: `npm run bench -- verify`). */
+/** `npm run bench`: runs the default benchmarks (or those named: `npm run bench -- verify`; `replicas` only when named). */
 import { benchVerify } from './verify.js';
 import { benchBroker } from './broker.js';
 import { benchAgent } from './agent.js';
 import { benchJunk } from './junk.js';
+import { benchReplicas } from './replicas.js';
 
 const ALL: Record<string, () => Promise<unknown>> = { verify: benchVerify, broker: benchBroker, agent: benchAgent, junk: benchJunk };
+/** Run only when named: replicas needs moto_server (or AWS) and starts several broker processes. */
+const ON_REQUEST: Record<string, () => Promise<unknown>> = { replicas: benchReplicas };
 
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : Object.keys(ALL)) {
-  const run = ALL[name];
+  const run = ALL[name] ?? ON_REQUEST[name];
   if (!run) {
-    console.error(`unknown benchmark "${name}"; known: ${Object.keys(ALL).join(', ')}`);
+    console.error(`unknown benchmark "${name}"; known: ${[...Object.keys(ALL), ...Object.keys(ON_REQUEST)].join(', ')}`);
     process.exit(2);
   }
   await run();
