@@ -26,7 +26,7 @@ export async function brokerCommand(argv: readonly string[], io: CliIo): Promise
   let config = await brokerConfig(values);
   if (config.dev) {
     // --dev is the explicit opt-in to trust the NSM simulator's development root.
-    const pki = await openDevPki(devPkiDirectory(config.stateDir));
+    const pki = await openDevPki(devPkiDirectory());
     config = { ...config, extraRootPems: [...(config.extraRootPems ?? []), pki.root.pem] };
   }
   let broker;

@@ -10,7 +10,6 @@ import { tunnelTransport } from '../../vsock-shim/transport/tunnel.js';
 import type { Nsm } from '../../vsock-shim/nsm/client.js';
 import { UsageError } from '../errors.js';
 import { parseCommand } from '../args.js';
-import { brokerConfig } from '../context.js';
 import type { CliIo } from '../io.js';
 
 export const GET_USAGE = `Usage: keygate get <secret> --broker-key JWK [--transport SPEC [--via HOST:PORT] | --broker URL]
@@ -28,9 +27,13 @@ decrypt) and writes its value to standard output.
                      \`keygate broker --dev\`; fetches the broker key unpinned
 `;
 
-/** Where the shared development PKI lives under a broker state directory. */
-export function devPkiDirectory(stateDir: string): string {
-  return join(stateDir, 'simulator');
+/**
+ * Where the development PKI (the NSM simulator's root and leaf keys) lives: one per working directory,
+ * whatever the broker's state directory, so `keygate get --dev` reaches every `keygate broker --dev`
+ * started from the same directory (replicas with their own --state or a named --config included).
+ */
+export function devPkiDirectory(): string {
+  return join('.keygate-dev', 'simulator');
 }
 
 /** `keygate get`: exit 0 with the value on stdout, 1 when the broker refuses, 2 on usage errors. */
@@ -49,8 +52,7 @@ export async function getCommand(argv: readonly string[], io: CliIo): Promise<nu
   let brokerKey: JWK;
   let agentTarget: { brokerUrl: string } | { transport: ReturnType<typeof parseTransport> };
   if (values.dev) {
-    const config = await brokerConfig({ dev: true });
-    const simulator = await NsmSimulator.create({ pki: await openDevPki(devPkiDirectory(config.stateDir)), warn: (m) => io.err(`${m}\n`) });
+    const simulator = await NsmSimulator.create({ pki: await openDevPki(devPkiDirectory()), warn: (m) => io.err(`${m}\n`) });
     nsm = simulator.client();
     const url = values.broker ?? 'http://127.0.0.1:8443';
     io.err('keygate get --dev: the broker key is fetched, not pinned (development only)\n');

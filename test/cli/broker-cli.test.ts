@@ -249,6 +249,25 @@ describe('keygate broker --dev with keygate get --dev (separate processes, share
     expect(server.output()).toMatch(/NON-AWS ROOTS ARE TRUSTED/);
   });
 
+  it('get --dev reaches a broker started with --dev over a named config and its own state directory (replicas)', async () => {
+    const { mkdtempSync: mk } = await import('node:fs');
+    const cwd = mk(join(tmpdir(), 'keygate-devcfg-'));
+    const { devPcrs } = await import('../../vsock-shim/simulator/nsm-simulator.js');
+    const p = devPcrs();
+    writeFileSync(join(cwd, 'replicas.json'), JSON.stringify({ store: 'shared-store', stateDir: 'state-default' }));
+    const server = await keygateServer(['broker', '--dev', '--config', 'replicas.json', '--state', 'replica-a', '--listen', '127.0.0.1:0'], /listening on (http:\/\/\S+)/, cwd);
+    try {
+      const url = server.match[1]!;
+      expect((await cli(['bind', 'app-token', '--pcr0', p[0]!, '--pcr1', p[1]!, '--pcr2', p[2]!, '--value-stdin', '--dev', '--config', 'replicas.json', '--state', 'replica-a'], 'replica-token', cwd)).status).toBe(0);
+      const got = await cli(['get', 'app-token', '--dev', '--broker', url], undefined, cwd);
+      expect(got.stdout).toBe('replica-token');
+      expect(got.status).toBe(0);
+    } finally {
+      expect(await server.stop()).toBe(0);
+      rmSync(cwd, { recursive: true, force: true });
+    }
+  });
+
   it('outside an enclave, without --dev, says there is no NSM', async () => {
     const keyFile = join(dir, 'broker.jwk');
     writeFileSync(keyFile, JSON.stringify({ kty: 'OKP', crv: 'Ed25519', x: 'A'.repeat(43) }));
