@@ -108,9 +108,11 @@ export async function rotateSecret(store: BindingStore, providers: ReadonlyMap<P
     assertLoadable(current, secret);
     const previous = current.bindings.get(secret);
     if (!previous) throw new AdminError(`no binding for "${secret}"`);
-    // The value was encrypted (outside the lock) for the binding read then: if another admin changed it
-    // meanwhile (another provider or key, a re-bind), this ciphertext may not belong to it. Refuse; run it again.
-    if (previous.version !== existing.version || previous.provider !== existing.provider || previous.kmsKeyId !== existing.kmsKeyId) {
+    // The value was encrypted (outside the lock) under the provider and key read then. If another admin moved
+    // the binding to another provider or key meanwhile, this ciphertext does not belong to it: refuse. A newer
+    // version under the same provider and key (a concurrent rotation or re-bind) is fine: the ciphertext is
+    // bound to the name, not the version, and this rotation simply lands after it (version + 1 again).
+    if (previous.provider !== existing.provider || previous.kmsKeyId !== existing.kmsKeyId) {
       throw new AdminError(`the binding of "${secret}" changed while the new value was being encrypted (now version ${previous.version}); run the rotation again`);
     }
     const binding = parseBinding({ ...previous, version: previous.version + 1, ciphertext, text: isText(value), revoked: false, updatedAt: now.toISOString() });

@@ -195,20 +195,14 @@ describe('three broker replicas on one DynamoDB config', () => {
     const versionOf = (text: string): number => (JSON.parse(text) as { bindings: Array<{ secret: string; version: number }> }).bindings.find((b) => b.secret === 'db')!.version;
     const initial = versionOf(listed.stdout);
     const ROTATIONS = 10;
-    let refusals = 0;
-    // Each admin rotates until it has ROTATIONS successes. A rotation whose binding changed between its read and its
-    // transaction (the value is encrypted outside it) is refused whole, never applied on top: the admin runs it again.
+    // Each admin rotates ROTATIONS times; a rotation that races the other admin's lands after it (the value is
+    // encrypted outside the transaction, under the same provider and key): none is refused, none is lost.
     const rotateAll = async (who: string): Promise<Array<{ version: number; value: string }>> => {
       const done: Array<{ version: number; value: string }> = [];
-      for (let attempt = 0; done.length < ROTATIONS; attempt++) {
-        expect(attempt, `${who}: too many refused rotations`).toBeLessThan(4 * ROTATIONS);
-        const value = `${who}-${attempt}`;
+      for (let i = 0; i < ROTATIONS; i++) {
+        const value = `${who}-${i}`;
         const run = await admin(['rotate', 'db', '--value-stdin'], value);
-        if (run.status !== 0) {
-          expect([run.status, run.stderr]).toEqual([2, expect.stringMatching(/the binding of "db" changed while the new value was being encrypted \(now version \d+\); run the rotation again/)]);
-          refusals++;
-          continue;
-        }
+        expect(run.status, run.stderr).toBe(0);
         const m = /rotated db to version (\d+)/.exec(run.stdout);
         expect(m, run.stdout).not.toBeNull();
         done.push({ version: Number(m![1]), value });
@@ -230,7 +224,7 @@ describe('three broker replicas on one DynamoDB config', () => {
     const last = all.at(-1)!;
     const since = performance.now();
     await Promise.all(replicas.map((r) => pollUntil(r, 'db', since, (a) => a.status === 200 && a.version === last.version && a.value === last.value)));
-    console.log(`concurrent rotations: 2 admins x ${ROTATIONS} successes, versions ${initial + 1}..${last.version}, ${refusals} attempt(s) refused as conflicting and run again`);
+    console.log(`concurrent rotations: 2 admins x ${ROTATIONS}, versions ${initial + 1}..${last.version}`);
   }, 150_000);
 
   it('kill -9 of one replica under load: every acknowledged release has its audit record, every chain verifies, the others keep serving', async () => {

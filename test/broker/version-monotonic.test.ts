@@ -27,6 +27,27 @@ const value = (s: string): Uint8Array => new TextEncoder().encode(s);
 // Versions never repeat after unbind and re-bind, on every backend: store-behaviour.test.ts.
 
 describe('two admins at once', () => {
+  it('a rotation racing another rotation of the same binding is applied after it: no refusal, no lost version', async () => {
+    const store = await FileStore.open(join(dir, 'store'));
+    const local = await LocalKeyProvider.open(join(dir, 'local.key'));
+    const first = await bindSecret(store, local, { secret: 'db', value: value('v1'), allow: [pcrSet(APPROVED)], provider: 'local' });
+    let entered!: () => void;
+    const encrypting = new Promise<void>((r) => (entered = r));
+    let proceed!: () => void;
+    const gate = new Promise<void>((r) => (proceed = r));
+    const slowLocal: KeyProvider = { ...local, name: 'local', check: () => local.check(), close: () => local.close(), decrypt: (c, s) => local.decrypt(c, s), encrypt: async (p, s) => (entered(), await gate, local.encrypt(p, s)) };
+    const rotating = rotateSecret(store, new Map<ProviderName, KeyProvider>([['local', slowLocal]]), 'db', value('by-A'));
+    await encrypting;
+    const b = await rotateSecret(store, new Map<ProviderName, KeyProvider>([['local', local]]), 'db', value('by-B'));
+    expect(b.version).toBe(first.version + 1);
+    proceed();
+    const a = await rotating;
+    expect(a.version).toBe(first.version + 2);
+    const now = (await store.refresh()).bindings.get('db')!;
+    expect(now.version).toBe(first.version + 2);
+    expect(new TextDecoder().decode(await local.decrypt(now.ciphertext, 'db'))).toBe('by-A');
+  });
+
   it('a rotation racing a re-bind to another provider is refused, and the re-bind stands and decrypts', async () => {
     const kms = await startKmsServer();
     const aws = new AwsKmsKeyProvider({ region: 'us-east-1', endpoint: kms.endpoint, credentials: TEST_CREDENTIALS });
