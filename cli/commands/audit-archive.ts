@@ -3,6 +3,7 @@ import type { AuditChainReader } from '../../broker/audit/chain.js';
 import type { AuditArchiveSettings } from '../../broker/audit/settings.js';
 import type { BrokerConfig } from '../../broker/config.js';
 import { loadPublicKeyFile } from '../../broker/signing-key.js';
+import { CodedError } from '../../lib/coded-error.js';
 import { parseCommand } from '../args.js';
 import { STORE_OPTIONS, brokerConfig } from '../context.js';
 import { UsageError } from '../errors.js';
@@ -73,11 +74,11 @@ export async function auditArchiveCommand(argv: readonly string[], io: CliIo, no
   if (sub === 'verify-archive' && !values.key) throw new UsageError('verify-archive needs --key (the broker public key the seals are signed with)');
   const key = values.key ? await publicKey(values.key) : undefined;
   const { settings, reader } = await context(await brokerConfig({ ...(values.config ? { config: values.config } : {}) }));
-  const { ArchiveError } = await import('../../broker/audit/archive/errors.js');
   try {
     return sub === 'export' ? await runExport(io, settings, reader, key, now, values.json === true) : await runVerify(io, settings, reader, key!, now, values.json === true);
   } catch (err) {
-    if (!(err instanceof ArchiveError)) throw err;
+    // A refusal with a stable code (the archive's, or the audit table reader's): reported, exit 1.
+    if (!(err instanceof CodedError) || err instanceof UsageError) throw err;
     if (values.json) io.out(`${JSON.stringify({ ok: false, error: { code: err.code, message: err.message } })}\n`);
     else io.err(`keygate audit ${sub}: ${err.code}: ${err.message}\n`);
     return 1;
