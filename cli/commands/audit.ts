@@ -11,6 +11,7 @@ import { STORE_OPTIONS, brokerConfig } from '../context.js';
 import type { CliIo } from '../io.js';
 
 export const AUDIT_USAGE = `Usage: keygate audit verify FILE|DIR... [--key JWK|PEM | --no-signatures] [--json] [--config FILE | --state DIR | --dev]
+       keygate audit export|verify-archive --config FILE ... (the S3 archive: keygate audit export --help)
 
 Checks the audit log's hash chain and seal signatures and reports the first
 edited, dropped or reordered record. A rotated log is checked as one chain:
@@ -56,7 +57,9 @@ async function auditFiles(args: readonly string[]): Promise<string[]> {
 }
 
 /** `keygate audit verify` */
-export async function auditCommand(argv: readonly string[], io: CliIo): Promise<number> {
+export async function auditCommand(argv: readonly string[], io: CliIo, now: () => number = Date.now): Promise<number> {
+  // The S3 archive (export, verify-archive) lives in its own module, loaded only when asked for.
+  if (argv[0] === 'export' || argv[0] === 'verify-archive') return (await import('./audit-archive.js')).auditArchiveCommand(argv, io, now);
   const { values, positionals } = parseCommand(
     argv,
     { ...STORE_OPTIONS, key: { type: 'string' }, json: { type: 'boolean' }, 'no-signatures': { type: 'boolean' } },

@@ -1,0 +1,122 @@
+import type { KeyObject } from 'node:crypto';
+import type { AuditChainReader } from '../../broker/audit/chain.js';
+import type { AuditArchiveSettings } from '../../broker/audit/settings.js';
+import type { BrokerConfig } from '../../broker/config.js';
+import { loadPublicKeyFile } from '../../broker/signing-key.js';
+import { CodedError } from '../../lib/coded-error.js';
+import { parseCommand } from '../args.js';
+import { STORE_OPTIONS, brokerConfig } from '../context.js';
+import { UsageError } from '../errors.js';
+import type { CliIo } from '../io.js';
+
+export const AUDIT_ARCHIVE_USAGE = `Usage: keygate audit export --config FILE [--key JWK|PEM] [--json]
+       keygate audit verify-archive --config FILE --key JWK|PEM [--json]
+
+export: copies every audit chain's sealed records that are not archived yet
+from the DynamoDB audit table to the S3 archive (audit.archive in the
+config), as segments that each end on a seal, locked in compliance mode for
+audit.archive.retentionDays: nobody, the account root included, can delete
+or overwrite them until then. The archive is its own record of progress:
+running it again (or after a crash, or twice at once) writes only what is
+new. A chain whose table records do not continue its archived records
+(edited, deleted, bad seal) is refused (ARCHIVE_CHAIN_BROKEN) and the others
+are exported. With --key, seal signatures are checked before export too.
+A bucket without Object Lock is refused (ARCHIVE_NO_OBJECT_LOCK).
+
+verify-archive: checks every archived chain from its start (hash chain, seal
+signatures under --key, no missing segment), that every segment is still
+under compliance retention, and that the table still holds exactly the
+archived records (an edit or deletion after export is reported).
+
+Exit status: 0 all exported / archive intact, 1 a chain refused / a problem
+found / the archive unusable (its code is printed), 2 usage error.
+`;
+
+/** What the archive commands work on: the archive settings and, when the audit is on DynamoDB, its chains. */
+export interface ArchiveContext {
+  readonly settings: AuditArchiveSettings;
+  /** The live audit table; undefined when this build cannot open it. */
+  readonly reader?: AuditChainReader;
+}
+
+export type ArchiveContextSource = (config: BrokerConfig) => Promise<ArchiveContext>;
+
+/**
+ * The one place the archive commands read the config.
+ * TODO(issue 11 merge): point this at `config.audit` (AuditSettings, kind 'dynamodb', `archive`) once the
+ * audit helper's branch adds it, and open its DynamoDB AuditChainReader here for `reader`.
+ */
+export const archiveContext: ArchiveContextSource = async (config) => {
+  const audit = (config as { audit?: { kind?: string; archive?: AuditArchiveSettings } }).audit;
+  if (audit?.kind !== 'dynamodb' || !audit.archive) {
+    throw new UsageError('no audit archive configured: set audit.archive (bucket, retentionDays) with a DynamoDB audit in the config');
+  }
+  return { settings: audit.archive };
+};
+
+async function publicKey(file: string): Promise<KeyObject> {
+  try {
+    return await loadPublicKeyFile(file);
+  } catch (err) {
+    throw new UsageError(`--key: cannot load ${file}: ${(err as Error).message}`);
+  }
+}
+
+/** `keygate audit export` and `keygate audit verify-archive`; `context` is injectable for tests. */
+export async function auditArchiveCommand(argv: readonly string[], io: CliIo, now: () => number = Date.now, context: ArchiveContextSource = archiveContext): Promise<number> {
+  const { values, positionals } = parseCommand(argv, { config: STORE_OPTIONS.config, key: { type: 'string' }, json: { type: 'boolean' } }, 1);
+  if (values.help) {
+    io.out(AUDIT_ARCHIVE_USAGE);
+    return 0;
+  }
+  const sub = positionals[0];
+  if (sub !== 'export' && sub !== 'verify-archive') throw new UsageError('expected: keygate audit export|verify-archive --config FILE');
+  if (sub === 'verify-archive' && !values.key) throw new UsageError('verify-archive needs --key (the broker public key the seals are signed with)');
+  const key = values.key ? await publicKey(values.key) : undefined;
+  const { settings, reader } = await context(await brokerConfig({ ...(values.config ? { config: values.config } : {}) }));
+  try {
+    return sub === 'export' ? await runExport(io, settings, reader, key, now, values.json === true) : await runVerify(io, settings, reader, key!, now, values.json === true);
+  } catch (err) {
+    // A refusal with a stable code (the archive's, or the audit table reader's): reported, exit 1.
+    if (!(err instanceof CodedError) || err instanceof UsageError) throw err;
+    if (values.json) io.out(`${JSON.stringify({ ok: false, error: { code: err.code, message: err.message } })}\n`);
+    else io.err(`keygate audit ${sub}: ${err.code}: ${err.message}\n`);
+    return 1;
+  } finally {
+    reader?.close();
+  }
+}
+
+async function runExport(io: CliIo, settings: AuditArchiveSettings, reader: AuditChainReader | undefined, key: KeyObject | undefined, now: () => number, json: boolean): Promise<number> {
+  if (!reader) throw new UsageError('audit export needs the DynamoDB audit table (audit.kind "dynamodb" in the config)');
+  const { exportAuditChains } = await import('../../broker/audit/archive/export.js');
+  const report = await exportAuditChains(reader, settings, { now, ...(key ? { publicKey: key } : {}) });
+  if (json) {
+    io.out(`${JSON.stringify(report)}\n`);
+    return report.ok ? 0 : 1;
+  }
+  for (const c of report.chains) {
+    const written = c.segments.filter((s) => s.written);
+    const bytes = written.reduce((n, s) => n + s.bytes, 0);
+    const range = written.length ? ` (seq ${written[0]!.firstSeq}..${written[written.length - 1]!.lastSeq}, ${bytes} bytes)` : '';
+    const pending = c.pending ? `, ${c.pending} unsealed record(s) left for the next run` : '';
+    if (c.error) io.out(`chain ${c.chainId}: REFUSED ${c.error.code}: ${c.error.message}\n`);
+    else io.out(`chain ${c.chainId}: ${written.length} segment(s) written${range}, archived up to seq ${c.archivedSeq}${pending}\n`);
+  }
+  io.out(`${report.chains.length} chain(s) to s3://${report.bucket}, locked until ${report.retainUntil}${report.ok ? '' : '; SOME CHAINS REFUSED'}\n`);
+  return report.ok ? 0 : 1;
+}
+
+async function runVerify(io: CliIo, settings: AuditArchiveSettings, reader: AuditChainReader | undefined, key: KeyObject, now: () => number, json: boolean): Promise<number> {
+  const { verifyAuditArchive } = await import('../../broker/audit/archive/verify.js');
+  const result = await verifyAuditArchive(settings, key, { now, ...(reader ? { reader } : {}) });
+  if (json) {
+    io.out(`${JSON.stringify(result)}\n`);
+    return result.ok ? 0 : 1;
+  }
+  for (const c of result.chains) io.out(`chain ${c.chainId}: ${c.segments} segment(s), verified up to seq ${c.verifiedSeq}\n`);
+  for (const id of result.notArchived) io.out(`chain ${id}: in the table, nothing archived yet\n`);
+  for (const p of result.problems) io.out(`${p.kind.toUpperCase()}: ${p.message}\n`);
+  io.out(result.ok ? `archive s3://${result.bucket} intact${reader ? ', table matches it' : ''}\n` : `archive s3://${result.bucket} NOT VERIFIED: ${result.problems.length} problem(s)\n`);
+  return result.ok ? 0 : 1;
+}
