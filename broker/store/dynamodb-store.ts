@@ -102,6 +102,10 @@ export class DynamoDbStore implements BindingStore {
   #loaded: Loaded = { version: -1, content: '', snapshot: EMPTY, bindingDocs: new Map(), retired: new Map() };
   readonly #problems: StoreProblems;
   #checking: Promise<StoreSnapshot> | undefined;
+  /** When the read in flight (#checking) started. */
+  #checkingStarted = -Infinity;
+  /** The read that starts once the one in flight ends, for callers that arrived after it started. */
+  #queued: Promise<StoreSnapshot> | undefined;
   #lastCheck = -Infinity;
 
   private constructor(settings: DynamoDbStoreSettings, options: DynamoDbStoreOptions) {
@@ -161,20 +165,47 @@ export class DynamoDbStore implements BindingStore {
     return n;
   }
 
+  /**
+   * A snapshot no older than maxStalenessMs: its version read started at most that long before this call.
+   * Concurrent callers share a read, but only one that started late enough: a read already in flight that
+   * began earlier may have missed a change committed just before this call, so the caller waits for the
+   * next read instead (which every caller arriving meanwhile shares). With maxStalenessMs 0 a request thus
+   * always sees every change committed before it arrived, at the cost of at most one read in flight plus
+   * one queued at any time.
+   */
   refresh(): Promise<StoreSnapshot> {
-    // Concurrent callers share one check; within maxStalenessMs of the last one, none is made.
-    if (this.#checking) return this.#checking;
-    if (performance.now() - this.#lastCheck < this.#maxStalenessMs && this.#maxStalenessMs > 0) return Promise.resolve(this.#loaded.snapshot);
-    const started = performance.now();
-    this.#checking = (async () => {
+    const freshAfter = performance.now() - this.#maxStalenessMs;
+    if (this.#maxStalenessMs > 0 && this.#lastCheck >= freshAfter) return Promise.resolve(this.#loaded.snapshot);
+    if (this.#checking && this.#checkingStarted >= freshAfter) return this.#checking;
+    if (this.#checking) {
+      const previous = this.#checking;
+      this.#queued ??= previous
+        .catch(() => undefined)
+        .then(() => {
+          this.#queued = undefined;
+          return this.#startCheck();
+        });
+      return this.#queued;
+    }
+    return this.#startCheck();
+  }
+
+  #startCheck(): Promise<StoreSnapshot> {
+    // Until the read starts (next turn of the event loop), callers arriving meanwhile may share it.
+    this.#checkingStarted = Infinity;
+    const check = (async () => {
+      await new Promise<void>((r) => setImmediate(r));
+      const started = performance.now();
+      this.#checkingStarted = started;
       const version = await this.#readVersion();
       if (version !== this.#loaded.version) await this.#load(version);
-      this.#lastCheck = started;
+      this.#lastCheck = Math.max(this.#lastCheck, started);
       return this.#loaded.snapshot;
     })().finally(() => {
-      this.#checking = undefined;
+      if (this.#checking === check) this.#checking = undefined;
     });
-    return this.#checking;
+    this.#checking = check;
+    return check;
   }
 
   async rescan(): Promise<StoreSnapshot> {
