@@ -130,6 +130,9 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   const { signingKey, challengeKey } = await loadSharedKeys(config.keys, paths);
   log('info', 'shared keys', config.keys.kind === 'dynamodb' ? { kind: 'dynamodb', table: config.keys.table, kmsKeyId: config.keys.kmsKeyId, kid: signingKey.kid } : { kind: 'file', kid: signingKey.kid });
   const providers = await openProviders(config);
+  const refusedLocal = typeof config.store === 'string' ? 0 : [...store.snapshot().bindings.values()].filter((b) => b.provider === 'local').length;
+  // Not a refusal to start: one stray binding must not take every replica down. Each such name is denied (audited).
+  if (refusedLocal) log('error', 'local-provider bindings on a shared store are denied to every enclave (SECRET_UNAVAILABLE, LocalProviderRefused) until re-bound with --provider aws-kms; keygate list names them', { bindings: refusedLocal });
   let stopAudit = (): void => {};
   const auditLock = await lockAuditFile(paths.audit, log, options.auditLock, () => stopAudit());
   const audit = await AuditLog.open(paths.audit, { key: signingKey.privateKey, kid: signingKey.kid }, { log, maxFileBytes: config.auditMaxFileBytes }).catch(async (err: unknown) => {
@@ -236,6 +239,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
       closeKeyProviders(providers);
       nonces.close();
       quarantine.close();
+      store.close();
     },
   };
 }
