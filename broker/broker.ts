@@ -130,6 +130,9 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   const { signingKey, challengeKey } = await loadSharedKeys(config.keys, paths);
   log('info', 'shared keys', config.keys.kind === 'dynamodb' ? { kind: 'dynamodb', table: config.keys.table, kmsKeyId: config.keys.kmsKeyId, kid: signingKey.kid } : { kind: 'file', kid: signingKey.kid });
   const providers = await openProviders(config);
+  const refusedLocal = typeof config.store === 'string' ? 0 : [...store.snapshot().bindings.values()].filter((b) => b.provider === 'local').length;
+  // Not a refusal to start: one stray binding must not take every replica down. Each such name is denied (audited).
+  if (refusedLocal) log('error', 'local-provider bindings on a shared store are denied to every enclave (SECRET_UNAVAILABLE, LocalProviderRefused) until re-bound with --provider aws-kms; keygate list names them', { bindings: refusedLocal });
   let stopAudit = (): void => {};
   const auditLock = await lockAuditFile(paths.audit, log, options.auditLock, () => stopAudit());
   const audit = await AuditLog.open(paths.audit, { key: signingKey.privateKey, kid: signingKey.kid }, { log, maxFileBytes: config.auditMaxFileBytes }).catch(async (err: unknown) => {
@@ -191,9 +194,36 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
     }
   };
 
+  // The shared tables (a DynamoDB store, nonces, quarantine): one cheap read each. /readyz is unauthenticated,
+  // so one check at a time and its answer (failure too) reused for a while, like the provider check below:
+  // probes cannot turn into table calls. Reasons name the component and table, never a secret.
+  const sharedStore = typeof config.store !== 'string';
+  let sharedCheck: { until: number; result: Promise<void> } | undefined;
+  const checkShared = async (): Promise<void> => {
+    const named = (what: string) => (err: unknown): never => {
+      throw new BrokerError('STORE_UNAVAILABLE', `${what} is unavailable (${err instanceof Error ? err.message : 'unknown error'})`);
+    };
+    await Promise.all([
+      sharedStore ? store.refresh().then(() => undefined, named(`the store (${storeLabel(config.store)})`)) : undefined,
+      nonces.check().catch(named('the shared nonce registry')),
+      quarantine.check().catch(named('the shared quarantine')),
+    ]);
+  };
+
   const ready = async (): Promise<void> => {
     if (!audit.healthy) throw new BrokerError('INTERNAL_ERROR', 'audit log is not writable');
-    await store.refresh();
+    // The file store is local (a few stats): reloaded on every probe.
+    if (!sharedStore) await store.refresh();
+    const now0 = clock();
+    if (!sharedCheck || now0 >= sharedCheck.until) {
+      const result = checkShared();
+      sharedCheck = { until: Infinity, result };
+      void result.then(
+        () => (sharedCheck = { until: clock() + 5_000, result }),
+        () => (sharedCheck = { until: clock() + 2_000, result }),
+      );
+    }
+    await sharedCheck.result;
     const storeProblems = store.problems();
     if (storeProblems.length) {
       // /readyz is unauthenticated: binding files are counted, not named (their names are the secrets' names).
@@ -236,6 +266,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
       closeKeyProviders(providers);
       nonces.close();
       quarantine.close();
+      store.close();
     },
   };
 }

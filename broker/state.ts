@@ -24,9 +24,12 @@ export function statePaths(config: BrokerConfig): { signingKey: string; localKey
   };
 }
 
-/** Opens the key providers the store may need (the registry builds them; the AWS SDK loads on demand). */
+/**
+ * Opens the key providers the store may need (the registry builds them; the AWS SDK loads on demand).
+ * On a shared (DynamoDB) store the local provider is refused: its key file is per machine.
+ */
 export function openProviders(config: BrokerConfig): Promise<KeyProviders> {
-  return openKeyProviders({ localKeyFile: statePaths(config).localKey, ...(config.kms ? { kms: config.kms } : {}) });
+  return openKeyProviders({ localKeyFile: statePaths(config).localKey, ...(config.kms ? { kms: config.kms } : {}), refuseLocal: typeof config.store !== 'string' });
 }
 
 /**

@@ -51,6 +51,20 @@ export async function brokerConfig(flags: StoreFlags, env: NodeJS.ProcessEnv = p
   }
 }
 
+/**
+ * Runs `fn` on the store and key providers as the CLI uses them, then closes both (a DynamoDB
+ * store's client and KMS connections are released even when `fn` fails).
+ */
+export async function withAdmin<T>(flags: StoreFlags, fn: (admin: { config: BrokerConfig; store: BindingStore; providers: KeyProviders }) => Promise<T>): Promise<T> {
+  const admin = await openAdmin(flags);
+  try {
+    return await fn(admin);
+  } finally {
+    admin.store.close();
+    for (const provider of admin.providers.values()) provider.close();
+  }
+}
+
 /** The store and key providers, as the CLI uses them. */
 export async function openAdmin(flags: StoreFlags): Promise<{ config: BrokerConfig; store: BindingStore; providers: KeyProviders }> {
   const config = await brokerConfig(flags);

@@ -16,6 +16,7 @@ Commands:
   revoke            revoke a secret, or a PCR0 / instance / baseline everywhere
   audit verify FILE check the audit log's chain and signatures
   store init        create the configured store (DynamoDB table) if missing
+  store copy        copy a file store into the configured (DynamoDB) store
   forward           parent-side relay from the enclave to allow-listed hosts
   get <secret>      fetch a secret as an enclave application does (or --dev)
   describe-eif FILE measure an Enclave Image File (PCR0/1/2/8)

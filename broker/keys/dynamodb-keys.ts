@@ -134,7 +134,15 @@ export class DynamoDbKeySource implements SharedKeySource {
     } catch (err) {
       throw this.#unavailable(`DynamoDB Query of ${name} in ${this.#settings.table}`, err);
     }
-    const item = items?.[0];
+    // Only the exact item counts. In a pk + sk table other items can share the pk (an older key of the same
+    // purpose restored from a backup, a hand-made copy); taking the first in sort order would silently load
+    // whichever sorts lowest, so any other item under this pk refuses the start (fail closed) until removed.
+    const { sk } = keyItemKey(name);
+    const exact = (items ?? []).filter((i) => i.sk?.S === sk);
+    if ((items ?? []).length > exact.length) {
+      throw this.#rejected(name, `has ${(items ?? []).length - exact.length} other item(s) under pk "${keyItemKey(name).pk}" besides sk "${sk}"; only that one is keygate's: remove the others`);
+    }
+    const item = exact[0];
     if (!item) return undefined;
     const blob = item.ciphertext?.B;
     if (!blob || item.purpose?.S !== name) throw this.#rejected(name, 'is malformed (no ciphertext, or another purpose)');

@@ -9,6 +9,8 @@ export interface KeyProviderSettings {
   readonly localKeyFile: string;
   /** aws-kms client settings; unset values come from the usual AWS SDK configuration. */
   readonly kms?: AwsKmsSettings;
+  /** The store is shared by replicas: the local provider (a per-machine key file) is refused (see refused-local.ts). */
+  readonly refuseLocal?: boolean;
 }
 
 /**
@@ -16,7 +18,7 @@ export interface KeyProviderSettings {
  * PROVIDER_NAMES does not compile until it has an opener here.
  */
 const OPENERS: { readonly [N in ProviderName]: (settings: KeyProviderSettings) => Promise<KeyProvider & { readonly name: N }> } = {
-  local: (settings) => LocalKeyProvider.open(settings.localKeyFile),
+  local: async (settings) => (settings.refuseLocal ? new (await import('./refused-local.js')).RefusedLocalProvider() : LocalKeyProvider.open(settings.localKeyFile)),
   // Loaded here, not at the top: the AWS SDK is the largest part of the module graph, and commands that
   // never use it (verify, list) must not pay for it. The SDK client itself is built on first use.
   'aws-kms': async (settings) => new (await import('./aws-kms.js')).AwsKmsKeyProvider(settings.kms ?? {}),

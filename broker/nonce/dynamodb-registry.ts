@@ -3,6 +3,7 @@ import {
   CreateTableCommand,
   DescribeTimeToLiveCommand,
   DynamoDBClient,
+  GetItemCommand,
   PutItemCommand,
   ResourceInUseException,
   UpdateTimeToLiveCommand,
@@ -73,6 +74,23 @@ export class DynamoDbNonceRegistry implements NonceRegistry {
       if (err instanceof ConditionalCheckFailedException || (err as { name?: string }).name === 'ConditionalCheckFailedException') return 'used';
       const name = (err as { name?: string }).name || 'Error';
       throw new NonceRegistryUnavailableError(`nonce table ${this.#settings.table}: PutItem failed (${name})`, { cause: err, registryError: name });
+    }
+  }
+
+  /**
+   * Readiness: one eventually consistent GetItem of a key no nonce has (the cheapest read that proves the
+   * table exists and this broker may use it). Needs dynamodb:GetItem on the table besides PutItem.
+   */
+  async check(): Promise<void> {
+    this.#client ??= client(this.#settings);
+    try {
+      await this.#client.send(
+        new GetItemCommand({ TableName: this.#settings.table, Key: { [NONCE_KEY_ATTRIBUTE]: { S: 'readiness#probe' } } }),
+        { abortSignal: AbortSignal.timeout(this.#settings.requestTimeoutMs ?? 5_000) },
+      );
+    } catch (err) {
+      const name = (err as { name?: string }).name || 'Error';
+      throw new NonceRegistryUnavailableError(`nonce table ${this.#settings.table}: GetItem failed (${name})`, { cause: err, registryError: name });
     }
   }
 

@@ -39,5 +39,8 @@ export class MemoryNonceRegistry implements NonceRegistry {
     return this.#used.size;
   }
 
+  /** Always ready: it lives in this process. */
+  async check(): Promise<void> {}
+
   close(): void {}
 }

@@ -23,6 +23,12 @@ export interface NonceRegistry {
    * @throws NonceRegistryUnavailableError when the registry cannot answer (fail closed: nothing is released)
    */
   consume(id: string, rememberUntil: number, now: number): Promise<NonceUse>;
+  /**
+   * Readiness: resolves when the registry can answer (a shared one: one cheap read of its table).
+   *
+   * @throws NonceRegistryUnavailableError
+   */
+  check(): Promise<void>;
   /** Releases clients (shutdown). */
   close(): void;
 }

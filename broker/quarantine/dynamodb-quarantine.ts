@@ -144,6 +144,12 @@ export class DynamoDbQuarantine implements QuarantineStore {
     throw new QuarantineUnavailableError(`quarantine table ${this.#settings.table}: denial not recorded after ${MAX_ROUNDS} contended rounds`, { storeError: 'Contention' });
   }
 
+  /** Readiness: one eventually consistent GetItem of a key no identity has (proves the table exists and may be read). */
+  async check(): Promise<void> {
+    const signal = this.#deadline();
+    await this.#call('GetItem', () => this.#ddb().send(new GetItemCommand({ TableName: this.#settings.table, Key: { [QUARANTINE_KEY_ATTRIBUTE]: { S: 'readiness#probe' } } }), { abortSignal: signal }));
+  }
+
   close(): void {
     this.#client?.destroy();
     this.#client = undefined;

@@ -1,8 +1,8 @@
 import { Quarantine, type QuarantineStore } from '../rate-limit.js';
 import type { QuarantineLimits, QuarantineSettings } from './store.js';
 
-/** A quarantine store and how to release its clients (shutdown). */
-export type OpenedQuarantine = QuarantineStore & { close(): void };
+/** A quarantine store, its readiness check (throws QuarantineUnavailableError) and how to release its clients (shutdown). */
+export type OpenedQuarantine = QuarantineStore & { close(): void; check(): Promise<void> };
 
 /**
  * The one place that builds the quarantine store from config. The DynamoDB
@@ -11,7 +11,7 @@ export type OpenedQuarantine = QuarantineStore & { close(): void };
 export async function openQuarantine(settings: QuarantineSettings, limits: QuarantineLimits): Promise<OpenedQuarantine> {
   switch (settings.kind) {
     case 'memory':
-      return Object.assign(new Quarantine(limits.threshold, limits.windowMs, limits.quarantineMs), { close: () => {} });
+      return Object.assign(new Quarantine(limits.threshold, limits.windowMs, limits.quarantineMs), { close: () => {}, check: async () => {} });
     case 'dynamodb':
       return new (await import('./dynamodb-quarantine.js')).DynamoDbQuarantine(settings, limits);
   }

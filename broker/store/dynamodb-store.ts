@@ -365,6 +365,17 @@ export class DynamoDbStore implements BindingStore {
           const valid = parseBaseline(baseline);
           put(`baseline#${valid.name}`, { doc: { S: formatBaseline(valid) } });
         },
+        reservedVersions: async () => {
+          const reserved = new Map<string, number>();
+          for (const name of new Set([...loaded.retired.keys(), ...pendingRetired.keys()])) reserved.set(name, retiredVersion(name));
+          return reserved;
+        },
+        reserveVersion: async (secret, version) => {
+          if (!SECRET_NAME.test(secret) || !Number.isSafeInteger(version) || version < 1) throw new SchemaError('reserved version', `invalid reservation ${secret}@${version}`);
+          if (version <= retiredVersion(secret)) return;
+          pendingRetired.set(secret, version);
+          put(`retired#${secret}`, { v: { N: String(version) } });
+        },
       };
       const result = await fn(loaded.snapshot, writer);
       if (writes.size === 0) return result;

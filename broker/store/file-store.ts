@@ -81,6 +81,9 @@ export class FileStore implements BindingStore {
     return this.#problems.list();
   }
 
+  /** Nothing to release: the file store holds no open files or connections between calls (its lock is held only inside `update`). */
+  close(): void {}
+
   async #currentFingerprint(): Promise<string> {
     const dirInfo = await stat(this.#bindingsDir, { bigint: true });
     const baselineInfo = await stat(this.#baselinesDir, { bigint: true });
@@ -239,6 +242,26 @@ export class FileStore implements BindingStore {
         putBaseline: async (baseline) => {
           const valid = parseBaseline(baseline);
           await writeFileAtomic(join(this.#baselinesDir, `${valid.name}.json`), formatBaseline(valid));
+        },
+        reservedVersions: async () => {
+          const names = await readdir(this.#retiredDir).catch((err: NodeJS.ErrnoException) => {
+            if (err.code === 'ENOENT') return [] as string[];
+            throw err;
+          });
+          const reserved = new Map<string, number>();
+          for (const file of names.filter((n) => n.endsWith('.json') && !n.startsWith('.')).sort()) {
+            const secret = file.slice(0, -5);
+            // A record keygate did not write under this name is damaged: refuse rather than skip it (versions must never repeat).
+            if (!SECRET_NAME.test(secret)) throw new SchemaError(join(this.#retiredDir, file), 'retired-version record has an invalid name; fix or remove it');
+            reserved.set(secret, await this.#retiredVersion(secret));
+          }
+          return reserved;
+        },
+        reserveVersion: async (secret, version) => {
+          if (!SECRET_NAME.test(secret) || !Number.isSafeInteger(version) || version < 1) throw new SchemaError('reserved version', `invalid reservation ${secret}@${version}`);
+          if (version <= (await this.#retiredVersion(secret))) return;
+          await ensureDirectory(this.#retiredDir);
+          await writeFileAtomic(join(this.#retiredDir, `${secret}.json`), toJson({ secret, version }));
         },
       };
       const result = await fn(this.#snapshot, writer);

@@ -46,6 +46,8 @@ export interface BindingStore {
   update<T>(fn: (current: StoreSnapshot, tx: StoreWriter) => Promise<T>): Promise<T>;
   /** Files currently failing validation. */
   problems(): readonly StoreProblem[];
+  /** Releases what the store holds (a backend's client and its connections); the store is not used after. */
+  close(): void;
 }
 
 /** Writes allowed inside `update`. */
@@ -61,4 +63,11 @@ export interface StoreWriter {
   nextVersion(secret: string): Promise<number>;
   putRevocations(revocations: Revocations): Promise<void>;
   putBaseline(baseline: Baseline): Promise<void>;
+  /**
+   * The versions reserved for names that are no longer bound (by name): what `nextVersion` stays above.
+   * Copying a store carries them over, so a name unbound in one store never gets a version it had.
+   */
+  reservedVersions(): Promise<ReadonlyMap<string, number>>;
+  /** Raises the version reserved for `secret` to `version` (never lowers it): `nextVersion` is then above it. */
+  reserveVersion(secret: string, version: number): Promise<void>;
 }

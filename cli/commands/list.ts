@@ -21,6 +21,7 @@ export async function listCommand(argv: readonly string[], io: CliIo): Promise<n
   const config = await brokerConfig(values);
   const { store, problems } = await openAdminStore(config);
   const { bindings, revocations, invalidBindings, revocationsProblem } = store.snapshot();
+  store.close(); // everything needed is in the snapshot
   // Everything except the ciphertext: names, versions and policy are not secret; values never leave the store.
   const rows = [...bindings.values()]
     .sort((a, b) => a.secret.localeCompare(b.secret))

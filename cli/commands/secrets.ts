@@ -1,12 +1,13 @@
 import type { ParseArgsConfig } from 'node:util';
 import { AdminError, bindSecret, MAX_SECRET_BYTES, pcrSet, revokeIdentities, revokeSecret, rotateSecret, unbindSecret } from '../../broker/admin.js';
 import { SchemaError } from '../../broker/policy/schema.js';
+import { LocalProviderRefusedError } from '../../broker/kms/refused-local.js';
 import type { ProviderName } from '../../broker/policy/types.js';
 import type { PcrValues } from '../../lib/pcrs.js';
 import { allowRuleFrom, baselinePath } from '../../broker/ops/baselines.js';
 import { UsageError, usageError } from '../errors.js';
 import { parseCommand } from '../args.js';
-import { STORE_OPTIONS, STORE_USAGE, openAdmin, type StoreFlags } from '../context.js';
+import { STORE_OPTIONS, STORE_USAGE, withAdmin, type StoreFlags } from '../context.js';
 import { InputTooLargeError, readInput } from '../input.js';
 import { parseDuration } from '../parse.js';
 import type { CliIo } from '../io.js';
@@ -76,6 +77,7 @@ async function baselineRule(arg: string, dir: string | undefined): ReturnType<ty
 
 function translate(err: unknown): never {
   if (err instanceof AdminError || err instanceof SchemaError) throw new UsageError(err.message, { hint: err instanceof SchemaError });
+  if (err instanceof LocalProviderRefusedError) throw new UsageError(`${err.code}: ${err.message}`, { hint: false });
   throw err;
 }
 
@@ -100,8 +102,7 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
   try {
     const { rule, baseline } = values.baseline ? await baselineRule(values.baseline as string, values.baselines as string | undefined) : { rule: pcrSet(pcrFlags), baseline: undefined };
     const value = await readValue(values, io);
-    const { store, providers } = await openAdmin(values as StoreFlags);
-    const binding = await bindSecret(store, providers.get(provider as ProviderName)!, {
+    const binding = await withAdmin(values as StoreFlags, ({ store, providers }) => bindSecret(store, providers.get(provider as ProviderName)!, {
       secret,
       value,
       allow: [rule],
@@ -112,7 +113,7 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
       instances: (values.instance as string[] | undefined) ?? [],
       addAllow: Boolean(values.add),
       ...(baseline ? { baselines: [baseline] } : {}),
-    });
+    }));
     value.fill(0);
     io.out(`bound ${binding.secret} version ${binding.version} (${binding.allow.length} allowed measurement set${binding.allow.length === 1 ? '' : 's'}, ttl ${binding.ttlSeconds}s, ${binding.provider})\n`);
     return 0;
@@ -131,8 +132,7 @@ export async function rotateCommand(argv: readonly string[], io: CliIo): Promise
   const secret = oneSecret(positionals, ROTATE_USAGE);
   try {
     const value = await readValue(values, io);
-    const { store, providers } = await openAdmin(values as StoreFlags);
-    const binding = await rotateSecret(store, providers, secret, value);
+    const binding = await withAdmin(values as StoreFlags, ({ store, providers }) => rotateSecret(store, providers, secret, value));
     value.fill(0);
     io.out(`rotated ${binding.secret} to version ${binding.version}\n`);
     return 0;
@@ -150,8 +150,7 @@ export async function unbindCommand(argv: readonly string[], io: CliIo): Promise
   }
   const secret = oneSecret(positionals, UNBIND_USAGE);
   try {
-    const { store } = await openAdmin(values as StoreFlags);
-    await unbindSecret(store, secret);
+    await withAdmin(values as StoreFlags, ({ store }) => unbindSecret(store, secret));
     io.out(`unbound ${secret}\n`);
     return 0;
   } catch (err) {
@@ -170,15 +169,16 @@ export async function revokeCommand(argv: readonly string[], io: CliIo): Promise
   const anyIdentity = identities.pcr0.length + identities.instances.length + identities.baselines.length > 0;
   if ((positionals.length > 0) === anyIdentity || positionals.length > 1) throw new UsageError(`give one secret name, or --pcr0/--instance/--baseline\n\n${REVOKE_USAGE}`);
   try {
-    const { store } = await openAdmin(values as StoreFlags);
-    if (positionals.length) {
-      await revokeSecret(store, positionals[0]!);
-      io.out(`revoked secret ${positionals[0]}\n`);
-    } else {
-      const r = await revokeIdentities(store, identities);
-      io.out(`revoked: ${r.pcr0.length} PCR0 value(s), ${r.instances.length} instance(s), ${r.baselines.length} baseline(s) in force\n`);
-    }
-    return 0;
+    return await withAdmin(values as StoreFlags, async ({ store }) => {
+      if (positionals.length) {
+        await revokeSecret(store, positionals[0]!);
+        io.out(`revoked secret ${positionals[0]}\n`);
+      } else {
+        const r = await revokeIdentities(store, identities);
+        io.out(`revoked: ${r.pcr0.length} PCR0 value(s), ${r.instances.length} instance(s), ${r.baselines.length} baseline(s) in force\n`);
+      }
+      return 0;
+    });
   } catch (err) {
     return translate(err);
   }

@@ -14,7 +14,8 @@ import type { RunningBroker } from '../../broker/broker.js';
 import { bindSecret, pcrSet, revokeSecret } from '../../broker/admin.js';
 import { loadConfigFile, resolveConfig } from '../../broker/config.js';
 import { openAdminStore } from '../../broker/state.js';
-import { LocalKeyProvider } from '../../broker/kms/local.js';
+import { CreateKeyCommand, KMSClient } from '@aws-sdk/client-kms';
+import { AwsKmsKeyProvider } from '../../broker/kms/aws-kms.js';
 import { startTestBroker } from '../support/broker.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave, valueOf } from '../support/enclave.js';
@@ -63,8 +64,14 @@ describe('a broker on the DynamoDB store', () => {
     const config = resolveConfig(await loadConfigFile(join(dir, 'config.json')));
     const { store, problems } = await openAdminStore(config);
     expect(problems).toEqual([]);
-    const local = await LocalKeyProvider.open(join(dir, 'state', 'local-provider.key'));
-    await bindSecret(store, local, { secret: 'db', value: new TextEncoder().encode('from-dynamodb'), allow: [pcrSet(APPROVED)], provider: 'local' });
+    // The local provider is refused on a shared store (its key file is per machine): aws-kms, on moto's KMS.
+    const kms = new KMSClient({});
+    const key = await kms.send(new CreateKeyCommand({ Description: 'keygate broker test' }));
+    kms.destroy();
+    const awsKms = new AwsKmsKeyProvider({});
+    await bindSecret(store, awsKms, { secret: 'db', value: new TextEncoder().encode('from-dynamodb'), allow: [pcrSet(APPROVED)], provider: 'aws-kms', kmsKeyId: key.KeyMetadata!.KeyId! });
+    awsKms.close();
+    store.close();
 
     broker = await startTestBroker(dir, [pki.root.pem], { store: config.store, stateDir: config.stateDir });
     const brokerJwk = (await (await fetch(`${broker.url}/v1/broker-key`)).json()) as JWK;
@@ -95,6 +102,13 @@ describe('a broker on the DynamoDB store', () => {
     const res = await new TestEnclave(pki, broker!.url).request(['db']);
     expect([res.status, res.body.error?.code]).toEqual([503, 'STORE_UNAVAILABLE']);
     expect(res.body.secrets).toBeUndefined();
-    expect((await fetch(`${broker!.url}/readyz`)).status).toBe(503);
+    // /readyz reuses its last table check for up to 5 s (unauthenticated probes must not become table calls): poll, bounded.
+    const deadline = Date.now() + 30_000;
+    let status = (await fetch(`${broker!.url}/readyz`)).status;
+    while (status !== 503 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 200));
+      status = (await fetch(`${broker!.url}/readyz`)).status;
+    }
+    expect(status).toBe(503);
   });
 });

@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { JWK } from 'jose';
-import { CreateTableCommand, DynamoDBClient, QueryCommand, UpdateItemCommand, waitUntilTableExists } from '@aws-sdk/client-dynamodb';
+import { CreateTableCommand, DynamoDBClient, PutItemCommand, QueryCommand, UpdateItemCommand, waitUntilTableExists } from '@aws-sdk/client-dynamodb';
 import { CreateAliasCommand, CreateKeyCommand, KMSClient } from '@aws-sdk/client-kms';
 import type { RunningBroker } from '../../broker/broker.js';
 import { bindSecret, pcrSet } from '../../broker/admin.js';
@@ -109,6 +109,37 @@ describe('shared keys on DynamoDB + KMS', () => {
     const [a, b] = await Promise.all([loadSharedKeys(dynamoKeys(table), noPaths), loadSharedKeys(dynamoKeys(table), noPaths)]);
     expect(a.signingKey.kid).toBe(b.signingKey.kid);
     expect(a.challengeKey.equals(b.challengeKey)).toBe(true);
+  });
+
+  it('only the exact key item counts: an older key of the same purpose under the same pk (another sk) is refused, not loaded', async () => {
+    const ddb = new DynamoDBClient(aws());
+    const pkSkTable = async (): Promise<string> => {
+      const table = uniqueName('keys-exact');
+      await ddb.send(
+        new CreateTableCommand({
+          TableName: table,
+          BillingMode: 'PAY_PER_REQUEST',
+          AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }, { AttributeName: 'sk', AttributeType: 'S' }],
+          KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }, { AttributeName: 'sk', KeyType: 'RANGE' }],
+        }),
+      );
+      await waitUntilTableExists({ client: ddb, maxWaitTime: 60 }, { TableName: table });
+      return table;
+    };
+    const [current, older] = [await pkSkTable(), await pkSkTable()];
+    const keys = await loadSharedKeys(dynamoKeys(current), noPaths);
+    const olderKeys = await loadSharedKeys(dynamoKeys(older), noPaths);
+    expect(olderKeys.signingKey.kid).not.toBe(keys.signingKey.kid);
+    // A genuine ciphertext of the same purpose under the same KMS key (so it decrypts), placed under the same pk
+    // with a sort key that sorts before "key": e.g. a copy restored from an older setup.
+    const { pk } = keyItemKey('broker-signing');
+    const olderItem = (await ddb.send(new QueryCommand({ TableName: older, KeyConditionExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': { S: pk } }, ConsistentRead: true }))).Items![0]!;
+    await ddb.send(new PutItemCommand({ TableName: current, Item: { ...olderItem, sk: { S: 'a-older' } } }));
+    ddb.destroy();
+    const err = await loadSharedKeys(dynamoKeys(current), noPaths).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SharedKeyError);
+    expect((err as SharedKeyError).code).toBe('SHARED_KEY_REJECTED');
+    expect((err as SharedKeyError).message).toMatch(/other item\(s\) under pk "key#broker-signing"/);
   });
 
   it('a ciphertext moved to another purpose is refused: SHARED_KEY_REJECTED (the KMS encryption context names the purpose)', async () => {
