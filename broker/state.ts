@@ -3,6 +3,7 @@ import type { BrokerConfig } from './config.js';
 import { initStore, openStore } from './store/open-store.js';
 import { initNonceTable } from './nonce/open-registry.js';
 import { initQuarantineTable } from './quarantine/open-quarantine.js';
+import { initAuditTable } from './audit/open-sink.js';
 import type { BindingStore } from './store/store.js';
 import type { KeyProviders } from './kms/provider.js';
 import { openKeyProviders } from './kms/registry.js';
@@ -42,7 +43,7 @@ export async function openAdminStore(config: BrokerConfig): Promise<{ store: Bin
 
 /**
  * `keygate store init`: creates what the configured shared state needs, idempotently, and reports each
- * step: the store (table or directory), then the shared nonce and quarantine tables when configured.
+ * step: the store (table or directory), then the shared nonce, quarantine and audit tables when configured.
  */
 export async function initSharedState(config: BrokerConfig): Promise<string[]> {
   const report = await initStore(config);
@@ -54,5 +55,6 @@ export async function initSharedState(config: BrokerConfig): Promise<string[]> {
     const done = await initQuarantineTable(config.quarantine);
     report.push(`quarantine table ${done.table}: ${done.created ? 'created' : 'exists'}, TTL ${done.ttlEnabled ? 'enabled' : 'NOT enabled'}`);
   }
+  if (config.audit.kind === 'dynamodb') report.push(await initAuditTable(config.audit));
   return report;
 }
