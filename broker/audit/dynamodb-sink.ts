@@ -114,9 +114,10 @@ export class DynamoDbAuditSink implements AuditSink {
   /**
    * Starts this replica's chain: with no replicaId, a new chain (a fresh id,
    * its head created with attribute_not_exists); with a replicaId, the chain
-   * is taken over: the head is read, its owner set to this process's token
-   * (conditional on the seq read) and writing continues from it. A process
-   * still writing that chain then fails its next transaction and stops.
+   * is taken over: its owner is set to this process's token (conditional on
+   * the owner read) and writing continues from the head as that update left
+   * it. A process still writing that chain then fails its next transaction
+   * (owner condition) and stops.
    */
   static async open(settings: DynamoDbAuditSettings, signer: AuditSigner, options: DynamoDbAuditSinkOptions = {}): Promise<DynamoDbAuditSink> {
     const ddb = options.client ?? auditClient(settings);
@@ -135,7 +136,7 @@ export class DynamoDbAuditSink implements AuditSink {
     };
     const started = new Date(options.clock?.() ?? Date.now()).toISOString();
     try {
-      // A few rounds: the previous owner may still be writing (each of its commits moves the seq read).
+      // A few rounds: another process may create or take the chain between the read and the write.
       for (let round = 0; round < 8; round++) {
         const got = await call('GetItem', () => ddb.send(new GetItemCommand({ TableName: table, Key: { pk: { S: headKey(chainId).pk }, sk: { S: headKey(chainId).sk } }, ConsistentRead: true }), deadline()));
         try {
@@ -163,20 +164,25 @@ export class DynamoDbAuditSink implements AuditSink {
             return new DynamoDbAuditSink(settings, ddb, signer, options, { chainId, owner, head });
           }
           const current = parseHeadItem(table, got.Item);
-          await call('UpdateItem', () =>
+          // Conditioned on the owner read, not the seq: a busy previous owner moves the seq with every batch
+          // and would starve the takeover. The write fences it (its next transaction fails on the owner) and
+          // returns the head as of that instant, atomically: the position this process continues from.
+          const taken = await call('UpdateItem', () =>
             ddb.send(
               new UpdateItemCommand({
                 TableName: table,
                 Key: { pk: { S: headKey(chainId).pk }, sk: { S: headKey(chainId).sk } },
                 UpdateExpression: 'SET #owner = :me, #kid = :kid, #started = :started',
-                ConditionExpression: '#seq = :seq AND #owner = :previous',
-                ExpressionAttributeNames: { '#owner': HEAD_ATTRIBUTES.owner, '#kid': HEAD_ATTRIBUTES.kid, '#started': HEAD_ATTRIBUTES.started, '#seq': HEAD_ATTRIBUTES.seq },
-                ExpressionAttributeValues: { ':me': { S: owner }, ':kid': { S: signer.kid }, ':started': { S: started }, ':seq': { N: String(current.head.seq) }, ':previous': { S: current.owner } },
+                ConditionExpression: '#owner = :previous',
+                ExpressionAttributeNames: { '#owner': HEAD_ATTRIBUTES.owner, '#kid': HEAD_ATTRIBUTES.kid, '#started': HEAD_ATTRIBUTES.started },
+                ExpressionAttributeValues: { ':me': { S: owner }, ':kid': { S: signer.kid }, ':started': { S: started }, ':previous': { S: current.owner } },
+                ReturnValues: 'ALL_NEW',
               }),
               deadline(),
             ),
           );
-          return new DynamoDbAuditSink(settings, ddb, signer, options, { chainId, owner, head: current.head });
+          if (!taken.Attributes) throw new AuditUnavailableError(`audit table ${table}: taking chain ${chainId} over returned no head`, { storeError: 'Malformed' });
+          return new DynamoDbAuditSink(settings, ddb, signer, options, { chainId, owner, head: parseHeadItem(table, taken.Attributes).head });
         } catch (err) {
           if (!isConditionFailure(err)) throw err;
           // Created or advanced meanwhile: read again.
