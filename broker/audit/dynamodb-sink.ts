@@ -88,6 +88,8 @@ export class DynamoDbAuditSink implements AuditSink {
   #head: ChainHead;
   /** Heads that failed batches (based on the current head) would have made: one of them may have applied. */
   #inDoubt: ChainHead[] = [];
+  /** The last failed transaction found a record already at a seq it wrote (not only a moved head). */
+  #recordTaken = false;
   #queue: Queued[] = [];
   #flushing: Promise<void> | undefined;
   #failed: unknown;
@@ -289,6 +291,7 @@ export class DynamoDbAuditSink implements AuditSink {
     const first = this.#failed === undefined;
     this.#failed = err;
     this.#inDoubt.push(wouldBe);
+    this.#recordTaken = recordConditionFailed(err);
     const name = conditionFailed(err) ? 'ConditionalCheckFailed' : errorName(err);
     const error = new AuditUnavailableError(`audit chain ${this.#chainId}: write failed (${name}); nothing was acknowledged`, { cause: err, storeError: name });
     for (const w of [...batch, ...this.#queue]) w.reject(error);
@@ -335,7 +338,14 @@ export class DynamoDbAuditSink implements AuditSink {
     }
     const same = (h: ChainHead): boolean => h.seq === current.head.seq && h.prevHash === current.head.prevHash;
     if (same(this.#head)) {
-      this.#inDoubt = [];
+      if (this.#recordTaken) {
+        // The head is where this process left it, yet a record after it exists: written outside the broker.
+        // Writing on would fail forever (and overwriting is never done): stop, for an operator to look.
+        this.abandon(`chain ${this.#chainId} holds records after its head (seq ${current.head.seq}) that no broker wrote`);
+        return;
+      }
+      // Failed batches stay in doubt: one may still land (a request the deadline gave up on); if it does, the
+      // next write fails on the head and the recovery then finds the head where that batch put it.
     } else {
       const applied = this.#inDoubt.find(same);
       if (!applied) {
@@ -383,6 +393,12 @@ export class DynamoDbAuditSink implements AuditSink {
     await this.#flushing;
     if (this.#ownsClient) this.#ddb.destroy();
   }
+}
+
+/** A cancelled transaction one of whose record Puts (every item but the last, the head) found its record present. */
+function recordConditionFailed(err: unknown): boolean {
+  const reasons = (err as { CancellationReasons?: Array<{ Code?: string }> }).CancellationReasons;
+  return errorName(err) === 'TransactionCanceledException' && Array.isArray(reasons) && reasons.slice(0, -1).some((r) => r?.Code === 'ConditionalCheckFailed');
 }
 
 /** A cancelled transaction whose cause was a failed condition (the head, or a record already present). */

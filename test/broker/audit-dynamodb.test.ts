@@ -12,6 +12,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CreateKeyCommand, KMSClient } from '@aws-sdk/client-kms';
 import { DeleteItemCommand, DynamoDBClient, GetItemCommand, PutItemCommand, QueryCommand, TransactWriteItemsCommand } from '@aws-sdk/client-dynamodb';
 import { DynamoDbAuditSink } from '../../broker/audit/dynamodb-sink.js';
 import { DynamoDbChainReader, initAuditTable, type DynamoDbAuditSettings } from '../../broker/audit/dynamodb-chains.js';
@@ -286,6 +287,24 @@ describe('the DynamoDB audit sink', () => {
   });
 });
 
+describe('the DynamoDB audit sink refuses to write over what it did not write', () => {
+  it('a record planted after the head: the append is refused and the sink stops for good (no endless retry, no overwrite)', async () => {
+    const logged: string[] = [];
+    const sink = await DynamoDbAuditSink.open(settings(), signer, { retryMs: 50, log: (_level, message) => void logged.push(message) });
+    await sink.append(record('mine'));
+    const planted = recordKey(sink.chainId, sink.head.seq + 1);
+    await ddb.send(new PutItemCommand({ TableName: table, Item: { pk: { S: planted.pk }, sk: { S: planted.sk }, line: { S: '{"planted":true}' } } }));
+    expect(await errorOf(sink.append(record('refused')))).toMatchObject({ code: 'AUDIT_UNAVAILABLE' });
+    await until(() => logged.some((m) => /abandoned/.test(m)), 'the sink to stop');
+    expect(sink.healthy).toBe(false);
+    expect(await errorOf(sink.append(record('after')))).toMatchObject({ code: 'AUDIT_UNAVAILABLE' });
+    const lines = await chainLines(sink.chainId);
+    expect(lines.at(-1)).toBe('{"planted":true}');
+    expect(noncesIn(lines)).toEqual(['mine']);
+    await sink.close();
+  });
+});
+
 describe('verifying the chains', () => {
   /** A chain of three batches (2, 2 and 1 decisions), seq 1..8. */
   async function chainOf3Batches(): Promise<string> {
@@ -394,6 +413,34 @@ describe('verifying the chains', () => {
     const badJson = await cli(['audit', 'verify', '--config', config, '--json']);
     expect(badJson.status).toBe(1);
     expect(JSON.parse(badJson.stdout)).toMatchObject({ ok: false, chains: [{ id: chainId, ok: false, headProblem: { kind: 'head-ahead' } }] });
+  });
+});
+
+describe('keygate audit verify --config with the shared keys on DynamoDB', () => {
+  it('takes the broker key from the signing-key item (KMS decrypt) and says so', async () => {
+    const kms = new KMSClient(awsOf(moto));
+    const created = await kms.send(new CreateKeyCommand({ Description: 'keygate audit test' }));
+    kms.destroy();
+    const auditTable = uniqueName('keygate-audit-kms');
+    const keysTable = uniqueName('keygate-keys');
+    const dir = tempDir();
+    const config = join(dir, 'config.json');
+    writeFileSync(config, JSON.stringify({ stateDir: 'state', audit: { kind: 'dynamodb', table: auditTable }, keys: { kind: 'dynamodb', table: keysTable, kmsKeyId: created.KeyMetadata!.KeyId! } }));
+    const resolved = resolveConfig(await loadConfigFile(config));
+    await initSharedState(resolved);
+    await initAuditTable({ kind: 'dynamodb', table: keysTable }); // any pk + sk table holds the key items
+    const broker = await startTestBrokerWithDb(dir, [pki.root.pem], { audit: resolved.audit, keys: resolved.keys, stateDir: resolved.stateDir });
+    let chainId: string;
+    try {
+      expect((await new TestEnclave(pki, broker.url).request(['db'])).status).toBe(200);
+      chainId = (broker.audit as DynamoDbAuditSink).chainId;
+    } finally {
+      await broker.close();
+    }
+    const run = await cli(['audit', 'verify', '--config', config]);
+    expect(run.status, run.stdout + run.stderr).toBe(0);
+    expect(run.stdout).toMatch(new RegExp(`broker key: shared keys in DynamoDB table ${keysTable} \\(KMS decrypt under ${created.KeyMetadata!.KeyId!}, kid ${broker.signingKey.kid}\\)`));
+    expect(run.stdout).toMatch(new RegExp(`chain ${chainId}: intact`));
   });
 });
 
