@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { createServer as createHttpsServer } from 'node:https';
-import { dirname, relative, resolve as resolvePath } from 'node:path';
+import { dirname, relative } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import type { Hono } from 'hono';
@@ -13,7 +13,7 @@ import { openProviders, statePaths } from './state.js';
 import { keyRefOf, SecretUnavailableError, type KeyProviders } from './kms/provider.js';
 import { closeKeyProviders } from './kms/registry.js';
 import type { ProviderName } from './policy/types.js';
-import { AuditLog } from './audit/log.js';
+import { openAuditSink } from './audit/open-sink.js';
 import type { AuditSink } from './audit/sink.js';
 import { ChallengeService } from './challenge.js';
 import { openNonceRegistry } from './nonce/open-registry.js';
@@ -134,17 +134,18 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   // Not a refusal to start: one stray binding must not take every replica down. Each such name is denied (audited).
   if (refusedLocal) log('error', 'local-provider bindings on a shared store are denied to every enclave (SECRET_UNAVAILABLE, LocalProviderRefused) until re-bound with --provider aws-kms; keygate list names them', { bindings: refusedLocal });
   let stopAudit = (): void => {};
-  const auditLock = await lockAuditFile(paths.audit, log, options.auditLock, () => stopAudit());
-  const audit = await AuditLog.open(paths.audit, { key: signingKey.privateKey, kid: signingKey.kid }, { log, maxFileBytes: config.auditMaxFileBytes }).catch(async (err: unknown) => {
-    await auditLock.release();
+  // The file lock is for the file log only: on DynamoDB each replica writes its own chain, guarded by its head item.
+  const auditLock = config.audit.kind === 'file' ? await lockAuditFile(paths.audit, log, options.auditLock, () => stopAudit()) : undefined;
+  const { sink: audit, where: auditWhere } = await openAuditSink(config.audit, paths.audit, { key: signingKey.privateKey, kid: signingKey.kid }, { log, maxFileBytes: config.auditMaxFileBytes }).catch(async (err: unknown) => {
+    await auditLock?.release();
     throw err;
   });
   // Audit lock taken over (this broker was judged gone: a paused VM, clock trouble): the file may be another
   // broker's now. Abandoning the log fails closed without another byte: appends (so releases) are refused
   // and /readyz reports 503.
   stopAudit = () => audit.abandon('the audit file lock was taken over by another broker');
-  if (auditLock.compromised) stopAudit();
-  log('info', 'audit log', { file: resolvePath(paths.audit), maxFileBytes: config.auditMaxFileBytes });
+  if (auditLock?.compromised) stopAudit();
+  log('info', 'audit log', auditWhere);
   const challenge = new ChallengeService(challengeKey);
   const nonces = await openNonceRegistry(config.nonces);
   log('info', 'nonce registry', config.nonces.kind === 'dynamodb' ? { kind: 'dynamodb', table: config.nonces.table } : { kind: 'memory' });
@@ -261,7 +262,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
       try {
         await audit.close();
       } finally {
-        await auditLock.release();
+        await auditLock?.release();
       }
       closeKeyProviders(providers);
       nonces.close();

@@ -9,6 +9,8 @@ import type { DynamoDbStoreSettings, StoreLocation } from './store/open-store.js
 import type { NonceRegistrySettings } from './nonce/registry.js';
 import type { QuarantineSettings } from './quarantine/store.js';
 import type { SharedKeySettings } from './keys/key-source.js';
+import type { AuditSettings } from './audit/settings.js';
+import { CHAIN_ID } from './audit/chain.js';
 
 /** Broker settings (a JSON config file, overridden by command-line flags). */
 export interface BrokerConfig {
@@ -21,7 +23,9 @@ export interface BrokerConfig {
   readonly store: StoreLocation;
   /** Keys and other broker state (signing key, local provider key, challenge key). */
   readonly stateDir: string;
-  /** Audit log file. Default `<stateDir>/audit.jsonl`. */
+  /** Where the audit records go: the hash-chained file (`file`, default; one broker) or one chain per replica in a DynamoDB table. */
+  readonly audit: AuditSettings;
+  /** Audit log file (kind `file`). Default `<stateDir>/audit.jsonl`. */
   readonly auditFile?: string;
   /** Size at which the audit file is rotated into `<name>.NNNNNN.jsonl` (the chain continues across files). */
   readonly auditMaxFileBytes: number;
@@ -82,6 +86,7 @@ export const DEFAULT_CONFIG: BrokerConfig = {
   nonces: { kind: 'memory' },
   quarantine: { kind: 'memory' },
   keys: { kind: 'file' },
+  audit: { kind: 'file' },
   dev: false,
 };
 
@@ -132,6 +137,9 @@ export async function loadConfigFile(path: string): Promise<Partial<BrokerConfig
   if (c.nonces && typeof c.nonces === 'object' && 'credentials' in c.nonces) throw new ConfigError(`${path}: nonces.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
   if (c.quarantine && typeof c.quarantine === 'object' && 'credentials' in c.quarantine) throw new ConfigError(`${path}: quarantine.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
   if (c.keys && typeof c.keys === 'object' && 'credentials' in c.keys) throw new ConfigError(`${path}: keys.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
+  if (c.audit && typeof c.audit === 'object' && 'credentials' in c.audit) throw new ConfigError(`${path}: audit.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
+  const archive = c.audit && typeof c.audit === 'object' ? (c.audit as { archive?: unknown }).archive : undefined;
+  if (archive && typeof archive === 'object' && 'credentials' in archive) throw new ConfigError(`${path}: audit.archive.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
   if (c.tls && typeof c.tls === 'object') c.tls = { cert: rel((c.tls as { cert: unknown }).cert), key: rel((c.tls as { key: unknown }).key) };
   return c as Partial<BrokerConfig>;
 }
@@ -224,6 +232,7 @@ export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerCo
   validateNonces(config.nonces);
   validateQuarantine(config.quarantine);
   validateKeys(config.keys);
+  validateAudit(config.audit);
   return config;
 }
 
@@ -251,6 +260,50 @@ function validateKeys(keys: unknown): asserts keys is SharedKeySettings {
   // A key id, key ARN, alias name or alias ARN: KMS checks it; here only that one is given.
   if (k.kind === 'dynamodb' && (typeof k.kmsKeyId !== 'string' || k.kmsKeyId.length === 0 || k.kmsKeyId.length > 2048 || /\s/.test(k.kmsKeyId))) {
     throw new ConfigError('keys.kmsKeyId must be a KMS key id, key ARN or alias (e.g. "alias/keygate")');
+  }
+}
+
+const AUDIT_KINDS: Record<string, ReadonlySet<string>> = {
+  file: new Set(['kind']),
+  dynamodb: new Set(['kind', 'table', 'replicaId', 'maxBatchItems', 'archive', 'region', 'endpoint', 'credentials', 'maxAttempts', 'requestTimeoutMs']),
+};
+
+const ARCHIVE_KEYS = new Set(['bucket', 'prefix', 'retentionDays', 'region', 'endpoint', 'credentials', 'requestTimeoutMs']);
+
+/** S3 bucket naming rules: 3-63 of lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit. */
+const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+
+function validateAudit(audit: unknown): asserts audit is AuditSettings {
+  const a = validateKindSetting('audit', audit, AUDIT_KINDS, '{"kind": "file"} or {"kind": "dynamodb", "table": ...}');
+  if (a.kind !== 'dynamodb') return;
+  if ('replicaId' in a && (typeof a.replicaId !== 'string' || !CHAIN_ID.test(a.replicaId))) throw new ConfigError('audit.replicaId must be 1-64 of A-Z a-z 0-9 . _ - (this replica\'s chain id)');
+  // A transaction holds the batch's records, its seal and the chain head: fewer than 3 items hold no record.
+  if ('maxBatchItems' in a && (!Number.isInteger(a.maxBatchItems) || (a.maxBatchItems as number) < 3 || (a.maxBatchItems as number) > 100)) {
+    throw new ConfigError('audit.maxBatchItems must be an integer in 3..100 (records, seal and chain head per DynamoDB transaction)');
+  }
+  if (!('archive' in a)) return;
+  const r = a.archive as Record<string, unknown> | null;
+  if (typeof r !== 'object' || r === null || Array.isArray(r)) throw new ConfigError('audit.archive must be an object: {"bucket": ..., "retentionDays": ...}');
+  for (const key of Object.keys(r)) if (!ARCHIVE_KEYS.has(key)) throw new ConfigError(`audit.archive: unknown setting "${key}"`);
+  if (typeof r.bucket !== 'string' || !BUCKET_NAME.test(r.bucket) || r.bucket.includes('..')) throw new ConfigError('audit.archive.bucket must be an S3 bucket name (3-63 of a-z 0-9 . -)');
+  if ('prefix' in r && (typeof r.prefix !== 'string' || r.prefix.length > 256 || r.prefix.startsWith('/'))) throw new ConfigError('audit.archive.prefix must be a string of at most 256 characters, not starting with "/"');
+  if (!Number.isInteger(r.retentionDays) || (r.retentionDays as number) < 1 || (r.retentionDays as number) > 36_500) throw new ConfigError('audit.archive.retentionDays must be an integer number of days in 1..36500');
+  if ('region' in r && (typeof r.region !== 'string' || !/^[a-z0-9-]{1,64}$/.test(r.region))) throw new ConfigError('audit.archive.region must be an AWS region name such as "eu-west-1"');
+  if ('endpoint' in r) {
+    let url: URL | undefined;
+    try {
+      url = typeof r.endpoint === 'string' ? new URL(r.endpoint) : undefined;
+    } catch {
+      url = undefined;
+    }
+    if (!url || !['http:', 'https:'].includes(url.protocol)) throw new ConfigError('audit.archive.endpoint must be an http(s) URL');
+  }
+  if ('requestTimeoutMs' in r && (!Number.isInteger(r.requestTimeoutMs) || (r.requestTimeoutMs as number) < 1 || (r.requestTimeoutMs as number) > 600_000)) {
+    throw new ConfigError('audit.archive.requestTimeoutMs must be an integer in 1..600000');
+  }
+  if ('credentials' in r) {
+    const c = r.credentials as Record<string, unknown> | null;
+    if (typeof c !== 'object' || c === null || typeof c.accessKeyId !== 'string' || typeof c.secretAccessKey !== 'string') throw new ConfigError('audit.archive.credentials must have accessKeyId and secretAccessKey');
   }
 }
 
@@ -305,5 +358,6 @@ export function perBrokerParts(config: BrokerConfig): string[] {
   if (config.nonces.kind === 'memory') parts.push('nonces (single use per broker, not across replicas)');
   if (config.quarantine.kind === 'memory') parts.push('quarantine (per broker)');
   if (config.keys.kind === 'file') parts.push('keys (each broker signs with its own key under stateDir)');
+  if (config.audit.kind === 'file') parts.push('audit (each broker writes its own file under stateDir; lost with the instance)');
   return parts;
 }

@@ -8,7 +8,7 @@ import type { Binding, ProviderName } from './policy/types.js';
 import { pcrsFromDocument, type PcrValues } from '../lib/pcrs.js';
 import type { BindingStore, StoreSnapshot } from './store/store.js';
 import { keyIdentity, keyRefOf, SecretUnavailableError, type KeyProviders } from './kms/provider.js';
-import { AUDITED_PCRS, type AuditSink, type DecisionRecord } from './audit/sink.js';
+import { AUDITED_PCRS, AuditUnavailableError, type AuditSink, type DecisionRecord } from './audit/sink.js';
 import type { ChallengeService } from './challenge.js';
 import type { SigningKey } from './signing-key.js';
 import { SecretCache } from './secret-cache.js';
@@ -148,6 +148,11 @@ export class ReleaseService {
       return await this.#record(req, await this.#decide(req, attestation));
     } catch (err) {
       if (err instanceof BrokerError) throw err; // a denial, durably recorded by #record
+      if (err instanceof AuditUnavailableError && err.storeError !== undefined) {
+        // The shared audit store (DynamoDB) cannot take records: transient, like the other shared tables (retry later).
+        this.#deps.metrics.denials.inc({ code: 'STORE_UNAVAILABLE' });
+        throw new BrokerError('STORE_UNAVAILABLE', 'the shared audit store is unavailable; nothing was released', { cause: err });
+      }
       // Fail closed: an unexpected failure (audit write included) releases nothing and reveals nothing.
       this.#deps.metrics.denials.inc({ code: 'INTERNAL_ERROR' });
       throw new BrokerError('INTERNAL_ERROR', 'internal error; nothing was released', { cause: err });

@@ -3,6 +3,7 @@ import type { BrokerConfig } from './config.js';
 import { initStore, openStore } from './store/open-store.js';
 import { initNonceTable } from './nonce/open-registry.js';
 import { initQuarantineTable } from './quarantine/open-quarantine.js';
+import { initAuditTable } from './audit/open-sink.js';
 import type { BindingStore } from './store/store.js';
 import type { KeyProviders } from './kms/provider.js';
 import { openKeyProviders } from './kms/registry.js';
@@ -45,7 +46,7 @@ export async function openAdminStore(config: BrokerConfig): Promise<{ store: Bin
 
 /**
  * `keygate store init`: creates what the configured shared state needs, idempotently, and reports each
- * step: the store (table or directory), then the shared nonce and quarantine tables when configured.
+ * step: the store (table or directory), then the shared nonce, quarantine and audit tables when configured.
  */
 export async function initSharedState(config: BrokerConfig): Promise<string[]> {
   const report = await initStore(config);
@@ -56,6 +57,11 @@ export async function initSharedState(config: BrokerConfig): Promise<string[]> {
   if (config.quarantine.kind === 'dynamodb') {
     const done = await initQuarantineTable(config.quarantine);
     report.push(`quarantine table ${done.table}: ${done.created ? 'created' : 'exists'}, TTL ${done.ttlEnabled ? 'enabled' : 'NOT enabled'}`);
+  }
+  if (config.audit.kind === 'dynamodb') {
+    report.push(await initAuditTable(config.audit));
+    // The archive module (and with it the S3 client) loads only when an archive is configured.
+    if (config.audit.archive) report.push(...(await (await import('./audit/archive/open-archive.js')).initArchiveBucket(config.audit.archive)));
   }
   return report;
 }

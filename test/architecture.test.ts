@@ -174,7 +174,7 @@ describe('architecture', () => {
       FileStore: 'broker/store/open-store.ts',
       LocalKeyProvider: 'broker/kms/registry.ts',
       AwsKmsKeyProvider: 'broker/kms/registry.ts',
-      AuditLog: 'broker/broker.ts',
+      AuditLog: 'broker/audit/open-sink.ts',
       MemoryNonceRegistry: 'broker/nonce/open-registry.ts',
     };
     let seen = 0;
@@ -198,6 +198,10 @@ describe('architecture', () => {
     // registry (and any command that opens a config) never loads @aws-sdk/client-dynamodb.
     const loadsDynamoNonces = [...runtimeSources(), ...sources('cli')].filter((f) => /import\(\s*['"][^'"]*dynamodb-registry\.js['"]\s*\)/.test(readFileSync(join(ROOT, f), 'utf8')));
     expect(loadsDynamoNonces).toEqual(['broker/nonce/open-registry.ts']);
+    // And the DynamoDB audit sink: only the audit factory loads it, on demand (a broker on the file log never loads the SDK).
+    const loadsDynamoAudit = [...runtimeSources(), ...sources('cli')].filter((f) => /import\(\s*['"][^'"]*dynamodb-sink\.js['"]\s*\)/.test(readFileSync(join(ROOT, f), 'utf8')));
+    expect(loadsDynamoAudit).toEqual(['broker/audit/open-sink.ts']);
+    expect(staticGraph('broker/audit/open-sink.ts').packages.has('@aws-sdk/client-dynamodb')).toBe(false);
     for (const entry of ['broker/nonce/open-registry.ts', 'broker/config.ts']) {
       for (const spec of staticGraph(entry).packages) expect(HEAVY.test(spec), `${entry} loads ${spec}`).toBe(false);
     }

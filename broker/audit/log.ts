@@ -2,15 +2,16 @@ import type { KeyObject } from 'node:crypto';
 import { open, readFile, rename, truncate } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ensureDirectory, syncDirectory } from '../../lib/durable-fs.js';
-import { CodedError } from '../../lib/coded-error.js';
 import { silentLogger, type Logger } from '../log.js';
 import { listSegments, segmentPath } from './segments.js';
 import { RefusalSampler, type RefusalSettings } from './refusals.js';
-import type { AuditSink, DecisionRecord } from './sink.js';
+import { AuditUnavailableError, type AuditSink, type DecisionRecord } from './sink.js';
 import { chainBatch, GENESIS_HASH, lineHash } from './chain.js';
 
 // Re-exported: the chain format lives in chain.ts; older imports name this module.
 export { GENESIS_HASH, lineHash, sealInput } from './chain.js';
+// Re-exported: the error lives beside the sink interface (the release path may see it, not this module).
+export { AuditUnavailableError } from './sink.js';
 
 /** Default size at which the live audit file is rotated into a numbered segment. */
 export const DEFAULT_AUDIT_MAX_FILE_BYTES = 64 * 1024 * 1024;
@@ -37,13 +38,6 @@ export interface AuditLogOptions {
   readonly clock?: () => number;
 }
 
-/** The audit log cannot take records right now (a write failed and it has not recovered yet). */
-export class AuditUnavailableError extends CodedError<'AUDIT_UNAVAILABLE'> {
-  override readonly name = 'AuditUnavailableError';
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('AUDIT_UNAVAILABLE', message, options);
-  }
-}
 
 interface Queued {
   readonly body: Record<string, unknown>;

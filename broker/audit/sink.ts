@@ -4,6 +4,7 @@
  * depend on this interface only.
  */
 import type { PcrValues } from '../../lib/pcrs.js';
+import { CodedError } from '../../lib/coded-error.js';
 
 /** The PCRs an audit record keeps: the image (0, 1, 2) and the instance (4). */
 export const AUDITED_PCRS = [0, 1, 2, 4] as const;
@@ -37,4 +38,15 @@ export interface AuditSink {
   readonly healthy: boolean;
   /** Flushes what is pending and closes. */
   close(): Promise<void>;
+}
+
+/** The audit sink cannot take records right now (a write failed and it has not recovered yet, or it was closed or abandoned). */
+export class AuditUnavailableError extends CodedError<'AUDIT_UNAVAILABLE'> {
+  override readonly name = 'AuditUnavailableError';
+  /** Set when the audit lives in a shared store (DynamoDB): its error name. The caller is then told STORE_UNAVAILABLE (503, retry later). */
+  readonly storeError: string | undefined;
+  constructor(message: string, options?: { cause?: unknown; storeError?: string }) {
+    super('AUDIT_UNAVAILABLE', message, options);
+    this.storeError = options?.storeError;
+  }
 }

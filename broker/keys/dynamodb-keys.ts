@@ -60,6 +60,23 @@ export class DynamoDbKeySource implements SharedKeySource {
     return { signingKey, challengeKey };
   }
 
+  /**
+   * The broker signing key as stored, never creating it (an auditor checking seals): undefined when no
+   * replica has created it yet. Needs DynamoDB Query and KMS Decrypt of that one item only.
+   */
+  async readSigningKey(): Promise<SharedKeys['signingKey'] | undefined> {
+    const stored = await this.#read('broker-signing');
+    if (!stored) return undefined;
+    const material = await this.#decrypt('broker-signing', stored);
+    try {
+      return await fromPrivateJwk(JSON.parse(material.toString('utf8')) as JsonWebKey);
+    } catch (err) {
+      throw this.#rejected('broker-signing', `is not an Ed25519 private JWK (${(err as Error).message})`, err);
+    } finally {
+      material.fill(0);
+    }
+  }
+
   close(): void {
     this.#ddb.destroy();
     this.#kms.destroy();

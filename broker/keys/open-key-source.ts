@@ -1,4 +1,7 @@
+import { access } from 'node:fs/promises';
+import type { KeyObject } from 'node:crypto';
 import { FileKeySource } from './file-keys.js';
+import { loadPublicKeyFile } from '../signing-key.js';
 import type { SharedKeys, SharedKeySettings, SharedKeySource } from './key-source.js';
 
 /**
@@ -19,6 +22,25 @@ export async function loadSharedKeys(settings: SharedKeySettings, paths: { reado
   const source = await openKeySource(settings, paths);
   try {
     return await source.load();
+  } finally {
+    source.close();
+  }
+}
+
+/**
+ * The broker's public signing key for checking audit seals, read without creating anything: from the
+ * state directory's key file, or decrypted (KMS) from the shared-key table. Undefined when there is none
+ * yet; `from` says where it came from.
+ */
+export async function readSigningPublicKey(settings: SharedKeySettings, paths: { readonly signingKey: string }): Promise<{ key: KeyObject; from: string } | undefined> {
+  if (settings.kind === 'file') {
+    if (!(await access(paths.signingKey).then(() => true, () => false))) return undefined;
+    return { key: await loadPublicKeyFile(paths.signingKey), from: `key file ${paths.signingKey}` };
+  }
+  const source = new (await import('./dynamodb-keys.js')).DynamoDbKeySource(settings);
+  try {
+    const key = await source.readSigningKey();
+    return key && { key: key.publicKey, from: `shared keys in DynamoDB table ${settings.table} (KMS decrypt under ${settings.kmsKeyId}, kid ${key.kid})` };
   } finally {
     source.close();
   }

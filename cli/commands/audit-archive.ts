@@ -3,6 +3,9 @@ import type { AuditChainReader } from '../../broker/audit/chain.js';
 import type { AuditArchiveSettings } from '../../broker/audit/settings.js';
 import type { BrokerConfig } from '../../broker/config.js';
 import { loadPublicKeyFile } from '../../broker/signing-key.js';
+import { readSigningPublicKey } from '../../broker/keys/open-key-source.js';
+import { statePaths } from '../../broker/state.js';
+import type { ArchiveVerification } from '../../broker/audit/archive/verify.js';
 import { CodedError } from '../../lib/coded-error.js';
 import { parseCommand } from '../args.js';
 import { STORE_OPTIONS, brokerConfig } from '../context.js';
@@ -10,7 +13,7 @@ import { UsageError } from '../errors.js';
 import type { CliIo } from '../io.js';
 
 export const AUDIT_ARCHIVE_USAGE = `Usage: keygate audit export --config FILE [--key JWK|PEM] [--json]
-       keygate audit verify-archive --config FILE --key JWK|PEM [--json]
+       keygate audit verify-archive --config FILE [--key JWK|PEM] [--json]
 
 export: copies every audit chain's sealed records that are not archived yet
 from the DynamoDB audit table to the S3 archive (audit.archive in the
@@ -41,18 +44,21 @@ export interface ArchiveContext {
 
 export type ArchiveContextSource = (config: BrokerConfig) => Promise<ArchiveContext>;
 
-/**
- * The one place the archive commands read the config.
- * TODO(issue 11 merge): point this at `config.audit` (AuditSettings, kind 'dynamodb', `archive`) once the
- * audit helper's branch adds it, and open its DynamoDB AuditChainReader here for `reader`.
- */
+/** The one place the archive commands read the config: its audit archive and the DynamoDB audit table. */
 export const archiveContext: ArchiveContextSource = async (config) => {
-  const audit = (config as { audit?: { kind?: string; archive?: AuditArchiveSettings } }).audit;
-  if (audit?.kind !== 'dynamodb' || !audit.archive) {
+  const audit = config.audit;
+  if (audit.kind !== 'dynamodb' || !audit.archive) {
     throw new UsageError('no audit archive configured: set audit.archive (bucket, retentionDays) with a DynamoDB audit in the config');
   }
-  return { settings: audit.archive };
+  const { DynamoDbChainReader } = await import('../../broker/audit/dynamodb-chains.js');
+  return { settings: audit.archive, reader: new DynamoDbChainReader(audit) };
 };
+
+/** The broker key seals are checked with: --key, else the configured shared keys (never created here). */
+export async function sealKey(file: string | undefined, config: BrokerConfig): Promise<{ key: KeyObject; from: string } | undefined> {
+  if (file) return { key: await publicKey(file), from: `--key ${file}` };
+  return readSigningPublicKey(config.keys, statePaths(config));
+}
 
 async function publicKey(file: string): Promise<KeyObject> {
   try {
@@ -71,9 +77,11 @@ export async function auditArchiveCommand(argv: readonly string[], io: CliIo, no
   }
   const sub = positionals[0];
   if (sub !== 'export' && sub !== 'verify-archive') throw new UsageError('expected: keygate audit export|verify-archive --config FILE');
-  if (sub === 'verify-archive' && !values.key) throw new UsageError('verify-archive needs --key (the broker public key the seals are signed with)');
-  const key = values.key ? await publicKey(values.key) : undefined;
-  const { settings, reader } = await context(await brokerConfig({ ...(values.config ? { config: values.config } : {}) }));
+  const config = await brokerConfig({ ...(values.config ? { config: values.config } : {}) });
+  const found = await sealKey(values.key, config);
+  if (sub === 'verify-archive' && !found) throw new UsageError('verify-archive needs the broker public key: give --key (no signing key found in the configured shared keys)');
+  const key = found?.key;
+  const { settings, reader } = await context(config);
   try {
     return sub === 'export' ? await runExport(io, settings, reader, key, now, values.json === true) : await runVerify(io, settings, reader, key!, now, values.json === true);
   } catch (err) {
@@ -114,9 +122,14 @@ async function runVerify(io: CliIo, settings: AuditArchiveSettings, reader: Audi
     io.out(`${JSON.stringify(result)}\n`);
     return result.ok ? 0 : 1;
   }
+  return printArchiveVerification(io, result, reader !== undefined);
+}
+
+/** Human output of an archive check (also under `keygate audit verify --config --archive`). */
+export function printArchiveVerification(io: CliIo, result: ArchiveVerification, withTable: boolean): number {
   for (const c of result.chains) io.out(`chain ${c.chainId}: ${c.segments} segment(s), verified up to seq ${c.verifiedSeq}\n`);
   for (const id of result.notArchived) io.out(`chain ${id}: in the table, nothing archived yet\n`);
   for (const p of result.problems) io.out(`${p.kind.toUpperCase()}: ${p.message}\n`);
-  io.out(result.ok ? `archive s3://${result.bucket} intact${reader ? ', table matches it' : ''}\n` : `archive s3://${result.bucket} NOT VERIFIED: ${result.problems.length} problem(s)\n`);
+  io.out(result.ok ? `archive s3://${result.bucket} intact${withTable ? ', table matches it' : ''}\n` : `archive s3://${result.bucket} NOT VERIFIED: ${result.problems.length} problem(s)\n`);
   return result.ok ? 0 : 1;
 }

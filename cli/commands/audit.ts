@@ -5,12 +5,18 @@ import { verifyAuditLogs, type AuditFileText } from '../../broker/audit/verify-l
 import { auditFilesIn, listSegments } from '../../broker/audit/segments.js';
 import { loadPublicKeyFile } from '../../broker/signing-key.js';
 import { statePaths } from '../../broker/state.js';
+import { readSigningPublicKey } from '../../broker/keys/open-key-source.js';
+import { verifyAuditChains, type ChainsVerification } from '../../broker/audit/verify-chains.js';
 import { UsageError } from '../errors.js';
+import { CodedError } from '../../lib/coded-error.js';
+import type { ArchiveVerification } from '../../broker/audit/archive/verify.js';
+import { printArchiveVerification } from './audit-archive.js';
 import { parseCommand } from '../args.js';
-import { STORE_OPTIONS, brokerConfig } from '../context.js';
+import { STORE_OPTIONS, brokerConfig, type StoreFlags } from '../context.js';
 import type { CliIo } from '../io.js';
 
 export const AUDIT_USAGE = `Usage: keygate audit verify FILE|DIR... [--key JWK|PEM | --no-signatures] [--json] [--config FILE | --state DIR | --dev]
+       keygate audit verify --config FILE [--key JWK|PEM | --no-signatures] [--archive] [--json]
        keygate audit export|verify-archive --config FILE ... (the S3 archive: keygate audit export --help)
 
 Checks the audit log's hash chain and seal signatures and reports the first
@@ -23,8 +29,24 @@ The log passes only when every record is covered by a seal whose signature
 verified. Without a key it fails, unless --no-signatures is given (then only
 the hash chain is checked, and the output says so).
 
-Exit status: 0 intact and fully sealed, 1 tampered / torn tail / unsealed
-records / empty / signatures not checked, 2 usage error.
+With --config and no FILE, when the config's audit is on DynamoDB
+("audit": {"kind": "dynamodb", ...}): checks every replica's chain in the
+audit table: each chain's records from its own genesis (a chain copied
+under another id fails), its seals, and that its head item agrees with its
+last record (a head ahead of the records: acknowledged records deleted; records
+beyond the head: written outside the broker). A replica that started but never
+wrote (no records, head at its start) is reported empty, not failed. The key
+comes from --key, else from the configured shared keys: the state
+directory's key file, or (keys on DynamoDB) the signing-key item decrypted
+with KMS; the output says which. Reading needs DynamoDB Query on the audit
+table (and, without --key, Query on the keys table and kms:Decrypt).
+With --archive, the S3 archive (audit.archive) is checked too: every
+archived chain from its genesis, its segments still locked, and the table
+still holding exactly what was archived (keygate audit verify-archive).
+
+Exit status: 0 intact and fully sealed (every chain), 1 tampered / torn tail /
+unsealed records / empty / signatures not checked / table or key unreadable,
+2 usage error.
 `;
 
 async function readAuditFile(file: string): Promise<AuditFileText> {
@@ -62,15 +84,21 @@ export async function auditCommand(argv: readonly string[], io: CliIo, now: () =
   if (argv[0] === 'export' || argv[0] === 'verify-archive') return (await import('./audit-archive.js')).auditArchiveCommand(argv, io, now);
   const { values, positionals } = parseCommand(
     argv,
-    { ...STORE_OPTIONS, key: { type: 'string' }, json: { type: 'boolean' }, 'no-signatures': { type: 'boolean' } },
+    { ...STORE_OPTIONS, key: { type: 'string' }, json: { type: 'boolean' }, 'no-signatures': { type: 'boolean' }, archive: { type: 'boolean' } },
     Infinity,
   );
   if (values.help) {
     io.out(AUDIT_USAGE);
     return 0;
   }
-  if (positionals[0] !== 'verify' || positionals.length < 2) throw new UsageError('expected: keygate audit verify FILE|DIR...');
   const noSignatures = values['no-signatures'] === true;
+  if (positionals[0] === 'verify' && positionals.length === 1 && (values.config !== undefined || process.env.KEYGATE_CONFIG !== undefined)) {
+    if (noSignatures && values.key) throw new UsageError('--key and --no-signatures exclude each other');
+    if (values.archive && noSignatures) throw new UsageError('--archive needs the broker key: it does not combine with --no-signatures');
+    return verifyChains(values, noSignatures, io, now);
+  }
+  if (values.archive) throw new UsageError('--archive checks the S3 archive of a DynamoDB audit: use it with --config FILE and no FILE arguments');
+  if (positionals[0] !== 'verify' || positionals.length < 2) throw new UsageError('expected: keygate audit verify FILE|DIR... (or --config FILE for the chains in DynamoDB)');
   if (noSignatures && values.key) throw new UsageError('--key and --no-signatures exclude each other');
   const files = await auditFiles(positionals.slice(1));
   const texts = await Promise.all(files.map(readAuditFile));
@@ -120,4 +148,80 @@ export async function auditCommand(argv: readonly string[], io: CliIo, now: () =
     io.out(`audit log NOT VERIFIED: ${p.message}; chain of ${counts} intact\n`);
   }
   return 1;
+}
+
+/** `keygate audit verify --config FILE`: every replica's chain in the configured DynamoDB audit table. */
+async function verifyChains(values: StoreFlags & { key?: string; json?: boolean; archive?: boolean }, noSignatures: boolean, io: CliIo, now: () => number): Promise<number> {
+  const config = await brokerConfig(values);
+  if (config.audit.kind !== 'dynamodb') {
+    throw new UsageError('the configured audit is the file log: give its file or directory (keygate audit verify FILE|DIR...); --config alone verifies the chains of a DynamoDB audit table');
+  }
+  const table = config.audit.table;
+  let key: KeyObject | undefined;
+  let keyFrom: string;
+  if (noSignatures) {
+    keyFrom = 'none: --no-signatures (only the hash chains are checked)';
+  } else if (values.key) {
+    try {
+      key = await loadPublicKeyFile(values.key);
+    } catch (err) {
+      throw new UsageError(`--key: cannot load ${values.key}: ${(err as Error).message}`);
+    }
+    keyFrom = `--key ${values.key}`;
+  } else {
+    let found;
+    try {
+      found = await readSigningPublicKey(config.keys, statePaths(config));
+    } catch (err) {
+      io.out(`audit chains NOT VERIFIED: cannot load the broker signing key: ${(err as Error).message}\n`);
+      return 1;
+    }
+    key = found?.key;
+    keyFrom = found ? found.from : `none found (${config.keys.kind === 'file' ? `no key file ${statePaths(config).signingKey}` : `no signing key in table ${config.keys.table}`}): give --key`;
+  }
+  if (values.archive && (config.audit.kind !== 'dynamodb' || !config.audit.archive)) throw new UsageError('--archive: no audit archive configured (audit.archive with bucket and retentionDays)');
+  if (values.archive && !key) throw new UsageError(`--archive needs the broker key: ${keyFrom}`);
+  const { DynamoDbChainReader } = await import('../../broker/audit/dynamodb-chains.js');
+  const reader = new DynamoDbChainReader(config.audit);
+  let result: ChainsVerification;
+  let archive: ArchiveVerification | undefined;
+  try {
+    result = await verifyAuditChains(reader, key, { allowUnsigned: noSignatures });
+    if (values.archive && config.audit.archive) {
+      const { verifyAuditArchive } = await import('../../broker/audit/archive/verify.js');
+      archive = await verifyAuditArchive(config.audit.archive, key!, { now, reader });
+    }
+  } catch (err) {
+    const code = err instanceof CodedError ? `${err.code}: ` : '';
+    const message = `cannot read the audit table ${table}${values.archive ? ' or its archive' : ''}: ${code}${(err as Error).message}`;
+    io.out(values.json ? `${JSON.stringify({ ok: false, table, key: { from: keyFrom, sealsVerified: Boolean(key) }, error: message })}\n` : `audit chains NOT VERIFIED: ${message}\n`);
+    return 1;
+  } finally {
+    reader.close();
+  }
+  const ok = result.ok && (archive?.ok ?? true);
+  if (values.json) {
+    io.out(`${JSON.stringify({ ok, table, key: { from: keyFrom, sealsVerified: Boolean(key) }, chains: result.chains, ...(archive ? { archive } : {}) })}\n`);
+    return ok ? 0 : 1;
+  }
+  printChains(io, result, table, keyFrom, key !== undefined);
+  if (archive) printArchiveVerification(io, archive, true);
+  return ok ? 0 : 1;
+}
+
+function printChains(io: CliIo, result: ChainsVerification, table: string, keyFrom: string, signed: boolean): void {
+  io.out(`audit chains in DynamoDB table ${table}; broker key: ${keyFrom}\n`);
+  for (const c of result.chains) {
+    const r = c.records;
+    const p = r.problem;
+    if (c.empty) io.out(`chain ${c.id}: empty (started, no records yet)\n`);
+    else if (c.ok) io.out(`chain ${c.id}: intact: ${r.decisions} decisions, ${r.summaries} refusal summaries, ${r.seals} seals (${signed ? 'signatures verified' : 'SIGNATURES NOT CHECKED'}), head seq ${c.head.seq}\n`);
+    else {
+      if (p) io.out(`chain ${c.id}: ${p.kind === 'tampered' ? 'TAMPERED' : 'NOT VERIFIED'}${p.seq !== undefined ? ` at seq ${p.seq}` : ''}: ${p.message}\n`);
+      if (c.headProblem) io.out(`chain ${c.id}: HEAD ${c.headProblem.kind === 'head-ahead' ? 'AHEAD OF THE RECORDS' : c.headProblem.kind === 'records-beyond-head' ? 'BEHIND THE RECORDS' : 'DOES NOT MATCH'}: ${c.headProblem.message}\n`);
+    }
+  }
+  const failed = result.chains.filter((c) => !c.ok).length;
+  if (!result.chains.length) io.out(`audit chains NOT VERIFIED: table ${table} holds no chains: there is nothing to verify\n`);
+  else io.out(failed ? `audit chains NOT VERIFIED: ${failed} of ${result.chains.length} chain(s) failed\n` : `audit chains intact: ${result.chains.length} chain(s)\n`);
 }

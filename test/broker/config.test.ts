@@ -122,6 +122,8 @@ describe('examples/broker-dynamodb.json', () => {
     expect(config.nonces).toMatchObject({ kind: 'dynamodb' });
     expect(config.quarantine).toMatchObject({ kind: 'dynamodb' });
     expect(config.keys).toMatchObject({ kind: 'dynamodb', kmsKeyId: 'alias/keygate' });
+    expect(config.audit).toEqual({ kind: 'dynamodb', table: 'keygate-audit' });
+    expect(perBrokerParts(config)).toEqual([]);
     // Region, endpoint and credentials come from the AWS SDK environment, so the same file runs against moto and AWS.
     expect(JSON.stringify(await loadConfigFile(file))).not.toMatch(/region|endpoint|credentials/);
   });
@@ -135,7 +137,55 @@ describe('perBrokerParts', () => {
       'nonces (single use per broker, not across replicas)',
       'quarantine (per broker)',
       'keys (each broker signs with its own key under stateDir)',
+      'audit (each broker writes its own file under stateDir; lost with the instance)',
     ]);
-    expect(perBrokerParts(resolveConfig({ store: dynamo, nonces: { kind: 'dynamodb', table: 'shared' }, quarantine: { kind: 'dynamodb', table: 'shared' }, keys: { kind: 'dynamodb', table: 'keygate', kmsKeyId: 'alias/keygate' } }))).toEqual([]);
+    const shared = { store: dynamo, nonces: { kind: 'dynamodb', table: 'shared' }, quarantine: { kind: 'dynamodb', table: 'shared' }, keys: { kind: 'dynamodb', table: 'keygate', kmsKeyId: 'alias/keygate' } } as const;
+    expect(perBrokerParts(resolveConfig(shared))).toEqual(['audit (each broker writes its own file under stateDir; lost with the instance)']);
+    expect(perBrokerParts(resolveConfig({ ...shared, audit: { kind: 'dynamodb', table: 'keygate-audit' } }))).toEqual([]);
+  });
+});
+
+describe('the audit setting', () => {
+  it('defaults to the file log, and takes a DynamoDB table with a replica id, batch size and S3 archive', () => {
+    expect(resolveConfig({}).audit).toEqual({ kind: 'file' });
+    const audit = { kind: 'dynamodb', table: 'keygate-audit', replicaId: 'replica-1', maxBatchItems: 25, archive: { bucket: 'keygate-audit.archive', prefix: 'keygate/audit/', retentionDays: 2555 } } as const;
+    expect(resolveConfig({ audit }).audit).toEqual(audit);
+  });
+
+  it.each([
+    [{ kind: 's3' }, /audit\.kind must be "file" or "dynamodb"/],
+    [{ kind: 'file', table: 'x' }, /audit: unknown setting "table" for kind "file"/],
+    [{ kind: 'dynamodb' }, /audit\.table must be a DynamoDB table name/],
+    [{ kind: 'dynamodb', table: 'a' }, /audit\.table must be a DynamoDB table name/],
+    [{ kind: 'dynamodb', table: 'audit', replica: 'x' }, /audit: unknown setting "replica"/],
+    [{ kind: 'dynamodb', table: 'audit', replicaId: 'a/b' }, /audit\.replicaId must be 1-64/],
+    [{ kind: 'dynamodb', table: 'audit', replicaId: 'x'.repeat(65) }, /audit\.replicaId must be 1-64/],
+    [{ kind: 'dynamodb', table: 'audit', maxBatchItems: 2 }, /audit\.maxBatchItems must be an integer in 3\.\.100/],
+    [{ kind: 'dynamodb', table: 'audit', maxBatchItems: 101 }, /audit\.maxBatchItems must be an integer in 3\.\.100/],
+    [{ kind: 'dynamodb', table: 'audit', archive: 'bucket' }, /audit\.archive must be an object/],
+    [{ kind: 'dynamodb', table: 'audit', archive: { bucket: 'Bucket', retentionDays: 1 } }, /audit\.archive\.bucket must be an S3 bucket name/],
+    [{ kind: 'dynamodb', table: 'audit', archive: { bucket: 'ab', retentionDays: 1 } }, /audit\.archive\.bucket must be an S3 bucket name/],
+    [{ kind: 'dynamodb', table: 'audit', archive: { bucket: 'b'.repeat(64), retentionDays: 1 } }, /audit\.archive\.bucket must be an S3 bucket name/],
+    [{ kind: 'dynamodb', table: 'audit', archive: { bucket: 'bucket', retentionDays: 0 } }, /audit\.archive\.retentionDays must be an integer/],
+    [{ kind: 'dynamodb', table: 'audit', archive: { bucket: 'bucket', retentionDays: 36_501 } }, /audit\.archive\.retentionDays must be an integer/],
+    [{ kind: 'dynamodb', table: 'audit', archive: { bucket: 'bucket', retentionDays: 1.5 } }, /audit\.archive\.retentionDays must be an integer/],
+    [{ kind: 'dynamodb', table: 'audit', archive: { bucket: 'bucket', retentionDays: 1, prefix: '/abs' } }, /audit\.archive\.prefix must be a string/],
+    [{ kind: 'dynamodb', table: 'audit', archive: { bucket: 'bucket', retentionDays: 1, prefix: 'p'.repeat(257) } }, /audit\.archive\.prefix must be a string/],
+    [{ kind: 'dynamodb', table: 'audit', archive: { bucket: 'bucket', retentionDays: 1, mode: 'governance' } }, /audit\.archive: unknown setting "mode"/],
+  ])('refuses %j with a clear CONFIG_INVALID', (audit, message) => {
+    expect(() => resolveConfig({ audit: audit as unknown as BrokerConfig['audit'] })).toThrow(expect.objectContaining({ code: 'CONFIG_INVALID', message: expect.stringMatching(message) }));
+  });
+
+  it('takes no credentials from a config file, for the table or the archive', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'keygate-audit-config-'));
+    try {
+      const creds = { accessKeyId: 'a', secretAccessKey: 'b' };
+      writeFileSync(join(dir, 'a.json'), JSON.stringify({ audit: { kind: 'dynamodb', table: 'audit', credentials: creds } }));
+      await expect(loadConfigFile(join(dir, 'a.json'))).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringMatching(/audit\.credentials is not allowed in a config file/) });
+      writeFileSync(join(dir, 'b.json'), JSON.stringify({ audit: { kind: 'dynamodb', table: 'audit', archive: { bucket: 'bucket', retentionDays: 1, credentials: creds } } }));
+      await expect(loadConfigFile(join(dir, 'b.json'))).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringMatching(/audit\.archive\.credentials is not allowed in a config file/) });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -18,11 +18,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { JWK } from 'jose';
-import { startMoto, uniqueName, type Moto } from '../support/moto.js';
+import { awsOf, startMoto, uniqueName, type Moto } from '../support/moto.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave, valueOf } from '../support/enclave.js';
 import {
@@ -50,8 +50,8 @@ let pki: TestPki;
 let dir: string;
 let config: string;
 let env: NodeJS.ProcessEnv;
-let keyFile: string;
 let brokerJwk: JWK;
+let auditTable: string;
 const replicas: Replica[] = [];
 /** Every process started here, killed in afterAll whatever happened. */
 const started: Replica[] = [];
@@ -113,7 +113,15 @@ beforeAll(async () => {
   env = { ...process.env, ...moto.env };
   await createKmsAlias(moto);
   dir = mkdtempSync(join(tmpdir(), 'keygate-replicas-'));
-  config = writeReplicaConfig(dir, { storeTable: uniqueName('keygate'), sharedTable: uniqueName('keygate-shared'), extraRootPems: [pki.root.pem], maxStalenessMs: MAX_STALENESS_MS });
+  auditTable = uniqueName('keygate-audit');
+  config = writeReplicaConfig(dir, {
+    storeTable: uniqueName('keygate'),
+    sharedTable: uniqueName('keygate-shared'),
+    auditTable,
+    archiveBucket: uniqueName('keygate-archive').toLowerCase(),
+    extraRootPems: [pki.root.pem],
+    maxStalenessMs: MAX_STALENESS_MS,
+  });
   const init = await admin(['store', 'init']);
   expect(init.status, init.stderr).toBe(0);
   // All three start at once: they race to create the shared keys, and one conditional put wins.
@@ -123,8 +131,6 @@ beforeAll(async () => {
     expect(bound.status, bound.stderr).toBe(0);
   }
   brokerJwk = (await (await fetch(`${replicas[0]!.url}/v1/broker-key`)).json()) as JWK;
-  keyFile = join(dir, 'broker-key.jwk');
-  writeFileSync(keyFile, JSON.stringify(brokerJwk));
 }, 180_000);
 
 afterAll(async () => {
@@ -284,16 +290,34 @@ describe('three broker replicas on one DynamoDB config', () => {
     expect(await ask(restarted, new TestEnclave(pki, restarted.url), 'db')).toMatchObject({ status: 200, kid: brokerJwk.kid });
     await Promise.all([restarted, ...replicas.filter((r) => r !== victim)].map((r) => stopReplica(r)));
 
+    // Every replica's chain in the audit table verifies (seals under the shared key, which the CLI loads itself),
+    // and every release a client saw acknowledged is a RELEASED record in the chain of the process that answered it.
+    const recorded = await recordedReleases(config, { kind: 'dynamodb', table: auditTable, ...awsOf(moto) }, env);
+    expect(recorded.verify.status, recorded.verify.stdout + recorded.verify.stderr).toBe(0);
+    const verified = JSON.parse(recorded.verify.stdout) as { ok: boolean; key: { sealsVerified: boolean }; chains: Array<{ id: string; ok: boolean }> };
+    expect(verified.ok).toBe(true);
+    expect(verified.key.sealsVerified).toBe(true);
+    expect(verified.chains.map((c) => c.id).sort()).toEqual([...replicas, restarted].map((r) => r.chainId()!).sort());
     const byReplica = new Map<string, number>();
     for (const r of replicas) {
-      const recorded = await recordedReleases(r, keyFile, env);
-      expect(recorded.verify.status, recorded.verify.stdout + recorded.verify.stderr).toBe(0);
-      expect(recorded.verify.stdout).toMatch(/audit log intact: .*signatures verified/);
+      const chain = recorded.released.get(r.chainId()!);
+      expect(chain, `${r.name}: no chain ${r.chainId()} in the audit table`).toBeDefined();
       const mine = acks.filter((a) => a.replica === r.name);
       byReplica.set(r.name, mine.length);
-      const missing = mine.filter((a) => !recorded.released.has(releaseKey(a)));
+      const missing = mine.filter((a) => !chain!.has(releaseKey(a)));
       expect(missing, `${r.name}: acknowledged releases without an audit record`).toEqual([]);
     }
-    console.log(`kill -9 under load: acknowledged releases per replica ${JSON.stringify(Object.fromEntries(byReplica))} (victim ${victim.name}), all in their replica's audit; ${unavailable} answered 503 STORE_UNAVAILABLE`);
+    console.log(`kill -9 under load: acknowledged releases per replica ${JSON.stringify(Object.fromEntries(byReplica))} (victim ${victim.name}), all in their replica's chain; ${unavailable} answered 503 STORE_UNAVAILABLE`);
+
+    // The chains go to the S3 archive under compliance lock; the archive and the table then verify together.
+    const exported = await admin(['audit', 'export']);
+    expect(exported.status, exported.stdout + exported.stderr).toBe(0);
+    expect(exported.stdout).toMatch(new RegExp(`${verified.chains.length} chain\\(s\\) to s3://`));
+    const again = await admin(['audit', 'export']);
+    expect(again.stdout).not.toMatch(/[1-9]\d* segment\(s\) written/);
+    const both = await admin(['audit', 'verify', '--archive']);
+    expect(both.status, both.stdout + both.stderr).toBe(0);
+    expect(both.stdout).toMatch(/audit chains intact/);
+    expect(both.stdout).toMatch(/archive s3:\/\/\S+ intact, table matches it/);
   }, 150_000);
 });

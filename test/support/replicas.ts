@@ -9,7 +9,8 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CreateAliasCommand, CreateKeyCommand, KMSClient } from '@aws-sdk/client-kms';
-import { auditFilesIn } from '../../broker/audit/segments.js';
+import { DynamoDbChainReader } from '../../broker/audit/dynamodb-chains.js';
+import type { DynamoDbTableSettings } from '../../lib/aws-settings.js';
 import { BIN, type Run } from './cli.js';
 import { awsOf, type Moto } from './moto.js';
 
@@ -38,6 +39,10 @@ export interface ReplicaConfigOptions {
   readonly maxStalenessMs?: number;
   /** Nonces in each broker's memory instead of the shared table (the benchmark's comparison). */
   readonly memoryNonces?: boolean;
+  /** The DynamoDB audit table (one chain per replica), as in the example; without it each replica keeps a file log under its state directory. */
+  readonly auditTable?: string;
+  /** An S3 bucket for the audit archive (Object Lock; `store init` creates it). Only with auditTable. */
+  readonly archiveBucket?: string;
 }
 
 /**
@@ -54,6 +59,7 @@ export function writeReplicaConfig(dir: string, o: ReplicaConfigOptions): string
     nonces: o.memoryNonces ? { kind: 'memory' } : { kind: 'dynamodb', table: o.sharedTable },
     quarantine: { kind: 'dynamodb', table: o.sharedTable },
     keys: { kind: 'dynamodb', table: o.storeTable, kmsKeyId: KMS_ALIAS },
+    audit: o.auditTable ? { kind: 'dynamodb', table: o.auditTable, ...(o.archiveBucket ? { archive: { bucket: o.archiveBucket, prefix: 'audit/', retentionDays: 1 } } : {}) } : { kind: 'file' },
     ...(o.extraRootPems ? { extraRootPems: o.extraRootPems } : {}),
     rateLimits: { perClientPerSecond: 0, perIdentityPerSecond: 0, perSecretPerSecond: 0, quarantineAfterDenials: 0 },
   };
@@ -88,6 +94,8 @@ export interface Replica {
   readonly stateDir: string;
   readonly url: string;
   readonly child: ChildProcessWithoutNullStreams;
+  /** The id of the audit chain this process writes, when the audit is on DynamoDB (from its start log line). */
+  chainId(): string | undefined;
   /** Resolves when the process has exited (for any reason). */
   readonly exited: Promise<void>;
   stderr(): string;
@@ -100,7 +108,11 @@ export interface Replica {
 export async function spawnReplica(name: string, config: string, stateDir: string, env: NodeJS.ProcessEnv): Promise<Replica> {
   const child = spawn(process.execPath, [BIN, 'broker', '--config', config, '--state', stateDir, '--listen', '127.0.0.1:0', '--dev'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-20_000)));
+  let chain: string | undefined; // from the start log line, caught before the tail buffer can drop it
+  child.stderr.on('data', (d: Buffer) => {
+    stderr = (stderr + d.toString()).slice(-20_000);
+    chain ??= /"message":"audit log".*?"chain":"([^"]+)"/.exec(stderr)?.[1];
+  });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const url = await new Promise<string>((resolve, reject) => {
     let out = '';
@@ -121,7 +133,7 @@ export async function spawnReplica(name: string, config: string, stateDir: strin
       reject(new Error(`replica ${name} exited (${code ?? signal}) before listening: ${stderr}`));
     });
   });
-  return { name, stateDir, url, child, exited, stderr: () => stderr };
+  return { name, stateDir, url, child, chainId: () => chain, exited, stderr: () => stderr };
 }
 
 /** Stops a replica (SIGTERM: it closes and seals its audit log), escalating to SIGKILL after 15 s. Idempotent. */
@@ -143,31 +155,34 @@ export interface AcknowledgedRelease {
 }
 
 export interface RecordedReleases {
-  /** `keygate audit verify` of this replica's audit, as run. */
+  /** `keygate audit verify --config CONFIG --json` (every chain in the audit table), as run. */
   readonly verify: Run;
-  /** `nonce/docSha256` of every RELEASED decision in the replica's audit. */
-  readonly released: ReadonlySet<string>;
+  /** Per chain id: `nonce/docSha256` of every RELEASED decision in it. */
+  readonly released: ReadonlyMap<string, ReadonlySet<string>>;
 }
 
 export const releaseKey = (r: Pick<AcknowledgedRelease, 'nonce' | 'docSha256'>): string => `${r.nonce}/${r.docSha256}`;
 
 /**
- * What one replica's audit recorded: its chain verified with `keygate audit verify` (signatures checked
- * against the broker's public JWK in `keyFile`) and its RELEASED decisions.
- *
- * The one place to change when the audit moves to the DynamoDB sink (one chain per replica in a table):
- * run `keygate audit verify --config CONFIG` and read that replica's chain from the table instead of the
- * files under its state directory.
+ * What the replicas' audit recorded: every chain in the DynamoDB audit table verified with `keygate audit
+ * verify --config` (seal signatures checked under the shared broker key, which the CLI loads itself), and
+ * the RELEASED decisions of each chain, read from the table.
  */
-export async function recordedReleases(replica: Pick<Replica, 'stateDir'>, keyFile: string, env: NodeJS.ProcessEnv): Promise<RecordedReleases> {
-  const verify = await keygateAsync(['audit', 'verify', replica.stateDir, '--key', keyFile], env);
-  const released = new Set<string>();
-  for (const file of await auditFilesIn(replica.stateDir)) {
-    for (const line of readFileSync(file, 'utf8').split('\n')) {
-      if (!line.trim()) continue;
-      const r = JSON.parse(line) as { decision?: string; code?: string; nonce?: string; docSha256?: string };
-      if (r.decision === 'release' && r.code === 'RELEASED' && r.nonce && r.docSha256) released.add(releaseKey({ nonce: r.nonce, docSha256: r.docSha256 }));
+export async function recordedReleases(config: string, audit: DynamoDbTableSettings, env: NodeJS.ProcessEnv): Promise<RecordedReleases> {
+  const verify = await keygateAsync(['audit', 'verify', '--config', config, '--json'], env);
+  const reader = new DynamoDbChainReader(audit);
+  const released = new Map<string, Set<string>>();
+  try {
+    for (const chain of await reader.listChains()) {
+      const mine = new Set<string>();
+      for await (const line of reader.readLines(chain.id)) {
+        const r = JSON.parse(line) as { decision?: string; code?: string; nonce?: string; docSha256?: string };
+        if (r.decision === 'release' && r.code === 'RELEASED' && r.nonce && r.docSha256) mine.add(releaseKey({ nonce: r.nonce, docSha256: r.docSha256 }));
+      }
+      released.set(chain.id, mine);
     }
+  } finally {
+    reader.close();
   }
   return { verify, released };
 }
