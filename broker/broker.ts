@@ -12,6 +12,7 @@ import { CodedError } from '../lib/coded-error.js';
 import { openProviders, statePaths } from './state.js';
 import { keyRefOf, SecretUnavailableError, type KeyProviders } from './kms/provider.js';
 import { closeKeyProviders } from './kms/registry.js';
+import { cachedCheck } from '../lib/cached-check.js';
 import type { ProviderName } from './policy/types.js';
 import { openAuditSink } from './audit/open-sink.js';
 import type { AuditSink } from './audit/sink.js';
@@ -111,8 +112,22 @@ async function loadRoots(config: BrokerConfig, log: Logger): Promise<TrustedRoot
   return roots;
 }
 
-/** Assembles a broker from its config: opens store, keys, providers and audit log. */
+/**
+ * Assembles a broker from its config: opens store, keys, providers and audit log. If any part fails to
+ * open, what was already opened is closed again (clients, the audit lock) before the error is thrown.
+ */
 export async function createBroker(config: BrokerConfig, options: BrokerOptions = {}): Promise<Broker> {
+  const opened: Array<() => unknown> = [];
+  try {
+    return await assembleBroker(config, options, opened);
+  } catch (err) {
+    for (const close of opened.reverse()) await Promise.resolve().then(close).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** createBroker's body; `opened` collects how to close each part once it is open. */
+async function assembleBroker(config: BrokerConfig, options: BrokerOptions, opened: Array<() => unknown>): Promise<Broker> {
   const log = options.log ?? stderrLogger;
   const clock = options.clock ?? Date.now;
   if (config.dev) log('warn', 'DEVELOPMENT MODE: the NSM simulator root is trusted; not for production secrets', { store: config.store, stateDir: config.stateDir });
@@ -126,20 +141,21 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
       log('error', 'store file rejected; what it governs is unavailable until it is fixed', { file: p.file, problem: p.message });
     },
   });
+  opened.push(() => store.close());
   // The keys every replica shares (files under stateDir, or DynamoDB + KMS); any failure stops the start here.
   const { signingKey, challengeKey } = await loadSharedKeys(config.keys, paths);
   log('info', 'shared keys', config.keys.kind === 'dynamodb' ? { kind: 'dynamodb', table: config.keys.table, kmsKeyId: config.keys.kmsKeyId, kid: signingKey.kid } : { kind: 'file', kid: signingKey.kid });
   const providers = await openProviders(config);
+  opened.push(() => closeKeyProviders(providers));
   const refusedLocal = typeof config.store === 'string' ? 0 : [...store.snapshot().bindings.values()].filter((b) => b.provider === 'local').length;
   // Not a refusal to start: one stray binding must not take every replica down. Each such name is denied (audited).
   if (refusedLocal) log('error', 'local-provider bindings on a shared store are denied to every enclave (SECRET_UNAVAILABLE, LocalProviderRefused) until re-bound with --provider aws-kms; keygate list names them', { bindings: refusedLocal });
   let stopAudit = (): void => {};
   // The file lock is for the file log only: on DynamoDB each replica writes its own chain, guarded by its head item.
   const auditLock = config.audit.kind === 'file' ? await lockAuditFile(paths.audit, log, options.auditLock, () => stopAudit()) : undefined;
-  const { sink: audit, where: auditWhere } = await openAuditSink(config.audit, paths.audit, { key: signingKey.privateKey, kid: signingKey.kid }, { log, maxFileBytes: config.auditMaxFileBytes }).catch(async (err: unknown) => {
-    await auditLock?.release();
-    throw err;
-  });
+  opened.push(() => auditLock?.release());
+  const { sink: audit, where: auditWhere } = await openAuditSink(config.audit, paths.audit, { key: signingKey.privateKey, kid: signingKey.kid }, { log, maxFileBytes: config.auditMaxFileBytes });
+  opened.push(() => audit.close());
   // Audit lock taken over (this broker was judged gone: a paused VM, clock trouble): the file may be another
   // broker's now. Abandoning the log fails closed without another byte: appends (so releases) are refused
   // and /readyz reports 503.
@@ -148,9 +164,11 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   log('info', 'audit log', auditWhere);
   const challenge = new ChallengeService(challengeKey);
   const nonces = await openNonceRegistry(config.nonces);
+  opened.push(() => nonces.close());
   log('info', 'nonce registry', config.nonces.kind === 'dynamodb' ? { kind: 'dynamodb', table: config.nonces.table } : { kind: 'memory' });
   const r = config.rateLimits;
   const quarantine = await openQuarantine(config.quarantine, { threshold: r.quarantineAfterDenials, windowMs: r.quarantineWindowSeconds * 1000, quarantineMs: r.quarantineSeconds * 1000 });
+  opened.push(() => quarantine.close());
   log('info', 'quarantine', config.quarantine.kind === 'dynamodb' ? { kind: 'dynamodb', table: config.quarantine.table } : { kind: 'memory' });
   const roots = await loadRoots(config, log);
   const adminKeys = await Promise.all((config.adminKeys ?? []).map((file) => loadPublicKeyFile(file)));
@@ -174,7 +192,6 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
     clock,
   });
 
-  let providerCheck: { until: number; result: Promise<void> } | undefined;
   const checkProviders = async (): Promise<void> => {
     // The keys the servable bindings use, per provider: aws-kms checks each with DescribeKey (Enabled).
     const used = new Map<ProviderName, Set<string>>();
@@ -199,7 +216,6 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
   // so one check at a time and its answer (failure too) reused for a while, like the provider check below:
   // probes cannot turn into table calls. Reasons name the component and table, never a secret.
   const sharedStore = typeof config.store !== 'string';
-  let sharedCheck: { until: number; result: Promise<void> } | undefined;
   const checkShared = async (): Promise<void> => {
     const named = (what: string) => (err: unknown): never => {
       throw new BrokerError('STORE_UNAVAILABLE', `${what} is unavailable (${err instanceof Error ? err.message : 'unknown error'})`);
@@ -211,20 +227,15 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
     ]);
   };
 
+  // /readyz is unauthenticated: one check at a time and its answer (failure too) reused for a while, so
+  // probes cannot turn into KMS calls (the account's request quota) or table reads.
+  const sharedReady = cachedCheck(checkShared, clock);
+  const providersReady = cachedCheck(checkProviders, clock);
   const ready = async (): Promise<void> => {
     if (!audit.healthy) throw new BrokerError('INTERNAL_ERROR', 'audit log is not writable');
     // The file store is local (a few stats): reloaded on every probe.
     if (!sharedStore) await store.refresh();
-    const now0 = clock();
-    if (!sharedCheck || now0 >= sharedCheck.until) {
-      const result = checkShared();
-      sharedCheck = { until: Infinity, result };
-      void result.then(
-        () => (sharedCheck = { until: clock() + 5_000, result }),
-        () => (sharedCheck = { until: clock() + 2_000, result }),
-      );
-    }
-    await sharedCheck.result;
+    await sharedReady();
     const storeProblems = store.problems();
     if (storeProblems.length) {
       // /readyz is unauthenticated: binding files are counted, not named (their names are the secrets' names).
@@ -236,18 +247,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
       ].join('; ');
       throw new BrokerError('STORE_UNAVAILABLE', `store files fail validation: ${shown}`);
     }
-    // /readyz is unauthenticated: one provider check at a time, and its answer (failure too) reused for a
-    // while, so probes cannot turn into KMS calls that eat the account's request quota.
-    const now = clock();
-    if (!providerCheck || now >= providerCheck.until) {
-      const result = checkProviders();
-      providerCheck = { until: Infinity, result };
-      void result.then(
-        () => (providerCheck = { until: clock() + 5_000, result }),
-        () => (providerCheck = { until: clock() + 2_000, result }),
-      );
-    }
-    await providerCheck.result;
+    await providersReady();
   };
   const app = createBrokerApp({ release, challenge, metrics, brokerKey: signingKey.publicJwk, maxBodyBytes: config.maxBodyBytes, clock, ready });
   return {

@@ -147,3 +147,12 @@ describe('one broker per audit file across pid namespaces and hostnames', () => 
   });
 });
 
+
+describe('a start that fails part-way', () => {
+  it('closes what it had opened: the audit lock is released, so the next start on the same state succeeds', async () => {
+    const bad = { ...inProcessConfig(), adminKeys: [join(dir, 'no-such-admin-key.pem')] };
+    await expect(createBroker(bad, { log: silentLogger })).rejects.toThrow(/no-such-admin-key/);
+    const broker = await createBroker(inProcessConfig(), { log: silentLogger });
+    await broker.close();
+  });
+});
