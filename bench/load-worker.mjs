@@ -8,6 +8,8 @@ const targets = urls ?? [url];
 const latencies = new Float64Array(bodies.length);
 let next = 0;
 let failures = 0;
+/** Why requests failed: `status code` -> count (a benchmark that fails says why). */
+const failureCodes = {};
 
 async function loop() {
   for (;;) {
@@ -17,11 +19,15 @@ async function loop() {
     const res = await fetch(`${targets[i % targets.length]}/v1/secrets`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: bodies[i] });
     const body = await res.json();
     latencies[i] = performance.now() - t0;
-    if (res.status !== 200 || !body.secrets) failures++;
+    if (res.status !== 200 || !body.secrets) {
+      failures++;
+      const why = `${res.status} ${body?.error?.code ?? 'no code'}`;
+      failureCodes[why] = (failureCodes[why] ?? 0) + 1;
+    }
   }
 }
 
 const start = performance.now();
 await Promise.all(Array.from({ length: concurrency }, loop));
 const seconds = (performance.now() - start) / 1000;
-parentPort.postMessage({ seconds, failures, latencies: Array.from(latencies) });
+parentPort.postMessage({ seconds, failures, failureCodes, latencies: Array.from(latencies) });
