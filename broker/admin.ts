@@ -94,6 +94,16 @@ export async function bindSecret(store: BindingStore, provider: KeyProvider, req
   });
 }
 
+/** What differs between two states of a binding besides its value (version, ciphertext, text, updatedAt); undefined if nothing. */
+function policyChange(before: Binding, now: Binding): string | undefined {
+  const { version: _v1, ciphertext: _c1, text: _t1, updatedAt: _u1, ...a } = before;
+  const { version: _v2, ciphertext: _c2, text: _t2, updatedAt: _u2, ...b } = now;
+  const fields = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter(
+    (k) => JSON.stringify((a as Record<string, unknown>)[k]) !== JSON.stringify((b as Record<string, unknown>)[k]),
+  );
+  return fields.length ? `${fields.sort().join(', ')} changed` : undefined;
+}
+
 /** Replaces the value of an existing binding (version + 1); policy is unchanged. */
 export async function rotateSecret(store: BindingStore, providers: ReadonlyMap<ProviderName, KeyProvider>, secret: string, value: Uint8Array, now = new Date()): Promise<Binding> {
   if (value.length === 0) throw new AdminError('the secret value is empty');
@@ -108,12 +118,14 @@ export async function rotateSecret(store: BindingStore, providers: ReadonlyMap<P
     assertLoadable(current, secret);
     const previous = current.bindings.get(secret);
     if (!previous) throw new AdminError(`no binding for "${secret}"`);
-    // The value was encrypted (outside the lock) under the provider and key read then. If another admin moved
-    // the binding to another provider or key meanwhile, this ciphertext does not belong to it: refuse. A newer
-    // version under the same provider and key (a concurrent rotation or re-bind) is fine: the ciphertext is
-    // bound to the name, not the version, and this rotation simply lands after it (version + 1 again).
-    if (previous.provider !== existing.provider || previous.kmsKeyId !== existing.kmsKeyId) {
-      throw new AdminError(`the binding of "${secret}" changed while the new value was being encrypted (now version ${previous.version}); run the rotation again`);
+    // The value was encrypted (outside the lock) for the binding as read then. If another admin changed what
+    // the binding governs meanwhile (revoked it, re-bound it for other enclaves, moved it to another provider
+    // or key), landing on top would undo their change or put this value under a policy this admin never saw:
+    // refuse. Only the value may have moved on (a concurrent rotation, or a re-bind keeping the policy): the
+    // ciphertext is bound to the name, not the version, so this rotation lands after it (version + 1 again).
+    const changed = policyChange(existing, previous);
+    if (changed) {
+      throw new AdminError(`the binding of "${secret}" changed while the new value was being encrypted (${changed}; now version ${previous.version}); nothing was written: check it and run the rotation again`);
     }
     const binding = parseBinding({ ...previous, version: previous.version + 1, ciphertext, text: isText(value), revoked: false, updatedAt: now.toISOString() });
     await tx.putBinding(binding);
