@@ -229,8 +229,8 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
 
   // /readyz is unauthenticated: one check at a time and its answer (failure too) reused for a while, so
   // probes cannot turn into KMS calls (the account's request quota) or table reads.
-  const sharedReady = cachedCheck(checkShared, clock);
-  const providersReady = cachedCheck(checkProviders, clock);
+  const sharedReady = cachedCheck(checkShared);
+  const providersReady = cachedCheck(checkProviders);
   const ready = async (): Promise<void> => {
     if (!audit.healthy) throw new BrokerError('INTERNAL_ERROR', 'audit log is not writable');
     // The file store is local (a few stats): reloaded on every probe.
