@@ -15,8 +15,16 @@ export type DynamoDbNonceSettings = Extract<NonceRegistrySettings, { kind: 'dyna
 
 /** The table's partition key: `nonce#<hex>` (prefixed so the items can share a table with other kinds later). */
 export const NONCE_KEY_ATTRIBUTE = 'pk';
-/** The TTL attribute: epoch seconds after which no replica accepts the nonce (expiry + skew), so DynamoDB may delete it. */
+/** The TTL attribute: epoch seconds after which DynamoDB may delete the item (see NONCE_TTL_MARGIN_MS). */
 export const NONCE_TTL_ATTRIBUTE = 'ttl';
+
+/**
+ * How long past `rememberUntil` (the nonce's lifetime plus the tolerated skew, by the issuing replica's
+ * clock) the item is kept. The TTL is only housekeeping, but deleting the item while some replica still
+ * accepts the nonce would make a replay "fresh": a replica whose clock runs behind accepts it longer in
+ * real time. An hour covers any clock a replica could be serving with; the cost is an hour of small items.
+ */
+export const NONCE_TTL_MARGIN_MS = 60 * 60 * 1000;
 
 function client(settings: DynamoDbNonceSettings): DynamoDBClient {
   return new DynamoDBClient({
@@ -61,7 +69,7 @@ export class DynamoDbNonceRegistry implements NonceRegistry {
           TableName: this.#settings.table,
           Item: {
             [NONCE_KEY_ATTRIBUTE]: { S: nonceItemKey(id) },
-            [NONCE_TTL_ATTRIBUTE]: { N: String(Math.ceil(rememberUntil / 1000)) },
+            [NONCE_TTL_ATTRIBUTE]: { N: String(Math.ceil((rememberUntil + NONCE_TTL_MARGIN_MS) / 1000)) },
           },
           ConditionExpression: 'attribute_not_exists(#pk)',
           ExpressionAttributeNames: { '#pk': NONCE_KEY_ATTRIBUTE },

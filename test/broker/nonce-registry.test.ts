@@ -10,9 +10,9 @@ import { createServer as createHttpServer } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DescribeTimeToLiveCommand, DynamoDBClient, GetItemCommand } from '@aws-sdk/client-dynamodb';
+import { DeleteItemCommand, DescribeTimeToLiveCommand, DynamoDBClient, GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { MemoryNonceRegistry } from '../../broker/nonce/memory-registry.js';
-import { DynamoDbNonceRegistry, NONCE_TTL_ATTRIBUTE, nonceItemKey, type DynamoDbNonceSettings } from '../../broker/nonce/dynamodb-registry.js';
+import { DynamoDbNonceRegistry, NONCE_TTL_ATTRIBUTE, NONCE_TTL_MARGIN_MS, nonceItemKey, type DynamoDbNonceSettings } from '../../broker/nonce/dynamodb-registry.js';
 import { initNonceTable, openNonceRegistry } from '../../broker/nonce/open-registry.js';
 import type { NonceRegistry, NonceUse } from '../../broker/nonce/registry.js';
 import { NonceRegistryUnavailableError } from '../../broker/nonce/registry.js';
@@ -127,12 +127,38 @@ describe('DynamoDB nonce table', () => {
     expect(await registry.consume(checked.id, checked.rememberUntil, issuedAt + 1_000)).toBe('fresh');
     const ddb = new DynamoDBClient(awsOf(moto));
     const item = await ddb.send(new GetItemCommand({ TableName: settings.table, Key: { pk: { S: nonceItemKey(checked.id) } }, ConsistentRead: true }));
-    expect(Number(item.Item?.[NONCE_TTL_ATTRIBUTE]?.N)).toBe(Math.ceil((issuedAt + 35_000) / 1000));
-    expect(Number(item.Item?.[NONCE_TTL_ATTRIBUTE]?.N)).toBeLessThan(Date.now() / 1000); // expired, still there: moto's difference
+    expect(Number(item.Item?.[NONCE_TTL_ATTRIBUTE]?.N)).toBe(Math.ceil((issuedAt + 35_000 + NONCE_TTL_MARGIN_MS) / 1000));
     // After its lifetime the nonce is refused before the registry (so the lingering item never matters).
     expect(challenge.check(nonce, Date.now())).toEqual({ ok: false, problem: 'expired' });
     ddb.destroy();
     registry.close();
+  });
+
+  it('a replica whose clock is far behind still accepts a nonce after its lifetime in real time: the table keeps the item well past that (TTL margin), so a replay is still refused', async () => {
+    // Found in review: the TTL was issue + lifetime + skew by the issuing replica's clock, so a replica 10 s
+    // behind accepted the nonce after DynamoDB was entitled to delete the item, and a replay was "fresh".
+    const settings = dynamo(uniqueName('skew'));
+    await initNonceTable(settings);
+    const registry = new DynamoDbNonceRegistry(settings);
+    const ddb = new DynamoDBClient(awsOf(moto));
+    try {
+      const lag = 10_000;
+      const challenge = new ChallengeService(Buffer.alloc(32, 4));
+      const replicaNow = Date.now() - lag;
+      const { nonce } = challenge.issue(replicaNow - 28_000);
+      const first = challenge.check(nonce, replicaNow);
+      if (!first.ok) expect.fail(first.problem);
+      expect(await registry.consume(first.id, first.rememberUntil, replicaNow)).toBe('fresh');
+      const key = { pk: { S: nonceItemKey(first.id) } };
+      const item = await ddb.send(new GetItemCommand({ TableName: settings.table, Key: key, ConsistentRead: true }));
+      // moto never deletes on TTL: do what DynamoDB may do, delete the item once its TTL has passed.
+      if (Number(item.Item![NONCE_TTL_ATTRIBUTE]!.N) * 1000 < Date.now()) await ddb.send(new DeleteItemCommand({ TableName: settings.table, Key: key }));
+      expect(challenge.check(nonce, Date.now() - lag).ok).toBe(true); // the lagging replica still accepts it...
+      expect(await registry.consume(first.id, first.rememberUntil, Date.now() - lag)).toBe('used'); // ...so the table must still refuse a replay
+    } finally {
+      registry.close();
+      ddb.destroy();
+    }
   });
 
   it('unreachable DynamoDB, or a missing table: a coded NONCE_REGISTRY_UNAVAILABLE error, never fresh', async () => {
