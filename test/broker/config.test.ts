@@ -122,7 +122,7 @@ describe('examples/broker-dynamodb.json', () => {
     expect(config.nonces).toMatchObject({ kind: 'dynamodb' });
     expect(config.quarantine).toMatchObject({ kind: 'dynamodb' });
     expect(config.keys).toMatchObject({ kind: 'dynamodb', kmsKeyId: 'alias/keygate' });
-    expect(config.audit).toEqual({ kind: 'dynamodb', table: 'keygate-audit' });
+    expect(config.audit).toEqual({ kind: 'dynamodb', table: 'keygate-audit', archive: { bucket: 'keygate-audit-archive', prefix: 'audit/', retentionDays: 365 } });
     expect(perBrokerParts(config)).toEqual([]);
     // Region, endpoint and credentials come from the AWS SDK environment, so the same file runs against moto and AWS.
     expect(JSON.stringify(await loadConfigFile(file))).not.toMatch(/region|endpoint|credentials/);
