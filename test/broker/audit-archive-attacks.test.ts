@@ -10,7 +10,7 @@
  * hides the version from ListObjectsV2 and GetObject, GetObject by VersionId still returns it).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand, DeleteObjectCommand, GetObjectCommand, ListObjectVersionsCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
@@ -252,6 +252,17 @@ describe('verify-archive over time', () => {
     const from = await verifyAuditArchive(pruned, key.publicKey, { reader, fromSeq: 4 });
     expect(from.problems).toEqual([]);
     expect(from.chains).toEqual([expect.objectContaining({ chainId: 'a', fromSeq: 4, verifiedSeq: 9 })]);
+    // The CLI says so.
+    const jwk = join(dir, 'key.jwk');
+    writeFileSync(jwk, JSON.stringify(key.publicKey.export({ format: 'jwk' })));
+    let out = '';
+    const io = { out: (t: string) => void (out += t), err: (t: string) => void (out += t), stdin: async function* () {} };
+    const context: ArchiveContextSource = async () => ({ settings: pruned, reader });
+    expect(await auditArchiveCommand(['verify-archive', '--key', jwk, '--from-seq', '4'], io, Date.now, context)).toBe(0);
+    expect(out).toMatch(/chain a: 2 segment\(s\), verified from seq 4 \(records 1\.\.3 not in the archive: pruned, allowed by --from-seq 4\) up to seq 9\n.*intact, table matches it/s);
+    out = '';
+    expect(await auditArchiveCommand(['verify-archive', '--key', jwk, '--from-seq', '4'], io, () => Date.now() + 3 * DAY, context)).toBe(0);
+    expect(out).toMatch(/2 segment\(s\) past their retention date.*\(retention expired on 2 segment\(s\)\)/s);
     // fromSeq allows only records before it to be missing.
     expect((await verifyAuditArchive(pruned, key.publicKey, { reader, fromSeq: 3 })).problems.map((p) => p.kind)).toEqual(['gap']);
     // An edited record after the anchor is still found.
@@ -269,5 +280,34 @@ describe('the table head against the archived head', () => {
     reader.chains.set('a', { lines: c.lines, head: { seq: 3, prevHash: lineHash(c.lines[2]!) } });
     const check = await verifyAuditArchive(settings, key.publicKey, { reader });
     expect(check.problems.map((p) => [p.kind, p.seq])).toEqual([['table-behind', 5]]);
+  });
+});
+
+describe('the version listing', () => {
+  it('pages through ListObjectVersions (moto as S3: NextKeyMarker / NextVersionIdMarker), versions and markers of a key together', async () => {
+    const settings = await lockedBucket();
+    await exportAuditChains(readerWith({ a: [1, 1, 1], b: [1] }), settings, { ...signed(), limits: { maxLines: 2 } });
+    const k = `${PREFIX}a/000000000003-000000000004.jsonl`;
+    await s3.send(new DeleteObjectCommand({ Bucket: settings.bucket, Key: k }));
+    await s3.send(new PutObjectCommand({ Bucket: settings.bucket, Key: k, Body: 'forged\n', ChecksumAlgorithm: 'SHA256' }));
+    const { S3ArchiveStore } = await import('../../broker/audit/archive/s3-archive.js');
+    const paged = new S3ArchiveStore(settings, process.env, { pageSize: 1 });
+    const whole = new S3ArchiveStore(settings);
+    try {
+      const all = await whole.listVersions(PREFIX);
+      expect(await paged.listVersions(PREFIX)).toEqual(all);
+      expect(all.map((e) => [e.key.slice(PREFIX.length), e.versions.length, e.deleteMarkers])).toEqual([
+        ['a/000000000001-000000000002.jsonl', 1, 0],
+        ['a/000000000003-000000000004.jsonl', 2, 1],
+        ['a/000000000005-000000000006.jsonl', 1, 0],
+        ['b/000000000001-000000000002.jsonl', 1, 0],
+      ]);
+      // The oldest version is export's: still the genuine segment.
+      const original = all[1]!.versions[1]!;
+      expect((await whole.get(k, original.versionId)).body.toString()).toMatch(/^\{"seq":3,/);
+    } finally {
+      paged.close();
+      whole.close();
+    }
   });
 });

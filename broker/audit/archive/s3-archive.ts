@@ -38,8 +38,11 @@ export class S3ArchiveStore implements ArchiveObjectStore {
   readonly #client: S3Client;
   readonly #timeoutMs: number;
   readonly #region: string | undefined;
+  readonly #pageSize: number | undefined;
 
-  constructor(settings: AuditArchiveSettings, env: NodeJS.ProcessEnv = process.env) {
+  /** `pageSize`: entries per ListObjectVersions page (tests of paging; default S3's 1000). */
+  constructor(settings: AuditArchiveSettings, env: NodeJS.ProcessEnv = process.env, options: { pageSize?: number } = {}) {
+    this.#pageSize = options.pageSize;
     this.bucket = settings.bucket;
     this.#timeoutMs = settings.requestTimeoutMs ?? 10_000;
     this.#region = settings.region ?? env.AWS_REGION;
@@ -88,7 +91,7 @@ export class S3ArchiveStore implements ArchiveObjectStore {
     try {
       do {
         const out = await this.#client.send(
-          new ListObjectVersionsCommand({ Bucket: this.bucket, Prefix: prefix, ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}), ...(versionMarker !== undefined ? { VersionIdMarker: versionMarker } : {}) }),
+          new ListObjectVersionsCommand({ Bucket: this.bucket, Prefix: prefix, ...(this.#pageSize ? { MaxKeys: this.#pageSize } : {}), ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}), ...(versionMarker !== undefined ? { VersionIdMarker: versionMarker } : {}) }),
           this.#deadline(),
         );
         // Versions come newest first within a key, across pages too (S3 and moto).
