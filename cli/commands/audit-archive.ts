@@ -12,8 +12,8 @@ import { STORE_OPTIONS, brokerConfig } from '../context.js';
 import { UsageError } from '../errors.js';
 import type { CliIo } from '../io.js';
 
-export const AUDIT_ARCHIVE_USAGE = `Usage: keygate audit export --config FILE [--key JWK|PEM] [--json]
-       keygate audit verify-archive --config FILE [--key JWK|PEM] [--json]
+export const AUDIT_ARCHIVE_USAGE = `Usage: keygate audit export --config FILE [--key JWK|PEM | --no-signatures] [--json]
+       keygate audit verify-archive --config FILE [--key JWK|PEM] [--from-seq N] [--json]
 
 export: copies every audit chain's sealed records that are not archived yet
 from the DynamoDB audit table to the S3 archive (audit.archive in the
@@ -21,15 +21,29 @@ config), as segments that each end on a seal, locked in compliance mode for
 audit.archive.retentionDays: nobody, the account root included, can delete
 or overwrite them until then. The archive is its own record of progress:
 running it again (or after a crash, or twice at once) writes only what is
-new. A chain whose table records do not continue its archived records
-(edited, deleted, bad seal) is refused (ARCHIVE_CHAIN_BROKEN) and the others
-are exported. With --key, seal signatures are checked before export too.
+new. Seal signatures are checked under the broker key (--key, else the
+configured shared keys) before anything is locked; without a key export
+refuses, unless --no-signatures is given: then only the hash chain is
+checked, a table rewritten with recomputed hashes would be locked into the
+archive, and the output says so. A chain is refused when its table records
+do not continue its archived records (edited, deleted, bad seal) or the
+table no longer holds the archived head (rolled back or rewritten after
+export): ARCHIVE_CHAIN_BROKEN; or when its archive holds what export never
+writes (a delete marker, a second version under a segment key, a segment
+not compliance-locked): ARCHIVE_TAMPERED. The other chains are exported.
 A bucket without Object Lock is refused (ARCHIVE_NO_OBJECT_LOCK).
 
 verify-archive: checks every archived chain from its start (hash chain, seal
-signatures under --key, no missing segment), that every segment is still
-under compliance retention, and that the table still holds exactly the
-archived records (an edit or deletion after export is reported).
+signatures under --key, no missing segment) from the version listing, each
+segment read by version id (a delete marker or a newer version is reported
+and does not hide the locked original), every segment in compliance mode for
+at least the configured days, and that the table still holds exactly the
+archived records up to the archived head (an edit, deletion or roll-back
+after export is reported). A segment whose retention has run out is counted
+and reported, not a problem. If such segments at the start of the chains
+were deleted (pruned), --from-seq N verifies each chain from its first
+present segment when that starts at or before seq N (its first record's
+link to the pruned ones is taken as given, and the output says so).
 
 Exit status: 0 all exported / archive intact, 1 a chain refused / a problem
 found / the archive unusable (its code is printed), 2 usage error.
@@ -70,20 +84,35 @@ async function publicKey(file: string): Promise<KeyObject> {
 
 /** `keygate audit export` and `keygate audit verify-archive`; `context` is injectable for tests. */
 export async function auditArchiveCommand(argv: readonly string[], io: CliIo, now: () => number = Date.now, context: ArchiveContextSource = archiveContext): Promise<number> {
-  const { values, positionals } = parseCommand(argv, { config: STORE_OPTIONS.config, key: { type: 'string' }, json: { type: 'boolean' } }, 1);
+  const { values, positionals } = parseCommand(
+    argv,
+    { config: STORE_OPTIONS.config, key: { type: 'string' }, json: { type: 'boolean' }, 'no-signatures': { type: 'boolean' }, 'from-seq': { type: 'string' } },
+    1,
+  );
   if (values.help) {
     io.out(AUDIT_ARCHIVE_USAGE);
     return 0;
   }
   const sub = positionals[0];
   if (sub !== 'export' && sub !== 'verify-archive') throw new UsageError('expected: keygate audit export|verify-archive --config FILE');
+  const noSignatures = values['no-signatures'] === true;
+  if (noSignatures && sub !== 'export') throw new UsageError('--no-signatures is for audit export only: verify-archive always checks seals');
+  if (noSignatures && values.key) throw new UsageError('--key and --no-signatures exclude each other');
+  const fromSeq = values['from-seq'] === undefined ? undefined : Number(values['from-seq']);
+  if (fromSeq !== undefined && (sub !== 'verify-archive' || !Number.isSafeInteger(fromSeq) || fromSeq < 1)) throw new UsageError('--from-seq N: a positive integer, for verify-archive only');
   const config = await brokerConfig({ ...(values.config ? { config: values.config } : {}) });
-  const found = await sealKey(values.key, config);
-  if (sub === 'verify-archive' && !found) throw new UsageError('verify-archive needs the broker public key: give --key (no signing key found in the configured shared keys)');
-  const key = found?.key;
   const { settings, reader } = await context(config);
   try {
-    return sub === 'export' ? await runExport(io, settings, reader, key, now, values.json === true) : await runVerify(io, settings, reader, key!, now, values.json === true);
+    const found = noSignatures ? undefined : await sealKey(values.key, config);
+    if (sub === 'verify-archive' && !found) throw new UsageError('verify-archive needs the broker public key: give --key (no signing key found in the configured shared keys)');
+    if (sub === 'export' && !found && !noSignatures) {
+      throw new UsageError(
+        'audit export checks seal signatures before locking records: give --key (no signing key found in the configured shared keys), or --no-signatures to check only the hash chain (a table rewritten with recomputed hashes would then be locked into the archive)',
+      );
+    }
+    return sub === 'export'
+      ? await runExport(io, settings, reader, found?.key ?? 'unchecked', now, values.json === true)
+      : await runVerify(io, settings, reader, found!.key, now, fromSeq, values.json === true);
   } catch (err) {
     // A refusal with a stable code (the archive's, or the audit table reader's): reported, exit 1.
     if (!(err instanceof CodedError) || err instanceof UsageError) throw err;
@@ -95,14 +124,18 @@ export async function auditArchiveCommand(argv: readonly string[], io: CliIo, no
   }
 }
 
-async function runExport(io: CliIo, settings: AuditArchiveSettings, reader: AuditChainReader | undefined, key: KeyObject | undefined, now: () => number, json: boolean): Promise<number> {
+const UNCHECKED = 'WARNING: SEAL SIGNATURES NOT CHECKED (--no-signatures): only the hash chain was checked; records rewritten in the table with recomputed hashes would have been archived as genuine\n';
+
+async function runExport(io: CliIo, settings: AuditArchiveSettings, reader: AuditChainReader | undefined, key: KeyObject | 'unchecked', now: () => number, json: boolean): Promise<number> {
   if (!reader) throw new UsageError('audit export needs the DynamoDB audit table (audit.kind "dynamodb" in the config)');
   const { exportAuditChains } = await import('../../broker/audit/archive/export.js');
-  const report = await exportAuditChains(reader, settings, { now, ...(key ? { publicKey: key } : {}) });
+  const report = await exportAuditChains(reader, settings, { now, publicKey: key });
   if (json) {
     io.out(`${JSON.stringify(report)}\n`);
+    if (!report.sealsChecked) io.err(UNCHECKED);
     return report.ok ? 0 : 1;
   }
+  if (!report.sealsChecked) io.out(UNCHECKED);
   for (const c of report.chains) {
     const written = c.segments.filter((s) => s.written);
     const bytes = written.reduce((n, s) => n + s.bytes, 0);
@@ -111,13 +144,13 @@ async function runExport(io: CliIo, settings: AuditArchiveSettings, reader: Audi
     if (c.error) io.out(`chain ${c.chainId}: REFUSED ${c.error.code}: ${c.error.message}\n`);
     else io.out(`chain ${c.chainId}: ${written.length} segment(s) written${range}, archived up to seq ${c.archivedSeq}${pending}\n`);
   }
-  io.out(`${report.chains.length} chain(s) to s3://${report.bucket}, locked until ${report.retainUntil}${report.ok ? '' : '; SOME CHAINS REFUSED'}\n`);
+  io.out(`${report.chains.length} chain(s) to s3://${report.bucket}, locked until ${report.retainUntil}${report.ok ? '' : '; SOME CHAINS REFUSED'}${report.sealsChecked ? '' : '; SEAL SIGNATURES NOT CHECKED'}\n`);
   return report.ok ? 0 : 1;
 }
 
-async function runVerify(io: CliIo, settings: AuditArchiveSettings, reader: AuditChainReader | undefined, key: KeyObject, now: () => number, json: boolean): Promise<number> {
+async function runVerify(io: CliIo, settings: AuditArchiveSettings, reader: AuditChainReader | undefined, key: KeyObject, now: () => number, fromSeq: number | undefined, json: boolean): Promise<number> {
   const { verifyAuditArchive } = await import('../../broker/audit/archive/verify.js');
-  const result = await verifyAuditArchive(settings, key, { now, ...(reader ? { reader } : {}) });
+  const result = await verifyAuditArchive(settings, key, { now, ...(reader ? { reader } : {}), ...(fromSeq !== undefined ? { fromSeq } : {}) });
   if (json) {
     io.out(`${JSON.stringify(result)}\n`);
     return result.ok ? 0 : 1;
@@ -127,9 +160,14 @@ async function runVerify(io: CliIo, settings: AuditArchiveSettings, reader: Audi
 
 /** Human output of an archive check (also under `keygate audit verify --config --archive`). */
 export function printArchiveVerification(io: CliIo, result: ArchiveVerification, withTable: boolean): number {
-  for (const c of result.chains) io.out(`chain ${c.chainId}: ${c.segments} segment(s), verified up to seq ${c.verifiedSeq}\n`);
+  for (const c of result.chains) {
+    const from = c.fromSeq > 1 ? ` from seq ${c.fromSeq} (records 1..${c.fromSeq - 1} not in the archive: pruned, allowed by --from-seq ${result.fromSeq ?? '?'})` : '';
+    const expired = c.retentionExpired ? `; ${c.retentionExpired} segment(s) past their retention date (may be deleted now)` : '';
+    io.out(`chain ${c.chainId}: ${c.segments} segment(s), verified${from} up to seq ${c.verifiedSeq}${expired}\n`);
+  }
   for (const id of result.notArchived) io.out(`chain ${id}: in the table, nothing archived yet\n`);
   for (const p of result.problems) io.out(`${p.kind.toUpperCase()}: ${p.message}\n`);
-  io.out(result.ok ? `archive s3://${result.bucket} intact${withTable ? ', table matches it' : ''}\n` : `archive s3://${result.bucket} NOT VERIFIED: ${result.problems.length} problem(s)\n`);
+  const expired = result.retentionExpired ? ` (retention expired on ${result.retentionExpired} segment(s))` : '';
+  io.out(result.ok ? `archive s3://${result.bucket} intact${withTable ? ', table matches it' : ''}${expired}\n` : `archive s3://${result.bucket} NOT VERIFIED: ${result.problems.length} problem(s)\n`);
   return result.ok ? 0 : 1;
 }

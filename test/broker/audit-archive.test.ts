@@ -69,7 +69,7 @@ async function lockedBucket(): Promise<AuditArchiveSettings> {
 async function keysIn(bucket: string): Promise<string[]> {
   const store = await openArchiveStore(settingsFor(bucket));
   try {
-    return await store.list('');
+    return (await store.listVersions('')).map((k) => k.key);
   } finally {
     store.close();
   }
@@ -97,6 +97,8 @@ async function copyArchive(from: string, edit: (key: string, text: string, index
 
 const written = (r: ArchiveExport): number => r.chains.reduce((n, c) => n + c.segments.filter((s) => s.written).length, 0);
 
+const signed = (): { publicKey: TestAuditKey['publicKey'] } => ({ publicKey: key.publicKey });
+
 function readerWith(batches: Record<string, number[]>): MemoryChainReader {
   const reader = new MemoryChainReader(key.signer);
   for (const [chain, sizes] of Object.entries(batches)) for (const [i, n] of sizes.entries()) reader.append(chain, decisions(n, `${chain}-${i}`));
@@ -114,7 +116,7 @@ describe('audit archive export', () => {
     const settings = await lockedBucket();
     const reader = readerWith({ 'replica-a': [3, 1, 2], 'replica-b': [5] });
     const now = Date.now();
-    const first = await exportAuditChains(reader, settings, { now: () => now });
+    const first = await exportAuditChains(reader, settings, { ...signed(), now: () => now });
     expect(first.ok).toBe(true);
     // 3+1 + 1+1 + 2+1 = 9 lines on replica-a (every batch ends in its seal), 6 on replica-b.
     expect(first.chains.map((c) => [c.chainId, c.archivedSeq, c.segments.map((s) => [s.firstSeq, s.lastSeq, s.written])])).toEqual([
@@ -129,13 +131,13 @@ describe('audit archive export', () => {
     expect(head.ContentType).toBe('application/x-ndjson');
     expect(await head.Body!.transformToString()).toBe(`${reader.chains.get('replica-a')!.lines.join('\n')}\n`);
 
-    const again = await exportAuditChains(reader, settings);
+    const again = await exportAuditChains(reader, settings, signed());
     expect(again.ok).toBe(true);
     expect(written(again)).toBe(0);
     expect(again.chains.map((c) => c.segments.length)).toEqual([0, 0]);
 
     reader.append('replica-a', decisions(4, 'later'));
-    const third = await exportAuditChains(reader, settings);
+    const third = await exportAuditChains(reader, settings, signed());
     expect(third.chains[0]!.segments).toEqual([expect.objectContaining({ firstSeq: 10, lastSeq: 14, written: true })]);
     expect(third.chains[1]!.segments).toEqual([]);
 
@@ -151,7 +153,7 @@ describe('audit archive export', () => {
   it('a compliance-locked segment cannot be deleted, and export never writes over it', async () => {
     const settings = await lockedBucket();
     const reader = readerWith({ r1: [2] });
-    await exportAuditChains(reader, settings);
+    await exportAuditChains(reader, settings, signed());
     const k = `${PREFIX}r1/000000000001-000000000003.jsonl`;
     const original = await body(settings.bucket, k);
     const versions = (await s3.send(new ListObjectVersionsCommand({ Bucket: settings.bucket, Prefix: k }))).Versions!;
@@ -171,8 +173,8 @@ describe('audit archive export', () => {
       store.close();
     }
     // An unconditional PutObject (someone else's credentials with s3:PutObject) adds a NEW version, on AWS as on
-    // moto: Object Lock protects versions, not keys. The locked original stays, and verification reports the
-    // current version as unlocked and not matching the chain.
+    // moto: Object Lock protects versions, not keys. The locked original stays; verification reports the extra
+    // version and checks the original (by its version id), which still verifies.
     await s3.send(new PutObjectCommand({ Bucket: settings.bucket, Key: k, Body: 'forged\n' }));
     const after = (await s3.send(new ListObjectVersionsCommand({ Bucket: settings.bucket, Prefix: k }))).Versions!;
     expect(after).toHaveLength(2);
@@ -180,21 +182,21 @@ describe('audit archive export', () => {
     expect(await kept.Body!.transformToString()).toBe(original);
     const check = await verifyAuditArchive(settings, key.publicKey);
     expect(check.ok).toBe(false);
-    expect(check.problems.map((p) => [p.kind, p.key])).toEqual([
-      ['not-locked', k],
-      ['tampered', k],
-    ]);
+    expect(check.problems.map((p) => [p.kind, p.key])).toEqual([['extra-version', k]]);
+    expect(check.chains[0]!.verifiedSeq).toBe(3);
+    // ...and export refuses the chain until that is resolved.
+    expect((await exportAuditChains(reader, settings, signed())).chains[0]!.error?.code).toBe('ARCHIVE_TAMPERED');
   });
 
   it('a bucket without Object Lock is refused (ARCHIVE_NO_OBJECT_LOCK), a missing one too (ARCHIVE_NO_BUCKET): nothing written', async () => {
     const plain = settingsFor(bucketName());
     await s3.send(new CreateBucketCommand({ Bucket: plain.bucket }));
     const reader = readerWith({ r1: [1] });
-    const refusal = exportAuditChains(reader, plain);
+    const refusal = exportAuditChains(reader, plain, signed());
     await expect(refusal).rejects.toBeInstanceOf(ArchiveError);
     await expect(refusal).rejects.toMatchObject({ code: 'ARCHIVE_NO_OBJECT_LOCK' });
     expect(await keysIn(plain.bucket)).toEqual([]);
-    await expect(exportAuditChains(reader, settingsFor(bucketName()))).rejects.toMatchObject({ code: 'ARCHIVE_NO_BUCKET' });
+    await expect(exportAuditChains(reader, settingsFor(bucketName()), signed())).rejects.toMatchObject({ code: 'ARCHIVE_NO_BUCKET' });
     // An existing bucket without lock is not "initialised" either.
     await expect(initArchiveBucket(plain)).rejects.toMatchObject({ code: 'ARCHIVE_NO_OBJECT_LOCK' });
   });
@@ -202,7 +204,7 @@ describe('audit archive export', () => {
   it('a chain whose table records do not link to the archive is refused (ARCHIVE_CHAIN_BROKEN), nothing written for it; other chains export', async () => {
     const settings = await lockedBucket();
     const reader = readerWith({ good: [2], bad: [2] });
-    await exportAuditChains(reader, settings);
+    await exportAuditChains(reader, settings, signed());
     // The table's "bad" chain is rewritten after export (same seqs, other content, valid seals): its next
     // records do not hash-link to the archived ones.
     const forged = new MemoryChainReader(key.signer);
@@ -211,11 +213,11 @@ describe('audit archive export', () => {
     reader.chains.set('bad', forged.chains.get('bad')!);
     reader.append('good', decisions(1));
     const before = await keysIn(settings.bucket);
-    const r = await exportAuditChains(reader, settings);
+    const r = await exportAuditChains(reader, settings, signed());
     expect(r.ok).toBe(false);
     const bad = r.chains.find((c) => c.chainId === 'bad')!;
     expect(bad.error?.code).toBe('ARCHIVE_CHAIN_BROKEN');
-    expect(bad.error?.message).toMatch(/at seq 4 .*prevHash does not match/);
+    expect(bad.error?.message).toMatch(/archived up to seq 3 but the table's record 3 differs/);
     expect(bad.segments).toEqual([]);
     expect(bad.archivedSeq).toBe(3);
     expect(r.chains.find((c) => c.chainId === 'good')!.segments).toEqual([expect.objectContaining({ firstSeq: 4, lastSeq: 5, written: true })]);
@@ -226,7 +228,7 @@ describe('audit archive export', () => {
     const edited = readerWith({ c: [3] });
     const lines = edited.chains.get('c')!.lines;
     lines[1] = lines[1]!.replace('"release"', '"denied"');
-    const r2 = await exportAuditChains(edited, fresh);
+    const r2 = await exportAuditChains(edited, fresh, signed());
     expect(r2.chains[0]!.error?.code).toBe('ARCHIVE_CHAIN_BROKEN');
     expect(await keysIn(fresh.bucket)).toEqual([]);
   });
@@ -247,7 +249,7 @@ describe('audit archive export', () => {
     const settings = await lockedBucket();
     const reader = readerWith({ a: [2, 2, 2], b: [1, 1] });
     const small = { limits: { maxLines: 3 } };
-    const [x, y] = await Promise.all([exportAuditChains(reader, settings, small), exportAuditChains(reader, settings, small)]);
+    const [x, y] = await Promise.all([exportAuditChains(reader, settings, { ...signed(), ...small }), exportAuditChains(reader, settings, { ...signed(), ...small })]);
     expect(x.ok && y.ok).toBe(true);
     const keys = await keysIn(settings.bucket);
     expect(written(x) + written(y)).toBe(keys.length);
@@ -257,7 +259,7 @@ describe('audit archive export', () => {
   it('segments end on seals and stay within bounds, for random batch sizes (exported to S3 and verified)', async () => {
     const settings = await lockedBucket();
     const reader = readerWith({ r: [1, 7, 2, 1, 12, 3, 1, 1, 5] });
-    const r = await exportAuditChains(reader, settings, { limits: { maxLines: 8 } });
+    const r = await exportAuditChains(reader, settings, { ...signed(), limits: { maxLines: 8 } });
     expect(r.ok).toBe(true);
     for (const s of r.chains[0]!.segments) {
       const text = await body(settings.bucket, s.key);
@@ -313,7 +315,7 @@ describe('audit archive verification', () => {
   async function archived(): Promise<{ settings: AuditArchiveSettings; reader: MemoryChainReader; keys: string[] }> {
     const settings = await lockedBucket();
     const reader = readerWith({ c: [2, 2, 2, 2], d: [1] });
-    const r = await exportAuditChains(reader, settings, { limits: { maxLines: 3 } });
+    const r = await exportAuditChains(reader, settings, { ...signed(), limits: { maxLines: 3 } });
     expect(r.chains[0]!.segments).toHaveLength(4);
     return { settings, reader, keys: await keysIn(settings.bucket) };
   }
@@ -341,7 +343,7 @@ describe('audit archive verification', () => {
     const settings = await lockedBucket();
     const reader = readerWith({ c: [1] });
     reader.append('c', decisions(1), testAuditKey('intruder').signer);
-    expect((await exportAuditChains(reader, settings)).ok).toBe(true); // without --key export checks only the hash chain
+    expect((await exportAuditChains(reader, settings, { publicKey: 'unchecked' })).ok).toBe(true); // --no-signatures: only the hash chain
     const check = await verifyAuditArchive(settings, key.publicKey);
     expect(check.problems).toEqual([expect.objectContaining({ kind: 'tampered', chainId: 'c', seq: 4 })]);
     expect(check.problems[0]!.message).toMatch(/seal signature does not verify/);
@@ -350,12 +352,12 @@ describe('audit archive verification', () => {
   it('accepts an overlapping segment from a concurrent exporter only when it repeats the archive byte for byte', async () => {
     const settings = await lockedBucket();
     const reader = readerWith({ c: [2, 2] });
-    await exportAuditChains(reader, settings, { limits: { maxLines: 3 } }); // 1-3, 4-6
+    await exportAuditChains(reader, settings, { ...signed(), limits: { maxLines: 3 } }); // 1-3, 4-6
     reader.append('c', decisions(2));
     // A second exporter that listed the chain before the first one wrote: it starts again at seq 1.
     const real = await openArchiveStore(settings);
-    const stale: ArchiveObjectStore = { bucket: real.bucket, objectLockEnabled: () => real.objectLockEnabled(), list: async () => [], get: (k) => real.get(k), putLocked: (k, b, u) => real.putLocked(k, b, u), close: () => real.close() };
-    const r = await exportAuditChains(reader, settings, { store: stale });
+    const stale: ArchiveObjectStore = { bucket: real.bucket, objectLockEnabled: () => real.objectLockEnabled(), listVersions: async () => [], get: (k, v) => real.get(k, v), putLocked: (k, b, u) => real.putLocked(k, b, u), close: () => real.close() };
+    const r = await exportAuditChains(reader, settings, { ...signed(), store: stale });
     real.close();
     expect(r.chains[0]!.segments.map((s) => [s.firstSeq, s.lastSeq])).toEqual([[1, 9]]);
     const check = await verifyAuditArchive(settings, key.publicKey, { reader });
@@ -410,10 +412,10 @@ describe('keygate audit export / verify-archive (in process, archive settings an
     const settings = await lockedBucket();
     const reader = readerWith({ alpha: [2, 1] });
     const context: ArchiveContextSource = async () => ({ settings, reader });
-    const first = await run(['export'], context);
+    const first = await run(['export', '--key', pubFile()], context);
     expect(first).toMatchObject({ status: 0, err: '' });
     expect(first.out).toMatch(/^chain alpha: 1 segment\(s\) written \(seq 1\.\.5, \d+ bytes\), archived up to seq 5\n/);
-    const second = await run(['export', '--json'], context);
+    const second = await run(['export', '--json', '--key', pubFile()], context);
     expect(second.status).toBe(0);
     expect(JSON.parse(second.out)).toMatchObject({ ok: true, chains: [{ chainId: 'alpha', segments: [], archivedSeq: 5 }] });
     const verify = await run(['verify-archive', '--key', pubFile()], context);
@@ -428,14 +430,14 @@ describe('keygate audit export / verify-archive (in process, archive settings an
   it('a refused chain exits 1 with its code; a bucket without Object Lock exits 1 with ARCHIVE_NO_OBJECT_LOCK', async () => {
     const settings = await lockedBucket();
     const reader = readerWith({ x: [1] });
-    await run(['export'], async () => ({ settings, reader }));
+    await run(['export', '--key', pubFile()], async () => ({ settings, reader }));
     reader.chains.set('x', readerWith({ x: [2, 1] }).chains.get('x')!);
-    const refused = await run(['export'], async () => ({ settings, reader }));
+    const refused = await run(['export', '--key', pubFile()], async () => ({ settings, reader }));
     expect(refused.status).toBe(1);
     expect(refused.out).toMatch(/chain x: REFUSED ARCHIVE_CHAIN_BROKEN: /);
     const plain = settingsFor(bucketName());
     await s3.send(new CreateBucketCommand({ Bucket: plain.bucket }));
-    const noLock = await run(['export'], async () => ({ settings: plain, reader }));
+    const noLock = await run(['export', '--key', pubFile()], async () => ({ settings: plain, reader }));
     expect(noLock.status).toBe(1);
     expect(noLock.err).toMatch(/^keygate audit export: ARCHIVE_NO_OBJECT_LOCK: bucket .* does not have Object Lock enabled/);
   });
@@ -449,6 +451,13 @@ describe('keygate audit export / verify-archive (in process, archive settings an
     const help = await cli(['audit', 'export', '--help']);
     expect(help).toMatchObject({ status: 0 });
     expect(help.stdout).toMatch(/^Usage: keygate audit export --config FILE/);
-    expect((await cli(['audit', 'verify-archive', '--config', config])).stderr).toMatch(/needs the broker public key: give --key/);
+    expect((await cli(['audit', 'verify-archive', '--config', config])).stderr).toMatch(/no audit archive configured/);
+    // With an archive but no key (none given, none in the shared keys): a usage error naming --key.
+    const settings = await lockedBucket();
+    const context: ArchiveContextSource = async () => ({ settings, reader: readerWith({ a: [1] }) });
+    await expect(run(['verify-archive'], context)).rejects.toMatchObject({ code: 'USAGE', message: expect.stringMatching(/needs the broker public key: give --key/) });
+    await expect(run(['verify-archive', '--no-signatures'], context)).rejects.toMatchObject({ code: 'USAGE' });
+    await expect(run(['export', '--no-signatures', '--key', pubFile()], context)).rejects.toMatchObject({ code: 'USAGE', message: expect.stringMatching(/exclude each other/) });
+    await expect(run(['verify-archive', '--key', pubFile(), '--from-seq', '0'], context)).rejects.toMatchObject({ code: 'USAGE' });
   });
 });

@@ -2,7 +2,7 @@ import {
   CreateBucketCommand,
   GetObjectCommand,
   GetObjectLockConfigurationCommand,
-  ListObjectsV2Command,
+  ListObjectVersionsCommand,
   PutObjectCommand,
   S3Client,
   type BucketLocationConstraint,
@@ -10,7 +10,7 @@ import {
 } from '@aws-sdk/client-s3';
 import type { AuditArchiveSettings } from '../settings.js';
 import { ArchiveError } from './errors.js';
-import type { ArchivedObject, ArchiveObjectStore } from './object-store.js';
+import type { ArchivedKey, ArchivedObject, ArchiveObjectStore } from './object-store.js';
 
 /**
  * The archive on S3. Loaded on demand (open-archive.ts): it is the only
@@ -38,8 +38,11 @@ export class S3ArchiveStore implements ArchiveObjectStore {
   readonly #client: S3Client;
   readonly #timeoutMs: number;
   readonly #region: string | undefined;
+  readonly #pageSize: number | undefined;
 
-  constructor(settings: AuditArchiveSettings, env: NodeJS.ProcessEnv = process.env) {
+  /** `pageSize`: entries per ListObjectVersions page (tests of paging; default S3's 1000). */
+  constructor(settings: AuditArchiveSettings, env: NodeJS.ProcessEnv = process.env, options: { pageSize?: number } = {}) {
+    this.#pageSize = options.pageSize;
     this.bucket = settings.bucket;
     this.#timeoutMs = settings.requestTimeoutMs ?? 10_000;
     this.#region = settings.region ?? env.AWS_REGION;
@@ -76,31 +79,50 @@ export class S3ArchiveStore implements ArchiveObjectStore {
     }
   }
 
-  async list(prefix: string): Promise<string[]> {
-    const keys: string[] = [];
-    let token: string | undefined;
+  async listVersions(prefix: string): Promise<ArchivedKey[]> {
+    const byKey = new Map<string, { key: string; versions: Array<{ versionId: string; lastModified?: Date }>; deleteMarkers: number }>();
+    const entry = (key: string): { key: string; versions: Array<{ versionId: string; lastModified?: Date }>; deleteMarkers: number } => {
+      let e = byKey.get(key);
+      if (!e) byKey.set(key, (e = { key, versions: [], deleteMarkers: 0 }));
+      return e;
+    };
+    let keyMarker: string | undefined;
+    let versionMarker: string | undefined;
     try {
       do {
-        const out = await this.#client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }), this.#deadline());
-        for (const o of out.Contents ?? []) if (o.Key !== undefined) keys.push(o.Key);
-        token = out.IsTruncated ? out.NextContinuationToken : undefined;
-      } while (token);
+        const out = await this.#client.send(
+          new ListObjectVersionsCommand({ Bucket: this.bucket, Prefix: prefix, ...(this.#pageSize ? { MaxKeys: this.#pageSize } : {}), ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}), ...(versionMarker !== undefined ? { VersionIdMarker: versionMarker } : {}) }),
+          this.#deadline(),
+        );
+        // Versions come newest first within a key, across pages too (S3 and moto).
+        for (const v of out.Versions ?? []) {
+          if (v.Key !== undefined) entry(v.Key).versions.push({ versionId: v.VersionId ?? 'null', ...(v.LastModified ? { lastModified: v.LastModified } : {}) });
+        }
+        for (const m of out.DeleteMarkers ?? []) if (m.Key !== undefined) entry(m.Key).deleteMarkers++;
+        keyMarker = out.IsTruncated ? out.NextKeyMarker : undefined;
+        versionMarker = out.IsTruncated ? out.NextVersionIdMarker : undefined;
+      } while (keyMarker !== undefined);
     } catch (err) {
-      throw this.#unavailable(`ListObjectsV2 ${prefix}`, err);
+      throw this.#unavailable(`ListObjectVersions ${prefix}`, err);
     }
-    return keys;
+    return [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
-  async get(key: string): Promise<ArchivedObject> {
+  async get(key: string, versionId?: string): Promise<ArchivedObject> {
     try {
       // ChecksumMode: the SDK checks the stored SHA-256 against the bytes received.
-      const out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ChecksumMode: 'ENABLED' }), this.#deadline());
+      const out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(versionId ? { VersionId: versionId } : {}), ChecksumMode: 'ENABLED' }), this.#deadline());
       const body = Buffer.from(await out.Body!.transformToByteArray());
       // The lock headers of GetObject are the version's retention (AWS returns them to callers allowed
       // s3:GetObjectRetention): one request per segment instead of two.
-      return { body, ...(out.ObjectLockMode ? { lockMode: out.ObjectLockMode } : {}), ...(out.ObjectLockRetainUntilDate ? { retainUntil: out.ObjectLockRetainUntilDate } : {}) };
+      return {
+        body,
+        ...(out.ObjectLockMode ? { lockMode: out.ObjectLockMode } : {}),
+        ...(out.ObjectLockRetainUntilDate ? { retainUntil: out.ObjectLockRetainUntilDate } : {}),
+        ...(out.LastModified ? { lastModified: out.LastModified } : {}),
+      };
     } catch (err) {
-      throw this.#unavailable(`GetObject ${key}`, err);
+      throw this.#unavailable(`GetObject ${key}${versionId ? ` version ${versionId}` : ''}`, err);
     }
   }
 

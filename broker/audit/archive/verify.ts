@@ -2,28 +2,51 @@ import type { KeyObject } from 'node:crypto';
 import { chainGenesis, type AuditChainReader, type ChainHead } from '../chain.js';
 import type { AuditArchiveSettings } from '../settings.js';
 import { verifyAuditLogs } from '../verify-log.js';
-import { bySeq, parseSegmentKey, type SegmentKey } from './keys.js';
+import { bySeq } from './keys.js';
+import { readListing, type ListedSegment } from './listing.js';
 import type { ArchiveObjectStore } from './object-store.js';
 import { openArchiveStore } from './open-archive.js';
+import { lockState } from './retention.js';
 
 /**
  * Checks the S3 archive: each chain's segments, in seq order, as one chain
  * from the chain's genesis (hash links, seqs, seal signatures), with no gap
- * between segments; every segment still under compliance-mode retention;
+ * between segments; every segment under compliance-mode retention (one that
+ * has run out is counted, not a failure); nothing hidden (the listing is
+ * ListObjectVersions, and each segment is read by its version id, so a
+ * delete marker or a newer version neither hides nor replaces a locked one);
  * and, given the live table, that the table still holds exactly the records
- * the archive has (an edit or deletion after export shows up here).
+ * the archive has, up to the archived head (an edit, deletion or roll-back
+ * after export shows up here). The segments are the archived head: a
+ * separate head manifest would be an object like them, no better protected.
  */
 
 /**
  * - gap: a segment is missing (seqs not contiguous between keys)
  * - tampered: a segment's content does not continue the chain (edit, bad seal, content not matching its key)
- * - not-locked: an object without compliance retention, or whose retention has run out
+ * - not-locked: a segment without retention, or in governance mode (a retention that has run out is not a problem)
+ * - short-retention: a compliance-mode segment retained less than the configured days from when S3 stored it
+ * - delete-marker: a delete marker hides a key (the locked version is still read and checked, by version id)
+ * - extra-version: a key holds more than one version (the oldest, export's, is checked)
  * - foreign-object: an object under the prefix that export does not write
  * - table-edited / table-missing: the table's record at an archived seq differs from the archive, or is gone
+ * - table-behind: the table's chain head is before the archived head (rolled back after export)
  * - chain-deleted: a chain in the archive has no chain in the table
  * - empty: nothing archived
  */
-export type ArchiveProblemKind = 'gap' | 'tampered' | 'not-locked' | 'foreign-object' | 'table-edited' | 'table-missing' | 'chain-deleted' | 'empty';
+export type ArchiveProblemKind =
+  | 'gap'
+  | 'tampered'
+  | 'not-locked'
+  | 'short-retention'
+  | 'delete-marker'
+  | 'extra-version'
+  | 'foreign-object'
+  | 'table-edited'
+  | 'table-missing'
+  | 'table-behind'
+  | 'chain-deleted'
+  | 'empty';
 
 export interface ArchiveProblem {
   readonly kind: ArchiveProblemKind;
@@ -36,9 +59,13 @@ export interface ArchiveProblem {
 export interface ArchivedChain {
   readonly chainId: string;
   readonly segments: number;
-  /** Last seq verified from the chain's start (it stops at the first gap or tampering). */
+  /** First seq verified: 1, or with `fromSeq` the first record of the first segment present (earlier ones pruned). */
+  readonly fromSeq: number;
+  /** Last seq verified from `fromSeq` (it stops at the first gap or tampering). */
   readonly verifiedSeq: number;
   readonly headHash: string;
+  /** Segments whose compliance retention has run out (they may now be deleted): reported, not a problem. */
+  readonly retentionExpired: number;
 }
 
 export interface ArchiveVerification {
@@ -47,6 +74,10 @@ export interface ArchiveVerification {
   readonly chains: ArchivedChain[];
   /** Chains in the table with nothing archived yet (not a problem: export has not run since they started). */
   readonly notArchived: string[];
+  /** Segments whose retention has run out, over all chains. */
+  readonly retentionExpired: number;
+  /** The `fromSeq` the caller allowed (records before it may be missing), if any. */
+  readonly fromSeq?: number;
   readonly problems: ArchiveProblem[];
 }
 
@@ -56,6 +87,12 @@ export interface ArchiveVerifyOptions {
   readonly store?: ArchiveObjectStore;
   /** Clock for retention checks. Default Date.now. */
   readonly now?: () => number;
+  /**
+   * Segments whose retention ran out may have been deleted (pruned). With `fromSeq`, a chain whose first
+   * present segment starts after seq 1 but at or before `fromSeq` is verified from that segment (its first
+   * record's prevHash taken as given); without it, missing leading records are a gap.
+   */
+  readonly fromSeq?: number;
 }
 
 /** The table's lines of one chain, consumed in step with the archive. */
@@ -92,48 +129,73 @@ function seqOf(line: string): number | undefined {
   }
 }
 
+function prevHashOf(line: string): string | undefined {
+  try {
+    const prevHash = (JSON.parse(line) as { prevHash?: unknown }).prevHash;
+    return typeof prevHash === 'string' ? prevHash : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+interface ChainContext {
+  readonly store: ArchiveObjectStore;
+  readonly chainId: string;
+  readonly publicKey: KeyObject;
+  readonly now: number;
+  readonly retentionDays: number;
+  readonly fromSeq: number | undefined;
+  /** The live table's chain and its head seq, when the table is compared. */
+  readonly table: { readonly cursor: TableCursor; readonly headSeq: number } | undefined;
+  readonly problems: ArchiveProblem[];
+}
+
 function linesOf(body: Buffer): string[] {
   const lines = body.toString('utf8').split('\n');
   if (lines[lines.length - 1] === '') lines.pop();
   return lines;
 }
 
-async function verifyChain(
-  store: ArchiveObjectStore,
-  chainId: string,
-  segments: SegmentKey[],
-  publicKey: KeyObject,
-  now: number,
-  table: TableCursor | undefined,
-  problems: ArchiveProblem[],
-): Promise<ArchivedChain> {
+async function verifyChain(context: ChainContext, segments: ListedSegment[]): Promise<ArchivedChain> {
+  const { store, chainId, publicKey, now, table, problems } = context;
   let head: ChainHead = { seq: 0, prevHash: chainGenesis(chainId) };
+  let fromSeq = 1;
   let broken = false;
   let tableProblem = false;
+  let retentionExpired = 0;
   /** Segments already verified, to compare an overlapping one with (re-read: overlaps are rare, memory stays one segment). */
-  const verified: SegmentKey[] = [];
-  let cached: { segment: SegmentKey; lines: string[] } | undefined;
+  const verified: ListedSegment[] = [];
+  let cached: { segment: ListedSegment; lines: string[] } | undefined;
   const verifiedLine = async (seq: number): Promise<string | undefined> => {
     const holder = verified.find((v) => v.firstSeq <= seq && seq <= v.lastSeq);
     if (!holder) return undefined;
-    if (cached?.segment !== holder) cached = { segment: holder, lines: linesOf((await store.get(holder.key)).body) };
+    if (cached?.segment !== holder) cached = { segment: holder, lines: linesOf((await store.get(holder.key, holder.versionId)).body) };
     return cached.lines[seq - holder.firstSeq];
   };
   for (const segment of segments.sort(bySeq)) {
-    const object = await store.get(segment.key);
-    if (object.lockMode !== 'COMPLIANCE' || !object.retainUntil || object.retainUntil.getTime() <= now) {
-      const state = object.lockMode ? `${object.lockMode} until ${object.retainUntil?.toISOString() ?? '?'}` : 'no retention';
-      problems.push({ kind: 'not-locked', chainId, key: segment.key, message: `${segment.key} is not under compliance-mode retention (${state}): it can be deleted or replaced` });
+    // By version id: the version export wrote, even under a delete marker or a newer version.
+    const object = await store.get(segment.key, segment.versionId);
+    const lock = lockState(object, segment.lastModified, context.retentionDays, now);
+    if (lock.state === 'expired') retentionExpired++;
+    else if (lock.state !== 'locked') {
+      problems.push({ kind: lock.state, chainId, key: segment.key, message: `${segment.key} is not protected as export protects it (${lock.why}): it can be deleted or replaced` });
     }
     if (broken) continue; // retention is still checked on every object
     const lines = linesOf(object.body);
-    if (segment.firstSeq > head.seq + 1) {
-      problems.push({ kind: 'gap', chainId, key: segment.key, seq: head.seq + 1, message: `records ${head.seq + 1}..${segment.firstSeq - 1} of chain ${chainId} are missing from the archive (no segment holds them, before ${segment.key})` });
+    if (lines.length !== segment.lastSeq - segment.firstSeq + 1 || seqOf(lines[0] ?? '') !== segment.firstSeq || seqOf(lines[lines.length - 1] ?? '') !== segment.lastSeq) {
+      problems.push({ kind: 'tampered', chainId, key: segment.key, message: `${segment.key} does not hold records ${segment.firstSeq}..${segment.lastSeq} as its name says` });
       broken = true;
       continue;
     }
-    if (lines.length !== segment.lastSeq - segment.firstSeq + 1 || seqOf(lines[0] ?? '') !== segment.firstSeq || seqOf(lines[lines.length - 1] ?? '') !== segment.lastSeq) {
-      problems.push({ kind: 'tampered', chainId, key: segment.key, message: `${segment.key} does not hold records ${segment.firstSeq}..${segment.lastSeq} as its name says` });
+    const anchor = head.seq === 0 && context.fromSeq !== undefined && segment.firstSeq <= context.fromSeq ? prevHashOf(lines[0]!) : undefined;
+    if (anchor !== undefined && segment.firstSeq > 1) {
+      // Pruned leading segments, allowed by the caller: verify from here, this record's prevHash taken as given.
+      head = { seq: segment.firstSeq - 1, prevHash: anchor };
+      fromSeq = segment.firstSeq;
+    }
+    if (segment.firstSeq > head.seq + 1) {
+      const allowed = context.fromSeq !== undefined && head.seq === 0 ? ` (fromSeq ${context.fromSeq} allows only records before ${context.fromSeq} to be missing)` : '';
+      problems.push({ kind: 'gap', chainId, key: segment.key, seq: head.seq + 1, message: `records ${head.seq + 1}..${segment.firstSeq - 1} of chain ${chainId} are missing from the archive (no segment holds them, before ${segment.key})${allowed}` });
       broken = true;
       continue;
     }
@@ -157,9 +219,11 @@ async function verifyChain(
       }
       for (let i = 0; table && !tableProblem && i < fresh.length; i++) {
         const seq = head.seq + 1 + i;
-        const live = await table.at(seq);
+        const live = await table.cursor.at(seq);
         if (live !== fresh[i]) {
           tableProblem = true;
+          // Past the table's head: the chain was rolled back (reported once, as table-behind, below).
+          if (live === undefined && seq > table.headSeq) continue;
           problems.push(
             live === undefined
               ? { kind: 'table-missing', chainId, seq, message: `chain ${chainId}: the table no longer has record ${seq}, which the archive holds (${segment.key}): deleted after export` }
@@ -171,7 +235,10 @@ async function verifyChain(
     }
     verified.push(segment);
   }
-  return { chainId, segments: segments.length, verifiedSeq: head.seq, headHash: head.prevHash };
+  if (table && head.seq > table.headSeq) {
+    problems.push({ kind: 'table-behind', chainId, seq: head.seq, message: `chain ${chainId}: the table's head is at seq ${table.headSeq}, the archive holds records up to ${head.seq}: rolled back after export` });
+  }
+  return { chainId, segments: segments.length, fromSeq, verifiedSeq: head.seq, headHash: head.prevHash, retentionExpired };
 }
 
 /** Verifies the archive (and the table against it, given a reader). Seal signatures are checked under `publicKey`. */
@@ -180,33 +247,29 @@ export async function verifyAuditArchive(settings: AuditArchiveSettings, publicK
   const store = options.store ?? (await openArchiveStore(settings));
   const now = (options.now ?? Date.now)();
   try {
-    const problems: ArchiveProblem[] = [];
-    const byChain = new Map<string, SegmentKey[]>();
-    for (const key of await store.list(prefix)) {
-      const segment = parseSegmentKey(prefix, key);
-      if (!segment) {
-        problems.push({ kind: 'foreign-object', key, message: `${key} is not an archive segment (<chainId>/<firstSeq>-<lastSeq>.jsonl)` });
-        continue;
-      }
-      byChain.set(segment.chainId, [...(byChain.get(segment.chainId) ?? []), segment]);
-    }
-    const tableChains = options.reader ? new Set((await options.reader.listChains()).map((c) => c.id)) : undefined;
+    const listing = readListing(prefix, await store.listVersions(prefix));
+    const problems: ArchiveProblem[] = [...listing.problems];
+    const byChain = new Map<string, ListedSegment[]>();
+    for (const segment of listing.segments) byChain.set(segment.chainId, [...(byChain.get(segment.chainId) ?? []), segment]);
+    const tableChains = options.reader ? new Map((await options.reader.listChains()).map((c) => [c.id, c.head.seq])) : undefined;
     const chains: ArchivedChain[] = [];
     for (const [chainId, segments] of [...byChain].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      let table: TableCursor | undefined;
+      let table: ChainContext['table'];
       if (tableChains && options.reader) {
-        if (tableChains.has(chainId)) table = new TableCursor(options.reader.readLines(chainId, 0));
+        const headSeq = tableChains.get(chainId);
+        if (headSeq !== undefined) table = { cursor: new TableCursor(options.reader.readLines(chainId, 0)), headSeq };
         else problems.push({ kind: 'chain-deleted', chainId, message: `chain ${chainId} is in the archive but not in the table: deleted` });
       }
       try {
-        chains.push(await verifyChain(store, chainId, segments, publicKey, now, table, problems));
+        chains.push(await verifyChain({ store, chainId, publicKey, now, retentionDays: settings.retentionDays, fromSeq: options.fromSeq, table, problems }, segments));
       } finally {
-        table?.close();
+        table?.cursor.close();
       }
     }
-    if (!byChain.size) problems.push({ kind: 'empty', message: `nothing is archived under s3://${store.bucket}/${prefix}` });
-    const notArchived = tableChains ? [...tableChains].filter((id) => !byChain.has(id)).sort() : [];
-    return { ok: problems.length === 0, bucket: store.bucket, chains, notArchived, problems };
+    if (!byChain.size && !listing.problems.length) problems.push({ kind: 'empty', message: `nothing is archived under s3://${store.bucket}/${prefix}` });
+    const notArchived = tableChains ? [...tableChains.keys()].filter((id) => !byChain.has(id)).sort() : [];
+    const retentionExpired = chains.reduce((n, c) => n + c.retentionExpired, 0);
+    return { ok: problems.length === 0, bucket: store.bucket, chains, notArchived, retentionExpired, ...(options.fromSeq !== undefined ? { fromSeq: options.fromSeq } : {}), problems };
   } finally {
     if (!options.store) store.close();
   }
