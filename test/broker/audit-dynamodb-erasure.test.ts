@@ -415,6 +415,60 @@ describe('readiness reflects the audit table', () => {
   });
 });
 
+describe('recovery with the write probe keeps the in-doubt logic (held before the probe; must still hold)', () => {
+  it('a split queue with the 2nd transaction failing: every acknowledged record is in the table, in order; the rest rejected', async () => {
+    const table = await newTable();
+    const client = new DynamoDBClient({ ...awsOf(moto), maxAttempts: 1 });
+    let n = 0;
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        if (context.commandName === 'TransactWriteItemsCommand' && ++n === 2) throw Object.assign(new Error('boom'), { name: 'InternalServerError' });
+        return next(args);
+      },
+      { step: 'initialize', name: 'failSecond' },
+    );
+    const sink = await DynamoDbAuditSink.open(settings(table, { maxBatchItems: 4 }), signer, { client, retryMs: 50 });
+    const results = await Promise.allSettled(Array.from({ length: 7 }, (_, i) => sink.append(record(`n${i}`))));
+    expect(results.flatMap((r, i) => (r.status === 'fulfilled' ? [`n${i}`] : []))).toEqual(['n0', 'n1']);
+    await until(() => sink.healthy, 'recovery');
+    await sink.append(record('after'));
+    await sink.close();
+    client.destroy();
+    expect((await verifyTable(table)).ok).toBe(true);
+  });
+
+  it('a transaction given up locally that lands after the recovery: the chain continues from where it put the head, and verifies', async () => {
+    const table = await newTable();
+    const client = new DynamoDBClient({ ...awsOf(moto), maxAttempts: 1 });
+    let n = 0;
+    let releaseLate!: () => void;
+    const gate = new Promise<void>((r) => (releaseLate = r));
+    let late: Promise<unknown> | undefined;
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        if (context.commandName === 'TransactWriteItemsCommand' && ++n === 2) {
+          late = gate.then(() => next(args)); // sent later: it still applies
+          throw Object.assign(new Error('deadline'), { name: 'TimeoutError' });
+        }
+        return next(args);
+      },
+      { step: 'initialize', name: 'late' },
+    );
+    const sink = await DynamoDbAuditSink.open(settings(table), signer, { client, retryMs: 50 });
+    await sink.append(record('a'));
+    await expect(sink.append(record('lost-answer'))).rejects.toMatchObject({ code: 'AUDIT_UNAVAILABLE' });
+    await until(() => sink.healthy, 'recovery (head unchanged, the probe written)');
+    releaseLate();
+    await late;
+    await expect(sink.append(record('b'))).rejects.toMatchObject({ code: 'AUDIT_UNAVAILABLE' });
+    await until(() => sink.healthy, 'recovery (head where the late batch put it)');
+    await sink.append(record('c'));
+    await sink.close();
+    client.destroy();
+    expect((await verifyTable(table)).ok).toBe(true);
+  });
+});
+
 describe('a refusal summary that cannot be written leaves a trace', () => {
   const refusal = (client: string): DecisionRecord => ({ ...record('r'), decision: 'deny', code: 'ATTESTATION_INVALID', client });
 
