@@ -212,7 +212,7 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
     }
   };
 
-  // The shared tables (a DynamoDB store, nonces, quarantine): one cheap read each. /readyz is unauthenticated,
+  // The shared tables (a DynamoDB store, nonces, quarantine, the audit chain's head): one cheap read each. /readyz is unauthenticated,
   // so one check at a time and its answer (failure too) reused for a while, like the provider check below:
   // probes cannot turn into table calls. Reasons name the component and table, never a secret.
   const sharedStore = typeof config.store !== 'string';
@@ -224,6 +224,7 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
       sharedStore ? store.refresh().then(() => undefined, named(`the store (${storeLabel(config.store)})`)) : undefined,
       nonces.check().catch(named('the shared nonce registry')),
       quarantine.check().catch(named('the shared quarantine')),
+      audit.check?.().catch(named(`the audit table (${config.audit.kind === 'dynamodb' ? config.audit.table : 'file'})`)),
     ]);
   };
 

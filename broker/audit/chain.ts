@@ -1,4 +1,5 @@
 import { createHash, sign, type KeyObject } from 'node:crypto';
+import { CodedError } from '../../lib/coded-error.js';
 
 /**
  * The audit record chain, independent of where it is stored (a file, a
@@ -74,6 +75,8 @@ export interface ChainSummary {
   readonly id: string;
   /** The chain's durable head as its item records it. */
   readonly head: ChainHead;
+  /** When the process now writing the chain started it (or took it over), as its head records it. */
+  readonly started?: string;
 }
 
 /** Reads the chains of a shared audit store (the DynamoDB table): what verifiers and the S3 export consume. */
@@ -82,5 +85,17 @@ export interface AuditChainReader {
   listChains(): Promise<ChainSummary[]>;
   /** The chain's lines in seq order, starting after `afterSeq` (default 0: from the first). */
   readLines(chainId: string, afterSeq?: number): AsyncIterable<string>;
+  /**
+   * The id of every chain that holds records, whether or not its head item
+   * exists (a key-only scan): records without a head are a chain whose head
+   * was deleted. A reader that cannot tell leaves it out; verifiers then skip
+   * that check.
+   */
+  listRecordChains?(): Promise<string[]>;
   close(): void;
+}
+
+/** The audit store could not be read, or holds an item (or an answer) this code did not write. */
+export class AuditChainReadError extends CodedError<'AUDIT_CHAINS_UNREADABLE' | 'AUDIT_CHAIN_MALFORMED'> {
+  override readonly name = 'AuditChainReadError';
 }

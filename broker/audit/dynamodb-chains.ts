@@ -4,11 +4,11 @@ import {
   DynamoDBClient,
   QueryCommand,
   ResourceInUseException,
+  ScanCommand,
   UpdateContinuousBackupsCommand,
   type AttributeValue,
 } from '@aws-sdk/client-dynamodb';
-import { CodedError } from '../../lib/coded-error.js';
-import { CHAIN_ID, type AuditChainReader, type ChainSummary } from './chain.js';
+import { AuditChainReadError, CHAIN_ID, type AuditChainReader, type ChainSummary } from './chain.js';
 import { AUDIT_PK, AUDIT_SK, CHAINS_PK, chainPartition, HEAD_ATTRIBUTES, LINE_ATTRIBUTE, seqSortKey } from './dynamodb-layout.js';
 import type { AuditSettings } from './settings.js';
 
@@ -24,10 +24,12 @@ export function auditClient(settings: DynamoDbAuditSettings): DynamoDBClient {
   });
 }
 
-/** The audit table could not be read, or holds an item this code did not write. */
-export class AuditChainReadError extends CodedError<'AUDIT_CHAINS_UNREADABLE' | 'AUDIT_CHAIN_MALFORMED'> {
-  override readonly name = 'AuditChainReadError';
-}
+export { AuditChainReadError };
+
+/** Empty pages in a row a paginated read accepts (DynamoDB returns them only in corner cases): more is a broken endpoint. */
+const MAX_EMPTY_PAGES = 16;
+/** Distinct chains a scan of the record partitions may find (a broker start without a replicaId makes one). */
+export const MAX_CHAINS = 100_000;
 
 const errorName = (err: unknown): string => (err as { name?: string }).name || 'Error';
 
@@ -62,8 +64,8 @@ export class DynamoDbChainReader implements AuditChainReader {
   async listChains(): Promise<ChainSummary[]> {
     const chains: ChainSummary[] = [];
     for await (const item of this.#query(CHAINS_PK)) {
-      const { id, head } = parseHeadItem(this.#settings.table, item);
-      chains.push({ id, head });
+      const { id, head, started } = parseHeadItem(this.#settings.table, item);
+      chains.push({ id, head, ...(started ? { started } : {}) });
     }
     return chains;
   }
@@ -76,8 +78,49 @@ export class DynamoDbChainReader implements AuditChainReader {
     }
   }
 
+  /**
+   * The id of every chain holding records, head or not: a consistent,
+   * key-only Scan (ProjectionExpression pk), keeping only the distinct ids
+   * (memory bounded by the number of chains, not of records).
+   */
+  async listRecordChains(): Promise<string[]> {
+    const prefix = chainPartition('');
+    const ids = new Set<string>();
+    const pages = new Pager(this.#settings.table, 'Scan');
+    let start: Record<string, AttributeValue> | undefined;
+    do {
+      let out;
+      try {
+        out = await this.#ddb.send(
+          new ScanCommand({
+            TableName: this.#settings.table,
+            ProjectionExpression: '#pk',
+            ExpressionAttributeNames: { '#pk': AUDIT_PK },
+            ConsistentRead: true,
+            ...(start ? { ExclusiveStartKey: start } : {}),
+          }),
+          { abortSignal: AbortSignal.timeout(this.#settings.requestTimeoutMs ?? 10_000) },
+        );
+      } catch (err) {
+        throw new AuditChainReadError('AUDIT_CHAINS_UNREADABLE', `audit table ${this.#settings.table}: Scan of the record partitions failed (${errorName(err)})`, { cause: err });
+      }
+      for (const item of out.Items ?? []) {
+        const pk = item[AUDIT_PK]?.S;
+        if (pk === undefined || !pk.startsWith(prefix)) continue; // the heads' partition
+        const id = pk.slice(prefix.length);
+        if (!CHAIN_ID.test(id)) throw new AuditChainReadError('AUDIT_CHAIN_MALFORMED', `audit table ${this.#settings.table}: an item in partition ${JSON.stringify(pk.slice(0, 80))} that no broker wrote`);
+        ids.add(id);
+        if (ids.size > MAX_CHAINS) throw new AuditChainReadError('AUDIT_CHAIN_MALFORMED', `audit table ${this.#settings.table}: more than ${MAX_CHAINS} chains hold records`);
+      }
+      start = out.LastEvaluatedKey;
+      pages.next(out.Items?.length ?? 0, start);
+    } while (start);
+    return [...ids];
+  }
+
   /** Items of partition `pk` in sort-key order (after `afterSk`, when given). */
   async *#query(pk: string, afterSk?: string): AsyncIterable<Record<string, AttributeValue>> {
+    const pages = new Pager(this.#settings.table, `Query of ${pk}`, pk);
     let start: Record<string, AttributeValue> | undefined;
     do {
       let out;
@@ -98,11 +141,50 @@ export class DynamoDbChainReader implements AuditChainReader {
       }
       yield* out.Items ?? [];
       start = out.LastEvaluatedKey;
+      pages.next(out.Items?.length ?? 0, start);
     } while (start);
   }
 
   close(): void {
     this.#ddb.destroy();
+  }
+}
+
+/**
+ * Guards a paginated read against an endpoint (broken or hostile) that never
+ * ends it: every LastEvaluatedKey must differ from the one before (for a
+ * Query: stay in the partition and move forward in sort-key order), and only
+ * a few empty pages may follow one another. With the verifier stopping once
+ * the records pass the head, that bounds what one chain's read can cost.
+ */
+class Pager {
+  #previous: string | undefined;
+  #previousSk: string | undefined;
+  #empty = 0;
+
+  constructor(
+    private readonly table: string,
+    private readonly what: string,
+    /** A Query's partition: its keys must stay in it. */
+    private readonly partition?: string,
+  ) {}
+
+  next(items: number, key: Record<string, AttributeValue> | undefined): void {
+    if (!key) return;
+    const fail = (why: string): never => {
+      throw new AuditChainReadError('AUDIT_CHAINS_UNREADABLE', `audit table ${this.table}: ${this.what}: pagination ${why}; the endpoint is broken or not DynamoDB`);
+    };
+    const text = JSON.stringify(key);
+    if (text === this.#previous) fail('returned the same LastEvaluatedKey twice');
+    this.#previous = text;
+    if (this.partition !== undefined) {
+      const sk = key[AUDIT_SK]?.S;
+      if (key[AUDIT_PK]?.S !== this.partition || sk === undefined) fail('returned a LastEvaluatedKey outside the partition');
+      if (this.#previousSk !== undefined && sk! <= this.#previousSk) fail('went backwards');
+      this.#previousSk = sk;
+    }
+    this.#empty = items === 0 ? this.#empty + 1 : 0;
+    if (this.#empty > MAX_EMPTY_PAGES) fail(`returned ${this.#empty} empty pages in a row`);
   }
 }
 

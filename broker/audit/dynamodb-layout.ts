@@ -5,7 +5,8 @@
  * Key schema: `pk` (S, HASH) + `sk` (S, RANGE).
  * - Chain head and registry: pk = `chains`, sk = `<chainId>`; `seq` (N, the
  *   last durable line's seq), `prevHash` (S, that line's hash), `kid` (S),
- *   `owner` (S, the writing process's random token), `started` (S, ISO time).
+ *   `owner` (S, the writing process's random token), `started` (S, ISO time),
+ *   `checked` (S, ISO time: the last write probe of a sink recovering from a failure).
  * - Records: pk = `chain#<chainId>`, sk = seq zero-padded to 12 digits;
  *   `line` (S, the exact JSON line chainBatch made, as in the file log).
  * A chain's first prevHash is chainGenesis(chainId).
@@ -18,7 +19,7 @@ export const AUDIT_SK = 'sk';
 export const CHAINS_PK = 'chains';
 
 /** Attributes of a chain head item. */
-export const HEAD_ATTRIBUTES = { seq: 'seq', prevHash: 'prevHash', kid: 'kid', owner: 'owner', started: 'started' } as const;
+export const HEAD_ATTRIBUTES = { seq: 'seq', prevHash: 'prevHash', kid: 'kid', owner: 'owner', started: 'started', checked: 'checked' } as const;
 
 /** Attribute of a record item holding its line. */
 export const LINE_ATTRIBUTE = 'line';

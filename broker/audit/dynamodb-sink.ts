@@ -72,6 +72,11 @@ export function newChainId(now: number = Date.now()): string {
  * - anything else (the head moved where no batch of ours put it): stops for good.
  * A conditional failure is classified at once; other failures (throttling past
  * the SDK's retries, the deadline, network, AccessDenied) after retryMs.
+ * Before turning healthy again, the recovery proves that writes work: a
+ * transaction with one conditional no-op on the head (`seq` and `prevHash`
+ * where this process has it, owner still this process; it sets `checked`).
+ * A read alone would flip to healthy while writes are still refused (an IAM
+ * policy denying writes only), and readiness with it.
  */
 export class DynamoDbAuditSink implements AuditSink {
   readonly #settings: DynamoDbAuditSettings;
@@ -85,6 +90,7 @@ export class DynamoDbAuditSink implements AuditSink {
   readonly #chainId: string;
   readonly #owner: string;
   readonly #bodiesPerBatch: number;
+  readonly #clock: () => number;
   #head: ChainHead;
   /** Heads that failed batches (based on the current head) would have made: one of them may have applied. */
   #inDoubt: ChainHead[] = [];
@@ -107,6 +113,7 @@ export class DynamoDbAuditSink implements AuditSink {
     this.#chainId = state.chainId;
     this.#owner = state.owner;
     this.#head = state.head;
+    this.#clock = options.clock ?? Date.now;
     // Items per transaction: the records of the batch, its seal, and the head update.
     this.#bodiesPerBatch = Math.min(settings.maxBatchItems ?? MAX_TRANSACTION_ITEMS, MAX_TRANSACTION_ITEMS) - 2;
     if (this.#bodiesPerBatch < 1) throw new RangeError('audit maxBatchItems must be at least 3 (a record, the seal, the chain head)');
@@ -216,6 +223,34 @@ export class DynamoDbAuditSink implements AuditSink {
     return this.#failed === undefined && !this.#closed;
   }
 
+  /**
+   * Readiness: a consistent read of this chain's head, the chain still this
+   * process's. Throws AUDIT_UNAVAILABLE when the table cannot be read, when
+   * the sink is failed or closed; a chain taken over (or its head gone) is
+   * abandoned here as in recovery. Cheap: one GetItem (the broker caches it).
+   */
+  async check(): Promise<void> {
+    if (this.#closed || this.#failed !== undefined) throw new AuditUnavailableError(`audit chain ${this.#chainId} is ${this.#closed ? 'closed' : 'unavailable after a failed write'}`, { storeError: this.#closed ? 'Closed' : errorName(this.#failed) });
+    let owner: string;
+    try {
+      const hk = headKey(this.#chainId);
+      const got = await this.#ddb.send(new GetItemCommand({ TableName: this.#settings.table, Key: { pk: { S: hk.pk }, sk: { S: hk.sk } }, ConsistentRead: true }), this.#deadline());
+      if (!got.Item) {
+        this.abandon('the chain head item is gone');
+        throw new AuditUnavailableError(`audit chain ${this.#chainId}: its head item is gone`, { storeError: 'Abandoned' });
+      }
+      owner = parseHeadItem(this.#settings.table, got.Item).owner;
+    } catch (err) {
+      if (err instanceof AuditUnavailableError) throw err;
+      if ((err as { code?: string }).code === 'AUDIT_CHAIN_MALFORMED') this.abandon('the chain head item is malformed');
+      throw new AuditUnavailableError(`audit table ${this.#settings.table}: reading the head of chain ${this.#chainId} failed (${errorName(err)})`, { cause: err, storeError: errorName(err) });
+    }
+    if (owner !== this.#owner) {
+      this.abandon(`chain ${this.#chainId} was taken over by another process`);
+      throw new AuditUnavailableError(`audit chain ${this.#chainId} was taken over by another process`, { storeError: 'Abandoned' });
+    }
+  }
+
   append(record: DecisionRecord): Promise<void> {
     return this.#enqueue({ type: 'decision', ...record });
   }
@@ -281,6 +316,30 @@ export class DynamoDbAuditSink implements AuditSink {
     });
     // The token makes an SDK retry of a transaction that did apply succeed instead of failing its condition.
     await this.#ddb.send(new TransactWriteItemsCommand({ TransactItems: items, ClientRequestToken: randomUUID() }), this.#deadline());
+  }
+
+  /** One transaction that changes nothing of the chain: proves writes work and the head is where this process has it. */
+  async #probeWrite(): Promise<void> {
+    const hk = headKey(this.#chainId);
+    const now = new Date(this.#clock()).toISOString();
+    await this.#ddb.send(
+      new TransactWriteItemsCommand({
+        TransactItems: [
+          {
+            Update: {
+              TableName: this.#settings.table,
+              Key: { pk: { S: hk.pk }, sk: { S: hk.sk } },
+              UpdateExpression: 'SET #checked = :now',
+              ConditionExpression: '#seq = :seq AND #prevHash = :prevHash AND #owner = :me',
+              ExpressionAttributeNames: { '#checked': HEAD_ATTRIBUTES.checked, '#seq': HEAD_ATTRIBUTES.seq, '#prevHash': HEAD_ATTRIBUTES.prevHash, '#owner': HEAD_ATTRIBUTES.owner },
+              ExpressionAttributeValues: { ':now': { S: now }, ':seq': { N: String(this.#head.seq) }, ':prevHash': { S: this.#head.prevHash }, ':me': { S: this.#owner } },
+            },
+          },
+        ],
+        ClientRequestToken: randomUUID(),
+      }),
+      this.#deadline(),
+    );
   }
 
   #deadline(): { abortSignal: AbortSignal } {
@@ -358,6 +417,17 @@ export class DynamoDbAuditSink implements AuditSink {
       this.#head = applied;
       this.#inDoubt = [];
     }
+    // Healthy only once a write succeeds: a conditional no-op on the head, in a transaction like every batch.
+    try {
+      await this.#probeWrite();
+    } catch (err) {
+      if (this.#closed) return;
+      this.#failed = err;
+      // The head moved since the read (a batch in doubt landed): classify again at once; otherwise retry later.
+      this.#scheduleRecovery(conditionFailed(err) ? 0 : this.#retryMs);
+      return;
+    }
+    if (this.#closed) return;
     this.#failed = undefined;
     this.#log('info', 'audit chain recovered: writes succeed again', { table: this.#settings.table, chain: this.#chainId, seq: this.#head.seq });
   }
@@ -371,7 +441,7 @@ export class DynamoDbAuditSink implements AuditSink {
     if (this.#closed) return;
     this.#closed = true;
     this.#failed ??= new AuditUnavailableError(reason, { storeError: 'Abandoned' });
-    this.#refusals.stop();
+    this.#stopRefusals();
     clearTimeout(this.#retryTimer);
     this.#retryTimer = undefined;
     this.#log('error', 'audit chain abandoned: this broker writes no more records and refuses releases', { table: this.#settings.table, chain: this.#chainId, reason });
@@ -380,11 +450,17 @@ export class DynamoDbAuditSink implements AuditSink {
     this.#queue = [];
   }
 
+  /** Stops the refusal summaries; counts that never made it into a record are logged (error), not silently lost. */
+  #stopRefusals(): void {
+    const lost = this.#refusals.stop();
+    if (lost) this.#log('error', 'audit chain: counted refusals were never written (their summary record is lost)', { table: this.#settings.table, chain: this.#chainId, lostRefusals: lost.refusals, since: lost.since });
+  }
+
   /** Writes the pending refusal summary, waits for queued writes, releases the client. */
   async close(): Promise<void> {
     if (!this.#closed) {
       await this.#refusals.flush().catch(() => {});
-      this.#refusals.stop();
+      this.#stopRefusals();
       this.#closed = true;
     }
     clearTimeout(this.#retryTimer);

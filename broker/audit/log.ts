@@ -273,7 +273,7 @@ export class AuditLog implements AuditSink {
     if (this.#closed) return;
     this.#closed = true;
     this.#failed ??= new AuditUnavailableError(reason);
-    this.#refusals.stop();
+    this.#stopRefusals();
     clearTimeout(this.#retryTimer);
     this.#retryTimer = undefined;
     const err = new AuditUnavailableError(`audit log abandoned: ${reason}`);
@@ -287,11 +287,17 @@ export class AuditLog implements AuditSink {
     })();
   }
 
+  /** Stops the refusal summaries; counts that never made it into a record are logged (error), not silently lost. */
+  #stopRefusals(): void {
+    const lost = this.#refusals.stop();
+    if (lost) this.#log('error', 'audit log: counted refusals were never written (their summary record is lost)', { file: this.#path, lostRefusals: lost.refusals, since: lost.since });
+  }
+
   /** Writes the pending refusal summary, waits for queued writes, closes the file. */
   async close(): Promise<void> {
     if (this.#closed) return;
     await this.#refusals.flush().catch(() => {});
-    this.#refusals.stop();
+    this.#stopRefusals();
     this.#closed = true;
     clearTimeout(this.#retryTimer);
     this.#retryTimer = undefined;

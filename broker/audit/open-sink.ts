@@ -10,6 +10,8 @@ export interface OpenedAuditSink {
   readonly sink: AuditSink & {
     /** Stops for good without writing again (the file lock or the chain was taken over). */
     abandon(reason: string): void;
+    /** Readiness of a shared audit store (DynamoDB: one consistent read of this replica's chain head). The file log has none: `healthy` covers it. */
+    check?(): Promise<void>;
   };
   /** Where the records go, for the start log line. */
   readonly where: Readonly<Record<string, unknown>>;

@@ -102,8 +102,20 @@ export class RefusalSampler {
     }
   }
 
-  stop(): void {
+  /**
+   * Stops the periodic summary. Refusals counted but not yet written are
+   * dropped and returned (undefined: none), so the caller can log them: a
+   * summary lost on close or abandon must leave a trace somewhere.
+   */
+  stop(): { readonly refusals: number; readonly since: string } | undefined {
     clearInterval(this.#timer);
     this.#timer = undefined;
+    if (this.#since === undefined) return undefined;
+    const refusals = [...this.#counts.values()].reduce((n, c) => n + c.count, this.#other);
+    const since = new Date(this.#since).toISOString();
+    this.#counts = new Map();
+    this.#other = 0;
+    this.#since = undefined;
+    return { refusals, since };
   }
 }

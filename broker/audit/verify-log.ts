@@ -61,96 +61,171 @@ export function verifyAuditLog(text: string, publicKey?: KeyObject, options: Aud
  * signatures were checked (or `allowUnsigned` was given).
  */
 export function verifyAuditLogs(files: readonly AuditFileText[], publicKey?: KeyObject, options: AuditVerifyOptions = {}): AuditVerification {
-  let prevHash = options.from?.prevHash ?? options.genesis ?? GENESIS_HASH;
-  let seq = options.from?.seq ?? 0;
-  let lines = 0;
-  let decisions = 0;
-  let summaries = 0;
-  let seals = 0;
-  let lastSealedSeq = 0;
-  let sinceSeal = 0;
-  let tornTail: AuditVerification['tornTail'];
-  const result = (problem?: AuditVerification['problem']): AuditVerification => ({
-    ok: problem === undefined,
-    lines,
-    decisions,
-    summaries,
-    seals,
-    signaturesChecked: publicKey !== undefined,
-    lastSealedSeq,
-    headHash: prevHash,
-    unsealed: sinceSeal,
-    files: files.length,
-    ...(tornTail ? { tornTail } : {}),
-    ...(problem ? { problem } : {}),
-  });
-  for (let f = 0; f < files.length; f++) {
-    const { name, text } = files[f]!;
-    const at = name !== undefined ? { file: name } : {};
+  const verifier = new AuditChainVerifier(publicKey, options);
+  for (const { name, text } of files) {
+    verifier.beginFile(name);
     const fileLines = text.split('\n');
     const tail = fileLines.pop()!; // '' when the file ends with a newline
-    if (tail !== '') {
-      if (f < files.length - 1) {
-        return result({ kind: 'tampered', ...at, line: fileLines.length + 1, message: 'file does not end with a complete line, but later files follow: records cut out' });
-      }
-      tornTail = { ...at, line: fileLines.length + 1, bytes: Buffer.byteLength(tail) };
+    for (const line of fileLines) if (!verifier.push(line)) return verifier.finish();
+    if (tail !== '') verifier.tornLine(Buffer.byteLength(tail));
+  }
+  return verifier.finish();
+}
+
+/**
+ * The chain checks of {@link verifyAuditLogs}, one line at a time: a chain
+ * far larger than memory (or than V8's longest string) is verified from a
+ * stream of lines with constant memory. Feed complete lines with push (it
+ * returns false once a problem is found: later lines are not looked at),
+ * then call finish for the outcome.
+ */
+export class AuditChainVerifier {
+  readonly #publicKey: KeyObject | undefined;
+  readonly #allowUnsigned: boolean;
+  #prevHash: string;
+  #seq: number;
+  #lines = 0;
+  #decisions = 0;
+  #summaries = 0;
+  #seals = 0;
+  #lastSealedSeq = 0;
+  #sinceSeal = 0;
+  #files = 0;
+  #file: string | undefined;
+  /** Line number within the current file. */
+  #lineNo = 0;
+  #tornTail: AuditVerification['tornTail'];
+  #problem: AuditVerification['problem'];
+
+  constructor(publicKey?: KeyObject, options: AuditVerifyOptions = {}) {
+    this.#publicKey = publicKey;
+    this.#allowUnsigned = options.allowUnsigned === true;
+    this.#prevHash = options.from?.prevHash ?? options.genesis ?? GENESIS_HASH;
+    this.#seq = options.from?.seq ?? 0;
+  }
+
+  /** The first problem found so far. */
+  get problem(): AuditVerification['problem'] {
+    return this.#problem;
+  }
+
+  /** Complete lines checked so far. */
+  get lines(): number {
+    return this.#lines;
+  }
+
+  /** Lines that follow start a new file (named in messages). A torn line before it means records were cut out. */
+  beginFile(name?: string): void {
+    if (this.#problem) return;
+    if (this.#tornTail) {
+      this.#fail({ kind: 'tampered', ...this.#at(this.#tornTail.file), line: this.#tornTail.line, message: 'file does not end with a complete line, but later files follow: records cut out' });
+      return;
     }
-    for (let i = 0; i < fileLines.length; i++) {
-      const lineNo = i + 1;
-      const line = fileLines[i]!;
-      const expected = seq + 1;
-      let rec: { seq?: unknown; prevHash?: unknown; type?: unknown; sig?: unknown };
-      try {
-        rec = JSON.parse(line) as typeof rec;
-      } catch {
-        return result({ kind: 'tampered', ...at, line: lineNo, message: 'line is not valid JSON (edited or corrupted)' });
-      }
-      if (rec.seq !== expected) {
-        const message =
-          typeof rec.seq === 'number' && rec.seq > expected
-            ? `sequence jumps from ${expected - 1} to ${rec.seq}: record(s) dropped`
-            : `sequence ${String(rec.seq)} where ${expected} was expected: records reordered or duplicated`;
-        return result({ kind: 'tampered', ...at, line: lineNo, ...(typeof rec.seq === 'number' ? { seq: rec.seq } : {}), message });
-      }
-      if (rec.prevHash !== prevHash) {
-        return result({ kind: 'tampered', ...at, line: lineNo, seq: expected, message: `prevHash does not match record ${expected - 1}: record ${expected - 1} was edited, or this one was` });
-      }
-      if (rec.type === 'seal') {
-        seals++;
-        if (publicKey) {
-          const ok = typeof rec.sig === 'string' && verify(null, sealInput(expected, prevHash), publicKey, Buffer.from(rec.sig, 'base64url'));
-          if (!ok) return result({ kind: 'tampered', ...at, line: lineNo, seq: expected, message: 'seal signature does not verify under the broker key' });
-        }
-        lastSealedSeq = expected;
-        sinceSeal = 0;
-      } else if (rec.type === 'decision' || rec.type === 'summary') {
-        if (rec.type === 'decision') decisions++;
-        else summaries++;
-        sinceSeal++;
-      } else {
-        return result({ kind: 'tampered', ...at, line: lineNo, seq: expected, message: `unknown record type ${JSON.stringify(rec.type)}` });
-      }
-      seq = expected;
-      lines++;
-      prevHash = lineHash(line);
+    this.#files++;
+    this.#file = name;
+    this.#lineNo = 0;
+  }
+
+  /** The current file ends in an incomplete line of `bytes` bytes (no newline). */
+  tornLine(bytes: number): void {
+    if (this.#problem) return;
+    this.#tornTail = { ...this.#at(this.#file), line: this.#lineNo + 1, bytes };
+  }
+
+  /** Checks the next complete line (without its newline). False once a problem was found. */
+  push(line: string): boolean {
+    if (this.#problem) return false;
+    if (this.#tornTail) {
+      this.beginFile(this.#file);
+      return false;
     }
+    if (this.#files === 0) this.#files = 1;
+    const lineNo = ++this.#lineNo;
+    const at = this.#at(this.#file);
+    const expected = this.#seq + 1;
+    let rec: { seq?: unknown; prevHash?: unknown; type?: unknown; sig?: unknown };
+    try {
+      rec = JSON.parse(line) as typeof rec;
+    } catch {
+      return this.#fail({ kind: 'tampered', ...at, line: lineNo, message: 'line is not valid JSON (edited or corrupted)' });
+    }
+    if (rec === null || typeof rec !== 'object') return this.#fail({ kind: 'tampered', ...at, line: lineNo, message: 'line is not a JSON object (edited or corrupted)' });
+    if (rec.seq !== expected) {
+      const message =
+        typeof rec.seq === 'number' && rec.seq > expected
+          ? `sequence jumps from ${expected - 1} to ${rec.seq}: record(s) dropped`
+          : `sequence ${String(rec.seq)} where ${expected} was expected: records reordered or duplicated`;
+      return this.#fail({ kind: 'tampered', ...at, line: lineNo, ...(typeof rec.seq === 'number' ? { seq: rec.seq } : {}), message });
+    }
+    if (rec.prevHash !== this.#prevHash) {
+      return this.#fail({ kind: 'tampered', ...at, line: lineNo, seq: expected, message: `prevHash does not match record ${expected - 1}: record ${expected - 1} was edited, or this one was` });
+    }
+    if (rec.type === 'seal') {
+      this.#seals++;
+      if (this.#publicKey) {
+        const ok = typeof rec.sig === 'string' && verify(null, sealInput(expected, this.#prevHash), this.#publicKey, Buffer.from(rec.sig, 'base64url'));
+        if (!ok) return this.#fail({ kind: 'tampered', ...at, line: lineNo, seq: expected, message: 'seal signature does not verify under the broker key' });
+      }
+      this.#lastSealedSeq = expected;
+      this.#sinceSeal = 0;
+    } else if (rec.type === 'decision' || rec.type === 'summary') {
+      if (rec.type === 'decision') this.#decisions++;
+      else this.#summaries++;
+      this.#sinceSeal++;
+    } else {
+      return this.#fail({ kind: 'tampered', ...at, line: lineNo, seq: expected, message: `unknown record type ${JSON.stringify(rec.type)}` });
+    }
+    this.#seq = expected;
+    this.#lines++;
+    this.#prevHash = lineHash(line);
+    return true;
   }
-  const last = files.length ? files[files.length - 1]! : undefined;
-  const at = last?.name !== undefined ? { file: last.name } : {};
-  if (tornTail) {
-    return result({
-      kind: 'torn-tail',
-      ...at,
-      line: tornTail.line,
-      message: `torn tail: the last line (${tornTail.bytes} bytes, no newline) is an incomplete write, never acknowledged; the broker cuts it when it reopens the log`,
-    });
+
+  /** The outcome: the first problem, else the end-of-log checks (torn tail, unsealed records, empty, unsigned). */
+  finish(): AuditVerification {
+    if (this.#problem) return this.#result(this.#problem);
+    const at = this.#at(this.#file);
+    if (this.#tornTail) {
+      return this.#result({
+        kind: 'torn-tail',
+        ...at,
+        line: this.#tornTail.line,
+        message: `torn tail: the last line (${this.#tornTail.bytes} bytes, no newline) is an incomplete write, never acknowledged; the broker cuts it when it reopens the log`,
+      });
+    }
+    if (this.#sinceSeal) {
+      return this.#result({ kind: 'unsealed', ...at, line: this.#lines, seq: this.#seq, message: `${this.#sinceSeal} record(s) after the last seal (record ${this.#lastSealedSeq}) are not covered by any signature` });
+    }
+    if (this.#lines === 0) return this.#result({ kind: 'empty', ...at, line: 0, message: 'the audit log is empty: there is nothing to verify' });
+    if (!this.#publicKey && !this.#allowUnsigned) {
+      return this.#result({ kind: 'unsigned', ...at, line: this.#lines, message: 'no broker key: seal signatures not checked (give --key, or --no-signatures to check only the hash chain)' });
+    }
+    return this.#result();
   }
-  if (sinceSeal) {
-    return result({ kind: 'unsealed', ...at, line: lines, seq, message: `${sinceSeal} record(s) after the last seal (record ${lastSealedSeq}) are not covered by any signature` });
+
+  #at(file: string | undefined): { file?: string } {
+    return file !== undefined ? { file } : {};
   }
-  if (lines === 0) return result({ kind: 'empty', ...at, line: 0, message: 'the audit log is empty: there is nothing to verify' });
-  if (!publicKey && !options.allowUnsigned) {
-    return result({ kind: 'unsigned', ...at, line: lines, message: 'no broker key: seal signatures not checked (give --key, or --no-signatures to check only the hash chain)' });
+
+  #fail(problem: NonNullable<AuditVerification['problem']>): false {
+    this.#problem = problem;
+    return false;
   }
-  return result();
+
+  #result(problem?: AuditVerification['problem']): AuditVerification {
+    return {
+      ok: problem === undefined,
+      lines: this.#lines,
+      decisions: this.#decisions,
+      summaries: this.#summaries,
+      seals: this.#seals,
+      signaturesChecked: this.#publicKey !== undefined,
+      lastSealedSeq: this.#lastSealedSeq,
+      headHash: this.#prevHash,
+      unsealed: this.#sinceSeal,
+      files: this.#files,
+      ...(this.#tornTail ? { tornTail: this.#tornTail } : {}),
+      ...(problem ? { problem } : {}),
+    };
+  }
 }

@@ -35,10 +35,15 @@ audit table: each chain's records from its own genesis (a chain copied
 under another id fails), its seals, and that its head item agrees with its
 last record (a head ahead of the records: acknowledged records deleted; records
 beyond the head: written outside the broker). A replica that started but never
-wrote (no records, head at its start) is reported empty, not failed. The key
+wrote (no records, head at its start) is reported empty, not failed, but a
+table where no chain holds records is "nothing verified" (exit 1). Records
+whose chain has no head item (the head deleted) fail it. Deleting a whole
+chain (head and records), or a chain's last records with its head moved
+back, leaves a consistent table: only --archive detects that. The key
 comes from --key, else from the configured shared keys: the state
 directory's key file, or (keys on DynamoDB) the signing-key item decrypted
-with KMS; the output says which. Reading needs DynamoDB Query on the audit
+with KMS; the output says which. Reading needs DynamoDB Query and Scan
+(key-only, to find records without a head) on the audit
 table (and, without --key, Query on the keys table and kms:Decrypt).
 With --archive, the S3 archive (audit.archive) is checked too: every
 archived chain from its genesis, its segments still locked, and the table
@@ -201,11 +206,17 @@ async function verifyChains(values: StoreFlags & { key?: string; json?: boolean;
   }
   const ok = result.ok && (archive?.ok ?? true);
   if (values.json) {
-    io.out(`${JSON.stringify({ ok, table, key: { from: keyFrom, sealsVerified: Boolean(key) }, chains: result.chains, ...(archive ? { archive } : {}) })}\n`);
+    io.out(`${JSON.stringify({ ok, table, key: { from: keyFrom, sealsVerified: Boolean(key) }, chains: result.chains, orphans: result.orphans, verifiedChains: result.verifiedChains, ...(archive ? { archive } : {}) })}\n`);
     return ok ? 0 : 1;
   }
   printChains(io, result, table, keyFrom, key !== undefined);
   if (archive) printArchiveVerification(io, archive, true);
+  // What a table admin can erase without a trace in the table itself: say it, so "intact" is not read as more.
+  io.out(
+    archive
+      ? 'coverage: the table checked against the archive: deleting whole chains, or a chain\'s most recent records (its head moved back), is detected for everything exported (records written since the last export are covered by the table alone)\n'
+      : 'coverage: the table alone: deleting whole chains, or a chain\'s most recent records (its head moved back), is detected only against the archive (--archive)\n',
+  );
   return ok ? 0 : 1;
 }
 
@@ -214,14 +225,18 @@ function printChains(io: CliIo, result: ChainsVerification, table: string, keyFr
   for (const c of result.chains) {
     const r = c.records;
     const p = r.problem;
-    if (c.empty) io.out(`chain ${c.id}: empty (started, no records yet)\n`);
+    if (c.empty) io.out(`chain ${c.id}: empty (${c.started ? `started ${c.started}, ` : ''}no records)\n`);
     else if (c.ok) io.out(`chain ${c.id}: intact: ${r.decisions} decisions, ${r.summaries} refusal summaries, ${r.seals} seals (${signed ? 'signatures verified' : 'SIGNATURES NOT CHECKED'}), head seq ${c.head.seq}\n`);
     else {
       if (p) io.out(`chain ${c.id}: ${p.kind === 'tampered' ? 'TAMPERED' : 'NOT VERIFIED'}${p.seq !== undefined ? ` at seq ${p.seq}` : ''}: ${p.message}\n`);
       if (c.headProblem) io.out(`chain ${c.id}: HEAD ${c.headProblem.kind === 'head-ahead' ? 'AHEAD OF THE RECORDS' : c.headProblem.kind === 'records-beyond-head' ? 'BEHIND THE RECORDS' : 'DOES NOT MATCH'}: ${c.headProblem.message}\n`);
     }
   }
+  for (const id of result.orphans) io.out(`chain ${id}: RECORDS WITHOUT A HEAD: the chain's head item was deleted (the chain erased in part or whole)\n`);
   const failed = result.chains.filter((c) => !c.ok).length;
-  if (!result.chains.length) io.out(`audit chains NOT VERIFIED: table ${table} holds no chains: there is nothing to verify\n`);
-  else io.out(failed ? `audit chains NOT VERIFIED: ${failed} of ${result.chains.length} chain(s) failed\n` : `audit chains intact: ${result.chains.length} chain(s)\n`);
+  const orphans = result.orphans.length ? `${result.orphans.length} chain(s) with records but no head` : '';
+  if (!result.chains.length && !orphans) io.out(`audit chains NOT VERIFIED: table ${table} holds no chains: there is nothing to verify\n`);
+  else if (failed || orphans) io.out(`audit chains NOT VERIFIED: ${[failed ? `${failed} of ${result.chains.length} chain(s) failed` : '', orphans].filter(Boolean).join('; ')}\n`);
+  else if (!result.verifiedChains) io.out(`audit chains NOT VERIFIED: no chain in table ${table} holds records: nothing verified\n`);
+  else io.out(`audit chains intact: ${result.chains.length} chain(s)${result.verifiedChains < result.chains.length ? ` (${result.chains.length - result.verifiedChains} empty)` : ''}\n`);
 }
