@@ -16,7 +16,7 @@ import { STORE_OPTIONS, brokerConfig, type StoreFlags } from '../context.js';
 import type { CliIo } from '../io.js';
 
 export const AUDIT_USAGE = `Usage: keygate audit verify FILE|DIR... [--key JWK|PEM | --no-signatures] [--json] [--config FILE | --state DIR | --dev]
-       keygate audit verify --config FILE [--key JWK|PEM | --no-signatures] [--archive] [--json]
+       keygate audit verify --config FILE [--key JWK|PEM | --no-signatures] [--archive [--from-seq N]] [--json]
        keygate audit export|verify-archive --config FILE ... (the S3 archive: keygate audit export --help)
 
 Checks the audit log's hash chain and seal signatures and reports the first
@@ -47,7 +47,8 @@ with KMS; the output says which. Reading needs DynamoDB Query and Scan
 table (and, without --key, Query on the keys table and kms:Decrypt).
 With --archive, the S3 archive (audit.archive) is checked too: every
 archived chain from its genesis, its segments still locked, and the table
-still holding exactly what was archived (keygate audit verify-archive).
+still holding exactly what was archived (keygate audit verify-archive);
+--from-seq N accepts an archive whose segments before N were pruned.
 
 Exit status: 0 intact and fully sealed (every chain), 1 tampered / torn tail /
 unsealed records / empty / signatures not checked / table or key unreadable,
@@ -89,7 +90,7 @@ export async function auditCommand(argv: readonly string[], io: CliIo, now: () =
   if (argv[0] === 'export' || argv[0] === 'verify-archive') return (await import('./audit-archive.js')).auditArchiveCommand(argv, io, now);
   const { values, positionals } = parseCommand(
     argv,
-    { ...STORE_OPTIONS, key: { type: 'string' }, json: { type: 'boolean' }, 'no-signatures': { type: 'boolean' }, archive: { type: 'boolean' } },
+    { ...STORE_OPTIONS, key: { type: 'string' }, json: { type: 'boolean' }, 'no-signatures': { type: 'boolean' }, archive: { type: 'boolean' }, 'from-seq': { type: 'string' } },
     Infinity,
   );
   if (values.help) {
@@ -100,6 +101,7 @@ export async function auditCommand(argv: readonly string[], io: CliIo, now: () =
   if (positionals[0] === 'verify' && positionals.length === 1 && (values.config !== undefined || process.env.KEYGATE_CONFIG !== undefined)) {
     if (noSignatures && values.key) throw new UsageError('--key and --no-signatures exclude each other');
     if (values.archive && noSignatures) throw new UsageError('--archive needs the broker key: it does not combine with --no-signatures');
+    if (values['from-seq'] !== undefined && !values.archive) throw new UsageError('--from-seq N applies to the archive: use it with --archive');
     return verifyChains(values, noSignatures, io, now);
   }
   if (values.archive) throw new UsageError('--archive checks the S3 archive of a DynamoDB audit: use it with --config FILE and no FILE arguments');
@@ -156,7 +158,9 @@ export async function auditCommand(argv: readonly string[], io: CliIo, now: () =
 }
 
 /** `keygate audit verify --config FILE`: every replica's chain in the configured DynamoDB audit table. */
-async function verifyChains(values: StoreFlags & { key?: string; json?: boolean; archive?: boolean }, noSignatures: boolean, io: CliIo, now: () => number): Promise<number> {
+async function verifyChains(values: StoreFlags & { key?: string; json?: boolean; archive?: boolean; 'from-seq'?: string }, noSignatures: boolean, io: CliIo, now: () => number): Promise<number> {
+  const fromSeq = values['from-seq'] === undefined ? undefined : Number(values['from-seq']);
+  if (fromSeq !== undefined && (!Number.isSafeInteger(fromSeq) || fromSeq < 1)) throw new UsageError('--from-seq N: a positive integer');
   const config = await brokerConfig(values);
   if (config.audit.kind !== 'dynamodb') {
     throw new UsageError('the configured audit is the file log: give its file or directory (keygate audit verify FILE|DIR...); --config alone verifies the chains of a DynamoDB audit table');
@@ -194,7 +198,7 @@ async function verifyChains(values: StoreFlags & { key?: string; json?: boolean;
     result = await verifyAuditChains(reader, key, { allowUnsigned: noSignatures });
     if (values.archive && config.audit.archive) {
       const { verifyAuditArchive } = await import('../../broker/audit/archive/verify.js');
-      archive = await verifyAuditArchive(config.audit.archive, key!, { now, reader });
+      archive = await verifyAuditArchive(config.audit.archive, key!, { now, reader, ...(fromSeq !== undefined ? { fromSeq } : {}) });
     }
   } catch (err) {
     const code = err instanceof CodedError ? `${err.code}: ` : '';
