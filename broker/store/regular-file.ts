@@ -1,6 +1,7 @@
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
+import { CodedError } from '../../lib/coded-error.js';
 
 /**
  * Reading a file of the file store without trusting what sits at its path.
@@ -15,8 +16,11 @@ import type { BigIntStats } from 'node:fs';
 export const MAX_STORE_FILE_BYTES = 1024 * 1024;
 
 /** Why a store entry is not read; the caller reports it as a StoreProblem of that entry. */
-export class StoreFileRefused extends Error {
+export class StoreFileRefused extends CodedError<'STORE_FILE_REFUSED'> {
   override readonly name = 'StoreFileRefused';
+  constructor(message: string) {
+    super('STORE_FILE_REFUSED', message);
+  }
 }
 
 const SYMLINK_REFUSAL = 'a symbolic link: keygate reads only regular files in the store (copy the file in place of the link)';
