@@ -14,9 +14,13 @@ import type { BindingStore, StoreSnapshot, StoreWriter } from '../store/store.js
  *
  * Idempotent: an item the destination already holds with the same content is
  * left alone; one it holds with different content is a conflict, never
- * overwritten. Conflicts are found before anything is written, and then
- * nothing is written at all: a partial copy could serve bindings without the
- * revocations meant to restrict them.
+ * overwritten. Conflicts, and items too large for the destination (checked
+ * through `BindingStore.checkUpdate`, item by item and batch by batch), are
+ * found before anything is written, and then nothing is written at all: a
+ * partial copy could serve bindings without the revocations meant to restrict
+ * them. A destination that fails between two batches (unreachable, throttled
+ * past its deadline) ends the copy with STORE_COPY_INTERRUPTED carrying what
+ * was written; a re-run skips that and completes the copy.
  */
 
 export type StoreCopyErrorCode =
@@ -25,7 +29,11 @@ export type StoreCopyErrorCode =
   /** Items exist in the destination with different content: nothing is copied. */
   | 'STORE_COPY_CONFLICT'
   /** Bindings use the local key provider and the destination is shared (replicas cannot decrypt them). */
-  | 'LOCAL_PROVIDER_REFUSED';
+  | 'LOCAL_PROVIDER_REFUSED'
+  /** Items too large for the destination (a DynamoDB item holds at most 400 KB): nothing is copied. */
+  | 'STORE_COPY_TOO_LARGE'
+  /** The destination failed part-way: `copied` lists what was written; a re-run completes the copy. */
+  | 'STORE_COPY_INTERRUPTED';
 
 /** Why one item cannot be copied. */
 export type CopyConflictCode =
@@ -36,7 +44,9 @@ export type CopyConflictCode =
   /** The destination holds this baseline with other content (other PCRs or approvals). */
   | 'BASELINE_DIFFERS'
   /** The destination holds another (or an unreadable) revocation list. */
-  | 'REVOCATIONS_DIFFER';
+  | 'REVOCATIONS_DIFFER'
+  /** The item is larger than the destination can hold. */
+  | 'TOO_LARGE';
 
 export interface CopyConflict {
   readonly code: CopyConflictCode;
@@ -64,7 +74,7 @@ export interface CopyReport {
 export class StoreCopyError extends CodedError<StoreCopyErrorCode> {
   override readonly name = 'StoreCopyError';
   readonly conflicts: readonly CopyConflict[];
-  /** What was copied before a conflict appeared mid-copy (a concurrent change of the destination); empty otherwise. */
+  /** What was written before the copy stopped part-way (a concurrent change of the destination, a backend failure); empty otherwise. */
   readonly copied: readonly CopiedItem[];
   constructor(code: StoreCopyErrorCode, message: string, options: { conflicts?: readonly CopyConflict[]; copied?: readonly CopiedItem[]; cause?: unknown } = {}) {
     super(code, message, { cause: options.cause });
@@ -79,7 +89,7 @@ export interface CopyOptions {
   readonly destinationShared: boolean;
   /** Copy local-provider bindings anyway (brokers on a shared store deny them until re-bound with aws-kms). */
   readonly allowLocal?: boolean;
-  /** Items written per destination update (DynamoDB: one transaction holds at most 99 items and 4 MB). */
+  /** Most items written per destination update (fewer when the destination's size limits need it). */
   readonly batchItems?: number;
 }
 
@@ -185,6 +195,44 @@ async function readSource(source: BindingStore): Promise<SourceState> {
   });
 }
 
+/**
+ * Splits `pending` (in order) into batches of at most `maxItems` that the destination takes in one update
+ * each. An item too large on its own refuses the whole copy (STORE_COPY_TOO_LARGE, every such item named)
+ * before anything is written.
+ */
+function batchesThatFit(dest: BindingStore, pending: readonly Planned[], maxItems: number): Planned[][] {
+  const refusal = (err: unknown): string | undefined => {
+    if (err instanceof CodedError && err.code === 'STORE_TOO_LARGE') return err.message;
+    throw err;
+  };
+  const fits = (items: readonly Planned[]): string | undefined => {
+    try {
+      dest.checkUpdate(items);
+      return undefined;
+    } catch (err) {
+      return refusal(err);
+    }
+  };
+  const tooLarge = pending.flatMap((item): CopyConflict[] => {
+    const why = fits([item]);
+    return why === undefined ? [] : [{ code: 'TOO_LARGE', kind: item.kind, name: item.name, message: why }];
+  });
+  if (tooLarge.length) {
+    throw new StoreCopyError('STORE_COPY_TOO_LARGE', `${tooLarge.length} item(s) are too large for the destination; nothing was copied:\n  ${tooLarge.map((c) => `${c.kind} ${c.name}: ${c.message}`).join('\n  ')}`, { conflicts: tooLarge });
+  }
+  const batches: Planned[][] = [];
+  let current: Planned[] = [];
+  for (const item of pending) {
+    if (current.length > 0 && (current.length >= maxItems || fits([...current, item]) !== undefined)) {
+      batches.push(current);
+      current = [];
+    }
+    current.push(item);
+  }
+  if (current.length) batches.push(current);
+  return batches;
+}
+
 /** Copies `source` into `dest` (see the module comment). Throws StoreCopyError when it refuses. */
 export async function copyStore(source: BindingStore, dest: BindingStore, options: CopyOptions): Promise<CopyReport> {
   const state = await readSource(source).catch((err: unknown) => {
@@ -212,14 +260,13 @@ export async function copyStore(source: BindingStore, dest: BindingStore, option
   }
   const unchanged = plan.filter((p) => p.verdict === 'unchanged').map((p) => describe(p.item));
   const pending = plan.filter((p) => p.verdict === 'write').map((p) => p.item);
+  const batches = batchesThatFit(dest, pending, options.batchItems ?? 25);
   if (options.dryRun) return { copied: pending.map(describe), unchanged, warnings, dryRun: true };
 
   // Written in batches (one destination update each, in the order above). Each batch judges its items again
   // on the state its update starts from: a change made meanwhile by another admin is never overwritten.
   const copied: CopiedItem[] = [];
-  const batchItems = options.batchItems ?? 25;
-  for (let i = 0; i < pending.length; i += batchItems) {
-    const batch = pending.slice(i, i + batchItems);
+  for (const batch of batches) {
     const written = await dest.update(async (current, tx) => {
       const reserved = await tx.reservedVersions();
       const done: CopiedItem[] = [];
@@ -237,7 +284,14 @@ export async function copyStore(source: BindingStore, dest: BindingStore, option
       return done;
     }).catch((err: unknown) => {
       if (err instanceof StoreCopyError) throw new StoreCopyError(err.code, `${err.message}; copied before it: ${copied.length} item(s) (run the copy again once resolved)`, { conflicts: err.conflicts, copied });
-      throw err;
+      // Whatever else fails here (the destination unreachable, a deadline passed) leaves the earlier batches
+      // written: say what they were. The failing batch itself may or may not have been committed.
+      const why = err instanceof CodedError ? `${String(err.code)}: ${err.message}` : err instanceof Error ? err.message : String(err);
+      throw new StoreCopyError(
+        'STORE_COPY_INTERRUPTED',
+        `the destination failed during the copy (${why}); ${copied.length} item(s) were written before it (listed), the ${batch.length} item(s) being written may or may not have been; run the copy again: it skips what is there and completes the copy`,
+        { copied, cause: err },
+      );
     });
     copied.push(...written);
   }

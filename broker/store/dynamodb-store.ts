@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { versionToReserve } from './reserved-version.js';
 import { StoreProblems } from './problems.js';
 import {
@@ -21,14 +22,16 @@ import { SchemaError, SECRET_NAME, parseBinding, parseRevocations } from '../pol
 import { NO_REVOCATIONS, type Binding, type Revocations } from '../policy/types.js';
 import { formatBaseline, parseBaseline, type Baseline } from '../policy/baseline.js';
 import type { DynamoDbStoreSettings } from './open-store.js';
-import type { BindingStore, StoreProblem, StoreSnapshot, StoreWriter } from './store.js';
+import type { BindingStore, StoreProblem, StoreSnapshot, StoreWrite, StoreWriter } from './store.js';
 
 /**
  * The store on one DynamoDB table, shared by every broker replica and admin.
  *
  * Layout: every store item lives in one partition (`pk = "store"`), so one
  * consistent Query reads it all; the sort key names the item:
- *   sk = "version"            { v: N }   bumped by every write, in the same transaction
+ *   sk = "version"            { v: N, t: S } bumped by every write, in the same transaction; t is a random
+ *                                      token set by that write, so a restored or re-created table that
+ *                                      reaches the same number with other content still reads as changed
  *   sk = "binding#<secret>"   { doc: S } the binding's JSON, validated on load like a binding file
  *   sk = "baseline#<name>"    { doc: S } a baseline with its approvals
  *   sk = "revocations"        { doc: S } the identity-wide revocation list
@@ -52,7 +55,13 @@ const MAX_UPDATE_ATTEMPTS = 25;
 
 export type DynamoDbStoreErrorCode = 'STORE_UNAVAILABLE' | 'STORE_CONFLICT' | 'STORE_TOO_LARGE';
 
-/** The store could not be read or written; nothing was loaded or changed by the failing call. */
+/**
+ * The store could not be read or written. A failed read loads nothing. A failed write is either refused
+ * (STORE_CONFLICT, STORE_TOO_LARGE, a refused transaction: nothing was written) or of unknown outcome
+ * (STORE_UNAVAILABLE on a write whose deadline passed: it may have been committed). Running the
+ * command again is safe: revoke, unbind and approvals are idempotent; a bind or rotate may then bump
+ * the version twice, which agents accept (versions only have to increase).
+ */
 export class DynamoDbStoreError extends CodedError<DynamoDbStoreErrorCode> {
   override readonly name = 'DynamoDbStoreError';
 }
@@ -65,8 +74,15 @@ export interface DynamoDbStoreOptions {
   readonly requestTimeoutMs?: number;
 }
 
-interface Loaded {
+/** The version item as read: its number and the token of the write that set it (absent on tables written before tokens). */
+interface VersionMark {
   readonly version: number;
+  readonly token: string | undefined;
+}
+
+const sameMark = (a: VersionMark, b: VersionMark): boolean => a.version === b.version && a.token === b.token;
+
+interface Loaded extends VersionMark {
   /** The items as read (keys and attributes), to tell a changed state from a re-read of the same one. */
   readonly content: string;
   readonly snapshot: StoreSnapshot;
@@ -90,6 +106,32 @@ function clientConfig(settings: DynamoDbStoreSettings, extra: DynamoDBClientConf
   };
 }
 
+/**
+ * What a failed write whose outcome is unknown says (its deadline passed, the connection dropped):
+ * DynamoDB may have committed it all the same.
+ */
+const WRITE_OUTCOME_UNKNOWN =
+  'the outcome is unknown: the change may have been committed (check with keygate list). Running the command again is safe: ' +
+  'revoke, unbind and approvals are idempotent; a bind or rotate may then bump the version twice, which agents accept';
+
+/** The item (sort key and attributes) one write puts, validated: shared by `update` and `checkUpdate`. */
+function storeItem(write: StoreWrite): [string, Record<string, AttributeValue>] {
+  switch (write.kind) {
+    case 'binding': {
+      const valid = parseBinding(write.binding);
+      return [`binding#${valid.secret}`, { doc: { S: JSON.stringify(valid) } }];
+    }
+    case 'baseline': {
+      const valid = parseBaseline(write.baseline);
+      return [`baseline#${valid.name}`, { doc: { S: formatBaseline(valid) } }];
+    }
+    case 'revocations':
+      return ['revocations', { doc: { S: JSON.stringify(parseRevocations(write.revocations)) } }];
+    case 'reserved-version':
+      return [`retired#${write.name}`, { v: { N: String(write.version) } }];
+  }
+}
+
 function errorText(err: unknown): string {
   return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
 }
@@ -99,7 +141,7 @@ export class DynamoDbStore implements BindingStore {
   readonly #table: string;
   readonly #maxStalenessMs: number;
   readonly #timeoutMs: number;
-  #loaded: Loaded = { version: -1, content: '', snapshot: EMPTY, bindingDocs: new Map(), retired: new Map() };
+  #loaded: Loaded = { version: -1, token: undefined, content: '', snapshot: EMPTY, bindingDocs: new Map(), retired: new Map() };
   readonly #problems: StoreProblems;
   #checking: Promise<StoreSnapshot> | undefined;
   /** When the read in flight (#checking) started. */
@@ -155,14 +197,14 @@ export class DynamoDbStore implements BindingStore {
     }
   }
 
-  async #readVersion(): Promise<number> {
+  async #readVersion(): Promise<VersionMark> {
     const out = await this.#send('reading the store version', (abortSignal) =>
       this.#client.send(new GetItemCommand({ TableName: this.#table, Key: key('version'), ConsistentRead: true }), { abortSignal }),
     );
-    if (out.Item === undefined) return 0; // a new table: nothing written yet
+    if (out.Item === undefined) return { version: 0, token: undefined }; // a new table: nothing written yet
     const n = Number(out.Item.v?.N);
     if (!Number.isSafeInteger(n) || n < 0) throw new DynamoDbStoreError('STORE_UNAVAILABLE', `DynamoDB table ${this.#table}: the store version item is damaged`);
-    return n;
+    return { version: n, token: out.Item.t?.S };
   }
 
   /**
@@ -197,8 +239,8 @@ export class DynamoDbStore implements BindingStore {
       await new Promise<void>((r) => setImmediate(r));
       const started = performance.now();
       this.#checkingStarted = started;
-      const version = await this.#readVersion();
-      if (version !== this.#loaded.version) await this.#load(version);
+      const mark = await this.#readVersion();
+      if (!sameMark(mark, this.#loaded)) await this.#load(mark);
       this.#lastCheck = Math.max(this.#lastCheck, started);
       return this.#loaded.snapshot;
     })().finally(() => {
@@ -217,7 +259,7 @@ export class DynamoDbStore implements BindingStore {
   }
 
   /** Reads every item of the store; `hint` is the version just read. Repeats until no write landed meanwhile. */
-  async #load(hint: number): Promise<void> {
+  async #load(hint: VersionMark): Promise<void> {
     let before = hint;
     for (let attempt = 0; ; attempt++) {
       const items: Array<Record<string, AttributeValue>> = [];
@@ -240,7 +282,7 @@ export class DynamoDbStore implements BindingStore {
       } while (start);
       // Every write bumps the version in its transaction: unchanged after the read, the pages form one state.
       const after = await this.#readVersion();
-      if (after === before) {
+      if (sameMark(after, before)) {
         this.#apply(after, items);
         return;
       }
@@ -249,7 +291,7 @@ export class DynamoDbStore implements BindingStore {
     }
   }
 
-  #apply(version: number, items: ReadonlyArray<Record<string, AttributeValue>>): void {
+  #apply(mark: VersionMark, items: ReadonlyArray<Record<string, AttributeValue>>): void {
     const bindings = new Map<string, Binding>();
     const baselines = new Map<string, Baseline>();
     const invalidBindings = new Set<string>();
@@ -317,7 +359,7 @@ export class DynamoDbStore implements BindingStore {
     // Query returns items in key order, so the same state reads as the same text.
     const content = JSON.stringify(items.map((i) => [i.sk, i.doc, i.v]));
     const snapshot = content === this.#loaded.content ? previous : { bindings, baselines, revocations, invalidBindings, revocationsProblem, generation: previous.generation + 1 };
-    this.#loaded = { version, content, snapshot, bindingDocs, retired };
+    this.#loaded = { ...mark, content, snapshot, bindingDocs, retired };
   }
 
   /** Highest version an unbound `secret` had (0: none). A damaged record refuses the write rather than reuse versions. */
@@ -339,10 +381,7 @@ export class DynamoDbStore implements BindingStore {
       };
       const retiredVersion = (secret: string): number => Math.max(pendingRetired.get(secret) ?? 0, this.#retiredVersion(loaded, secret));
       const writer: StoreWriter = {
-        putBinding: async (binding) => {
-          const valid = parseBinding(binding);
-          put(`binding#${valid.secret}`, { doc: { S: JSON.stringify(valid) } });
-        },
+        putBinding: async (binding) => void put(...storeItem({ kind: 'binding', binding })),
         deleteBinding: async (secret) => {
           if (!SECRET_NAME.test(secret)) return false;
           const sk = `binding#${secret}`;
@@ -358,13 +397,8 @@ export class DynamoDbStore implements BindingStore {
           return true;
         },
         nextVersion: async (secret) => Math.max(loaded.snapshot.bindings.get(secret)?.version ?? 0, retiredVersion(secret)) + 1,
-        putRevocations: async (revocations) => {
-          put('revocations', { doc: { S: JSON.stringify(parseRevocations(revocations)) } });
-        },
-        putBaseline: async (baseline) => {
-          const valid = parseBaseline(baseline);
-          put(`baseline#${valid.name}`, { doc: { S: formatBaseline(valid) } });
-        },
+        putRevocations: async (revocations) => void put(...storeItem({ kind: 'revocations', revocations })),
+        putBaseline: async (baseline) => void put(...storeItem({ kind: 'baseline', baseline })),
         reservedVersions: async () => {
           const reserved = new Map<string, number>();
           for (const name of new Set([...loaded.retired.keys(), ...pendingRetired.keys()])) reserved.set(name, retiredVersion(name));
@@ -374,19 +408,19 @@ export class DynamoDbStore implements BindingStore {
           if (!SECRET_NAME.test(secret) || !Number.isSafeInteger(version) || version < 1) throw new SchemaError('reserved version', `invalid reservation ${secret}@${version}`);
           if (version <= retiredVersion(secret)) return;
           pendingRetired.set(secret, version);
-          put(`retired#${secret}`, { v: { N: String(version) } });
+          put(...storeItem({ kind: 'reserved-version', name: secret, version }));
         },
       };
       const result = await fn(loaded.snapshot, writer);
       if (writes.size === 0) return result;
-      const items = [...writes.values(), this.#bump(loaded.version)];
+      const items = [...writes.values(), this.#bump(loaded)];
       this.#checkSize(items);
       try {
         await this.#send('writing the store', (abortSignal) => this.#client.send(new TransactWriteItemsCommand({ TransactItems: items }), { abortSignal }));
       } catch (err) {
         if (!this.#isConflict(err)) {
-          if (err instanceof DynamoDbStoreError) throw err;
-          throw new DynamoDbStoreError('STORE_UNAVAILABLE', `DynamoDB table ${this.#table}: the write was refused (${errorText(err)})`, { cause: err });
+          if (err instanceof DynamoDbStoreError) throw new DynamoDbStoreError(err.code, `${err.message}; ${WRITE_OUTCOME_UNKNOWN}`, { cause: err.cause });
+          throw new DynamoDbStoreError('STORE_UNAVAILABLE', `DynamoDB table ${this.#table}: the write was refused (${errorText(err)}); nothing was written`, { cause: err });
         }
         if (attempt >= MAX_UPDATE_ATTEMPTS) {
           throw new DynamoDbStoreError('STORE_CONFLICT', `DynamoDB table ${this.#table}: the store kept changing under this update (${attempt} attempts); nothing was written, run it again`);
@@ -402,22 +436,30 @@ export class DynamoDbStore implements BindingStore {
 
   /** The state at one store version, read consistently now. */
   async #fresh(): Promise<Loaded> {
-    const version = await this.#readVersion();
-    if (version !== this.#loaded.version) await this.#load(version);
+    const mark = await this.#readVersion();
+    if (!sameMark(mark, this.#loaded)) await this.#load(mark);
     return this.#loaded;
   }
 
-  /** The version bump every write carries, conditioned on the version its changes were computed from. */
-  #bump(read: number): TransactWriteItem {
+  /**
+   * The version bump every write carries, conditioned on the version (number AND token) its changes were
+   * computed from: after a restore that reached the same number with other content, the token differs
+   * and the write re-runs on fresh state instead of overwriting what it never saw.
+   */
+  #bump(read: VersionMark): TransactWriteItem {
+    const sameNumber = read.version === 0 ? '(attribute_not_exists(v) OR v = :read)' : 'v = :read';
     return {
       Update: {
         TableName: this.#table,
         Key: key('version'),
-        UpdateExpression: 'SET v = :next',
-        ...(read === 0
-          ? { ConditionExpression: 'attribute_not_exists(v) OR v = :read' }
-          : { ConditionExpression: 'v = :read' }),
-        ExpressionAttributeValues: { ':next': { N: String(read + 1) }, ':read': { N: String(read) } },
+        UpdateExpression: 'SET v = :next, t = :token',
+        ConditionExpression: read.token === undefined ? `${sameNumber} AND attribute_not_exists(t)` : `${sameNumber} AND t = :readToken`,
+        ExpressionAttributeValues: {
+          ':next': { N: String(read.version + 1) },
+          ':read': { N: String(read.version) },
+          ':token': { S: randomBytes(16).toString('base64url') },
+          ...(read.token === undefined ? {} : { ':readToken': { S: read.token } }),
+        },
       },
     };
   }
@@ -427,6 +469,14 @@ export class DynamoDbStore implements BindingStore {
     const reasons = err.CancellationReasons ?? [];
     // Only a changed version (or a transaction racing on the same items) is a conflict; anything else is a real refusal.
     return reasons.length === 0 ? /ConditionalCheckFailed|TransactionConflict/.test(err.message) : reasons.every((r) => r.Code === undefined || r.Code === 'None' || r.Code === 'ConditionalCheckFailed' || r.Code === 'TransactionConflict');
+  }
+
+  checkUpdate(writes: readonly StoreWrite[]): void {
+    const items = writes.map((write): TransactWriteItem => {
+      const [sk, attributes] = storeItem(write);
+      return { Put: { TableName: this.#table, Item: { ...key(sk), ...attributes } } };
+    });
+    this.#checkSize([...items, this.#bump(this.#loaded)]);
   }
 
   #checkSize(items: readonly TransactWriteItem[]): void {

@@ -1,13 +1,15 @@
 import { versionToReserve } from './reserved-version.js';
 import { StoreProblems } from './problems.js';
-import { readdir, readFile, stat, rm } from 'node:fs/promises';
+import { lstat, readdir, stat, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { CodedError } from '../../lib/coded-error.js';
+import { MAX_STORE_FILE_BYTES, readRegularFile, refusalOf, StoreFileRefused } from './regular-file.js';
 import { SchemaError, SECRET_NAME, parseBinding, parseRevocations } from '../policy/schema.js';
 import { NO_REVOCATIONS, type Binding, type Revocations } from '../policy/types.js';
 import { parseBaseline, formatBaseline, type Baseline } from '../policy/baseline.js';
 import { ensureDirectory, syncDirectory, writeFileAtomic } from '../../lib/durable-fs.js';
 import { withLock } from './lock.js';
-import type { BindingStore, StoreProblem, StoreSnapshot, StoreWriter } from './store.js';
+import type { BindingStore, StoreProblem, StoreSnapshot, StoreWrite, StoreWriter } from './store.js';
 
 /** The interface types, re-exported while cli/context.ts and cli/commands/list.ts still import them from here. */
 
@@ -27,9 +29,14 @@ function fingerprintOf(info: { mtimeNs: bigint; ino: bigint; size: bigint }): st
   return `${info.mtimeNs}:${info.ino}:${info.size}`;
 }
 
-/** The version to reserve for a binding file that fails validation (see `versionToReserve`). */
+/** A write the file store refuses before touching a file: a file larger than it would read back. */
+export class FileStoreError extends CodedError<'STORE_TOO_LARGE'> {
+  override readonly name = 'FileStoreError';
+}
+
+/** The version to reserve for a binding file that fails validation (see `versionToReserve`); never blocks on a FIFO. */
 async function versionOfDamagedFile(path: string): Promise<number> {
-  return versionToReserve(await readFile(path, 'utf8').catch(() => undefined));
+  return versionToReserve((await readRegularFile(path).catch(() => undefined))?.text);
 }
 
 /**
@@ -87,7 +94,7 @@ export class FileStore implements BindingStore {
   async #currentFingerprint(): Promise<string> {
     const dirInfo = await stat(this.#bindingsDir, { bigint: true });
     const baselineInfo = await stat(this.#baselinesDir, { bigint: true });
-    const revInfo = await stat(this.#revocationsFile, { bigint: true }).catch(() => undefined);
+    const revInfo = await lstat(this.#revocationsFile, { bigint: true }).catch(() => undefined);
     return `${fingerprintOf(dirInfo)}|${fingerprintOf(baselineInfo)}|${revInfo ? fingerprintOf(revInfo) : '-'}`;
   }
 
@@ -120,7 +127,8 @@ export class FileStore implements BindingStore {
   async #loadFile<T>(path: string, previous: Loaded<T> | undefined, parse: (json: unknown) => T): Promise<Loaded<T> | undefined> {
     let info;
     try {
-      info = await stat(path, { bigint: true });
+      // lstat: a symbolic link is judged as itself (refused below), never followed.
+      info = await lstat(path, { bigint: true });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return { fingerprint: '', value: undefined, problem: this.#problems.report(path, String(err)) };
       this.#problems.clear(path); // removed on purpose: nothing to report any more
@@ -128,12 +136,20 @@ export class FileStore implements BindingStore {
     }
     const fingerprint = fingerprintOf(info);
     if (previous && previous.fingerprint === fingerprint) return previous;
+    // Only a regular file within the size cap is opened: a FIFO or device would block or never end the read.
+    const refusal = refusalOf(info);
+    if (refusal) return { fingerprint, value: undefined, problem: this.#problems.report(path, refusal) };
     try {
-      const value = parse(JSON.parse(await readFile(path, 'utf8')) as unknown);
+      const read = await readRegularFile(path);
+      if (read === undefined) {
+        this.#problems.clear(path); // removed since the lstat: as if it was never there
+        return undefined;
+      }
+      const value = parse(JSON.parse(read.text) as unknown);
       this.#problems.clear(path);
       return { fingerprint, value };
     } catch (err) {
-      const message = err instanceof SchemaError ? err.message : err instanceof SyntaxError ? `invalid JSON: ${err.message}` : String(err);
+      const message = err instanceof SchemaError || err instanceof StoreFileRefused ? err.message : err instanceof SyntaxError ? `invalid JSON: ${err.message}` : String(err);
       // Fail closed: the previous content is not kept; what this file governs becomes unavailable.
       return { fingerprint, value: undefined, problem: this.#problems.report(path, message) };
     }
@@ -196,9 +212,11 @@ export class FileStore implements BindingStore {
     const path = join(this.#retiredDir, `${secret}.json`);
     let text: string;
     try {
-      text = await readFile(path, 'utf8');
+      const read = await readRegularFile(path);
+      if (read === undefined) return 0;
+      text = read.text;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+      if (err instanceof StoreFileRefused) throw new SchemaError(path, `retired-version record is ${err.message}; fix or remove it (versions must never repeat)`);
       throw err;
     }
     try {
@@ -210,18 +228,51 @@ export class FileStore implements BindingStore {
     throw new SchemaError(path, 'retired-version record is damaged; fix or remove it (versions must never repeat)');
   }
 
+  /** The file one write replaces and its content, validated and within the size cap (else STORE_TOO_LARGE). */
+  #fileOf(write: StoreWrite): { path: string; text: string } {
+    let file: { path: string; text: string };
+    switch (write.kind) {
+      case 'binding': {
+        const valid = parseBinding(write.binding);
+        file = { path: join(this.#bindingsDir, `${valid.secret}.json`), text: toJson(valid) };
+        break;
+      }
+      case 'baseline': {
+        const valid = parseBaseline(write.baseline);
+        file = { path: join(this.#baselinesDir, `${valid.name}.json`), text: formatBaseline(valid) };
+        break;
+      }
+      case 'revocations':
+        file = { path: this.#revocationsFile, text: toJson(parseRevocations(write.revocations)) };
+        break;
+      case 'reserved-version':
+        file = { path: join(this.#retiredDir, `${write.name}.json`), text: toJson({ secret: write.name, version: write.version }) };
+        break;
+    }
+    const size = Buffer.byteLength(file.text);
+    // Never write a file the store would refuse to read back.
+    if (size > MAX_STORE_FILE_BYTES) throw new FileStoreError('STORE_TOO_LARGE', `${file.path} would be ${size} bytes; a store file holds at most ${MAX_STORE_FILE_BYTES}`);
+    return file;
+  }
+
+  async #write(write: StoreWrite): Promise<void> {
+    const { path, text } = this.#fileOf(write);
+    await writeFileAtomic(path, text);
+  }
+
+  checkUpdate(writes: readonly StoreWrite[]): void {
+    for (const write of writes) this.#fileOf(write);
+  }
+
   async update<T>(fn: (current: StoreSnapshot, tx: StoreWriter) => Promise<T>): Promise<T> {
     return withLock(this.#dir, async () => {
       await this.#load();
       const writer: StoreWriter = {
-        putBinding: async (binding) => {
-          const valid = parseBinding(binding);
-          await writeFileAtomic(join(this.#bindingsDir, `${valid.secret}.json`), toJson(valid));
-        },
+        putBinding: async (binding) => this.#write({ kind: 'binding', binding }),
         deleteBinding: async (secret) => {
           if (!SECRET_NAME.test(secret)) return false;
           const path = join(this.#bindingsDir, `${secret}.json`);
-          const existed = await stat(path).then(
+          const existed = await lstat(path).then(
             () => true,
             () => false,
           );
@@ -236,13 +287,8 @@ export class FileStore implements BindingStore {
           return existed;
         },
         nextVersion: async (secret) => Math.max(this.#snapshot.bindings.get(secret)?.version ?? 0, await this.#retiredVersion(secret)) + 1,
-        putRevocations: async (revocations) => {
-          await writeFileAtomic(this.#revocationsFile, toJson(parseRevocations(revocations)));
-        },
-        putBaseline: async (baseline) => {
-          const valid = parseBaseline(baseline);
-          await writeFileAtomic(join(this.#baselinesDir, `${valid.name}.json`), formatBaseline(valid));
-        },
+        putRevocations: async (revocations) => this.#write({ kind: 'revocations', revocations }),
+        putBaseline: async (baseline) => this.#write({ kind: 'baseline', baseline }),
         reservedVersions: async () => {
           const names = await readdir(this.#retiredDir).catch((err: NodeJS.ErrnoException) => {
             if (err.code === 'ENOENT') return [] as string[];
@@ -261,7 +307,7 @@ export class FileStore implements BindingStore {
           if (!SECRET_NAME.test(secret) || !Number.isSafeInteger(version) || version < 1) throw new SchemaError('reserved version', `invalid reservation ${secret}@${version}`);
           if (version <= (await this.#retiredVersion(secret))) return;
           await ensureDirectory(this.#retiredDir);
-          await writeFileAtomic(join(this.#retiredDir, `${secret}.json`), toJson({ secret, version }));
+          await this.#write({ kind: 'reserved-version', name: secret, version });
         },
       };
       const result = await fn(this.#snapshot, writer);

@@ -48,7 +48,20 @@ export interface BindingStore {
   problems(): readonly StoreProblem[];
   /** Releases what the store holds (a backend's client and its connections); the store is not used after. */
   close(): void;
+  /**
+   * Checks, without writing, that ONE `update` making exactly these writes fits the backend's limits
+   * (DynamoDB: item and transaction size; file store: the per-file cap). Throws the error that update
+   * would throw (code STORE_TOO_LARGE). Lets a caller planning many writes refuse before the first one.
+   */
+  checkUpdate(writes: readonly StoreWrite[]): void;
 }
+
+/** One write of an update, as `checkUpdate` judges it (the same content the StoreWriter methods take). */
+export type StoreWrite =
+  | { readonly kind: 'binding'; readonly binding: Binding }
+  | { readonly kind: 'baseline'; readonly baseline: Baseline }
+  | { readonly kind: 'revocations'; readonly revocations: Revocations }
+  | { readonly kind: 'reserved-version'; readonly name: string; readonly version: number };
 
 /** Writes allowed inside `update`. */
 export interface StoreWriter {

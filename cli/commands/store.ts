@@ -25,7 +25,11 @@ with their approvals, the revocation list, and the versions reserved for
 unbound names (so versions never repeat). Idempotent: what the destination
 already holds unchanged is skipped. An item the destination holds with other
 content is a conflict: nothing is copied, exit 1. A source entry failing
-validation: nothing is copied, exit 1. Reports names and versions, never values.
+validation (or not a regular file): nothing is copied, exit 1. An item too
+large for the destination (a DynamoDB item holds 400 KB): nothing is copied,
+exit 1. If the destination fails part-way, what was written is reported
+(STORE_COPY_INTERRUPTED, exit 1) and running the copy again completes it.
+Reports names and versions, never values.
   --from DIR         the file store directory to copy from
   --to-config FILE   broker config whose store receives the copy
   --dry-run          report what would be copied; write nothing
@@ -81,6 +85,7 @@ async function storeCopy(values: { from?: string; 'to-config'?: string; 'dry-run
   } catch (err) {
     if (!(err instanceof StoreCopyError)) throw err;
     if (values.json) io.out(`${JSON.stringify({ error: { code: err.code, message: err.message }, conflicts: err.conflicts, copied: err.copied })}\n`);
+    else for (const item of err.copied) io.out(`copied ${line(item)}\n`);
     io.err(`keygate store copy: ${err.code}: ${err.message}\n`);
     return 1;
   } finally {

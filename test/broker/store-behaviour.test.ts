@@ -9,7 +9,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DeleteItemCommand, DynamoDBClient, PutItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { DeleteItemCommand, DynamoDBClient, GetItemCommand, PutItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { FileStore } from '../../broker/store/file-store.js';
 import { DynamoDbStore, DynamoDbStoreError, initDynamoDbStoreTable } from '../../broker/store/dynamodb-store.js';
 import type { DynamoDbStoreSettings } from '../../broker/store/open-store.js';
@@ -342,6 +342,68 @@ describe('dynamodb store: several replicas', () => {
       expect(store.snapshot().bindings.has('db')).toBe(true);
     } finally {
       await own.stop();
+    }
+  });
+
+  it('a write whose call fails after the read (DynamoDB gone mid-update) says its outcome is unknown and that a re-run is safe', async () => {
+    const own = await startMoto();
+    try {
+      const s: DynamoDbStoreSettings = { kind: 'dynamodb', table: uniqueName('keygate-unknown'), endpoint: own.endpoint, consistency: { maxStalenessMs: 0 } };
+      await initDynamoDbStoreTable(s);
+      const store = await DynamoDbStore.open(s, { requestTimeoutMs: 3000 });
+      opened.push(store);
+      const err = await store
+        .update(async (_x, tx) => {
+          await own.stop(); // the read is done; the transaction is sent to a server that is gone
+          await tx.putBinding(binding('db'));
+        })
+        .then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(DynamoDbStoreError);
+      expect(err).toMatchObject({ code: 'STORE_UNAVAILABLE', message: expect.stringMatching(/outcome is unknown: the change may have been committed.*Running the command again is safe/) });
+    } finally {
+      await own.stop();
+    }
+  });
+
+  it('a restored (or re-created) table that reaches the same version number with other content is reloaded: the version item carries a token per write', async () => {
+    const admin = await open();
+    const replica = await open({ ...settings, consistency: { maxStalenessMs: 0 } });
+    await admin.update(async (_s, tx) => tx.putBinding(binding('db')));
+    expect((await replica.refresh()).bindings.get('db')?.version).toBe(1);
+    const ddb = new DynamoDBClient({});
+    try {
+      const versionKey = { pk: { S: 'store' }, sk: { S: 'version' } };
+      const number = (await ddb.send(new GetItemCommand({ TableName: settings.table, Key: versionKey, ConsistentRead: true }))).Item!.v!;
+      // A restore: other content, and the version item back at the same number, set by another write (another token).
+      await ddb.send(new PutItemCommand({ TableName: settings.table, Item: { pk: { S: 'store' }, sk: { S: 'binding#db' }, doc: { S: JSON.stringify(binding('db', 5)) } } }));
+      await ddb.send(new PutItemCommand({ TableName: settings.table, Item: { ...versionKey, v: number, t: { S: 'restored-write' } } }));
+      expect((await replica.refresh()).bindings.get('db')?.version).toBe(5);
+    } finally {
+      ddb.destroy();
+    }
+  });
+
+  it('an update computed before such a restore is not committed over it: it re-runs on the restored state', async () => {
+    const admin = await open();
+    await admin.update(async (_s, tx) => tx.putBinding(binding('db')));
+    const ddb = new DynamoDBClient({});
+    try {
+      const versionKey = { pk: { S: 'store' }, sk: { S: 'version' } };
+      const number = (await ddb.send(new GetItemCommand({ TableName: settings.table, Key: versionKey, ConsistentRead: true }))).Item!.v!;
+      const seen: Array<number | undefined> = [];
+      await admin.update(async (current, tx) => {
+        seen.push(current.bindings.get('db')?.version);
+        if (seen.length === 1) {
+          // Between this update's read and its write, the table is restored to the same number with other content.
+          await ddb.send(new PutItemCommand({ TableName: settings.table, Item: { pk: { S: 'store' }, sk: { S: 'binding#db' }, doc: { S: JSON.stringify(binding('db', 5)) } } }));
+          await ddb.send(new PutItemCommand({ TableName: settings.table, Item: { ...versionKey, v: number, t: { S: 'restored-write' } } }));
+        }
+        await tx.putBinding(binding('other'));
+      });
+      expect(seen).toEqual([1, 5]);
+      expect((await admin.rescan()).bindings.get('db')?.version).toBe(5);
+    } finally {
+      ddb.destroy();
     }
   });
 
