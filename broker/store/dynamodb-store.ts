@@ -36,7 +36,7 @@ import type { BindingStore, StoreProblem, StoreSnapshot, StoreWrite, StoreWriter
  *   sk = "baseline#<name>"    { doc: S } a baseline with its approvals
  *   sk = "revocations"        { doc: S } the identity-wide revocation list
  *   sk = "retired#<secret>"   { v: N }   the last version of an unbound secret (versions never repeat)
- * Other partitions are left to other components (nonces use `expiresAt` as their TTL attribute).
+ * Other partitions are left to other components (shared keys: `key#<purpose>`).
  *
  * Every update is one TransactWriteItems conditioned on the version read at
  * its start: a concurrent change makes it re-run on fresh state (bounded),
