@@ -52,6 +52,8 @@ let config: string;
 let env: NodeJS.ProcessEnv;
 let brokerJwk: JWK;
 let auditTable: string;
+/** When the CLI bound the secrets in beforeAll. */
+let boundAt: number;
 const replicas: Replica[] = [];
 /** Every process started here, killed in afterAll whatever happened. */
 const started: Replica[] = [];
@@ -130,6 +132,7 @@ beforeAll(async () => {
     const bound = await admin(['bind', secret, ...pcrFlags, '--value-stdin', '--provider', 'aws-kms', '--kms-key-id', 'alias/keygate'], value);
     expect(bound.status, bound.stderr).toBe(0);
   }
+  boundAt = performance.now();
   brokerJwk = (await (await fetch(`${replicas[0]!.url}/v1/broker-key`)).json()) as JWK;
 }, 180_000);
 
@@ -141,6 +144,9 @@ afterAll(async () => {
 
 describe('three broker replicas on one DynamoDB config', () => {
   it('a simulated enclave gets the same value from every replica, signed by the same shared broker key', async () => {
+    // The bindings were made just before (beforeAll): a replica may serve its previous snapshot for up to
+    // maxStalenessMs, so each is first asked until it knows the binding (bounded by pollUntil).
+    await Promise.all(replicas.map((r) => pollUntil(r, 'db', boundAt, (a) => a.status === 200)));
     const answers = await Promise.all(replicas.map((r) => ask(r, new TestEnclave(pki, r.url), 'db')));
     expect(answers).toEqual(replicas.map(() => ({ status: 200, value: 'db-v1', version: 1, kid: brokerJwk.kid })));
   });
