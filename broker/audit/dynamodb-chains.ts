@@ -1,13 +1,10 @@
 import {
-  CreateTableCommand,
-  DescribeTableCommand,
   DynamoDBClient,
   QueryCommand,
-  ResourceInUseException,
   ScanCommand,
-  UpdateContinuousBackupsCommand,
   type AttributeValue,
 } from '@aws-sdk/client-dynamodb';
+import { ensureTable } from '../aws/dynamodb-table.js';
 import { AuditChainReadError, CHAIN_ID, type AuditChainReader, type ChainSummary } from './chain.js';
 import { AUDIT_PK, AUDIT_SK, CHAINS_PK, chainPartition, HEAD_ATTRIBUTES, LINE_ATTRIBUTE, seqSortKey } from './dynamodb-layout.js';
 import type { AuditSettings } from './settings.js';
@@ -195,43 +192,11 @@ class Pager {
  */
 export async function initAuditTable(settings: DynamoDbAuditSettings, options: { readonly maxWaitSeconds?: number } = {}): Promise<string> {
   const ddb = auditClient(settings);
-  const TableName = settings.table;
   try {
-    let created = false;
-    try {
-      await ddb.send(
-        new CreateTableCommand({
-          TableName,
-          BillingMode: 'PAY_PER_REQUEST',
-          AttributeDefinitions: [
-            { AttributeName: AUDIT_PK, AttributeType: 'S' },
-            { AttributeName: AUDIT_SK, AttributeType: 'S' },
-          ],
-          KeySchema: [
-            { AttributeName: AUDIT_PK, KeyType: 'HASH' },
-            { AttributeName: AUDIT_SK, KeyType: 'RANGE' },
-          ],
-        }),
-      );
-      created = true;
-    } catch (err) {
-      if (!(err instanceof ResourceInUseException || errorName(err) === 'ResourceInUseException')) throw err;
-    }
-    const deadline = Date.now() + (options.maxWaitSeconds ?? 120) * 1000;
-    for (;;) {
-      const status = (await ddb.send(new DescribeTableCommand({ TableName }))).Table?.TableStatus;
-      if (status === 'ACTIVE') break;
-      if (Date.now() > deadline) throw new Error(`audit table ${TableName} is still ${status ?? 'unknown'} after ${options.maxWaitSeconds ?? 120} s`);
-      await new Promise((r) => setTimeout(r, 1000));
-    }
-    let pitr = 'point-in-time recovery requested';
-    try {
-      await ddb.send(new UpdateContinuousBackupsCommand({ TableName, PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true } }));
-    } catch (err) {
-      // Not fatal: the chains work without it; the operator is told.
-      pitr = `point-in-time recovery NOT enabled (${errorName(err)})`;
-    }
-    return `audit table ${TableName}: ${created ? 'created' : 'exists'}, ${pitr}, no TTL`;
+    const done = await ensureTable(ddb, { table: settings.table, sortKey: true, pointInTimeRecovery: true, ...(options.maxWaitSeconds !== undefined ? { maxWaitSeconds: options.maxWaitSeconds } : {}) });
+    // PITR not fatal: the chains work without it; the operator is told.
+    const pitr = done.pitr?.requested ? 'point-in-time recovery requested' : `point-in-time recovery NOT enabled (${done.pitr && !done.pitr.requested ? done.pitr.error : 'unknown'})`;
+    return `audit table ${settings.table}: ${done.created ? 'created' : 'exists'}, ${pitr}, no TTL`;
   } finally {
     ddb.destroy();
   }

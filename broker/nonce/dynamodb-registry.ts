@@ -1,13 +1,9 @@
+import { ensureTable } from '../aws/dynamodb-table.js';
 import {
   ConditionalCheckFailedException,
-  CreateTableCommand,
-  DescribeTimeToLiveCommand,
   DynamoDBClient,
   GetItemCommand,
   PutItemCommand,
-  ResourceInUseException,
-  UpdateTimeToLiveCommand,
-  waitUntilTableExists,
 } from '@aws-sdk/client-dynamodb';
 import { NonceRegistryUnavailableError, type NonceRegistry, type NonceRegistrySettings, type NonceUse } from './registry.js';
 
@@ -122,29 +118,10 @@ export interface NonceTableInit {
  */
 export async function initNonceTable(settings: DynamoDbNonceSettings, options: { readonly maxWaitSeconds?: number } = {}): Promise<NonceTableInit> {
   const ddb = client(settings);
-  const TableName = settings.table;
   try {
-    let created = false;
-    try {
-      await ddb.send(
-        new CreateTableCommand({
-          TableName,
-          BillingMode: 'PAY_PER_REQUEST',
-          AttributeDefinitions: [{ AttributeName: NONCE_KEY_ATTRIBUTE, AttributeType: 'S' }],
-          KeySchema: [{ AttributeName: NONCE_KEY_ATTRIBUTE, KeyType: 'HASH' }],
-        }),
-      );
-      created = true;
-    } catch (err) {
-      if (!(err instanceof ResourceInUseException || (err as { name?: string }).name === 'ResourceInUseException')) throw err;
-    }
-    await waitUntilTableExists({ client: ddb, maxWaitTime: options.maxWaitSeconds ?? 120 }, { TableName });
-    const ttl = await ddb.send(new DescribeTimeToLiveCommand({ TableName }));
-    const status = ttl.TimeToLiveDescription?.TimeToLiveStatus;
-    const on = (status === 'ENABLED' || status === 'ENABLING') && ttl.TimeToLiveDescription?.AttributeName === NONCE_TTL_ATTRIBUTE;
-    // Enabling twice is a ValidationException on DynamoDB: only when it is off.
-    if (!on) await ddb.send(new UpdateTimeToLiveCommand({ TableName, TimeToLiveSpecification: { Enabled: true, AttributeName: NONCE_TTL_ATTRIBUTE } }));
-    return { table: TableName, created, ttlEnabled: true };
+    const done = await ensureTable(ddb, { table: settings.table, sortKey: false, ttlAttribute: NONCE_TTL_ATTRIBUTE, ...(options.maxWaitSeconds !== undefined ? { maxWaitSeconds: options.maxWaitSeconds } : {}) });
+    // A table has one TTL attribute: on for another one, ours is not (the report says so).
+    return { table: settings.table, created: done.created, ttlEnabled: done.ttl?.attribute === NONCE_TTL_ATTRIBUTE };
   } finally {
     ddb.destroy();
   }

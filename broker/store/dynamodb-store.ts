@@ -1,18 +1,13 @@
+import { ensureTable } from '../aws/dynamodb-table.js';
 import { randomBytes } from 'node:crypto';
 import { versionToReserve } from './reserved-version.js';
 import { StoreProblems } from './problems.js';
 import {
-  CreateTableCommand,
-  DescribeTableCommand,
-  DescribeTimeToLiveCommand,
   DynamoDBClient,
   GetItemCommand,
   QueryCommand,
-  ResourceInUseException,
   TransactionCanceledException,
   TransactWriteItemsCommand,
-  UpdateContinuousBackupsCommand,
-  UpdateTimeToLiveCommand,
   type AttributeValue,
   type DynamoDBClientConfig,
   type TransactWriteItem,
@@ -500,53 +495,16 @@ export class DynamoDbStore implements BindingStore {
  */
 export async function initDynamoDbStoreTable(settings: DynamoDbStoreSettings, client: DynamoDBClientConfig = {}): Promise<string[]> {
   const ddb = new DynamoDBClient(clientConfig(settings, client));
-  const report: string[] = [];
   const table = settings.table;
   try {
-    try {
-      await ddb.send(
-        new CreateTableCommand({
-          TableName: table,
-          BillingMode: 'PAY_PER_REQUEST',
-          AttributeDefinitions: [
-            { AttributeName: 'pk', AttributeType: 'S' },
-            { AttributeName: 'sk', AttributeType: 'S' },
-          ],
-          KeySchema: [
-            { AttributeName: 'pk', KeyType: 'HASH' },
-            { AttributeName: 'sk', KeyType: 'RANGE' },
-          ],
-        }),
-      );
-      report.push(`created table ${table} (on-demand)`);
-    } catch (err) {
-      if (!(err instanceof ResourceInUseException)) throw err;
-      report.push(`table ${table} exists`);
-    }
-    const deadline = Date.now() + 120_000;
-    for (;;) {
-      const status = (await ddb.send(new DescribeTableCommand({ TableName: table }))).Table?.TableStatus;
-      if (status === 'ACTIVE') break;
-      if (Date.now() > deadline) throw new DynamoDbStoreError('STORE_UNAVAILABLE', `table ${table} is still ${status ?? 'unknown'} after 120 s`);
-      await new Promise((r) => setTimeout(r, 1000));
-    }
-    const ttl = (await ddb.send(new DescribeTimeToLiveCommand({ TableName: table }))).TimeToLiveDescription;
-    if (ttl?.TimeToLiveStatus === 'ENABLED' || ttl?.TimeToLiveStatus === 'ENABLING') {
-      report.push(`TTL on ${ttl.AttributeName ?? TTL_ATTRIBUTE} already enabled`);
-    } else {
-      await ddb.send(new UpdateTimeToLiveCommand({ TableName: table, TimeToLiveSpecification: { AttributeName: TTL_ATTRIBUTE, Enabled: true } }));
-      report.push(`enabled TTL on ${TTL_ATTRIBUTE}`);
-    }
-    try {
-      await ddb.send(new UpdateContinuousBackupsCommand({ TableName: table, PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true } }));
-      report.push('point-in-time recovery requested');
-    } catch (err) {
+    const done = await ensureTable(ddb, { table, sortKey: true, ttlAttribute: TTL_ATTRIBUTE, pointInTimeRecovery: true });
+    return [
+      done.created ? `created table ${table} (on-demand)` : `table ${table} exists`,
+      done.ttl?.state === 'already' ? `TTL on ${done.ttl.attribute} already enabled` : `enabled TTL on ${TTL_ATTRIBUTE}`,
       // Not fatal: the store works without it; the operator is told.
-      report.push(`point-in-time recovery NOT enabled (${errorText(err)})`);
-    }
-    return report;
+      done.pitr?.requested ? 'point-in-time recovery requested' : `point-in-time recovery NOT enabled (${done.pitr && !done.pitr.requested ? done.pitr.error : 'unknown'})`,
+    ];
   } catch (err) {
-    if (err instanceof DynamoDbStoreError) throw err;
     throw new DynamoDbStoreError('STORE_UNAVAILABLE', `cannot initialise DynamoDB table ${table}: ${errorText(err)}`, { cause: err });
   } finally {
     ddb.destroy();
