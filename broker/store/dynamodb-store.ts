@@ -1,4 +1,4 @@
-import { ensureTable } from '../aws/dynamodb-table.js';
+import { ensureTable, TableMismatchError } from '../aws/dynamodb-table.js';
 import { randomBytes } from 'node:crypto';
 import { versionToReserve } from './reserved-version.js';
 import { StoreProblems } from './problems.js';
@@ -40,7 +40,8 @@ import type { BindingStore, StoreProblem, StoreSnapshot, StoreWrite, StoreWriter
 
 export const STORE_PARTITION = 'store';
 /** The table's TTL attribute (epoch seconds), for short-lived items of other components (nonces). */
-export const TTL_ATTRIBUTE = 'expiresAt';
+/** TTL attribute of the store table: the nonce and quarantine items' (`ttl`), so one table may hold them all. Store items never carry it. */
+export const TTL_ATTRIBUTE = 'ttl';
 
 const MAX_TRANSACTION_ITEMS = 100;
 const MAX_TRANSACTION_BYTES = 4 * 1024 * 1024;
@@ -490,7 +491,7 @@ export class DynamoDbStore implements BindingStore {
 
 /**
  * Creates the store's table if missing (on-demand billing, key pk/sk), enables
- * TTL on `expiresAt` for other components' short-lived items and requests
+ * TTL on `ttl` for other components' short-lived items (nonces, quarantine) and requests
  * point-in-time recovery. Idempotent: reports what it did or found.
  */
 export async function initDynamoDbStoreTable(settings: DynamoDbStoreSettings, client: DynamoDBClientConfig = {}): Promise<string[]> {
@@ -505,6 +506,7 @@ export async function initDynamoDbStoreTable(settings: DynamoDbStoreSettings, cl
       done.pitr?.requested ? 'point-in-time recovery requested' : `point-in-time recovery NOT enabled (${done.pitr && !done.pitr.requested ? done.pitr.error : 'unknown'})`,
     ];
   } catch (err) {
+    if (err instanceof TableMismatchError) throw err;
     throw new DynamoDbStoreError('STORE_UNAVAILABLE', `cannot initialise DynamoDB table ${table}: ${errorText(err)}`, { cause: err });
   } finally {
     ddb.destroy();

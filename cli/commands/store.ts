@@ -2,6 +2,7 @@ import { stat } from 'node:fs/promises';
 import { parseCommand } from '../args.js';
 import { STORE_OPTIONS, STORE_USAGE, brokerConfig } from '../context.js';
 import { UsageError } from '../errors.js';
+import { CodedError } from '../../lib/coded-error.js';
 import { initSharedState } from '../../broker/state.js';
 import { openStore, storeLabel } from '../../broker/store/open-store.js';
 import type { BindingStore } from '../../broker/store/store.js';
@@ -83,10 +84,17 @@ async function storeCopy(values: { from?: string; 'to-config'?: string; 'dry-run
     }
     return 0;
   } catch (err) {
-    if (!(err instanceof StoreCopyError)) throw err;
-    if (values.json) io.out(`${JSON.stringify({ error: { code: err.code, message: err.message }, conflicts: err.conflicts, copied: err.copied })}\n`);
-    else for (const item of err.copied) io.out(`copied ${line(item)}\n`);
-    io.err(`keygate store copy: ${err.code}: ${err.message}\n`);
+    if (err instanceof StoreCopyError) {
+      if (values.json) io.out(`${JSON.stringify({ error: { code: err.code, message: err.message }, conflicts: err.conflicts, copied: err.copied })}\n`);
+      else for (const item of err.copied) io.out(`copied ${line(item)}\n`);
+      io.err(`keygate store copy: ${err.code}: ${err.message}\n`);
+      return 1;
+    }
+    // The destination or source could not be opened or read (a missing table, DynamoDB unreachable, a
+    // mismatched table): a refusal with its code, nothing copied; never an "internal error".
+    if (!(err instanceof CodedError) || err instanceof UsageError) throw err;
+    if (values.json) io.out(`${JSON.stringify({ error: { code: err.code, message: err.message }, conflicts: [], copied: [] })}\n`);
+    io.err(`keygate store copy: ${err.code}: ${err.message}; nothing was copied\n`);
     return 1;
   } finally {
     for (const store of stores) store.close();
@@ -107,6 +115,13 @@ export async function storeCommand(argv: readonly string[], io: CliIo): Promise<
   if (positionals[0] !== 'init') throw new UsageError('expected: keygate store init [--config FILE] or keygate store copy --from DIR --to-config FILE');
   if (values.from || values['to-config'] || values['dry-run'] || values.json || values['allow-local']) throw new UsageError('--from, --to-config, --dry-run, --json and --allow-local belong to keygate store copy');
   const config = await brokerConfig(values);
-  for (const line of await initSharedState(config)) io.out(`${line}\n`);
+  try {
+    for (const line of await initSharedState(config)) io.out(`${line}\n`);
+  } catch (err) {
+    // A table or bucket that exists but is weaker than what init creates, or AWS refusing: a coded refusal.
+    if (!(err instanceof CodedError) || err instanceof UsageError) throw err;
+    io.err(`keygate store init: ${err.code}: ${err.message}\n`);
+    return 1;
+  }
   return 0;
 }

@@ -50,13 +50,13 @@ describe('a broker on the DynamoDB store', () => {
     const first = keygate(['store', 'init', '--config', join(dir, 'config.json')]);
     expect(first.status, first.stderr).toBe(0);
     expect(first.stdout).toMatch(new RegExp(`created table ${table} \\(on-demand\\)`));
-    expect(first.stdout).toMatch(/enabled TTL on expiresAt/);
+    expect(first.stdout).toMatch(/enabled TTL on ttl/);
     // The shared nonce table is created by the same command.
     expect(first.stdout).toMatch(new RegExp(`nonce table ${nonceTable}: created, TTL enabled`));
     const again = keygate(['store', 'init', '--config', join(dir, 'config.json')]);
     expect(again.status).toBe(0);
     expect(again.stdout).toMatch(new RegExp(`table ${table} exists`));
-    expect(again.stdout).toMatch(/TTL on expiresAt already enabled/);
+    expect(again.stdout).toMatch(/TTL on ttl already enabled/);
     expect(again.stdout).toMatch(new RegExp(`nonce table ${nonceTable}: exists, TTL enabled`));
   });
 
