@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { JWK } from 'jose';
 import { startBroker, type RunningBroker } from '../broker/broker.js';
-import { resolveConfig } from '../broker/config.js';
+import { resolveConfig, type BrokerConfig } from '../broker/config.js';
 import { AdminError, bindSecret, pcrSet, revokeSecret } from '../broker/admin.js';
 import type { AllowRule } from '../broker/policy/types.js';
 import { createAgent, type AgentOptions, type SecretAgent } from '../enclave-agent/agent.js';
@@ -92,7 +92,7 @@ export interface TestKit {
 const LOCAL_PROVIDER = 'local';
 // Production abuse limits would make an application's suite flaky: many agents of one identity fetching within
 // a second, or a few deliberate refusals quarantining the simulated enclave for the tests after them.
-const NO_RATE_LIMITS = {
+const NO_RATE_LIMITS: BrokerConfig['rateLimits'] = {
   perClientPerSecond: 0,
   perIdentityPerSecond: 0,
   perSecretPerSecond: 0,
