@@ -106,6 +106,24 @@ describe('architecture', () => {
     }
   });
 
+  it('keygate/testing loads only runtime dependencies (no vitest, fast-check or other devDependency), and nothing shipped for production imports it', () => {
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
+    const packageName = (spec: string): string => spec.split('/').slice(0, spec.startsWith('@') ? 2 : 1).join('/');
+    const graph = staticGraph('testing/index.ts');
+    expect(graph.files).toContain('broker/broker.ts');
+    expect(graph.files).toContain('vsock-shim/simulator/nsm-simulator.ts');
+    for (const spec of graph.packages) {
+      expect(spec.startsWith('node:') || packageName(spec) in pkg.dependencies, `testing/ loads ${spec}`).toBe(true);
+      expect(packageName(spec) in pkg.devDependencies, `testing/ loads the development dependency ${spec}`).toBe(false);
+    }
+    // On demand too: no import() of a test tool anywhere under testing/.
+    for (const file of sources('testing')) for (const spec of imports(file)) expect(/^(vitest|fast-check|tsx|yaml|typescript)(\/|$)/.test(spec), `${file} imports ${spec}`).toBe(false);
+    for (const file of ['broker', 'cli', 'enclave-agent', 'vsock-shim', 'lib'].flatMap(sources).concat('index.ts')) {
+      for (const target of internalTargets(file)) expect(target.startsWith('testing/'), `${file} -> ${target}`).toBe(false);
+    }
+    for (const entry of ['index.ts', 'enclave-agent/index.ts']) expect([...staticGraph(entry).files].filter((f) => f.startsWith('testing/')), entry).toEqual([]);
+  });
+
   it('enclave-agent and vsock-shim never import the broker (the agent only its wire contract), hono or the AWS SDK', () => {
     for (const file of [...sources('enclave-agent'), ...sources('vsock-shim')]) {
       const allowed = (target: string): boolean => file.startsWith('enclave-agent/') && target.startsWith('broker/protocol/');
