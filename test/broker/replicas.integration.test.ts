@@ -102,7 +102,15 @@ async function pollUntil(r: Replica, name: string, since: number, changed: (a: A
   for (let polls = 1; ; polls++) {
     if (performance.now() - since > 30_000) throw new Error(`${r.name} did not show the change within 30 s (${polls - 1} polls)`);
     const t = performance.now();
-    const answer = await ask(r, enclave, name);
+    let answer: Answer;
+    try {
+      answer = await ask(r, enclave, name);
+    } catch (err) {
+      // A pooled keep-alive connection the broker closed just as it was reused (undici: UND_ERR_SOCKET): no
+      // answer, so neither state was shown; ask again. Anything else fails the test.
+      if ((err as { cause?: { code?: string } }).cause?.code !== 'UND_ERR_SOCKET') throw err;
+      continue;
+    }
     // Under load a store read may time out: 503 STORE_UNAVAILABLE releases nothing (fail closed), and shows neither answer.
     if (answer.status === 503 && answer.code === 'STORE_UNAVAILABLE') continue;
     if (changed(answer)) return { replica: r.name, seenAfterMs: Math.round(performance.now() - since), lastOldStartMs: lastOldStartMs === null ? null : Math.round(lastOldStartMs), polls };
