@@ -237,6 +237,28 @@ describe('F2: export finds the archived head by walking the chain from genesis',
   });
 });
 
+describe('the walk keeps what the old "highest segment" lookup did', () => {
+  it('leading segments pruned after their retention: export goes on after the remaining ones (the table holds their first record), nothing rewritten', async () => {
+    const settings = await lockedBucket();
+    const reader = new MemoryChainReader(key.signer);
+    reader.append('a', decisions(2));
+    reader.append('a', decisions(2));
+    await exportAuditChains(reader, settings, { ...signed(), limits: { maxLines: 3 } }); // 1-3, 4-6
+    // The same archive with 1-3 gone (pruned): a new bucket holding 4-6 only, compliance-locked.
+    const pruned = await lockedBucket();
+    const k = 'audit/a/000000000004-000000000006.jsonl';
+    const text = `${reader.chains.get('a')!.lines.slice(3).join('\n')}\n`;
+    await plant(pruned.bucket, k, text);
+    reader.append('a', decisions(1));
+    const r = await exportAuditChains(reader, pruned, signed());
+    expect(r.chains[0]!.error).toBeUndefined();
+    expect(r.chains[0]!.warnings).toEqual([]);
+    expect(r.chains[0]!.segments.map((s) => [s.firstSeq, s.lastSeq])).toEqual([[7, 8]]);
+    expect(await keysIn(pruned.bucket)).toEqual([k, 'audit/a/000000000007-000000000008.jsonl']);
+    expect((await verifyAuditArchive(pruned, key.publicKey, { reader, fromSeq: 4 })).problems).toEqual([]);
+  });
+});
+
 describe('F5: export / verify-archive failure paths in --json', () => {
   let n = 0;
   function config(body: Record<string, unknown>): string {
