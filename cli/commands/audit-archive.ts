@@ -6,6 +6,7 @@ import { loadPublicKeyFile } from '../../broker/signing-key.js';
 import { readSigningPublicKey } from '../../broker/keys/open-key-source.js';
 import { statePaths } from '../../broker/state.js';
 import type { ArchiveVerification } from '../../broker/audit/archive/verify.js';
+import { ArchiveError } from '../../broker/audit/archive/errors.js';
 import { CodedError } from '../../lib/coded-error.js';
 import { parseCommand } from '../args.js';
 import { STORE_OPTIONS, brokerConfig } from '../context.js';
@@ -18,35 +19,43 @@ export const AUDIT_ARCHIVE_USAGE = `Usage: keygate audit export --config FILE [-
 export: copies every audit chain's sealed records that are not archived yet
 from the DynamoDB audit table to the S3 archive (audit.archive in the
 config), as segments that each end on a seal, locked in compliance mode for
-audit.archive.retentionDays: nobody, the account root included, can delete
-or overwrite them until then. The archive is its own record of progress:
-running it again (or after a crash, or twice at once) writes only what is
-new. Seal signatures are checked under the broker key (--key, else the
-configured shared keys) before anything is locked; without a key export
-refuses, unless --no-signatures is given: then only the hash chain is
+audit.archive.retentionDays from each segment's write: nobody, the account
+root included, can delete or overwrite them until then. The archive is its
+own record of progress: a chain's archived head is found by walking its
+segments from the chain's genesis (hash links, seals), so running it again
+(or after a crash, or twice at once) writes only what is new. Seal
+signatures are checked under the broker key (--key, else the configured
+shared keys) before anything is locked; without a key export refuses
+(AUDIT_NO_KEY), unless --no-signatures is given: then only the hash chain is
 checked, a table rewritten with recomputed hashes would be locked into the
 archive, and the output says so. A chain is refused when its table records
 do not continue its archived records (edited, deleted, bad seal) or the
 table no longer holds the archived head (rolled back or rewritten after
-export): ARCHIVE_CHAIN_BROKEN; or when its archive holds what export never
-writes (a delete marker, a second version under a segment key, a segment
-not compliance-locked): ARCHIVE_TAMPERED. The other chains are exported.
+export): ARCHIVE_CHAIN_BROKEN. The other chains are exported. What the
+archive holds besides the segments that link (an object planted under a
+segment-like key, an unlocked object, a delete marker, a second version, a
+short retention) is printed as a WARNING and skipped; a segment key already
+taken is left alone and the segment written under a key with a random tag.
 A bucket without Object Lock is refused (ARCHIVE_NO_OBJECT_LOCK).
 
 verify-archive: checks every archived chain from its start (hash chain, seal
 signatures under --key, no missing segment) from the version listing, each
 segment read by version id (a delete marker or a newer version is reported
 and does not hide the locked original), every segment in compliance mode for
-at least the configured days, and that the table still holds exactly the
+at least what export asked when it wrote it (at least 1 day for segments
+written without that record), and that the table still holds exactly the
 archived records up to the archived head (an edit, deletion or roll-back
-after export is reported). A segment whose retention has run out is counted
-and reported, not a problem. If such segments at the start of the chains
-were deleted (pruned), --from-seq N verifies each chain from its first
-present segment when that starts at or before seq N (its first record's
-link to the pruned ones is taken as given, and the output says so).
+after export is reported). An object that does not link is reported and
+skipped: the genuine segments around it are still verified. A segment whose
+retention has run out is counted and reported, not a problem. If such
+segments at the start of the chains were deleted (pruned), --from-seq N
+verifies each chain from its first present segment when that starts at or
+before seq N (its first record's link to the pruned ones is taken as given,
+and the output says so).
 
-Exit status: 0 all exported / archive intact, 1 a chain refused / a problem
-found / the archive unusable (its code is printed), 2 usage error.
+Exit status: 0 all exported (warnings printed) / archive intact, 1 a chain
+refused / a problem found / no key / the archive unusable (its code is
+printed; one JSON object with --json), 2 usage error.
 `;
 
 /** What the archive commands work on: the archive settings and, when the audit is on DynamoDB, its chains. */
@@ -104,9 +113,11 @@ export async function auditArchiveCommand(argv: readonly string[], io: CliIo, no
   const { settings, reader } = await context(config);
   try {
     const found = noSignatures ? undefined : await sealKey(values.key, config);
-    if (sub === 'verify-archive' && !found) throw new UsageError('verify-archive needs the broker public key: give --key (no signing key found in the configured shared keys)');
+    // No key anywhere is the environment's problem, not the call's: a stable code, exit 1 (JSON with --json).
+    if (sub === 'verify-archive' && !found) throw new ArchiveError('AUDIT_NO_KEY', 'verify-archive needs the broker public key: give --key (no signing key found in the configured shared keys)');
     if (sub === 'export' && !found && !noSignatures) {
-      throw new UsageError(
+      throw new ArchiveError(
+        'AUDIT_NO_KEY',
         'audit export checks seal signatures before locking records: give --key (no signing key found in the configured shared keys), or --no-signatures to check only the hash chain (a table rewritten with recomputed hashes would then be locked into the archive)',
       );
     }
@@ -141,10 +152,12 @@ async function runExport(io: CliIo, settings: AuditArchiveSettings, reader: Audi
     const bytes = written.reduce((n, s) => n + s.bytes, 0);
     const range = written.length ? ` (seq ${written[0]!.firstSeq}..${written[written.length - 1]!.lastSeq}, ${bytes} bytes)` : '';
     const pending = c.pending ? `, ${c.pending} unsealed record(s) left for the next run` : '';
+    for (const w of c.warnings) io.out(`chain ${c.chainId}: WARNING ${w.kind.toUpperCase()}: ${w.message}\n`);
     if (c.error) io.out(`chain ${c.chainId}: REFUSED ${c.error.code}: ${c.error.message}\n`);
     else io.out(`chain ${c.chainId}: ${written.length} segment(s) written${range}, archived up to seq ${c.archivedSeq}${pending}\n`);
   }
-  io.out(`${report.chains.length} chain(s) to s3://${report.bucket}, locked until ${report.retainUntil}${report.ok ? '' : '; SOME CHAINS REFUSED'}${report.sealsChecked ? '' : '; SEAL SIGNATURES NOT CHECKED'}\n`);
+  const warned = report.chains.reduce((n, c) => n + c.warnings.length, 0);
+  io.out(`${report.chains.length} chain(s) to s3://${report.bucket}, each segment locked ${report.retentionDays} day(s) from its write${report.ok ? '' : '; SOME CHAINS REFUSED'}${warned ? `; ${warned} WARNING(S): run keygate audit verify-archive` : ''}${report.sealsChecked ? '' : '; SEAL SIGNATURES NOT CHECKED'}\n`);
   return report.ok ? 0 : 1;
 }
 

@@ -12,6 +12,12 @@ export interface ArchivedObject {
   readonly retainUntil?: Date;
   /** When S3 stored the version (S3's clock, not the writer's). */
   readonly lastModified?: Date;
+  /**
+   * The retain-until export asked for when it wrote this version (object metadata, written in the same
+   * request as the lock): what the version's retention is judged against. Undefined for objects written
+   * without it (older exports, or anyone else).
+   */
+  readonly intendedRetainUntil?: Date;
 }
 
 /** One version of a key, as ListObjectVersions lists it. */
@@ -45,7 +51,8 @@ export interface ArchiveObjectStore {
   get(key: string, versionId?: string): Promise<ArchivedObject>;
   /**
    * Writes `body` under `key` only if no object holds the key (If-None-Match: *),
-   * locked in compliance mode until `retainUntil`. 'exists': something already
+   * locked in compliance mode until `retainUntil` (also stored as the object's
+   * metadata, read back as `intendedRetainUntil`). 'exists': something already
    * holds the key, and nothing was written.
    */
   putLocked(key: string, body: Buffer, retainUntil: Date): Promise<'written' | 'exists'>;

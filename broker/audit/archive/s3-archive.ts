@@ -33,6 +33,15 @@ function describe(err: unknown): string {
   return `${e.name ?? e.Code ?? 'Error'}: ${e.message ?? ''}`.trim();
 }
 
+/** x-amz-meta-keygate-retain-until: the retain-until export asked for, ISO 8601. */
+const RETAIN_UNTIL_META = 'keygate-retain-until';
+
+function metaDate(meta: Record<string, string> | undefined): Date | undefined {
+  const raw = meta?.[RETAIN_UNTIL_META];
+  const t = raw === undefined ? NaN : Date.parse(raw);
+  return Number.isFinite(t) ? new Date(t) : undefined;
+}
+
 export class S3ArchiveStore implements ArchiveObjectStore {
   readonly bucket: string;
   readonly #client: S3Client;
@@ -120,6 +129,7 @@ export class S3ArchiveStore implements ArchiveObjectStore {
         ...(out.ObjectLockMode ? { lockMode: out.ObjectLockMode } : {}),
         ...(out.ObjectLockRetainUntilDate ? { retainUntil: out.ObjectLockRetainUntilDate } : {}),
         ...(out.LastModified ? { lastModified: out.LastModified } : {}),
+        ...(metaDate(out.Metadata) ? { intendedRetainUntil: metaDate(out.Metadata)! } : {}),
       };
     } catch (err) {
       throw this.#unavailable(`GetObject ${key}${versionId ? ` version ${versionId}` : ''}`, err);
@@ -138,6 +148,8 @@ export class S3ArchiveStore implements ArchiveObjectStore {
           ChecksumAlgorithm: 'SHA256',
           ObjectLockMode: 'COMPLIANCE',
           ObjectLockRetainUntilDate: retainUntil,
+          // What this version's retention is judged against later: the retention in force when it was written.
+          Metadata: { [RETAIN_UNTIL_META]: retainUntil.toISOString() },
           // Never a new version over a segment: a concurrent or repeated export finds the key taken.
           IfNoneMatch: '*',
         }),

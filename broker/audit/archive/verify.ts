@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto';
-import { chainGenesis, type AuditChainReader, type ChainHead } from '../chain.js';
+import type { AuditChainReader } from '../chain.js';
 import type { AuditArchiveSettings } from '../settings.js';
-import { verifyAuditLogs } from '../verify-log.js';
+import { ChainWalk, linesOf, seqOf } from './chain-walk.js';
 import { bySeq } from './keys.js';
 import { readListing, type ListedSegment } from './listing.js';
 import type { ArchiveObjectStore } from './object-store.js';
@@ -10,8 +10,8 @@ import { lockState } from './retention.js';
 
 /**
  * Checks the S3 archive: each chain's segments, in seq order, as one chain
- * from the chain's genesis (hash links, seqs, seal signatures), with no gap
- * between segments; every segment under compliance-mode retention (one that
+ * from the chain's genesis (hash links, seqs, seal signatures; chain-walk.ts,
+ * the same walk export uses), with no gap between segments; every segment under compliance-mode retention (one that
  * has run out is counted, not a failure); nothing hidden (the listing is
  * ListObjectVersions, and each segment is read by its version id, so a
  * delete marker or a newer version neither hides nor replaces a locked one);
@@ -23,9 +23,11 @@ import { lockState } from './retention.js';
 
 /**
  * - gap: a segment is missing (seqs not contiguous between keys)
- * - tampered: a segment's content does not continue the chain (edit, bad seal, content not matching its key)
+ * - tampered: a segment's content does not continue the chain (edit, bad seal, content not matching its key, an
+ *   object planted under a segment-like key); it is skipped, and the genuine segments around it still verify
  * - not-locked: a segment without retention, or in governance mode (a retention that has run out is not a problem)
- * - short-retention: a compliance-mode segment retained less than the configured days from when S3 stored it
+ * - short-retention: a compliance-mode segment retained less than export asked for when it wrote it (object
+ *   metadata), or, without that metadata, less than one day from when S3 stored it
  * - delete-marker: a delete marker hides a key (the locked version is still read and checked, by version id)
  * - extra-version: a key holds more than one version (the oldest, export's, is checked)
  * - foreign-object: an object under the prefix that export does not write
@@ -120,125 +122,66 @@ class TableCursor {
   }
 }
 
-function seqOf(line: string): number | undefined {
-  try {
-    const seq = (JSON.parse(line) as { seq?: unknown }).seq;
-    return typeof seq === 'number' ? seq : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function prevHashOf(line: string): string | undefined {
-  try {
-    const prevHash = (JSON.parse(line) as { prevHash?: unknown }).prevHash;
-    return typeof prevHash === 'string' ? prevHash : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 interface ChainContext {
   readonly store: ArchiveObjectStore;
   readonly chainId: string;
   readonly publicKey: KeyObject;
   readonly now: number;
-  readonly retentionDays: number;
   readonly fromSeq: number | undefined;
   /** The live table's chain and its head seq, when the table is compared. */
   readonly table: { readonly cursor: TableCursor; readonly headSeq: number } | undefined;
   readonly problems: ArchiveProblem[];
 }
 
-function linesOf(body: Buffer): string[] {
-  const lines = body.toString('utf8').split('\n');
-  if (lines[lines.length - 1] === '') lines.pop();
-  return lines;
-}
-
 async function verifyChain(context: ChainContext, segments: ListedSegment[]): Promise<ArchivedChain> {
   const { store, chainId, publicKey, now, table, problems } = context;
-  let head: ChainHead = { seq: 0, prevHash: chainGenesis(chainId) };
-  let fromSeq = 1;
+  const walk = new ChainWalk(store, chainId, publicKey);
   let broken = false;
   let tableProblem = false;
   let retentionExpired = 0;
-  /** Segments already verified, to compare an overlapping one with (re-read: overlaps are rare, memory stays one segment). */
-  const verified: ListedSegment[] = [];
-  let cached: { segment: ListedSegment; lines: string[] } | undefined;
-  const verifiedLine = async (seq: number): Promise<string | undefined> => {
-    const holder = verified.find((v) => v.firstSeq <= seq && seq <= v.lastSeq);
-    if (!holder) return undefined;
-    if (cached?.segment !== holder) cached = { segment: holder, lines: linesOf((await store.get(holder.key, holder.versionId)).body) };
-    return cached.lines[seq - holder.firstSeq];
-  };
   for (const segment of segments.sort(bySeq)) {
     // By version id: the version export wrote, even under a delete marker or a newer version.
     const object = await store.get(segment.key, segment.versionId);
-    const lock = lockState(object, segment.lastModified, context.retentionDays, now);
+    const lock = lockState(object, segment.lastModified, now);
     if (lock.state === 'expired') retentionExpired++;
     else if (lock.state !== 'locked') {
       problems.push({ kind: lock.state, chainId, key: segment.key, message: `${segment.key} is not protected as export protects it (${lock.why}): it can be deleted or replaced` });
     }
     if (broken) continue; // retention is still checked on every object
-    const lines = linesOf(object.body);
-    if (lines.length !== segment.lastSeq - segment.firstSeq + 1 || seqOf(lines[0] ?? '') !== segment.firstSeq || seqOf(lines[lines.length - 1] ?? '') !== segment.lastSeq) {
-      problems.push({ kind: 'tampered', chainId, key: segment.key, message: `${segment.key} does not hold records ${segment.firstSeq}..${segment.lastSeq} as its name says` });
+    const headSeq = walk.head.seq;
+    // Pruned leading segments, allowed by the caller: verify from the first present one, its first record's prevHash taken as given.
+    const verdict = await walk.step(segment, linesOf(object.body), () => context.fromSeq !== undefined && segment.firstSeq <= context.fromSeq);
+    if (verdict.kind === 'gap') {
+      const allowed = context.fromSeq !== undefined && headSeq === 0 ? ` (fromSeq ${context.fromSeq} allows only records before ${context.fromSeq} to be missing)` : '';
+      problems.push({ kind: 'gap', chainId, key: segment.key, seq: verdict.seq, message: `${verdict.message}${allowed}` });
       broken = true;
       continue;
     }
-    const anchor = head.seq === 0 && context.fromSeq !== undefined && segment.firstSeq <= context.fromSeq ? prevHashOf(lines[0]!) : undefined;
-    if (anchor !== undefined && segment.firstSeq > 1) {
-      // Pruned leading segments, allowed by the caller: verify from here, this record's prevHash taken as given.
-      head = { seq: segment.firstSeq - 1, prevHash: anchor };
-      fromSeq = segment.firstSeq;
-    }
-    if (segment.firstSeq > head.seq + 1) {
-      const allowed = context.fromSeq !== undefined && head.seq === 0 ? ` (fromSeq ${context.fromSeq} allows only records before ${context.fromSeq} to be missing)` : '';
-      problems.push({ kind: 'gap', chainId, key: segment.key, seq: head.seq + 1, message: `records ${head.seq + 1}..${segment.firstSeq - 1} of chain ${chainId} are missing from the archive (no segment holds them, before ${segment.key})${allowed}` });
-      broken = true;
+    if (verdict.kind === 'tampered') {
+      // Reported, and skipped: a planted or edited object does not stop the genuine segments after it from verifying.
+      problems.push({ kind: 'tampered', chainId, key: segment.key, ...(verdict.seq !== undefined ? { seq: verdict.seq } : {}), message: verdict.message });
       continue;
     }
-    // An overlap (two exporters ran at once) must repeat the archived records byte for byte.
-    const overlap = Math.max(0, Math.min(head.seq, segment.lastSeq) - segment.firstSeq + 1);
-    for (let i = 0; i < overlap && !broken; i++) {
-      if (lines[i] !== (await verifiedLine(segment.firstSeq + i))) {
-        problems.push({ kind: 'tampered', chainId, key: segment.key, seq: segment.firstSeq + i, message: `${segment.key} overlaps an earlier segment but differs from it at record ${segment.firstSeq + i}` });
-        broken = true;
+    for (let i = 0; table && !tableProblem && i < verdict.fresh.length; i++) {
+      const seq = verdict.from.seq + 1 + i;
+      const live = await table.cursor.at(seq);
+      if (live !== verdict.fresh[i]) {
+        tableProblem = true;
+        // Past the table's head: the chain was rolled back (reported once, as table-behind, below).
+        if (live === undefined && seq > table.headSeq) continue;
+        problems.push(
+          live === undefined
+            ? { kind: 'table-missing', chainId, seq, message: `chain ${chainId}: the table no longer has record ${seq}, which the archive holds (${segment.key}): deleted after export` }
+            : { kind: 'table-edited', chainId, seq, message: `chain ${chainId}: the table's record ${seq} differs from the archived one (${segment.key}): edited after export` },
+        );
       }
     }
-    if (broken) continue;
-    const fresh = lines.slice(overlap);
-    if (fresh.length) {
-      const check = verifyAuditLogs([{ name: segment.key, text: `${fresh.join('\n')}\n` }], publicKey, { genesis: chainGenesis(chainId), from: head });
-      if (!check.ok) {
-        const p = check.problem!;
-        problems.push({ kind: 'tampered', chainId, key: segment.key, ...(p.seq !== undefined ? { seq: p.seq } : {}), message: `${segment.key} line ${p.line + overlap}: ${p.message}` });
-        broken = true;
-        continue;
-      }
-      for (let i = 0; table && !tableProblem && i < fresh.length; i++) {
-        const seq = head.seq + 1 + i;
-        const live = await table.cursor.at(seq);
-        if (live !== fresh[i]) {
-          tableProblem = true;
-          // Past the table's head: the chain was rolled back (reported once, as table-behind, below).
-          if (live === undefined && seq > table.headSeq) continue;
-          problems.push(
-            live === undefined
-              ? { kind: 'table-missing', chainId, seq, message: `chain ${chainId}: the table no longer has record ${seq}, which the archive holds (${segment.key}): deleted after export` }
-              : { kind: 'table-edited', chainId, seq, message: `chain ${chainId}: the table's record ${seq} differs from the archived one (${segment.key}): edited after export` },
-          );
-        }
-      }
-      head = { seq: segment.lastSeq, prevHash: check.headHash };
-    }
-    verified.push(segment);
   }
+  const head = walk.head;
   if (table && head.seq > table.headSeq) {
     problems.push({ kind: 'table-behind', chainId, seq: head.seq, message: `chain ${chainId}: the table's head is at seq ${table.headSeq}, the archive holds records up to ${head.seq}: rolled back after export` });
   }
-  return { chainId, segments: segments.length, fromSeq, verifiedSeq: head.seq, headHash: head.prevHash, retentionExpired };
+  return { chainId, segments: segments.length, fromSeq: walk.fromSeq, verifiedSeq: head.seq, headHash: head.prevHash, retentionExpired };
 }
 
 /** Verifies the archive (and the table against it, given a reader). Seal signatures are checked under `publicKey`. */
@@ -261,7 +204,7 @@ export async function verifyAuditArchive(settings: AuditArchiveSettings, publicK
         else problems.push({ kind: 'chain-deleted', chainId, message: `chain ${chainId} is in the archive but not in the table: deleted` });
       }
       try {
-        chains.push(await verifyChain({ store, chainId, publicKey, now, retentionDays: settings.retentionDays, fromSeq: options.fromSeq, table, problems }, segments));
+        chains.push(await verifyChain({ store, chainId, publicKey, now, fromSeq: options.fromSeq, table, problems }, segments));
       } finally {
         table?.cursor.close();
       }
