@@ -189,7 +189,12 @@ async function verifyChains(values: StoreFlags & { key?: string; json?: boolean;
     keyFrom = found ? found.from : `none found (${config.keys.kind === 'file' ? `no key file ${statePaths(config).signingKey}` : `no signing key in table ${config.keys.table}`}): give --key`;
   }
   if (values.archive && (config.audit.kind !== 'dynamodb' || !config.audit.archive)) throw new UsageError('--archive: no audit archive configured (audit.archive with bucket and retentionDays)');
-  if (values.archive && !key) throw new UsageError(`--archive needs the broker key: ${keyFrom}`);
+  if (values.archive && !key) {
+    // No key anywhere is the environment, not a usage mistake: a coded refusal, as audit export gives it.
+    const message = `--archive needs the broker key to check the archived seals: ${keyFrom}`;
+    io.out(values.json ? `${JSON.stringify({ ok: false, error: { code: 'AUDIT_NO_KEY', message } })}\n` : `audit chains NOT VERIFIED: AUDIT_NO_KEY: ${message}\n`);
+    return 1;
+  }
   const { DynamoDbChainReader } = await import('../../broker/audit/dynamodb-chains.js');
   const reader = new DynamoDbChainReader(config.audit);
   let result: ChainsVerification;

@@ -313,3 +313,24 @@ describe('F5: export / verify-archive failure paths in --json', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 });
+
+describe('keygate audit verify --config --archive without any key source', () => {
+  it('is a coded refusal (AUDIT_NO_KEY, exit 1; JSON with --json), like audit export', async () => {
+    const { cli } = await import('../support/cli.js');
+    const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'keygate-nokey-'));
+    try {
+      const config = join(dir, 'c.json');
+      writeFileSync(config, JSON.stringify({ store: join(dir, 'store'), stateDir: join(dir, 'state'), audit: { kind: 'dynamodb', table: 'keygate-audit-nokey', archive: { bucket: 'keygate-nokey', retentionDays: 1 } } }));
+      const json = await cli(['audit', 'verify', '--config', config, '--archive', '--json']);
+      expect(json.status).toBe(1);
+      expect(JSON.parse(json.stdout)).toMatchObject({ ok: false, error: { code: 'AUDIT_NO_KEY' } });
+      const text = await cli(['audit', 'verify', '--config', config, '--archive']);
+      expect([text.status, text.stdout]).toEqual([1, expect.stringMatching(/AUDIT_NO_KEY: --archive needs the broker key/)]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
