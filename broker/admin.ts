@@ -24,7 +24,11 @@ export interface BindRequest {
   readonly allow: readonly AllowRule[];
   readonly provider: ProviderName;
   readonly kmsKeyId?: string;
-  /** `kms-recipient` (aws-kms only): KMS encrypts the value to the enclave, the broker never sees it. Default jwe. */
+  /**
+   * `kms-recipient` (aws-kms only): KMS encrypts the value to the enclave, the broker never sees it.
+   * Unset: the existing binding's mode while it stays on aws-kms (a re-bind that forgets the flag must
+   * not quietly make the broker a plaintext holder again), else jwe.
+   */
   readonly mode?: ReleaseMode;
   readonly ttlSeconds?: number;
   readonly allowDebug?: boolean;
@@ -80,7 +84,7 @@ export async function bindSecret(store: BindingStore, provider: KeyProvider, req
       version: await tx.nextVersion(req.secret),
       provider: req.provider,
       ...(req.kmsKeyId ? { kmsKeyId: req.kmsKeyId } : {}),
-      ...(req.mode === 'kms-recipient' ? { mode: req.mode } : {}),
+      ...((req.mode ?? (req.provider === 'aws-kms' ? previous?.mode : undefined)) === 'kms-recipient' ? { mode: 'kms-recipient' } : {}),
       ciphertext,
       text: isText(req.value),
       allow,

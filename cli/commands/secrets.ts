@@ -25,7 +25,8 @@ a file or standard input (exact bytes), never from the command line.
   --provider P       local (default) or aws-kms
   --kms-key-id ID    KMS key for --provider aws-kms
   --recipient        with aws-kms: KMS encrypts the value to the enclave's attested
-                     key (Decrypt with Recipient); the broker never sees it
+                     key (Decrypt with Recipient); the broker never sees it. Kept
+                     when the secret is bound again on aws-kms (unbind to drop it)
   --ttl DUR          how long enclaves may cache the value (default 60s)
   --instance ID      only this EC2 instance (repeatable; checked against module_id and PCR4)
   --allow-debug      also release to debug-mode enclaves (never in production)
