@@ -2,7 +2,7 @@ import { CodedError } from '../lib/coded-error.js';
 import type { BindingStore, StoreSnapshot } from './store/store.js';
 import type { KeyProvider } from './kms/provider.js';
 import { parseBinding, parsePcrValues, SECRET_NAME } from './policy/schema.js';
-import type { AllowRule, Binding, BindablePcrs, ProviderName, Revocations } from './policy/types.js';
+import type { AllowRule, Binding, BindablePcrs, ProviderName, ReleaseMode, Revocations } from './policy/types.js';
 import { samePcrs, type PcrValues } from '../lib/pcrs.js';
 import type { Baseline } from './policy/baseline.js';
 
@@ -24,6 +24,12 @@ export interface BindRequest {
   readonly allow: readonly AllowRule[];
   readonly provider: ProviderName;
   readonly kmsKeyId?: string;
+  /**
+   * `kms-recipient` (aws-kms only): KMS encrypts the value to the enclave, the broker never sees it.
+   * Unset: the existing binding's mode while it stays on aws-kms (a re-bind that forgets the flag must
+   * not quietly make the broker a plaintext holder again), else jwe.
+   */
+  readonly mode?: ReleaseMode;
   readonly ttlSeconds?: number;
   readonly allowDebug?: boolean;
   readonly instances?: readonly string[];
@@ -78,6 +84,7 @@ export async function bindSecret(store: BindingStore, provider: KeyProvider, req
       version: await tx.nextVersion(req.secret),
       provider: req.provider,
       ...(req.kmsKeyId ? { kmsKeyId: req.kmsKeyId } : {}),
+      ...((req.mode ?? (req.provider === 'aws-kms' ? previous?.mode : undefined)) === 'kms-recipient' ? { mode: 'kms-recipient' } : {}),
       ciphertext,
       text: isText(req.value),
       allow,

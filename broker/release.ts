@@ -7,7 +7,7 @@ import { SECRET_NAME } from './policy/schema.js';
 import type { Binding, ProviderName } from './policy/types.js';
 import { pcrsFromDocument, type PcrValues } from '../lib/pcrs.js';
 import type { BindingStore, StoreSnapshot } from './store/store.js';
-import { keyIdentity, keyRefOf, SecretUnavailableError, type KeyProviders } from './kms/provider.js';
+import { keyIdentity, keyRefOf, SecretUnavailableError, type KeyProvider, type KeyProviders } from './kms/provider.js';
 import { AUDITED_PCRS, AuditUnavailableError, type AuditSink, type DecisionRecord } from './audit/sink.js';
 import type { ChallengeService } from './challenge.js';
 import type { SigningKey } from './signing-key.js';
@@ -18,7 +18,7 @@ import { Quarantine, RateLimiter, type QuarantineStore } from './rate-limit.js';
 import { NonceRegistryUnavailableError, type NonceRegistry, type NonceUse } from './nonce/registry.js';
 import { QuarantineUnavailableError } from './quarantine/store.js';
 import { BrokerError } from './errors.js';
-import { buildReleaseClaims, RELEASE_JWS_TYPE, type ReleaseClaims, type ReleasedSecret } from './protocol/index.js';
+import { buildRecipientReleaseClaims, buildReleaseClaims, RELEASE_JWS_TYPE, type ReleasedSecret, type SignedReleaseClaims } from './protocol/index.js';
 import { auditCode, namesDenied, refusal, type Denial, type DenialReason } from './release/denial.js';
 import { identityKeyOf, identityOf, type IdentityKey } from './release/identity.js';
 
@@ -168,7 +168,7 @@ export class ReleaseService {
     const doc = verified.value.doc;
     const authorised = await this.#authorise(req, verified.value);
     if (!authorised.ok) return { ...authorised, doc };
-    const values = await this.#unwrap(req, authorised.value);
+    const values = await this.#unwrap(req, authorised.value, attestation);
     if (!values.ok) return { ...values, doc };
     const released = await this.#seal(req, verified.value, authorised.value.bindings, values.value);
     return { ok: true, value: { released, bindings: authorised.value.bindings }, doc };
@@ -289,8 +289,8 @@ export class ReleaseService {
    * any name fails, and by nobody else, so a rotation or eviction meanwhile
    * cannot change what is sealed.
    */
-  async #unwrap(req: ReleaseRequest, { bindings, generation }: Authorised): Promise<Outcome<Uint8Array[]>> {
-    const settled = await Promise.allSettled(bindings.map((b) => this.#plaintext(b, req.now, generation)));
+  async #unwrap(req: ReleaseRequest, { bindings, generation }: Authorised, attestation: Uint8Array): Promise<Outcome<Uint8Array[]>> {
+    const settled = await Promise.allSettled(bindings.map((b) => (b.mode === 'kms-recipient' ? this.#forRecipient(b, attestation) : this.#plaintext(b, req.now, generation))));
     const values = settled.map((r) => (r.status === 'fulfilled' ? r.value : new Uint8Array(0)));
     if (settled.every((r) => r.status === 'fulfilled')) return { ok: true, value: values };
     for (const value of values) value.fill(0);
@@ -427,8 +427,26 @@ export class ReleaseService {
     }
   }
 
+  /**
+   * Mode kms-recipient: KMS's ciphertext of the value for the enclave's own key (the verified document
+   * itself goes to KMS as Recipient). The broker never holds the value, so nothing is cached: the value
+   * cache does not apply, and every release asks KMS.
+   */
+  async #forRecipient(binding: Binding, attestation: Uint8Array): Promise<Uint8Array> {
+    const provider: KeyProvider | undefined = this.#deps.providers.get(binding.provider);
+    if (!provider) throw new Error(`no ${binding.provider} key provider is configured`);
+    if (!provider.decryptForRecipient) throw new SecretUnavailableError(`the ${binding.provider} provider cannot encrypt to an enclave (kms-recipient)`, { providerError: 'RecipientUnsupported' });
+    const t0 = performance.now();
+    try {
+      return await provider.decryptForRecipient(binding.ciphertext, binding.secret, keyRefOf(binding), attestation);
+    } finally {
+      this.#deps.metrics.kmsSeconds.observe((performance.now() - t0) / 1000);
+    }
+  }
+
+  /** `value` is the value (mode jwe) or KMS's recipient ciphertext of it (mode kms-recipient). */
   async #sealOne(binding: Binding, value: Uint8Array, doc: VerifiedDocument, recipient: RecipientKey, now: number): Promise<ReleasedSecret> {
-    const claims: ReleaseClaims = buildReleaseClaims({
+    const claims: SignedReleaseClaims = (binding.mode === 'kms-recipient' ? buildRecipientReleaseClaims : buildReleaseClaims)({
       secret: binding.secret,
       version: binding.version,
       value,

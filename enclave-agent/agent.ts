@@ -11,7 +11,7 @@ import {
   type ChallengeAnswer,
   type ErrorAnswer,
   type ReceivedItem,
-  type ReleaseClaims,
+  type SignedReleaseClaims,
 } from '../broker/protocol/index.js';
 import type { Nsm } from '../vsock-shim/nsm/client.js';
 import { NsmError } from '../vsock-shim/nsm/messages.js';
@@ -20,6 +20,7 @@ import { parseHostPort } from '../lib/host-port.js';
 import { AgentError } from './errors.js';
 import { BrokerHttp } from './http.js';
 import { sentDocument, type SentDocument } from './document.js';
+import { CmsError, decryptRecipientEnvelope } from './cms.js';
 
 /** A secret value: text secrets as strings, binary ones as bytes (treat as read-only). */
 export type SecretValue = string | Uint8Array;
@@ -279,8 +280,8 @@ class Agent implements SecretAgent {
       maxClockSkewMs: this.#maxClockSkewMs,
     });
     if (!check.ok) throw new AgentError(check.code, check.message);
-    const claims: ReleaseClaims = check.claims;
-    const bytes = new Uint8Array(Buffer.from(claims.val, 'base64url'));
+    const claims: SignedReleaseClaims = check.claims;
+    const bytes = 'cms' in claims ? this.#unwrapRecipient(name, claims.cms) : new Uint8Array(Buffer.from(claims.val, 'base64url'));
     let value: SecretValue = bytes;
     if (claims.text === true) {
       try {
@@ -293,6 +294,16 @@ class Agent implements SecretAgent {
     // TTLs run on this enclave's monotonic clock from when the request began, and never past exp on its wall clock.
     const lifetimeMs = Math.min(claims.ttl * 1000, now + (claims.exp * 1000 - nowWall) - sent.started);
     return { value, version: claims.ver, refreshAt: sent.started + lifetimeMs * this.#refreshAhead, expiresAt: sent.started + lifetimeMs };
+  }
+
+  /** Mode kms-recipient: the value as KMS encrypted it to this enclave's key, decrypted here and nowhere else. */
+  #unwrapRecipient(name: string, cms: string): Uint8Array {
+    try {
+      return decryptRecipientEnvelope(new Uint8Array(Buffer.from(cms, 'base64url')), this.privateKey);
+    } catch (err) {
+      if (err instanceof CmsError) throw new AgentError(err.code, `item "${name}": ${err.message}`, { cause: err });
+      throw err;
+    }
   }
 
   #brokerError(res: { status: number; json: unknown }, what: string): AgentError {

@@ -17,6 +17,12 @@ export type AgentErrorCode =
   /** Older than a version of the secret this process already accepted. */
   | 'VERSION_ROLLBACK'
   | 'NSM_ERROR'
+  /** Mode kms-recipient: KMS's recipient ciphertext is not the structure KMS produces, or uses other algorithms (enclave-agent/cms.ts). */
+  | 'CMS_MALFORMED'
+  | 'CMS_UNSUPPORTED'
+  /** Mode kms-recipient: the recipient ciphertext is encrypted to another key than this enclave's. */
+  | 'CMS_WRONG_RECIPIENT'
+  | 'CMS_DECRYPT_FAILED'
   | 'AGENT_CLOSED'
   | BrokerErrorCode;
 

@@ -1,5 +1,5 @@
 import { DecryptCommand, DescribeKeyCommand, EncryptCommand, KMSClient, type KMSClientConfig } from '@aws-sdk/client-kms';
-import { CiphertextError, KmsUnavailableError, SecretUnavailableError, type KeyProvider } from './provider.js';
+import { CiphertextError, KmsUnavailableError, RecipientRefusedError, SecretUnavailableError, type KeyProvider } from './provider.js';
 
 /** Settings for the AWS KMS provider; anything unset comes from the usual AWS SDK configuration. */
 export interface AwsKmsSettings {
@@ -22,7 +22,9 @@ const CIPHERTEXT_ERRORS = new Set(['InvalidCiphertextException', 'IncorrectKeyEx
 /** The key is disabled, pending deletion or gone: permanent, and every value cached under it is dropped. */
 const KEY_UNUSABLE_ERRORS = new Set(['DisabledException', 'KMSInvalidStateException', 'NotFoundException']);
 /** Refusals that a retry cannot change. Anything else (throttling, 5xx, timeouts, connection errors) is transient. */
-const PERMANENT_ERRORS = new Set(['AccessDeniedException', 'InvalidKeyUsageException', 'InvalidGrantTokenException']);
+const PERMANENT_ERRORS = new Set(['AccessDeniedException', 'InvalidKeyUsageException', 'InvalidGrantTokenException', 'ValidationException']);
+/** Largest CiphertextForRecipient passed on (a 64 KiB value in its CMS envelope fits with room to spare). */
+const MAX_RECIPIENT_CIPHERTEXT_BYTES = 256 * 1024;
 /** DescribeKey states in which the key cannot decrypt until an operator acts. */
 const UNUSABLE_STATES = new Set(['Disabled', 'PendingDeletion', 'PendingImport', 'PendingReplicaDeletion']);
 
@@ -91,6 +93,35 @@ export class AwsKmsKeyProvider implements KeyProvider {
     } catch (err) {
       throw this.#failure(err, 'Decrypt', kmsKeyId);
     }
+  }
+
+  /**
+   * Decrypt with `Recipient`: KMS checks the attestation document (and any kms:RecipientAttestation
+   * conditions of the key policy) and returns the value encrypted to the document's public key.
+   */
+  async decryptForRecipient(ciphertext: string, secret: string, kmsKeyId: string | undefined, attestationDocument: Uint8Array): Promise<Uint8Array> {
+    let out;
+    try {
+      out = await this.#client.send(
+        new DecryptCommand({
+          CiphertextBlob: Buffer.from(ciphertext, 'base64'),
+          EncryptionContext: encryptionContext(secret),
+          ...(kmsKeyId ? { KeyId: kmsKeyId } : {}),
+          Recipient: { KeyEncryptionAlgorithm: 'RSAES_OAEP_SHA_256', AttestationDocument: attestationDocument },
+        }),
+        this.#deadline(),
+      );
+    } catch (err) {
+      throw this.#failure(err, 'Decrypt (Recipient)', kmsKeyId);
+    }
+    // Fail closed: an endpoint that ignored Recipient must not make this process a plaintext holder.
+    if (out.Plaintext?.length) {
+      out.Plaintext.fill(0);
+      throw new RecipientRefusedError('KMS_RECIPIENT_PLAINTEXT', 'KMS answered Decrypt with Recipient with the plaintext instead of CiphertextForRecipient (refused, wiped unread)');
+    }
+    const cms = out.CiphertextForRecipient;
+    if (!cms?.length || cms.length > MAX_RECIPIENT_CIPHERTEXT_BYTES) throw new RecipientRefusedError('KMS_RECIPIENT_MISSING', 'KMS answered Decrypt with Recipient without a usable CiphertextForRecipient');
+    return cms;
   }
 
   /** Every key in use must be Enabled (DescribeKey); a disabled or deleted key is named in the error. */

@@ -24,6 +24,13 @@ export interface KeyProvider {
   /** Decrypts base64 ciphertext produced by `encrypt` for the same secret. */
   decrypt(ciphertext: string, secret: string, keyRef?: string): Promise<Uint8Array>;
   /**
+   * Mode kms-recipient (providers that can): has the value decrypted and encrypted to the attested
+   * enclave's key by the key service itself, and returns that recipient ciphertext (a CMS EnvelopedData);
+   * the value never reaches this process. An answer carrying the value instead is refused
+   * (RecipientRefusedError).
+   */
+  decryptForRecipient?(ciphertext: string, secret: string, keyRef: string | undefined, attestationDocument: Uint8Array): Promise<Uint8Array>;
+  /**
    * Readiness: resolves when the provider can serve the given keys (the key
    * references of the bindings in use; aws-kms asks DescribeKey for each).
    *
@@ -76,6 +83,19 @@ export class CiphertextError extends SecretUnavailableError {
   override readonly name: string = 'CiphertextError';
   constructor(message: string, options: ProviderErrorOptions = {}) {
     super(message, { ...options, providerError: options.providerError ?? 'CiphertextError' });
+  }
+}
+
+/**
+ * Mode kms-recipient: the key service answered Decrypt-with-Recipient with the value itself (`Plaintext`;
+ * moto does, and so would any implementation that ignores `Recipient`) or with no recipient ciphertext.
+ * Refused, the plaintext wiped unread: the broker must never become a holder of the value. Permanent:
+ * an endpoint that ignores Recipient keeps doing so. `providerError` is the stable code the audit records.
+ */
+export class RecipientRefusedError extends SecretUnavailableError {
+  override readonly name: string = 'RecipientRefusedError';
+  constructor(providerError: 'KMS_RECIPIENT_PLAINTEXT' | 'KMS_RECIPIENT_MISSING', message: string) {
+    super(message, { providerError });
   }
 }
 

@@ -1,5 +1,5 @@
 import { PCR_HEX } from '../../lib/pcrs.js';
-import { BINDABLE_PCRS, PROVIDER_NAMES, REQUIRED_PCRS, type AllowRule, type Binding, type BindablePcrs, type Revocations } from './types.js';
+import { BINDABLE_PCRS, PROVIDER_NAMES, RELEASE_MODES, REQUIRED_PCRS, type AllowRule, type Binding, type BindablePcrs, type Revocations } from './types.js';
 
 import { CodedError } from '../../lib/coded-error.js';
 
@@ -85,7 +85,7 @@ function parseRule(value: unknown, path: string): AllowRule {
  */
 export function parseBinding(value: unknown, path = 'binding'): Binding {
   const obj = object(value, path, [
-    'secret', 'version', 'provider', 'kmsKeyId', 'ciphertext', 'text', 'allow', 'instances',
+    'secret', 'version', 'provider', 'kmsKeyId', 'mode', 'ciphertext', 'text', 'allow', 'instances',
     'allowDebug', 'ttlSeconds', 'revoked', 'createdAt', 'updatedAt',
   ]);
   const provider = string(obj.provider, `${path}.provider`, new RegExp(`^(${PROVIDER_NAMES.join('|')})$`)) as Binding['provider'];
@@ -95,6 +95,7 @@ export function parseBinding(value: unknown, path = 'binding'): Binding {
     version: integer(obj.version, `${path}.version`, 1, Number.MAX_SAFE_INTEGER),
     provider,
     ...(obj.kmsKeyId === undefined ? {} : { kmsKeyId: string(obj.kmsKeyId, `${path}.kmsKeyId`, /^[\w:/+=,.@-]{1,2048}$/) }),
+    ...(obj.mode === undefined ? {} : { mode: string(obj.mode, `${path}.mode`, new RegExp(`^(${RELEASE_MODES.join('|')})$`)) as Binding['mode'] }),
     ciphertext: string(obj.ciphertext, `${path}.ciphertext`, /^[A-Za-z0-9+/]+={0,2}$/),
     text: boolean(obj.text, `${path}.text`),
     allow: obj.allow.map((rule, i) => parseRule(rule, `${path}.allow[${i}]`)),
@@ -108,6 +109,8 @@ export function parseBinding(value: unknown, path = 'binding'): Binding {
     updatedAt: string(obj.updatedAt, `${path}.updatedAt`, ISO_TIME),
   };
   if (provider === 'aws-kms' && !binding.kmsKeyId) throw new SchemaError(`${path}.kmsKeyId`, 'is required for the aws-kms provider');
+  // Only KMS can encrypt to an attested key: a local-provider value is always decrypted by the broker.
+  if (binding.mode === 'kms-recipient' && provider !== 'aws-kms') throw new SchemaError(`${path}.mode`, 'kms-recipient needs the aws-kms provider');
   return binding;
 }
 

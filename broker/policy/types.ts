@@ -19,6 +19,13 @@ export const PROVIDER_NAMES = ['local', 'aws-kms'] as const;
 /** Where a secret's ciphertext is decrypted. */
 export type ProviderName = (typeof PROVIDER_NAMES)[number];
 
+/**
+ * How a value reaches the enclave: `jwe` (default; the broker decrypts and seals it to the enclave's key)
+ * or `kms-recipient` (aws-kms only: KMS encrypts it to the enclave's key, the broker never sees it).
+ */
+export const RELEASE_MODES = ['jwe', 'kms-recipient'] as const;
+export type ReleaseMode = (typeof RELEASE_MODES)[number];
+
 /** A secret and the measurements allowed to read it (design.md section 3). */
 export interface Binding {
   readonly secret: string;
@@ -27,6 +34,8 @@ export interface Binding {
   readonly provider: ProviderName;
   /** KMS key id or ARN, for the aws-kms provider. */
   readonly kmsKeyId?: string;
+  /** Absent: `jwe`. */
+  readonly mode?: ReleaseMode;
   /** Base64 ciphertext of the value, as the provider produced it. */
   readonly ciphertext: string;
   /** The value is UTF-8 text (the agent returns a string) rather than bytes. */

@@ -17,15 +17,13 @@ export const MAX_RELEASE_TTL_SECONDS = 86_400;
 /** Default tolerance between the broker's clock and the enclave's for `iat`. */
 export const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
 
-/** The claims inside the broker-signed JWS an enclave receives. */
-export interface ReleaseClaims {
+/** The claims inside the broker-signed JWS an enclave receives, whatever the release mode. */
+interface ClaimsCommon {
   readonly iss: typeof RELEASE_ISSUER;
   /** The secret's name. */
   readonly sub: string;
   /** The secret's version; never goes backwards for an agent process. */
   readonly ver: number;
-  /** base64url of the value. */
-  readonly val: string;
   /** The value is UTF-8 text (the agent returns a string). */
   readonly text: boolean;
   /** Seconds since the epoch on the broker's clock; exp = iat + ttl. */
@@ -37,6 +35,26 @@ export interface ReleaseClaims {
   readonly doc: string;
   readonly aud: string;
 }
+
+/** Mode `jwe`: the value itself (the JWE around the JWS keeps it confidential). */
+export interface ReleaseClaims extends ClaimsCommon {
+  /** base64url of the value. */
+  readonly val: string;
+}
+
+/**
+ * Mode `kms-recipient`: the value as KMS encrypted it to the attested key
+ * (Decrypt with Recipient), which the broker never decrypted. No `val`, so an
+ * agent that does not know this mode refuses the answer instead of taking it
+ * as an empty value.
+ */
+export interface RecipientReleaseClaims extends ClaimsCommon {
+  /** base64url of KMS's CiphertextForRecipient (a BER CMS EnvelopedData). */
+  readonly cms: string;
+}
+
+/** What an agent may receive signed: exactly one of `val` and `cms`. */
+export type SignedReleaseClaims = ReleaseClaims | RecipientReleaseClaims;
 
 /** What the broker knows when it releases one secret to one verified document. */
 export interface ReleaseClaimsInput {
@@ -52,14 +70,12 @@ export interface ReleaseClaimsInput {
   readonly moduleId: string;
 }
 
-/** The claims for one release (broker side). */
-export function buildReleaseClaims(input: ReleaseClaimsInput): ReleaseClaims {
+function commonClaims(input: ReleaseClaimsInput): ClaimsCommon {
   const iat = Math.floor(input.issuedAtMs / 1000);
   return {
     iss: RELEASE_ISSUER,
     sub: input.secret,
     ver: input.version,
-    val: Buffer.from(input.value).toString('base64url'),
     text: input.text,
     iat,
     exp: iat + input.ttlSeconds,
@@ -68,6 +84,16 @@ export function buildReleaseClaims(input: ReleaseClaimsInput): ReleaseClaims {
     doc: input.documentSha256,
     aud: input.moduleId,
   };
+}
+
+/** The claims for one release (broker side). */
+export function buildReleaseClaims(input: ReleaseClaimsInput): ReleaseClaims {
+  return { ...commonClaims(input), val: Buffer.from(input.value).toString('base64url') };
+}
+
+/** The claims for one `kms-recipient` release (broker side): `input.value` is KMS's CiphertextForRecipient, never the value. */
+export function buildRecipientReleaseClaims(input: ReleaseClaimsInput): RecipientReleaseClaims {
+  return { ...commonClaims(input), cms: Buffer.from(input.value).toString('base64url') };
 }
 
 /**
@@ -108,7 +134,7 @@ export interface ReleaseExpectation {
   readonly maxClockSkewMs: number;
 }
 
-export type ClaimsCheck = { readonly ok: true; readonly claims: ReleaseClaims } | ({ readonly ok: false } & AnswerProblem);
+export type ClaimsCheck = { readonly ok: true; readonly claims: SignedReleaseClaims } | ({ readonly ok: false } & AnswerProblem);
 
 const BASE64URL = /^[A-Za-z0-9_-]*$/;
 export const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -144,9 +170,14 @@ export function checkReleaseClaims(payload: unknown, expected: ReleaseExpectatio
 
   if (!isPositiveInteger(c.ttl, MAX_RELEASE_TTL_SECONDS)) return fail('BAD_RESPONSE', `ttl is not a whole number of seconds in 1..${MAX_RELEASE_TTL_SECONDS}`);
   if (c.exp !== c.iat + c.ttl) return fail('BAD_RESPONSE', 'exp is not iat + ttl');
-  if (typeof c.val !== 'string' || !BASE64URL.test(c.val) || c.val.length % 4 === 1) return fail('BAD_RESPONSE', 'the value (val) is not base64url');
+  const isB64 = (v: unknown): v is string => typeof v === 'string' && BASE64URL.test(v) && v.length % 4 !== 1;
+  // Exactly one of the value (mode jwe) and KMS's recipient ciphertext (mode kms-recipient).
+  if ((c.val === undefined) === (c.cms === undefined)) return fail('BAD_RESPONSE', 'the answer carries neither or both of a value (val) and a recipient ciphertext (cms)');
+  if (c.val !== undefined && !isB64(c.val)) return fail('BAD_RESPONSE', 'the value (val) is not base64url');
+  if (c.cms !== undefined && (!isB64(c.cms) || c.cms === '')) return fail('BAD_RESPONSE', 'the recipient ciphertext (cms) is not non-empty base64url');
   if (typeof c.text !== 'boolean') return fail('BAD_RESPONSE', 'text is not a boolean');
-  const claims: ReleaseClaims = { iss: RELEASE_ISSUER, sub: expected.name, ver: c.ver, val: c.val, text: c.text, iat: c.iat, exp: c.exp, ttl: c.ttl, nonce: expected.nonceHex, doc: expected.documentSha256, aud: expected.moduleId };
+  const common = { iss: RELEASE_ISSUER, sub: expected.name, ver: c.ver, text: c.text, iat: c.iat, exp: c.exp, ttl: c.ttl, nonce: expected.nonceHex, doc: expected.documentSha256, aud: expected.moduleId } as const;
+  const claims: SignedReleaseClaims = isB64(c.val) ? { ...common, val: c.val } : { ...common, cms: c.cms as string };
   return { ok: true, claims };
 }
 

@@ -5,10 +5,11 @@ export {
   MAX_RELEASE_TTL_SECONDS,
   DEFAULT_MAX_CLOCK_SKEW_MS,
   buildReleaseClaims,
+  buildRecipientReleaseClaims,
   checkReleaseClaims,
   VersionFloor,
 } from './claims.js';
-export type { ReleaseClaims, ReleaseClaimsInput, AnswerProblemCode, AnswerProblem, ReleaseExpectation, ClaimsCheck } from './claims.js';
+export type { ReleaseClaims, RecipientReleaseClaims, SignedReleaseClaims, ReleaseClaimsInput, AnswerProblemCode, AnswerProblem, ReleaseExpectation, ClaimsCheck } from './claims.js';
 export { BROKER_ERROR_CODES, isBrokerErrorCode } from './codes.js';
 export { receivedItems } from './answer.js';
 export type { ReleasedSecret, SecretsAnswer, ChallengeAnswer, ErrorAnswer, ReceivedItem } from './answer.js';

@@ -24,6 +24,9 @@ a file or standard input (exact bytes), never from the command line.
   --add              add this measurement set to the existing ones (rolling deploy)
   --provider P       local (default) or aws-kms
   --kms-key-id ID    KMS key for --provider aws-kms
+  --recipient        with aws-kms: KMS encrypts the value to the enclave's attested
+                     key (Decrypt with Recipient); the broker never sees it. Kept
+                     when the secret is bound again on aws-kms (unbind to drop it)
   --ttl DUR          how long enclaves may cache the value (default 60s)
   --instance ID      only this EC2 instance (repeatable; checked against module_id and PCR4)
   --allow-debug      also release to debug-mode enclaves (never in production)
@@ -87,6 +90,7 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
     pcr0: { type: 'string' }, pcr1: { type: 'string' }, pcr2: { type: 'string' }, pcr3: { type: 'string' }, pcr4: { type: 'string' }, pcr8: { type: 'string' },
     baseline: { type: 'string' }, baselines: { type: 'string' }, add: { type: 'boolean' }, 'value-file': { type: 'string' }, 'value-stdin': { type: 'boolean' },
     provider: { type: 'string' }, 'kms-key-id': { type: 'string' }, ttl: { type: 'string' }, instance: { type: 'string', multiple: true }, 'allow-debug': { type: 'boolean' },
+    recipient: { type: 'boolean' },
   });
   if (values.help) {
     io.out(BIND_USAGE);
@@ -98,6 +102,7 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
   if (anyPcr === Boolean(values.baseline)) throw new UsageError('give either --pcr0/--pcr1/--pcr2 (and optionally 3, 4, 8) or --baseline FILE');
   const provider = (values.provider ?? 'local') as string;
   if (provider !== 'local' && provider !== 'aws-kms') throw new UsageError('--provider must be local or aws-kms');
+  if (values.recipient && provider !== 'aws-kms') throw new UsageError('--recipient needs --provider aws-kms (only KMS can encrypt to an attested enclave key)');
   const ttlSeconds = values.ttl === undefined ? undefined : Math.round(parseDuration(values.ttl as string, '--ttl') / 1000);
   try {
     const { rule, baseline } = values.baseline ? await baselineRule(values.baseline as string, values.baselines as string | undefined) : { rule: pcrSet(pcrFlags), baseline: undefined };
@@ -108,6 +113,7 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
       allow: [rule],
       provider: provider as ProviderName,
       ...(values['kms-key-id'] ? { kmsKeyId: values['kms-key-id'] as string } : {}),
+      ...(values.recipient ? { mode: 'kms-recipient' as const } : {}),
       ...(ttlSeconds !== undefined ? { ttlSeconds } : {}),
       allowDebug: Boolean(values['allow-debug']),
       instances: (values.instance as string[] | undefined) ?? [],
@@ -115,7 +121,7 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
       ...(baseline ? { baselines: [baseline] } : {}),
     }));
     value.fill(0);
-    io.out(`bound ${binding.secret} version ${binding.version} (${binding.allow.length} allowed measurement set${binding.allow.length === 1 ? '' : 's'}, ttl ${binding.ttlSeconds}s, ${binding.provider})\n`);
+    io.out(`bound ${binding.secret} version ${binding.version} (${binding.allow.length} allowed measurement set${binding.allow.length === 1 ? '' : 's'}, ttl ${binding.ttlSeconds}s, ${binding.provider}${binding.mode === 'kms-recipient' ? ', kms-recipient' : ''})\n`);
     return 0;
   } catch (err) {
     return translate(err);

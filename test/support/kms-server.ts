@@ -5,10 +5,29 @@
  * latency and outages, key states (disable, enable, schedule deletion,
  * delete) answered with the real permanent error types, and DescribeKey.
  * The real @aws-sdk/client-kms talks to it.
+ *
+ * Decrypt with `Recipient` works as AWS documents it: the attestation
+ * document must verify (against `attestationRoots`; none configured: every
+ * document is refused), its public_key must be RSA-2048, and the answer
+ * carries CiphertextForRecipient (a BER CMS EnvelopedData to that key, see
+ * recipient-cms.ts) and no Plaintext. `recipient.answer` makes it misbehave.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createPublicKey, generateKeyPairSync, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
+import { verifyAttestation } from '../../broker/verify/index.js';
+import { buildRecipientEnvelope } from './recipient-cms.js';
+
+/**
+ * How Decrypt answers a `Recipient`: `cms` as AWS does; `plaintext` as moto (ignores Recipient);
+ * `both` Plaintext and CiphertextForRecipient; `none` neither; `wrong-key` a CMS to another RSA key.
+ */
+export type RecipientAnswer = 'cms' | 'plaintext' | 'both' | 'none' | 'wrong-key';
+
+export interface KmsServerOptions {
+  /** PEM roots attestation documents in `Recipient` must chain to (the NSM simulator's or a test PKI's). */
+  readonly attestationRoots?: readonly string[];
+}
 
 export interface KmsFaults {
   /** Answer the next N requests with ThrottlingException (400). */
@@ -32,6 +51,8 @@ export interface KmsTestServer {
   readonly faults: KmsFaults;
   /** Requests seen per operation (faulted ones included). */
   readonly calls: Map<string, number>;
+  /** Decrypt with Recipient: how it answers, and how many such requests were answered with a CMS. */
+  readonly recipient: { answer: RecipientAnswer; envelopes: number };
   createKey(): string;
   disableKey(keyId: string): void;
   enableKey(keyId: string): void;
@@ -49,12 +70,14 @@ function contextBytes(context: unknown): Buffer {
   return Buffer.from(JSON.stringify(entries));
 }
 
-export async function startKmsServer(): Promise<KmsTestServer> {
+export async function startKmsServer(options: KmsServerOptions = {}): Promise<KmsTestServer> {
   const keys = new Map<string, Buffer>();
   const states = new Map<string, KeyState>();
   const faults: KmsFaults = { throttle: 0, internal: 0, latencyMs: 0, outage: false, accessDenied: 0 };
   const calls = new Map<string, number>();
   const sockets = new Set<Socket>();
+  const recipient: KmsTestServer['recipient'] = { answer: 'cms', envelopes: 0 };
+  let otherKey: KeyObject | undefined;
 
   const createKey = (): string => {
     const id = randomUUID();
@@ -91,6 +114,28 @@ export async function startKmsServer(): Promise<KmsTestServer> {
     if (state === 'PendingDeletion') return fail(400, 'KMSInvalidStateException', `${arn(id)} is pending deletion.`);
     return undefined;
   };
+  /** The Recipient part of Decrypt: the document must verify and carry an RSA-2048 key; the answer is encrypted to it. */
+  const forRecipient = (r: unknown, plaintext: Buffer, id: string): [number, Record<string, unknown>] => {
+    const { KeyEncryptionAlgorithm: algorithm, AttestationDocument: document } = (r ?? {}) as Record<string, unknown>;
+    if (algorithm !== 'RSAES_OAEP_SHA_256') return fail(400, 'ValidationException', 'Recipient.KeyEncryptionAlgorithm must be RSAES_OAEP_SHA_256');
+    let key: KeyObject;
+    try {
+      const doc = verifyAttestation(Buffer.from(String(document), 'base64'), { at: Date.now(), roots: options.attestationRoots ?? [], maxAgeMs: 5 * 60_000, allowDebug: true });
+      key = createPublicKey({ key: Buffer.from(doc.publicKey!), format: 'der', type: 'spki' });
+      if (key.asymmetricKeyType !== 'rsa' || key.asymmetricKeyDetails?.modulusLength !== 2048) throw new Error('not RSA-2048');
+    } catch {
+      return fail(400, 'ValidationException', 'Recipient.AttestationDocument is not a valid attestation document with an RSA-2048 public key');
+    }
+    const answer = recipient.answer;
+    const common = { KeyId: arn(id), EncryptionAlgorithm: 'SYMMETRIC_DEFAULT' };
+    if (answer === 'plaintext') return [200, { ...common, Plaintext: plaintext.toString('base64') }];
+    if (answer === 'none') return [200, common];
+    if (answer === 'wrong-key') otherKey ??= generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey;
+    const { ber } = buildRecipientEnvelope(plaintext, answer === 'wrong-key' ? otherKey! : key, { chunk: 256 });
+    recipient.envelopes++;
+    return [200, { ...common, CiphertextForRecipient: ber.toString('base64'), ...(answer === 'both' ? { Plaintext: plaintext.toString('base64') } : {}) }];
+  };
+
   const ops: Record<string, Handler> = {
     Encrypt: (b) => {
       const id = resolveKey(b.KeyId);
@@ -115,6 +160,7 @@ export async function startKmsServer(): Promise<KmsTestServer> {
         decipher.setAAD(contextBytes(b.EncryptionContext));
         decipher.setAuthTag(rest.subarray(12, 28));
         const pt = Buffer.concat([decipher.update(rest.subarray(28)), decipher.final()]);
+        if (b.Recipient !== undefined) return forRecipient(b.Recipient, pt, id);
         return [200, { Plaintext: pt.toString('base64'), KeyId: arn(id), EncryptionAlgorithm: 'SYMMETRIC_DEFAULT' }];
       } catch {
         return fail(400, 'InvalidCiphertextException', 'ciphertext or encryption context does not match');
@@ -207,6 +253,7 @@ export async function startKmsServer(): Promise<KmsTestServer> {
     keyId: createKey(),
     faults,
     calls,
+    recipient,
     createKey,
     disableKey: (id) => setState(id, 'Disabled'),
     enableKey: (id) => setState(id, 'Enabled'),
