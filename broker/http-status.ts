@@ -5,7 +5,7 @@ import type { BrokerErrorCode } from './protocol/index.js';
  * code meets the transport (domain errors carry codes only). A Record, so a
  * code added to broker/protocol/codes.ts does not compile until it has a status.
  */
-export const HTTP_STATUS: Readonly<Record<BrokerErrorCode, 400 | 401 | 403 | 404 | 429 | 500 | 503>> = {
+export const HTTP_STATUS: Readonly<Record<BrokerErrorCode, 400 | 401 | 403 | 404 | 405 | 413 | 429 | 500 | 503>> = {
   MALFORMED_COSE: 400,
   UNSUPPORTED_ALG: 400,
   MALFORMED_PAYLOAD: 400,
@@ -22,6 +22,10 @@ export const HTTP_STATUS: Readonly<Record<BrokerErrorCode, 400 | 401 | 403 | 404
   POLICY_DENIED: 403,
   REVOKED: 403,
   NOT_FOUND: 404,
+  /** A known route asked with another method (the answer carries Allow). */
+  METHOD_NOT_ALLOWED: 405,
+  /** A body over maxBodyBytes: refused before it is read further. */
+  PAYLOAD_TOO_LARGE: 413,
   RATE_LIMITED: 429,
   QUARANTINED: 429,
   INTERNAL_ERROR: 500,

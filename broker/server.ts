@@ -84,7 +84,7 @@ export function createBrokerApp(deps: BrokerAppDependencies): Hono {
   const app = new Hono();
   const limit = bodyLimit({
     maxSize: deps.maxBodyBytes,
-    onError: (c) => errorResponse(c, new BrokerError('BAD_REQUEST', `body larger than ${deps.maxBodyBytes} bytes`)),
+    onError: (c) => errorResponse(c, new BrokerError('PAYLOAD_TOO_LARGE', `body larger than ${deps.maxBodyBytes} bytes`)),
   });
   app.use('*', limit);
 
@@ -117,6 +117,15 @@ export function createBrokerApp(deps: BrokerAppDependencies): Hono {
   });
 
   app.get('/metrics', (c) => c.text(deps.metrics.render(), 200, { 'content-type': 'text/plain; version=0.0.4' }));
+
+  // A known route asked with another method is 405 with Allow, not 404 (HEAD is served by the GET routes).
+  const allowed: Record<string, string> = { '/v1/challenge': 'GET', '/v1/secrets': 'POST', '/v1/broker-key': 'GET', '/healthz': 'GET', '/readyz': 'GET', '/metrics': 'GET' };
+  for (const [path, allow] of Object.entries(allowed)) {
+    app.all(path, (c) => {
+      c.header('allow', allow === 'GET' ? 'GET, HEAD' : allow);
+      return errorResponse(c, new BrokerError('METHOD_NOT_ALLOWED', `${path} accepts ${allow} only`));
+    });
+  }
 
   app.notFound((c) => errorResponse(c, new BrokerError('NOT_FOUND', 'no such route')));
   app.onError((err, c) => {

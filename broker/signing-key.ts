@@ -55,8 +55,39 @@ export async function loadPublicKeyFile(path: string): Promise<KeyObject> {
 
 /** Reads an Ed25519 private key for signing baselines and approvals (private JWK or PKCS#8 PEM). */
 export async function loadPrivateKeyFile(path: string): Promise<KeyObject> {
-  const text = await readFile(path, 'utf8');
-  const key = text.trimStart().startsWith('{') ? createPrivateKey({ key: JSON.parse(text) as JsonWebKey, format: 'jwk' }) : createPrivateKey(text);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new Error(`cannot read ${path}: ${code === 'ENOENT' ? 'no such file (ENOENT)' : (code ?? (err as Error).message)}`, { cause: err });
+  }
+  // Say what is wrong in the user's terms: node's own errors (`The "key.d" property must be of type
+  // string`, `DECODER routines::unsupported`) name neither the file nor the fix.
+  const publicKey = `${path} is a public key; give the private key (keygate keygen writes it to FILE, the public one to FILE.pub)`;
+  const notAKey = `${path} is not a key: expected an Ed25519 private key (JWK or PKCS#8 PEM, as keygate keygen writes)`;
+  let key: KeyObject;
+  if (text.trimStart().startsWith('{')) {
+    let jwk: JsonWebKey;
+    try {
+      jwk = JSON.parse(text) as JsonWebKey;
+    } catch (err) {
+      throw new Error(notAKey, { cause: err });
+    }
+    if (jwk && typeof jwk === 'object' && jwk.x !== undefined && jwk.d === undefined) throw new Error(publicKey);
+    try {
+      key = createPrivateKey({ key: jwk, format: 'jwk' });
+    } catch (err) {
+      throw new Error(notAKey, { cause: err });
+    }
+  } else {
+    if (/-----BEGIN PUBLIC KEY-----/.test(text)) throw new Error(publicKey);
+    try {
+      key = createPrivateKey(text);
+    } catch (err) {
+      throw new Error(notAKey, { cause: err });
+    }
+  }
   if (key.asymmetricKeyType !== 'ed25519') throw new Error(`${path} is not an Ed25519 private key`);
   return key;
 }

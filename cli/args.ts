@@ -19,10 +19,23 @@ export function parseCommand<O extends Options>(argv: readonly string[], options
   try {
     parsed = parseArgs(config);
   } catch (err) {
-    throw new UsageError((err as Error).message);
+    throw new UsageError(parseErrorMessage(err as Error & { code?: string }));
   }
   if (!(parsed.values as { help?: boolean }).help && parsed.positionals.length > maxPositionals) {
     throw new UsageError(maxPositionals === 0 ? `unexpected argument "${parsed.positionals[0]}"` : `too many arguments: ${parsed.positionals.join(' ')}`);
   }
   return parsed;
+}
+
+/**
+ * node:util's parse errors in the CLI's words: the flag, and what it needs. Its own texts quote
+ * unevenly and suggest `--` (unknown options) or `--flag=-XYZ` (values): not what a user meant.
+ */
+function parseErrorMessage(err: Error & { code?: string }): string {
+  const flag = /'(-{1,2}[^' <]+)/.exec(err.message)?.[1];
+  if (!flag) return err.message;
+  if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return `unknown option ${flag}`;
+  if (/does not take an argument/.test(err.message)) return `${flag} takes no value`;
+  if (/argument missing|ambiguous/.test(err.message)) return `${flag} needs a value`;
+  return err.message;
 }

@@ -2,6 +2,8 @@ import { DEV_CONFIG, ConfigError, loadConfigFile, resolveConfig, type BrokerConf
 import type { BindingStore } from '../broker/store/store.js';
 import { openAdminStore, openProviders } from '../broker/state.js';
 import type { KeyProviders } from '../broker/kms/provider.js';
+import { stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { UsageError } from './errors.js';
 
 /** Options every store-touching command accepts. */
@@ -52,6 +54,35 @@ export async function brokerConfig(flags: StoreFlags, env: NodeJS.ProcessEnv = p
 }
 
 /**
+ * brokerConfig for commands that open (and may create) the store and state: one of them must be
+ * chosen explicitly. The built-in defaults (./keygate-store, ./keygate-state) are in the current
+ * directory, where a `git add .` would pick up the local provider's key: never used silently.
+ */
+export async function storeConfig(flags: StoreFlags, env: NodeJS.ProcessEnv = process.env): Promise<BrokerConfig> {
+  if (!flags.config && !env.KEYGATE_CONFIG && !flags.dev && !(flags.store && flags.state)) {
+    const missing = flags.store ? '--store DIR needs --state DIR too (where the keys live)' : flags.state ? '--state DIR needs --store DIR too' : 'no store chosen';
+    throw new UsageError(`${missing}: give --config FILE (or set $KEYGATE_CONFIG), --store DIR with --state DIR, or --dev (development store in ./.keygate-dev)`);
+  }
+  const config = await brokerConfig(flags, env);
+  // A path that exists but is not a directory fails deep inside with ENOTDIR/EEXIST: say which setting is wrong.
+  const dirs: Array<[string | undefined, string, string]> = [
+    [typeof config.store === 'string' ? config.store : undefined, '--store', 'store'],
+    [config.stateDir, '--state', 'stateDir'],
+  ];
+  for (const [dir, flag, key] of dirs) {
+    if (dir === undefined) continue;
+    const found = await stat(dir).catch(() => undefined);
+    if (found && !found.isDirectory()) throw new UsageError(`${flags[flag === '--store' ? 'store' : 'state'] ? flag : `the config's "${key}"`} ${dir}: not a directory`);
+  }
+  return config;
+}
+
+/** Where a write went, for the line every writing command prints (a file store as an absolute path). */
+export function storeWhere(config: BrokerConfig): string {
+  return typeof config.store === 'string' ? resolve(config.store) : `dynamodb:${config.store.table}`;
+}
+
+/**
  * Runs `fn` on the store and key providers as the CLI uses them, then closes both (a DynamoDB
  * store's client and KMS connections are released even when `fn` fails).
  */
@@ -67,7 +98,7 @@ export async function withAdmin<T>(flags: StoreFlags, fn: (admin: { config: Brok
 
 /** The store and key providers, as the CLI uses them. */
 export async function openAdmin(flags: StoreFlags): Promise<{ config: BrokerConfig; store: BindingStore; providers: KeyProviders }> {
-  const config = await brokerConfig(flags);
+  const config = await storeConfig(flags);
   const { store, problems } = await openAdminStore(config);
   if (problems.length) process.stderr.write(`keygate: warning: store files failing validation (what they govern is unavailable to brokers until fixed):\n  ${problems.join('\n  ')}\n`);
   return { config, store, providers: await openProviders(config) };

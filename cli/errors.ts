@@ -25,3 +25,12 @@ export function usageError(err: unknown, decorate: Partial<Record<OperationError
   if (!(err instanceof OperationError)) return err;
   return new UsageError(decorate[err.code]?.(err.message) ?? err.message, { hint: err.code !== 'BASELINE_INVALID' });
 }
+
+/** Why the listen address cannot be bound, in words, or undefined for any other failure. */
+export function listenProblem(err: unknown): string | undefined {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'EADDRINUSE') return 'address already in use (another broker or process listens there; choose another port)';
+  if (code === 'EACCES') return 'permission denied (ports below 1024 need privileges; choose another port)';
+  if (code === 'EADDRNOTAVAIL') return 'address not available on this machine';
+  return undefined;
+}

@@ -33,14 +33,23 @@ async function readBounded(stream: AsyncIterable<Uint8Array>, maxBytes: number):
  * Reads `path`, or standard input for `-`, up to `maxBytes`. An unreadable
  * input is a usage error (exit 2); a larger one an InputTooLargeError.
  */
-export async function readInput(path: string, source: InputSource, maxBytes: number): Promise<Uint8Array> {
+export async function readInput(path: string, source: InputSource, maxBytes: number, flag?: string): Promise<Uint8Array> {
   try {
     return await readBounded(path === '-' ? source.stdin() : createReadStream(path), maxBytes);
   } catch (cause) {
     if (cause instanceof InputTooLargeError) throw cause;
-    const reason = (cause as NodeJS.ErrnoException).code ?? (cause as Error).message;
-    throw new UsageError(`cannot read ${path === '-' ? 'standard input' : path}: ${reason}`);
+    const what = path === '-' ? 'standard input' : path;
+    throw new UsageError(`${flag ? `${flag} ${what}` : `cannot read ${what}`}: ${readFailure(cause)}`);
   }
+}
+
+const READ_FAILURE_WORDS: Record<string, string> = { ENOENT: 'no such file', EACCES: 'permission denied', EISDIR: 'is a directory', ENOTDIR: 'a parent is not a directory', ELOOP: 'too many symbolic links' };
+
+/** Why a file could not be read, in words with the errno code (`no such file (ENOENT)`), else the message. */
+export function readFailure(cause: unknown): string {
+  const code = (cause as NodeJS.ErrnoException).code;
+  if (!code) return (cause as Error).message;
+  return READ_FAILURE_WORDS[code] ? `${READ_FAILURE_WORDS[code]} (${code})` : code;
 }
 
 function isText(bytes: Uint8Array): boolean {

@@ -23,6 +23,8 @@ Commands:
   record            record a build's PCRs as a baseline, or --check a rebuild
   approve NAME      add an admin approval to a baseline
   keygen            create an Ed25519 key for signing or approving baselines
+  dev pcrs          print the NSM simulator's PCRs (for bind --dev --dev-pcrs)
+  version           print the version (also -v, --version)
 
 Run "keygate <command> --help" for a command's options.
 `;
@@ -50,7 +52,18 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   record: async () => (await import('./commands/record.js')).recordCommand,
   approve: async () => (await import('./commands/record.js')).approveCommand,
   keygen: async () => (await import('./commands/record.js')).keygenCommand,
+  dev: async () => (await import('./commands/dev.js')).devCommand,
 };
+
+/**
+ * With --json, a command's failure is one JSON object on stdout too (stderr keeps the message):
+ * `verify` answers in its own invalid-document shape, every other command as `{ error: { code, message } }`.
+ */
+function jsonFailure(name: string, argv: readonly string[], code: string, message: string): string | undefined {
+  const end = argv.indexOf('--');
+  if (!(end < 0 ? argv : argv.slice(0, end)).includes('--json')) return undefined;
+  return `${JSON.stringify(name === 'verify' ? { valid: false, code, message } : { error: { code, message } })}\n`;
+}
 
 /**
  * Runs the CLI and returns the exit status. Never throws: every failure is
@@ -62,7 +75,7 @@ export async function main(argv: readonly string[], io: CliIo = processIo(), now
     io.out(USAGE);
     return name === undefined ? 2 : 0;
   }
-  if (name === '--version') {
+  if (name === '--version' || name === '-v' || name === 'version') {
     io.out('keygate 0.1.0\n');
     return 0;
   }
@@ -78,10 +91,15 @@ export async function main(argv: readonly string[], io: CliIo = processIo(), now
     // An operation's refusal without a command-specific wording is a usage error all the same.
     const err = usageError(thrown);
     if (err instanceof UsageError) {
+      const json = jsonFailure(name, rest, err.code, err.message);
+      if (json) io.out(json);
       io.err(`keygate ${name}: ${err.message}\n${err.hint ? `(run "keygate ${name} --help" for usage)\n` : ''}`);
       return 2;
     }
-    io.err(`keygate ${name}: internal error: ${err instanceof Error ? err.message : String(err)}\n`);
+    const message = err instanceof Error ? err.message : String(err);
+    const json = jsonFailure(name, rest, 'INTERNAL', message);
+    if (json) io.out(json);
+    io.err(`keygate ${name}: internal error: ${message}\n`);
     return 2;
   }
 }

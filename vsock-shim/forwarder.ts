@@ -145,7 +145,8 @@ export class Forwarder {
     upstream.on('close', () => this.#sockets.delete(upstream));
     // An enclave that hangs up while the upstream connect is pending takes the upstream with it.
     client.once('close', () => upstream.destroy());
-    upstream.once('timeout', () => upstream.destroy(new Error('connect timeout')));
+    const connectTimeout = (): void => void upstream.destroy(new Error('connect timeout'));
+    upstream.once('timeout', connectTimeout);
     let relaying = false;
     upstream.on('error', (err) => {
       this.#log({ decision: 'error', peer, target: key, reason: err.message });
@@ -157,7 +158,10 @@ export class Forwarder {
       relaying = true;
       this.stats.relayed++;
       this.#log({ decision: 'relay', peer, target: key });
+      // From here the socket timeout means idleness, not a slow connect: log it as such.
+      upstream.off('timeout', connectTimeout);
       upstream.setTimeout(this.#idle, () => {
+        this.#log({ decision: 'close', peer, target: key, reason: 'idle timeout', idleMs: this.#idle });
         upstream.destroy();
         client.destroy();
       });

@@ -3,10 +3,11 @@ import { SharedKeyError } from '../../broker/keys/key-source.js';
 import { openDevPki } from '../../vsock-shim/simulator/pki-store.js';
 import { devPkiDirectory } from './get.js';
 import { parseCommand } from '../args.js';
-import { STORE_OPTIONS, STORE_USAGE, brokerConfig } from '../context.js';
+import { UsageError, listenProblem } from '../errors.js';
+import { STORE_OPTIONS, STORE_USAGE, storeConfig } from '../context.js';
 import type { CliIo } from '../io.js';
 
-export const BROKER_USAGE = `Usage: keygate broker [--config FILE] [--listen HOST:PORT] [--store DIR] [--dev]
+export const BROKER_USAGE = `Usage: keygate broker [--config FILE] [--listen HOST:PORT] [--store DIR --state DIR] [--dev]
 
 Runs the secrets broker until SIGINT or SIGTERM. With --dev it also trusts
 the NSM simulator's development root (shared with \`keygate get --dev\`).
@@ -23,7 +24,7 @@ export async function brokerCommand(argv: readonly string[], io: CliIo): Promise
     io.out(BROKER_USAGE);
     return 0;
   }
-  let config = await brokerConfig(values);
+  let config = await storeConfig(values);
   if (config.dev) {
     // --dev is the explicit opt-in to trust the NSM simulator's development root.
     const pki = await openDevPki(devPkiDirectory());
@@ -33,6 +34,8 @@ export async function brokerCommand(argv: readonly string[], io: CliIo): Promise
   try {
     broker = await startBroker(config);
   } catch (err) {
+    const listenError = listenProblem(err);
+    if (listenError) throw new UsageError(`--listen ${config.listen}: ${listenError}`, { hint: false });
     if (!(err instanceof AuditFileInUseError || err instanceof SharedKeyError)) throw err;
     io.err(`keygate broker: refusing to start: ${err instanceof SharedKeyError ? `${err.code}: ` : ''}${err.message}\n`);
     return 1;

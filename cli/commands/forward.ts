@@ -1,6 +1,6 @@
 import { Forwarder, listenTcp, parseDestination, type Listener } from '../../vsock-shim/forwarder.js';
 import { listenVsock } from '../../vsock-shim/vsock.js';
-import { UsageError } from '../errors.js';
+import { UsageError, listenProblem } from '../errors.js';
 import { parseCommand } from '../args.js';
 import { parseDuration } from '../parse.js';
 import { parseHostPort } from '../../lib/host-port.js';
@@ -45,7 +45,15 @@ export async function forwardCommand(argv: readonly string[], io: CliIo): Promis
   let listener: Listener;
   const tcp = values.listen.startsWith('tcp:') ? parseHostPort(values.listen.slice(4)) : undefined;
   const vsock = /^vsock:(\d{1,10})$/.exec(values.listen);
-  if (tcp) listener = await listenTcp(forwarder, tcp.host, tcp.port);
+  if (tcp) {
+    try {
+      listener = await listenTcp(forwarder, tcp.host, tcp.port);
+    } catch (err) {
+      const problem = listenProblem(err);
+      if (problem) throw new UsageError(`--listen ${values.listen}: ${problem}`, { hint: false });
+      throw err;
+    }
+  }
   else if (vsock) {
     const port = Number(vsock[1]);
     if (port === 9000) throw new UsageError('vsock port 9000 is the nitro-cli boot heartbeat; choose another');

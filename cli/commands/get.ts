@@ -9,11 +9,12 @@ import { parseTransport, TransportError } from '../../vsock-shim/transport/trans
 import { tunnelTransport } from '../../vsock-shim/transport/tunnel.js';
 import type { Nsm } from '../../vsock-shim/nsm/client.js';
 import { UsageError } from '../errors.js';
+import { ConfigError, loadConfigFile, parseListen, resolveConfig } from '../../broker/config.js';
 import { parseCommand } from '../args.js';
 import type { CliIo } from '../io.js';
 
 export const GET_USAGE = `Usage: keygate get <secret> --broker-key JWK [--transport SPEC [--via HOST:PORT] | --broker URL]
-       keygate get <secret> --dev [--broker URL]
+       keygate get <secret> --dev [--broker URL | --config FILE]
 
 Fetches one secret the way an enclave application does (attest, release,
 decrypt) and writes its value to standard output.
@@ -24,7 +25,11 @@ decrypt) and writes its value to standard output.
   --via HOST:PORT    tunnel through the forwarder to this broker address (CONNECT)
   --broker URL       http://HOST:PORT, direct TCP (tests, --dev)
   --dev              DEVELOPMENT ONLY: NSM simulator with the dev PKI of
-                     \`keygate broker --dev\`; fetches the broker key unpinned
+                     \`keygate broker --dev\`; fetches the broker key unpinned;
+                     connects to --broker URL directly (default: the --config
+                     file's listen address, else http://127.0.0.1:8443), so
+                     --transport and --via are refused with it
+  --config FILE      with --dev: the broker config whose listen address to use
 `;
 
 /**
@@ -36,11 +41,25 @@ export function devPkiDirectory(): string {
   return join('.keygate-dev', 'simulator');
 }
 
+/** The URL of the broker a config describes (its listen address; https when it sets tls). */
+async function devBrokerUrl(file: string): Promise<string> {
+  let config;
+  try {
+    config = resolveConfig(await loadConfigFile(file));
+  } catch (err) {
+    if (err instanceof ConfigError) throw new UsageError(`--config ${file}: ${err.message}`);
+    throw err;
+  }
+  const { host, port } = parseListen(config.listen);
+  if (port === 0) throw new UsageError(`--config ${file}: listen ${config.listen} is any free port: give --broker URL`);
+  return `${config.tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
 /** `keygate get`: exit 0 with the value on stdout, 1 when the broker refuses, 2 on usage errors. */
 export async function getCommand(argv: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommand(
     argv,
-    { 'broker-key': { type: 'string' }, transport: { type: 'string' }, via: { type: 'string' }, broker: { type: 'string' }, dev: { type: 'boolean' } },
+    { 'broker-key': { type: 'string' }, transport: { type: 'string' }, via: { type: 'string' }, broker: { type: 'string' }, dev: { type: 'boolean' }, config: { type: 'string' } },
     1,
   );
   if (values.help) {
@@ -52,17 +71,22 @@ export async function getCommand(argv: readonly string[], io: CliIo): Promise<nu
   let brokerKey: JWK;
   let agentTarget: { brokerUrl: string } | { transport: ReturnType<typeof parseTransport> };
   if (values.dev) {
+    if (values.transport || values.via) throw new UsageError('--transport and --via are not used with --dev: it connects to the broker directly (--broker URL or --config FILE)');
+    if (values.broker && values.config) throw new UsageError('give --broker URL or --config FILE, not both');
+    const url = values.broker ?? (values.config ? await devBrokerUrl(values.config) : 'http://127.0.0.1:8443');
     const simulator = await NsmSimulator.create({ pki: await openDevPki(devPkiDirectory()), warn: (m) => io.err(`${m}\n`) });
     nsm = simulator.client();
-    const url = values.broker ?? 'http://127.0.0.1:8443';
     io.err('keygate get --dev: the broker key is fetched, not pinned (development only)\n');
     try {
       brokerKey = (await (await fetch(`${url}/v1/broker-key`)).json()) as JWK;
     } catch (err) {
-      throw new UsageError(`cannot reach the broker at ${url}: ${(err as Error).message}`, { hint: false });
+      // fetch says only "fetch failed"; why (ECONNREFUSED, ENOTFOUND, ...) is on its cause.
+      const cause = (err as Error).cause;
+      throw new UsageError(`cannot reach the broker at ${url}: ${cause instanceof Error ? cause.message : (err as Error).message}`, { hint: false });
     }
     agentTarget = { brokerUrl: url };
   } else {
+    if (values.config) throw new UsageError('--config is used with --dev only (outside it, give --transport/--via or --broker)');
     if (!values['broker-key']) throw new UsageError('--broker-key FILE is required (pin the broker key), or use --dev');
     try {
       brokerKey = JSON.parse(await readFile(values['broker-key'], 'utf8')) as JWK;

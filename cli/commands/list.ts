@@ -1,5 +1,5 @@
 import { parseCommand } from '../args.js';
-import { STORE_OPTIONS, STORE_USAGE, brokerConfig } from '../context.js';
+import { STORE_OPTIONS, STORE_USAGE, storeConfig } from '../context.js';
 import { openAdminStore } from '../../broker/state.js';
 import type { CliIo } from '../io.js';
 
@@ -18,7 +18,7 @@ export async function listCommand(argv: readonly string[], io: CliIo): Promise<n
     io.out(LIST_USAGE);
     return 0;
   }
-  const config = await brokerConfig(values);
+  const config = await storeConfig(values);
   const { store, problems } = await openAdminStore(config);
   const { bindings, revocations, invalidBindings, revocationsProblem } = store.snapshot();
   store.close(); // everything needed is in the snapshot

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { hostname, userInfo } from 'node:os';
-import { SchemaError } from '../../broker/policy/schema.js';
+import { SchemaError, SECRET_NAME } from '../../broker/policy/schema.js';
 import { EifError } from '../../broker/eif/format.js';
 import { OperationError } from '../../broker/ops/errors.js';
 import { approveBaselineFile, baselinePath, checkRebuild, DEFAULT_BASELINE_DIR, generateBaselineKey, recordBaseline } from '../../broker/ops/baselines.js';
@@ -88,6 +88,8 @@ export async function recordCommand(argv: readonly string[], io: CliIo, now: () 
     const input = values.eif ?? values['nitro-cli-json'];
     if (!input || (values.eif && values['nitro-cli-json'])) throw new UsageError('give exactly one of --eif FILE or --nitro-cli-json FILE');
     if (!values.name) throw new UsageError('--name NAME is required');
+    // The name is a file name under --baselines: checked here so "../x" is a usage error naming the flag.
+    if (!SECRET_NAME.test(values.name)) throw new UsageError(`--name: "${values.name}" is not a baseline name (letters, digits, ".", "_", "-"; starts with a letter or digit; up to 128)`);
     const commit = values.commit ?? defaultCommit();
     const { path: out, baseline } = await recordBaseline({
       image: input,

@@ -2,12 +2,14 @@ import type { ParseArgsConfig } from 'node:util';
 import { AdminError, bindSecret, MAX_SECRET_BYTES, pcrSet, revokeIdentities, revokeSecret, rotateSecret, unbindSecret } from '../../broker/admin.js';
 import { SchemaError } from '../../broker/policy/schema.js';
 import { LocalProviderRefusedError } from '../../broker/kms/refused-local.js';
+import { KmsUnavailableError, SecretUnavailableError } from '../../broker/kms/provider.js';
 import type { ProviderName } from '../../broker/policy/types.js';
 import type { PcrValues } from '../../lib/pcrs.js';
 import { allowRuleFrom, baselinePath } from '../../broker/ops/baselines.js';
 import { UsageError, usageError } from '../errors.js';
 import { parseCommand } from '../args.js';
-import { STORE_OPTIONS, STORE_USAGE, withAdmin, type StoreFlags } from '../context.js';
+import { STORE_OPTIONS, STORE_USAGE, storeWhere, withAdmin, type StoreFlags } from '../context.js';
+import { devBindPcrs } from './dev.js';
 import { InputTooLargeError, readInput } from '../input.js';
 import { parseDuration } from '../parse.js';
 import type { CliIo } from '../io.js';
@@ -30,6 +32,7 @@ a file or standard input (exact bytes), never from the command line.
   --ttl DUR          how long enclaves may cache the value (default 60s)
   --instance ID      only this EC2 instance (repeatable; checked against module_id and PCR4)
   --allow-debug      also release to debug-mode enclaves (never in production)
+  --dev-pcrs         with --dev: bind to the NSM simulator's PCR0/1/2 (keygate dev pcrs)
 ${STORE_USAGE}
 `;
 
@@ -63,7 +66,7 @@ async function readValue(values: Record<string, unknown>, io: CliIo): Promise<Ui
   const file = values['value-file'] as string | undefined;
   const stdin = values['value-stdin'] as boolean | undefined;
   if (Boolean(file) === Boolean(stdin)) throw new UsageError('give exactly one of --value-file F or --value-stdin');
-  const value = await readInput(file ?? '-', io, MAX_SECRET_BYTES).catch((err: unknown) => {
+  const value = await readInput(file ?? '-', io, MAX_SECRET_BYTES, file ? '--value-file' : undefined).catch((err: unknown) => {
     throw err instanceof InputTooLargeError ? new UsageError(`the secret value is larger than ${MAX_SECRET_BYTES / 1024} KiB`) : err;
   });
   if (value.length === 0) throw new UsageError('the secret value is empty');
@@ -78,10 +81,28 @@ async function baselineRule(arg: string, dir: string | undefined): ReturnType<ty
   });
 }
 
-function translate(err: unknown): never {
+function translate(err: unknown, kmsKeyId?: string): never {
   if (err instanceof AdminError || err instanceof SchemaError) throw new UsageError(err.message, { hint: err instanceof SchemaError });
   if (err instanceof LocalProviderRefusedError) throw new UsageError(`${err.code}: ${err.message}`, { hint: false });
+  if (err instanceof KmsUnavailableError || err instanceof SecretUnavailableError) {
+    // The AWS error name is in the message; its text (e.g. which principal was denied) is on the cause.
+    const aws = err.cause instanceof Error && err.cause.message ? `: ${err.cause.message}` : '';
+    throw new UsageError(`${err.code}: ${err.message}${kmsKeyId ? ` (key ${kmsKeyId})` : ''}${aws}`, { hint: false });
+  }
   throw err;
+}
+
+/** A PCR as --pcrN takes it: SHA-384 hex (96 characters; 64 or 128 for other hash banks), optional 0x. */
+const PCR_FLAG = /^(?:0x)?(?:[0-9a-fA-F]{96}|[0-9a-fA-F]{64}|[0-9a-fA-F]{128})$/;
+
+/** Checks --pcrN values in the flags' words (the schema would say `pcrs.0: has an invalid format`). */
+function checkPcrFlags(pcrs: PcrValues, required: readonly number[]): void {
+  for (const [index, value] of Object.entries(pcrs)) {
+    if (value !== undefined && !PCR_FLAG.test(value)) throw new UsageError(`--pcr${index}: expected 96 hex characters (a SHA-384 measurement), got "${value}"`);
+  }
+  for (const index of required) {
+    if (pcrs[index] === undefined) throw new UsageError(`--pcr${index} is missing: give --pcr0, --pcr1 and --pcr2 (96 hex characters each)`);
+  }
 }
 
 /** `keygate bind` */
@@ -91,14 +112,21 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
     baseline: { type: 'string' }, baselines: { type: 'string' }, add: { type: 'boolean' }, 'value-file': { type: 'string' }, 'value-stdin': { type: 'boolean' },
     provider: { type: 'string' }, 'kms-key-id': { type: 'string' }, ttl: { type: 'string' }, instance: { type: 'string', multiple: true }, 'allow-debug': { type: 'boolean' },
     recipient: { type: 'boolean' },
+    'dev-pcrs': { type: 'boolean' },
   });
   if (values.help) {
     io.out(BIND_USAGE);
     return 0;
   }
   const secret = oneSecret(positionals, BIND_USAGE);
-  const pcrFlags = { 0: values.pcr0, 1: values.pcr1, 2: values.pcr2, 3: values.pcr3, 4: values.pcr4, 8: values.pcr8 } as PcrValues;
+  let pcrFlags = { 0: values.pcr0, 1: values.pcr1, 2: values.pcr2, 3: values.pcr3, 4: values.pcr4, 8: values.pcr8 } as PcrValues;
+  if (values['dev-pcrs']) {
+    if (!values.dev) throw new UsageError('--dev-pcrs binds to the NSM simulator\'s measurements: it needs --dev');
+    if (Object.values(pcrFlags).some((v) => v !== undefined) || values.baseline) throw new UsageError('--dev-pcrs takes the place of --pcrN and --baseline');
+    pcrFlags = devBindPcrs();
+  }
   const anyPcr = Object.values(pcrFlags).some((v) => v !== undefined);
+  if (anyPcr) checkPcrFlags(pcrFlags, [0, 1, 2]);
   if (anyPcr === Boolean(values.baseline)) throw new UsageError('give either --pcr0/--pcr1/--pcr2 (and optionally 3, 4, 8) or --baseline FILE');
   const provider = (values.provider ?? 'local') as string;
   if (provider !== 'local' && provider !== 'aws-kms') throw new UsageError('--provider must be local or aws-kms');
@@ -107,7 +135,12 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
   try {
     const { rule, baseline } = values.baseline ? await baselineRule(values.baseline as string, values.baselines as string | undefined) : { rule: pcrSet(pcrFlags), baseline: undefined };
     const value = await readValue(values, io);
-    const binding = await withAdmin(values as StoreFlags, ({ store, providers }) => bindSecret(store, providers.get(provider as ProviderName)!, {
+    let replaced: number | undefined;
+    let where = '';
+    const binding = await withAdmin(values as StoreFlags, ({ config, store, providers }) => {
+      where = storeWhere(config);
+      if (!values.add) replaced = store.snapshot().bindings.get(secret)?.allow.length;
+      return bindSecret(store, providers.get(provider as ProviderName)!, {
       secret,
       value,
       allow: [rule],
@@ -119,12 +152,15 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
       instances: (values.instance as string[] | undefined) ?? [],
       addAllow: Boolean(values.add),
       ...(baseline ? { baselines: [baseline] } : {}),
-    }));
+      });
+    });
     value.fill(0);
     io.out(`bound ${binding.secret} version ${binding.version} (${binding.allow.length} allowed measurement set${binding.allow.length === 1 ? '' : 's'}, ttl ${binding.ttlSeconds}s, ${binding.provider}${binding.mode === 'kms-recipient' ? ', kms-recipient' : ''})\n`);
+    if (replaced !== undefined) io.out(`replaced the ${replaced} measurement set${replaced === 1 ? '' : 's'} ${binding.secret} was bound to before (--add keeps them)\n`);
+    io.out(`store: ${where}\n`);
     return 0;
   } catch (err) {
-    return translate(err);
+    return translate(err, values['kms-key-id'] as string | undefined);
   }
 }
 
@@ -136,14 +172,20 @@ export async function rotateCommand(argv: readonly string[], io: CliIo): Promise
     return 0;
   }
   const secret = oneSecret(positionals, ROTATE_USAGE);
+  let kmsKeyId: string | undefined;
   try {
     const value = await readValue(values, io);
-    const binding = await withAdmin(values as StoreFlags, ({ store, providers }) => rotateSecret(store, providers, secret, value));
+    let where = '';
+    const binding = await withAdmin(values as StoreFlags, ({ config, store, providers }) => {
+      where = storeWhere(config);
+      kmsKeyId = store.snapshot().bindings.get(secret)?.kmsKeyId;
+      return rotateSecret(store, providers, secret, value);
+    });
     value.fill(0);
-    io.out(`rotated ${binding.secret} to version ${binding.version}\n`);
+    io.out(`rotated ${binding.secret} to version ${binding.version}\nstore: ${where}\n`);
     return 0;
   } catch (err) {
-    return translate(err);
+    return translate(err, kmsKeyId);
   }
 }
 
@@ -156,8 +198,11 @@ export async function unbindCommand(argv: readonly string[], io: CliIo): Promise
   }
   const secret = oneSecret(positionals, UNBIND_USAGE);
   try {
-    await withAdmin(values as StoreFlags, ({ store }) => unbindSecret(store, secret));
-    io.out(`unbound ${secret}\n`);
+    const where = await withAdmin(values as StoreFlags, async ({ config, store }) => {
+      await unbindSecret(store, secret);
+      return storeWhere(config);
+    });
+    io.out(`unbound ${secret}\nstore: ${where}\n`);
     return 0;
   } catch (err) {
     return translate(err);
@@ -174,8 +219,9 @@ export async function revokeCommand(argv: readonly string[], io: CliIo): Promise
   const identities = { pcr0: (values.pcr0 as string[] | undefined) ?? [], instances: (values.instance as string[] | undefined) ?? [], baselines: (values.baseline as string[] | undefined) ?? [] };
   const anyIdentity = identities.pcr0.length + identities.instances.length + identities.baselines.length > 0;
   if ((positionals.length > 0) === anyIdentity || positionals.length > 1) throw new UsageError(`give one secret name, or --pcr0/--instance/--baseline\n\n${REVOKE_USAGE}`);
+  for (const pcr0 of identities.pcr0) checkPcrFlags({ 0: pcr0 }, []);
   try {
-    return await withAdmin(values as StoreFlags, async ({ store }) => {
+    return await withAdmin(values as StoreFlags, async ({ config, store }) => {
       if (positionals.length) {
         await revokeSecret(store, positionals[0]!);
         io.out(`revoked secret ${positionals[0]}\n`);
@@ -183,6 +229,7 @@ export async function revokeCommand(argv: readonly string[], io: CliIo): Promise
         const r = await revokeIdentities(store, identities);
         io.out(`revoked: ${r.pcr0.length} PCR0 value(s), ${r.instances.length} instance(s), ${r.baselines.length} baseline(s) in force\n`);
       }
+      io.out(`store: ${storeWhere(config)}\n`);
       return 0;
     });
   } catch (err) {

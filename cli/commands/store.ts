@@ -1,6 +1,6 @@
 import { stat } from 'node:fs/promises';
 import { parseCommand } from '../args.js';
-import { STORE_OPTIONS, STORE_USAGE, brokerConfig } from '../context.js';
+import { STORE_OPTIONS, STORE_USAGE, brokerConfig, storeConfig } from '../context.js';
 import { UsageError } from '../errors.js';
 import { CodedError } from '../../lib/coded-error.js';
 import { initSharedState } from '../../broker/state.js';
@@ -114,7 +114,7 @@ export async function storeCommand(argv: readonly string[], io: CliIo): Promise<
   }
   if (positionals[0] !== 'init') throw new UsageError('expected: keygate store init [--config FILE] or keygate store copy --from DIR --to-config FILE');
   if (values.from || values['to-config'] || values['dry-run'] || values.json || values['allow-local']) throw new UsageError('--from, --to-config, --dry-run, --json and --allow-local belong to keygate store copy');
-  const config = await brokerConfig(values);
+  const config = await storeConfig(values);
   try {
     for (const line of await initSharedState(config)) io.out(`${line}\n`);
   } catch (err) {

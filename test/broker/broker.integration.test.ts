@@ -183,8 +183,8 @@ describe('HTTP surface', () => {
 
   it('refuses bodies over the limit', async () => {
     const res = await post(JSON.stringify({ attestation: 'A'.repeat(100_000), names: ['x'] }));
-    expect(res.status).toBe(400);
-    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('BAD_REQUEST');
+    expect(res.status).toBe(413);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('PAYLOAD_TOO_LARGE');
   });
 
   it('challenge, health, readiness, metrics, broker key, 404', async () => {

@@ -155,7 +155,7 @@ describe('keygate verify: usage errors (exit 2, no stack trace)', () => {
 
   it('no document', async () => usage(['verify'], /exactly one document/));
   it('two documents', async () => usage(['verify', 'a', 'b'], /exactly one document/));
-  it('unknown option', async () => usage(['verify', fixturePath(r01.file), '--frobnicate'], /Unknown option/));
+  it('unknown option', async () => usage(['verify', fixturePath(r01.file), '--frobnicate'], /unknown option --frobnicate/));
   it('missing file', async () => usage(['verify', join(dir, 'nope.cbor')], /cannot read .*ENOENT/));
   it('directory instead of a file', async () => usage(['verify', dir], /cannot read/));
   it('bad --at', async () => usage(['verify', fixturePath(r01.file), '--at', 'yesterday'], /--at/));
@@ -210,7 +210,7 @@ describe('keygate verify as the real bin (subprocess)', () => {
   it('exit 2: a usage error on stderr, no stack trace, nothing on stdout', () => {
     const run = keygate(['verify', fixturePath(r01.file), '--frobnicate']);
     expect(run.status).toBe(2);
-    expect(run.stderr).toMatch(/Unknown option/);
+    expect(run.stderr).toMatch(/unknown option --frobnicate/);
     expect(run.stderr).not.toMatch(/\n\s+at /);
     expect(run.stdout).toBe('');
   });

@@ -141,6 +141,16 @@ describe('forwarder', () => {
       await expect.poll(() => f.stats.active, { timeout: 10_000 }).toBe(0);
     }));
 
+  it('logs an idle relay closed for idleness as "idle timeout", not as a connect timeout', () =>
+    withForwarder({ idleTimeoutMs: 150, handshakeTimeoutMs: 5_000 }, async (port, _f, events) => {
+      const client = connect(port, '127.0.0.1');
+      client.write(`CONNECT 127.0.0.1:${echoPort} HTTP/1.1\r\n\r\n`);
+      await new Promise((r) => client.once('data', r));
+      await new Promise((r) => client.once('close', r)); // idle timeout
+      const after = events.filter((e) => e.decision !== 'relay');
+      expect(after).toEqual([{ decision: 'close', peer: expect.any(String), target: `127.0.0.1:${echoPort}`, reason: 'idle timeout', idleMs: 150 }]);
+    }));
+
   it('closes denied and malformed connections after the reply, so idle denied peers hold no slot', () =>
     withForwarder({ maxConnections: 3 }, async (port, f) => {
       // Hostile peers: read the reply, then neither close nor send anything more.
