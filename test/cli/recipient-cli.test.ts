@@ -35,7 +35,7 @@ describe('keygate bind --recipient', () => {
   it('stores mode kms-recipient with the KMS ciphertext, and list shows it', async () => {
     const r = await cli(['bind', 'r1', ...pcrs, '--provider', 'aws-kms', '--kms-key-id', kms.keyId, '--recipient', '--value-stdin', '--config', config], 'recipient-cli-value', dir);
     expect(r.stderr).toBe('');
-    expect(r.stdout).toMatch(/^bound r1 version 1 \(1 allowed measurement set, ttl 60s, aws-kms, kms-recipient\)\n$/);
+    expect(r.stdout).toMatch(/^bound r1 version 1 \(1 allowed measurement set, ttl 60s, aws-kms, kms-recipient\)\nstore: \S+\n$/);
     const stored = readFileSync(join(dir, 'store', 'bindings', 'r1.json'), 'utf8');
     expect(JSON.parse(stored)).toMatchObject({ provider: 'aws-kms', kmsKeyId: kms.keyId, mode: 'kms-recipient' });
     expect(stored).not.toContain('recipient-cli-value');
@@ -45,11 +45,11 @@ describe('keygate bind --recipient', () => {
   it('keeps the mode when the secret is bound again without --recipient (no silent fall back to the broker decrypting)', async () => {
     const pcr0 = ['--pcr0', 'ab'.repeat(48), '--pcr1', APPROVED[1], '--pcr2', APPROVED[2]];
     const r = await cli(['bind', 'r1', ...pcr0, '--add', '--provider', 'aws-kms', '--kms-key-id', kms.keyId, '--value-stdin', '--config', config], 'recipient-cli-value-2', dir);
-    expect(r.stdout).toMatch(/^bound r1 version 2 \(2 allowed measurement sets, .*kms-recipient\)\n$/);
+    expect(r.stdout).toMatch(/^bound r1 version 2 \(2 allowed measurement sets, .*kms-recipient\)\nstore: \S+\n$/);
     expect(JSON.parse(readFileSync(join(dir, 'store', 'bindings', 'r1.json'), 'utf8'))).toMatchObject({ version: 2, mode: 'kms-recipient' });
     // Moving it to the local provider drops the mode (only KMS can encrypt to an enclave).
     const local = await cli(['bind', 'r1', ...pcrs, '--value-stdin', '--config', config], 'recipient-cli-value-3', dir);
-    expect(local.stdout).toMatch(/^bound r1 version 3 .*, local\)\n$/);
+    expect(local.stdout).toMatch(/^bound r1 version 3 .*, local\)\n/);
     expect(JSON.parse(readFileSync(join(dir, 'store', 'bindings', 'r1.json'), 'utf8')).mode).toBeUndefined();
   });
 });
