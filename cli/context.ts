@@ -3,6 +3,15 @@ import type { BindingStore } from '../broker/store/store.js';
 import { openAdminStore, openProviders } from '../broker/state.js';
 import type { KeyProviders } from '../broker/kms/provider.js';
 import { UsageError } from './errors.js';
+import { ensureBaselineKey } from '../broker/ops/baselines.js';
+import { join, resolve } from 'node:path';
+
+/**
+ * The development admin key (private JWK; public at `.pub`), beside the dev PKI: one per working
+ * directory. Every `--dev` command configures it as an admin key, and `keygate approve --dev` signs with
+ * it by default. Development only: never listed outside `--dev`.
+ */
+export const DEV_ADMIN_KEY = join('.keygate-dev', 'admin.jwk');
 
 /** Options every store-touching command accepts. */
 export const STORE_OPTIONS = {
@@ -37,7 +46,7 @@ export async function brokerConfig(flags: StoreFlags, env: NodeJS.ProcessEnv = p
       throw new UsageError('--dev does not combine with $KEYGATE_CONFIG: development mode uses its own store and state in ./.keygate-dev (unset it, or name the config explicitly with --config)');
     }
     const fromFile = file ? await loadConfigFile(file) : {};
-    return resolveConfig(
+    const config = resolveConfig(
       flags.dev ? DEV_CONFIG : {},
       fromFile,
       flags.dev ? { dev: true } : {},
@@ -45,6 +54,10 @@ export async function brokerConfig(flags: StoreFlags, env: NodeJS.ProcessEnv = p
       flags.state ? { stateDir: flags.state } : {},
       flags.listen ? { listen: flags.listen } : {},
     );
+    if (!flags.dev) return config;
+    // Development mode approves baselines with its own admin key, so the baseline walk works under --dev.
+    const { publicKeyFile } = await ensureBaselineKey(DEV_ADMIN_KEY);
+    return { ...config, adminKeys: [...(config.adminKeys ?? []), resolve(publicKeyFile)] };
   } catch (err) {
     if (err instanceof ConfigError) throw new UsageError(err.message);
     throw err;

@@ -9,11 +9,12 @@ import { parseTransport, TransportError } from '../../vsock-shim/transport/trans
 import { tunnelTransport } from '../../vsock-shim/transport/tunnel.js';
 import type { Nsm } from '../../vsock-shim/nsm/client.js';
 import { UsageError } from '../errors.js';
+import { measureImage } from '../../broker/ops/baselines.js';
 import { parseCommand } from '../args.js';
 import type { CliIo } from '../io.js';
 
 export const GET_USAGE = `Usage: keygate get <secret> --broker-key JWK [--transport SPEC [--via HOST:PORT] | --broker URL]
-       keygate get <secret> --dev [--broker URL]
+       keygate get <secret> --dev [--broker URL] [--image EIF|NITRO_CLI_JSON]
 
 Fetches one secret the way an enclave application does (attest, release,
 decrypt) and writes its value to standard output.
@@ -25,6 +26,8 @@ decrypt) and writes its value to standard output.
   --broker URL       http://HOST:PORT, direct TCP (tests, --dev)
   --dev              DEVELOPMENT ONLY: NSM simulator with the dev PKI of
                      \`keygate broker --dev\`; fetches the broker key unpinned
+  --image FILE       with --dev: the simulated enclave runs this image (its
+                     PCR0/1/2/8, measured from the EIF or nitro-cli JSON)
 `;
 
 /**
@@ -40,7 +43,7 @@ export function devPkiDirectory(): string {
 export async function getCommand(argv: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommand(
     argv,
-    { 'broker-key': { type: 'string' }, transport: { type: 'string' }, via: { type: 'string' }, broker: { type: 'string' }, dev: { type: 'boolean' } },
+    { 'broker-key': { type: 'string' }, transport: { type: 'string' }, via: { type: 'string' }, broker: { type: 'string' }, dev: { type: 'boolean' }, image: { type: 'string' } },
     1,
   );
   if (values.help) {
@@ -51,8 +54,16 @@ export async function getCommand(argv: readonly string[], io: CliIo): Promise<nu
   let nsm: Nsm;
   let brokerKey: JWK;
   let agentTarget: { brokerUrl: string } | { transport: ReturnType<typeof parseTransport> };
+  if (values.image && !values.dev) throw new UsageError('--image simulates an enclave: it needs --dev');
   if (values.dev) {
-    const simulator = await NsmSimulator.create({ pki: await openDevPki(devPkiDirectory()), warn: (m) => io.err(`${m}\n`) });
+    const image = values.image
+      ? (
+          await measureImage(values.image).catch((err: unknown) => {
+            throw new UsageError(`--image: ${(err as Error).message}`);
+          })
+        ).pcrs
+      : undefined;
+    const simulator = await NsmSimulator.create({ pki: await openDevPki(devPkiDirectory()), ...(image ? { pcrs: image } : {}), warn: (m) => io.err(`${m}\n`) });
     nsm = simulator.client();
     const url = values.broker ?? 'http://127.0.0.1:8443';
     io.err('keygate get --dev: the broker key is fetched, not pinned (development only)\n');
