@@ -5,6 +5,7 @@ import type { KeyProviders } from '../broker/kms/provider.js';
 import { UsageError } from './errors.js';
 import { ensureBaselineKey } from '../broker/ops/baselines.js';
 import { join, resolve } from 'node:path';
+import { access } from 'node:fs/promises';
 
 /**
  * The development admin key (private JWK; public at `.pub`), beside the dev PKI: one per working
@@ -12,6 +13,11 @@ import { join, resolve } from 'node:path';
  * it by default. Development only: never listed outside `--dev`.
  */
 export const DEV_ADMIN_KEY = join('.keygate-dev', 'admin.jwk');
+
+/** Creates the development admin key if missing (`broker --dev`, `approve --dev`). */
+export async function ensureDevAdminKey(): Promise<void> {
+  await ensureBaselineKey(DEV_ADMIN_KEY);
+}
 
 /** Options every store-touching command accepts. */
 export const STORE_OPTIONS = {
@@ -54,10 +60,11 @@ export async function brokerConfig(flags: StoreFlags, env: NodeJS.ProcessEnv = p
       flags.state ? { stateDir: flags.state } : {},
       flags.listen ? { listen: flags.listen } : {},
     );
-    if (!flags.dev) return config;
-    // Development mode approves baselines with its own admin key, so the baseline walk works under --dev.
-    const { publicKeyFile } = await ensureBaselineKey(DEV_ADMIN_KEY);
-    return { ...config, adminKeys: [...(config.adminKeys ?? []), resolve(publicKeyFile)] };
+    // Development mode counts approvals by its own admin key, so the baseline walk works under --dev. The key is
+    // created by `broker --dev` and `approve --dev` (ensureDevAdminKey), not by every --dev command.
+    const devKey = `${DEV_ADMIN_KEY}.pub`;
+    if (!flags.dev || !(await access(devKey).then(() => true, () => false))) return config;
+    return { ...config, adminKeys: [...(config.adminKeys ?? []), resolve(devKey)] };
   } catch (err) {
     if (err instanceof ConfigError) throw new UsageError(err.message);
     throw err;

@@ -45,7 +45,7 @@ export function approvalSummary(status: ApprovalStatus): string {
 export function approvalWarning(name: string, status: ApprovalStatus): string | undefined {
   if (status.approved) return undefined;
   if (status.adminKeys === 0) {
-    return `no adminKeys are configured, so brokers with this configuration approve no baseline: rules naming "${name}" are denied (BASELINE_NOT_APPROVED) until adminKeys lists the approvers' public keys (under --dev the development admin key is configured)`;
+    return `no adminKeys are configured, so brokers with this configuration approve no baseline: rules naming "${name}" are denied (BASELINE_NOT_APPROVED) until adminKeys lists the approvers' public keys (under --dev: keygate approve ${name} --dev creates the development admin key, which --dev brokers count)`;
   }
   return `baseline "${name}" has ${approvalSummary(status)} by the configured adminKeys: brokers deny rules naming it (BASELINE_NOT_APPROVED) until it is approved (keygate approve ${name} --key ADMIN_KEY)`;
 }

@@ -3,7 +3,7 @@ import { SharedKeyError } from '../../broker/keys/key-source.js';
 import { openDevPki } from '../../vsock-shim/simulator/pki-store.js';
 import { devPkiDirectory } from './get.js';
 import { parseCommand } from '../args.js';
-import { STORE_OPTIONS, STORE_USAGE, brokerConfig } from '../context.js';
+import { STORE_OPTIONS, STORE_USAGE, brokerConfig, ensureDevAdminKey } from '../context.js';
 import type { CliIo } from '../io.js';
 
 export const BROKER_USAGE = `Usage: keygate broker [--config FILE] [--listen HOST:PORT] [--store DIR] [--dev]
@@ -23,6 +23,8 @@ export async function brokerCommand(argv: readonly string[], io: CliIo): Promise
     io.out(BROKER_USAGE);
     return 0;
   }
+  // --dev counts approvals by the development admin key (created here, beside the dev PKI, if missing).
+  if (values.dev && !(values.config === undefined && process.env.KEYGATE_CONFIG)) await ensureDevAdminKey();
   let config = await brokerConfig(values);
   if (config.dev) {
     // --dev is the explicit opt-in to trust the NSM simulator's development root.

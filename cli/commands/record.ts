@@ -6,7 +6,7 @@ import { OperationError } from '../../broker/ops/errors.js';
 import { approveBaselineFile, baselinePath, checkRebuild, DEFAULT_BASELINE_DIR, generateBaselineKey, loadBaselineKey, readBaseline, recordBaseline } from '../../broker/ops/baselines.js';
 import { approvalStatus, approveStoredBaseline } from '../../broker/ops/stored-baselines.js';
 import { storeLabel } from '../../broker/store/open-store.js';
-import { DEV_ADMIN_KEY, STORE_OPTIONS, STORE_USAGE } from '../context.js';
+import { DEV_ADMIN_KEY, ensureDevAdminKey, STORE_OPTIONS, STORE_USAGE } from '../context.js';
 import { approvalSummary, approvalWarning, coded, configuredAdminKeys, withStore } from '../store-ops.js';
 import { access } from 'node:fs/promises';
 import { UsageError, usageError } from '../errors.js';
@@ -155,8 +155,8 @@ export async function approveCommand(argv: readonly string[], io: CliIo, now: ()
   try {
     // A PATH must be there; a NAME without a file is the stored copy.
     const file = hasFile || isPath ? await readBaseline(path) : undefined;
+    if (values.dev && !values.key && !(values.config === undefined && process.env.KEYGATE_CONFIG)) await ensureDevAdminKey();
     return await withStore(values, async ({ config, store }) => {
-      // The key is read after the config, so under --dev the development key exists by now.
       const key = await loadBaselineKey(keyFile).catch((err: unknown) => {
         throw usageError(err, decorate);
       });
