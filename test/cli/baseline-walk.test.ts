@@ -5,7 +5,7 @@
  * build added without touching the value, PCR3 (IAM role) rules, and every unrevoke form.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -172,6 +172,23 @@ describe('the README baseline walk under --dev', () => {
     expect((await run(['baseline', 'list', '--dev'])).stdout).toMatch(/build-42 {2}approved {2}1\/1 valid approval/);
     for (const cmd of [['baseline'], ['unrevoke'], ['approve'], ['bind']]) expect((await run([...cmd, '--help'])).status).toBe(0);
   }, 120_000);
+});
+
+describe('approve --file-only (approval by review)', () => {
+  it('signs the file and touches no store', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'keygate-fileonly-'));
+    try {
+      writeFileSync(join(dir, 'app.eif'), buildEif(build1));
+      expect((await cli(['keygen', '--out', 'alice.jwk'], undefined, dir)).status).toBe(0);
+      expect((await cli(['record', '--eif', 'app.eif', '--name', 'b1'], undefined, dir)).status).toBe(0);
+      const r = await cli(['approve', 'b1', '--key', 'alice.jwk', '--file-only'], undefined, dir);
+      expect([r.status, r.stdout]).toEqual([0, expect.stringMatching(/approved b1 with key \S+ in pcr-baselines\/b1\.json: 1 approval/)]);
+      expect(existsSync(join(dir, 'keygate-store'))).toBe(false);
+      expect((await cli(['approve', 'b1', '--key', 'alice.jwk', '--file-only', '--dev'], undefined, dir)).stderr).toMatch(/no store options/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('outside --dev: nothing configured says so', () => {
