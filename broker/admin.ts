@@ -5,6 +5,7 @@ import { parseBinding, parsePcrValues, SECRET_NAME } from './policy/schema.js';
 import type { AllowRule, Binding, BindablePcrs, ProviderName, ReleaseMode, Revocations } from './policy/types.js';
 import { samePcrs, type PcrValues } from '../lib/pcrs.js';
 import type { Baseline } from './policy/baseline.js';
+import { mergeBaseline } from './ops/stored-baselines.js';
 
 /** Store operations behind `keygate bind/rotate/unbind/revoke/list`, shared by the CLI and tests. */
 
@@ -95,7 +96,8 @@ export async function bindSecret(store: BindingStore, provider: KeyProvider, req
       createdAt: previous?.createdAt ?? now.toISOString(),
       updatedAt: now.toISOString(),
     });
-    for (const baseline of req.baselines ?? []) await tx.putBaseline(baseline);
+    // Merged, not overwritten: approvals the store already holds (keygate approve) are kept; another build under the name is refused.
+    for (const baseline of req.baselines ?? []) await tx.putBaseline(mergeBaseline(current.baselines.get(baseline.name), baseline));
     await tx.putBinding(binding);
     return binding;
   });

@@ -172,6 +172,11 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
   log('info', 'quarantine', config.quarantine.kind === 'dynamodb' ? { kind: 'dynamodb', table: config.quarantine.table } : { kind: 'memory' });
   const roots = await loadRoots(config, log);
   const adminKeys = await Promise.all((config.adminKeys ?? []).map((file) => loadPublicKeyFile(file)));
+  // Said at start, so a baseline walk that ends in BASELINE_NOT_APPROVED is explained by the log, not guessed at.
+  log('info', 'baseline approvals', { adminKeys: adminKeys.length, approvalsRequired: config.approvalsRequired });
+  if (!adminKeys.length && [...store.snapshot().bindings.values()].some((b) => b.allow.some((r) => r.baseline !== undefined))) {
+    log('warn', 'no adminKeys configured: rules that name a baseline are denied (BASELINE_NOT_APPROVED) until adminKeys lists the approvers\' public keys');
+  }
   const release = new ReleaseService({
     verifier: createVerifier(),
     roots,

@@ -2,9 +2,22 @@ import { DEV_CONFIG, ConfigError, loadConfigFile, resolveConfig, type BrokerConf
 import type { BindingStore } from '../broker/store/store.js';
 import { openAdminStore, openProviders } from '../broker/state.js';
 import type { KeyProviders } from '../broker/kms/provider.js';
-import { stat } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { access, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { UsageError } from './errors.js';
+import { ensureBaselineKey } from '../broker/ops/baselines.js';
+
+/**
+ * The development admin key (private JWK; public at `.pub`), beside the dev PKI: one per working
+ * directory. Every `--dev` command configures it as an admin key, and `keygate approve --dev` signs with
+ * it by default. Development only: never listed outside `--dev`.
+ */
+export const DEV_ADMIN_KEY = join('.keygate-dev', 'admin.jwk');
+
+/** Creates the development admin key if missing (`broker --dev`, `approve --dev`). */
+export async function ensureDevAdminKey(): Promise<void> {
+  await ensureBaselineKey(DEV_ADMIN_KEY);
+}
 
 /** Options every store-touching command accepts. */
 export const STORE_OPTIONS = {
@@ -39,7 +52,7 @@ export async function brokerConfig(flags: StoreFlags, env: NodeJS.ProcessEnv = p
       throw new UsageError('--dev does not combine with $KEYGATE_CONFIG: development mode uses its own store and state in ./.keygate-dev (unset it, or name the config explicitly with --config)');
     }
     const fromFile = file ? await loadConfigFile(file) : {};
-    return resolveConfig(
+    const config = resolveConfig(
       flags.dev ? DEV_CONFIG : {},
       fromFile,
       flags.dev ? { dev: true } : {},
@@ -47,6 +60,11 @@ export async function brokerConfig(flags: StoreFlags, env: NodeJS.ProcessEnv = p
       flags.state ? { stateDir: flags.state } : {},
       flags.listen ? { listen: flags.listen } : {},
     );
+    // Development mode counts approvals by its own admin key, so the baseline walk works under --dev. The key is
+    // created by `broker --dev` and `approve --dev` (ensureDevAdminKey), not by every --dev command.
+    const devKey = `${DEV_ADMIN_KEY}.pub`;
+    if (!flags.dev || !(await access(devKey).then(() => true, () => false))) return config;
+    return { ...config, adminKeys: [...(config.adminKeys ?? []), resolve(devKey)] };
   } catch (err) {
     if (err instanceof ConfigError) throw new UsageError(err.message);
     throw err;

@@ -14,6 +14,7 @@ Commands:
   unbind <secret>   remove a binding
   list              list bindings (never values)
   revoke            revoke a secret, or a PCR0 / instance / baseline everywhere
+  unrevoke          undo a revocation (same arguments as revoke)
   audit verify FILE check the audit log's chain and signatures
   store init        create the configured store (DynamoDB table) if missing
   store copy        copy a file store into the configured (DynamoDB) store
@@ -21,7 +22,8 @@ Commands:
   get <secret>      fetch a secret as an enclave application does (or --dev)
   describe-eif FILE measure an Enclave Image File (PCR0/1/2/8)
   record            record a build's PCRs as a baseline, or --check a rebuild
-  approve NAME      add an admin approval to a baseline
+  baseline put|list store a recorded baseline; list stored baselines and approvals
+  approve NAME      add an admin approval to a baseline (in the store and its file)
   keygen            create an Ed25519 key for signing or approving baselines
   dev pcrs          print the NSM simulator's PCRs (for bind --dev --dev-pcrs)
   version           print the version (also -v, --version)
@@ -43,6 +45,8 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   unbind: async () => (await import('./commands/secrets.js')).unbindCommand,
   list: async () => (await import('./commands/list.js')).listCommand,
   revoke: async () => (await import('./commands/secrets.js')).revokeCommand,
+  unrevoke: async () => (await import('./commands/unrevoke.js')).unrevokeCommand,
+  baseline: async () => (await import('./commands/baseline.js')).baselineCommand,
   audit: async () => (await import('./commands/audit.js')).auditCommand,
   store: async () => (await import('./commands/store.js')).storeCommand,
   demo: async () => (await import('./commands/demo.js')).demoCommand,

@@ -7,7 +7,7 @@ import { SchemaError } from '../policy/schema.js';
 import type { AllowRule } from '../policy/types.js';
 import { pcrSet } from '../admin.js';
 import { loadPrivateKeyFile } from '../signing-key.js';
-import { writeFileAtomic } from '../../lib/durable-fs.js';
+import { createFileExclusive, writeFileAtomic } from '../../lib/durable-fs.js';
 import { EifError, EIF_MAGIC } from '../eif/format.js';
 import { describeEif, type EifDescription } from '../eif/reader.js';
 import { measurementsFromNitroCli } from '../eif/nitro-cli-json.js';
@@ -98,6 +98,11 @@ export async function measureImage(path: string): Promise<ImageMeasurement> {
     throw new EifError(`${path} is neither an EIF nor JSON`);
   }
   return { pcrs: measurementsFromNitroCli(json), source: 'nitro-cli' };
+}
+
+/** An approver's (or CI's) Ed25519 private key. @throws OperationError KEY_UNUSABLE */
+export async function loadBaselineKey(path: string): Promise<KeyObject> {
+  return privateKey(path);
 }
 
 async function privateKey(path: string): Promise<KeyObject> {
@@ -199,6 +204,29 @@ export async function generateBaselineKey(path: string): Promise<{ kid: string }
   await writeFileAtomic(path, `${JSON.stringify({ ...key.export({ format: 'jwk' }), kid })}\n`, 0o600);
   await writeFileAtomic(`${path}.pub`, `${JSON.stringify({ ...pub, kid, alg: 'EdDSA', use: 'sig' })}\n`, 0o644);
   return { kid };
+}
+
+/**
+ * The key at `path`, created first if missing (the development admin key): created exclusively, so
+ * concurrent first runs (a broker and an approve starting together) all end up with the one key that
+ * landed; the public JWK at `path.pub` is derived from it (rewritten when missing or different).
+ *
+ * @throws OperationError KEY_UNUSABLE when the file exists but is not an Ed25519 private key
+ */
+export async function ensureBaselineKey(path: string): Promise<{ kid: string; publicKeyFile: string }> {
+  if (!(await exists(path))) {
+    const { privateKey: fresh } = generateKeyPairSync('ed25519');
+    const kid = await calculateJwkThumbprint(createPublicKey(fresh).export({ format: 'jwk' }) as JWK, 'sha256');
+    await mkdir(dirname(path), { recursive: true });
+    await createFileExclusive(path, `${JSON.stringify({ ...fresh.export({ format: 'jwk' }), kid })}\n`, 0o600);
+  }
+  const key = await privateKey(path);
+  const pub = createPublicKey(key).export({ format: 'jwk' }) as JWK;
+  const kid = await calculateJwkThumbprint(pub, 'sha256');
+  const text = `${JSON.stringify({ ...pub, kid, alg: 'EdDSA', use: 'sig' })}\n`;
+  const publicKeyFile = `${path}.pub`;
+  if ((await readFile(publicKeyFile, 'utf8').catch(() => '')) !== text) await writeFileAtomic(publicKeyFile, text, 0o644);
+  return { kid, publicKeyFile };
 }
 
 /**

@@ -10,8 +10,23 @@ import { CodedError } from '../../lib/coded-error.js';
  * - BASELINE_INVALID: a baseline file fails validation
  * - KEY_UNUSABLE: a private key file cannot be read or is not an Ed25519 key
  * - ALREADY_EXISTS: the operation would overwrite a file it must not replace
+ * - BASELINE_NOT_FOUND: no baseline of that name (in the store, or as a file)
+ * - BASELINE_CONFLICT: the store holds another build under that name
+ * - NOT_BOUND: no binding for that secret
+ * - NOT_REVOKED: an un-revocation names something that is not revoked
+ * - STORE_ENTRY_INVALID: the store entry the operation would change fails validation (fix or restore it first)
  */
-export type OperationErrorCode = 'INPUT_UNREADABLE' | 'INPUT_INVALID' | 'BASELINE_INVALID' | 'KEY_UNUSABLE' | 'ALREADY_EXISTS';
+export type OperationErrorCode =
+  | 'INPUT_UNREADABLE'
+  | 'INPUT_INVALID'
+  | 'BASELINE_INVALID'
+  | 'KEY_UNUSABLE'
+  | 'ALREADY_EXISTS'
+  | 'BASELINE_NOT_FOUND'
+  | 'BASELINE_CONFLICT'
+  | 'NOT_BOUND'
+  | 'NOT_REVOKED'
+  | 'STORE_ENTRY_INVALID';
 
 export class OperationError extends CodedError<OperationErrorCode> {
   override readonly name = 'OperationError';

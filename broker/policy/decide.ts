@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { pcrsInclude, samePcrs, type PcrValues } from '../../lib/pcrs.js';
+import { IMAGE_PCRS, pcrsInclude, samePcrs, type PcrValues } from '../../lib/pcrs.js';
 import type { Binding, Revocations } from './types.js';
 import { INSTANCE_ID_BODY } from './schema.js';
 
@@ -42,6 +42,14 @@ export function expectedPcr4(instanceId: string): string {
   return createHash('sha384').update(new Uint8Array(48)).update(instanceId, 'utf8').digest('hex');
 }
 
+/** An IAM role ARN, as PCR3 measures it. */
+export const IAM_ROLE_ARN = /^arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/;
+
+/** PCR3 as Nitro extends it: SHA-384(48 zero bytes || IAM role ARN of the parent instance). */
+export function expectedPcr3(roleArn: string): string {
+  return createHash('sha384').update(new Uint8Array(48)).update(roleArn, 'utf8').digest('hex');
+}
+
 /**
  * Identity-wide revocation, independent of any secret: a revoked PCR0 or
  * instance gets nothing.
@@ -54,6 +62,11 @@ export function checkRevoked(identity: EnclaveIdentity, revocations: Revocations
     return { allow: false, reason: 'REVOKED', detail: `instance ${instance} is revoked` };
   }
   return undefined;
+}
+
+/** The PCRs of `pcrs` a baseline records (the image's): what a rule naming a baseline must agree with it on. */
+function imagePcrs(pcrs: PcrValues): PcrValues {
+  return Object.fromEntries(IMAGE_PCRS.flatMap((i) => (pcrs[i] === undefined ? [] : [[i, pcrs[i]]])));
 }
 
 /** Baselines with enough valid approvals, name -> their recorded PCRs. */
@@ -89,7 +102,8 @@ export function decide(binding: Binding | undefined, identity: EnclaveIdentity, 
         continue;
       }
       const recorded = approved.get(rule.baseline);
-      if (!recorded || !samePcrs(recorded, rule.pcrs)) {
+      // The baseline records the image (PCR0/1/2/8); PCR3 (IAM role) and PCR4 (instance) a rule may add are not the build's.
+      if (!recorded || !samePcrs(recorded, imagePcrs(rule.pcrs))) {
         unapprovedMatch = true;
         continue;
       }

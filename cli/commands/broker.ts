@@ -4,7 +4,7 @@ import { openDevPki } from '../../vsock-shim/simulator/pki-store.js';
 import { devPkiDirectory } from './get.js';
 import { parseCommand } from '../args.js';
 import { UsageError, listenProblem } from '../errors.js';
-import { STORE_OPTIONS, STORE_USAGE, storeConfig } from '../context.js';
+import { STORE_OPTIONS, STORE_USAGE, storeConfig, ensureDevAdminKey } from '../context.js';
 import type { CliIo } from '../io.js';
 
 export const BROKER_USAGE = `Usage: keygate broker [--config FILE] [--listen HOST:PORT] [--store DIR --state DIR] [--dev]
@@ -24,6 +24,8 @@ export async function brokerCommand(argv: readonly string[], io: CliIo): Promise
     io.out(BROKER_USAGE);
     return 0;
   }
+  // --dev counts approvals by the development admin key (created here, beside the dev PKI, if missing).
+  if (values.dev && !(values.config === undefined && process.env.KEYGATE_CONFIG)) await ensureDevAdminKey();
   let config = await storeConfig(values);
   if (config.dev) {
     // --dev is the explicit opt-in to trust the NSM simulator's development root.

@@ -10,11 +10,12 @@ import { tunnelTransport } from '../../vsock-shim/transport/tunnel.js';
 import type { Nsm } from '../../vsock-shim/nsm/client.js';
 import { UsageError } from '../errors.js';
 import { ConfigError, loadConfigFile, parseListen, resolveConfig } from '../../broker/config.js';
+import { measureImage } from '../../broker/ops/baselines.js';
 import { parseCommand } from '../args.js';
 import type { CliIo } from '../io.js';
 
 export const GET_USAGE = `Usage: keygate get <secret> --broker-key JWK [--transport SPEC [--via HOST:PORT] | --broker URL]
-       keygate get <secret> --dev [--broker URL | --config FILE]
+       keygate get <secret> --dev [--broker URL | --config FILE] [--image EIF|NITRO_CLI_JSON]
 
 Fetches one secret the way an enclave application does (attest, release,
 decrypt) and writes its value to standard output.
@@ -30,6 +31,8 @@ decrypt) and writes its value to standard output.
                      file's listen address, else http://127.0.0.1:8443), so
                      --transport and --via are refused with it
   --config FILE      with --dev: the broker config whose listen address to use
+  --image FILE       with --dev: the simulated enclave runs this image (its
+                     PCR0/1/2/8, measured from the EIF or nitro-cli JSON)
 `;
 
 /**
@@ -59,7 +62,7 @@ async function devBrokerUrl(file: string): Promise<string> {
 export async function getCommand(argv: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommand(
     argv,
-    { 'broker-key': { type: 'string' }, transport: { type: 'string' }, via: { type: 'string' }, broker: { type: 'string' }, dev: { type: 'boolean' }, config: { type: 'string' } },
+    { 'broker-key': { type: 'string' }, transport: { type: 'string' }, via: { type: 'string' }, broker: { type: 'string' }, dev: { type: 'boolean' }, config: { type: 'string' }, image: { type: 'string' } },
     1,
   );
   if (values.help) {
@@ -70,11 +73,19 @@ export async function getCommand(argv: readonly string[], io: CliIo): Promise<nu
   let nsm: Nsm;
   let brokerKey: JWK;
   let agentTarget: { brokerUrl: string } | { transport: ReturnType<typeof parseTransport> };
+  if (values.image && !values.dev) throw new UsageError('--image simulates an enclave: it needs --dev');
   if (values.dev) {
     if (values.transport || values.via) throw new UsageError('--transport and --via are not used with --dev: it connects to the broker directly (--broker URL or --config FILE)');
     if (values.broker && values.config) throw new UsageError('give --broker URL or --config FILE, not both');
     const url = values.broker ?? (values.config ? await devBrokerUrl(values.config) : 'http://127.0.0.1:8443');
-    const simulator = await NsmSimulator.create({ pki: await openDevPki(devPkiDirectory()), warn: (m) => io.err(`${m}\n`) });
+    const image = values.image
+      ? (
+          await measureImage(values.image).catch((err: unknown) => {
+            throw new UsageError(`--image: ${(err as Error).message}`);
+          })
+        ).pcrs
+      : undefined;
+    const simulator = await NsmSimulator.create({ pki: await openDevPki(devPkiDirectory()), ...(image ? { pcrs: image } : {}), warn: (m) => io.err(`${m}\n`) });
     nsm = simulator.client();
     io.err('keygate get --dev: the broker key is fetched, not pinned (development only)\n');
     try {

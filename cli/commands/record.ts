@@ -3,7 +3,12 @@ import { hostname, userInfo } from 'node:os';
 import { SchemaError, SECRET_NAME } from '../../broker/policy/schema.js';
 import { EifError } from '../../broker/eif/format.js';
 import { OperationError } from '../../broker/ops/errors.js';
-import { approveBaselineFile, baselinePath, checkRebuild, DEFAULT_BASELINE_DIR, generateBaselineKey, recordBaseline } from '../../broker/ops/baselines.js';
+import { approveBaselineFile, baselinePath, checkRebuild, DEFAULT_BASELINE_DIR, generateBaselineKey, loadBaselineKey, readBaseline, recordBaseline } from '../../broker/ops/baselines.js';
+import { approvalStatus, approveStoredBaseline } from '../../broker/ops/stored-baselines.js';
+import { storeLabel } from '../../broker/store/open-store.js';
+import { DEV_ADMIN_KEY, ensureDevAdminKey, STORE_OPTIONS, STORE_USAGE } from '../context.js';
+import { approvalSummary, approvalWarning, coded, configuredAdminKeys, withStore } from '../store-ops.js';
+import { access } from 'node:fs/promises';
 import { UsageError, usageError } from '../errors.js';
 import { parseCommand } from '../args.js';
 import type { CliIo } from '../io.js';
@@ -24,11 +29,23 @@ rebuilt image (EIF or nitro-cli JSON) reproduces a baseline's PCRs.
 Exit status: 0 recorded / reproduced, 1 PCRs differ or image malformed, 2 usage error.
 `;
 
-export const APPROVE_USAGE = `Usage: keygate approve NAME|PATH --key ADMIN_KEY [--baselines DIR]
+export const APPROVE_USAGE = `Usage: keygate approve NAME|PATH (--key ADMIN_KEY | --dev) [--baselines DIR] [store options]
+       keygate approve NAME|PATH --key ADMIN_KEY --file-only [--baselines DIR]
 
-Adds an admin approval (an Ed25519 JWS over the baseline's digest) to a
-baseline file. Brokers accept a binding to a baseline only once it carries
-the configured number of approvals from distinct admin keys.
+Adds an admin approval (an Ed25519 JWS over the baseline's digest) to the
+stored baseline (one atomic store update) and to its file (NAME in the
+baselines directory, or PATH) when there is one. A baseline file not yet in
+the store is stored with the approval; NAME without a file approves the
+stored copy. Brokers honour a rule naming a baseline only once the stored
+copy carries approvalsRequired approvals from distinct adminKeys: the
+command says how many it has, and warns when that is not enough.
+
+  --key FILE         the admin's Ed25519 private key (JWK or PEM); with --dev
+                     the default is the development admin key
+  --baselines DIR    where baselines live (default ./pcr-baselines)
+  --file-only        sign the file only, leaving the store alone (approval by
+                     review; store it later with keygate baseline put)
+${STORE_USAGE}
 `;
 
 export const KEYGEN_USAGE = `Usage: keygate keygen --out FILE
@@ -117,21 +134,54 @@ export async function recordCommand(argv: readonly string[], io: CliIo, now: () 
 
 /** `keygate approve` */
 export async function approveCommand(argv: readonly string[], io: CliIo, now: () => number): Promise<number> {
-  const { values, positionals } = parseCommand(argv, { key: { type: 'string' }, baselines: { type: 'string' } }, 1);
+  const { values, positionals } = parseCommand(argv, { ...STORE_OPTIONS, key: { type: 'string' }, baselines: { type: 'string' }, 'file-only': { type: 'boolean' } }, 1);
   if (values.help) {
     io.out(APPROVE_USAGE);
     return 0;
   }
-  if (positionals.length !== 1 || !values.key) throw new UsageError('expected: keygate approve NAME|PATH --key ADMIN_KEY');
-  const { baseline, approval, added } = await approveBaselineFile(baselinePath(positionals[0]!, values.baselines), values.key, new Date(now())).catch((err: unknown) => {
-    throw usageError(err, { KEY_UNUSABLE: (m) => `--key: ${m}` });
-  });
-  io.out(
-    added
-      ? `approved ${baseline.name} with key ${approval.kid}: ${baseline.approvals.length} approval(s)\n`
-      : `${baseline.name} already carries an approval by this key (${approval.kid})\n`,
-  );
-  return 0;
+  const keyFile = values.key ?? (values.dev && !values['file-only'] ? DEV_ADMIN_KEY : undefined);
+  if (positionals.length !== 1 || !keyFile) throw new UsageError('expected: keygate approve NAME|PATH --key ADMIN_KEY (or --dev)');
+  const arg = positionals[0]!;
+  const path = baselinePath(arg, values.baselines);
+  const decorate = { KEY_UNUSABLE: (m: string) => `--key: ${m}` };
+  if (values['file-only']) {
+    if (values.config || values.store || values.state || values.dev) throw new UsageError('--file-only signs the file only: it takes no store options');
+    const { baseline, approval, added } = await approveBaselineFile(path, keyFile, new Date(now())).catch((err: unknown) => {
+      throw usageError(err, decorate);
+    });
+    io.out(added ? `approved ${baseline.name} with key ${approval.kid} in ${path}: ${baseline.approvals.length} approval(s)\n` : `${path} already carries an approval by this key (${approval.kid})\n`);
+    return 0;
+  }
+  const isPath = arg.includes('/') || arg.endsWith('.json');
+  const hasFile = await access(path).then(() => true, () => false);
+  try {
+    // A PATH must be there; a NAME without a file is the stored copy.
+    const file = hasFile || isPath ? await readBaseline(path) : undefined;
+    if (values.dev && !values.key && !(values.config === undefined && process.env.KEYGATE_CONFIG)) await ensureDevAdminKey();
+    return await withStore(values, async ({ config, store }) => {
+      const key = await loadBaselineKey(keyFile).catch((err: unknown) => {
+        throw usageError(err, decorate);
+      });
+      const where = storeLabel(config.store);
+      // The store first: it may refuse (another build under the name), and then the file is left alone too.
+      const stored = await approveStoredBaseline(store, file?.name ?? arg, key, new Date(now()), file);
+      const status = await approvalStatus(stored.baseline, await configuredAdminKeys(config), config.approvalsRequired);
+      io.out(
+        stored.added
+          ? `approved ${stored.baseline.name} with key ${stored.approval.kid} in ${where}: ${stored.baseline.approvals.length} approval(s) (${approvalSummary(status)})\n`
+          : `${stored.baseline.name} in ${where} already carries an approval by this key (${stored.approval.kid}); ${approvalSummary(status)}\n`,
+      );
+      if (file) {
+        const f = await approveBaselineFile(path, keyFile, new Date(now()));
+        io.out(f.added ? `approved ${f.baseline.name} in ${path}: ${f.baseline.approvals.length} approval(s)\n` : `${path} already carries an approval by this key\n`);
+      }
+      const warning = approvalWarning(stored.baseline.name, status);
+      if (warning) io.err(`keygate approve: warning: ${warning}\n`);
+      return 0;
+    });
+  } catch (err) {
+    throw coded(err);
+  }
 }
 
 /** `keygate keygen` */

@@ -5,8 +5,10 @@ import { LocalProviderRefusedError } from '../../broker/kms/refused-local.js';
 import { KmsUnavailableError, SecretUnavailableError } from '../../broker/kms/provider.js';
 import type { ProviderName } from '../../broker/policy/types.js';
 import type { PcrValues } from '../../lib/pcrs.js';
-import { allowRuleFrom, baselinePath } from '../../broker/ops/baselines.js';
-import { UsageError, usageError } from '../errors.js';
+import { OperationError } from '../../broker/ops/errors.js';
+import { addRule, baselineSource, resolveRule, rolePcrs, warnUnapproved } from './bind-baseline.js';
+import { coded } from '../store-ops.js';
+import { UsageError } from '../errors.js';
 import { parseCommand } from '../args.js';
 import { STORE_OPTIONS, STORE_USAGE, storeWhere, withAdmin, type StoreFlags } from '../context.js';
 import { devBindPcrs } from './dev.js';
@@ -16,13 +18,22 @@ import type { CliIo } from '../io.js';
 
 export const BIND_USAGE = `Usage: keygate bind <secret> (--pcr0 H --pcr1 H --pcr2 H [--pcr3 H] [--pcr4 H] [--pcr8 H] | --baseline NAME)
                     (--value-file F | --value-stdin) [options]
+       keygate bind <secret> --baseline NAME [--iam-role ARN | --pcr3 H] [--pcr4 H] [store options]
 
 Binds a secret to the measurements allowed to read it. The value is read from
 a file or standard input (exact bytes), never from the command line.
 
+Without a value, \`--baseline\` adds a measurement set to an existing binding
+and changes nothing else: the value and its version stay (versions count
+values; agents keep their cached value), only the allowed measurements grow.
+
   --baseline NAME    take PCRs from a recorded baseline (pcr-baselines/NAME.json
-                     or a path; usable once approved), or nitro-cli JSON output
+                     or a path, copied into the store with its approvals; else the
+                     baseline stored as NAME), or nitro-cli JSON output; usable once
+                     approved: warns when brokers would deny it (BASELINE_NOT_APPROVED)
   --baselines DIR    where baselines live (default ./pcr-baselines)
+  --iam-role ARN     also require the parent instance's IAM role (PCR3 = SHA-384 of
+                     48 zero bytes and the ARN); with --baseline or --pcr0/1/2
   --add              add this measurement set to the existing ones (rolling deploy)
   --provider P       local (default) or aws-kms
   --kms-key-id ID    KMS key for --provider aws-kms
@@ -50,6 +61,7 @@ export const REVOKE_USAGE = `Usage: keygate revoke <secret> | --pcr0 H | --insta
 
 Revokes a secret (released to nobody until rotated), or an enclave identity
 for every secret. Takes effect on the next request of every broker replica.
+Undo with keygate unrevoke (same arguments).
 ${STORE_USAGE}
 `;
 
@@ -73,15 +85,8 @@ async function readValue(values: Record<string, unknown>, io: CliIo): Promise<Ui
   return value;
 }
 
-/** PCRs for `bind --baseline`: a recorded baseline (NAME in the baselines directory, or a path) or nitro-cli output. */
-async function baselineRule(arg: string, dir: string | undefined): ReturnType<typeof allowRuleFrom> {
-  return allowRuleFrom(baselinePath(arg, dir)).catch((err: unknown) => {
-    const flagged = (m: string): string => `--baseline: ${m}`;
-    throw usageError(err, { INPUT_UNREADABLE: flagged, INPUT_INVALID: flagged });
-  });
-}
-
 function translate(err: unknown, kmsKeyId?: string): never {
+  if (err instanceof OperationError) throw coded(err);
   if (err instanceof AdminError || err instanceof SchemaError) throw new UsageError(err.message, { hint: err instanceof SchemaError });
   if (err instanceof LocalProviderRefusedError) throw new UsageError(`${err.code}: ${err.message}`, { hint: false });
   if (err instanceof KmsUnavailableError || err instanceof SecretUnavailableError) {
@@ -113,34 +118,47 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
     provider: { type: 'string' }, 'kms-key-id': { type: 'string' }, ttl: { type: 'string' }, instance: { type: 'string', multiple: true }, 'allow-debug': { type: 'boolean' },
     recipient: { type: 'boolean' },
     'dev-pcrs': { type: 'boolean' },
+    'iam-role': { type: 'string' },
   });
   if (values.help) {
     io.out(BIND_USAGE);
     return 0;
   }
   const secret = oneSecret(positionals, BIND_USAGE);
-  let pcrFlags = { 0: values.pcr0, 1: values.pcr1, 2: values.pcr2, 3: values.pcr3, 4: values.pcr4, 8: values.pcr8 } as PcrValues;
+  const extra = rolePcrs(values as { 'iam-role'?: string; pcr3?: string; pcr4?: string });
+  let pcrFlags = { 0: values.pcr0, 1: values.pcr1, 2: values.pcr2, ...extra, 8: values.pcr8 } as PcrValues;
   if (values['dev-pcrs']) {
     if (!values.dev) throw new UsageError('--dev-pcrs binds to the NSM simulator\'s measurements: it needs --dev');
     if (Object.values(pcrFlags).some((v) => v !== undefined) || values.baseline) throw new UsageError('--dev-pcrs takes the place of --pcrN and --baseline');
     pcrFlags = devBindPcrs();
   }
-  const anyPcr = Object.values(pcrFlags).some((v) => v !== undefined);
-  if (anyPcr) checkPcrFlags(pcrFlags, [0, 1, 2]);
-  if (anyPcr === Boolean(values.baseline)) throw new UsageError('give either --pcr0/--pcr1/--pcr2 (and optionally 3, 4, 8) or --baseline FILE');
+  // A build's PCRs come from the baseline; the IAM role (PCR3) and instance (PCR4) may be added to them.
+  const imagePcr = [pcrFlags[0], pcrFlags[1], pcrFlags[2], pcrFlags[8]].some((v) => v !== undefined);
+  if (values.baseline ? imagePcr : !imagePcr) throw new UsageError('give either --pcr0/--pcr1/--pcr2 (and optionally 3, 4, 8) or --baseline NAME (optionally with --iam-role ARN or --pcr3, and --pcr4)');
+  if (!values.baseline) checkPcrFlags(pcrFlags, [0, 1, 2]);
+  if (values.baseline && !values['value-file'] && !values['value-stdin']) {
+    // No value: a rule added to the existing binding, nothing else (its value, version and settings stay).
+    const settings = ['provider', 'kms-key-id', 'ttl', 'instance', 'allow-debug', 'recipient'].filter((k) => values[k] !== undefined);
+    if (settings.length) throw new UsageError(`--${settings.join(', --')} change a binding's settings: give the value too (--value-file F or --value-stdin)`);
+    const source = await baselineSource(values.baseline as string, values.baselines as string | undefined);
+    return withAdmin(values as StoreFlags, ({ config, store }) => addRule(io, config, store, secret, source, extra)).catch((err: unknown) => {
+      throw coded(err);
+    });
+  }
   const provider = (values.provider ?? 'local') as string;
   if (provider !== 'local' && provider !== 'aws-kms') throw new UsageError('--provider must be local or aws-kms');
   if (values.recipient && provider !== 'aws-kms') throw new UsageError('--recipient needs --provider aws-kms (only KMS can encrypt to an attested enclave key)');
   const ttlSeconds = values.ttl === undefined ? undefined : Math.round(parseDuration(values.ttl as string, '--ttl') / 1000);
   try {
-    const { rule, baseline } = values.baseline ? await baselineRule(values.baseline as string, values.baselines as string | undefined) : { rule: pcrSet(pcrFlags), baseline: undefined };
+    const source = values.baseline ? await baselineSource(values.baseline as string, values.baselines as string | undefined) : { rule: pcrSet(pcrFlags) };
     const value = await readValue(values, io);
     let replaced: number | undefined;
     let where = '';
-    const binding = await withAdmin(values as StoreFlags, ({ config, store, providers }) => {
+    const binding = await withAdmin(values as StoreFlags, async ({ config, store, providers }) => {
       where = storeWhere(config);
       if (!values.add) replaced = store.snapshot().bindings.get(secret)?.allow.length;
-      return bindSecret(store, providers.get(provider as ProviderName)!, {
+      const { rule, baseline } = resolveRule(source, store.snapshot(), extra);
+      const bound = await bindSecret(store, providers.get(provider as ProviderName)!, {
       secret,
       value,
       allow: [rule],
@@ -153,6 +171,8 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
       addAllow: Boolean(values.add),
       ...(baseline ? { baselines: [baseline] } : {}),
       });
+      await warnUnapproved(io, config, store, rule.baseline);
+      return bound;
     });
     value.fill(0);
     io.out(`bound ${binding.secret} version ${binding.version} (${binding.allow.length} allowed measurement set${binding.allow.length === 1 ? '' : 's'}, ttl ${binding.ttlSeconds}s, ${binding.provider}${binding.mode === 'kms-recipient' ? ', kms-recipient' : ''})\n`);

@@ -132,7 +132,8 @@ describe('keygate record / approve / bind --baseline', () => {
 
   it.each([
     ['approve without a key', ['approve', 'build-42'], /--key ADMIN_KEY/],
-    ['approve an unknown baseline', ['approve', 'nope', '--key', 'keys/alice.jwk'], /cannot read baseline/],
+    ['approve an unknown baseline (no file, not stored)', ['approve', 'nope', '--key', 'keys/alice.jwk'], /BASELINE_NOT_FOUND/],
+    ['approve a missing baseline file', ['approve', 'pcr-baselines/nope.json', '--key', 'keys/alice.jwk'], /cannot read baseline/],
     ['approve with a non-Ed25519 key', ['approve', 'build-42', '--key', 'app.eif'], /--key/],
     ['record without a name', ['record', '--eif', 'app.eif'], /--name/],
     ['record with a bad name', ['record', '--eif', 'app.eif', '--name', '../x'], /name/],

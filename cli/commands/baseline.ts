@@ -1,0 +1,81 @@
+import { parseCommand } from '../args.js';
+import { STORE_OPTIONS, STORE_USAGE, type StoreFlags } from '../context.js';
+import { UsageError } from '../errors.js';
+import { readBaseline } from '../../broker/ops/baselines.js';
+import { approvalStatus, putStoredBaseline } from '../../broker/ops/stored-baselines.js';
+import { storeLabel } from '../../broker/store/open-store.js';
+import { approvalSummary, approvalWarning, coded, configuredAdminKeys, withStore } from '../store-ops.js';
+import type { CliIo } from '../io.js';
+
+export const BASELINE_USAGE = `Usage: keygate baseline put FILE [--replace] [--json] [store options]
+       keygate baseline list [--json] [store options]
+
+put: stores a recorded baseline (what \`keygate record\` wrote, approvals
+included) so bindings can name it and \`keygate approve\` can approve the
+stored copy. Idempotent: the same build again only adds approvals the store
+lacks. Another build under the same name is refused (BASELINE_CONFLICT):
+baselines are history; --replace overwrites it (its approvals are dropped:
+they sign the other build). Warns when the baseline lacks the approvals
+brokers with this configuration require.
+  --replace          replace another build stored under that name
+
+list: stored baselines with their PCRs and valid approvals (counted against
+the configured adminKeys and approvalsRequired), and whether brokers with
+this configuration honour rules naming them.
+  --json             as JSON
+${STORE_USAGE}
+`;
+
+/** `keygate baseline put|list` */
+export async function baselineCommand(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommand(argv, { ...STORE_OPTIONS, replace: { type: 'boolean' }, json: { type: 'boolean' } }, 2);
+  if (values.help) {
+    io.out(BASELINE_USAGE);
+    return 0;
+  }
+  const [action, file] = positionals;
+  try {
+    if (action === 'put') {
+      if (!file || positionals.length !== 2) throw new UsageError('expected: keygate baseline put FILE');
+      const recorded = await readBaseline(file);
+      return await withStore(values as StoreFlags, async ({ config, store }) => {
+        const { baseline, changed } = await putStoredBaseline(store, recorded, { replace: Boolean(values.replace) });
+        const status = await approvalStatus(baseline, await configuredAdminKeys(config), config.approvalsRequired);
+        const where = storeLabel(config.store);
+        const warning = approvalWarning(baseline.name, status);
+        if (warning) io.err(`keygate baseline: warning: ${warning}\n`);
+        if (values.json) io.out(`${JSON.stringify({ store: where, baseline: baseline.name, changed, approvals: baseline.approvals.length, ...status })}\n`);
+        else io.out(`${changed ? 'stored' : 'unchanged:'} baseline ${baseline.name} in ${where} (${baseline.approvals.length} approval(s); ${approvalSummary(status)})\n`);
+        return 0;
+      });
+    }
+    if (action === 'list') {
+      if (positionals.length !== 1 || values.replace) throw new UsageError('expected: keygate baseline list [--json]');
+      return await withStore(values as StoreFlags, async ({ config, store }) => {
+        const { baselines } = store.snapshot();
+        const keys = await configuredAdminKeys(config);
+        const rows = await Promise.all(
+          [...baselines.values()]
+            .sort((a, b) => a.name.localeCompare(b.name))
+            .map(async (b) => ({ name: b.name, pcrs: b.pcrs, createdAt: b.createdAt, builder: b.builder, signed: Boolean(b.signature), approvals: b.approvals.map((a) => a.kid), ...(await approvalStatus(b, keys, config.approvalsRequired)) })),
+        );
+        const revoked = store.snapshot().revocations.baselines;
+        const where = storeLabel(config.store);
+        if (values.json) {
+          io.out(`${JSON.stringify({ store: where, adminKeys: keys.length, approvalsRequired: config.approvalsRequired, baselines: rows.map((r) => ({ ...r, revoked: revoked.includes(r.name) })) })}\n`);
+          return 0;
+        }
+        io.out(`baselines in ${where} (${keys.length} admin key(s) configured, ${config.approvalsRequired} approval(s) required)\n`);
+        if (rows.length === 0) io.out('no baselines\n');
+        for (const r of rows) {
+          const state = revoked.includes(r.name) ? 'REVOKED' : r.approved ? 'approved' : 'NOT APPROVED';
+          io.out(`${r.name}  ${state}  ${r.valid}/${r.required} valid approval(s)  PCR0=${r.pcrs['0'].slice(0, 16)}…${r.pcrs['8'] ? `  PCR8=${r.pcrs['8'].slice(0, 16)}…` : ''}  ${r.createdAt}  ${r.builder}\n`);
+        }
+        return 0;
+      });
+    }
+    throw new UsageError('expected: keygate baseline put FILE | keygate baseline list');
+  } catch (err) {
+    throw coded(err);
+  }
+}
