@@ -1,30 +1,11 @@
 /** The broker <-> enclave claims contract on its own: what the broker builds, the agent accepts; each check's boundary and code. */
 import { describe, expect, it } from 'vitest';
-import { buildReleaseClaims, checkReleaseClaims, VersionFloor, type ReleaseExpectation } from '../../broker/protocol/index.js';
+import { buildReleaseClaims, checkReleaseClaims, VersionFloor } from '../../broker/protocol/index.js';
+import { CLAIMS_T0, claimsExpectation, claimsInput } from '../support/claims.js';
 
-const T0 = Date.UTC(2030, 0, 1, 12, 0, 0, 250);
-const input = {
-  secret: 'db-password',
-  version: 3,
-  value: new TextEncoder().encode('hunter2'),
-  text: true,
-  ttlSeconds: 60,
-  issuedAtMs: T0,
-  nonceHex: 'ab'.repeat(32),
-  documentSha256: 'cd'.repeat(32),
-  moduleId: 'i-0123456789abcdef0-enc0123456789abcd',
-};
-const expectation = (over: Partial<ReleaseExpectation> = {}): ReleaseExpectation => ({
-  name: 'db-password',
-  labelledVersion: 3,
-  nonceHex: input.nonceHex,
-  documentSha256: input.documentSha256,
-  moduleId: input.moduleId,
-  requestStartedAtMs: T0 - 100,
-  nowMs: T0 + 100,
-  maxClockSkewMs: 60_000,
-  ...over,
-});
+const T0 = CLAIMS_T0;
+const input = claimsInput(new TextEncoder().encode('hunter2'));
+const expectation = claimsExpectation;
 
 describe('release claims', () => {
   it('the broker builds what the agent accepts: exp = iat + ttl, iat in whole seconds', () => {

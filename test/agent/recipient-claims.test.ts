@@ -1,30 +1,10 @@
 /** The claims of a kms-recipient release: `cms` instead of `val`, bound exactly like a value (see protocol-claims.test.ts). */
 import { describe, expect, it } from 'vitest';
-import { buildRecipientReleaseClaims, buildReleaseClaims, checkReleaseClaims, type ReleaseExpectation } from '../../broker/protocol/index.js';
+import { buildRecipientReleaseClaims, buildReleaseClaims, checkReleaseClaims } from '../../broker/protocol/index.js';
+import { claimsExpectation, claimsInput } from '../support/claims.js';
 
-const T0 = Date.UTC(2030, 0, 1, 12, 0, 0, 250);
-const input = {
-  secret: 'db-password',
-  version: 3,
-  value: Uint8Array.of(0x30, 0x80, 1, 2, 3),
-  text: true,
-  ttlSeconds: 60,
-  issuedAtMs: T0,
-  nonceHex: 'ab'.repeat(32),
-  documentSha256: 'cd'.repeat(32),
-  moduleId: 'i-0123456789abcdef0-enc0123456789abcd',
-};
-const expectation = (over: Partial<ReleaseExpectation> = {}): ReleaseExpectation => ({
-  name: 'db-password',
-  labelledVersion: 3,
-  nonceHex: input.nonceHex,
-  documentSha256: input.documentSha256,
-  moduleId: input.moduleId,
-  requestStartedAtMs: T0 - 100,
-  nowMs: T0 + 100,
-  maxClockSkewMs: 60_000,
-  ...over,
-});
+const input = claimsInput(Uint8Array.of(0x30, 0x80, 1, 2, 3));
+const expectation = claimsExpectation;
 
 describe('recipient release claims', () => {
   it('carry the recipient ciphertext as cms, no val, with the same binding claims; the agent accepts them', () => {
