@@ -17,10 +17,39 @@ const COVERING_SUITES = [
 
 const narrowed = process.env.KEYGATE_MUTATION_TESTS?.split(',').map((s) => s.trim()).filter(Boolean);
 
+/**
+ * A test file that fails to load (a mutant in module-level code makes an
+ * import throw) is a failing test file for vitest, but the Stryker vitest
+ * runner counts only the tests it collected: none, so the mutant "survived".
+ * This reporter turns such a file into one failed test, so the mutant counts
+ * as killed (as any plain `vitest run` would report it), and a dry run with
+ * a file that cannot load fails instead of shrinking.
+ */
+class LoadFailureAsTest {
+  onTestRunEnd(testModules) {
+    for (const module of testModules) {
+      const file = module.task;
+      if (file.result?.state !== 'fail' || file.tasks.length > 0) continue;
+      const message = file.result.errors?.[0]?.message ?? 'the test file failed to load';
+      file.tasks.push({
+        type: 'test',
+        id: `${file.id}_load`,
+        name: 'loads',
+        mode: 'run',
+        file,
+        suite: file,
+        meta: {},
+        context: {},
+        result: { state: 'fail', errors: [{ message: `test file failed to load: ${message}` }], duration: 0 },
+      });
+    }
+  }
+}
+
 const config = mergeConfig(base, defineConfig({ test: { reporters: ['default'] } }));
 // Replaced, not merged (mergeConfig would append to the project's include).
 // The fixture guard always runs: without ../shared/fixtures the run fails instead of shrinking.
 config.test.include = narrowed?.length ? [...narrowed, 'test/verify/fixtures-present.test.ts'] : COVERING_SUITES;
-config.test.reporters = ['default'];
+config.test.reporters = ['default', new LoadFailureAsTest()];
 
 export default config;
