@@ -139,3 +139,44 @@ describe('parsePayload refuses', () => {
     refused(payload({ pcrs }));
   });
 });
+
+describe('parsePayload names what is wrong', () => {
+  function message(input: Uint8Array): AttestationError {
+    try {
+      parsePayload(input);
+    } catch (err) {
+      expect((err as AttestationError).code).toBe('MALFORMED_PAYLOAD');
+      return err as AttestationError;
+    }
+    return expect.unreachable('accepted');
+  }
+
+  it.each([
+    ['a missing cabundle', payload({}, ['cabundle']), /cabundle is required/],
+    ['a null cabundle', payload({ cabundle: null }), /cabundle is required/],
+    ['a text cabundle', payload({ cabundle: 'root' }), /cabundle must be an array/],
+    ['an empty cabundle', payload({ cabundle: [] }), /cabundle must hold at least one certificate/],
+    ['a bad cabundle entry', payload({ cabundle: [bytes(1), bytes(0)] }), /cabundle\[1\] must be 1\.\.1024 bytes, got 0/],
+    ['an integer key', encodeMap([...entries(), [1, 'x']]), /map keys must be text strings/],
+    ['an unknown key', encodeMap([...entries(), ['x', 1]]), /unknown field "x"/],
+    ['digest SHA256', payload({ digest: 'SHA256' }), /digest must be "SHA384", got "SHA256"/],
+    ['digest 384', payload({ digest: 384 }), /digest must be "SHA384", got number/],
+    ['a text PCR index', payload({ pcrs: new Raw(encodeMap([['0', bytes(48)]])) }), /pcr index "0" is not an integer in 0\.\.31/],
+    ['PCR index 32', payload({ pcrs: new Map([[32, bytes(48)]]) }), /pcr index 32 is not an integer in 0\.\.31/],
+    ['33 PCRs', payload({ pcrs: pcrMap(33) }), /pcrs must have 1\.\.32 entries, got 33/],
+    ['a pcrs array', payload({ pcrs: [bytes(48)] }), /pcrs must be a map/],
+    ['a short PCR', payload({ pcrs: new Map([[3, bytes(47)]]) }), /pcr 3 must be a 32, 48 or 64 byte string/],
+    ['timestamp 0', payload({ timestamp: 0 }), /timestamp must be a positive integer/],
+    ['an array payload', cbor([1]), /must be a CBOR map/],
+  ])('%s', (_name, input, detail) => {
+    const err = message(input);
+    expect(err.message).toMatch(/^attestation payload: /);
+    expect(err.message).toMatch(detail);
+  });
+
+  it('keeps the CBOR error as the cause', () => {
+    const err = message(Uint8Array.of(0xa1));
+    expect(err.message).toBe('attestation payload: unexpected end of CBOR data');
+    expect(err.cause).toBeInstanceOf(Error);
+  });
+});
