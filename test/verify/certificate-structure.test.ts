@@ -208,7 +208,7 @@ describe('parseCertificate refuses a malformed TBSCertificate', () => {
     })()],
     ['a different curve OID, same length', (() => {
       const k = PARTS.spki.slice();
-      k[k.length - 98 - 2] ^= 0x01;
+      k[k.length - 100] = k[k.length - 100]! ^ 0x01;
       return k;
     })()],
     // OpenSSL loads both of these: only the exact-prefix check refuses them.
@@ -221,7 +221,7 @@ describe('parseCertificate refuses a malformed TBSCertificate', () => {
     ['an Ed25519 key', hex('302a300506032b6570032100f03b6a65924875e05f6433040c32e75a96aed36b4e2be0a7ab30e9501ce24ac4')],
     ['a point off the curve', (() => {
       const k = PARTS.spki.slice();
-      k[k.length - 1] ^= 0x01;
+      k[k.length - 1] = k[k.length - 1]! ^ 0x01;
       return k;
     })()],
   ])('refuses a public key that is not P-384: %s', (_name, spki) => {
