@@ -108,8 +108,14 @@ describe('validateChain', () => {
     expect(codeOf(() => validateChain(open.leaf.der, open.cabundle, ctx(open)))).toBe('NO_ERROR');
   });
 
+  it('refuses an intermediate without basicConstraints even though its keyUsage allows keyCertSign', async () => {
+    const noBc = await createTestPki(AT, { zonal: { omitBasicConstraints: true, pathLen: undefined } });
+    expect(codeOf(() => validateChain(noBc.leaf.der, noBc.cabundle, ctx(noBc)))).toBe('CERT_CHAIN_INVALID');
+    expect(parseCertificate(noBc.cabundle[2]!, 'zonal').isCA).toBe(false);
+  });
+
   it('refuses a root that is not a CA or cannot sign certificates, even when pinned', async () => {
-    const notCa = await createTestPki(AT, { root: { ca: false } });
+    const notCa = await createTestPki(AT, { root: { omitBasicConstraints: true } });
     expect(codeOf(() => validateChain(notCa.leaf.der, notCa.cabundle, ctx(notCa)))).toBe('CERT_CHAIN_INVALID');
     const noCertSign = await createTestPki(AT, { root: { keyUsage: x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.cRLSign } });
     expect(codeOf(() => validateChain(noCertSign.leaf.der, noCertSign.cabundle, ctx(noCertSign)))).toBe('CERT_CHAIN_INVALID');
