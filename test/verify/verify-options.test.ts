@@ -74,6 +74,24 @@ describe('freshness', () => {
   });
 });
 
+describe('refusals say by how much', () => {
+  const message = (fn: () => unknown): string => {
+    try {
+      fn();
+    } catch (err) {
+      return (err as Error).message;
+    }
+    return 'accepted';
+  };
+
+  it('names the age, the future offset and the nonce problem', () => {
+    expect(message(() => verifyAttestation(makeDocument(pki, { timestamp: AT - 301_000 }), opts({ maxAgeMs: 300_000 })))).toBe('document is 301000 ms old; at most 300000 ms accepted');
+    expect(message(() => verifyAttestation(makeDocument(pki, { timestamp: AT + 61_000 }), opts({ maxAgeMs: 300_000 })))).toBe('document is dated 61000 ms in the future; at most 60000 ms skew accepted');
+    expect(message(() => verifyAttestation(makeDocument(pki), opts({ expectedNonce: bytes(4, 1) })))).toBe('document carries no nonce');
+    expect(message(() => verifyAttestation(makeDocument(pki, { nonce: bytes(4, 2) }), opts({ expectedNonce: bytes(4, 1) })))).toBe('document nonce does not match the expected nonce');
+  });
+});
+
 describe('nonce', () => {
   const check = (nonce: Uint8Array | null, expectedNonce: Uint8Array | undefined): string =>
     codeOf(() => verifyAttestation(makeDocument(pki, { nonce }), opts(expectedNonce === undefined ? {} : { expectedNonce })));
@@ -119,6 +137,13 @@ describe('required PCRs', () => {
   ])('refuses the requirement %j with TypeError', (pcrs) => {
     const document = makeDocument(pki);
     expect(() => verifyAttestation(document, opts({ pcrs: pcrs as unknown as VerifyOptions['pcrs'] }))).toThrow(TypeError);
+  });
+
+  it('checks the requirement before reading the document', () => {
+    for (const pcrs of [{ 0: 'zz' }, { 0: 5 }, { 32: 'aa' }]) {
+      expect(() => verifyAttestation(Uint8Array.of(0x00), opts({ pcrs: pcrs as unknown as VerifyOptions['pcrs'] }))).toThrow(TypeError);
+    }
+    expect(() => verifyAttestation(Uint8Array.of(0x00), opts({ at: Number.NaN }))).toThrow(TypeError);
   });
 
   it('accepts indexes 0 and 31 as indexes', () => {
