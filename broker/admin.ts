@@ -2,7 +2,7 @@ import { CodedError } from '../lib/coded-error.js';
 import type { BindingStore, StoreSnapshot } from './store/store.js';
 import type { KeyProvider } from './kms/provider.js';
 import { parseBinding, parsePcrValues, SECRET_NAME } from './policy/schema.js';
-import type { AllowRule, Binding, BindablePcrs, ProviderName, ReleaseMode, Revocations } from './policy/types.js';
+import type { AllowRule, Binding, BindablePcrs, Ec2TagRule, ProviderName, ReleaseMode, Revocations } from './policy/types.js';
 import { samePcrs, type PcrValues } from '../lib/pcrs.js';
 import type { Baseline } from './policy/baseline.js';
 import { mergeBaseline } from './ops/stored-baselines.js';
@@ -34,6 +34,8 @@ export interface BindRequest {
   readonly ttlSeconds?: number;
   readonly allowDebug?: boolean;
   readonly instances?: readonly string[];
+  /** Restrict to instances carrying this EC2 tag (instead of listed ids). */
+  readonly instanceTag?: Ec2TagRule;
   /** Add the measurement sets to an existing binding instead of replacing them (rolling deploys). */
   readonly addAllow?: boolean;
   /** Baselines the rules reference, copied into the store (with their approvals) for brokers to check. */
@@ -75,6 +77,7 @@ export async function bindSecret(store: BindingStore, provider: KeyProvider, req
   if (req.value.length === 0) throw new AdminError('the secret value is empty');
   if (req.value.length > MAX_SECRET_BYTES) throw new AdminError(`the secret value is larger than ${MAX_SECRET_BYTES / 1024} KiB`);
   if (req.provider === 'aws-kms' && !req.kmsKeyId) throw new AdminError('--kms-key-id is required with --provider aws-kms');
+  if (req.instanceTag && req.instances?.length) throw new AdminError('restrict instances by id or by EC2 tag, not both');
   const ciphertext = await provider.encrypt(req.value, req.secret, req.kmsKeyId);
   return store.update(async (current, tx) => {
     assertLoadable(current, req.secret);
@@ -89,7 +92,7 @@ export async function bindSecret(store: BindingStore, provider: KeyProvider, req
       ciphertext,
       text: isText(req.value),
       allow,
-      ...(req.instances?.length ? { instances: { ids: [...req.instances] } } : previous?.instances ? { instances: previous.instances } : {}),
+      ...(req.instanceTag ? { instances: { ec2Tag: { ...req.instanceTag } } } : req.instances?.length ? { instances: { ids: [...req.instances] } } : previous?.instances ? { instances: previous.instances } : {}),
       allowDebug: req.allowDebug ?? false,
       ttlSeconds: req.ttlSeconds ?? previous?.ttlSeconds ?? 60,
       revoked: false,

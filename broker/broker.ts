@@ -13,6 +13,7 @@ import { openProviders, statePaths } from './state.js';
 import { keyRefOf, SecretUnavailableError, type KeyProviders } from './kms/provider.js';
 import { closeKeyProviders } from './kms/registry.js';
 import { cachedCheck } from '../lib/cached-check.js';
+import { openInstanceTags } from './ec2/instance-tags.js';
 import type { ProviderName } from './policy/types.js';
 import { openAuditSink } from './audit/open-sink.js';
 import type { AuditSink } from './audit/sink.js';
@@ -177,6 +178,9 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
   if (!adminKeys.length && [...store.snapshot().bindings.values()].some((b) => b.allow.some((r) => r.baseline !== undefined))) {
     log('warn', 'no adminKeys configured: rules that name a baseline are denied (BASELINE_NOT_APPROVED) until adminKeys lists the approvers\' public keys');
   }
+  // Loads @aws-sdk/client-ec2 only on the first lookup: a broker without ec2Tag bindings never asks EC2.
+  const instanceTags = openInstanceTags(config.ec2);
+  opened.push(() => instanceTags.close());
   const release = new ReleaseService({
     verifier: createVerifier(),
     roots,
@@ -194,6 +198,7 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
     rateLimits: config.rateLimits,
     adminKeys,
     approvalsRequired: config.approvalsRequired,
+    instanceTags,
     clock,
   });
 
@@ -237,6 +242,13 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
   // probes cannot turn into KMS calls (the account's request quota) or table reads.
   const sharedReady = cachedCheck(checkShared);
   const providersReady = cachedCheck(checkProviders);
+  // EC2 is asked only while a servable binding restricts instances by tag; releases of those fail closed without it.
+  const ec2Ready = cachedCheck(async () => {
+    if (![...store.snapshot().bindings.values()].some((b) => !b.revoked && b.instances !== undefined && 'ec2Tag' in b.instances)) return;
+    await instanceTags.check().catch((err: unknown) => {
+      throw new BrokerError('STORE_UNAVAILABLE', `EC2 (instance tags) is unavailable (${err instanceof Error ? err.message : 'unknown error'})`);
+    });
+  });
   const ready = async (): Promise<void> => {
     if (!audit.healthy) throw new BrokerError('INTERNAL_ERROR', 'audit log is not writable');
     // The file store is local (a few stats): reloaded on every probe.
@@ -254,6 +266,7 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
       throw new BrokerError('STORE_UNAVAILABLE', `store files fail validation: ${shown}`);
     }
     await providersReady();
+    await ec2Ready();
   };
   const app = createBrokerApp({ release, challenge, metrics, brokerKey: signingKey.publicJwk, maxBodyBytes: config.maxBodyBytes, clock, ready });
   return {
@@ -273,6 +286,7 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
       closeKeyProviders(providers);
       nonces.close();
       quarantine.close();
+      instanceTags.close();
       store.close();
     },
   };

@@ -11,6 +11,7 @@ import type { QuarantineSettings } from './quarantine/store.js';
 import type { SharedKeySettings } from './keys/key-source.js';
 import type { AuditSettings } from './audit/settings.js';
 import { CHAIN_ID } from './audit/chain.js';
+import type { Ec2Settings } from './ec2/instance-tags.js';
 
 /** Broker settings (a JSON config file, overridden by command-line flags). */
 export interface BrokerConfig {
@@ -47,6 +48,8 @@ export interface BrokerConfig {
   readonly maxBodyBytes: number;
   readonly maxDocumentAgeSeconds: number;
   readonly kms?: AwsKmsSettings;
+  /** How instance tags are looked up for bindings restricted by `instances.ec2Tag` (cache TTL, region, endpoint, timeout). */
+  readonly ec2?: Ec2Settings;
   readonly tls?: { readonly cert: string; readonly key: string };
   readonly rateLimits: RateLimitSettings;
   /** Public keys (JWK or PEM files) of the admins who approve baselines. */
@@ -101,7 +104,7 @@ export class ConfigError extends CodedError<'CONFIG_INVALID'> {
   }
 }
 
-const KEYS = new Set(Object.keys(DEFAULT_CONFIG).concat(['auditFile', 'roots', 'extraRootPems', 'challengeKeyFile', 'kms', 'tls', 'adminKeys']));
+const KEYS = new Set(Object.keys(DEFAULT_CONFIG).concat(['auditFile', 'roots', 'extraRootPems', 'challengeKeyFile', 'kms', 'tls', 'adminKeys', 'ec2']));
 
 /** Parses `host:port` / `[v6]:port`. */
 export function parseListen(listen: string): HostPort {
@@ -140,6 +143,7 @@ export async function loadConfigFile(path: string): Promise<Partial<BrokerConfig
   if (c.audit && typeof c.audit === 'object' && 'credentials' in c.audit) throw new ConfigError(`${path}: audit.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
   const archive = c.audit && typeof c.audit === 'object' ? (c.audit as { archive?: unknown }).archive : undefined;
   if (archive && typeof archive === 'object' && 'credentials' in archive) throw new ConfigError(`${path}: audit.archive.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
+  if (c.ec2 && typeof c.ec2 === 'object' && 'credentials' in c.ec2) throw new ConfigError(`${path}: ec2.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
   if (c.tls && typeof c.tls === 'object') c.tls = { cert: rel((c.tls as { cert: unknown }).cert), key: rel((c.tls as { key: unknown }).key) };
   return c as Partial<BrokerConfig>;
 }
@@ -229,6 +233,7 @@ export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerCo
   if (config.adminKeys && config.approvalsRequired > config.adminKeys.length) {
     throw new ConfigError(`approvalsRequired (${config.approvalsRequired}) exceeds the number of adminKeys (${config.adminKeys.length})`);
   }
+  if (config.ec2 !== undefined) validateEc2(config.ec2);
   validateNonces(config.nonces);
   validateQuarantine(config.quarantine);
   validateKeys(config.keys);
@@ -304,6 +309,32 @@ function validateAudit(audit: unknown): asserts audit is AuditSettings {
   if ('credentials' in r) {
     const c = r.credentials as Record<string, unknown> | null;
     if (typeof c !== 'object' || c === null || typeof c.accessKeyId !== 'string' || typeof c.secretAccessKey !== 'string') throw new ConfigError('audit.archive.credentials must have accessKeyId and secretAccessKey');
+  }
+}
+
+const EC2_KEYS = new Set(['tagCacheSeconds', 'maxCachedInstances', 'region', 'endpoint', 'credentials', 'maxAttempts', 'requestTimeoutMs']);
+
+/** The `ec2` setting: a short tag cache (a removed tag must stop releases soon), bounded, with a deadline. */
+function validateEc2(ec2: unknown): asserts ec2 is Ec2Settings {
+  if (typeof ec2 !== 'object' || ec2 === null || Array.isArray(ec2)) throw new ConfigError('ec2 must be an object: {"tagCacheSeconds": 30, "region": ..., "endpoint": ...}');
+  const o = ec2 as Record<string, unknown>;
+  for (const key of Object.keys(o)) if (!EC2_KEYS.has(key)) throw new ConfigError(`ec2: unknown setting "${key}"`);
+  for (const [key, min, max] of [['tagCacheSeconds', 0, 300], ['maxCachedInstances', 1, 1_000_000], ['maxAttempts', 1, 10], ['requestTimeoutMs', 1, 60_000]] as const) {
+    if (key in o && (!Number.isInteger(o[key]) || (o[key] as number) < min || (o[key] as number) > max)) throw new ConfigError(`ec2.${key} must be an integer in ${min}..${max}`);
+  }
+  if ('region' in o && (typeof o.region !== 'string' || !/^[a-z0-9-]{1,64}$/.test(o.region))) throw new ConfigError('ec2.region must be an AWS region name such as "eu-west-1"');
+  if ('endpoint' in o) {
+    let url: URL | undefined;
+    try {
+      url = typeof o.endpoint === 'string' ? new URL(o.endpoint) : undefined;
+    } catch {
+      url = undefined;
+    }
+    if (!url || !['http:', 'https:'].includes(url.protocol)) throw new ConfigError('ec2.endpoint must be an http(s) URL');
+  }
+  if ('credentials' in o) {
+    const c = o.credentials as Record<string, unknown> | null;
+    if (typeof c !== 'object' || c === null || typeof c.accessKeyId !== 'string' || typeof c.secretAccessKey !== 'string') throw new ConfigError('ec2.credentials must have accessKeyId and secretAccessKey');
   }
 }
 

@@ -1,6 +1,7 @@
 import { CompactEncrypt, CompactSign } from 'jose';
 import { isAttestationError, type TrustedRoot, type VerifiedDocument, type Verifier } from './verify/index.js';
-import { callerCode, checkRevoked, decide, type ApprovedBaselines, type Decision, type EnclaveIdentity } from './policy/decide.js';
+import { attestedInstanceOf, callerCode, checkRevoked, decide, type ApprovedBaselines, type Decision, type EnclaveIdentity, type InstanceTags } from './policy/decide.js';
+import { InstanceTagsUnavailableError } from './ec2/instance-tags.js';
 import { countApprovals } from './policy/baseline.js';
 import type { KeyObject } from 'node:crypto';
 import { SECRET_NAME } from './policy/schema.js';
@@ -63,6 +64,8 @@ export interface ReleaseDependencies {
   readonly adminKeys: readonly KeyObject[];
   /** Valid approvals from distinct admin keys a baseline needs (k of n). */
   readonly approvalsRequired: number;
+  /** Tags of EC2 instances, for bindings restricted by `instances.ec2Tag` (cached; absent: such bindings are refused). */
+  readonly instanceTags?: { tagsOf(instanceId: string): Promise<InstanceTags> };
   readonly clock: () => number;
 }
 
@@ -265,14 +268,21 @@ export class ReleaseService {
       const decision = revoked ?? (snapshot.invalidBindings.has(name) ? invalid : decide(snapshot.bindings.get(name), v.identity, snapshot.revocations, approved));
       if (!decision.allow) refused.set(name, decision);
     }
+    const tagErrors = await this.#decideInstanceTags(v.identity, names, snapshot, approved, refused);
     if (refused.size) {
-      // A broken binding file is the admin's fault, not a sign of probing: it does not count towards quarantine.
-      if ([...refused.values()].some((dec) => dec.reason !== 'STORE_INVALID')) {
+      // A broken binding file is the admin's fault, not a sign of probing: it does not count towards quarantine (nor does EC2 being unreachable).
+      if ([...refused.values()].some((dec) => dec.reason !== 'STORE_INVALID' && dec.reason !== 'INSTANCE_TAGS_UNAVAILABLE')) {
         const recorded = await this.#quarantineAnswer(async () => (await this.#quarantine.recordDenial(v.identityKey, now), true));
         if (typeof recorded !== 'boolean') return denied(recorded);
       }
-      const reasons = new Map<string, DenialReason>([...refused].map(([name, dec]) => [name, { kind: 'policy', reason: dec.reason }]));
+      const reasons = new Map<string, DenialReason>(
+        [...refused].map(([name, dec]) => [name, dec.reason === 'INSTANCE_TAGS_UNAVAILABLE' ? { kind: 'instanceTags', ec2Error: tagErrors ?? 'Error' } : { kind: 'policy', reason: dec.reason }]),
+      );
       const isRevoked = [...refused.values()].some((dec) => callerCode(dec.reason) === 'REVOKED');
+      // Only EC2 being unreachable stands between the request and its secrets: retryable (503), like the shared tables.
+      if (!isRevoked && [...refused.values()].every((dec) => dec.reason === 'INSTANCE_TAGS_UNAVAILABLE')) {
+        return denied(namesDenied('STORE_UNAVAILABLE', 'the EC2 instance tags cannot be read; nothing was released', names, reasons));
+      }
       return isRevoked
         ? denied(namesDenied('REVOKED', 'this enclave identity is revoked', names, reasons))
         : denied(namesDenied('POLICY_DENIED', 'not allowed to read the requested secrets', names, reasons));
@@ -281,6 +291,31 @@ export class ReleaseService {
       if (!this.#perSecret.take(name, now)) return denied(refusal('RATE_LIMITED', 'too many requests for a requested secret'));
     }
     return { ok: true, value: { bindings: names.map((n) => snapshot.bindings.get(n)!), generation: snapshot.generation } };
+  }
+
+  /**
+   * Names refused only for want of the instance's tags (`instances.ec2Tag`; nothing else refuses them) are
+   * decided again with the tags, looked up once for the attested instance (cached, single flight). If EC2
+   * cannot be asked they stay refused (fail closed) and EC2's error name is returned for the audit.
+   */
+  async #decideInstanceTags(identity: EnclaveIdentity, names: readonly string[], snapshot: StoreSnapshot, approved: ApprovedBaselines, refused: Map<string, Extract<Decision, { allow: false }>>): Promise<string | undefined> {
+    const waiting = names.filter((name) => refused.get(name)?.reason === 'INSTANCE_TAGS_UNAVAILABLE');
+    const instance = attestedInstanceOf(identity);
+    if (!waiting.length || instance === undefined) return undefined;
+    let tags: InstanceTags;
+    try {
+      if (!this.#deps.instanceTags) throw new InstanceTagsUnavailableError('no EC2 tag lookup is configured', 'NotConfigured');
+      tags = await this.#deps.instanceTags.tagsOf(instance);
+    } catch (err) {
+      if (!(err instanceof InstanceTagsUnavailableError)) throw err;
+      return err.ec2Error;
+    }
+    for (const name of waiting) {
+      const decision = decide(snapshot.bindings.get(name), identity, snapshot.revocations, approved, tags);
+      if (decision.allow) refused.delete(name);
+      else refused.set(name, decision);
+    }
+    return undefined;
   }
 
   /**

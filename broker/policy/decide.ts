@@ -25,6 +25,8 @@ export type DenyReason =
   | 'PCR_MISMATCH'
   | 'DEBUG_NOT_ALLOWED'
   | 'INSTANCE_NOT_ALLOWED'
+  /** Allowed but for an `ec2Tag` restriction whose tags could not be looked up (EC2 unreachable): fail closed. */
+  | 'INSTANCE_TAGS_UNAVAILABLE'
   | 'BASELINE_NOT_APPROVED'
   | 'REVOKED'
   /** The binding file fails validation; the caller sees POLICY_DENIED like any other denial. */
@@ -36,6 +38,18 @@ export type Decision = { readonly allow: true; readonly rule: number } | { reado
 export function instanceIdOf(moduleId: string): string | undefined {
   return MODULE_ID.exec(moduleId)?.[1];
 }
+
+/**
+ * The parent instance both signed facts name: the module id's instance, when PCR4 measures that same id;
+ * otherwise undefined (the instance is unknown and no instance restriction can be met).
+ */
+export function attestedInstanceOf(identity: EnclaveIdentity): string | undefined {
+  const instance = instanceIdOf(identity.moduleId);
+  return instance !== undefined && identity.pcrs[4] === expectedPcr4(instance) ? instance : undefined;
+}
+
+/** The tags of the attested instance (key -> value), as EC2 reported them. */
+export type InstanceTags = ReadonlyMap<string, string>;
 
 /** PCR4 as Nitro extends it: SHA-384(48 zero bytes || instance id). */
 export function expectedPcr4(instanceId: string): string {
@@ -76,19 +90,22 @@ export type ApprovedBaselines = ReadonlyMap<string, PcrValues>;
  * Decides whether `identity` may read the secret bound by `binding`. Pure:
  * every input is an argument. A rule that names a baseline counts only while
  * that baseline is approved and still records exactly the rule's PCRs.
+ * An `ec2Tag` restriction is checked last, against `tags` (the attested
+ * instance's tags): without them an otherwise allowed request is refused
+ * with INSTANCE_TAGS_UNAVAILABLE, so the caller looks tags up only for
+ * requests nothing else refuses.
  */
-export function decide(binding: Binding | undefined, identity: EnclaveIdentity, revocations: Revocations, approved: ApprovedBaselines = new Map()): Decision {
+export function decide(binding: Binding | undefined, identity: EnclaveIdentity, revocations: Revocations, approved: ApprovedBaselines = new Map(), tags?: InstanceTags): Decision {
   const revoked = checkRevoked(identity, revocations);
   if (revoked) return revoked;
   if (!binding) return { allow: false, reason: 'UNKNOWN_SECRET', detail: 'no binding for this secret' };
   if (binding.revoked) return { allow: false, reason: 'SECRET_REVOKED', detail: 'the secret is revoked' };
   if (identity.debug && !binding.allowDebug) return { allow: false, reason: 'DEBUG_NOT_ALLOWED', detail: 'debug enclaves are not allowed' };
   if (binding.instances) {
-    const instance = instanceIdOf(identity.moduleId);
-    const pcr4 = identity.pcrs[4];
     // Both signed facts must agree: the module id names the instance and PCR4 measures it.
-    if (!instance || !binding.instances.ids.includes(instance) || pcr4 !== expectedPcr4(instance)) {
-      return { allow: false, reason: 'INSTANCE_NOT_ALLOWED', detail: `instance ${instance ?? 'unknown'} is not allowed` };
+    const instance = attestedInstanceOf(identity);
+    if (!instance || ('ids' in binding.instances && !binding.instances.ids.includes(instance))) {
+      return { allow: false, reason: 'INSTANCE_NOT_ALLOWED', detail: `instance ${instanceIdOf(identity.moduleId) ?? 'unknown'} is not allowed` };
     }
   }
   let revokedMatch = false;
@@ -107,6 +124,11 @@ export function decide(binding: Binding | undefined, identity: EnclaveIdentity, 
         unapprovedMatch = true;
         continue;
       }
+    }
+    if (binding.instances && 'ec2Tag' in binding.instances) {
+      const { key, value } = binding.instances.ec2Tag;
+      if (!tags) return { allow: false, reason: 'INSTANCE_TAGS_UNAVAILABLE', detail: 'the instance tags are not known' };
+      if (tags.get(key) !== value) return { allow: false, reason: 'INSTANCE_NOT_ALLOWED', detail: `instance ${attestedInstanceOf(identity)} lacks tag ${key}=${value}` };
     }
     return { allow: true, rule: i };
   }

@@ -1,5 +1,5 @@
 import { PCR_HEX } from '../../lib/pcrs.js';
-import { BINDABLE_PCRS, PROVIDER_NAMES, RELEASE_MODES, REQUIRED_PCRS, type AllowRule, type Binding, type BindablePcrs, type Revocations } from './types.js';
+import { BINDABLE_PCRS, PROVIDER_NAMES, RELEASE_MODES, REQUIRED_PCRS, type AllowRule, type Binding, type BindablePcrs, type InstanceRestriction, type Revocations } from './types.js';
 
 import { CodedError } from '../../lib/coded-error.js';
 
@@ -78,6 +78,19 @@ function parseRule(value: unknown, path: string): AllowRule {
   return obj.baseline === undefined ? { pcrs } : { pcrs, baseline: string(obj.baseline, `${path}.baseline`, SECRET_NAME) };
 }
 
+/** An EC2 tag key (1-128) or value (0-256) as EC2 allows them; no control characters. */
+const TAG_KEY = /^[^\p{Cc}]{1,128}$/u;
+const TAG_VALUE = /^[^\p{Cc}]{0,256}$/u;
+
+/** `{ ids: [...] }` or `{ ec2Tag: { key, value } }`: exactly one. */
+function parseInstances(value: unknown, path: string): InstanceRestriction {
+  const obj = object(value, path, ['ids', 'ec2Tag']);
+  if ((obj.ids === undefined) === (obj.ec2Tag === undefined)) throw new SchemaError(path, 'must have exactly one of "ids" or "ec2Tag"');
+  if (obj.ids !== undefined) return { ids: stringArray(obj.ids, `${path}.ids`, INSTANCE_ID) };
+  const tag = object(obj.ec2Tag, `${path}.ec2Tag`, ['key', 'value']);
+  return { ec2Tag: { key: string(tag.key, `${path}.ec2Tag.key`, TAG_KEY), value: string(tag.value, `${path}.ec2Tag.value`, TAG_VALUE) } };
+}
+
 /**
  * Validates a binding document read from the store or built by the CLI.
  *
@@ -99,9 +112,7 @@ export function parseBinding(value: unknown, path = 'binding'): Binding {
     ciphertext: string(obj.ciphertext, `${path}.ciphertext`, /^[A-Za-z0-9+/]+={0,2}$/),
     text: boolean(obj.text, `${path}.text`),
     allow: obj.allow.map((rule, i) => parseRule(rule, `${path}.allow[${i}]`)),
-    ...(obj.instances === undefined
-      ? {}
-      : { instances: { ids: stringArray(object(obj.instances, `${path}.instances`, ['ids']).ids, `${path}.instances.ids`, INSTANCE_ID) } }),
+    ...(obj.instances === undefined ? {} : { instances: parseInstances(obj.instances, `${path}.instances`) }),
     allowDebug: boolean(obj.allowDebug, `${path}.allowDebug`),
     ttlSeconds: integer(obj.ttlSeconds, `${path}.ttlSeconds`, 1, MAX_TTL_SECONDS),
     revoked: boolean(obj.revoked, `${path}.revoked`),

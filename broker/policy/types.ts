@@ -41,8 +41,8 @@ export interface Binding {
   /** The value is UTF-8 text (the agent returns a string) rather than bytes. */
   readonly text: boolean;
   readonly allow: readonly AllowRule[];
-  /** Restrict to these EC2 instance ids (checked against module_id and PCR4). */
-  readonly instances?: { readonly ids: readonly string[] };
+  /** Restrict to these EC2 instance ids, or to instances carrying a tag (checked against module_id and PCR4). */
+  readonly instances?: InstanceRestriction;
   readonly allowDebug: boolean;
   readonly ttlSeconds: number;
   /** A revoked secret is released to nobody until rotated or re-bound. */
@@ -50,6 +50,15 @@ export interface Binding {
   readonly createdAt: string;
   readonly updatedAt: string;
 }
+
+/** An EC2 tag an instance must carry (exact key and value). */
+export interface Ec2TagRule {
+  readonly key: string;
+  readonly value: string;
+}
+
+/** Which parent instances may read a secret: listed ids, or those tagged `ec2Tag` (looked up in EC2, cached). */
+export type InstanceRestriction = { readonly ids: readonly string[] } | { readonly ec2Tag: Ec2TagRule };
 
 /** Enclave identities refused for every secret. */
 export interface Revocations {

@@ -19,6 +19,8 @@ export type DenialReason =
   | { readonly kind: 'nonces'; readonly registryError: string }
   /** The shared quarantine could not say whether the identity is quarantined, or could not record a denial; its backend's error name is kept. */
   | { readonly kind: 'quarantine'; readonly storeError: string }
+  /** The binding restricts instances by EC2 tag and EC2 could not be asked (unreachable, throttled, denied); its error name is kept. */
+  | { readonly kind: 'instanceTags'; readonly ec2Error: string }
   /** The key provider could not decrypt this name's value; its own error name is kept for the operator. */
   | { readonly kind: 'provider'; readonly code: 'KMS_UNAVAILABLE' | 'SECRET_UNAVAILABLE'; readonly providerError: string };
 
@@ -37,6 +39,8 @@ export function auditCode(reason: DenialReason): string {
       return `STORE_UNAVAILABLE:nonces:${reason.registryError}`;
     case 'quarantine':
       return `STORE_UNAVAILABLE:quarantine:${reason.storeError}`;
+    case 'instanceTags':
+      return `INSTANCE_TAGS_UNAVAILABLE:${reason.ec2Error}`;
     case 'provider':
       return `${reason.code}:${reason.providerError}`;
   }

@@ -42,6 +42,8 @@ values; agents keep their cached value), only the allowed measurements grow.
                      when the secret is bound again on aws-kms (unbind to drop it)
   --ttl DUR          how long enclaves may cache the value (default 60s)
   --instance ID      only this EC2 instance (repeatable; checked against module_id and PCR4)
+  --instance-tag K=V only EC2 instances tagged K=V (the broker asks EC2 DescribeTags for the
+                     instance module_id and PCR4 name, caches the answer for ec2.tagCacheSeconds)
   --allow-debug      also release to debug-mode enclaves (never in production)
   --dev-pcrs         with --dev: bind to the NSM simulator's PCR0/1/2 (keygate dev pcrs)
 ${STORE_USAGE}
@@ -110,12 +112,20 @@ function checkPcrFlags(pcrs: PcrValues, required: readonly number[]): void {
   }
 }
 
+/** `--instance-tag KEY=VALUE`: the first "=" splits (a value may contain "="); the schema checks the lengths. */
+function parseInstanceTag(flag: string): { key: string; value: string } {
+  const at = flag.indexOf('=');
+  if (at <= 0) throw new UsageError(`--instance-tag: expected KEY=VALUE (an EC2 tag), got "${flag}"`);
+  return { key: flag.slice(0, at), value: flag.slice(at + 1) };
+}
+
 /** `keygate bind` */
 export async function bindCommand(argv: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals } = parse(argv, {
     pcr0: { type: 'string' }, pcr1: { type: 'string' }, pcr2: { type: 'string' }, pcr3: { type: 'string' }, pcr4: { type: 'string' }, pcr8: { type: 'string' },
     baseline: { type: 'string' }, baselines: { type: 'string' }, add: { type: 'boolean' }, 'value-file': { type: 'string' }, 'value-stdin': { type: 'boolean' },
     provider: { type: 'string' }, 'kms-key-id': { type: 'string' }, ttl: { type: 'string' }, instance: { type: 'string', multiple: true }, 'allow-debug': { type: 'boolean' },
+    'instance-tag': { type: 'string' },
     recipient: { type: 'boolean' },
     'dev-pcrs': { type: 'boolean' },
     'iam-role': { type: 'string' },
@@ -138,7 +148,7 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
   if (!values.baseline) checkPcrFlags(pcrFlags, [0, 1, 2]);
   if (values.baseline && !values['value-file'] && !values['value-stdin']) {
     // No value: a rule added to the existing binding, nothing else (its value, version and settings stay).
-    const settings = ['provider', 'kms-key-id', 'ttl', 'instance', 'allow-debug', 'recipient'].filter((k) => values[k] !== undefined);
+    const settings = ['provider', 'kms-key-id', 'ttl', 'instance', 'instance-tag', 'allow-debug', 'recipient'].filter((k) => values[k] !== undefined);
     if (settings.length) throw new UsageError(`--${settings.join(', --')} change a binding's settings: give the value too (--value-file F or --value-stdin)`);
     const source = await baselineSource(values.baseline as string, values.baselines as string | undefined);
     return withAdmin(values as StoreFlags, ({ config, store }) => addRule(io, config, store, secret, source, extra)).catch((err: unknown) => {
@@ -149,6 +159,8 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
   if (provider !== 'local' && provider !== 'aws-kms') throw new UsageError('--provider must be local or aws-kms');
   if (values.recipient && provider !== 'aws-kms') throw new UsageError('--recipient needs --provider aws-kms (only KMS can encrypt to an attested enclave key)');
   const ttlSeconds = values.ttl === undefined ? undefined : Math.round(parseDuration(values.ttl as string, '--ttl') / 1000);
+  const instanceTag = values['instance-tag'] === undefined ? undefined : parseInstanceTag(values['instance-tag'] as string);
+  if (instanceTag && values.instance) throw new UsageError('give --instance ID... or --instance-tag KEY=VALUE, not both');
   try {
     const source = values.baseline ? await baselineSource(values.baseline as string, values.baselines as string | undefined) : { rule: pcrSet(pcrFlags) };
     const value = await readValue(values, io);
@@ -168,6 +180,7 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
       ...(ttlSeconds !== undefined ? { ttlSeconds } : {}),
       allowDebug: Boolean(values['allow-debug']),
       instances: (values.instance as string[] | undefined) ?? [],
+      ...(instanceTag ? { instanceTag } : {}),
       addAllow: Boolean(values.add),
       ...(baseline ? { baselines: [baseline] } : {}),
       });
