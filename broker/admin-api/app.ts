@@ -11,6 +11,7 @@ import { SECRET_NAME } from '../policy/schema.js';
 import type { ProviderName, ReleaseMode, Revocations } from '../policy/types.js';
 import type { BindingStore } from '../store/store.js';
 import type { KeyProviders } from '../kms/provider.js';
+import type { PcrValues } from '../../lib/pcrs.js';
 import type { AdminRecord, AuditSink } from '../audit/sink.js';
 import type { NonceRegistry } from '../nonce/registry.js';
 import { DuplicateKeyError, parseJsonStrict } from '../strict-json.js';
@@ -207,7 +208,7 @@ export function createAdminApp(deps: AdminAppDependencies): Hono {
       const allow = body.allow.map((r: unknown) => {
         const pcrs = (r as { pcrs?: unknown } | null)?.pcrs;
         if (typeof pcrs !== 'object' || pcrs === null || Array.isArray(pcrs) || Object.keys(r as object).length !== 1) throw new AdminApiError('BAD_REQUEST', 'each allow rule is {"pcrs": {"0": hex, ...}}');
-        return pcrSet(pcrs as Record<number, string>);
+        return pcrSet(pcrs as PcrValues);
       });
       if (body.ttlSeconds !== undefined && (!Number.isInteger(body.ttlSeconds) || (body.ttlSeconds as number) < 1)) throw new AdminApiError('BAD_REQUEST', 'ttlSeconds must be a positive integer');
       if (body.mode !== undefined && body.mode !== 'jwe' && body.mode !== 'kms-recipient') throw new AdminApiError('BAD_REQUEST', 'mode must be "jwe" or "kms-recipient"');
