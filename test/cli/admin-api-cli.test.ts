@@ -80,4 +80,26 @@ describe('keygate store commands through --broker-admin', () => {
       await b2.close();
     }
   });
+
+  it('baseline put and approve (signed locally, --token) and admin audit-head go through the admin API', async () => {
+    expect((await cli(['keygen', '--out', 'approver.jwk'], undefined, dir)).status).toBe(0);
+    const b3 = await startTestBroker(join(dir, 'b3'), [], { adminListen: '127.0.0.1:0', adminApiKeys: [join(dir, 'admin-api.pub.jwk')], adminKeys: [join(dir, 'approver.jwk.pub')] });
+    try {
+      await writeFile(join(dir, 'build.json'), JSON.stringify({ Measurements: { HashAlgorithm: 'Sha384 { ... }', PCR0: P('1'), PCR1: P('2'), PCR2: P('3') } }));
+      expect((await cli(['record', '--nitro-cli-json', 'build.json', '--name', 'web-7'], undefined, dir)).status).toBe(0);
+      const via = ['--broker-admin', b3.adminUrl!];
+      let r = await cli(['baseline', 'put', 'pcr-baselines/web-7.json', ...via, '--key', keyFile], undefined, dir);
+      expect([r.status, r.stderr]).toEqual([0, '']);
+      expect(b3.store.snapshot().baselines.get('web-7')?.approvals).toEqual([]);
+      const token = (await cli(['admin', 'token', '--key', keyFile, '--scope', 'baselines:approve'])).stdout.trim();
+      r = await cli(['approve', 'web-7', '--key', 'approver.jwk', ...via, '--token', token], undefined, dir);
+      expect([r.status, r.stderr]).toEqual([0, '']);
+      expect(b3.store.snapshot().baselines.get('web-7')?.approvals).toHaveLength(1);
+      r = await cli(['admin', 'audit-head', ...via, '--key', keyFile]);
+      expect(r.status).toBe(0);
+      expect(JSON.parse(r.stdout)).toEqual({ seq: expect.any(Number), headHash: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    } finally {
+      await b3.close();
+    }
+  });
 });
