@@ -23,8 +23,9 @@ import { AdminAuthError, bearerToken, requireScope, verifyAdminToken, type Admin
  * The admin HTTP API: every store operation of the CLI as a route under
  * /v1/admin, each behind a short-lived scoped JWT (token.ts), each running
  * the same operation the CLI runs (broker/admin.ts, broker/ops/*), each
- * action an audit record (who, what, versions; never a value) made durable
- * before the answer. Values come only in JSON bodies, never in URLs.
+ * action audited (who, what, versions; never a value): a change has an
+ * intent record (outcome "pending") durable before the store is touched and
+ * an outcome record durable before the answer. Values come only in JSON bodies, never in URLs.
  */
 
 export interface AdminAppDependencies {
@@ -140,6 +141,9 @@ export function createAdminApp(deps: AdminAppDependencies): Hono {
    * caller is told AUDIT_UNAVAILABLE (the change stands: the store was written first).
    */
   const route = <T>(action: string, scope: AdminScope, op: (c: Context, who: AdminPrincipal) => Promise<Outcome<T> & { secret?: string | null; versionBefore?: number | null }>) => async (c: Context): Promise<Response> => {
+    // A change is announced (an intent record, durable) before the store is touched: a crash or a full
+    // disk after the change leaves at least who asked for what. Reads get only their outcome record.
+    const mutates = scope !== 'secrets:read' && scope !== 'audit:read';
     let who: AdminPrincipal;
     try {
       who = await verifyAdminToken(bearerToken(c.req.header('authorization')), { keys: deps.keys, audience: deps.audience, now: deps.clock(), replay: deps.replay });
@@ -153,6 +157,14 @@ export function createAdminApp(deps: AdminAppDependencies): Hono {
     // Only the /secrets/:name routes name a secret (a baseline's name is in its detail).
     const secret = c.req.path.startsWith('/v1/admin/secrets/') ? (c.req.param('name') ?? null) : null;
     const versionBefore = secret && SECRET_NAME.test(secret) ? (deps.store.snapshot().bindings.get(secret)?.version ?? null) : null;
+    if (mutates) {
+      try {
+        await deps.audit.appendAdmin({ time: new Date(deps.clock()).toISOString(), action, outcome: 'pending', kid: who.kid, jti: who.jti, secret, versionBefore, versionAfter: null, client: clientOf(c) });
+      } catch {
+        deps.log('error', 'admin action refused: its intent could not be audited', { action, secret });
+        return answer(c, 'AUDIT_UNAVAILABLE', 'the audit log cannot be written; nothing was done');
+      }
+    }
     let outcome: (Outcome<T> & { secret?: string | null; versionBefore?: number | null }) | undefined;
     let refusal: { code: AdminApiErrorCode; message: string } | undefined;
     try {
@@ -177,7 +189,8 @@ export function createAdminApp(deps: AdminAppDependencies): Hono {
       await deps.audit.appendAdmin(record);
     } catch {
       deps.log('error', 'admin action could not be audited', { action, outcome: record.outcome, secret: record.secret });
-      return answer(c, 'AUDIT_UNAVAILABLE', refusal ? 'the audit log cannot be written' : 'the change was made but its audit record could not be written; check the audit log');
+      // Its intent record is durable; the outcome is not: say so rather than answer 200 without a full record.
+      return answer(c, 'AUDIT_UNAVAILABLE', refusal ? 'the audit log cannot be written' : 'the change may have been made (its intent is audited) but its outcome record could not be written; check the store and the audit log');
     }
     if (refusal) return answer(c, refusal.code, refusal.message);
     c.header('cache-control', 'no-store');

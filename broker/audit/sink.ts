@@ -33,7 +33,7 @@ export interface AdminRecord {
   readonly time: string;
   /** The operation, e.g. "bind", "rotate", "revoke-secret". */
   readonly action: string;
-  /** ok, or the stable code it was refused with (after the token verified). */
+  /** pending (the intent, written before a change is made), ok, or the stable code it was refused with (after the token verified). */
   readonly outcome: string;
   /** RFC 7638 thumbprint (SHA-256) of the admin API key that signed the token. */
   readonly kid: string;

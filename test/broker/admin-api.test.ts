@@ -11,6 +11,12 @@ import { verifyAuditLog } from '../../broker/audit/verify-log.js';
 import { approveBaseline, type Baseline } from '../../broker/policy/baseline.js';
 import type { Logger } from '../../broker/log.js';
 import { startTestBroker, NO_RATE_LIMITS } from '../support/broker.js';
+import { createAdminApp } from '../../broker/admin-api/app.js';
+import { adminApiKey } from '../../broker/admin-api/token.js';
+import { FileStore } from '../../broker/store/file-store.js';
+import { LocalKeyProvider } from '../../broker/kms/local.js';
+import { MemoryNonceRegistry } from '../../broker/nonce/memory-registry.js';
+import type { AdminRecord, AuditSink } from '../../broker/audit/sink.js';
 
 const PCR = (c: string): string => c.repeat(96);
 const SECRET_TEXT = 'hunter2-admin-api-value-7f3c';
@@ -135,7 +141,12 @@ describe('admin API: operations, each audited', () => {
     expect(r.status).toBe(200);
     expect(broker.store.snapshot().bindings.has('db-pass')).toBe(false);
 
-    const records = await auditRecords();
+    const all = await auditRecords();
+    // Every change is announced before it is made: a pending record, then its outcome.
+    const changes = ['bind', 'rotate', 'revoke-secret', 'unrevoke-secret', 'revoke-identities', 'unrevoke-identities', 'baseline-put', 'baseline-approve', 'baseline-approve', 'unbind'];
+    expect(all.filter((x) => x.outcome === 'pending').map((x) => x.action)).toEqual(changes);
+    for (const [i, x] of all.entries()) if (x.outcome === 'pending') expect([all[i + 1]!.action, all[i + 1]!.jti]).toEqual([x.action, x.jti]);
+    const records = all.filter((x) => x.outcome !== 'pending');
     expect(records.map((x) => [x.action, x.outcome, x.secret, x.versionBefore, x.versionAfter])).toEqual([
       ['bind', 'ok', 'db-pass', null, 1],
       ['rotate', 'ok', 'db-pass', 1, 2],
@@ -165,14 +176,17 @@ describe('admin API: operations, each audited', () => {
     const verified = verifyAuditLog(audit, broker.signingKey.publicKey);
     expect(verified.problem).toBeUndefined();
     expect(verified.ok).toBe(true);
-    expect(verified.adminActions).toBe(12);
+    expect(verified.adminActions).toBe(22);
   });
 
   it('an operation refused by the store is audited with its code, and answered with its status', async () => {
     const r = await call('POST', '/v1/admin/secrets/nope/unrevoke', await token(['revocations:write']));
     expect(r.status).toBe(404);
     expect(code(r)).toBe('NOT_BOUND');
-    expect((await auditRecords()).map((x) => [x.action, x.outcome, x.secret])).toEqual([['unrevoke-secret', 'NOT_BOUND', 'nope']]);
+    expect((await auditRecords()).map((x) => [x.action, x.outcome, x.secret])).toEqual([
+      ['unrevoke-secret', 'pending', 'nope'],
+      ['unrevoke-secret', 'NOT_BOUND', 'nope'],
+    ]);
   });
 });
 
@@ -284,5 +298,55 @@ describe('admin API: its own listener', () => {
     } finally {
       await running.close();
     }
+  });
+});
+
+describe('admin API: the audit fails closed', () => {
+  async function appWith(audit: AuditSink) {
+    const store = await FileStore.open(join(dir, 'store2'));
+    const local = await LocalKeyProvider.open(join(dir, 'state2', 'local-provider.key'));
+    const app = createAdminApp({
+      store,
+      providers: new Map([['local', local]]),
+      audit,
+      keys: [await adminApiKey((await import('node:crypto')).createPublicKey(apiKey))],
+      approverKeys: [],
+      audience: 'keygate-admin',
+      replay: new MemoryNonceRegistry(),
+      maxBodyBytes: 64 * 1024,
+      clock: () => now,
+      log: () => {},
+    });
+    return { app, store };
+  }
+  const sink = (over: Partial<AuditSink>): AuditSink => ({ append: async () => {}, appendRefusal: async () => {}, appendAdmin: async () => {}, healthy: true, close: async () => {}, ...over });
+
+  it('an unhealthy audit log: 503 AUDIT_UNAVAILABLE and nothing is done', async () => {
+    const { app, store } = await appWith(sink({ healthy: false }));
+    const res = await app.request('/v1/admin/secrets/s9', { method: 'PUT', headers: { authorization: `Bearer ${await token(['secrets:write'])}`, 'content-type': 'application/json' }, body: JSON.stringify(bindBody()) });
+    expect(res.status).toBe(503);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('AUDIT_UNAVAILABLE');
+    expect((await store.refresh()).bindings.has('s9')).toBe(false);
+    store.close();
+  });
+
+  it('an intent that cannot be audited: 503 AUDIT_UNAVAILABLE and nothing is done', async () => {
+    const { app, store } = await appWith(sink({ appendAdmin: () => Promise.reject(new Error('disk full')) }));
+    const res = await app.request('/v1/admin/secrets/s9', { method: 'PUT', headers: { authorization: `Bearer ${await token(['secrets:write'])}`, 'content-type': 'application/json' }, body: JSON.stringify(bindBody()) });
+    expect(res.status).toBe(503);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('AUDIT_UNAVAILABLE');
+    expect((await store.refresh()).bindings.has('s9')).toBe(false);
+    store.close();
+  });
+
+  it('an outcome record that cannot be written: the caller is told 503 AUDIT_UNAVAILABLE (never a 200 without its record); the intent was durable first', async () => {
+    const seen: AdminRecord[] = [];
+    const { app, store } = await appWith(sink({ appendAdmin: async (r) => { seen.push(r); if (r.outcome !== 'pending') throw new Error('disk full'); } }));
+    const res = await app.request('/v1/admin/secrets/s9', { method: 'PUT', headers: { authorization: `Bearer ${await token(['secrets:write'])}`, 'content-type': 'application/json' }, body: JSON.stringify(bindBody()) });
+    expect(res.status).toBe(503);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('AUDIT_UNAVAILABLE');
+    expect(seen.map((r) => [r.action, r.outcome, r.versionAfter])).toEqual([['bind', 'pending', null], ['bind', 'ok', 1]]);
+    expect(JSON.stringify(seen)).not.toContain(SECRET_TEXT);
+    store.close();
   });
 });
