@@ -28,6 +28,8 @@ import { createBrokerApp } from './server.js';
 import { BrokerError } from './errors.js';
 import { parseListen, perBrokerParts, type BrokerConfig } from './config.js';
 import { stderrLogger, type Logger } from './log.js';
+import { createAdminApp } from './admin-api/app.js';
+import { adminApiKey } from './admin-api/token.js';
 import { acquireLock, describeOwner, LockBusyError, type HeldLock } from './store/lock.js';
 
 /** A running (or ready-to-serve) broker and its parts. */
@@ -39,6 +41,8 @@ export interface Broker {
   readonly providers: KeyProviders;
   readonly metrics: BrokerMetrics;
   readonly release: ReleaseService;
+  /** The admin API (`/v1/admin/...`), when adminApiKeys are configured; served on its own listener (adminListen). */
+  readonly adminApp?: Hono;
   /** Closes the audit log and provider clients (and the server, when listening). */
   close(): Promise<void>;
 }
@@ -269,8 +273,15 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
     await ec2Ready();
   };
   const app = createBrokerApp({ release, challenge, metrics, brokerKey: signingKey.publicJwk, maxBodyBytes: config.maxBodyBytes, clock, ready });
+  // Admin API keys are not the baseline approvers' (adminKeys): a token key cannot approve a build, nor the reverse.
+  const adminApiKeys = await Promise.all((config.adminApiKeys ?? []).map(async (file) => adminApiKey(await loadPublicKeyFile(file), `adminApiKeys: ${file}`)));
+  if (adminApiKeys.length) log('info', 'admin API enabled', { keys: adminApiKeys.map((k) => k.kid), audience: config.adminAudience, listen: config.adminListen });
+  const adminApp = adminApiKeys.length
+    ? createAdminApp({ store, providers, audit, keys: adminApiKeys, approverKeys: adminKeys, audience: config.adminAudience, replay: nonces, maxBodyBytes: config.maxBodyBytes, clock, log })
+    : undefined;
   return {
     app,
+    ...(adminApp ? { adminApp } : {}),
     store,
     audit,
     signingKey,
@@ -296,6 +307,8 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
 export interface RunningBroker extends Broker {
   readonly url: string;
   readonly server: ServerType;
+  /** The admin API's own listener (adminListen), when the admin API is enabled. */
+  readonly adminUrl?: string;
 }
 
 /**
@@ -341,16 +354,46 @@ export async function startBroker(config: BrokerConfig, options: BrokerOptions =
   const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `${tls ? 'https' : 'http'}://${shownHost}:${address.port}`;
   (options.log ?? stderrLogger)('info', 'keygate broker listening', { url, store: config.store });
+  // The admin API never shares the public port: its own listener, same TLS and connection limits.
+  const admin = broker.adminApp ? await listenAdmin(broker.adminApp, config, tls, limits).catch(async (err: unknown) => {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await broker.close();
+    throw err;
+  }) : undefined;
+  if (admin) (options.log ?? stderrLogger)('info', 'keygate admin API listening', { url: admin.url });
   return {
     ...broker,
     url,
     server,
+    ...(admin ? { adminUrl: admin.url } : {}),
     close: async () => {
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         (server as { closeAllConnections?: () => void }).closeAllConnections?.();
       });
+      if (admin) {
+        await new Promise<void>((resolve) => {
+          admin.server.close(() => resolve());
+          (admin.server as { closeAllConnections?: () => void }).closeAllConnections?.();
+        });
+      }
       await broker.close();
     },
   };
+}
+
+/** Serves the admin app on adminListen (TLS as for the API: the same cert, required off loopback). */
+async function listenAdmin(app: Hono, config: BrokerConfig, tls: { key: Buffer; cert: Buffer } | undefined, limits: ReturnType<typeof httpLimits>): Promise<{ url: string; server: ServerType }> {
+  const { host, port } = parseListen(config.adminListen);
+  const server = await new Promise<ServerType>((resolve, reject) => {
+    const s = serve(
+      { fetch: app.fetch, hostname: host, port, serverOptions: tls ? { ...tls, ...limits, handshakeTimeout: limits.headersTimeout } : limits, ...(tls ? { createServer: createHttpsServer } : {}) },
+      () => resolve(s),
+    );
+    s.maxConnections = config.maxConnections;
+    s.once('error', reject);
+  });
+  const address = server.address() as AddressInfo;
+  const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return { url: `${tls ? 'https' : 'http'}://${shownHost}:${address.port}`, server };
 }

@@ -56,6 +56,12 @@ export interface BrokerConfig {
   readonly adminKeys?: readonly string[];
   /** Approvals from distinct admin keys a baseline needs before bindings may use it (k of n). Default 1. */
   readonly approvalsRequired: number;
+  /** Admin HTTP API (`/v1/admin/...`): public keys (Ed25519 or P-256; JWK or PEM files) whose JWTs it accepts. Unset: no admin API. Separate from `adminKeys`. */
+  readonly adminApiKeys?: readonly string[];
+  /** HOST:PORT of the admin API's own listener (same TLS rules as `listen`). Default 127.0.0.1:8444. */
+  readonly adminListen: string;
+  /** The `aud` admin tokens must carry. Default "keygate-admin". */
+  readonly adminAudience: string;
   /** A client must send a request's headers within this time, or it gets 408 and is closed. Default 10. */
   readonly headersTimeoutSeconds: number;
   /** A client must send a whole request (headers and body) within this time. Default 30. */
@@ -81,6 +87,8 @@ export const DEFAULT_CONFIG: BrokerConfig = {
   auditMaxFileBytes: DEFAULT_AUDIT_MAX_FILE_BYTES,
   rateLimits: DEFAULT_RATE_LIMITS,
   approvalsRequired: 1,
+  adminListen: '127.0.0.1:8444',
+  adminAudience: 'keygate-admin',
   headersTimeoutSeconds: 10,
   requestTimeoutSeconds: 30,
   keepAliveTimeoutSeconds: 5,
@@ -104,7 +112,7 @@ export class ConfigError extends CodedError<'CONFIG_INVALID'> {
   }
 }
 
-const KEYS = new Set(Object.keys(DEFAULT_CONFIG).concat(['auditFile', 'roots', 'extraRootPems', 'challengeKeyFile', 'kms', 'tls', 'adminKeys', 'ec2']));
+const KEYS = new Set(Object.keys(DEFAULT_CONFIG).concat(['auditFile', 'roots', 'extraRootPems', 'challengeKeyFile', 'kms', 'tls', 'adminKeys', 'ec2', 'adminApiKeys']));
 
 /** Parses `host:port` / `[v6]:port`. */
 export function parseListen(listen: string): HostPort {
@@ -136,6 +144,7 @@ export async function loadConfigFile(path: string): Promise<Partial<BrokerConfig
   if (c.store && typeof c.store === 'object' && 'dir' in c.store) c.store = { ...c.store, dir: rel((c.store as { dir: unknown }).dir) };
   if (Array.isArray(c.roots)) c.roots = c.roots.map(rel);
   if (Array.isArray(c.adminKeys)) c.adminKeys = c.adminKeys.map(rel);
+  if (Array.isArray(c.adminApiKeys)) c.adminApiKeys = c.adminApiKeys.map(rel);
   // Keys stay out of config files: the DynamoDB nonce registry takes credentials from the AWS SDK's chain.
   if (c.nonces && typeof c.nonces === 'object' && 'credentials' in c.nonces) throw new ConfigError(`${path}: nonces.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
   if (c.quarantine && typeof c.quarantine === 'object' && 'credentials' in c.quarantine) throw new ConfigError(`${path}: quarantine.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
@@ -206,6 +215,10 @@ export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerCo
   const config: BrokerConfig = { ...merged, store: parseStoreSetting(merged.store), rateLimits: { ...DEFAULT_RATE_LIMITS, ...merged.rateLimits } };
   const { host } = parseListen(config.listen);
   if (!config.tls && !isLoopback(host)) throw new ConfigError(`plain HTTP is only allowed on loopback; give tls.cert and tls.key to listen on ${host}`);
+  const admin = parseListen(config.adminListen);
+  if (!config.tls && !isLoopback(admin.host)) throw new ConfigError(`plain HTTP is only allowed on loopback; give tls.cert and tls.key for adminListen on ${admin.host}`);
+  if (config.adminApiKeys !== undefined && (!Array.isArray(config.adminApiKeys) || config.adminApiKeys.some((k) => typeof k !== 'string' || k === ''))) throw new ConfigError('adminApiKeys must be a list of public key files');
+  if (typeof config.adminAudience !== 'string' || !/^[\x21-\x7e]{1,200}$/.test(config.adminAudience)) throw new ConfigError('adminAudience must be 1-200 printable characters without spaces');
   for (const [key, value] of Object.entries({
     secretCacheTtlSeconds: config.secretCacheTtlSeconds,
     maxBodyBytes: config.maxBodyBytes,

@@ -34,3 +34,38 @@ export const HTTP_STATUS: Readonly<Record<BrokerErrorCode, 400 | 401 | 403 | 404
   /** Permanent provider refusal (key disabled, deleted or denied; ciphertext does not decrypt): not retryable. */
   SECRET_UNAVAILABLE: 500,
 };
+
+/**
+ * Codes of the admin API (`/v1/admin/...`, broker/admin-api): token and scope refusals, and the
+ * codes of the store operations it runs (broker/ops/errors.ts, broker/admin.ts), each with its status.
+ */
+export const ADMIN_HTTP_STATUS = {
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  UNAVAILABLE: 503,
+  BAD_REQUEST: 400,
+  NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
+  PAYLOAD_TOO_LARGE: 413,
+  ADMIN_REFUSED: 409,
+  SCHEMA_INVALID: 400,
+  INPUT_UNREADABLE: 400,
+  INPUT_INVALID: 400,
+  BASELINE_INVALID: 400,
+  KEY_UNUSABLE: 400,
+  ALREADY_EXISTS: 409,
+  BASELINE_NOT_FOUND: 404,
+  BASELINE_CONFLICT: 409,
+  NOT_BOUND: 404,
+  NOT_REVOKED: 409,
+  STORE_ENTRY_INVALID: 409,
+  LOCAL_PROVIDER_REFUSED: 400,
+  KMS_UNAVAILABLE: 503,
+  SECRET_UNAVAILABLE: 500,
+  STORE_UNAVAILABLE: 503,
+  STORE_LOCKED: 503,
+  AUDIT_UNAVAILABLE: 503,
+  INTERNAL_ERROR: 500,
+} as const satisfies Readonly<Record<string, 400 | 401 | 403 | 404 | 405 | 409 | 413 | 500 | 503>>;
+
+export type AdminApiErrorCode = keyof typeof ADMIN_HTTP_STATUS;

@@ -12,7 +12,7 @@ import {
 import { silentLogger, type Logger } from '../log.js';
 import { AuditUnavailableError } from './sink.js';
 import { RefusalSampler, type RefusalSettings } from './refusals.js';
-import type { AuditSink, DecisionRecord } from './sink.js';
+import type { AdminRecord, AuditSink, DecisionRecord } from './sink.js';
 import { CHAIN_ID, chainBatch, chainGenesis, type AuditSigner, type ChainHead } from './chain.js';
 import { AUDIT_PK, HEAD_ATTRIBUTES, headKey, LINE_ATTRIBUTE, recordKey } from './dynamodb-layout.js';
 import { auditClient, parseHeadItem, type DynamoDbAuditSettings } from './dynamodb-chains.js';
@@ -253,6 +253,11 @@ export class DynamoDbAuditSink implements AuditSink {
 
   append(record: DecisionRecord): Promise<void> {
     return this.#enqueue({ type: 'decision', ...record });
+  }
+
+  /** Appends an admin API action (never a value); resolves once it is durable. */
+  appendAdmin(record: AdminRecord): Promise<void> {
+    return this.#enqueue({ type: 'admin', ...record });
   }
 
   appendRefusal(record: DecisionRecord): Promise<void> {

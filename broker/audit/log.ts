@@ -5,8 +5,8 @@ import { ensureDirectory, syncDirectory } from '../../lib/durable-fs.js';
 import { silentLogger, type Logger } from '../log.js';
 import { listSegments, segmentPath } from './segments.js';
 import { RefusalSampler, type RefusalSettings } from './refusals.js';
-import { AuditUnavailableError, type AuditSink, type DecisionRecord } from './sink.js';
-import { chainBatch, GENESIS_HASH, lineHash } from './chain.js';
+import { AuditUnavailableError, type AuditSink, type DecisionRecord, type AdminRecord } from './sink.js';
+import { chainBatch, GENESIS_HASH, lineHash, type ChainHead } from './chain.js';
 
 // Re-exported: the chain format lives in chain.ts; older imports name this module.
 export { GENESIS_HASH, lineHash, sealInput } from './chain.js';
@@ -139,6 +139,11 @@ export class AuditLog implements AuditSink {
     return this.#enqueue({ type: 'decision', ...record });
   }
 
+  /** Appends an admin API action (never a value); resolves once it is durable. */
+  appendAdmin(record: AdminRecord): Promise<void> {
+    return this.#enqueue({ type: 'admin', ...record });
+  }
+
   /**
    * Records a refusal that does not depend on what was asked (an unverified
    * document, a rate limit, a bad request): individually (durable before it
@@ -252,6 +257,11 @@ export class AuditLog implements AuditSink {
       this.#failed = err;
       this.#scheduleRecovery();
     }
+  }
+
+  /** Seq and hash of the last durable line (what `keygate audit verify` reports as the head). */
+  get head(): ChainHead {
+    return { seq: this.#seq, prevHash: this.#prevHash };
   }
 
   /** The live file being appended to. */

@@ -25,6 +25,27 @@ export interface DecisionRecord {
   readonly latencyMs: number;
 }
 
+/**
+ * One admin API action (`type: "admin"` in the log): who (the admin key's JWK thumbprint and the token's
+ * jti), what, and the versions before and after. Never a value or a ciphertext.
+ */
+export interface AdminRecord {
+  readonly time: string;
+  /** The operation, e.g. "bind", "rotate", "revoke-secret". */
+  readonly action: string;
+  /** pending (the intent, written before a change is made), ok, or the stable code it was refused with (after the token verified). */
+  readonly outcome: string;
+  /** RFC 7638 thumbprint (SHA-256) of the admin API key that signed the token. */
+  readonly kid: string;
+  readonly jti: string;
+  readonly secret: string | null;
+  readonly versionBefore: number | null;
+  readonly versionAfter: number | null;
+  /** Non-secret detail: identities revoked, baseline name, approval kid. */
+  readonly detail?: Readonly<Record<string, unknown>>;
+  readonly client: string;
+}
+
 export interface AuditSink {
   /** Appends a decision; resolves only once it is durable (a response may then be sent). */
   append(record: DecisionRecord): Promise<void>;
@@ -34,6 +55,10 @@ export interface AuditSink {
    * record, so junk cannot fill the audit disk.
    */
   appendRefusal(record: DecisionRecord): Promise<void>;
+  /** Appends an admin API action; resolves only once it is durable (the answer is sent after). */
+  appendAdmin(record: AdminRecord): Promise<void>;
+  /** Seq and hash of the last durable record (the admin API's audit head); sinks without one omit it. */
+  readonly head?: { readonly seq: number; readonly prevHash: string };
   /** False while records cannot be written (readiness reports it). */
   readonly healthy: boolean;
   /** Flushes what is pending and closes. */

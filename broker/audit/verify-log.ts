@@ -13,6 +13,8 @@ export interface AuditVerification {
   readonly decisions: number;
   /** Periodic refusal-summary records. */
   readonly summaries: number;
+  /** Admin API actions (`type: "admin"`). */
+  readonly adminActions: number;
   readonly seals: number;
   /** Whether seal signatures were checked. */
   readonly signaturesChecked: boolean;
@@ -87,6 +89,7 @@ export class AuditChainVerifier {
   #lines = 0;
   #decisions = 0;
   #summaries = 0;
+  #adminActions = 0;
   #seals = 0;
   #lastSealedSeq = 0;
   #sinceSeal = 0;
@@ -168,8 +171,9 @@ export class AuditChainVerifier {
       }
       this.#lastSealedSeq = expected;
       this.#sinceSeal = 0;
-    } else if (rec.type === 'decision' || rec.type === 'summary') {
+    } else if (rec.type === 'decision' || rec.type === 'summary' || rec.type === 'admin') {
       if (rec.type === 'decision') this.#decisions++;
+      else if (rec.type === 'admin') this.#adminActions++;
       else this.#summaries++;
       this.#sinceSeal++;
     } else {
@@ -218,6 +222,7 @@ export class AuditChainVerifier {
       lines: this.#lines,
       decisions: this.#decisions,
       summaries: this.#summaries,
+      adminActions: this.#adminActions,
       seals: this.#seals,
       signaturesChecked: this.#publicKey !== undefined,
       lastSealedSeq: this.#lastSealedSeq,

@@ -6,6 +6,7 @@ import { approvalStatus, putStoredBaseline } from '../../broker/ops/stored-basel
 import { storeLabel } from '../../broker/store/open-store.js';
 import { approvalSummary, approvalWarning, coded, configuredAdminKeys, withStore } from '../store-ops.js';
 import type { CliIo } from '../io.js';
+import { ADMIN_CLIENT_OPTIONS, ADMIN_CLIENT_USAGE, adminCall, type AdminClientFlags } from '../admin-client.js';
 
 export const BASELINE_USAGE = `Usage: keygate baseline put FILE [--replace] [--json] [store options]
        keygate baseline list [--json] [store options]
@@ -24,11 +25,12 @@ the configured adminKeys and approvalsRequired), and whether brokers with
 this configuration honour rules naming them.
   --json             as JSON
 ${STORE_USAGE}
+${ADMIN_CLIENT_USAGE} (put only; scope baselines:approve)
 `;
 
 /** `keygate baseline put|list` */
 export async function baselineCommand(argv: readonly string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommand(argv, { ...STORE_OPTIONS, replace: { type: 'boolean' }, json: { type: 'boolean' } }, 2);
+  const { values, positionals } = parseCommand(argv, { ...STORE_OPTIONS, ...ADMIN_CLIENT_OPTIONS, replace: { type: 'boolean' }, json: { type: 'boolean' } }, 2);
   if (values.help) {
     io.out(BASELINE_USAGE);
     return 0;
@@ -38,6 +40,13 @@ export async function baselineCommand(argv: readonly string[], io: CliIo): Promi
     if (action === 'put') {
       if (!file || positionals.length !== 2) throw new UsageError('expected: keygate baseline put FILE');
       const recorded = await readBaseline(file);
+      if (values['broker-admin']) {
+        if (values.replace) throw new UsageError('--replace is not offered through --broker-admin: replace a build on the store directly');
+        const answer = await adminCall(values as AdminClientFlags, 'baselines:approve', 'PUT', `/v1/admin/baselines/${encodeURIComponent(recorded.name)}`, recorded);
+        if (values.json) io.out(`${JSON.stringify(answer)}\n`);
+        else io.out(`${answer.changed ? 'stored' : 'unchanged:'} baseline ${recorded.name} (${String(answer.approvals)} approval(s))\nvia: ${values['broker-admin']}\n`);
+        return 0;
+      }
       return await withStore(values as StoreFlags, async ({ config, store }) => {
         const { baseline, changed } = await putStoredBaseline(store, recorded, { replace: Boolean(values.replace) });
         const status = await approvalStatus(baseline, await configuredAdminKeys(config), config.approvalsRequired);

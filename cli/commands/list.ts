@@ -2,6 +2,7 @@ import { parseCommand } from '../args.js';
 import { STORE_OPTIONS, STORE_USAGE, storeConfig } from '../context.js';
 import { openAdminStore } from '../../broker/state.js';
 import type { CliIo } from '../io.js';
+import { ADMIN_CLIENT_OPTIONS, ADMIN_CLIENT_USAGE, adminCall, type AdminClientFlags } from '../admin-client.js';
 
 export const LIST_USAGE = `Usage: keygate list [--json] [store options]
 
@@ -9,13 +10,19 @@ Lists bindings: names, versions, allowed measurement sets. Never values.
 Exits 1 when a store file fails validation (each is named, with the field);
 everything that loads is still listed.
 ${STORE_USAGE}
+${ADMIN_CLIENT_USAGE}
 `;
 
 /** `keygate list` */
 export async function listCommand(argv: readonly string[], io: CliIo): Promise<number> {
-  const { values } = parseCommand(argv, { ...STORE_OPTIONS, json: { type: 'boolean' } });
+  const { values } = parseCommand(argv, { ...STORE_OPTIONS, ...ADMIN_CLIENT_OPTIONS, json: { type: 'boolean' } });
   if (values.help) {
     io.out(LIST_USAGE);
+    return 0;
+  }
+  if (values['broker-admin']) {
+    // Through the admin API (scope secrets:read): the same rows, as the broker's store holds them.
+    io.out(`${JSON.stringify(await adminCall(values as AdminClientFlags, 'secrets:read', 'GET', '/v1/admin/secrets'))}\n`);
     return 0;
   }
   const config = await storeConfig(values);

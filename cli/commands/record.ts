@@ -12,6 +12,7 @@ import { access } from 'node:fs/promises';
 import { UsageError, usageError } from '../errors.js';
 import { parseCommand } from '../args.js';
 import type { CliIo } from '../io.js';
+import { approveBaseline } from '../../broker/policy/baseline.js';
 
 export const RECORD_USAGE = `Usage: keygate record (--eif FILE | --nitro-cli-json FILE) --name NAME [options]
        keygate record --check FILE --baseline NAME|PATH
@@ -45,6 +46,9 @@ command says how many it has, and warns when that is not enough.
   --baselines DIR    where baselines live (default ./pcr-baselines)
   --file-only        sign the file only, leaving the store alone (approval by
                      review; store it later with keygate baseline put)
+  --broker-admin URL --token T
+                     sign here, add the approval through the broker's admin API
+                     (token scope baselines:approve; needs the baseline file)
 ${STORE_USAGE}
 `;
 
@@ -134,7 +138,11 @@ export async function recordCommand(argv: readonly string[], io: CliIo, now: () 
 
 /** `keygate approve` */
 export async function approveCommand(argv: readonly string[], io: CliIo, now: () => number): Promise<number> {
-  const { values, positionals } = parseCommand(argv, { ...STORE_OPTIONS, key: { type: 'string' }, baselines: { type: 'string' }, 'file-only': { type: 'boolean' } }, 1);
+  const { values, positionals } = parseCommand(
+    argv,
+    { ...STORE_OPTIONS, key: { type: 'string' }, baselines: { type: 'string' }, 'file-only': { type: 'boolean' }, 'broker-admin': { type: 'string' }, token: { type: 'string' }, aud: { type: 'string' } },
+    1,
+  );
   if (values.help) {
     io.out(APPROVE_USAGE);
     return 0;
@@ -154,6 +162,7 @@ export async function approveCommand(argv: readonly string[], io: CliIo, now: ()
   }
   const isPath = arg.includes('/') || arg.endsWith('.json');
   const hasFile = await access(path).then(() => true, () => false);
+  if (values['broker-admin']) return approveViaApi(io, values, path, keyFile, new Date(now()));
   try {
     // A PATH must be there; a NAME without a file is the stored copy.
     const file = hasFile || isPath ? await readBaseline(path) : undefined;
@@ -196,5 +205,26 @@ export async function keygenCommand(argv: readonly string[], io: CliIo): Promise
     throw usageError(err, { ALREADY_EXISTS: (m) => `${m}; refusing to overwrite a key` });
   });
   io.out(`wrote ${values.out} (private, 0600) and ${values.out}.pub; kid ${kid}\n`);
+  return 0;
+}
+
+/**
+ * `approve --broker-admin URL --token T`: the approval is signed here (the approver's key never leaves
+ * this machine) over the baseline file, and posted; the broker checks it under its adminKeys and adds it
+ * to its stored copy of the same build. --key is the approver key, so the API token comes from --token.
+ */
+async function approveViaApi(io: CliIo, flags: { 'broker-admin'?: string; token?: string; aud?: string }, path: string, keyFile: string, now: Date): Promise<number> {
+  if (!flags.token) throw new UsageError('approve --broker-admin needs --token T (an admin API token with scope baselines:approve; --key is the approver key)');
+  const baseline = await readBaseline(path).catch((err: unknown) => {
+    throw coded(err);
+  });
+  const key = await loadBaselineKey(keyFile).catch((err: unknown) => {
+    throw usageError(err, { KEY_UNUSABLE: (m: string) => `--key: ${m}` });
+  });
+  const approval = await approveBaseline(baseline, key, now);
+  const { adminCall } = await import('../admin-client.js');
+  // Only the token: --key here is the approver key, not an admin API key.
+  const answer = await adminCall({ 'broker-admin': flags['broker-admin'], token: flags.token, ...(flags.aud ? { aud: flags.aud } : {}) }, 'baselines:approve', 'POST', `/v1/admin/baselines/${encodeURIComponent(baseline.name)}/approvals`, approval);
+  io.out(`${answer.added ? 'approved' : 'already approved by this key:'} ${baseline.name} with key ${approval.kid}: ${String(answer.approvals)} approval(s)\nvia: ${flags['broker-admin']}\n`);
   return 0;
 }

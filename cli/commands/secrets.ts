@@ -15,6 +15,7 @@ import { devBindPcrs } from './dev.js';
 import { InputTooLargeError, readInput } from '../input.js';
 import { parseDuration } from '../parse.js';
 import type { CliIo } from '../io.js';
+import { ADMIN_CLIENT_OPTIONS, ADMIN_CLIENT_USAGE, adminCall, type AdminClientFlags } from '../admin-client.js';
 
 export const BIND_USAGE = `Usage: keygate bind <secret> (--pcr0 H --pcr1 H --pcr2 H [--pcr3 H] [--pcr4 H] [--pcr8 H] | --baseline NAME)
                     (--value-file F | --value-stdin) [options]
@@ -47,16 +48,19 @@ values; agents keep their cached value), only the allowed measurements grow.
   --allow-debug      also release to debug-mode enclaves (never in production)
   --dev-pcrs         with --dev: bind to the NSM simulator's PCR0/1/2 (keygate dev pcrs)
 ${STORE_USAGE}
+${ADMIN_CLIENT_USAGE}
 `;
 
 export const ROTATE_USAGE = `Usage: keygate rotate <secret> (--value-file F | --value-stdin) [store options]
 
 Stores a new value (version + 1); the next request of any enclave gets it.
 ${STORE_USAGE}
+${ADMIN_CLIENT_USAGE}
 `;
 
 export const UNBIND_USAGE = `Usage: keygate unbind <secret> [store options]
 ${STORE_USAGE}
+${ADMIN_CLIENT_USAGE}
 `;
 
 export const REVOKE_USAGE = `Usage: keygate revoke <secret> | --pcr0 H | --instance i-... | --baseline NAME [store options]
@@ -65,10 +69,11 @@ Revokes a secret (released to nobody until rotated), or an enclave identity
 for every secret. Takes effect on the next request of every broker replica.
 Undo with keygate unrevoke (same arguments).
 ${STORE_USAGE}
+${ADMIN_CLIENT_USAGE}
 `;
 
 function parse(argv: readonly string[], options: NonNullable<ParseArgsConfig['options']>): { values: Record<string, unknown>; positionals: string[] } {
-  return parseCommand(argv, { ...options, ...STORE_OPTIONS }, Infinity);
+  return parseCommand(argv, { ...options, ...STORE_OPTIONS, ...ADMIN_CLIENT_OPTIONS }, Infinity);
 }
 
 function oneSecret(positionals: string[], usage: string): string {
@@ -161,6 +166,27 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
   const ttlSeconds = values.ttl === undefined ? undefined : Math.round(parseDuration(values.ttl as string, '--ttl') / 1000);
   const instanceTag = values['instance-tag'] === undefined ? undefined : parseInstanceTag(values['instance-tag'] as string);
   if (instanceTag && values.instance) throw new UsageError('give --instance ID... or --instance-tag KEY=VALUE, not both');
+  if (values['broker-admin']) {
+    // Through the admin API: explicit PCR sets only (a --baseline rule is resolved against the store, which this side does not open).
+    if (values.baseline || values['dev-pcrs']) throw new UsageError('--broker-admin binds to --pcrN values only (not --baseline or --dev-pcrs)');
+    if (instanceTag) throw new UsageError('--broker-admin does not take --instance-tag yet: bind through the store (--config) for a tag-bound secret');
+    const value = await readValue(values, io);
+    const answer = await adminCall(values as AdminClientFlags, 'secrets:write', 'PUT', `/v1/admin/secrets/${encodeURIComponent(secret)}`, {
+      value: { base64: Buffer.from(value).toString('base64') },
+      allow: [{ pcrs: pcrSet(pcrFlags).pcrs }],
+      provider,
+      ...(values['kms-key-id'] ? { kmsKeyId: values['kms-key-id'] } : {}),
+      ...(values.recipient ? { mode: 'kms-recipient' } : {}),
+      ...(ttlSeconds !== undefined ? { ttlSeconds } : {}),
+      allowDebug: Boolean(values['allow-debug']),
+      instances: (values.instance as string[] | undefined) ?? [],
+      add: Boolean(values.add),
+    });
+    value.fill(0);
+    const b = answer.binding as { secret: string; version: number; allow: unknown[]; ttlSeconds: number; provider: string };
+    io.out(`bound ${b.secret} version ${b.version} (${b.allow.length} allowed measurement set${b.allow.length === 1 ? '' : 's'}, ttl ${b.ttlSeconds}s, ${b.provider})\nvia: ${values['broker-admin']}\n`);
+    return 0;
+  }
   try {
     const source = values.baseline ? await baselineSource(values.baseline as string, values.baselines as string | undefined) : { rule: pcrSet(pcrFlags) };
     const value = await readValue(values, io);
@@ -205,6 +231,13 @@ export async function rotateCommand(argv: readonly string[], io: CliIo): Promise
     return 0;
   }
   const secret = oneSecret(positionals, ROTATE_USAGE);
+  if (values['broker-admin']) {
+    const value = await readValue(values, io);
+    const answer = await adminCall(values as AdminClientFlags, 'secrets:write', 'POST', `/v1/admin/secrets/${encodeURIComponent(secret)}/rotate`, { value: { base64: Buffer.from(value).toString('base64') } });
+    value.fill(0);
+    io.out(`rotated ${secret} to version ${String(answer.version)}\nvia: ${values['broker-admin']}\n`);
+    return 0;
+  }
   let kmsKeyId: string | undefined;
   try {
     const value = await readValue(values, io);
@@ -230,6 +263,11 @@ export async function unbindCommand(argv: readonly string[], io: CliIo): Promise
     return 0;
   }
   const secret = oneSecret(positionals, UNBIND_USAGE);
+  if (values['broker-admin']) {
+    await adminCall(values as AdminClientFlags, 'secrets:write', 'DELETE', `/v1/admin/secrets/${encodeURIComponent(secret)}`);
+    io.out(`unbound ${secret}\nvia: ${values['broker-admin']}\n`);
+    return 0;
+  }
   try {
     const where = await withAdmin(values as StoreFlags, async ({ config, store }) => {
       await unbindSecret(store, secret);
@@ -253,6 +291,12 @@ export async function revokeCommand(argv: readonly string[], io: CliIo): Promise
   const anyIdentity = identities.pcr0.length + identities.instances.length + identities.baselines.length > 0;
   if ((positionals.length > 0) === anyIdentity || positionals.length > 1) throw new UsageError(`give one secret name, or --pcr0/--instance/--baseline\n\n${REVOKE_USAGE}`);
   for (const pcr0 of identities.pcr0) checkPcrFlags({ 0: pcr0 }, []);
+  if (values['broker-admin']) {
+    if (positionals.length) await adminCall(values as AdminClientFlags, 'revocations:write', 'POST', `/v1/admin/secrets/${encodeURIComponent(positionals[0]!)}/revoke`);
+    else await adminCall(values as AdminClientFlags, 'revocations:write', 'POST', '/v1/admin/revocations', identities);
+    io.out(`${positionals.length ? `revoked secret ${positionals[0]}` : 'revoked the named identities'}\nvia: ${values['broker-admin']}\n`);
+    return 0;
+  }
   try {
     return await withAdmin(values as StoreFlags, async ({ config, store }) => {
       if (positionals.length) {

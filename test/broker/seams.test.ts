@@ -108,21 +108,21 @@ describe('ReleaseService against the AuditSink interface', () => {
 
   it('a refusal is recorded once, through appendRefusal, with its document', async () => {
     const refusals: DecisionRecord[] = [];
-    const sink: AuditSink = { append: async () => expect.fail('per-name append for a name-independent refusal'), appendRefusal: async (r) => void refusals.push(r), healthy: true, close: async () => {} };
+    const sink: AuditSink = { append: async () => expect.fail('per-name append for a name-independent refusal'), appendRefusal: async (r) => void refusals.push(r), appendAdmin: async () => {}, healthy: true, close: async () => {} };
     const { release, attest } = await serviceWith(sink);
     expect(await codeOf(release.release(attest(), ['db'], '127.0.0.1'))).toBe('BAD_REQUEST');
     expect(refusals.map((r) => [r.decision, r.code, r.secret, r.moduleId])).toEqual([['deny', 'BAD_REQUEST', null, 'i-0123456789abcdef0-enc0123456789abcdef']]);
   });
 
   it('a refusal whose audit record cannot be written answers INTERNAL_ERROR, like every other decision (no swallowed write)', async () => {
-    const sink: AuditSink = { append: () => Promise.reject(new Error('disk full')), appendRefusal: () => Promise.reject(new Error('disk full')), healthy: false, close: async () => {} };
+    const sink: AuditSink = { append: () => Promise.reject(new Error('disk full')), appendRefusal: () => Promise.reject(new Error('disk full')), appendAdmin: () => Promise.reject(new Error('disk full')), healthy: false, close: async () => {} };
     const { release, attest } = await serviceWith(sink);
     expect(await codeOf(release.release(attest(), ['db'], '127.0.0.1'))).toBe('INTERNAL_ERROR');
   });
 
   it('the quarantine is a QuarantineStore the release awaits: an async store is obeyed, and one that fails releases nothing', async () => {
     const refusals: DecisionRecord[] = [];
-    const sink: AuditSink = { append: async () => {}, appendRefusal: async (r) => void refusals.push(r), healthy: true, close: async () => {} };
+    const sink: AuditSink = { append: async () => {}, appendRefusal: async (r) => void refusals.push(r), appendAdmin: async () => {}, healthy: true, close: async () => {} };
     const publicKey = new Uint8Array(generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ format: 'der', type: 'spki' }));
     const asked: string[] = [];
     // A shared backend's shape: answers arrive later, as promises.
@@ -137,7 +137,7 @@ describe('ReleaseService against the AuditSink interface', () => {
 
   it('a shared quarantine that cannot answer, or cannot record a denial, refuses with STORE_UNAVAILABLE (nothing released), audited with its error', async () => {
     const refusals: DecisionRecord[] = [];
-    const sink: AuditSink = { append: async () => {}, appendRefusal: async (r) => void refusals.push(r), healthy: true, close: async () => {} };
+    const sink: AuditSink = { append: async () => {}, appendRefusal: async (r) => void refusals.push(r), appendAdmin: async () => {}, healthy: true, close: async () => {} };
     const publicKey = new Uint8Array(generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ format: 'der', type: 'spki' }));
     const down = (): Promise<never> => Promise.reject(new QuarantineUnavailableError('quarantine table: GetItem failed', { storeError: 'ThrottlingException' }));
     const cannotAnswer = await serviceWith(sink, { publicKey, quarantine: { isQuarantined: down, recordDenial: async () => {} } });
