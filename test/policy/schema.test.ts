@@ -262,7 +262,7 @@ describe('parseBinding', () => {
     it.each([
       [null, 'binding.instances'],
       [['i-0123456789abcdef0'], 'binding.instances'],
-      [{}, 'binding.instances.ids'],
+      [{}, 'binding.instances'], // exactly one of ids or ec2Tag
       [{ ids: 'i-0123456789abcdef0' }, 'binding.instances.ids'],
       [{ ids: ['i-0123456789abcdef0'], extra: true }, 'binding.instances.extra'],
       [{ ids: ['i-0123456789abcdef0', 'host-1'] }, 'binding.instances.ids[1]'],
