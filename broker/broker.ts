@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { createServer as createHttpsServer } from 'node:https';
-import { dirname, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import type { Hono } from 'hono';
@@ -29,6 +29,8 @@ import { BrokerError } from './errors.js';
 import { parseListen, perBrokerParts, type BrokerConfig } from './config.js';
 import { stderrLogger, type Logger } from './log.js';
 import { createAdminApp } from './admin-api/app.js';
+import { DurableJtiRegistry } from './admin-api/durable-jti.js';
+import { MemoryNonceRegistry } from './nonce/memory-registry.js';
 import { adminApiKey } from './admin-api/token.js';
 import { acquireLock, describeOwner, LockBusyError, type HeldLock } from './store/lock.js';
 
@@ -276,8 +278,14 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
   // Admin API keys are not the baseline approvers' (adminKeys): a token key cannot approve a build, nor the reverse.
   const adminApiKeys = await Promise.all((config.adminApiKeys ?? []).map(async (file) => adminApiKey(await loadPublicKeyFile(file), `adminApiKeys: ${file}`)));
   if (adminApiKeys.length) log('info', 'admin API enabled', { keys: adminApiKeys.map((k) => k.kid), audience: config.adminAudience, listen: config.adminListen });
+  // Token jtis must stay used across restarts: a per-process nonce registry forgets on restart, so the admin
+  // API then keeps its own jti file under stateDir (a shared DynamoDB registry outlives restarts already).
+  const adminReplay =
+    adminApiKeys.length && config.nonces.kind === 'memory'
+      ? await DurableJtiRegistry.open(join(config.stateDir, 'admin-jti.log'), new MemoryNonceRegistry(config.nonces.maxRemembered), clock())
+      : nonces;
   const adminApp = adminApiKeys.length
-    ? createAdminApp({ store, providers, audit, keys: adminApiKeys, approverKeys: adminKeys, audience: config.adminAudience, replay: nonces, maxBodyBytes: config.maxBodyBytes, clock, log })
+    ? createAdminApp({ store, providers, audit, keys: adminApiKeys, approverKeys: adminKeys, audience: config.adminAudience, replay: adminReplay, maxBodyBytes: config.maxBodyBytes, clock, log })
     : undefined;
   return {
     app,

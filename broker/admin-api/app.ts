@@ -153,10 +153,18 @@ export function createAdminApp(deps: AdminAppDependencies): Hono {
       deps.log('warn', 'admin API request refused', { action, code: err.code, reason: err.reason, client: clientOf(c) });
       return answer(c, err.code, err.message, err.reason);
     }
+    // Values travel in bodies only: a query string is refused before anything is recorded (it could hold one).
+    if (new URL(c.req.url).search !== '') return answer(c, 'BAD_REQUEST', 'admin routes take no query string: send values in the JSON body');
+    // Only the /secrets/:name routes name a secret. The name comes from the URL: recorded only once it is a
+    // valid secret name, so text pasted there by mistake (a value) never reaches the audit log or the log.
+    const named = c.req.path.startsWith('/v1/admin/secrets/') ? (c.req.param('name') ?? null) : null;
+    if (named !== null && !SECRET_NAME.test(named)) return answer(c, 'BAD_REQUEST', 'not a valid secret name ([A-Za-z0-9._-], up to 128)');
+    // Baseline names follow the same rule as secret names (policy/baseline.ts).
+    const baselineName = c.req.path.startsWith('/v1/admin/baselines/') ? c.req.param('name') : undefined;
+    if (baselineName !== undefined && !SECRET_NAME.test(baselineName)) return answer(c, 'BAD_REQUEST', 'not a valid baseline name ([A-Za-z0-9._-], up to 128)');
     if (!deps.audit.healthy) return answer(c, 'AUDIT_UNAVAILABLE', 'the audit log cannot be written; nothing was done');
-    // Only the /secrets/:name routes name a secret (a baseline's name is in its detail).
-    const secret = c.req.path.startsWith('/v1/admin/secrets/') ? (c.req.param('name') ?? null) : null;
-    const versionBefore = secret && SECRET_NAME.test(secret) ? (deps.store.snapshot().bindings.get(secret)?.version ?? null) : null;
+    const secret = named;
+    const versionBefore = secret ? (deps.store.snapshot().bindings.get(secret)?.version ?? null) : null;
     if (mutates) {
       try {
         await deps.audit.appendAdmin({ time: new Date(deps.clock()).toISOString(), action, outcome: 'pending', kid: who.kid, jti: who.jti, secret, versionBefore, versionAfter: null, client: clientOf(c) });
