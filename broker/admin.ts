@@ -82,6 +82,12 @@ export async function bindSecret(store: BindingStore, provider: KeyProvider, req
   return store.update(async (current, tx) => {
     assertLoadable(current, req.secret);
     const previous = current.bindings.get(req.secret);
+    // kms-recipient promises the broker never holds the value: a re-bind that does not name the mode must not
+    // quietly move the secret to a provider the broker decrypts with (found in review: the admin API's and
+    // the CLI's default provider is local). Unbind first to change that on purpose.
+    if (previous?.mode === 'kms-recipient' && req.mode === undefined && req.provider !== 'aws-kms') {
+      throw new AdminError(`"${req.secret}" is bound in kms-recipient mode (the broker never holds its value); re-binding it to the ${req.provider} provider would end that: bind with --provider aws-kms, or unbind it first`);
+    }
     const allow = req.addAllow && previous ? [...previous.allow, ...req.allow.filter((r) => !previous.allow.some((p) => sameRule(p, r)))] : req.allow;
     const binding = parseBinding({
       secret: req.secret,

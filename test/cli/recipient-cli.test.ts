@@ -47,9 +47,14 @@ describe('keygate bind --recipient', () => {
     const r = await cli(['bind', 'r1', ...pcr0, '--add', '--provider', 'aws-kms', '--kms-key-id', kms.keyId, '--value-stdin', '--config', config], 'recipient-cli-value-2', dir);
     expect(r.stdout).toMatch(/^bound r1 version 2 \(2 allowed measurement sets, .*kms-recipient\)\nstore: \S+\n$/);
     expect(JSON.parse(readFileSync(join(dir, 'store', 'bindings', 'r1.json'), 'utf8'))).toMatchObject({ version: 2, mode: 'kms-recipient' });
-    // Moving it to the local provider drops the mode (only KMS can encrypt to an enclave).
+    // Re-binding it to the local provider (the default) would let the broker decrypt it: refused, nothing changes;
+    // unbinding first is how the mode is dropped on purpose.
     const local = await cli(['bind', 'r1', ...pcrs, '--value-stdin', '--config', config], 'recipient-cli-value-3', dir);
-    expect(local.stdout).toMatch(/^bound r1 version 3 .*, local\)\n/);
+    expect([local.status, local.stderr]).toEqual([2, expect.stringMatching(/"r1" is bound in kms-recipient mode .*unbind it first/)]);
+    expect(JSON.parse(readFileSync(join(dir, 'store', 'bindings', 'r1.json'), 'utf8'))).toMatchObject({ version: 2, mode: 'kms-recipient' });
+    expect((await cli(['unbind', 'r1', '--config', config], undefined, dir)).status).toBe(0);
+    const rebound = await cli(['bind', 'r1', ...pcrs, '--value-stdin', '--config', config], 'recipient-cli-value-3', dir);
+    expect(rebound.stdout).toMatch(/^bound r1 version 3 .*, local\)\n/);
     expect(JSON.parse(readFileSync(join(dir, 'store', 'bindings', 'r1.json'), 'utf8')).mode).toBeUndefined();
   });
 });
