@@ -30,7 +30,6 @@ import { parseListen, perBrokerParts, type BrokerConfig } from './config.js';
 import { stderrLogger, type Logger } from './log.js';
 import { createAdminApp } from './admin-api/app.js';
 import { DurableJtiRegistry } from './admin-api/durable-jti.js';
-import { MemoryNonceRegistry } from './nonce/memory-registry.js';
 import { adminApiKey } from './admin-api/token.js';
 import { acquireLock, describeOwner, LockBusyError, type HeldLock } from './store/lock.js';
 
@@ -282,7 +281,7 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
   // API then keeps its own jti file under stateDir (a shared DynamoDB registry outlives restarts already).
   const adminReplay =
     adminApiKeys.length && config.nonces.kind === 'memory'
-      ? await DurableJtiRegistry.open(join(config.stateDir, 'admin-jti.log'), new MemoryNonceRegistry(config.nonces.maxRemembered), clock())
+      ? await DurableJtiRegistry.open(join(config.stateDir, 'admin-jti.log'), await openNonceRegistry({ kind: 'memory', ...(config.nonces.maxRemembered !== undefined ? { maxRemembered: config.nonces.maxRemembered } : {}) }), clock())
       : nonces;
   const adminApp = adminApiKeys.length
     ? createAdminApp({ store, providers, audit, keys: adminApiKeys, approverKeys: adminKeys, audience: config.adminAudience, replay: adminReplay, maxBodyBytes: config.maxBodyBytes, clock, log })
