@@ -1,4 +1,5 @@
 import { AuditFileInUseError, startBroker } from '../../broker/broker.js';
+import { checkConfig } from '../../broker/ops/check-config.js';
 import { SharedKeyError } from '../../broker/keys/key-source.js';
 import { openDevPki } from '../../vsock-shim/simulator/pki-store.js';
 import { devPkiDirectory } from './get.js';
@@ -7,19 +8,22 @@ import { UsageError, listenProblem } from '../errors.js';
 import { STORE_OPTIONS, STORE_USAGE, storeConfig, ensureDevAdminKey } from '../context.js';
 import type { CliIo } from '../io.js';
 
-export const BROKER_USAGE = `Usage: keygate broker [--config FILE] [--listen HOST:PORT] [--store DIR --state DIR] [--dev]
+export const BROKER_USAGE = `Usage: keygate broker [--config FILE] [--listen HOST:PORT] [--store DIR --state DIR] [--dev] [--check-config]
 
 Runs the secrets broker until SIGINT or SIGTERM. With --dev it also trusts
 the NSM simulator's development root (shared with \`keygate get --dev\`).
 
   --listen HOST:PORT default 127.0.0.1:8443; plain HTTP only on loopback,
                      otherwise set tls.cert and tls.key in the config
+  --check-config     print the effective configuration and what the broker
+                     would trust (roots with SHA-256 fingerprints, admin keys,
+                     approvals required) as JSON, and exit without starting
 ${STORE_USAGE}
 `;
 
 /** `keygate broker`: serve until a signal arrives. */
 export async function brokerCommand(argv: readonly string[], io: CliIo): Promise<number> {
-  const { values } = parseCommand(argv, { ...STORE_OPTIONS, listen: { type: 'string' } });
+  const { values } = parseCommand(argv, { ...STORE_OPTIONS, listen: { type: 'string' }, 'check-config': { type: 'boolean' } });
   if (values.help) {
     io.out(BROKER_USAGE);
     return 0;
@@ -31,6 +35,17 @@ export async function brokerCommand(argv: readonly string[], io: CliIo): Promise
     // --dev is the explicit opt-in to trust the NSM simulator's development root.
     const pki = await openDevPki(devPkiDirectory());
     config = { ...config, extraRootPems: [...(config.extraRootPems ?? []), pki.root.pem] };
+  }
+  if (values['check-config']) {
+    let checked;
+    try {
+      checked = await checkConfig(config);
+    } catch (err) {
+      // What would stop the broker at start (an unreadable root or key file) is reported, naming it.
+      throw new UsageError(`--check-config: ${(err as Error).message}`, { hint: false });
+    }
+    io.out(`${JSON.stringify(checked, null, 2)}\n`);
+    return 0;
   }
   let broker;
   try {
