@@ -3,7 +3,7 @@ export type { AgentOptions, AgentStats, SecretAgent, SecretValue } from './agent
 export { AgentError } from './errors.js';
 export type { AgentErrorCode } from './errors.js';
 // What an enclave application wires together in production: /dev/nsm and vsock through the parent's forwarder.
-export { openNsmDevice, connectVsock, listenVsock, PARENT_CID } from '../vsock-shim/vsock.js';
+export { openNsmDevice, connectVsock, listenVsock, PARENT_CID, NativeAddonMissingError } from '../vsock-shim/vsock.js';
 export { parseTransport, tcpTransport, unixTransport, vsockTransport } from '../vsock-shim/transport/transport.js';
 export type { Transport } from '../vsock-shim/transport/transport.js';
 export { tunnelTransport } from '../vsock-shim/transport/tunnel.js';

@@ -51,14 +51,39 @@ export class VsockError extends CodedError<string> {
   override readonly name = 'VsockError';
 }
 
+/**
+ * The addon was not built: the package was installed without a C toolchain
+ * (its install script never fails the install, so the broker, the CLI and the
+ * verifier work everywhere). The message says how to build it.
+ */
+export class NativeAddonMissingError extends CodedError<'NATIVE_ADDON_MISSING'> {
+  override readonly name = 'NativeAddonMissingError';
+}
+
+/** Where the addon is looked for, relative to this module. */
+const ADDON_PATHS = [
+  // From the sources (tests), and next to a bundle (dist-enclave/app.mjs + native/build/Release/).
+  './native/build/Release/keygate_vsock.node',
+  // From dist/ (the built package).
+  '../../vsock-shim/native/build/Release/keygate_vsock.node',
+];
+
+function missingAddon(what: string): NativeAddonMissingError {
+  return new NativeAddonMissingError(
+    'NATIVE_ADDON_MISSING',
+    `${what} needs the vsock/NSM native addon, which is not built (looked for ${ADDON_PATHS.map((p) => new URL(p, import.meta.url).pathname).join(', ')}). ` +
+      'Install python3, make and a C/C++ compiler (Debian/Ubuntu: apt-get install python3 make g++; Amazon Linux: dnf install python3 make gcc-c++), ' +
+      'then run "npm run build:native" in the keygate package directory (node_modules/keygate).',
+  );
+}
+
 let cached: VsockAddon | null | undefined;
 
 /** The addon, or null when it was not built for this platform. */
 export function loadAddon(): VsockAddon | null {
   if (cached !== undefined) return cached;
   const require = createRequire(import.meta.url);
-  // From the sources (tests) and from dist/ (the built CLI).
-  for (const path of ['./native/build/Release/keygate_vsock.node', '../../vsock-shim/native/build/Release/keygate_vsock.node']) {
+  for (const path of ADDON_PATHS) {
     try {
       cached = require(path) as VsockAddon;
       return cached;
@@ -70,14 +95,14 @@ export function loadAddon(): VsockAddon | null {
   return cached;
 }
 
-function builtAddon(): VsockAddon {
+function builtAddon(what = 'vsock'): VsockAddon {
   const addon = loadAddon();
-  if (!addon) throw new VsockError('VSOCK_UNAVAILABLE', 'the vsock-shim native addon is not built (npm ci builds it with node-gyp)');
+  if (!addon) throw missingAddon(what);
   return addon;
 }
 
-function requireAddon(): VsockAddon {
-  const addon = builtAddon();
+function requireAddon(what: string): VsockAddon {
+  const addon = builtAddon(what);
   if (!addon.available()) throw new VsockError('VSOCK_UNAVAILABLE', 'AF_VSOCK is not available on this platform');
   return addon;
 }
@@ -247,7 +272,7 @@ export class FdStream extends Duplex {
 /** Connects an AF_VSOCK stream to `cid:port` (CID 3 = the parent). Errors arrive on the stream. */
 export function connectVsock(cid: number, port: number): Duplex {
   const addr = encodeSockaddrVm(cid, port);
-  const addon = requireAddon();
+  const addon = requireAddon(`connectVsock(${cid}, ${port})`);
   let fd: number;
   try {
     fd = addon.socket();
@@ -267,7 +292,7 @@ export function connectVsock(cid: number, port: number): Duplex {
 /** Listens on vsock `port` (any CID) and hands each accepted stream to `onConnection`. */
 export async function listenVsock(port: number, onConnection: (stream: Duplex, peer: string) => void, backlog = 128): Promise<Listener> {
   const addr = encodeSockaddrVm(VMADDR_CID_ANY, port);
-  const addon = requireAddon();
+  const addon = requireAddon(`listenVsock(${port})`);
   let fd: number;
   try {
     fd = addon.socket();
@@ -324,8 +349,7 @@ class DeviceTransport implements NsmTransport {
 
 /** Opens the real Nitro Security Module (/dev/nsm). */
 export function openNsmDevice(): Nsm {
-  const addon = loadAddon();
-  if (!addon) throw new NsmError('NSM_UNAVAILABLE', 'the vsock-shim native addon is not built');
+  const addon = builtAddon('openNsmDevice (/dev/nsm)');
   let fd: number;
   try {
     fd = addon.nsmOpen();
