@@ -22,7 +22,7 @@ describe('Dockerfile.enclave', () => {
     expect(text).toMatch(/SOURCE_DATE_EPOCH/);
     const runtime = text.slice(text.lastIndexOf('FROM '));
     expect(runtime).not.toMatch(/\bRUN\b/);
-    expect(runtime).toMatch(/CMD \["node", "examples\/enclave-app\/server\.mjs"\]/);
+    expect(runtime).toMatch(/CMD \["node", "app\.mjs"\]/);
   });
 });
 
