@@ -185,6 +185,11 @@ describe('Dockerfile.enclave', () => {
     const sources = copies(build).filter((c) => !c.from).flatMap((c) => c.sources);
     expect(sources.filter((s) => (s.startsWith('broker') && !s.startsWith('broker/protocol')) || s.startsWith('cli') || s === '.' || s === 'testing' || s === 'index.ts')).toEqual([]);
     expect(build.some((l) => /^RUN npm run build:enclave\b/.test(l))).toBe(true);
+    // Every project file the bundle is made of reaches the build stage (else the image build fails, or worse, differs).
+    const covered = (file: string): boolean => sources.some((s) => file === s || file.startsWith(`${s.replace(/\/$/, '')}/`));
+    const projectInputs = Object.keys(meta.inputs).filter((f) => !f.startsWith('node_modules/'));
+    expect(projectInputs.filter((f) => !covered(f))).toEqual([]);
+    expect(covered('scripts/build-enclave.mjs')).toBe(true);
     expect(build.some((l) => /\btsc\b/.test(l))).toBe(false);
     // Nothing built on the host reaches the context.
     const ignored = readFileSync(join(ROOT, '.dockerignore'), 'utf8').split('\n');

@@ -49,11 +49,13 @@ if (process.platform !== 'linux') notBuilt(`AF_VSOCK and /dev/nsm exist on Linux
 // Check the toolchain before node-gyp runs: without one, node-gyp would fail
 // only after looking for (and perhaps downloading) Node's headers.
 const missing = [];
-if (!runs(process.env.CC ?? 'cc', ['--version'])) missing.push(`a C compiler (${process.env.CC ?? 'cc'})`);
+const cc = process.env.CC || 'cc';
+const cxx = process.env.CXX || 'c++';
+if (!runs(cc, ['--version'])) missing.push(`a C compiler (${cc})`);
 // gyp links with the C++ driver.
-if (!runs(process.env.CXX ?? 'c++', ['--version'])) missing.push(`a C++ compiler driver (${process.env.CXX ?? 'c++'})`);
+if (!runs(cxx, ['--version'])) missing.push(`a C++ compiler driver (${cxx})`);
 if (!runs('make', ['--version'])) missing.push('make');
-const python = process.env.npm_config_python ?? process.env.PYTHON ?? 'python3';
+const python = process.env.npm_config_python || process.env.PYTHON || 'python3';
 if (!runs(python, ['--version'])) missing.push(`python3 (${python})`);
 if (missing.length) notBuilt(`not found or not working: ${missing.join(', ')}`);
 
