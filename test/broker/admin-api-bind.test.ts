@@ -172,6 +172,14 @@ describe('admin API bind: what the CLI can bind on a store', () => {
       else expect([what, records.length, records.at(-1)!.outcome]).toEqual([what, before + 1, code]);
     }
     expect(broker.store.snapshot().bindings.has('x')).toBe(false);
+    // Refused before anything is recorded (text in a URL could be a pasted value): a query string, an invalid name.
+    const before = (await adminRecords()).length;
+    for (const [method, path, body] of [['GET', '/v1/admin/baselines?name=hunter2', undefined], ['POST', '/v1/admin/secrets/hunter2%20pass/rules', { baseline: 'web-1' }]] as const) {
+      const r = await call(method, path, ['secrets:read', 'secrets:write'], body);
+      expect([path, r.status, codeOf(r)]).toEqual([path, 400, 'BAD_REQUEST']);
+    }
+    expect((await adminRecords()).length).toBe(before);
+    expect(await readFile(join(dir, 'b', 'state', 'audit.jsonl'), 'utf8')).not.toContain('hunter2');
   });
 });
 
