@@ -284,7 +284,7 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
       ? await DurableJtiRegistry.open(join(config.stateDir, 'admin-jti.log'), await openNonceRegistry({ kind: 'memory', ...(config.nonces.maxRemembered !== undefined ? { maxRemembered: config.nonces.maxRemembered } : {}) }), clock())
       : nonces;
   const adminApp = adminApiKeys.length
-    ? createAdminApp({ store, providers, audit, keys: adminApiKeys, approverKeys: adminKeys, audience: config.adminAudience, replay: adminReplay, maxBodyBytes: config.maxBodyBytes, clock, log })
+    ? createAdminApp({ store, providers, audit, keys: adminApiKeys, approverKeys: adminKeys, audience: config.adminAudience, approvalsRequired: config.approvalsRequired, replay: adminReplay, maxBodyBytes: config.maxBodyBytes, clock, log })
     : undefined;
   return {
     app,

@@ -5,11 +5,12 @@ import { getConnInfo } from '@hono/node-server/conninfo';
 import { CodedError } from '../../lib/coded-error.js';
 import { bindSecret, MAX_SECRET_BYTES, pcrSet, revokeIdentities, revokeSecret, rotateSecret, unbindSecret } from '../admin.js';
 import { unrevokeIdentities, unrevokeSecret } from '../ops/unrevoke.js';
-import { putStoredBaseline } from '../ops/stored-baselines.js';
-import { countApprovals, parseBaseline, type Approval } from '../policy/baseline.js';
+import { addAllowRule, approvalStatus, listBaselines, putStoredBaseline } from '../ops/stored-baselines.js';
+import { pcr3OfRole, resolveRule } from '../ops/bind-rules.js';
+import { countApprovals, parseBaseline, type Approval, type Baseline } from '../policy/baseline.js';
 import { SECRET_NAME } from '../policy/schema.js';
-import type { ProviderName, ReleaseMode, Revocations } from '../policy/types.js';
-import type { BindingStore } from '../store/store.js';
+import type { AllowRule, Binding, Ec2TagRule, ProviderName, ReleaseMode, Revocations } from '../policy/types.js';
+import type { BindingStore, StoreSnapshot } from '../store/store.js';
 import type { KeyProviders } from '../kms/provider.js';
 import type { PcrValues } from '../../lib/pcrs.js';
 import type { AdminRecord, AuditSink } from '../audit/sink.js';
@@ -37,6 +38,8 @@ export interface AdminAppDependencies {
   /** Baseline approver keys (adminKeys): an approval posted here must verify under one of them. */
   readonly approverKeys: readonly KeyObject[];
   readonly audience: string;
+  /** Valid approvals a baseline needs (approvalsRequired; default 1): what bind answers say about a rule naming one. */
+  readonly approvalsRequired?: number;
   /** Single use of jti: the broker's nonce registry (shared by replicas when on DynamoDB). */
   readonly replay: NonceRegistry;
   readonly maxBodyBytes: number;
@@ -121,6 +124,50 @@ function identities(body: Record<string, unknown>): Partial<Revocations> {
   return r;
 }
 
+/** An object member of a body (not null, not an array), or BAD_REQUEST. */
+function objectOf(v: unknown, what: string): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new AdminApiError('BAD_REQUEST', `${what} must be a JSON object`);
+  return v as Record<string, unknown>;
+}
+
+/**
+ * One allowed measurement set, as the CLI's bind flags give it: `{"pcrs": {"0":…, "1":…, "2":…}}` (3, 4, 8
+ * optional), or `{"baseline": NAME}` (a stored baseline's image PCRs) to which `pcrs` may add 3 and 4;
+ * `iamRole` (an ARN) stands for PCR3. Resolved by the resolver the CLI uses (ops/bind-rules.ts).
+ *
+ * @throws AdminApiError BAD_REQUEST; OperationError INPUT_INVALID, BASELINE_NOT_FOUND; SchemaError
+ */
+function ruleOf(raw: unknown, snapshot: StoreSnapshot): { rule: AllowRule; baseline?: Baseline } {
+  const spec = objectOf(raw, 'an allow rule');
+  for (const k of Object.keys(spec)) if (!['pcrs', 'baseline', 'iamRole'].includes(k)) throw new AdminApiError('BAD_REQUEST', `unknown field "${k}" in an allow rule (pcrs, baseline, iamRole)`);
+  const pcrs = spec.pcrs === undefined ? undefined : objectOf(spec.pcrs, 'pcrs');
+  if (pcrs && Object.values(pcrs).some((v) => typeof v !== 'string')) throw new AdminApiError('BAD_REQUEST', 'each PCR value is a hex string');
+  const given = (pcrs ?? {}) as PcrValues;
+  if (spec.iamRole !== undefined && (typeof spec.iamRole !== 'string' || given[3] !== undefined)) throw new AdminApiError('BAD_REQUEST', 'iamRole is an IAM role ARN, given instead of pcrs.3 (not both)');
+  const extra: PcrValues<3 | 4> = {
+    ...(spec.iamRole !== undefined ? { 3: pcr3OfRole(spec.iamRole as string) } : given[3] !== undefined ? { 3: given[3] } : {}),
+    ...(given[4] !== undefined ? { 4: given[4] } : {}),
+  };
+  if (spec.baseline === undefined) {
+    if (!pcrs) throw new AdminApiError('BAD_REQUEST', 'an allow rule is {"pcrs": {"0": hex, "1": hex, "2": hex, ...}} or {"baseline": NAME}');
+    return resolveRule({ rule: pcrSet({ ...given }) }, snapshot, extra);
+  }
+  if (typeof spec.baseline !== 'string' || !SECRET_NAME.test(spec.baseline)) throw new AdminApiError('BAD_REQUEST', 'baseline must be a baseline name ([A-Za-z0-9._-], up to 128)');
+  // The build's measurements (PCR0/1/2/8) come from the baseline; a rule may add only the role and the instance.
+  if (Object.keys(given).some((k) => k !== '3' && k !== '4')) throw new AdminApiError('BAD_REQUEST', 'a rule naming a baseline takes PCR0/1/2/8 from it: pcrs may add only 3 and 4');
+  return resolveRule({ stored: spec.baseline }, snapshot, extra);
+}
+
+/** `instanceTag: {"key": K, "value": V}` (the CLI's --instance-tag K=V); its lengths are the binding schema's to check. */
+function instanceTagOf(body: Record<string, unknown>): Ec2TagRule | undefined {
+  if (body.instanceTag === undefined) return undefined;
+  const t = objectOf(body.instanceTag, 'instanceTag');
+  if (Object.keys(t).sort().join(',') !== 'key,value' || typeof t.key !== 'string' || typeof t.value !== 'string') {
+    throw new AdminApiError('BAD_REQUEST', 'instanceTag must be {"key": "...", "value": "..."} (an EC2 tag)');
+  }
+  return { key: t.key, value: t.value };
+}
+
 /** What an operation reports for its audit record besides who. */
 interface Outcome<T> {
   readonly result: T;
@@ -130,6 +177,14 @@ interface Outcome<T> {
 
 export function createAdminApp(deps: AdminAppDependencies): Hono {
   const app = new Hono();
+  const shownOf = ({ ciphertext: _c, ...shown }: Binding): Omit<Binding, 'ciphertext'> => shown;
+  /** For rules naming a baseline: whether brokers honour it yet (the CLI warns on BASELINE_NOT_APPROVED, as on the store). */
+  const baselineStatus = async (rules: ReadonlyArray<{ rule: AllowRule; baseline?: Baseline }>): Promise<{ baselines?: Array<Record<string, unknown>> }> => {
+    const named = rules.filter((r) => r.rule.baseline !== undefined && r.baseline);
+    if (!named.length) return {};
+    const fresh = deps.store.snapshot().baselines;
+    return { baselines: await Promise.all(named.map(async (r) => ({ name: r.rule.baseline, ...(await approvalStatus(fresh.get(r.rule.baseline!) ?? r.baseline!, deps.approverKeys, deps.approvalsRequired ?? 1)) }))) };
+  };
   app.use(
     '*',
     bodyLimit({ maxSize: deps.maxBodyBytes, onError: (c) => answer(c, 'PAYLOAD_TOO_LARGE', `body larger than ${deps.maxBodyBytes} bytes`) }),
@@ -220,17 +275,16 @@ export function createAdminApp(deps: AdminAppDependencies): Hono {
     route('bind', 'secrets:write', async (c) => {
       const secret = secretParam(c);
       const body = await jsonBody(c);
-      const known = ['value', 'allow', 'provider', 'kmsKeyId', 'mode', 'ttlSeconds', 'allowDebug', 'instances', 'add'];
+      const known = ['value', 'allow', 'provider', 'kmsKeyId', 'mode', 'ttlSeconds', 'allowDebug', 'instances', 'instanceTag', 'add'];
       for (const k of Object.keys(body)) if (!known.includes(k)) throw new AdminApiError('BAD_REQUEST', `unknown field "${k}" (${known.join(', ')})`);
       const provider = (body.provider ?? 'local') as ProviderName;
       const p = deps.providers.get(provider);
       if (!p) throw new AdminApiError('BAD_REQUEST', `provider "${String(body.provider)}" is not configured on this broker`);
-      if (!Array.isArray(body.allow) || body.allow.length === 0 || body.allow.length > 64) throw new AdminApiError('BAD_REQUEST', 'allow must be a non-empty list of {"pcrs": {...}}');
-      const allow = body.allow.map((r: unknown) => {
-        const pcrs = (r as { pcrs?: unknown } | null)?.pcrs;
-        if (typeof pcrs !== 'object' || pcrs === null || Array.isArray(pcrs) || Object.keys(r as object).length !== 1) throw new AdminApiError('BAD_REQUEST', 'each allow rule is {"pcrs": {"0": hex, ...}}');
-        return pcrSet(pcrs as PcrValues);
-      });
+      if (!Array.isArray(body.allow) || body.allow.length === 0 || body.allow.length > 64) throw new AdminApiError('BAD_REQUEST', 'allow must be a non-empty list of {"pcrs": {...}} or {"baseline": NAME}');
+      const snapshot = await deps.store.refresh();
+      const rules = body.allow.map((r: unknown) => ruleOf(r, snapshot));
+      const allow = rules.map((r) => r.rule);
+      const instanceTag = instanceTagOf(body);
       if (body.ttlSeconds !== undefined && (!Number.isInteger(body.ttlSeconds) || (body.ttlSeconds as number) < 1)) throw new AdminApiError('BAD_REQUEST', 'ttlSeconds must be a positive integer');
       if (body.mode !== undefined && body.mode !== 'jwe' && body.mode !== 'kms-recipient') throw new AdminApiError('BAD_REQUEST', 'mode must be "jwe" or "kms-recipient"');
       if (body.kmsKeyId !== undefined && typeof body.kmsKeyId !== 'string') throw new AdminApiError('BAD_REQUEST', 'kmsKeyId must be a string');
@@ -246,13 +300,29 @@ export function createAdminApp(deps: AdminAppDependencies): Hono {
           ...(body.ttlSeconds !== undefined ? { ttlSeconds: body.ttlSeconds as number } : {}),
           allowDebug: body.allowDebug === true,
           instances: stringList(body, 'instances'),
+          ...(instanceTag ? { instanceTag } : {}),
           addAllow: body.add === true,
         });
         const { ciphertext: _c, ...shown } = binding;
-        return { result: { binding: shown }, versionAfter: binding.version, detail: { provider, rules: binding.allow.length } };
+        return { result: { binding: shown, ...(await baselineStatus(rules)) }, versionAfter: binding.version, detail: { provider, rules: binding.allow.length } };
       } finally {
         value.fill(0);
       }
+    }),
+  );
+
+  // keygate bind NAME --baseline B without a value: a rule added, the value and its version untouched.
+  app.post(
+    '/v1/admin/secrets/:name/rules',
+    route('add-rule', 'secrets:write', async (c) => {
+      const secret = secretParam(c);
+      const resolved = ruleOf(await jsonBody(c), await deps.store.refresh());
+      const { binding, added } = await addAllowRule(deps.store, secret, resolved.rule, undefined, new Date(deps.clock()));
+      return {
+        result: { binding: shownOf(binding), added, ...(await baselineStatus([resolved])) },
+        versionAfter: binding.version,
+        detail: { added, rules: binding.allow.length, ...(resolved.rule.baseline ? { baseline: resolved.rule.baseline } : {}) },
+      };
     }),
   );
 
@@ -345,6 +415,14 @@ export function createAdminApp(deps: AdminAppDependencies): Hono {
       // The same build (digest checked by the merge): only the approval is added, atomically.
       const { baseline, changed } = await putStoredBaseline(deps.store, candidate);
       return { result: { baseline: name, approvals: baseline.approvals.length, added: changed }, secret: null, versionBefore: null, detail: { baseline: name, approvalKid: approval.kid, added: changed } };
+    }),
+  );
+
+  app.get(
+    '/v1/admin/baselines',
+    route('baseline-list', 'secrets:read', async () => {
+      const baselines = await listBaselines(await deps.store.refresh(), deps.approverKeys, deps.approvalsRequired ?? 1);
+      return { result: { adminKeys: deps.approverKeys.length, approvalsRequired: deps.approvalsRequired ?? 1, baselines }, secret: null, versionBefore: null };
     }),
   );
 

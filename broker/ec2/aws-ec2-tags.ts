@@ -46,16 +46,18 @@ export class AwsEc2TagLookup implements InstanceTagLookup {
         if (!token) return tags;
       }
     } catch (err) {
-      throw unavailable(err, `EC2 DescribeTags for ${instanceId}`);
+      // Past the deadline the SDK says AbortError; the audit says why it aborted (TimeoutError).
+      throw unavailable(abortSignal.aborted ? abortSignal.reason : err, `EC2 DescribeTags for ${instanceId}`);
     }
     throw new InstanceTagsUnavailableError(`EC2 DescribeTags for ${instanceId}: more than ${MAX_PAGES} pages`, 'TooManyPages');
   }
 
   async check(): Promise<void> {
+    const abortSignal = AbortSignal.timeout(this.#timeoutMs);
     try {
-      await this.#client.send(new DescribeTagsCommand({ Filters: [{ Name: 'resource-type', Values: ['instance'] }], MaxResults: 5 }), { abortSignal: AbortSignal.timeout(this.#timeoutMs) });
+      await this.#client.send(new DescribeTagsCommand({ Filters: [{ Name: 'resource-type', Values: ['instance'] }], MaxResults: 5 }), { abortSignal });
     } catch (err) {
-      throw unavailable(err, 'EC2 DescribeTags');
+      throw unavailable(abortSignal.aborted ? abortSignal.reason : err, 'EC2 DescribeTags');
     }
   }
 

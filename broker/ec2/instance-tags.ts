@@ -44,7 +44,7 @@ export class CachedInstanceTags {
   readonly #maxEntries: number;
   readonly #clock: () => number;
   readonly #answers = new Map<string, { readonly tags: InstanceTags; readonly until: number }>();
-  readonly #inFlight = new Map<string, Promise<InstanceTags>>();
+  readonly #inFlight = new Map<string, { readonly asked: number; readonly answer: Promise<InstanceTags> }>();
 
   constructor(lookup: InstanceTagLookup, options: TagCacheOptions) {
     this.#lookup = lookup;
@@ -60,24 +60,31 @@ export class CachedInstanceTags {
 
   /** @throws InstanceTagsUnavailableError when EC2 cannot be asked */
   tagsOf(instanceId: string): Promise<InstanceTags> {
+    const now = this.#clock();
     const cached = this.#answers.get(instanceId);
-    if (cached && this.#clock() < cached.until) return Promise.resolve(cached.tags);
+    if (cached && now < cached.until) return Promise.resolve(cached.tags);
     if (cached) this.#answers.delete(instanceId);
+    // A question asked ttlMs ago or more is not joined: its answer may predate a tag removal by more than
+    // the TTL promises (EC2 slow to answer, a short TTL). Ask again; the old question's waiters keep theirs.
     const pending = this.#inFlight.get(instanceId);
-    if (pending) return pending;
+    if (pending && now < pending.asked + this.#ttlMs) return pending.answer;
     // The answer's life starts when the question is asked: a tag removed after that is seen within ttlMs.
-    const asked = this.#clock();
-    const lookup = this.#lookup.tagsOf(instanceId).then(
-      (tags) => {
-        this.#remember(instanceId, tags, asked + this.#ttlMs);
+    const entry = {
+      asked: now,
+      answer: this.#lookup.tagsOf(instanceId).then((tags) => {
+        this.#remember(instanceId, tags, now + this.#ttlMs);
         return tags;
-      },
-    ).finally(() => this.#inFlight.delete(instanceId));
-    this.#inFlight.set(instanceId, lookup);
-    return lookup;
+      }).finally(() => {
+        if (this.#inFlight.get(instanceId) === entry) this.#inFlight.delete(instanceId);
+      }),
+    };
+    this.#inFlight.set(instanceId, entry);
+    return entry.answer;
   }
 
   #remember(instanceId: string, tags: InstanceTags, until: number): void {
+    // An older question answered last does not replace a newer answer.
+    if ((this.#answers.get(instanceId)?.until ?? -Infinity) >= until) return;
     this.#answers.delete(instanceId);
     while (this.#answers.size >= this.#maxEntries) this.#answers.delete(this.#answers.keys().next().value as string);
     this.#answers.set(instanceId, { tags, until });

@@ -138,3 +138,34 @@ export function storedBaseline(snapshot: StoreSnapshot, name: string): Baseline 
   if (!b) throw new OperationError('BASELINE_NOT_FOUND', `no baseline "${name}" in the store or as a file (store it: keygate baseline put FILE)`);
   return b;
 }
+
+/** One stored baseline as `keygate baseline list` and the admin API show it: its PCRs, approvers and whether brokers honour it. */
+export interface BaselineRow extends ApprovalStatus {
+  readonly name: string;
+  readonly pcrs: Baseline['pcrs'];
+  readonly createdAt: string;
+  readonly builder: string;
+  readonly signed: boolean;
+  /** Key ids of the approvals it carries (valid or not: `valid` counts those that verify). */
+  readonly approvals: readonly string[];
+  readonly revoked: boolean;
+}
+
+/** Every stored baseline by name, with its approval status against `adminKeys` (the CLI on the store and the admin API share this). */
+export async function listBaselines(snapshot: StoreSnapshot, adminKeys: readonly KeyObject[], required: number): Promise<BaselineRow[]> {
+  const revoked = snapshot.revocations.baselines;
+  return Promise.all(
+    [...snapshot.baselines.values()]
+      .sort((a, b) => a.name.localeCompare(b.name))
+      .map(async (b) => ({
+        name: b.name,
+        pcrs: b.pcrs,
+        createdAt: b.createdAt,
+        builder: b.builder,
+        signed: Boolean(b.signature),
+        approvals: b.approvals.map((a) => a.kid),
+        ...(await approvalStatus(b, adminKeys, required)),
+        revoked: revoked.includes(b.name),
+      })),
+  );
+}

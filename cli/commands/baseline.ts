@@ -2,7 +2,7 @@ import { parseCommand } from '../args.js';
 import { STORE_OPTIONS, STORE_USAGE, type StoreFlags } from '../context.js';
 import { UsageError } from '../errors.js';
 import { readBaseline } from '../../broker/ops/baselines.js';
-import { approvalStatus, putStoredBaseline } from '../../broker/ops/stored-baselines.js';
+import { approvalStatus, listBaselines, putStoredBaseline, type BaselineRow } from '../../broker/ops/stored-baselines.js';
 import { storeLabel } from '../../broker/store/open-store.js';
 import { approvalSummary, approvalWarning, coded, configuredAdminKeys, withStore } from '../store-ops.js';
 import type { CliIo } from '../io.js';
@@ -25,7 +25,7 @@ the configured adminKeys and approvalsRequired), and whether brokers with
 this configuration honour rules naming them.
   --json             as JSON
 ${STORE_USAGE}
-${ADMIN_CLIENT_USAGE} (put only; scope baselines:approve)
+${ADMIN_CLIENT_USAGE} (put: scope baselines:approve; list: secrets:read)
 `;
 
 /** `keygate baseline put|list` */
@@ -60,31 +60,40 @@ export async function baselineCommand(argv: readonly string[], io: CliIo): Promi
     }
     if (action === 'list') {
       if (positionals.length !== 1 || values.replace) throw new UsageError('expected: keygate baseline list [--json]');
+      if (values['broker-admin']) {
+        const answer = (await adminCall(values as AdminClientFlags, 'secrets:read', 'GET', '/v1/admin/baselines')) as unknown as BaselineList;
+        printList(io, `the broker at ${values['broker-admin']}`, answer, Boolean(values.json));
+        return 0;
+      }
       return await withStore(values as StoreFlags, async ({ config, store }) => {
-        const { baselines } = store.snapshot();
         const keys = await configuredAdminKeys(config);
-        const rows = await Promise.all(
-          [...baselines.values()]
-            .sort((a, b) => a.name.localeCompare(b.name))
-            .map(async (b) => ({ name: b.name, pcrs: b.pcrs, createdAt: b.createdAt, builder: b.builder, signed: Boolean(b.signature), approvals: b.approvals.map((a) => a.kid), ...(await approvalStatus(b, keys, config.approvalsRequired)) })),
-        );
-        const revoked = store.snapshot().revocations.baselines;
-        const where = storeLabel(config.store);
-        if (values.json) {
-          io.out(`${JSON.stringify({ store: where, adminKeys: keys.length, approvalsRequired: config.approvalsRequired, baselines: rows.map((r) => ({ ...r, revoked: revoked.includes(r.name) })) })}\n`);
-          return 0;
-        }
-        io.out(`baselines in ${where} (${keys.length} admin key(s) configured, ${config.approvalsRequired} approval(s) required)\n`);
-        if (rows.length === 0) io.out('no baselines\n');
-        for (const r of rows) {
-          const state = revoked.includes(r.name) ? 'REVOKED' : r.approved ? 'approved' : 'NOT APPROVED';
-          io.out(`${r.name}  ${state}  ${r.valid}/${r.required} valid approval(s)  PCR0=${r.pcrs['0'].slice(0, 16)}…${r.pcrs['8'] ? `  PCR8=${r.pcrs['8'].slice(0, 16)}…` : ''}  ${r.createdAt}  ${r.builder}\n`);
-        }
+        const rows = await listBaselines(store.snapshot(), keys, config.approvalsRequired);
+        printList(io, storeLabel(config.store), { adminKeys: keys.length, approvalsRequired: config.approvalsRequired, baselines: rows }, Boolean(values.json));
         return 0;
       });
     }
     throw new UsageError('expected: keygate baseline put FILE | keygate baseline list');
   } catch (err) {
     throw coded(err);
+  }
+}
+
+/** What `baseline list` shows, from the store or from the admin API (GET /v1/admin/baselines): the same rows. */
+interface BaselineList {
+  readonly adminKeys: number;
+  readonly approvalsRequired: number;
+  readonly baselines: readonly BaselineRow[];
+}
+
+function printList(io: CliIo, where: string, list: BaselineList, json: boolean): void {
+  if (json) {
+    io.out(`${JSON.stringify({ store: where, ...list })}\n`);
+    return;
+  }
+  io.out(`baselines in ${where} (${list.adminKeys} admin key(s) configured, ${list.approvalsRequired} approval(s) required)\n`);
+  if (list.baselines.length === 0) io.out('no baselines\n');
+  for (const r of list.baselines) {
+    const state = r.revoked ? 'REVOKED' : r.approved ? 'approved' : 'NOT APPROVED';
+    io.out(`${r.name}  ${state}  ${r.valid}/${r.required} valid approval(s)  PCR0=${r.pcrs['0'].slice(0, 16)}…${r.pcrs['8'] ? `  PCR8=${r.pcrs['8'].slice(0, 16)}…` : ''}  ${r.createdAt}  ${r.builder}\n`);
   }
 }

@@ -1,12 +1,10 @@
 import { access } from 'node:fs/promises';
 import type { BrokerConfig } from '../../broker/config.js';
-import { pcrSet } from '../../broker/admin.js';
-import type { Baseline } from '../../broker/policy/baseline.js';
-import { expectedPcr3, IAM_ROLE_ARN } from '../../broker/policy/decide.js';
-import type { AllowRule } from '../../broker/policy/types.js';
-import type { BindingStore, StoreSnapshot } from '../../broker/store/store.js';
+import type { BindingStore } from '../../broker/store/store.js';
 import { allowRuleFrom, baselinePath } from '../../broker/ops/baselines.js';
-import { addAllowRule, approvalStatus, storedBaseline } from '../../broker/ops/stored-baselines.js';
+import { addAllowRule, approvalStatus } from '../../broker/ops/stored-baselines.js';
+import { pcr3OfRole, resolveRule, type BaselineSource } from '../../broker/ops/bind-rules.js';
+import { OperationError } from '../../broker/ops/errors.js';
 import { storeLabel } from '../../broker/store/open-store.js';
 import type { PcrValues } from '../../lib/pcrs.js';
 import { UsageError, usageError } from '../errors.js';
@@ -20,8 +18,7 @@ import type { CliIo } from '../io.js';
  * (no value: a rule added to an existing binding, value and version untouched).
  */
 
-/** A rule from a file, or the name of a stored baseline to take it from once the store is open. */
-export type BaselineSource = { readonly rule: AllowRule; readonly baseline?: Baseline } | { readonly stored: string };
+export { resolveRule, type BaselineSource };
 
 /** `--baseline ARG`: a file when one is there (or ARG is a path), else the store's baseline of that name. */
 export async function baselineSource(arg: string, dir: string | undefined): Promise<BaselineSource> {
@@ -39,16 +36,18 @@ export function rolePcrs(values: { 'iam-role'?: string; pcr3?: string; pcr4?: st
   const role = values['iam-role'];
   if (role !== undefined) {
     if (values.pcr3 !== undefined) throw new UsageError('give --iam-role ARN or --pcr3 H, not both');
-    if (!IAM_ROLE_ARN.test(role)) throw new UsageError(`--iam-role: "${role}" is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)`);
   }
-  const pcr3 = role !== undefined ? expectedPcr3(role) : values.pcr3;
+  const pcr3 = role !== undefined ? roleFlag(role) : values.pcr3;
   return { ...(pcr3 !== undefined ? { 3: pcr3 } : {}), ...(values.pcr4 !== undefined ? { 4: values.pcr4 } : {}) };
 }
 
-/** The rule and baseline a source gives, with the extra PCRs; a stored name is looked up in `snapshot`. */
-export function resolveRule(source: BaselineSource, snapshot: StoreSnapshot, extra: PcrValues<3 | 4>): { rule: AllowRule; baseline?: Baseline } {
-  const { rule, baseline } = 'stored' in source ? ((b) => ({ rule: pcrSet(b.pcrs, b.name), baseline: b }))(storedBaseline(snapshot, source.stored)) : source;
-  return { rule: pcrSet({ ...rule.pcrs, ...extra }, rule.baseline), ...(baseline ? { baseline } : {}) };
+/** `--iam-role ARN` as PCR3 (the check the admin API makes too, in the flag's words). */
+function roleFlag(role: string): string {
+  try {
+    return pcr3OfRole(role);
+  } catch (err) {
+    throw err instanceof OperationError ? new UsageError(`--iam-role: ${err.message}`) : err;
+  }
 }
 
 /** Warns (stderr) when brokers with this configuration would deny the rule's baseline (BASELINE_NOT_APPROVED). */

@@ -6,7 +6,7 @@ import { KmsUnavailableError, SecretUnavailableError } from '../../broker/kms/pr
 import type { ProviderName } from '../../broker/policy/types.js';
 import type { PcrValues } from '../../lib/pcrs.js';
 import { OperationError } from '../../broker/ops/errors.js';
-import { addRule, baselineSource, resolveRule, rolePcrs, warnUnapproved } from './bind-baseline.js';
+import { addRule, baselineSource, resolveRule, rolePcrs, warnUnapproved, type BaselineSource } from './bind-baseline.js';
 import { coded } from '../store-ops.js';
 import { UsageError } from '../errors.js';
 import { parseCommand } from '../args.js';
@@ -16,6 +16,7 @@ import { InputTooLargeError, readInput } from '../input.js';
 import { parseDuration } from '../parse.js';
 import type { CliIo } from '../io.js';
 import { ADMIN_CLIENT_OPTIONS, ADMIN_CLIENT_USAGE, adminCall, type AdminClientFlags } from '../admin-client.js';
+import { bindThroughAdmin, type RuleFlags } from './bind-admin.js';
 
 export const BIND_USAGE = `Usage: keygate bind <secret> (--pcr0 H --pcr1 H --pcr2 H [--pcr3 H] [--pcr4 H] [--pcr8 H] | --baseline NAME)
                     (--value-file F | --value-stdin) [options]
@@ -124,6 +125,17 @@ function parseInstanceTag(flag: string): { key: string; value: string } {
   return { key: flag.slice(0, at), value: flag.slice(at + 1) };
 }
 
+/** The rule as the flags give it, for the admin API (which resolves and checks it as the store path does). */
+function ruleFlags(values: Record<string, unknown>, pcrs: PcrValues, source: BaselineSource | undefined): RuleFlags {
+  const image = Object.fromEntries(Object.entries(pcrs).filter(([k, v]) => k !== '3' && k !== '4' && v !== undefined)) as PcrValues;
+  return {
+    image,
+    ...(source ? { source } : {}),
+    ...(values['iam-role'] !== undefined ? { iamRole: values['iam-role'] as string } : values.pcr3 !== undefined ? { pcr3: values.pcr3 as string } : {}),
+    ...(values.pcr4 !== undefined ? { pcr4: values.pcr4 as string } : {}),
+  };
+}
+
 /** `keygate bind` */
 export async function bindCommand(argv: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals } = parse(argv, {
@@ -156,6 +168,7 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
     const settings = ['provider', 'kms-key-id', 'ttl', 'instance', 'instance-tag', 'allow-debug', 'recipient'].filter((k) => values[k] !== undefined);
     if (settings.length) throw new UsageError(`--${settings.join(', --')} change a binding's settings: give the value too (--value-file F or --value-stdin)`);
     const source = await baselineSource(values.baseline as string, values.baselines as string | undefined);
+    if (values['broker-admin']) return bindThroughAdmin(io, values as AdminClientFlags, secret, ruleFlags(values, pcrFlags, source));
     return withAdmin(values as StoreFlags, ({ config, store }) => addRule(io, config, store, secret, source, extra)).catch((err: unknown) => {
       throw coded(err);
     });
@@ -167,25 +180,18 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
   const instanceTag = values['instance-tag'] === undefined ? undefined : parseInstanceTag(values['instance-tag'] as string);
   if (instanceTag && values.instance) throw new UsageError('give --instance ID... or --instance-tag KEY=VALUE, not both');
   if (values['broker-admin']) {
-    // Through the admin API: explicit PCR sets only (a --baseline rule is resolved against the store, which this side does not open).
-    if (values.baseline || values['dev-pcrs']) throw new UsageError('--broker-admin binds to --pcrN values only (not --baseline or --dev-pcrs)');
-    if (instanceTag) throw new UsageError('--broker-admin does not take --instance-tag yet: bind through the store (--config) for a tag-bound secret');
-    const value = await readValue(values, io);
-    const answer = await adminCall(values as AdminClientFlags, 'secrets:write', 'PUT', `/v1/admin/secrets/${encodeURIComponent(secret)}`, {
-      value: { base64: Buffer.from(value).toString('base64') },
-      allow: [{ pcrs: pcrSet(pcrFlags).pcrs }],
+    const source = values.baseline ? await baselineSource(values.baseline as string, values.baselines as string | undefined) : undefined;
+    return bindThroughAdmin(io, values as AdminClientFlags, secret, ruleFlags(values, pcrFlags, source), {
+      value: await readValue(values, io),
       provider,
-      ...(values['kms-key-id'] ? { kmsKeyId: values['kms-key-id'] } : {}),
-      ...(values.recipient ? { mode: 'kms-recipient' } : {}),
+      ...(values['kms-key-id'] ? { kmsKeyId: values['kms-key-id'] as string } : {}),
+      recipient: Boolean(values.recipient),
       ...(ttlSeconds !== undefined ? { ttlSeconds } : {}),
       allowDebug: Boolean(values['allow-debug']),
       instances: (values.instance as string[] | undefined) ?? [],
+      ...(instanceTag ? { instanceTag } : {}),
       add: Boolean(values.add),
     });
-    value.fill(0);
-    const b = answer.binding as { secret: string; version: number; allow: unknown[]; ttlSeconds: number; provider: string };
-    io.out(`bound ${b.secret} version ${b.version} (${b.allow.length} allowed measurement set${b.allow.length === 1 ? '' : 's'}, ttl ${b.ttlSeconds}s, ${b.provider})\nvia: ${values['broker-admin']}\n`);
-    return 0;
   }
   try {
     const source = values.baseline ? await baselineSource(values.baseline as string, values.baselines as string | undefined) : { rule: pcrSet(pcrFlags) };
