@@ -126,8 +126,9 @@ export class DynamoDbDelegationRegistry implements DelegationRegistry {
     return out;
   }
 
-  async list(): Promise<DelegationRecord[]> {
-    const out: DelegationRecord[] = [];
+  async list(): Promise<{ records: DelegationRecord[]; invalid: string[] }> {
+    const records: DelegationRecord[] = [];
+    const invalid: string[] = [];
     let start: Record<string, AttributeValue> | undefined;
     do {
       const page = await this.#send('Query', (abortSignal) =>
@@ -142,10 +143,20 @@ export class DynamoDbDelegationRegistry implements DelegationRegistry {
           { abortSignal },
         ),
       );
-      for (const item of page.Items ?? []) out.push(this.#parse(item)!);
+      for (const item of page.Items ?? []) {
+        const record = (() => {
+          try {
+            return this.#parse(item);
+          } catch {
+            return undefined;
+          }
+        })();
+        if (record && item.sk?.S === `delegation#${record.id}`) records.push(record);
+        else invalid.push((item.sk?.S ?? '?').replace(/^delegation#/, ''));
+      }
       start = page.LastEvaluatedKey;
     } while (start);
-    return out;
+    return { records, invalid };
   }
 
   async revoke(id: string): Promise<boolean> {

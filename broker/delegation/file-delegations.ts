@@ -94,16 +94,23 @@ export class FileDelegationRegistry implements DelegationRegistry {
     return out;
   }
 
-  async list(): Promise<DelegationRecord[]> {
+  async list(): Promise<{ records: DelegationRecord[]; invalid: string[] }> {
     let files: string[];
     try {
       files = await readdir(this.#dir);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { records: [], invalid: [] };
       throw new DelegationRegistryUnavailableError('cannot list delegations', { cause: err });
     }
-    const ids = files.filter((f) => f.endsWith('.json') && !f.startsWith('.')).map((f) => f.slice(0, -5)).filter((id) => DELEGATION_ID.test(id));
-    return [...(await this.get(ids)).values()];
+    const records: DelegationRecord[] = [];
+    const invalid: string[] = [];
+    for (const file of files.filter((f) => f.endsWith('.json') && !f.startsWith('.'))) {
+      const id = file.slice(0, -5);
+      const record = DELEGATION_ID.test(id) ? await this.#read(id).catch(() => undefined) : undefined;
+      if (record) records.push(record);
+      else invalid.push(id);
+    }
+    return { records, invalid };
   }
 
   revoke(id: string): Promise<boolean> {

@@ -41,7 +41,8 @@ export interface DelegationRegistry {
   use(id: string, count: number, nowSeconds: number): Promise<UseOutcome>;
   /** The records of these ids (absent ones are missing from the map): one read for a whole chain. */
   get(ids: readonly string[]): Promise<ReadonlyMap<string, DelegationRecord>>;
-  list(): Promise<DelegationRecord[]>;
+  /** Every recorded delegation; `invalid`: ids whose record fails validation (refused to every presenter until fixed or removed). */
+  list(): Promise<{ readonly records: DelegationRecord[]; readonly invalid: string[] }>;
   /** Marks a delegation revoked; false when no such delegation is recorded. Idempotent. */
   revoke(id: string): Promise<boolean>;
   close(): void;

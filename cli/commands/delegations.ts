@@ -32,8 +32,11 @@ export async function delegationsCommand(argv: readonly string[], io: CliIo, now
   const config = await storeConfig(values);
   const registry = await openDelegationRegistry(config.store);
   let records: DelegationRecord[];
+  let invalid: string[];
   try {
-    records = (await registry.list()).sort((a, b) => a.iat - b.iat || a.id.localeCompare(b.id));
+    ({ records, invalid } = await registry.list());
+    records.sort((a, b) => a.iat - b.iat || a.id.localeCompare(b.id));
+    invalid.sort();
   } catch (err) {
     if (err instanceof DelegationRegistryUnavailableError) throw new UsageError(err.message);
     throw err;
@@ -41,16 +44,19 @@ export async function delegationsCommand(argv: readonly string[], io: CliIo, now
     registry.close();
   }
   const nowSeconds = Math.floor(now() / 1000);
+  // Like keygate list: a record failing validation is named (it is refused to every presenter) and the exit status is 1.
+  const status = invalid.length ? 1 : 0;
   if (values.json) {
-    io.out(`${JSON.stringify({ delegations: records.map((d) => ({ ...d, state: state(d, nowSeconds) })) })}\n`);
-    return 0;
+    io.out(`${JSON.stringify({ delegations: records.map((d) => ({ ...d, state: state(d, nowSeconds) })), invalid })}\n`);
+    return status;
   }
-  if (!records.length) io.out('no delegations\n');
+  if (!records.length && !invalid.length) io.out('no delegations\n');
+  for (const id of invalid) io.out(`${id}  INVALID: its record fails validation; refused to every presenter until fixed or removed\n`);
   for (const d of records) {
     io.out(`${d.id}  ${state(d, nowSeconds)}  depth ${d.depth}${d.from ? ` (from ${d.from})` : ''}  uses ${d.uses}/${d.maxUses}  expires ${new Date(d.exp * 1000).toISOString()}\n`);
     io.out(`    parent ${d.parent.moduleId} PCR0=${d.parent.pcr0.slice(0, 16)}…  names ${d.names.join(', ')}\n`);
   }
-  return 0;
+  return status;
 }
 
 /** `keygate revoke --delegation ID...`: marks each revoked (idempotent); an unknown id is an error. */

@@ -5,7 +5,7 @@
  * registry's uses and revocations) and audited; `keygate delegations list` and `revoke --delegation`.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateKeyPairSync } from 'node:crypto';
@@ -244,6 +244,20 @@ describe('forged, altered and foreign tokens', () => {
     }
   });
 
+  it('a damaged delegation record is not believed: nothing is released (503 STORE_UNAVAILABLE)', async () => {
+    const t = await token();
+    writeFileSync(join(dir, 'store', 'delegations', `${claimsOf(t).jti}.json`), '{"id": "x", "uses": -1}');
+    const r = await present(sub, t);
+    expect([r.status, r.body.error?.code, r.body.secrets]).toEqual([503, 'STORE_UNAVAILABLE', undefined]);
+    // keygate delegations list names it (exit 1) and still lists the others.
+    const listed = await cli(['delegations', 'list', '--json', '--store', join(dir, 'store'), '--state', join(dir, 'state')]);
+    expect(listed.status).toBe(1);
+    const out = JSON.parse(listed.stdout) as { delegations: unknown[]; invalid: string[] };
+    expect(out.invalid).toEqual([claimsOf(t).jti]);
+    expect(out.delegations.length).toBeGreaterThan(0);
+    rmSync(join(dir, 'store', 'delegations', `${claimsOf(t).jti}.json`));
+  });
+
   it('a well-signed token the registry does not know (its record is gone) is refused: DELEGATION_INVALID', async () => {
     const t = await token();
     const { rmSync: rm } = await import('node:fs');
@@ -294,6 +308,13 @@ describe('revocation of the parent, and of the delegation', () => {
     expect((await present(subSub, deeper.body.delegation!)).body.error?.code).toBe('DELEGATION_REVOKED');
     // Revoked is revoked: the record says so, and delegating further from it is refused too.
     expect((await delegate(sub, { names: ['db'], delegation: t })).body.error?.code).toBe('DELEGATION_REVOKED');
+    // The refusal is audited per name, naming the chain.
+    expect(auditRecords().filter((x) => x.code === `DELEGATION_REVOKED:revoked:${id}`).at(-1)).toMatchObject({
+      decision: 'deny',
+      secret: 'db',
+      moduleId: sub.moduleId,
+      delegation: { id, depth: 1, chain: [{ moduleId: parent.moduleId, pcr0: APPROVED[0] }] },
+    });
     const after = JSON.parse((await cli(['delegations', 'list', '--json', ...flags])).stdout) as { delegations: Array<{ id: string; state: string }> };
     expect(after.delegations.find((d) => d.id === id)?.state).toBe('REVOKED');
     const unknown = await cli(['revoke', '--delegation', 'A'.repeat(22), ...flags]);
@@ -326,5 +347,37 @@ describe('chains', () => {
     // Depth 3 is past maxDepth 2.
     const third = await delegate(subSub, { names: ['db'], ttlSeconds: 10, maxUses: 1, audience: { pcrs: OTHER_PCRS }, delegation: second.body.delegation! });
     expect([third.status, third.body.error?.code]).toEqual([403, 'DELEGATION_NOT_ALLOWED']);
+  });
+});
+
+describe('a parent quarantined after delegating', () => {
+  it('its delegations stop (QUARANTINED) while the quarantine lasts', async () => {
+    const qdir = mkdtempSync(join(tmpdir(), 'keygate-delegation-q-'));
+    const q = await startBroker(
+      resolveConfig({ listen: '127.0.0.1:0', store: join(qdir, 'store'), stateDir: join(qdir, 'state'), extraRootPems: [pki.root.pem], rateLimits: { ...NO_RATE_LIMITS, quarantineAfterDenials: 2, quarantineWindowSeconds: 60, quarantineSeconds: 600 } }),
+      { log: silentLogger },
+    );
+    try {
+      const local = q.providers.get('local')!;
+      await bindSecret(q.store, local, { secret: 'db', value: enc('db-value'), allow: [pcrSet(APPROVED)], provider: 'local' });
+      await bindSecret(q.store, local, { secret: 'others', value: enc('x'), allow: [pcrSet(OTHER_PCRS)], provider: 'local' });
+      const at = (e: TestEnclave & { moduleId: string }): TestEnclave & { moduleId: string } => Object.assign(new TestEnclave(pki, q.url, e.pcrs), { moduleId: e.moduleId });
+      const [p, s2] = [at(parent), at(sub)];
+      const send = async (path: string, body: Record<string, unknown>, e: TestEnclave & { moduleId: string }): Promise<{ status: number; body: { delegation?: string; error?: { code: string } } }> => {
+        const res = await fetch(`${q.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ attestation: Buffer.from(e.document(await e.challenge(), { moduleId: e.moduleId })).toString('base64'), ...body }) });
+        return { status: res.status, body: (await res.json()) as { delegation?: string; error?: { code: string } } };
+      };
+      const issued = await send('/v1/delegations', { names: ['db'], ttlSeconds: 30, maxUses: 5, audience: { pcrs: SUB_PCRS } }, p);
+      expect(issued.status).toBe(200);
+      expect((await send('/v1/secrets', { names: ['db'], delegation: issued.body.delegation }, s2)).status).toBe(200);
+      // The parent probes for what it may not read until it is quarantined.
+      for (let i = 0; i < 2; i++) expect((await send('/v1/secrets', { names: ['others'] }, p)).body.error?.code).toBe('POLICY_DENIED');
+      expect((await send('/v1/secrets', { names: ['db'] }, p)).body.error?.code).toBe('QUARANTINED');
+      const r = await send('/v1/secrets', { names: ['db'], delegation: issued.body.delegation }, s2);
+      expect([r.status, r.body.error?.code]).toEqual([429, 'QUARANTINED']);
+    } finally {
+      await q.close();
+      rmSync(qdir, { recursive: true, force: true });
+    }
   });
 });
