@@ -20,7 +20,7 @@ import { NonceRegistryUnavailableError, type NonceRegistry, type NonceUse } from
 import { QuarantineUnavailableError } from './quarantine/store.js';
 import { BrokerError } from './errors.js';
 import { buildRecipientReleaseClaims, buildReleaseClaims, RELEASE_JWS_TYPE, type DelegationAnswer, type ReleasedSecret, type SignedReleaseClaims } from './protocol/index.js';
-import type { Admitted, DelegationAudit, DelegationGate, DelegationRequest, GateOutcome } from './delegation/gate.js';
+import { DelegationGate, type Admitted, type DelegationAudit, type DelegationRequest, type GateOutcome } from './delegation/gate.js';
 import { auditCode, namesDenied, refusal, type Denial, type DenialReason } from './release/denial.js';
 import { identityKeyOf, identityOf, type IdentityKey } from './release/identity.js';
 
@@ -201,8 +201,9 @@ export class ReleaseService {
     if (spent) return { ...denied(spent), doc, chain };
     const values = await this.#unwrap(req, authorised.value, attestation);
     if (!values.ok) return { ...values, doc, chain };
-    const released = await this.#seal(req, verified.value, authorised.value.bindings, values.value);
-    return { ok: true, value: { released, bindings: authorised.value.bindings }, doc, chain };
+    const bindings = admitted ? DelegationGate.withinExpiry(admitted.value, authorised.value.bindings, req.now) : authorised.value.bindings;
+    const released = await this.#seal(req, verified.value, bindings, values.value);
+    return { ok: true, value: { released, bindings }, doc, chain };
   }
 
   /** verify -> (admit the presented delegation) -> authorise for the root -> issue: nothing audited yet. */

@@ -1,4 +1,4 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ensureDirectory, writeFileAtomic } from '../../lib/durable-fs.js';
 import { acquireLock, LockBusyError, STORE_LOCK_FOREIGN_STALE_MS } from '../store/lock.js';
@@ -10,8 +10,13 @@ import { DELEGATION_ID, DelegationRegistryUnavailableError, parseDelegationRecor
  * --delegation` in another process never lose each other's change), written atomically. One broker per
  * file store, so this is its single writer; the lock covers the CLI.
  */
+/** Every this many creates, records a day past their expiry are removed (the directory stays bounded). */
+const PRUNE_EVERY = 128;
+const KEEP_EXPIRED_SECONDS = 86_400;
+
 export class FileDelegationRegistry implements DelegationRegistry {
   readonly #dir: string;
+  #creates = 0;
   /** Serialises this process's changes (the lock file serialises processes). */
   #tail: Promise<unknown> = Promise.resolve();
 
@@ -73,7 +78,23 @@ export class FileDelegationRegistry implements DelegationRegistry {
     return this.#locked(async () => {
       if (await this.#read(record.id)) throw new DelegationRegistryUnavailableError(`delegation ${record.id} exists already`);
       await this.#write(record);
+      if (++this.#creates % PRUNE_EVERY === 0) {
+        try {
+          await this.#prune(record.iat);
+        } catch {
+          // Housekeeping only: the delegation is recorded; the next prune tries again.
+        }
+      }
     });
+  }
+
+  /**
+   * Removes records expired for more than a day (like the DynamoDB items' TTL). Harmless to a token:
+   * an expired one is refused before its record is read, and a missing record is refused too.
+   */
+  async #prune(nowSeconds: number): Promise<void> {
+    const { records } = await this.list();
+    for (const r of records) if (r.exp + KEEP_EXPIRED_SECONDS < nowSeconds) await rm(this.#path(r.id), { force: true });
   }
 
   use(id: string, count: number, nowSeconds: number): Promise<UseOutcome> {

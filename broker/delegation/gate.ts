@@ -131,6 +131,15 @@ export class DelegationGate {
     return { ok: true, value: { claims, root: identityOfSummary(claims.chain[0]!), audit } };
   }
 
+  /**
+   * The bindings as a delegated release serves them: no TTL past the delegation's expiry (TTL only
+   * shrinks along a chain), so a sub-agent's cache cannot outlive its delegation.
+   */
+  static withinExpiry(admitted: Admitted, bindings: readonly Binding[], nowMs: number): Binding[] {
+    const left = Math.max(1, admitted.claims.exp - Math.floor(nowMs / 1000));
+    return bindings.map((b) => (b.ttlSeconds > left ? { ...b, ttlSeconds: left } : b));
+  }
+
   /** Takes `count` uses of an admitted delegation (conditional: replicas never exceed maxUses). */
   async take(admitted: Admitted, count: number, names: readonly string[], nowMs: number): Promise<Denial | undefined> {
     const outcome = await this.#registry(() => this.registry.use(admitted.claims.jti, count, Math.floor(nowMs / 1000)));

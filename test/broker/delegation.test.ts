@@ -186,9 +186,13 @@ describe('TTL and uses', () => {
     expect((await delegate(parent, { names: ['db'], maxUses: 51 })).body.error?.code).toBe('DELEGATION_NOT_ALLOWED');
   });
 
-  it('a delegation stops at its expiry (DELEGATION_EXPIRED)', async () => {
+  it('a delegation stops at its expiry (DELEGATION_EXPIRED); what it released is cached no longer than the delegation lasts', async () => {
     const t = await token({ ttlSeconds: 5 });
-    expect((await present(sub, t)).status).toBe(200);
+    const r0 = await present(sub, t);
+    expect(r0.status).toBe(200);
+    // The binding allows 120 s; the delegation has at most 5 s left: the signed ttl says so.
+    expect(r0.body.secrets![0]!.ttlSeconds).toBeLessThanOrEqual(5);
+    expect((await sub.open(r0.body.secrets![0]!, brokerKey)).ttl).toBeLessThanOrEqual(5);
     offsetMs = 6_000;
     try {
       const r = await present(sub, t);
