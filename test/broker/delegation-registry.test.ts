@@ -63,3 +63,14 @@ describe('file delegation registry', () => {
     expect((await reg.list()).records).toHaveLength(127);
   }, 60_000);
 });
+
+describe('the delegation config setting', () => {
+  it('defaults to maxTtlSeconds 3600, maxDepth 2, maxUses 1000; partial settings keep the other defaults; bad ones are refused', async () => {
+    const { resolveConfig, ConfigError } = await import('../../broker/config.js');
+    expect(resolveConfig({}).delegation).toEqual({ maxTtlSeconds: 3600, maxDepth: 2, maxUses: 1000 });
+    expect(resolveConfig({ delegation: { maxDepth: 1 } as never }).delegation).toEqual({ maxTtlSeconds: 3600, maxDepth: 1, maxUses: 1000 });
+    for (const bad of [{ maxDepth: 0 }, { maxDepth: 9 }, { maxTtlSeconds: 86_401 }, { maxUses: 0 }, { maxUses: 1.5 }, { depth: 2 }, null, []]) {
+      expect(() => resolveConfig({ delegation: bad as never }), JSON.stringify(bad)).toThrow(ConfigError);
+    }
+  });
+});

@@ -19,6 +19,7 @@ import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, buildPcrs, h, TestEnclave, valueOf, type EnclaveResponse } from '../support/enclave.js';
 import { cli } from '../support/cli.js';
 import { cbor } from '../support/document.js';
+import { approveBaseline, parseBaseline } from '../../broker/policy/baseline.js';
 import type { DelegationClaims } from '../../broker/protocol/index.js';
 
 let dir: string;
@@ -382,6 +383,38 @@ describe('a parent quarantined after delegating', () => {
     } finally {
       await q.close();
       rmSync(qdir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('an approved baseline as the audience', () => {
+  it('admits enclaves of that build while it is approved and unrevoked (AUDIENCE_MISMATCH otherwise)', async () => {
+    const bdir = mkdtempSync(join(tmpdir(), 'keygate-delegation-b-'));
+    const admin = generateKeyPairSync('ed25519');
+    writeFileSync(join(bdir, 'admin.pub.pem'), admin.publicKey.export({ type: 'spki', format: 'pem' }));
+    const b = await startBroker(
+      resolveConfig({ listen: '127.0.0.1:0', store: join(bdir, 'store'), stateDir: join(bdir, 'state'), extraRootPems: [pki.root.pem], rateLimits: NO_RATE_LIMITS, adminKeys: [join(bdir, 'admin.pub.pem')] }),
+      { log: silentLogger },
+    );
+    try {
+      await bindSecret(b.store, b.providers.get('local')!, { secret: 'db', value: enc('db-value'), allow: [pcrSet(APPROVED)], provider: 'local' });
+      const body = parseBaseline({ formatVersion: 1, name: 'sub-build', pcrs: SUB_PCRS, builder: 'ci', createdAt: '2026-11-01T00:00:00.000Z', source: 'eif', approvals: [] });
+      const approved = { ...body, approvals: [await approveBaseline(body, admin.privateKey)] };
+      await b.store.update(async (_s, tx) => tx.putBaseline(approved));
+      const at = (e: TestEnclave & { moduleId: string }): TestEnclave & { moduleId: string } => Object.assign(new TestEnclave(pki, b.url, e.pcrs), { moduleId: e.moduleId });
+      const send = async (path: string, extra: Record<string, unknown>, e: TestEnclave & { moduleId: string }): Promise<{ status: number; body: { delegation?: string; error?: { code: string } } }> => {
+        const res = await fetch(`${b.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ attestation: Buffer.from(e.document(await e.challenge(), { moduleId: e.moduleId })).toString('base64'), ...extra }) });
+        return { status: res.status, body: (await res.json()) as { delegation?: string; error?: { code: string } } };
+      };
+      const issued = await send('/v1/delegations', { names: ['db'], ttlSeconds: 30, maxUses: 5, audience: { baseline: 'sub-build' } }, at(parent));
+      expect(issued.status, JSON.stringify(issued.body)).toBe(200);
+      expect((await send('/v1/secrets', { names: ['db'], delegation: issued.body.delegation }, at(sub))).status).toBe(200);
+      expect((await send('/v1/secrets', { names: ['db'], delegation: issued.body.delegation }, at(other))).body.error?.code).toBe('AUDIENCE_MISMATCH');
+      await revokeIdentities(b.store, { baselines: ['sub-build'] });
+      expect((await send('/v1/secrets', { names: ['db'], delegation: issued.body.delegation }, at(sub))).body.error?.code).toBe('AUDIENCE_MISMATCH');
+    } finally {
+      await b.close();
+      rmSync(bdir, { recursive: true, force: true });
     }
   });
 });
