@@ -235,6 +235,10 @@ export class ReleaseService {
       return denied(refusal('STORE_UNAVAILABLE', 'the store cannot be read; nothing was released', { kind: 'store', file: 'unreachable' }));
     }
     if (snapshot.revocationsProblem) return denied(refusal('STORE_UNAVAILABLE', 'the store cannot be fully loaded; nothing was released', { kind: 'store', file: 'revocations.json' }));
+    // The presenter's own quarantine holds too (the root's is #authorise's): a token does not lift it.
+    const quarantined = await this.#quarantineAnswer(() => this.#quarantine.isQuarantined(v.identityKey, req.now));
+    if (typeof quarantined !== 'boolean') return denied(quarantined);
+    if (quarantined) return denied(refusal('QUARANTINED', 'this enclave identity is quarantined after repeated denials'));
     return gate.admit(token, v.identity, req.names, req.now, snapshot.revocations, await this.#approvedBaselines(snapshot));
   }
 

@@ -356,7 +356,7 @@ describe('chains', () => {
 });
 
 describe('a parent quarantined after delegating', () => {
-  it('its delegations stop (QUARANTINED) while the quarantine lasts', async () => {
+  it('its delegations stop (QUARANTINED) while the quarantine lasts; a quarantined sub-agent gets nothing through a token either', async () => {
     const qdir = mkdtempSync(join(tmpdir(), 'keygate-delegation-q-'));
     const q = await startBroker(
       resolveConfig({ listen: '127.0.0.1:0', store: join(qdir, 'store'), stateDir: join(qdir, 'state'), extraRootPems: [pki.root.pem], rateLimits: { ...NO_RATE_LIMITS, quarantineAfterDenials: 2, quarantineWindowSeconds: 60, quarantineSeconds: 600 } }),
@@ -380,6 +380,15 @@ describe('a parent quarantined after delegating', () => {
       expect((await send('/v1/secrets', { names: ['db'] }, p)).body.error?.code).toBe('QUARANTINED');
       const r = await send('/v1/secrets', { names: ['db'], delegation: issued.body.delegation }, s2);
       expect([r.status, r.body.error?.code]).toEqual([429, 'QUARANTINED']);
+
+      // A sub-agent that probes on its own account is quarantined itself: a valid token does not lift it.
+      const fresh = at(enclave(0x11, 'i-0fedcba9876543210-enc0000000000000009'));
+      const sub2 = at(enclave(0x44, 'i-0fedcba9876543210-enc0000000000000010'));
+      const t2 = await send('/v1/delegations', { names: ['db'], ttlSeconds: 30, maxUses: 5, audience: { pcrs: SUB_PCRS } }, fresh);
+      expect(t2.status).toBe(200);
+      expect((await send('/v1/secrets', { names: ['db'], delegation: t2.body.delegation }, sub2)).status).toBe(200);
+      for (let i = 0; i < 2; i++) expect((await send('/v1/secrets', { names: ['db'] }, sub2)).body.error?.code).toBe('POLICY_DENIED');
+      expect((await send('/v1/secrets', { names: ['db'], delegation: t2.body.delegation }, sub2)).body.error?.code).toBe('QUARANTINED');
     } finally {
       await q.close();
       rmSync(qdir, { recursive: true, force: true });
