@@ -32,6 +32,8 @@ import { createAdminApp } from './admin-api/app.js';
 import { DurableJtiRegistry } from './admin-api/durable-jti.js';
 import { adminApiKey } from './admin-api/token.js';
 import { acquireLock, describeOwner, LockBusyError, type HeldLock } from './store/lock.js';
+import { openDelegationRegistry } from './delegation/open-delegations.js';
+import { DelegationGate } from './delegation/gate.js';
 
 /** A running (or ready-to-serve) broker and its parts. */
 export interface Broker {
@@ -186,6 +188,9 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
   // Loads @aws-sdk/client-ec2 only on the first lookup: a broker without ec2Tag bindings never asks EC2.
   const instanceTags = openInstanceTags(config.ec2);
   opened.push(() => instanceTags.close());
+  // Delegations live beside the store (its directory, or its table's own partition), shared by every replica.
+  const delegationRegistry = await openDelegationRegistry(config.store);
+  opened.push(() => delegationRegistry.close());
   const release = new ReleaseService({
     verifier: createVerifier(),
     roots,
@@ -205,6 +210,7 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
     approvalsRequired: config.approvalsRequired,
     instanceTags,
     clock,
+    delegations: new DelegationGate(delegationRegistry, signingKey, config.delegation),
   });
 
   const checkProviders = async (): Promise<void> => {
@@ -305,6 +311,7 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
       nonces.close();
       quarantine.close();
       instanceTags.close();
+      delegationRegistry.close();
       store.close();
     },
   };

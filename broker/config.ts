@@ -12,6 +12,7 @@ import type { SharedKeySettings } from './keys/key-source.js';
 import type { AuditSettings } from './audit/settings.js';
 import { CHAIN_ID } from './audit/chain.js';
 import type { Ec2Settings } from './ec2/instance-tags.js';
+import { DEFAULT_DELEGATION_SETTINGS, type DelegationSettings } from './delegation/settings.js';
 
 /** Broker settings (a JSON config file, overridden by command-line flags). */
 export interface BrokerConfig {
@@ -74,6 +75,8 @@ export interface BrokerConfig {
   readonly metricsSecretLabels: boolean;
   /** Development mode: marked loudly in logs. Only from the --dev flag, never from a config file. */
   readonly dev: boolean;
+  /** Limits on delegations: `{ maxTtlSeconds: 3600, maxDepth: 2, maxUses: 1000 }` by default. */
+  readonly delegation: DelegationSettings;
 }
 
 export const DEFAULT_CONFIG: BrokerConfig = {
@@ -99,6 +102,7 @@ export const DEFAULT_CONFIG: BrokerConfig = {
   keys: { kind: 'file' },
   audit: { kind: 'file' },
   dev: false,
+  delegation: DEFAULT_DELEGATION_SETTINGS,
 };
 
 /** Defaults for `--dev`: everything under ./.keygate-dev. */
@@ -212,7 +216,7 @@ function parseStoreSetting(value: unknown): StoreLocation {
 /** Merges layers over the defaults and checks the result. */
 export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerConfig {
   const merged = Object.assign({}, DEFAULT_CONFIG, ...layers) as BrokerConfig;
-  const config: BrokerConfig = { ...merged, store: parseStoreSetting(merged.store), rateLimits: { ...DEFAULT_RATE_LIMITS, ...merged.rateLimits } };
+  const config: BrokerConfig = { ...merged, store: parseStoreSetting(merged.store), rateLimits: { ...DEFAULT_RATE_LIMITS, ...merged.rateLimits }, delegation: validateDelegation(merged.delegation) };
   const { host } = parseListen(config.listen);
   if (!config.tls && !isLoopback(host)) throw new ConfigError(`plain HTTP is only allowed on loopback; give tls.cert and tls.key to listen on ${host}`);
   const admin = parseListen(config.adminListen);
@@ -252,6 +256,19 @@ export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerCo
   validateKeys(config.keys);
   validateAudit(config.audit);
   return config;
+}
+
+/** The `delegation` setting: any of its keys, each an integer in its range; the rest from the defaults. */
+function validateDelegation(value: unknown): DelegationSettings {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ConfigError('delegation must be an object: {"maxTtlSeconds": 3600, "maxDepth": 2, "maxUses": 1000}');
+  const o = value as Record<string, unknown>;
+  const limits = { maxTtlSeconds: [1, 86_400], maxDepth: [1, 8], maxUses: [1, 1_000_000] } as const;
+  for (const key of Object.keys(o)) {
+    if (!Object.hasOwn(limits, key)) throw new ConfigError(`delegation: unknown setting "${key}"`);
+    const [min, max] = limits[key as keyof typeof limits];
+    if (!Number.isInteger(o[key]) || (o[key] as number) < min || (o[key] as number) > max) throw new ConfigError(`delegation.${key} must be an integer in ${min}..${max}`);
+  }
+  return { ...DEFAULT_DELEGATION_SETTINGS, ...(o as Partial<DelegationSettings>) };
 }
 
 const QUARANTINE_KINDS: Record<string, ReadonlySet<string>> = {

@@ -33,6 +33,17 @@ export const HTTP_STATUS: Readonly<Record<BrokerErrorCode, 400 | 401 | 403 | 404
   STORE_UNAVAILABLE: 503,
   /** Permanent provider refusal (key disabled, deleted or denied; ciphertext does not decrypt): not retryable. */
   SECRET_UNAVAILABLE: 500,
+  /** A delegation token that is not the broker's (forged, altered, unknown id) or not for this broker. */
+  DELEGATION_INVALID: 401,
+  DELEGATION_EXPIRED: 401,
+  /** Every use the delegation allowed is spent (or reserved by sub-delegations). */
+  DELEGATION_EXHAUSTED: 403,
+  /** The delegation, or one it was derived from, is revoked. */
+  DELEGATION_REVOKED: 403,
+  /** Asks more than the delegation allows: a name outside it, a longer TTL, more uses, a deeper chain. */
+  DELEGATION_NOT_ALLOWED: 403,
+  /** The presenting enclave's measurements are not the delegation's audience. */
+  AUDIENCE_MISMATCH: 403,
 };
 
 /**

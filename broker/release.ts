@@ -19,7 +19,8 @@ import { Quarantine, RateLimiter, type QuarantineStore } from './rate-limit.js';
 import { NonceRegistryUnavailableError, type NonceRegistry, type NonceUse } from './nonce/registry.js';
 import { QuarantineUnavailableError } from './quarantine/store.js';
 import { BrokerError } from './errors.js';
-import { buildRecipientReleaseClaims, buildReleaseClaims, RELEASE_JWS_TYPE, type ReleasedSecret, type SignedReleaseClaims } from './protocol/index.js';
+import { buildRecipientReleaseClaims, buildReleaseClaims, RELEASE_JWS_TYPE, type DelegationAnswer, type ReleasedSecret, type SignedReleaseClaims } from './protocol/index.js';
+import { DelegationGate, type Admitted, type DelegationAudit, type DelegationRequest, type GateOutcome } from './delegation/gate.js';
 import { auditCode, namesDenied, refusal, type Denial, type DenialReason } from './release/denial.js';
 import { identityKeyOf, identityOf, type IdentityKey } from './release/identity.js';
 
@@ -67,6 +68,8 @@ export interface ReleaseDependencies {
   /** Tags of EC2 instances, for bindings restricted by `instances.ec2Tag` (cached; absent: such bindings are refused). */
   readonly instanceTags?: { tagsOf(instanceId: string): Promise<InstanceTags> };
   readonly clock: () => number;
+  /** Delegations (issue, admit, count uses); absent: requests carrying one are refused. */
+  readonly delegations?: DelegationGate;
 }
 
 const hex = (b: Uint8Array | null | undefined): string | null => (b ? Buffer.from(b).toString('hex') : null);
@@ -111,7 +114,7 @@ interface Authorised {
 }
 
 /** What the request came to, and the document when it verified (the audit records it). */
-type Result = Outcome<{ readonly released: ReleasedSecret[]; readonly bindings: readonly Binding[] }> & { readonly doc?: VerifiedDocument };
+type Result = Outcome<{ readonly released: ReleasedSecret[]; readonly bindings: readonly Binding[]; readonly issued?: true }> & { readonly doc?: VerifiedDocument; readonly chain?: DelegationAudit | undefined };
 
 /**
  * Turns a verified attestation into released secrets, as a pipeline of named
@@ -145,10 +148,29 @@ export class ReleaseService {
    *
    * @throws BrokerError with the code the caller is shown
    */
-  async release(attestation: Uint8Array, names: readonly string[], client: string): Promise<ReleasedSecret[]> {
+  async release(attestation: Uint8Array, names: readonly string[], client: string, delegation?: string): Promise<ReleasedSecret[]> {
     const req: ReleaseRequest = { names, client, now: this.#deps.clock(), started: performance.now() };
+    return this.#run(req, () => this.#decide(req, attestation, delegation));
+  }
+
+  /**
+   * Handles one `POST /v1/delegations`: an attested parent (or a sub-agent presenting its own
+   * delegation) asks for a delegation of `request.names`; audited like a release, one record per name.
+   *
+   * @throws BrokerError with the code the caller is shown
+   */
+  async delegate(attestation: Uint8Array, request: DelegationRequest, client: string, presented?: string): Promise<DelegationAnswer> {
+    const req: ReleaseRequest = { names: request.names, client, now: this.#deps.clock(), started: performance.now() };
+    let answer: DelegationAnswer | undefined;
+    await this.#run(req, () => this.#decideDelegation(req, attestation, request, presented, (a) => (answer = a)));
+    if (!answer) throw new BrokerError('INTERNAL_ERROR', 'internal error; nothing was released');
+    return answer;
+  }
+
+  /** Decides, records, answers; any unexpected failure releases nothing (fail closed). */
+  async #run(req: ReleaseRequest, decide: () => Promise<Result>): Promise<ReleasedSecret[]> {
     try {
-      return await this.#record(req, await this.#decide(req, attestation));
+      return await this.#record(req, await decide());
     } catch (err) {
       if (err instanceof BrokerError) throw err; // a denial, durably recorded by #record
       if (err instanceof AuditUnavailableError && err.storeError !== undefined) {
@@ -165,16 +187,59 @@ export class ReleaseService {
   }
 
   /** verify -> authorise -> unwrap -> seal: what the request comes to, nothing audited yet. */
-  async #decide(req: ReleaseRequest, attestation: Uint8Array): Promise<Result> {
+  async #decide(req: ReleaseRequest, attestation: Uint8Array, delegation?: string): Promise<Result> {
     const verified = await this.#verify(req, attestation);
     if (!verified.ok) return verified;
     const doc = verified.value.doc;
-    const authorised = await this.#authorise(req, verified.value);
-    if (!authorised.ok) return { ...authorised, doc };
+    // Delegated: the token must admit this enclave, then the names are authorised for the chain's root, now.
+    const admitted = delegation === undefined ? undefined : await this.#admit(req, verified.value, delegation);
+    if (admitted && !admitted.ok) return { ...admitted, doc };
+    const chain = admitted?.value.audit;
+    const authorised = await this.#authorise(req, admitted ? asRoot(verified.value, admitted.value) : verified.value);
+    if (!authorised.ok) return { ...authorised, doc, chain };
+    const spent = admitted && (await this.#deps.delegations!.take(admitted.value, 1, req.names, req.now));
+    if (spent) return { ...denied(spent), doc, chain };
     const values = await this.#unwrap(req, authorised.value, attestation);
-    if (!values.ok) return { ...values, doc };
-    const released = await this.#seal(req, verified.value, authorised.value.bindings, values.value);
-    return { ok: true, value: { released, bindings: authorised.value.bindings }, doc };
+    if (!values.ok) return { ...values, doc, chain };
+    const bindings = admitted ? DelegationGate.withinExpiry(admitted.value, authorised.value.bindings, req.now) : authorised.value.bindings;
+    const released = await this.#seal(req, verified.value, bindings, values.value);
+    return { ok: true, value: { released, bindings }, doc, chain };
+  }
+
+  /** verify -> (admit the presented delegation) -> authorise for the root -> issue: nothing audited yet. */
+  async #decideDelegation(req: ReleaseRequest, attestation: Uint8Array, request: DelegationRequest, presented: string | undefined, answer: (a: DelegationAnswer) => void): Promise<Result> {
+    const verified = await this.#verify(req, attestation);
+    if (!verified.ok) return verified;
+    const doc = verified.value.doc;
+    const gate = this.#deps.delegations;
+    if (!gate) return { ...denied(refusal('BAD_REQUEST', 'this broker issues no delegations')), doc };
+    const from = presented === undefined ? undefined : await this.#admit(req, verified.value, presented);
+    if (from && !from.ok) return { ...from, doc };
+    const authorised = await this.#authorise(req, from ? asRoot(verified.value, from.value) : verified.value);
+    if (!authorised.ok) return { ...authorised, doc, chain: from?.value.audit };
+    const approved = await this.#approvedBaselines(this.#deps.store.snapshot());
+    const issued = await gate.issue({ request, doc, bindings: authorised.value.bindings, from: from?.value, nowMs: req.now, approved });
+    if (!issued.ok) return { ...issued, doc };
+    answer(issued.value.answer);
+    return { ok: true, value: { released: [], bindings: authorised.value.bindings, issued: true }, doc, chain: issued.value.audit };
+  }
+
+  /** The gate's verdict on a presented delegation token, against the current revocations and approved baselines. */
+  async #admit(req: ReleaseRequest, v: Verified, token: string): Promise<GateOutcome<Admitted>> {
+    const gate = this.#deps.delegations;
+    if (!gate) return denied(refusal('BAD_REQUEST', 'this broker accepts no delegations'));
+    let snapshot;
+    try {
+      snapshot = await this.#deps.store.refresh();
+    } catch {
+      return denied(refusal('STORE_UNAVAILABLE', 'the store cannot be read; nothing was released', { kind: 'store', file: 'unreachable' }));
+    }
+    if (snapshot.revocationsProblem) return denied(refusal('STORE_UNAVAILABLE', 'the store cannot be fully loaded; nothing was released', { kind: 'store', file: 'revocations.json' }));
+    // The presenter's own quarantine holds too (the root's is #authorise's): a token does not lift it.
+    const quarantined = await this.#quarantineAnswer(() => this.#quarantine.isQuarantined(v.identityKey, req.now));
+    if (typeof quarantined !== 'boolean') return denied(quarantined);
+    if (quarantined) return denied(refusal('QUARANTINED', 'this enclave identity is quarantined after repeated denials'));
+    return gate.admit(token, v.identity, req.names, req.now, snapshot.revocations, await this.#approvedBaselines(snapshot));
   }
 
   /**
@@ -366,6 +431,7 @@ export class ReleaseService {
       nonce: hex(doc?.nonce),
       client: req.client,
       latencyMs: Math.round((performance.now() - req.started) * 1000) / 1000,
+      ...(result.chain ? { delegation: result.chain } : {}),
     });
     if (!result.ok) {
       const { denial } = result;
@@ -381,9 +447,9 @@ export class ReleaseService {
       }
       throw new BrokerError(denial.shown, denial.message);
     }
-    const { released, bindings } = result.value;
-    await Promise.all(bindings.map((b) => audit.append(entry('release', 'RELEASED', b.secret, b.version))));
-    for (const b of bindings) metrics.released(b.secret);
+    const { released, bindings, issued } = result.value;
+    await Promise.all(bindings.map((b) => audit.append(issued ? entry('delegate', 'DELEGATED', b.secret, b.version) : entry('release', 'RELEASED', b.secret, b.version))));
+    if (!issued) for (const b of bindings) metrics.released(b.secret);
     return released;
   }
 
@@ -500,6 +566,11 @@ export class ReleaseService {
       .encrypt(recipient);
     return { name: binding.secret, version: binding.version, ttlSeconds: binding.ttlSeconds, jwe };
   }
+}
+
+/** The verified presenter, seen by the policy and abuse controls as the delegation chain's root. */
+function asRoot(v: Verified, admitted: Admitted): Verified {
+  return { ...v, identity: admitted.root, identityKey: identityKeyOf(admitted.root) };
 }
 
 /** Validates the requested names: 1..32 distinct secret names. */

@@ -10,6 +10,7 @@ import { validateNames, type ReleaseService } from './release.js';
 import type { ChallengeService } from './challenge.js';
 import type { BrokerMetrics } from './metrics.js';
 import type { ChallengeAnswer, ErrorAnswer, SecretsAnswer } from './protocol/index.js';
+import { parseDelegationRequest } from './delegation/request.js';
 
 /** What the HTTP layer needs; everything with state lives behind these. */
 export interface BrokerAppDependencies {
@@ -39,11 +40,15 @@ function clientOf(c: Context): string {
 
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
-/** Reads `{ attestation, names }` from a JSON (base64 document) or CBOR (byte-string document) body. */
-async function readReleaseBody(c: Context): Promise<{ attestation: Uint8Array; names: string[] }> {
+/**
+ * Reads `{ attestation, names, delegation? }` from a JSON (base64 document) or CBOR (byte-string document)
+ * body; `field` reads any other member (the delegation request's).
+ */
+async function readReleaseBody(c: Context): Promise<{ attestation: Uint8Array; names: string[]; delegation: string | undefined; field: (key: string) => unknown }> {
   const type = (c.req.header('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
   let attestation: unknown;
   let names: unknown;
+  let field: (key: string) => unknown;
   if (type === 'application/cbor') {
     let body: unknown;
     try {
@@ -54,6 +59,7 @@ async function readReleaseBody(c: Context): Promise<{ attestation: Uint8Array; n
     if (!(body instanceof Map)) throw new BrokerError('BAD_REQUEST', 'body must be a CBOR map');
     attestation = body.get('attestation');
     names = body.get('names');
+    field = (key) => body.get(key);
     if (!(attestation instanceof Uint8Array)) throw new BrokerError('BAD_REQUEST', 'attestation must be a byte string');
   } else if (type === 'application/json') {
     let body: unknown;
@@ -65,6 +71,8 @@ async function readReleaseBody(c: Context): Promise<{ attestation: Uint8Array; n
     if (typeof body !== 'object' || body === null) throw new BrokerError('BAD_REQUEST', 'body must be a JSON object');
     const raw = (body as { attestation?: unknown }).attestation;
     names = (body as { names?: unknown }).names;
+    const members = body as Record<string, unknown>;
+    field = (key) => (Object.hasOwn(members, key) ? members[key] : undefined);
     if (typeof raw !== 'string' || raw.length === 0 || raw.length % 4 !== 0 || !BASE64.test(raw)) {
       throw new BrokerError('BAD_REQUEST', 'attestation must be a base64 string');
     }
@@ -72,7 +80,9 @@ async function readReleaseBody(c: Context): Promise<{ attestation: Uint8Array; n
   } else {
     throw new BrokerError('BAD_REQUEST', 'content-type must be application/json or application/cbor');
   }
-  return { attestation: attestation as Uint8Array, names: validateNames(names) };
+  const delegation = field('delegation');
+  if (delegation !== undefined && typeof delegation !== 'string') throw new BrokerError('BAD_REQUEST', 'delegation must be a string (a delegation token)');
+  return { attestation: attestation as Uint8Array, names: validateNames(names), delegation, field };
 }
 
 /**
@@ -96,10 +106,17 @@ export function createBrokerApp(deps: BrokerAppDependencies): Hono {
   });
 
   app.post('/v1/secrets', async (c) => {
-    const { attestation, names } = await readReleaseBody(c);
-    const secrets = await deps.release.release(attestation, names, clientOf(c));
+    const { attestation, names, delegation } = await readReleaseBody(c);
+    const secrets = await deps.release.release(attestation, names, clientOf(c), delegation);
     c.header('cache-control', 'no-store');
     const answer: SecretsAnswer = { secrets };
+    return c.json(answer);
+  });
+
+  app.post('/v1/delegations', async (c) => {
+    const { attestation, names, delegation, field } = await readReleaseBody(c);
+    const answer = await deps.release.delegate(attestation, parseDelegationRequest(names, field), clientOf(c), delegation);
+    c.header('cache-control', 'no-store');
     return c.json(answer);
   });
 
@@ -119,7 +136,7 @@ export function createBrokerApp(deps: BrokerAppDependencies): Hono {
   app.get('/metrics', (c) => c.text(deps.metrics.render(), 200, { 'content-type': 'text/plain; version=0.0.4' }));
 
   // A known route asked with another method is 405 with Allow, not 404 (HEAD is served by the GET routes).
-  const allowed: Record<string, string> = { '/v1/challenge': 'GET', '/v1/secrets': 'POST', '/v1/broker-key': 'GET', '/healthz': 'GET', '/readyz': 'GET', '/metrics': 'GET' };
+  const allowed: Record<string, string> = { '/v1/challenge': 'GET', '/v1/secrets': 'POST', '/v1/delegations': 'POST', '/v1/broker-key': 'GET', '/healthz': 'GET', '/readyz': 'GET', '/metrics': 'GET' };
   for (const [path, allow] of Object.entries(allowed)) {
     app.all(path, (c) => {
       c.header('allow', allow === 'GET' ? 'GET, HEAD' : allow);

@@ -13,7 +13,8 @@ Commands:
   rotate <secret>   store a new value for a secret (version + 1)
   unbind <secret>   remove a binding
   list              list bindings (never values)
-  revoke            revoke a secret, or a PCR0 / instance / baseline everywhere
+  revoke            revoke a secret, or a PCR0 / instance / baseline / delegation everywhere
+  delegations list  list the delegations brokers issued (uses, expiry, revoked)
   unrevoke          undo a revocation (same arguments as revoke)
   audit verify FILE check the audit log's chain and signatures
   store init        create the configured store (DynamoDB table) if missing
@@ -46,6 +47,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   unbind: async () => (await import('./commands/secrets.js')).unbindCommand,
   list: async () => (await import('./commands/list.js')).listCommand,
   revoke: async () => (await import('./commands/secrets.js')).revokeCommand,
+  delegations: async () => (await import('./commands/delegations.js')).delegationsCommand,
   unrevoke: async () => (await import('./commands/unrevoke.js')).unrevokeCommand,
   baseline: async () => (await import('./commands/baseline.js')).baselineCommand,
   audit: async () => (await import('./commands/audit.js')).auditCommand,

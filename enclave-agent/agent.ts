@@ -21,6 +21,8 @@ import { AgentError } from './errors.js';
 import { BrokerHttp } from './http.js';
 import { sentDocument, type SentDocument } from './document.js';
 import { CmsError, decryptRecipientEnvelope } from './cms.js';
+import { parentOfToken, requestDelegation, type DelegateOptions, type Delegation, type DelegationParent } from './delegation.js';
+import type { MeasurementValues } from '../broker/protocol/index.js';
 
 /** A secret value: text secrets as strings, binary ones as bytes (treat as read-only). */
 export type SecretValue = string | Uint8Array;
@@ -44,6 +46,8 @@ export interface AgentOptions {
   readonly wallClock?: () => number;
   /** How far the broker's clock may be from this enclave's for `iat`. Default 60 s. */
   readonly maxClockSkewMs?: number;
+  /** A sub-agent: the delegation token its parent obtained (`agent.delegate`), presented with every request. */
+  readonly delegation?: string;
 }
 
 export interface AgentStats {
@@ -59,6 +63,10 @@ export interface AgentStats {
 export interface SecretAgent {
   getSecret(name: string): Promise<SecretValue>;
   getSecrets(names: readonly string[]): Promise<Record<string, SecretValue>>;
+  /** Asks the broker (with a fresh attestation) for a delegation of some of this agent's secrets to a sub-agent. */
+  delegate(options: DelegateOptions): Promise<Delegation>;
+  /** Who delegated `token` (verified with the pinned broker key); with `expected`, PARENT_MISMATCH unless the parent has these measurements. */
+  parentOf(token: string, expected?: { readonly pcrs: MeasurementValues }): Promise<DelegationParent>;
   readonly stats: Readonly<AgentStats>;
   close(): Promise<void>;
 }
@@ -225,7 +233,8 @@ class Agent implements SecretAgent {
 
     // The answer must be bound to this exact document: the challenge reply is unauthenticated, so a relay can replay an old nonce.
     const sent: SentRequest = { nonceHex: nonce.toString('hex'), document: sentDocument(document), started, startedWall };
-    const res = await this.#http.call('POST', '/v1/secrets', { attestation: Buffer.from(document).toString('base64'), names });
+    const delegation = this.options.delegation === undefined ? {} : { delegation: this.options.delegation };
+    const res = await this.#http.call('POST', '/v1/secrets', { attestation: Buffer.from(document).toString('base64'), names, ...delegation });
     const items = receivedItems(res.json);
     if (res.status !== 200 || !items) throw this.#brokerError(res, 'secrets');
     const out = new Map<string, Entry>();
@@ -313,6 +322,16 @@ class Agent implements SecretAgent {
     if (!isBrokerErrorCode(err?.code)) return new AgentError('BAD_RESPONSE', `unexpected ${what} answer (HTTP ${res.status})`);
     const message = typeof err.message === 'string' ? err.message.slice(0, 300).replace(/[\u0000-\u001f\u007f]/g, ' ') : `broker refused (${err.code})`;
     return new AgentError(err.code, message);
+  }
+
+  async delegate(options: DelegateOptions): Promise<Delegation> {
+    if (this.#closed) throw new AgentError('AGENT_CLOSED', 'the agent is closed');
+    this.stats.attestations++;
+    return requestDelegation(this.#http, this.options.nsm, this.spki, this.brokerKey, options, this.options.delegation, this.#wallClock, this.#maxClockSkewMs);
+  }
+
+  parentOf(token: string, expected?: { readonly pcrs: MeasurementValues }): Promise<DelegationParent> {
+    return parentOfToken(token, this.brokerKey, expected);
   }
 
   async close(): Promise<void> {

@@ -24,6 +24,8 @@ export type AgentErrorCode =
   | 'CMS_WRONG_RECIPIENT'
   | 'CMS_DECRYPT_FAILED'
   | 'AGENT_CLOSED'
+  /** `parentOf(token, expected)`: the delegating parent's measurements are not the expected ones. */
+  | 'PARENT_MISMATCH'
   | BrokerErrorCode;
 
 export class AgentError extends CodedError<AgentErrorCode> {

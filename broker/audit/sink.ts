@@ -12,7 +12,8 @@ export const AUDITED_PCRS = [0, 1, 2, 4] as const;
 /** One decision as the broker saw it (design.md section 4). */
 export interface DecisionRecord {
   readonly time: string;
-  readonly decision: 'release' | 'deny';
+  /** `delegate`: a delegation was issued for this secret (broker/delegation). */
+  readonly decision: 'release' | 'deny' | 'delegate';
   /** RELEASED, or the true reason for a denial (finer than what the caller was told). */
   readonly code: string;
   readonly secret: string | null;
@@ -23,6 +24,13 @@ export interface DecisionRecord {
   readonly nonce: string | null;
   readonly client: string;
   readonly latencyMs: number;
+  /** A delegated release or an issued delegation: the delegation and every identity of its chain (root first). */
+  readonly delegation?: {
+    readonly id: string;
+    readonly depth: number;
+    readonly chain: ReadonlyArray<{ readonly moduleId: string; readonly pcr0: string | null }>;
+    readonly parents: readonly string[];
+  };
 }
 
 /**

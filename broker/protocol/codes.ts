@@ -32,6 +32,13 @@ export const BROKER_ERROR_CODES = [
   'METHOD_NOT_ALLOWED',
   'PAYLOAD_TOO_LARGE',
   'INTERNAL_ERROR',
+  // delegation (broker/delegation): a token that is not the broker's, or no longer usable
+  'DELEGATION_INVALID',
+  'DELEGATION_EXPIRED',
+  'DELEGATION_EXHAUSTED',
+  'DELEGATION_REVOKED',
+  'DELEGATION_NOT_ALLOWED',
+  'AUDIENCE_MISMATCH',
 ] as const;
 
 export type BrokerErrorCode = (typeof BROKER_ERROR_CODES)[number];

@@ -15,3 +15,5 @@ export { receivedItems } from './answer.js';
 export type { ReleasedSecret, SecretsAnswer, ChallengeAnswer, ErrorAnswer, ReceivedItem } from './answer.js';
 export { CHALLENGE_NONCE_BYTES, CHALLENGE_TIME_BYTES, CHALLENGE_RANDOM_BYTES, CHALLENGE_MAC_BYTES } from './challenge.js';
 export type { BrokerErrorCode } from './codes.js';
+export { DELEGATION_JWS_TYPE, DELEGATION_VERSION, MAX_DELEGATION_DEPTH, MAX_DELEGATION_NAMES, SUMMARY_PCRS, parseDelegationClaims, isDelegationAudience } from './delegation.js';
+export type { DelegationClaims, DelegationAudience, MeasurementValues, AttestationSummary, DelegationAnswer } from './delegation.js';

@@ -22,7 +22,9 @@ export type DenialReason =
   /** The binding restricts instances by EC2 tag and EC2 could not be asked (unreachable, throttled, denied); its error name is kept. */
   | { readonly kind: 'instanceTags'; readonly ec2Error: string }
   /** The key provider could not decrypt this name's value; its own error name is kept for the operator. */
-  | { readonly kind: 'provider'; readonly code: 'KMS_UNAVAILABLE' | 'SECRET_UNAVAILABLE'; readonly providerError: string };
+  | { readonly kind: 'provider'; readonly code: 'KMS_UNAVAILABLE' | 'SECRET_UNAVAILABLE'; readonly providerError: string }
+  /** A delegation token refused (broker/delegation/gate.ts): the code shown and what exactly failed. */
+  | { readonly kind: 'delegation'; readonly code: BrokerErrorCode; readonly detail: string };
 
 /** The audit record's `code` for a reason. */
 export function auditCode(reason: DenialReason): string {
@@ -43,6 +45,8 @@ export function auditCode(reason: DenialReason): string {
       return `INSTANCE_TAGS_UNAVAILABLE:${reason.ec2Error}`;
     case 'provider':
       return `${reason.code}:${reason.providerError}`;
+    case 'delegation':
+      return `${reason.code}:${reason.detail}`;
   }
 }
 

@@ -64,10 +64,11 @@ ${STORE_USAGE}
 ${ADMIN_CLIENT_USAGE}
 `;
 
-export const REVOKE_USAGE = `Usage: keygate revoke <secret> | --pcr0 H | --instance i-... | --baseline NAME [store options]
+export const REVOKE_USAGE = `Usage: keygate revoke <secret> | --pcr0 H | --instance i-... | --baseline NAME | --delegation ID [store options]
 
 Revokes a secret (released to nobody until rotated), or an enclave identity
-for every secret. Takes effect on the next request of every broker replica.
+for every secret (and every delegation it issued), or one delegation and those
+derived from it. Takes effect on the next request of every broker replica.
 Undo with keygate unrevoke (same arguments).
 ${STORE_USAGE}
 ${ADMIN_CLIENT_USAGE}
@@ -288,10 +289,14 @@ export async function unbindCommand(argv: readonly string[], io: CliIo): Promise
 
 /** `keygate revoke` */
 export async function revokeCommand(argv: readonly string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse(argv, { pcr0: { type: 'string', multiple: true }, instance: { type: 'string', multiple: true }, baseline: { type: 'string', multiple: true } });
+  const { values, positionals } = parse(argv, { pcr0: { type: 'string', multiple: true }, instance: { type: 'string', multiple: true }, baseline: { type: 'string', multiple: true }, delegation: { type: 'string', multiple: true } });
   if (values.help) {
     io.out(REVOKE_USAGE);
     return 0;
+  }
+  if (values.delegation) {
+    if (positionals.length || values.pcr0 || values.instance || values.baseline || values['broker-admin']) throw new UsageError(`--delegation combines with store options only\n\n${REVOKE_USAGE}`);
+    return (await import('./delegations.js')).revokeDelegations(values.delegation as string[], values as StoreFlags, io);
   }
   const identities = { pcr0: (values.pcr0 as string[] | undefined) ?? [], instances: (values.instance as string[] | undefined) ?? [], baselines: (values.baseline as string[] | undefined) ?? [] };
   const anyIdentity = identities.pcr0.length + identities.instances.length + identities.baselines.length > 0;
