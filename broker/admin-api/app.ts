@@ -17,6 +17,7 @@ import type { NonceRegistry } from '../nonce/registry.js';
 import { DuplicateKeyError, parseJsonStrict } from '../strict-json.js';
 import { ADMIN_HTTP_STATUS, type AdminApiErrorCode } from '../http-status.js';
 import type { Logger } from '../log.js';
+import { requestLogger } from '../http-log.js';
 import { AdminAuthError, bearerToken, requireScope, verifyAdminToken, type AdminApiKey, type AdminPrincipal, type AdminScope } from './token.js';
 
 /**
@@ -42,6 +43,8 @@ export interface AdminAppDependencies {
   readonly maxBodyBytes: number;
   readonly clock: () => number;
   readonly log: Logger;
+  /** Where the one-line-per-request log goes (none when absent). */
+  readonly requestLog?: Logger;
 }
 
 /** An admin API refusal with its stable code (and, for token refusals, the reason). */
@@ -130,6 +133,7 @@ interface Outcome<T> {
 
 export function createAdminApp(deps: AdminAppDependencies): Hono {
   const app = new Hono();
+  if (deps.requestLog) app.use('*', requestLogger(deps.requestLog, 'admin'));
   app.use(
     '*',
     bodyLimit({ maxSize: deps.maxBodyBytes, onError: (c) => answer(c, 'PAYLOAD_TOO_LARGE', `body larger than ${deps.maxBodyBytes} bytes`) }),
