@@ -60,7 +60,6 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const p = pino(
     {
       level: options.level ?? 'info',
-      messageKey: 'message',
       base: { pid: process.pid },
       timestamp: stdTimeFunctions.isoTime,
       // Levels as names ("warn"), as this log has always written them, not pino's numbers.
@@ -69,7 +68,9 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     },
     options.destination ?? pino.destination({ dest: 2, sync: true }),
   );
-  return (level, message, fields = {}) => p[level](fields, message);
+  // The message leads the fields (as this log always wrote it, and as tests and log queries match it); a field
+  // of the same name replaces it, as before.
+  return (level, message, fields = {}) => p[level]({ message, ...fields });
 }
 
 let defaultLogger: Logger | undefined;
