@@ -54,7 +54,8 @@ export function requestLogger(log: Logger, listener: Listener): MiddlewareHandle
     } finally {
       const status = c.res.status;
       const code = await errorCodeOf(c.res);
-      log(status >= 500 ? 'error' : 'info', 'request', {
+      // Always info: status and code carry the outcome; error lines stay for incidents (one per incident, not per request).
+      log('info', 'request', {
         listener,
         method: c.req.method,
         route: routeOf(c),

@@ -93,6 +93,8 @@ export class BrokerMetrics {
 
   constructor(options: BrokerMetricsOptions = {}) {
     this.#secretLabels = options.secretLabels ?? false;
+    // Started with the first broker, not at the first scrape: CPU time and event-loop delay are counted from here.
+    defaultMetricsRegistry();
     this.releases = this.#secretLabels
       ? new Counter('keygate_releases_total', 'Secrets released, by secret.', this.#registry, ['secret'])
       : new Counter('keygate_releases_total', 'Secrets released.', this.#registry);
