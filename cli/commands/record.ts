@@ -115,8 +115,8 @@ export async function recordCommand(argv: readonly string[], io: CliIo, now: () 
     // The name is a file name under --baselines: checked here so "../x" is a usage error naming the flag.
     if (!SECRET_NAME.test(values.name)) throw new UsageError(`--name: "${values.name}" is not a baseline name (letters, digits, ".", "_", "-"; starts with a letter or digit; up to 128)`);
     const commit = values.commit ?? defaultCommit();
-    // record has no --json: its output is a line for people either way.
-    const progress = values.eif ? progressFor(io, values.eif, { json: false }) : undefined;
+    // Never with --json, should record take it (its output would be for a program).
+    const progress = values.eif ? progressFor(io, values.eif, { json: argv.includes('--json') }) : undefined;
     const { path: out, baseline } = await recordBaseline({
       image: input,
       name: values.name,
