@@ -27,7 +27,8 @@ import { ReleaseService } from './release.js';
 import { createBrokerApp } from './server.js';
 import { BrokerError } from './errors.js';
 import { parseListen, perBrokerParts, type BrokerConfig } from './config.js';
-import { stderrLogger, type Logger } from './log.js';
+import { createLogger, effectiveLogLevel, type Logger } from './log.js';
+import { startupSummary } from './ops/startup-summary.js';
 import { createAdminApp } from './admin-api/app.js';
 import { DurableJtiRegistry } from './admin-api/durable-jti.js';
 import { adminApiKey } from './admin-api/token.js';
@@ -136,7 +137,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions 
 
 /** createBroker's body; `opened` collects how to close each part once it is open. */
 async function assembleBroker(config: BrokerConfig, options: BrokerOptions, opened: Array<() => unknown>): Promise<Broker> {
-  const log = options.log ?? stderrLogger;
+  const log = options.log ?? createLogger({ level: effectiveLogLevel(config.logLevel) });
   const clock = options.clock ?? Date.now;
   if (config.dev) log('warn', 'DEVELOPMENT MODE: the NSM simulator root is trusted; not for production secrets', { store: config.store, stateDir: config.stateDir });
   const perBroker = perBrokerParts(config);
@@ -279,7 +280,7 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
     await providersReady();
     await ec2Ready();
   };
-  const app = createBrokerApp({ release, challenge, metrics, brokerKey: signingKey.publicJwk, maxBodyBytes: config.maxBodyBytes, clock, ready });
+  const app = createBrokerApp({ release, challenge, metrics, brokerKey: signingKey.publicJwk, maxBodyBytes: config.maxBodyBytes, clock, ready, requestLog: log });
   // Admin API keys are not the baseline approvers' (adminKeys): a token key cannot approve a build, nor the reverse.
   const adminApiKeys = await Promise.all((config.adminApiKeys ?? []).map(async (file) => adminApiKey(await loadPublicKeyFile(file), `adminApiKeys: ${file}`)));
   if (adminApiKeys.length) log('info', 'admin API enabled', { keys: adminApiKeys.map((k) => k.kid), audience: config.adminAudience, listen: config.adminListen });
@@ -290,7 +291,7 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
       ? await DurableJtiRegistry.open(join(config.stateDir, 'admin-jti.log'), await openNonceRegistry({ kind: 'memory', ...(config.nonces.maxRemembered !== undefined ? { maxRemembered: config.nonces.maxRemembered } : {}) }), clock())
       : nonces;
   const adminApp = adminApiKeys.length
-    ? createAdminApp({ store, providers, audit, keys: adminApiKeys, approverKeys: adminKeys, audience: config.adminAudience, approvalsRequired: config.approvalsRequired, replay: adminReplay, maxBodyBytes: config.maxBodyBytes, clock, log })
+    ? createAdminApp({ store, providers, audit, keys: adminApiKeys, approverKeys: adminKeys, audience: config.adminAudience, approvalsRequired: config.approvalsRequired, replay: adminReplay, maxBodyBytes: config.maxBodyBytes, clock, log, requestLog: log })
     : undefined;
   return {
     app,
@@ -343,7 +344,9 @@ function httpLimits(config: BrokerConfig): { headersTimeout: number; requestTime
 
 /** Starts the HTTP(S) server for a broker. Port 0 picks a free port (tests). */
 export async function startBroker(config: BrokerConfig, options: BrokerOptions = {}): Promise<RunningBroker> {
-  const broker = await createBroker(config, options);
+  const log = options.log ?? createLogger({ level: effectiveLogLevel(config.logLevel) });
+  const broker = await createBroker(config, { ...options, log });
+  const startedAt = performance.now();
   const { host, port } = parseListen(config.listen);
   const tls = config.tls ? { key: await readFile(config.tls.key), cert: await readFile(config.tls.cert) } : undefined;
   const limits = httpLimits(config);
@@ -367,14 +370,15 @@ export async function startBroker(config: BrokerConfig, options: BrokerOptions =
   const address = server.address() as AddressInfo;
   const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `${tls ? 'https' : 'http'}://${shownHost}:${address.port}`;
-  (options.log ?? stderrLogger)('info', 'keygate broker listening', { url, store: config.store });
+  log('info', 'keygate broker listening', { url, store: config.store });
   // The admin API never shares the public port: its own listener, same TLS and connection limits.
   const admin = broker.adminApp ? await listenAdmin(broker.adminApp, config, tls, limits).catch(async (err: unknown) => {
     await new Promise<void>((resolve) => server.close(() => resolve()));
     await broker.close();
     throw err;
   }) : undefined;
-  if (admin) (options.log ?? stderrLogger)('info', 'keygate admin API listening', { url: admin.url });
+  if (admin) log('info', 'keygate admin API listening', { url: admin.url });
+  log('info', 'keygate broker started', { ...(await startupSummary(config, { url, ...(admin ? { adminUrl: admin.url } : {}) })) });
   return {
     ...broker,
     url,
@@ -392,6 +396,7 @@ export async function startBroker(config: BrokerConfig, options: BrokerOptions =
         });
       }
       await broker.close();
+      log('info', 'keygate broker stopped', { url, uptimeSeconds: Math.round(performance.now() - startedAt) / 1000 });
     },
   };
 }

@@ -13,6 +13,7 @@ import type { AuditSettings } from './audit/settings.js';
 import { CHAIN_ID } from './audit/chain.js';
 import type { Ec2Settings } from './ec2/instance-tags.js';
 import { DEFAULT_DELEGATION_SETTINGS, type DelegationSettings } from './delegation/settings.js';
+import { LOG_THRESHOLDS, isLogThreshold, type LogThreshold } from './log.js';
 
 /** Broker settings (a JSON config file, overridden by command-line flags). */
 export interface BrokerConfig {
@@ -73,6 +74,8 @@ export interface BrokerConfig {
   readonly maxConnections: number;
   /** Label the releases metric with secret names. Default false: /metrics is unauthenticated and names reveal which secrets exist. */
   readonly metricsSecretLabels: boolean;
+  /** Lowest log level written: debug, info (default), warn, error or silent. The KEYGATE_LOG_LEVEL environment variable overrides it. */
+  readonly logLevel: LogThreshold;
   /** Development mode: marked loudly in logs. Only from the --dev flag, never from a config file. */
   readonly dev: boolean;
   /** Limits on delegations: `{ maxTtlSeconds: 3600, maxDepth: 2, maxUses: 1000 }` by default. */
@@ -97,6 +100,7 @@ export const DEFAULT_CONFIG: BrokerConfig = {
   keepAliveTimeoutSeconds: 5,
   maxConnections: 1024,
   metricsSecretLabels: false,
+  logLevel: 'info',
   nonces: { kind: 'memory' },
   quarantine: { kind: 'memory' },
   keys: { kind: 'file' },
@@ -246,6 +250,7 @@ export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerCo
   if (config.headersTimeoutSeconds > config.requestTimeoutSeconds) throw new ConfigError('headersTimeoutSeconds must not exceed requestTimeoutSeconds');
   if (!Number.isInteger(config.maxConnections) || config.maxConnections < 1) throw new ConfigError('maxConnections must be a positive integer');
   if (typeof config.metricsSecretLabels !== 'boolean') throw new ConfigError('metricsSecretLabels must be true or false');
+  if (!isLogThreshold(config.logLevel)) throw new ConfigError(`logLevel must be one of ${LOG_THRESHOLDS.join(', ')}`);
   if (!Number.isInteger(config.approvalsRequired) || config.approvalsRequired < 1) throw new ConfigError('approvalsRequired must be a positive integer');
   if (config.adminKeys && config.approvalsRequired > config.adminKeys.length) {
     throw new ConfigError(`approvalsRequired (${config.approvalsRequired}) exceeds the number of adminKeys (${config.adminKeys.length})`);

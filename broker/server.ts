@@ -9,6 +9,8 @@ import { HTTP_STATUS } from './http-status.js';
 import { validateNames, type ReleaseService } from './release.js';
 import type { ChallengeService } from './challenge.js';
 import type { BrokerMetrics } from './metrics.js';
+import type { Logger } from './log.js';
+import { requestLogger } from './http-log.js';
 import type { ChallengeAnswer, ErrorAnswer, SecretsAnswer } from './protocol/index.js';
 import { parseDelegationRequest } from './delegation/request.js';
 
@@ -22,6 +24,8 @@ export interface BrokerAppDependencies {
   readonly clock: () => number;
   /** Resolves when the broker can serve (store loaded, key provider reachable, audit writable). */
   readonly ready: () => Promise<void>;
+  /** Where the one-line-per-request log goes (none when absent). */
+  readonly requestLog?: Logger;
 }
 
 function errorResponse(c: Context, err: BrokerError): Response {
@@ -92,6 +96,7 @@ async function readReleaseBody(c: Context): Promise<{ attestation: Uint8Array; n
  */
 export function createBrokerApp(deps: BrokerAppDependencies): Hono {
   const app = new Hono();
+  if (deps.requestLog) app.use('*', requestLogger(deps.requestLog, 'api'));
   const limit = bodyLimit({
     maxSize: deps.maxBodyBytes,
     onError: (c) => errorResponse(c, new BrokerError('PAYLOAD_TOO_LARGE', `body larger than ${deps.maxBodyBytes} bytes`)),
@@ -133,7 +138,7 @@ export function createBrokerApp(deps: BrokerAppDependencies): Hono {
     }
   });
 
-  app.get('/metrics', (c) => c.text(deps.metrics.render(), 200, { 'content-type': 'text/plain; version=0.0.4' }));
+  app.get('/metrics', async (c) => c.text(await deps.metrics.render(), 200, { 'content-type': deps.metrics.contentType }));
 
   // A known route asked with another method is 405 with Allow, not 404 (HEAD is served by the GET routes).
   const allowed: Record<string, string> = { '/v1/challenge': 'GET', '/v1/secrets': 'POST', '/v1/delegations': 'POST', '/v1/broker-key': 'GET', '/healthz': 'GET', '/readyz': 'GET', '/metrics': 'GET' };

@@ -18,6 +18,7 @@ import type { NonceRegistry } from '../nonce/registry.js';
 import { DuplicateKeyError, parseJsonStrict } from '../strict-json.js';
 import { ADMIN_HTTP_STATUS, type AdminApiErrorCode } from '../http-status.js';
 import type { Logger } from '../log.js';
+import { requestLogger } from '../http-log.js';
 import { AdminAuthError, bearerToken, requireScope, verifyAdminToken, type AdminApiKey, type AdminPrincipal, type AdminScope } from './token.js';
 
 /**
@@ -45,6 +46,8 @@ export interface AdminAppDependencies {
   readonly maxBodyBytes: number;
   readonly clock: () => number;
   readonly log: Logger;
+  /** Where the one-line-per-request log goes (none when absent). */
+  readonly requestLog?: Logger;
 }
 
 /** An admin API refusal with its stable code (and, for token refusals, the reason). */
@@ -185,6 +188,7 @@ export function createAdminApp(deps: AdminAppDependencies): Hono {
     const fresh = deps.store.snapshot().baselines;
     return { baselines: await Promise.all(named.map(async (r) => ({ name: r.rule.baseline, ...(await approvalStatus(fresh.get(r.rule.baseline!) ?? r.baseline!, deps.approverKeys, deps.approvalsRequired ?? 1)) }))) };
   };
+  if (deps.requestLog) app.use('*', requestLogger(deps.requestLog, 'admin'));
   app.use(
     '*',
     bodyLimit({ maxSize: deps.maxBodyBytes, onError: (c) => answer(c, 'PAYLOAD_TOO_LARGE', `body larger than ${deps.maxBodyBytes} bytes`) }),

@@ -26,6 +26,11 @@ export interface EifDescription {
 const ZERO48 = Buffer.alloc(48);
 const CHUNK = 1 << 20;
 
+export interface DescribeEifOptions {
+  /** Called after each chunk read with the bytes read so far and the file's size (a progress display). */
+  readonly onProgress?: (doneBytes: number, totalBytes: number) => void;
+}
+
 /** A PCR as Nitro extends it once from zero: SHA-384(48 zero bytes || digest). */
 export function extendFromZero(digest: Buffer): string {
   return createHash('sha384').update(ZERO48).update(digest).digest('hex');
@@ -63,7 +68,7 @@ function signingCertificateDer(section: Buffer): Buffer {
  *
  * @throws EifError for anything malformed, truncated or inconsistent
  */
-export async function describeEif(path: string): Promise<EifDescription> {
+export async function describeEif(path: string, options: DescribeEifOptions = {}): Promise<EifDescription> {
   const file = await open(path, 'r');
   try {
     const size = (await file.stat()).size;
@@ -116,6 +121,7 @@ export async function describeEif(path: string): Promise<EifDescription> {
         for (const h of targets) h.update(piece);
         if (keep) kept.push(Buffer.from(piece));
         off += n;
+        options.onProgress?.(dataStart + off, size);
       }
       if (type === SectionType.Kernel) kernels++;
       if (type === SectionType.Cmdline) cmdlines++;

@@ -9,7 +9,7 @@ import { pcrSet } from '../admin.js';
 import { loadPrivateKeyFile } from '../signing-key.js';
 import { createFileExclusive, writeFileAtomic } from '../../lib/durable-fs.js';
 import { EifError, EIF_MAGIC } from '../eif/format.js';
-import { describeEif, type EifDescription } from '../eif/reader.js';
+import { describeEif, type DescribeEifOptions, type EifDescription } from '../eif/reader.js';
 import { measurementsFromNitroCli } from '../eif/nitro-cli-json.js';
 import { OperationError, unreadable } from './errors.js';
 import { differingPcrs, IMAGE_PCRS, type ImagePcrs } from '../../lib/pcrs.js';
@@ -56,9 +56,9 @@ function validBaseline(json: unknown, path: string): Baseline {
  *
  * @throws EifError for a malformed image; OperationError INPUT_UNREADABLE when the file cannot be read
  */
-export async function measureEif(path: string): Promise<EifDescription> {
+export async function measureEif(path: string, options: DescribeEifOptions = {}): Promise<EifDescription> {
   try {
-    return await describeEif(path);
+    return await describeEif(path, options);
   } catch (err) {
     if (err instanceof EifError) throw err;
     throw unreadable(path, err);
@@ -77,7 +77,7 @@ export interface ImageMeasurement {
  *
  * @throws EifError for a malformed image or JSON that is not nitro-cli output; OperationError INPUT_UNREADABLE
  */
-export async function measureImage(path: string): Promise<ImageMeasurement> {
+export async function measureImage(path: string, options: DescribeEifOptions = {}): Promise<ImageMeasurement> {
   let head: Buffer;
   try {
     const handle = await open(path, 'r');
@@ -88,7 +88,7 @@ export async function measureImage(path: string): Promise<ImageMeasurement> {
     throw unreadable(path, err);
   }
   if (head.equals(EIF_MAGIC)) {
-    const d = await measureEif(path);
+    const d = await measureEif(path, options);
     return { pcrs: d.pcrs, eifSha384: d.fileSha384, source: 'eif' };
   }
   let json: unknown;
@@ -134,6 +134,8 @@ export interface RecordRequest {
   /** Replace an existing baseline of that name (baselines are history: off by default). */
   readonly force?: boolean;
   readonly now: Date;
+  /** Progress of reading an EIF (bytes read, file size). */
+  readonly onProgress?: DescribeEifOptions['onProgress'];
 }
 
 /**
@@ -142,7 +144,7 @@ export interface RecordRequest {
  * @throws EifError (malformed image), SchemaError (invalid field), OperationError (unreadable input, unusable key, existing baseline)
  */
 export async function recordBaseline(req: RecordRequest): Promise<{ path: string; baseline: Baseline }> {
-  const measured = await measureImage(req.image);
+  const measured = await measureImage(req.image, req.onProgress ? { onProgress: req.onProgress } : {});
   const body: BaselineBody = {
     formatVersion: 1,
     name: req.name,

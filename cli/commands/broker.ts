@@ -1,5 +1,6 @@
 import { AuditFileInUseError, startBroker } from '../../broker/broker.js';
 import { checkConfig } from '../../broker/ops/check-config.js';
+import { LogLevelError } from '../../broker/log.js';
 import { SharedKeyError } from '../../broker/keys/key-source.js';
 import { openDevPki } from '../../vsock-shim/simulator/pki-store.js';
 import { devPkiDirectory } from './get.js';
@@ -53,6 +54,7 @@ export async function brokerCommand(argv: readonly string[], io: CliIo): Promise
   } catch (err) {
     const listenError = listenProblem(err);
     if (listenError) throw new UsageError(`--listen ${config.listen}: ${listenError}`, { hint: false });
+    if (err instanceof LogLevelError) throw new UsageError(err.message, { hint: false });
     if (!(err instanceof AuditFileInUseError || err instanceof SharedKeyError)) throw err;
     io.err(`keygate broker: refusing to start: ${err instanceof SharedKeyError ? `${err.code}: ` : ''}${err.message}\n`);
     return 1;

@@ -12,6 +12,7 @@ import { access } from 'node:fs/promises';
 import { UsageError, usageError } from '../errors.js';
 import { parseCommand } from '../args.js';
 import type { CliIo } from '../io.js';
+import { progressFor } from '../progress.js';
 import { approveBaseline } from '../../broker/policy/baseline.js';
 
 export const RECORD_USAGE = `Usage: keygate record (--eif FILE | --nitro-cli-json FILE) --name NAME [options]
@@ -27,6 +28,8 @@ rebuilt image (EIF or nitro-cli JSON) reproduces a baseline's PCRs.
   --baselines DIR    where baselines live (default ./pcr-baselines)
   --force            overwrite an existing baseline of that name
 
+On a terminal, reading a large --eif shows its progress on stderr (never when
+output is piped).
 Exit status: 0 recorded / reproduced, 1 PCRs differ or image malformed, 2 usage error.
 `;
 
@@ -112,6 +115,8 @@ export async function recordCommand(argv: readonly string[], io: CliIo, now: () 
     // The name is a file name under --baselines: checked here so "../x" is a usage error naming the flag.
     if (!SECRET_NAME.test(values.name)) throw new UsageError(`--name: "${values.name}" is not a baseline name (letters, digits, ".", "_", "-"; starts with a letter or digit; up to 128)`);
     const commit = values.commit ?? defaultCommit();
+    // Never with --json, should record take it (its output would be for a program).
+    const progress = values.eif ? progressFor(io, values.eif, { json: argv.includes('--json') }) : undefined;
     const { path: out, baseline } = await recordBaseline({
       image: input,
       name: values.name,
@@ -122,7 +127,8 @@ export async function recordCommand(argv: readonly string[], io: CliIo, now: () 
       ...(values['sign-key'] ? { signKeyFile: values['sign-key'] } : {}),
       force: Boolean(values.force),
       now: new Date(now()),
-    });
+      ...(progress ? { onProgress: progress.onProgress } : {}),
+    }).finally(() => progress?.end());
     io.out(`recorded ${out}: PCR0 ${baseline.pcrs['0'].slice(0, 16)}… (${baseline.signature ? 'signed' : 'unsigned'}, 0 approvals)\n`);
     return 0;
   } catch (err) {

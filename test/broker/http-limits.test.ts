@@ -105,7 +105,7 @@ describe('broker HTTP server limits', () => {
     const extra = await rawClient(b);
     await expect.poll(extra.closed, { timeout: 20_000, interval: 50 }).toBe(true);
     expect(held.every((c) => !c.closed())).toBe(true);
-    expect(b.metrics.droppedConnections.render()).toMatch(/^keygate_connections_dropped_total 1$/m);
+    expect(await b.metrics.droppedConnections.render()).toMatch(/^keygate_connections_dropped_total 1$/m);
     held[0]!.socket.destroy();
     await expect.poll(() => serverConnections(b), { timeout: 20_000, interval: 50 }).toBeLessThan(4);
     const res = await fetch(`${b.url}/healthz`);
