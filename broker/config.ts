@@ -12,6 +12,7 @@ import type { SharedKeySettings } from './keys/key-source.js';
 import type { AuditSettings } from './audit/settings.js';
 import { CHAIN_ID } from './audit/chain.js';
 import type { Ec2Settings } from './ec2/instance-tags.js';
+import { gatewaySettingsProblem, type GatewaySettings } from './gateway/settings.js';
 
 /** Broker settings (a JSON config file, overridden by command-line flags). */
 export interface BrokerConfig {
@@ -74,6 +75,8 @@ export interface BrokerConfig {
   readonly metricsSecretLabels: boolean;
   /** Development mode: marked loudly in logs. Only from the --dev flag, never from a config file. */
   readonly dev: boolean;
+  /** Credential substitution (inject bindings): the gateway's own TLS listener and limits. Absent: no gateway. */
+  readonly gateway?: GatewaySettings;
 }
 
 export const DEFAULT_CONFIG: BrokerConfig = {
@@ -112,7 +115,7 @@ export class ConfigError extends CodedError<'CONFIG_INVALID'> {
   }
 }
 
-const KEYS = new Set(Object.keys(DEFAULT_CONFIG).concat(['auditFile', 'roots', 'extraRootPems', 'challengeKeyFile', 'kms', 'tls', 'adminKeys', 'ec2', 'adminApiKeys']));
+const KEYS = new Set(Object.keys(DEFAULT_CONFIG).concat(['auditFile', 'roots', 'extraRootPems', 'challengeKeyFile', 'kms', 'tls', 'adminKeys', 'ec2', 'adminApiKeys', 'gateway']));
 
 /** Parses `host:port` / `[v6]:port`. */
 export function parseListen(listen: string): HostPort {
@@ -153,6 +156,11 @@ export async function loadConfigFile(path: string): Promise<Partial<BrokerConfig
   const archive = c.audit && typeof c.audit === 'object' ? (c.audit as { archive?: unknown }).archive : undefined;
   if (archive && typeof archive === 'object' && 'credentials' in archive) throw new ConfigError(`${path}: audit.archive.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
   if (c.ec2 && typeof c.ec2 === 'object' && 'credentials' in c.ec2) throw new ConfigError(`${path}: ec2.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
+  if (c.gateway && typeof c.gateway === 'object') {
+    const g = c.gateway as Record<string, unknown>;
+    if (g.budgets && typeof g.budgets === 'object' && 'credentials' in g.budgets) throw new ConfigError(`${path}: gateway.budgets.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
+    c.gateway = { ...g, ...Object.fromEntries(['certFile', 'keyFile', 'upstreamCaFile'].filter((k) => k in g).map((k) => [k, rel(g[k])])) };
+  }
   if (c.tls && typeof c.tls === 'object') c.tls = { cert: rel((c.tls as { cert: unknown }).cert), key: rel((c.tls as { key: unknown }).key) };
   return c as Partial<BrokerConfig>;
 }
@@ -251,6 +259,8 @@ export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerCo
   validateQuarantine(config.quarantine);
   validateKeys(config.keys);
   validateAudit(config.audit);
+  const gatewayProblem = config.gateway === undefined ? undefined : gatewaySettingsProblem(config.gateway);
+  if (gatewayProblem) throw new ConfigError(gatewayProblem);
   return config;
 }
 

@@ -21,6 +21,8 @@ import { AgentError } from './errors.js';
 import { BrokerHttp } from './http.js';
 import { sentDocument, type SentDocument } from './document.js';
 import { CmsError, decryptRecipientEnvelope } from './cms.js';
+import { GatewayClient, type GatewayOptions } from './gateway-client.js';
+import { gatewayFetch, startLocalGateway, Substitutes, type GatewayHandle } from './gateway.js';
 
 /** A secret value: text secrets as strings, binary ones as bytes (treat as read-only). */
 export type SecretValue = string | Uint8Array;
@@ -44,6 +46,8 @@ export interface AgentOptions {
   readonly wallClock?: () => number;
   /** How far the broker's clock may be from this enclave's for `iat`. Default 60 s. */
   readonly maxClockSkewMs?: number;
+  /** The broker's credential gateway (inject bindings): its transport and pinned key. Needed by gateway() and fetch(). */
+  readonly gateway?: GatewayOptions;
 }
 
 export interface AgentStats {
@@ -59,6 +63,13 @@ export interface AgentStats {
 export interface SecretAgent {
   getSecret(name: string): Promise<SecretValue>;
   getSecrets(names: readonly string[]): Promise<Record<string, SecretValue>>;
+  /**
+   * Credential substitution: a local HTTP endpoint (127.0.0.1, random port) an unmodified SDK can use as
+   * its base URL (`gw.url(name)`), with `gw.substitute(name)` as its API key; the broker adds the real one.
+   */
+  gateway(): Promise<GatewayHandle>;
+  /** One call to credential `name`'s upstream through the broker's gateway; gateway refusals throw AgentError. */
+  fetch(name: string, path: string, init?: RequestInit): Promise<Response>;
   readonly stats: Readonly<AgentStats>;
   close(): Promise<void>;
 }
@@ -124,6 +135,7 @@ class Agent implements SecretAgent {
   readonly #maxClockSkewMs: number;
   readonly #refreshAhead: number;
   #closed = false;
+  #gateway: { client: GatewayClient; substitutes: Substitutes; local?: Promise<GatewayHandle> } | undefined;
 
   constructor(
     private readonly options: AgentOptions,
@@ -315,8 +327,30 @@ class Agent implements SecretAgent {
     return new AgentError(err.code, message);
   }
 
+  #gatewayParts(): { client: GatewayClient; substitutes: Substitutes; local?: Promise<GatewayHandle> } {
+    if (this.#closed) throw new AgentError('AGENT_CLOSED', 'the agent is closed');
+    if (!this.options.gateway) throw new AgentError('GATEWAY_NOT_CONFIGURED', 'createAgent was given no gateway options (transport and pinned key)');
+    this.#gateway ??= { client: new GatewayClient(this.options.gateway, this.options.nsm, this.#clock), substitutes: new Substitutes() };
+    return this.#gateway;
+  }
+
+  async gateway(): Promise<GatewayHandle> {
+    const parts = this.#gatewayParts();
+    parts.local ??= startLocalGateway(parts.client, parts.substitutes);
+    return parts.local;
+  }
+
+  async fetch(name: string, path: string, init?: RequestInit): Promise<Response> {
+    const parts = this.#gatewayParts();
+    return gatewayFetch(parts.client, parts.substitutes, name, path, init);
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
+    if (this.#gateway) {
+      this.#gateway.client.close();
+      await (await this.#gateway.local?.catch(() => undefined))?.close();
+    }
     this.#http.close();
     for (const entry of this.#cache.values()) if (entry.value instanceof Uint8Array) entry.value.fill(0);
     this.#cache.clear();

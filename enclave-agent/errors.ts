@@ -24,6 +24,12 @@ export type AgentErrorCode =
   | 'CMS_WRONG_RECIPIENT'
   | 'CMS_DECRYPT_FAILED'
   | 'AGENT_CLOSED'
+  /** Credential gateway: TLS with the gateway failed (handshake or record integrity): the relay altered or replayed bytes. */
+  | 'GATEWAY_TLS_FAILED'
+  /** Credential gateway: the peer's certificate key is not the pinned gateway key. */
+  | 'GATEWAY_UNTRUSTED'
+  /** Credential gateway: `gateway` options were not given to createAgent. */
+  | 'GATEWAY_NOT_CONFIGURED'
   | BrokerErrorCode;
 
 export class AgentError extends CodedError<AgentErrorCode> {

@@ -32,6 +32,14 @@ export const BROKER_ERROR_CODES = [
   'METHOD_NOT_ALLOWED',
   'PAYLOAD_TOO_LARGE',
   'INTERNAL_ERROR',
+  // the credential gateway (broker/gateway): token, channel binding, per-call policy, upstream
+  'GATEWAY_TOKEN_INVALID',
+  'CHANNEL_BINDING_INVALID',
+  'ROUTE_DENIED',
+  'BODY_TOO_LARGE',
+  'BUDGET_EXCEEDED',
+  'UPSTREAM_STATUS_DENIED',
+  'UPSTREAM_UNAVAILABLE',
 ] as const;
 
 export type BrokerErrorCode = (typeof BROKER_ERROR_CODES)[number];

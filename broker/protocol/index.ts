@@ -15,3 +15,17 @@ export { receivedItems } from './answer.js';
 export type { ReleasedSecret, SecretsAnswer, ChallengeAnswer, ErrorAnswer, ReceivedItem } from './answer.js';
 export { CHALLENGE_NONCE_BYTES, CHALLENGE_TIME_BYTES, CHALLENGE_RANDOM_BYTES, CHALLENGE_MAC_BYTES } from './challenge.js';
 export type { BrokerErrorCode } from './codes.js';
+export {
+  GATEWAY_CHALLENGE_PATH,
+  GATEWAY_TOKEN_PATH,
+  GATEWAY_CALL_PREFIX,
+  GATEWAY_TOKEN_HEADER,
+  CHANNEL_BINDING_HEADER,
+  GATEWAY_ERROR_HEADER,
+  CHANNEL_BINDING_LABEL,
+  CHANNEL_BINDING_BYTES,
+  CHANNEL_BINDING_CONTEXT,
+  GATEWAY_TOKEN_TYPE,
+  GATEWAY_TOKEN_AUDIENCE,
+} from './gateway.js';
+export type { GatewayTokenRequest, GatewayTokenAnswer } from './gateway.js';
