@@ -44,7 +44,7 @@ function isTlsFailure(err: unknown): boolean {
 }
 
 function pinOf(text: string): Buffer {
-  const pin = /^[0-9a-f]{64}$/i.test(text) ? Buffer.from(text, 'hex') : Buffer.from(text, 'base64');
+  const pin = text.length === 64 && /^[0-9a-fA-F]+$/.test(text) ? Buffer.from(text, 'hex') : Buffer.from(text, 'base64');
   if (pin.length !== 32) throw new TypeError('gateway.spkiSha256 must be a SHA-256 digest (64 hex characters or base64)');
   return pin;
 }

@@ -16,6 +16,7 @@ import {
 } from '../protocol/index.js';
 import { HTTP_STATUS } from '../http-status.js';
 import { BrokerError } from '../errors.js';
+import { CodedError } from '../../lib/coded-error.js';
 import { SECRET_NAME } from '../policy/schema.js';
 import type { Binding } from '../policy/types.js';
 import type { ReleaseService } from '../release.js';
@@ -46,15 +47,16 @@ export interface GatewayDependencies {
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host', 'content-length', 'expect']);
 const MAX_TOKEN_BODY_BYTES = 64 * 1024;
 
-/** A refusal of a call: the code the caller is shown, the exact reason audited. */
-class CallRefused extends Error {
+/** A refusal of a call: the code the caller is shown, the exact reason audited (and the upstream's status, when it answered). */
+class CallRefused extends CodedError<BrokerErrorCode> {
+  override readonly name = 'CallRefused';
   constructor(
-    readonly shown: BrokerErrorCode,
+    shown: BrokerErrorCode,
     readonly reason: string,
     message: string,
-    readonly status: number | null = null,
+    readonly upstreamStatus: number | null = null,
   ) {
-    super(message);
+    super(shown, message);
   }
 }
 
@@ -166,7 +168,7 @@ export class GatewayService {
     } catch (err) {
       if (!(err instanceof CallRefused)) throw err;
       req.resume();
-      await this.#audited(res, s, 'deny', err.reason, err.status, null, () => this.#answerError(res, err.shown, err.message));
+      await this.#audited(res, s, 'deny', err.reason, err.upstreamStatus, null, () => this.#answerError(res, err.code, err.message));
     }
   }
 
@@ -267,7 +269,7 @@ export class GatewayService {
     } catch {
       return this.#answerError(res, 'INTERNAL_ERROR', 'the call could not be audited');
     }
-    this.#answerError(res, refused.shown, refused.message);
+    this.#answerError(res, refused.code, refused.message);
   }
 
   #record(s: CallState, decision: DecisionRecord['decision'], code: string, status: number | null, bytesOut: number | null): DecisionRecord {

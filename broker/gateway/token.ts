@@ -4,6 +4,8 @@ import { GATEWAY_TOKEN_AUDIENCE, GATEWAY_TOKEN_TYPE } from '../protocol/index.js
 import type { EnclaveIdentity } from '../policy/decide.js';
 import { BINDABLE_PCRS } from '../policy/types.js';
 import type { SigningKey } from '../signing-key.js';
+import { CodedError } from '../../lib/coded-error.js';
+import { PCR_HEX, type PcrValues } from '../../lib/pcrs.js';
 
 const ISSUER = 'keygate';
 
@@ -44,13 +46,12 @@ export async function issueGatewayToken(
 }
 
 /** Why a token was refused (audited; the caller sees GATEWAY_TOKEN_INVALID). */
-export class GatewayTokenError extends Error {
+export class GatewayTokenError extends CodedError<'GATEWAY_TOKEN_INVALID'> {
+  override readonly name = 'GatewayTokenError';
   constructor(readonly reason: string) {
-    super(reason);
+    super('GATEWAY_TOKEN_INVALID', reason);
   }
 }
-
-const PCR_HEX = /^[0-9a-f]{64,128}$/;
 
 /**
  * Verifies a gateway token at `now`: the broker's signature, type, issuer, audience and expiry, then the
@@ -77,7 +78,7 @@ export async function verifyGatewayToken(token: string, publicKey: KeyObject, no
   return {
     jti: payload.jti as string,
     name: payload.sub as string,
-    identity: { moduleId: payload.mid, pcrs: pcrs as Record<number, string>, debug: payload.dbg },
+    identity: { moduleId: payload.mid, pcrs: pcrs as PcrValues, debug: payload.dbg },
     docSha256: payload.doc,
     key,
     keyId: createHash('sha256').update(`${cnf.jwk.e}.${cnf.jwk.n}`).digest('base64url'),
