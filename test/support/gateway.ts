@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import type { JWK } from 'jose';
 import type { RunningBroker } from '../../broker/broker.js';
 import type { BrokerConfig } from '../../broker/config.js';
+import type { GatewaySettings } from '../../broker/gateway/settings.js';
 import type { InjectRule } from '../../broker/policy/types.js';
 import { bindSecret, pcrSet } from '../../broker/admin.js';
 import { NsmSimulator } from '../../vsock-shim/simulator/nsm-simulator.js';
@@ -34,7 +35,7 @@ export interface GatewayFixture {
 }
 
 /** The upstream answers every request with a small JSON body, at once. */
-export async function startGatewayFixture(extra: Partial<BrokerConfig> = {}): Promise<GatewayFixture> {
+export async function startGatewayFixture(extra: Partial<BrokerConfig> = {}, gatewayExtra: Partial<GatewaySettings> = {}): Promise<GatewayFixture> {
   const dir = mkdtempSync(join(tmpdir(), 'keygate-gwfx-'));
   const simulator = await NsmSimulator.create({ warn: () => {} });
   const { caPem, server } = await loopbackCa();
@@ -53,7 +54,6 @@ export async function startGatewayFixture(extra: Partial<BrokerConfig> = {}): Pr
   });
   await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
   const upstreamOrigin = `https://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
-  const gatewayExtra = extra.gateway ?? {};
   const broker = await startTestBroker(dir, [simulator.rootPem], { ...extra, gateway: { listen: '127.0.0.1:0', certFile: join(dir, 'gw.crt'), keyFile: join(dir, 'gw.key'), upstreamCaFile: join(dir, 'upstream-ca.pem'), ...gatewayExtra } });
   const gatewayPort = Number(new URL(broker.gatewayUrl!).port);
   const brokerKey = (await (await fetch(`${broker.url}/v1/broker-key`)).json()) as JWK;
