@@ -245,6 +245,7 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
       nonces.check().catch(named('the shared nonce registry')),
       quarantine.check().catch(named('the shared quarantine')),
       audit.check?.().catch(named(`the audit table (${config.audit.kind === 'dynamodb' ? config.audit.table : 'file'})`)),
+      gateway?.checkBudget().catch(named('the gateway budget counter')),
     ]);
   };
 

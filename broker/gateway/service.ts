@@ -98,6 +98,11 @@ export class GatewayService {
     });
   };
 
+  /** Readiness of the budget counter (a shared table: one cheap read). */
+  checkBudget(): Promise<void> {
+    return this.#deps.budget.check();
+  }
+
   close(): void {
     this.#agent.destroy();
     this.#deps.budget.close();
@@ -165,8 +170,10 @@ export class GatewayService {
     s.token = token;
     try {
       await this.#authoriseAndForward(req, res, s, target);
-    } catch (err) {
-      if (!(err instanceof CallRefused)) throw err;
+    } catch (caught) {
+      // Anything unexpected once the caller is known is still this call's one audit record (fail closed).
+      const err = caught instanceof CallRefused ? caught : new CallRefused('INTERNAL_ERROR', `INTERNAL_ERROR:${(caught as Error).name}`, 'internal error; nothing was forwarded');
+      if (res.headersSent) return void res.destroy();
       req.resume();
       await this.#audited(res, s, 'deny', err.reason, err.upstreamStatus, null, () => this.#answerError(res, err.code, err.message));
     }
@@ -203,13 +210,16 @@ export class GatewayService {
     let credential: string;
     try {
       const value = await this.#deps.release.gatewayValue(binding, s.now, decision.generation);
-      credential = inject.template.replace('{value}', Buffer.from(value).toString('utf8'));
+      // split/join, not replace: a `$&` in a key must not be read as a replacement pattern.
+      credential = inject.template.split('{value}').join(Buffer.from(value).toString('utf8'));
       value.fill(0);
     } catch (err) {
       const name = (err as { providerError?: string; name?: string }).providerError ?? (err as Error).name;
       const code = (err as Error).name === 'SecretUnavailableError' ? 'SECRET_UNAVAILABLE' : 'KMS_UNAVAILABLE';
       throw new CallRefused(code, `${code}:${name}`, 'the credential cannot be decrypted; nothing was forwarded');
     }
+    // A value that cannot travel in a header (CR, LF, other controls) would split it: refused, never sent.
+    if (!/^[\t\x20-\x7e\x80-\xff]*$/.test(credential)) throw new CallRefused('SECRET_UNAVAILABLE', 'SECRET_UNAVAILABLE:NotAHeaderValue', 'the credential cannot be sent in a header; nothing was forwarded');
     await this.#forward(req, res, s, target.path + target.query, body, credential);
   }
 

@@ -252,6 +252,19 @@ describe('per-call policy: refusals with exact codes, each audited', () => {
     expect(auditLines().at(-1)).toMatchObject({ decision: 'call', secret: 'openai', version: 2 });
   });
 
+  it('a key with replacement patterns ($&, $\') arrives byte for byte; one that cannot be a header value is refused (SECRET_UNAVAILABLE, audited)', async () => {
+    const local = broker.providers.get('local')!;
+    await bindSecret(broker.store, local, { secret: 'dollar', value: enc("sk-$&-$'-$$-x"), allow, provider: 'local', inject: inject(['POST /v1/echo']) });
+    await bindSecret(broker.store, local, { secret: 'crlf', value: enc('sk-a\r\nx-evil: 1'), allow, provider: 'local', inject: inject(['POST /v1/echo']) });
+    const a = await agent();
+    await (await a.fetch('dollar', '/v1/echo', { method: 'POST', body: '{}' })).text();
+    expect(seen.at(-1)!.authorization).toBe("Bearer sk-$&-$'-$$-x");
+    const before = seen.length;
+    expect((await errorOf(a.fetch('crlf', '/v1/echo', { method: 'POST', body: '{}' }))).code).toBe('SECRET_UNAVAILABLE');
+    expect(seen.length).toBe(before);
+    expect(auditLines().at(-1)).toMatchObject({ decision: 'deny', code: 'SECRET_UNAVAILABLE:NotAHeaderValue', secret: 'crlf' });
+  });
+
   it('POST /v1/secrets for an inject binding: POLICY_DENIED', async () => {
     const a = await agent();
     expect((await errorOf(a.getSecret('openai'))).code).toBe('POLICY_DENIED');
