@@ -114,12 +114,13 @@ export class GatewayClient {
         socket.destroy();
         reject(err instanceof AgentError ? err : isTlsFailure(err) ? new AgentError('GATEWAY_TLS_FAILED', `TLS with the gateway failed (${(err as Error).message}): the bytes were altered or this is not the gateway`, { cause: err }) : new AgentError('BROKER_UNREACHABLE', `cannot reach the gateway at ${t.description}: ${(err as Error).message}`, { cause: err }));
       };
+      const closed = (): void => fail(new AgentError('GATEWAY_TLS_FAILED', 'the gateway connection closed during the TLS handshake'));
       socket.once('error', fail);
-      socket.once('close', () => fail(new AgentError('GATEWAY_TLS_FAILED', 'the gateway connection closed during the TLS handshake')));
+      socket.once('close', closed);
       socket.once('secureConnect', () => {
         clearTimeout(timer);
-        socket.removeAllListeners('error');
-        socket.removeAllListeners('close');
+        socket.off('error', fail);
+        socket.off('close', closed);
         resolve();
       });
     });
@@ -184,7 +185,6 @@ export class GatewayClient {
       pending = this.#obtain(name).finally(() => this.#inflight.delete(name));
       this.#inflight.set(name, pending);
     }
-    // A token past renewal but not expired still serves while the new one is fetched... unless fetching fails.
     return (await pending).token;
   }
 
