@@ -242,6 +242,25 @@ describe('per-call policy: refusals with exact codes, each audited', () => {
     expect(auditLines().at(-1)).toMatchObject({ decision: 'deny', code: 'UPSTREAM_UNAVAILABLE:ECONNREFUSED', secret: 'down', gateway: { status: null } });
   });
 
+  it('an upstream whose certificate does not validate gets nothing: UPSTREAM_UNAVAILABLE with the TLS error, the key is never sent', async () => {
+    const impostor = await selfSigned('upstream impostor');
+    let requests = 0;
+    const server = createHttpsServer({ cert: impostor.certPem, key: impostor.keyPem }, (_req, res) => {
+      requests++;
+      res.end('{}');
+    });
+    const port = await new Promise<number>((r) => server.listen(0, '127.0.0.1', () => r((server.address() as AddressInfo).port)));
+    try {
+      await bindSecret(broker.store, broker.providers.get('local')!, { secret: 'impostor', value: enc('sk-impostor'), allow, provider: 'local', inject: { ...inject(['GET /v1/x']), upstream: `https://127.0.0.1:${port}` } });
+      const a = await agent();
+      expect((await errorOf(a.fetch('impostor', '/v1/x'))).code).toBe('UPSTREAM_UNAVAILABLE');
+      expect(requests).toBe(0);
+      expect(auditLines().at(-1)).toMatchObject({ decision: 'deny', code: expect.stringMatching(/^UPSTREAM_UNAVAILABLE:(DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE)$/), secret: 'impostor' });
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
   it('a rotated key is used from the next call on, with no enclave change', async () => {
     const a = await agent();
     await (await a.fetch('openai', '/v1/echo', { method: 'POST', body: '{}' })).text();
