@@ -86,6 +86,7 @@ describe('keygate bind --inject', () => {
     expect(r.status).toBe(0);
     expect(r.stdout).toContain('inject into https://api.example.com');
     expect(r.stdout + r.stderr).not.toContain(VALUE);
+    expect((await cli(['list', '--config', join(dir, 'keygate.json')], undefined, dir)).stdout).toContain('inject https://api.example.com');
     const stored = JSON.parse(readFileSync(join(dir, 'store', 'bindings', 'openai.json'), 'utf8')) as { inject: unknown };
     expect(stored.inject).toEqual({ upstream: 'https://api.example.com', header: 'authorization', template: 'Bearer {value}', routes: ['POST /v1/chat/completions', 'GET /v1/models'], maxBodyBytes: 4096, budget: { requests: 600, windowSeconds: 60 }, allowStatus: [200, 201] });
   });
