@@ -343,6 +343,9 @@ describe('a stolen or replayed gateway token', () => {
     const answer = await jsonOver(first, 'POST', '/v1/gateway/token', { attestation: Buffer.from(doc).toString('base64'), name: 'openai' });
     const token = answer.token as string;
     expect(answer.ttlSeconds).toBe(30); // at most the binding's TTL
+    // The attestation cannot be replayed for a second token: its challenge is single use.
+    const again = await jsonOver(first, 'POST', '/v1/gateway/token', { attestation: Buffer.from(doc).toString('base64'), name: 'openai' });
+    expect((again.error as { code: string }).code).toBe('NONCE_MISMATCH');
     const path = `${GATEWAY_CALL_PREFIX}openai/v1/echo`;
     const replayedBinding = bindingFor(first, k.privateKey);
     first.destroy();
