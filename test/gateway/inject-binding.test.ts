@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseInject, SchemaError } from '../../broker/policy/schema.js';
+import { parseBinding, parseInject, SchemaError } from '../../broker/policy/schema.js';
 import { AdminError, bindSecret, pcrSet, rotateSecret } from '../../broker/admin.js';
 import { FileStore } from '../../broker/store/file-store.js';
 import { cli } from '../support/cli.js';
@@ -54,6 +54,26 @@ describe('inject schema', () => {
     const err = schemaError(value);
     expect(err.code).toBe('SCHEMA_INVALID');
     expect(err.path).toBe(path);
+  });
+});
+
+describe('inject in a binding', () => {
+  it('cannot be combined with mode kms-recipient (the broker must hold the value to add it)', () => {
+    const binding = {
+      secret: 's', version: 1, provider: 'aws-kms', kmsKeyId: 'alias/k', mode: 'kms-recipient', ciphertext: 'AAAA', text: true, allow: [{ pcrs: { ...APPROVED } }],
+      allowDebug: false, ttlSeconds: 60, revoked: false, createdAt: '2026-01-01T00:00:00Z', updatedAt: '2026-01-01T00:00:00Z', inject: RULE,
+    };
+    const err = (() => {
+      try {
+        parseBinding(binding);
+      } catch (e) {
+        return e as SchemaError;
+      }
+      throw new Error('expected a SchemaError');
+    })();
+    expect([err.code, err.path]).toEqual(['SCHEMA_INVALID', 'binding.inject']);
+    const { mode: _mode, ...jwe } = binding;
+    expect(parseBinding(jwe).inject).toEqual(RULE);
   });
 });
 

@@ -13,7 +13,10 @@ import { bindSecret, pcrSet } from '../../broker/admin.js';
 import { NsmSimulator } from '../../vsock-shim/simulator/nsm-simulator.js';
 import { tcpTransport } from '../../vsock-shim/transport/transport.js';
 import { createAgent, type AgentOptions, type SecretAgent } from '../../enclave-agent/index.js';
-import { startTestBroker } from './broker.js';
+import { NO_RATE_LIMITS, startTestBroker } from './broker.js';
+import { startBroker } from '../../broker/broker.js';
+import { resolveConfig } from '../../broker/config.js';
+import { silentLogger } from '../../broker/log.js';
 import { loopbackCa, selfSigned, type TlsPair } from './tls.js';
 
 export interface GatewayFixture {
@@ -35,7 +38,7 @@ export interface GatewayFixture {
 }
 
 /** The upstream answers every request with a small JSON body, at once. */
-export async function startGatewayFixture(extra: Partial<BrokerConfig> = {}, gatewayExtra: Partial<GatewaySettings> = {}): Promise<GatewayFixture> {
+export async function startGatewayFixture(extra: Partial<BrokerConfig> = {}, gatewayExtra: Partial<GatewaySettings> = {}, brokerClock?: () => number): Promise<GatewayFixture> {
   const dir = mkdtempSync(join(tmpdir(), 'keygate-gwfx-'));
   const simulator = await NsmSimulator.create({ warn: () => {} });
   const { caPem, server } = await loopbackCa();
@@ -54,7 +57,10 @@ export async function startGatewayFixture(extra: Partial<BrokerConfig> = {}, gat
   });
   await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
   const upstreamOrigin = `https://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
-  const broker = await startTestBroker(dir, [simulator.rootPem], { ...extra, gateway: { listen: '127.0.0.1:0', certFile: join(dir, 'gw.crt'), keyFile: join(dir, 'gw.key'), upstreamCaFile: join(dir, 'upstream-ca.pem'), ...gatewayExtra } });
+  const config: Partial<BrokerConfig> = { ...extra, gateway: { listen: '127.0.0.1:0', certFile: join(dir, 'gw.crt'), keyFile: join(dir, 'gw.key'), upstreamCaFile: join(dir, 'upstream-ca.pem'), ...gatewayExtra } };
+  const broker = brokerClock
+    ? await startBroker(resolveConfig({ listen: '127.0.0.1:0', store: join(dir, 'store'), stateDir: join(dir, 'state'), extraRootPems: [simulator.rootPem], rateLimits: NO_RATE_LIMITS, ...config }), { log: silentLogger, clock: brokerClock })
+    : await startTestBroker(dir, [simulator.rootPem], config);
   const gatewayPort = Number(new URL(broker.gatewayUrl!).port);
   const brokerKey = (await (await fetch(`${broker.url}/v1/broker-key`)).json()) as JWK;
   const p = simulator.pcrs;
