@@ -413,5 +413,6 @@ export function perBrokerParts(config: BrokerConfig): string[] {
   if (config.quarantine.kind === 'memory') parts.push('quarantine (per broker)');
   if (config.keys.kind === 'file') parts.push('keys (each broker signs with its own key under stateDir)');
   if (config.audit.kind === 'file') parts.push('audit (each broker writes its own file under stateDir; lost with the instance)');
+  if (config.gateway && (config.gateway.budgets?.kind ?? 'memory') === 'memory') parts.push('gateway budgets (each broker counts its own calls: N replicas allow N times the budget)');
   return parts;
 }

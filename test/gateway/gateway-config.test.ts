@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, loadConfigFile, resolveConfig } from '../../broker/config.js';
+import { ConfigError, loadConfigFile, perBrokerParts, resolveConfig } from '../../broker/config.js';
 
 let dir: string;
 beforeAll(() => {
@@ -38,6 +38,12 @@ describe('gateway config', () => {
     const err = configError(gateway);
     expect(err.code).toBe('CONFIG_INVALID');
     expect(err.message).toMatch(message);
+  });
+
+  it('with a shared store, memory budgets are named as per-broker state (the broker warns at start)', () => {
+    const store = { kind: 'dynamodb' as const, table: 'keygate-store' };
+    expect(perBrokerParts(resolveConfig({ store, gateway: base }))).toContain('gateway budgets (each broker counts its own calls: N replicas allow N times the budget)');
+    expect(perBrokerParts(resolveConfig({ store, gateway: { ...base, budgets: { kind: 'dynamodb', table: 'keygate-nonces' } } })).join()).not.toContain('gateway');
   });
 
   it('a config file: certFile, keyFile and upstreamCaFile are relative to it; budget credentials are refused', async () => {
