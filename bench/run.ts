@@ -4,8 +4,9 @@ import { benchBroker } from './broker.js';
 import { benchAgent } from './agent.js';
 import { benchJunk } from './junk.js';
 import { benchReplicas } from './replicas.js';
+import { benchGateway } from './gateway.js';
 
-const ALL: Record<string, () => Promise<unknown>> = { verify: benchVerify, broker: benchBroker, agent: benchAgent, junk: benchJunk };
+const ALL: Record<string, () => Promise<unknown>> = { verify: benchVerify, broker: benchBroker, agent: benchAgent, junk: benchJunk, gateway: benchGateway };
 /** Run only when named: replicas needs moto_server (or AWS) and starts several broker processes. */
 const ON_REQUEST: Record<string, () => Promise<unknown>> = { replicas: benchReplicas };
 

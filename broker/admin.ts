@@ -2,7 +2,7 @@ import { CodedError } from '../lib/coded-error.js';
 import type { BindingStore, StoreSnapshot } from './store/store.js';
 import type { KeyProvider } from './kms/provider.js';
 import { parseBinding, parsePcrValues, SECRET_NAME } from './policy/schema.js';
-import type { AllowRule, Binding, BindablePcrs, Ec2TagRule, ProviderName, ReleaseMode, Revocations } from './policy/types.js';
+import type { AllowRule, Binding, BindablePcrs, Ec2TagRule, InjectRule, ProviderName, ReleaseMode, Revocations } from './policy/types.js';
 import { samePcrs, type PcrValues } from '../lib/pcrs.js';
 import type { Baseline } from './policy/baseline.js';
 import { mergeBaseline } from './ops/stored-baselines.js';
@@ -40,6 +40,8 @@ export interface BindRequest {
   readonly addAllow?: boolean;
   /** Baselines the rules reference, copied into the store (with their approvals) for brokers to check. */
   readonly baselines?: readonly Baseline[];
+  /** Credential substitution: never released, only added by the broker's gateway to calls to an upstream. */
+  readonly inject?: InjectRule;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -88,6 +90,10 @@ export async function bindSecret(store: BindingStore, provider: KeyProvider, req
     if (previous?.mode === 'kms-recipient' && req.mode === undefined && req.provider !== 'aws-kms') {
       throw new AdminError(`"${req.secret}" is bound in kms-recipient mode (the broker never holds its value); re-binding it to the ${req.provider} provider would end that: bind with --provider aws-kms, or unbind it first`);
     }
+    // Same for inject: a re-bind that forgets --inject would make a credential that is never to leave the broker releasable.
+    if (previous?.inject && !req.inject) {
+      throw new AdminError(`"${req.secret}" is an inject binding (never released, only added by the gateway); re-binding it without --inject would make it releasable: bind with --inject, or unbind it first`);
+    }
     const allow = req.addAllow && previous ? [...previous.allow, ...req.allow.filter((r) => !previous.allow.some((p) => sameRule(p, r)))] : req.allow;
     const binding = parseBinding({
       secret: req.secret,
@@ -101,6 +107,7 @@ export async function bindSecret(store: BindingStore, provider: KeyProvider, req
       ...(req.instanceTag ? { instances: { ec2Tag: { ...req.instanceTag } } } : req.instances?.length ? { instances: { ids: [...req.instances] } } : previous?.instances ? { instances: previous.instances } : {}),
       allowDebug: req.allowDebug ?? false,
       ttlSeconds: req.ttlSeconds ?? previous?.ttlSeconds ?? 60,
+      ...(req.inject ? { inject: req.inject } : {}),
       revoked: false,
       createdAt: previous?.createdAt ?? now.toISOString(),
       updatedAt: now.toISOString(),

@@ -35,6 +35,9 @@ import { adminApiKey } from './admin-api/token.js';
 import { acquireLock, describeOwner, LockBusyError, type HeldLock } from './store/lock.js';
 import { openDelegationRegistry } from './delegation/open-delegations.js';
 import { DelegationGate } from './delegation/gate.js';
+import { GatewayService } from './gateway/service.js';
+import { openBudgetCounter } from './gateway/open-budget.js';
+import { listenGateway } from './gateway/listener.js';
 
 /** A running (or ready-to-serve) broker and its parts. */
 export interface Broker {
@@ -47,6 +50,8 @@ export interface Broker {
   readonly release: ReleaseService;
   /** The admin API (`/v1/admin/...`), when adminApiKeys are configured; served on its own listener (adminListen). */
   readonly adminApp?: Hono;
+  /** The credential gateway (inject bindings), when `gateway` is configured; served on its own TLS listener. */
+  readonly gateway?: GatewayService;
   /** Closes the audit log and provider clients (and the server, when listening). */
   close(): Promise<void>;
 }
@@ -247,6 +252,7 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
       nonces.check().catch(named('the shared nonce registry')),
       quarantine.check().catch(named('the shared quarantine')),
       audit.check?.().catch(named(`the audit table (${config.audit.kind === 'dynamodb' ? config.audit.table : 'file'})`)),
+      gateway?.checkBudget().catch(named('the gateway budget counter')),
     ]);
   };
 
@@ -290,12 +296,15 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
     adminApiKeys.length && config.nonces.kind === 'memory'
       ? await DurableJtiRegistry.open(join(config.stateDir, 'admin-jti.log'), await openNonceRegistry({ kind: 'memory', ...(config.nonces.maxRemembered !== undefined ? { maxRemembered: config.nonces.maxRemembered } : {}) }), clock())
       : nonces;
+  const gateway = config.gateway ? await openGateway(config, { release, challenge, signingKey, audit, clock }) : undefined;
+  if (gateway) opened.push(() => gateway.close());
   const adminApp = adminApiKeys.length
     ? createAdminApp({ store, providers, audit, keys: adminApiKeys, approverKeys: adminKeys, audience: config.adminAudience, approvalsRequired: config.approvalsRequired, replay: adminReplay, maxBodyBytes: config.maxBodyBytes, clock, log, requestLog: log })
     : undefined;
   return {
     app,
     ...(adminApp ? { adminApp } : {}),
+    ...(gateway ? { gateway } : {}),
     store,
     audit,
     signingKey,
@@ -309,6 +318,7 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
         await auditLock?.release();
       }
       closeKeyProviders(providers);
+      gateway?.close();
       nonces.close();
       quarantine.close();
       instanceTags.close();
@@ -324,6 +334,21 @@ export interface RunningBroker extends Broker {
   readonly server: ServerType;
   /** The admin API's own listener (adminListen), when the admin API is enabled. */
   readonly adminUrl?: string;
+  /** The credential gateway's TLS listener (gateway.listen), when configured. */
+  readonly gatewayUrl?: string;
+}
+
+/** The gateway service of a broker: its budget counter from the factory, the upstream CA (tests only) read now. */
+async function openGateway(config: BrokerConfig, parts: Pick<ConstructorParameters<typeof GatewayService>[0], 'release' | 'challenge' | 'signingKey' | 'audit' | 'clock'>): Promise<GatewayService> {
+  const settings = config.gateway!;
+  const budget = await openBudgetCounter(settings.budgets);
+  return new GatewayService({
+    ...parts,
+    budget,
+    ...(settings.upstreamCaFile ? { upstreamCa: await readFile(settings.upstreamCaFile, 'utf8') } : {}),
+    maxTokenSeconds: settings.maxTokenSeconds ?? 300,
+    upstreamTimeoutMs: settings.upstreamTimeoutMs ?? 60_000,
+  });
 }
 
 /**
@@ -378,13 +403,22 @@ export async function startBroker(config: BrokerConfig, options: BrokerOptions =
     throw err;
   }) : undefined;
   if (admin) log('info', 'keygate admin API listening', { url: admin.url });
+  const gatewayListener = broker.gateway ? await listenGateway(broker.gateway, config.gateway!, limits, config.maxConnections).catch(async (err: unknown) => {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    if (admin) await new Promise<void>((resolve) => admin.server.close(() => resolve()));
+    await broker.close();
+    throw err;
+  }) : undefined;
+  if (gatewayListener) log('info', 'keygate credential gateway listening', { url: gatewayListener.url });
   log('info', 'keygate broker started', { ...(await startupSummary(config, { url, ...(admin ? { adminUrl: admin.url } : {}) })) });
   return {
     ...broker,
     url,
     server,
     ...(admin ? { adminUrl: admin.url } : {}),
+    ...(gatewayListener ? { gatewayUrl: gatewayListener.url } : {}),
     close: async () => {
+      await gatewayListener?.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         (server as { closeAllConnections?: () => void }).closeAllConnections?.();

@@ -14,6 +14,7 @@ import { CHAIN_ID } from './audit/chain.js';
 import type { Ec2Settings } from './ec2/instance-tags.js';
 import { DEFAULT_DELEGATION_SETTINGS, type DelegationSettings } from './delegation/settings.js';
 import { LOG_THRESHOLDS, isLogThreshold, type LogThreshold } from './log.js';
+import { gatewaySettingsProblem, type GatewaySettings } from './gateway/settings.js';
 
 /** Broker settings (a JSON config file, overridden by command-line flags). */
 export interface BrokerConfig {
@@ -80,6 +81,8 @@ export interface BrokerConfig {
   readonly dev: boolean;
   /** Limits on delegations: `{ maxTtlSeconds: 3600, maxDepth: 2, maxUses: 1000 }` by default. */
   readonly delegation: DelegationSettings;
+  /** Credential substitution (inject bindings): the gateway's own TLS listener and limits. Absent: no gateway. */
+  readonly gateway?: GatewaySettings;
 }
 
 export const DEFAULT_CONFIG: BrokerConfig = {
@@ -120,7 +123,7 @@ export class ConfigError extends CodedError<'CONFIG_INVALID'> {
   }
 }
 
-const KEYS = new Set(Object.keys(DEFAULT_CONFIG).concat(['auditFile', 'roots', 'extraRootPems', 'challengeKeyFile', 'kms', 'tls', 'adminKeys', 'ec2', 'adminApiKeys']));
+const KEYS = new Set(Object.keys(DEFAULT_CONFIG).concat(['auditFile', 'roots', 'extraRootPems', 'challengeKeyFile', 'kms', 'tls', 'adminKeys', 'ec2', 'adminApiKeys', 'gateway']));
 
 /** Parses `host:port` / `[v6]:port`. */
 export function parseListen(listen: string): HostPort {
@@ -161,6 +164,11 @@ export async function loadConfigFile(path: string): Promise<Partial<BrokerConfig
   const archive = c.audit && typeof c.audit === 'object' ? (c.audit as { archive?: unknown }).archive : undefined;
   if (archive && typeof archive === 'object' && 'credentials' in archive) throw new ConfigError(`${path}: audit.archive.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
   if (c.ec2 && typeof c.ec2 === 'object' && 'credentials' in c.ec2) throw new ConfigError(`${path}: ec2.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
+  if (c.gateway && typeof c.gateway === 'object') {
+    const g = c.gateway as Record<string, unknown>;
+    if (g.budgets && typeof g.budgets === 'object' && 'credentials' in g.budgets) throw new ConfigError(`${path}: gateway.budgets.credentials is not allowed in a config file; use the AWS SDK credential chain (environment, profile, instance role)`);
+    c.gateway = { ...g, ...Object.fromEntries(['certFile', 'keyFile', 'upstreamCaFile'].filter((k) => k in g).map((k) => [k, rel(g[k])])) };
+  }
   if (c.tls && typeof c.tls === 'object') c.tls = { cert: rel((c.tls as { cert: unknown }).cert), key: rel((c.tls as { key: unknown }).key) };
   return c as Partial<BrokerConfig>;
 }
@@ -260,6 +268,8 @@ export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerCo
   validateQuarantine(config.quarantine);
   validateKeys(config.keys);
   validateAudit(config.audit);
+  const gatewayProblem = config.gateway === undefined ? undefined : gatewaySettingsProblem(config.gateway);
+  if (gatewayProblem) throw new ConfigError(gatewayProblem);
   return config;
 }
 
@@ -425,5 +435,6 @@ export function perBrokerParts(config: BrokerConfig): string[] {
   if (config.quarantine.kind === 'memory') parts.push('quarantine (per broker)');
   if (config.keys.kind === 'file') parts.push('keys (each broker signs with its own key under stateDir)');
   if (config.audit.kind === 'file') parts.push('audit (each broker writes its own file under stateDir; lost with the instance)');
+  if (config.gateway && (config.gateway.budgets?.kind ?? 'memory') === 'memory') parts.push('gateway budgets (each broker counts its own calls: N replicas allow N times the budget)');
   return parts;
 }

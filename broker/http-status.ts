@@ -5,7 +5,7 @@ import type { BrokerErrorCode } from './protocol/index.js';
  * code meets the transport (domain errors carry codes only). A Record, so a
  * code added to broker/protocol/codes.ts does not compile until it has a status.
  */
-export const HTTP_STATUS: Readonly<Record<BrokerErrorCode, 400 | 401 | 403 | 404 | 405 | 413 | 429 | 500 | 503>> = {
+export const HTTP_STATUS: Readonly<Record<BrokerErrorCode, 400 | 401 | 403 | 404 | 405 | 413 | 429 | 500 | 502 | 503>> = {
   MALFORMED_COSE: 400,
   UNSUPPORTED_ALG: 400,
   MALFORMED_PAYLOAD: 400,
@@ -44,6 +44,16 @@ export const HTTP_STATUS: Readonly<Record<BrokerErrorCode, 400 | 401 | 403 | 404
   DELEGATION_NOT_ALLOWED: 403,
   /** The presenting enclave's measurements are not the delegation's audience. */
   AUDIENCE_MISMATCH: 403,
+  /** Gateway: no valid gateway token, or the connection is not bound to the token's key. */
+  GATEWAY_TOKEN_INVALID: 401,
+  CHANNEL_BINDING_INVALID: 401,
+  /** Gateway per-call policy refusals: 403 with the reason in the code (never retried by SDKs). */
+  ROUTE_DENIED: 403,
+  BODY_TOO_LARGE: 403,
+  BUDGET_EXCEEDED: 403,
+  UPSTREAM_STATUS_DENIED: 403,
+  /** Gateway: the upstream could not be reached or failed TLS validation. */
+  UPSTREAM_UNAVAILABLE: 502,
 };
 
 /**

@@ -19,7 +19,7 @@ import { Quarantine, RateLimiter, type QuarantineStore } from './rate-limit.js';
 import { NonceRegistryUnavailableError, type NonceRegistry, type NonceUse } from './nonce/registry.js';
 import { QuarantineUnavailableError } from './quarantine/store.js';
 import { BrokerError } from './errors.js';
-import { buildRecipientReleaseClaims, buildReleaseClaims, RELEASE_JWS_TYPE, type DelegationAnswer, type ReleasedSecret, type SignedReleaseClaims } from './protocol/index.js';
+import { buildRecipientReleaseClaims, buildReleaseClaims, RELEASE_JWS_TYPE, type BrokerErrorCode, type DelegationAnswer, type ReleasedSecret, type SignedReleaseClaims } from './protocol/index.js';
 import { DelegationGate, type Admitted, type DelegationAudit, type DelegationRequest, type GateOutcome } from './delegation/gate.js';
 import { auditCode, namesDenied, refusal, type Denial, type DenialReason } from './release/denial.js';
 import { identityKeyOf, identityOf, type IdentityKey } from './release/identity.js';
@@ -107,6 +107,32 @@ interface Verified {
   readonly identityKey: IdentityKey;
 }
 
+/** What a request is for: a release (never an inject binding) or a gateway token (inject bindings only). */
+type Purpose = 'release' | 'gateway';
+
+/** An inject binding is never released, and only an inject binding gets a gateway token (audited precisely; shown POLICY_DENIED). */
+function purposeDenial(binding: Binding | undefined, purpose: Purpose): Decision | undefined {
+  if (!binding) return undefined;
+  if (purpose === 'release' && binding.inject) return { allow: false, reason: 'INJECT_ONLY', detail: 'an inject binding is only used by the gateway, never released' };
+  if (purpose === 'gateway' && !binding.inject) return { allow: false, reason: 'NOT_INJECT', detail: 'not an inject binding' };
+  return undefined;
+}
+
+/** What a gateway token request establishes (ReleaseService.admitGateway). */
+export interface GatewayAdmission {
+  readonly doc: VerifiedDocument;
+  readonly identity: EnclaveIdentity;
+  readonly identityKey: IdentityKey;
+  readonly bindings: readonly Binding[];
+  /** The broker clock the request was decided at. */
+  readonly now: number;
+}
+
+/** One gateway call's policy answer: the current binding, or the code shown and the exact reason audited. */
+export type GatewayDecision =
+  | { readonly ok: true; readonly binding: Binding; readonly generation: number }
+  | { readonly ok: false; readonly shown: BrokerErrorCode; readonly reason: string };
+
 /** What `authorise` establishes: every name may be released, as these bindings of one store generation. */
 interface Authorised {
   readonly bindings: readonly Binding[];
@@ -172,18 +198,80 @@ export class ReleaseService {
     try {
       return await this.#record(req, await decide());
     } catch (err) {
-      if (err instanceof BrokerError) throw err; // a denial, durably recorded by #record
-      if (err instanceof AuditUnavailableError && err.storeError !== undefined) {
-        // The shared audit store (DynamoDB) cannot take records: transient, like the other shared tables (retry later).
-        this.#deps.metrics.denials.inc({ code: 'STORE_UNAVAILABLE' });
-        throw new BrokerError('STORE_UNAVAILABLE', 'the shared audit store is unavailable; nothing was released', { cause: err });
-      }
-      // Fail closed: an unexpected failure (audit write included) releases nothing and reveals nothing.
-      this.#deps.metrics.denials.inc({ code: 'INTERNAL_ERROR' });
-      throw new BrokerError('INTERNAL_ERROR', 'internal error; nothing was released', { cause: err });
+      return this.#failClosed(err);
     } finally {
       this.#deps.metrics.requestSeconds.observe((performance.now() - req.started) / 1000);
     }
+  }
+
+  /**
+   * A gateway token request (broker/gateway): the same verify and authorise steps as a release (fresh
+   * nonce consumed, quarantine, rate limits, revocation, policy), for inject bindings only; audited before
+   * the answer (one `token` record per name, or the denial as for a release). Nothing is decrypted.
+   *
+   * @throws BrokerError with the code the caller is shown
+   */
+  async admitGateway(attestation: Uint8Array, names: readonly string[], client: string): Promise<GatewayAdmission> {
+    const req: ReleaseRequest = { names, client, now: this.#deps.clock(), started: performance.now() };
+    try {
+      const verified = await this.#verify(req, attestation);
+      if (!verified.ok) return (await this.#record(req, verified)) as never;
+      const authorised = await this.#authorise(req, verified.value, 'gateway');
+      if (!authorised.ok) return (await this.#record(req, { ...authorised, doc: verified.value.doc })) as never;
+      await this.#record(req, { ok: true, value: { released: [], bindings: authorised.value.bindings }, doc: verified.value.doc }, 'token');
+      return { doc: verified.value.doc, identity: verified.value.identity, identityKey: verified.value.identityKey, bindings: authorised.value.bindings, now: req.now };
+    } catch (err) {
+      return this.#failClosed(err);
+    }
+  }
+
+  /**
+   * One gateway call's policy, against the current store: the identity is not revoked and `name` is still an
+   * inject binding this identity may use (a revocation or a policy change stops calls at once). The binding
+   * returned is the current version (a rotation takes effect on the next call).
+   */
+  async gatewayDecision(identity: EnclaveIdentity, name: string): Promise<GatewayDecision> {
+    let snapshot;
+    try {
+      snapshot = await this.#deps.store.refresh();
+    } catch {
+      return { ok: false, shown: 'STORE_UNAVAILABLE', reason: auditCode({ kind: 'store', file: 'unreachable' }) };
+    }
+    if (snapshot.revocationsProblem) return { ok: false, shown: 'STORE_UNAVAILABLE', reason: auditCode({ kind: 'store', file: 'revocations.json' }) };
+    this.#dropStaleCache(snapshot.generation, snapshot.bindings);
+    const binding = snapshot.bindings.get(name);
+    const approved = await this.#approvedBaselines(snapshot);
+    let decision: Decision =
+      checkRevoked(identity, snapshot.revocations) ??
+      (snapshot.invalidBindings.has(name) ? { allow: false, reason: 'STORE_INVALID', detail: 'the binding file fails validation' } : undefined) ??
+      purposeDenial(binding, 'gateway') ??
+      decide(binding, identity, snapshot.revocations, approved);
+    if (!decision.allow && decision.reason === 'INSTANCE_TAGS_UNAVAILABLE') {
+      const refused = new Map([[name, decision]]);
+      const ec2Error = await this.#decideInstanceTags(identity, [name], snapshot, approved, refused);
+      if (ec2Error !== undefined) return { ok: false, shown: 'STORE_UNAVAILABLE', reason: auditCode({ kind: 'instanceTags', ec2Error }) };
+      decision = refused.get(name) ?? { allow: true, rule: 0 };
+    }
+    if (!decision.allow) return { ok: false, shown: callerCode(decision.reason), reason: decision.reason };
+    return { ok: true, binding: binding!, generation: snapshot.generation };
+  }
+
+  /** An inject binding's value for one gateway call (value cache, key provider): a copy the caller wipes. */
+  gatewayValue(binding: Binding, now: number, generation: number): Promise<Uint8Array> {
+    return this.#plaintext(binding, now, generation);
+  }
+
+  /** Fail closed: a denial is rethrown (already recorded); anything else becomes a coded refusal that reveals nothing. */
+  #failClosed(err: unknown): never {
+    if (err instanceof BrokerError) throw err; // a denial, durably recorded by #record
+    if (err instanceof AuditUnavailableError && err.storeError !== undefined) {
+      // The shared audit store (DynamoDB) cannot take records: transient, like the other shared tables (retry later).
+      this.#deps.metrics.denials.inc({ code: 'STORE_UNAVAILABLE' });
+      throw new BrokerError('STORE_UNAVAILABLE', 'the shared audit store is unavailable; nothing was released', { cause: err });
+    }
+    // Fail closed: an unexpected failure (audit write included) releases nothing and reveals nothing.
+    this.#deps.metrics.denials.inc({ code: 'INTERNAL_ERROR' });
+    throw new BrokerError('INTERNAL_ERROR', 'internal error; nothing was released', { cause: err });
   }
 
   /** verify -> authorise -> unwrap -> seal: what the request comes to, nothing audited yet. */
@@ -305,7 +393,7 @@ export class ReleaseService {
    * loaded, and the policy allows every name (one refused name refuses them
    * all); then each secret's own rate.
    */
-  async #authorise(req: ReleaseRequest, v: Verified): Promise<Outcome<Authorised>> {
+  async #authorise(req: ReleaseRequest, v: Verified, purpose: Purpose = 'release'): Promise<Outcome<Authorised>> {
     const { names, now } = req;
     const quarantined = await this.#quarantineAnswer(() => this.#quarantine.isQuarantined(v.identityKey, now));
     if (typeof quarantined !== 'boolean') return denied(quarantined);
@@ -330,7 +418,7 @@ export class ReleaseService {
     const invalid: Decision = { allow: false, reason: 'STORE_INVALID', detail: 'the binding file fails validation' };
     const refused = new Map<string, Extract<Decision, { allow: false }>>();
     for (const name of names) {
-      const decision = revoked ?? (snapshot.invalidBindings.has(name) ? invalid : decide(snapshot.bindings.get(name), v.identity, snapshot.revocations, approved));
+      const decision = revoked ?? (snapshot.invalidBindings.has(name) ? invalid : (purposeDenial(snapshot.bindings.get(name), purpose) ?? decide(snapshot.bindings.get(name), v.identity, snapshot.revocations, approved)));
       if (!decision.allow) refused.set(name, decision);
     }
     const tagErrors = await this.#decideInstanceTags(v.identity, names, snapshot, approved, refused);
@@ -416,7 +504,7 @@ export class ReleaseService {
    *
    * @throws BrokerError for a denial, once it is recorded
    */
-  async #record(req: ReleaseRequest, result: Result): Promise<ReleasedSecret[]> {
+  async #record(req: ReleaseRequest, result: Result, granted: 'release' | 'token' = 'release'): Promise<ReleasedSecret[]> {
     const { audit, metrics } = this.#deps;
     const doc = result.doc;
     const entry = (decision: DecisionRecord['decision'], code: string, secret: string | null, version: number | null): DecisionRecord => ({
@@ -448,8 +536,10 @@ export class ReleaseService {
       throw new BrokerError(denial.shown, denial.message);
     }
     const { released, bindings, issued } = result.value;
-    await Promise.all(bindings.map((b) => audit.append(issued ? entry('delegate', 'DELEGATED', b.secret, b.version) : entry('release', 'RELEASED', b.secret, b.version))));
-    if (!issued) for (const b of bindings) metrics.released(b.secret);
+    const decision = issued ? 'delegate' : granted;
+    const code = issued ? 'DELEGATED' : granted === 'release' ? 'RELEASED' : 'GATEWAY_TOKEN';
+    await Promise.all(bindings.map((b) => audit.append(entry(decision, code, b.secret, b.version))));
+    if (!issued && granted === 'release') for (const b of bindings) metrics.released(b.secret);
     return released;
   }
 

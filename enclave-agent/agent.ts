@@ -23,6 +23,8 @@ import { sentDocument, type SentDocument } from './document.js';
 import { CmsError, decryptRecipientEnvelope } from './cms.js';
 import { parentOfToken, requestDelegation, type DelegateOptions, type Delegation, type DelegationParent } from './delegation.js';
 import type { MeasurementValues } from '../broker/protocol/index.js';
+import { GatewayClient, type GatewayOptions } from './gateway-client.js';
+import { gatewayFetch, startLocalGateway, Substitutes, type GatewayHandle } from './gateway.js';
 
 /** A secret value: text secrets as strings, binary ones as bytes (treat as read-only). */
 export type SecretValue = string | Uint8Array;
@@ -48,6 +50,8 @@ export interface AgentOptions {
   readonly maxClockSkewMs?: number;
   /** A sub-agent: the delegation token its parent obtained (`agent.delegate`), presented with every request. */
   readonly delegation?: string;
+  /** The broker's credential gateway (inject bindings): its transport and pinned key. Needed by gateway() and fetch(). */
+  readonly gateway?: GatewayOptions;
 }
 
 export interface AgentStats {
@@ -67,6 +71,13 @@ export interface SecretAgent {
   delegate(options: DelegateOptions): Promise<Delegation>;
   /** Who delegated `token` (verified with the pinned broker key); with `expected`, PARENT_MISMATCH unless the parent has these measurements. */
   parentOf(token: string, expected?: { readonly pcrs: MeasurementValues }): Promise<DelegationParent>;
+  /**
+   * Credential substitution: a local HTTP endpoint (127.0.0.1, random port) an unmodified SDK can use as
+   * its base URL (`gw.url(name)`), with `gw.substitute(name)` as its API key; the broker adds the real one.
+   */
+  gateway(): Promise<GatewayHandle>;
+  /** One call to credential `name`'s upstream through the broker's gateway; gateway refusals throw AgentError. */
+  fetch(name: string, path: string, init?: RequestInit): Promise<Response>;
   readonly stats: Readonly<AgentStats>;
   close(): Promise<void>;
 }
@@ -132,6 +143,7 @@ class Agent implements SecretAgent {
   readonly #maxClockSkewMs: number;
   readonly #refreshAhead: number;
   #closed = false;
+  #gateway: { client: GatewayClient; substitutes: Substitutes; local?: Promise<GatewayHandle> } | undefined;
 
   constructor(
     private readonly options: AgentOptions,
@@ -334,8 +346,30 @@ class Agent implements SecretAgent {
     return parentOfToken(token, this.brokerKey, expected);
   }
 
+  #gatewayParts(): { client: GatewayClient; substitutes: Substitutes; local?: Promise<GatewayHandle> } {
+    if (this.#closed) throw new AgentError('AGENT_CLOSED', 'the agent is closed');
+    if (!this.options.gateway) throw new AgentError('GATEWAY_NOT_CONFIGURED', 'createAgent was given no gateway options (transport and pinned key)');
+    this.#gateway ??= { client: new GatewayClient(this.options.gateway, this.options.nsm, this.#clock), substitutes: new Substitutes() };
+    return this.#gateway;
+  }
+
+  async gateway(): Promise<GatewayHandle> {
+    const parts = this.#gatewayParts();
+    parts.local ??= startLocalGateway(parts.client, parts.substitutes);
+    return parts.local;
+  }
+
+  async fetch(name: string, path: string, init?: RequestInit): Promise<Response> {
+    const parts = this.#gatewayParts();
+    return gatewayFetch(parts.client, parts.substitutes, name, path, init);
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
+    if (this.#gateway) {
+      this.#gateway.client.close();
+      await (await this.#gateway.local?.catch(() => undefined))?.close();
+    }
     this.#http.close();
     for (const entry of this.#cache.values()) if (entry.value instanceof Uint8Array) entry.value.fill(0);
     this.#cache.clear();

@@ -26,6 +26,12 @@ export type AgentErrorCode =
   | 'AGENT_CLOSED'
   /** `parentOf(token, expected)`: the delegating parent's measurements are not the expected ones. */
   | 'PARENT_MISMATCH'
+  /** Credential gateway: TLS with the gateway failed (handshake or record integrity): the relay altered or replayed bytes. */
+  | 'GATEWAY_TLS_FAILED'
+  /** Credential gateway: the peer's certificate key is not the pinned gateway key. */
+  | 'GATEWAY_UNTRUSTED'
+  /** Credential gateway: `gateway` options were not given to createAgent. */
+  | 'GATEWAY_NOT_CONFIGURED'
   | BrokerErrorCode;
 
 export class AgentError extends CodedError<AgentErrorCode> {

@@ -12,8 +12,8 @@ export const AUDITED_PCRS = [0, 1, 2, 4] as const;
 /** One decision as the broker saw it (design.md section 4). */
 export interface DecisionRecord {
   readonly time: string;
-  /** `delegate`: a delegation was issued for this secret (broker/delegation). */
-  readonly decision: 'release' | 'deny' | 'delegate';
+  /** `delegate`: a delegation was issued for this secret (broker/delegation); `token`: a gateway token was issued; `call`: a gateway call was forwarded (broker/gateway). */
+  readonly decision: 'release' | 'deny' | 'delegate' | 'token' | 'call';
   /** RELEASED, or the true reason for a denial (finer than what the caller was told). */
   readonly code: string;
   readonly secret: string | null;
@@ -31,6 +31,21 @@ export interface DecisionRecord {
     readonly chain: ReadonlyArray<{ readonly moduleId: string; readonly pcr0: string | null }>;
     readonly parents: readonly string[];
   };
+  /** A gateway call (decision `call`, or its denial): what was asked of the upstream. Never bodies or credential headers. */
+  readonly gateway?: GatewayCallRecord;
+}
+
+/** The audited facts of one gateway call; the path carries no query values. */
+export interface GatewayCallRecord {
+  readonly jti: string;
+  readonly method: string;
+  readonly host: string;
+  readonly path: string;
+  /** The upstream's status (null: no answer from it). */
+  readonly status: number | null;
+  readonly bytesIn: number;
+  /** Known when the upstream declares Content-Length; null for a streamed answer (it is passed on as it arrives). */
+  readonly bytesOut: number | null;
 }
 
 /**

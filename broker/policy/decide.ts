@@ -30,7 +30,11 @@ export type DenyReason =
   | 'BASELINE_NOT_APPROVED'
   | 'REVOKED'
   /** The binding file fails validation; the caller sees POLICY_DENIED like any other denial. */
-  | 'STORE_INVALID';
+  | 'STORE_INVALID'
+  /** An inject binding asked for by `POST /v1/secrets`: its value is only ever added by the gateway, never released. */
+  | 'INJECT_ONLY'
+  /** A gateway token asked for a binding that is not an inject binding. */
+  | 'NOT_INJECT';
 
 export type Decision = { readonly allow: true; readonly rule: number } | { readonly allow: false; readonly reason: DenyReason; readonly detail: string };
 

@@ -1,5 +1,5 @@
 import { PCR_HEX } from '../../lib/pcrs.js';
-import { BINDABLE_PCRS, PROVIDER_NAMES, RELEASE_MODES, REQUIRED_PCRS, type AllowRule, type Binding, type BindablePcrs, type InstanceRestriction, type Revocations } from './types.js';
+import { BINDABLE_PCRS, INJECT_METHODS, PROVIDER_NAMES, RELEASE_MODES, REQUIRED_PCRS, type AllowRule, type Binding, type BindablePcrs, type InjectRule, type InstanceRestriction, type Revocations } from './types.js';
 
 import { CodedError } from '../../lib/coded-error.js';
 
@@ -99,7 +99,7 @@ function parseInstances(value: unknown, path: string): InstanceRestriction {
 export function parseBinding(value: unknown, path = 'binding'): Binding {
   const obj = object(value, path, [
     'secret', 'version', 'provider', 'kmsKeyId', 'mode', 'ciphertext', 'text', 'allow', 'instances',
-    'allowDebug', 'ttlSeconds', 'revoked', 'createdAt', 'updatedAt',
+    'allowDebug', 'ttlSeconds', 'revoked', 'createdAt', 'updatedAt', 'inject',
   ]);
   const provider = string(obj.provider, `${path}.provider`, new RegExp(`^(${PROVIDER_NAMES.join('|')})$`)) as Binding['provider'];
   if (!Array.isArray(obj.allow) || obj.allow.length === 0) throw new SchemaError(`${path}.allow`, 'must be a non-empty array');
@@ -115,6 +115,7 @@ export function parseBinding(value: unknown, path = 'binding'): Binding {
     ...(obj.instances === undefined ? {} : { instances: parseInstances(obj.instances, `${path}.instances`) }),
     allowDebug: boolean(obj.allowDebug, `${path}.allowDebug`),
     ttlSeconds: integer(obj.ttlSeconds, `${path}.ttlSeconds`, 1, MAX_TTL_SECONDS),
+    ...(obj.inject === undefined ? {} : { inject: parseInject(obj.inject, `${path}.inject`) }),
     revoked: boolean(obj.revoked, `${path}.revoked`),
     createdAt: string(obj.createdAt, `${path}.createdAt`, ISO_TIME),
     updatedAt: string(obj.updatedAt, `${path}.updatedAt`, ISO_TIME),
@@ -122,7 +123,71 @@ export function parseBinding(value: unknown, path = 'binding'): Binding {
   if (provider === 'aws-kms' && !binding.kmsKeyId) throw new SchemaError(`${path}.kmsKeyId`, 'is required for the aws-kms provider');
   // Only KMS can encrypt to an attested key: a local-provider value is always decrypted by the broker.
   if (binding.mode === 'kms-recipient' && provider !== 'aws-kms') throw new SchemaError(`${path}.mode`, 'kms-recipient needs the aws-kms provider');
+  // The broker adds an injected credential itself: a value only the enclave could decrypt is of no use to it.
+  if (binding.inject && binding.mode === 'kms-recipient') throw new SchemaError(`${path}.inject`, 'cannot be combined with mode kms-recipient (the broker must hold the value to add it)');
   return binding;
+}
+
+/**
+ * An inject route: "METHOD /path" (exact) or "METHOD /prefix*" (every path starting with /prefix). Paths are
+ * kept to RFC 3986 path characters with no dot segments and no empty segments, so that what the allow-list
+ * names is what the upstream serves.
+ */
+export const INJECT_ROUTE = new RegExp(`^(${INJECT_METHODS.join('|')}) (/[A-Za-z0-9._~!$&'()+,;=:@%/-]{0,511})(\\*?)$`);
+/** A path segment that an upstream could resolve to another path. */
+const UNSAFE_SEGMENT = /(^|\/)(\.|\.\.|%2e|%2e%2e|\.%2e|%2e\.)(\/|$)|\/\/|%2f|%5c/i;
+/** Header names the broker never lets a binding set (framing, routing, hop-by-hop). */
+const RESERVED_HEADERS = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'proxy-connection', 'expect']);
+const HEADER_NAME = /^[a-z0-9!#$%&'*+.^_`|~-]{1,64}$/;
+/** Printable ASCII (no CR/LF), with exactly one `{value}`. */
+const TEMPLATE = /^[\x20-\x7e]{0,256}$/;
+export const MAX_INJECT_BODY_BYTES = 16 * 1024 * 1024;
+
+/** An inject route is well-formed (see INJECT_ROUTE) and names no path an upstream could resolve elsewhere. */
+export function isInjectRoute(route: string): boolean {
+  const m = INJECT_ROUTE.exec(route);
+  return m !== null && !UNSAFE_SEGMENT.test(m[2]!);
+}
+
+/** Validates an `inject` section (see InjectRule). */
+export function parseInject(value: unknown, path = 'inject'): InjectRule {
+  const obj = object(value, path, ['upstream', 'header', 'template', 'routes', 'maxBodyBytes', 'budget', 'allowStatus']);
+  const upstream = string(obj.upstream, `${path}.upstream`);
+  let url: URL | undefined;
+  try {
+    url = new URL(upstream);
+  } catch {
+    url = undefined;
+  }
+  if (!url || url.protocol !== 'https:' || url.username || url.password || url.search || url.hash || url.pathname !== '/' || url.origin !== upstream.replace(/\/$/, '')) {
+    throw new SchemaError(`${path}.upstream`, 'must be an https origin such as "https://api.openai.com" (no path, query or credentials)');
+  }
+  const header = string(obj.header, `${path}.header`, HEADER_NAME);
+  if (RESERVED_HEADERS.has(header)) throw new SchemaError(`${path}.header`, `"${header}" is reserved for HTTP framing`);
+  const template = string(obj.template, `${path}.template`, TEMPLATE);
+  if (template.split('{value}').length !== 2) throw new SchemaError(`${path}.template`, 'must contain {value} exactly once');
+  if (!Array.isArray(obj.routes) || obj.routes.length === 0 || obj.routes.length > 64) throw new SchemaError(`${path}.routes`, 'must be an array of 1..64 routes');
+  const routes = obj.routes.map((r, i) => {
+    const route = string(r, `${path}.routes[${i}]`);
+    if (!isInjectRoute(route)) throw new SchemaError(`${path}.routes[${i}]`, `must be "METHOD /path" or "METHOD /prefix*" (${INJECT_METHODS.join(', ')}; no dot or empty segments), got "${route.slice(0, 80)}"`);
+    return route;
+  });
+  const budget = object(obj.budget, `${path}.budget`, ['requests', 'windowSeconds']);
+  let allowStatus: number[] | undefined;
+  if (obj.allowStatus !== undefined) {
+    if (!Array.isArray(obj.allowStatus) || obj.allowStatus.length === 0) throw new SchemaError(`${path}.allowStatus`, 'must be a non-empty array of HTTP status codes');
+    allowStatus = obj.allowStatus.map((c, i) => integer(c, `${path}.allowStatus[${i}]`, 100, 599));
+    if (new Set(allowStatus).size !== allowStatus.length) throw new SchemaError(`${path}.allowStatus`, 'must not repeat a status');
+  }
+  return {
+    upstream: url.origin,
+    header,
+    template,
+    routes,
+    maxBodyBytes: integer(obj.maxBodyBytes, `${path}.maxBodyBytes`, 0, MAX_INJECT_BODY_BYTES),
+    budget: { requests: integer(budget.requests, `${path}.budget.requests`, 1, 1_000_000_000), windowSeconds: integer(budget.windowSeconds, `${path}.budget.windowSeconds`, 1, 86_400) },
+    ...(allowStatus ? { allowStatus } : {}),
+  };
 }
 
 /** Validates the revocation list. */

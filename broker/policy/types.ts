@@ -45,6 +45,8 @@ export interface Binding {
   readonly instances?: InstanceRestriction;
   readonly allowDebug: boolean;
   readonly ttlSeconds: number;
+  /** Credential substitution: never released; the broker adds it to calls to this upstream (broker/gateway). */
+  readonly inject?: InjectRule;
   /** A revoked secret is released to nobody until rotated or re-bound. */
   readonly revoked: boolean;
   readonly createdAt: string;
@@ -68,3 +70,25 @@ export interface Revocations {
 }
 
 export const NO_REVOCATIONS: Revocations = { pcr0: [], instances: [], baselines: [] };
+
+/** HTTP methods an inject route may allow. */
+export const INJECT_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
+
+/**
+ * How the broker uses an inject binding's value (design.md 5b): calls through the gateway to `upstream`
+ * get header `header` set to `template` with `{value}` replaced; only `routes` ("METHOD /path", or
+ * "METHOD /prefix*"), bodies up to `maxBodyBytes`, `budget.requests` calls per `budget.windowSeconds`
+ * per enclave identity, and (when set) upstream answers with a status in `allowStatus`.
+ */
+export interface InjectRule {
+  /** https origin only: `https://host[:port]`. */
+  readonly upstream: string;
+  /** Lower-case header name. */
+  readonly header: string;
+  /** Contains `{value}` exactly once. */
+  readonly template: string;
+  readonly routes: readonly string[];
+  readonly maxBodyBytes: number;
+  readonly budget: { readonly requests: number; readonly windowSeconds: number };
+  readonly allowStatus?: readonly number[];
+}

@@ -39,6 +39,14 @@ export const BROKER_ERROR_CODES = [
   'DELEGATION_REVOKED',
   'DELEGATION_NOT_ALLOWED',
   'AUDIENCE_MISMATCH',
+  // the credential gateway (broker/gateway): token, channel binding, per-call policy, upstream
+  'GATEWAY_TOKEN_INVALID',
+  'CHANNEL_BINDING_INVALID',
+  'ROUTE_DENIED',
+  'BODY_TOO_LARGE',
+  'BUDGET_EXCEEDED',
+  'UPSTREAM_STATUS_DENIED',
+  'UPSTREAM_UNAVAILABLE',
 ] as const;
 
 export type BrokerErrorCode = (typeof BROKER_ERROR_CODES)[number];

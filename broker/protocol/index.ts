@@ -17,3 +17,17 @@ export { CHALLENGE_NONCE_BYTES, CHALLENGE_TIME_BYTES, CHALLENGE_RANDOM_BYTES, CH
 export type { BrokerErrorCode } from './codes.js';
 export { DELEGATION_JWS_TYPE, DELEGATION_VERSION, MAX_DELEGATION_DEPTH, MAX_DELEGATION_NAMES, SUMMARY_PCRS, parseDelegationClaims, isDelegationAudience } from './delegation.js';
 export type { DelegationClaims, DelegationAudience, MeasurementValues, AttestationSummary, DelegationAnswer } from './delegation.js';
+export {
+  GATEWAY_CHALLENGE_PATH,
+  GATEWAY_TOKEN_PATH,
+  GATEWAY_CALL_PREFIX,
+  GATEWAY_TOKEN_HEADER,
+  CHANNEL_BINDING_HEADER,
+  GATEWAY_ERROR_HEADER,
+  CHANNEL_BINDING_LABEL,
+  CHANNEL_BINDING_BYTES,
+  CHANNEL_BINDING_CONTEXT,
+  GATEWAY_TOKEN_TYPE,
+  GATEWAY_TOKEN_AUDIENCE,
+} from './gateway.js';
+export type { GatewayTokenRequest, GatewayTokenAnswer } from './gateway.js';

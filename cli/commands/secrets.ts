@@ -17,6 +17,7 @@ import { parseDuration } from '../parse.js';
 import type { CliIo } from '../io.js';
 import { ADMIN_CLIENT_OPTIONS, ADMIN_CLIENT_USAGE, adminCall, type AdminClientFlags } from '../admin-client.js';
 import { bindThroughAdmin, type RuleFlags } from './bind-admin.js';
+import { INJECT_OPTIONS, INJECT_USAGE, injectFromFlags } from './bind-inject.js';
 
 export const BIND_USAGE = `Usage: keygate bind <secret> (--pcr0 H --pcr1 H --pcr2 H [--pcr3 H] [--pcr4 H] [--pcr8 H] | --baseline NAME)
                     (--value-file F | --value-stdin) [options]
@@ -48,7 +49,7 @@ values; agents keep their cached value), only the allowed measurements grow.
                      instance module_id and PCR4 name, caches the answer for ec2.tagCacheSeconds)
   --allow-debug      also release to debug-mode enclaves (never in production)
   --dev-pcrs         with --dev: bind to the NSM simulator's PCR0/1/2 (keygate dev pcrs)
-${STORE_USAGE}
+${INJECT_USAGE}${STORE_USAGE}
 ${ADMIN_CLIENT_USAGE}
 `;
 
@@ -147,6 +148,7 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
     recipient: { type: 'boolean' },
     'dev-pcrs': { type: 'boolean' },
     'iam-role': { type: 'string' },
+    ...INJECT_OPTIONS,
   });
   if (values.help) {
     io.out(BIND_USAGE);
@@ -166,7 +168,7 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
   if (!values.baseline) checkPcrFlags(pcrFlags, [0, 1, 2]);
   if (values.baseline && !values['value-file'] && !values['value-stdin']) {
     // No value: a rule added to the existing binding, nothing else (its value, version and settings stay).
-    const settings = ['provider', 'kms-key-id', 'ttl', 'instance', 'instance-tag', 'allow-debug', 'recipient'].filter((k) => values[k] !== undefined);
+    const settings = ['provider', 'kms-key-id', 'ttl', 'instance', 'instance-tag', 'allow-debug', 'recipient', 'inject'].filter((k) => values[k] !== undefined);
     if (settings.length) throw new UsageError(`--${settings.join(', --')} change a binding's settings: give the value too (--value-file F or --value-stdin)`);
     const source = await baselineSource(values.baseline as string, values.baselines as string | undefined);
     if (values['broker-admin']) return bindThroughAdmin(io, values as AdminClientFlags, secret, ruleFlags(values, pcrFlags, source));
@@ -180,7 +182,10 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
   const ttlSeconds = values.ttl === undefined ? undefined : Math.round(parseDuration(values.ttl as string, '--ttl') / 1000);
   const instanceTag = values['instance-tag'] === undefined ? undefined : parseInstanceTag(values['instance-tag'] as string);
   if (instanceTag && values.instance) throw new UsageError('give --instance ID... or --instance-tag KEY=VALUE, not both');
+  const inject = injectFromFlags(values);
+  if (inject && values.recipient) throw new UsageError('--inject cannot be combined with --recipient: the broker must hold the value to add it to calls');
   if (values['broker-admin']) {
+    if (inject) throw new UsageError('--broker-admin does not take --inject yet: bind an inject binding through the store (--config)');
     const source = values.baseline ? await baselineSource(values.baseline as string, values.baselines as string | undefined) : undefined;
     return bindThroughAdmin(io, values as AdminClientFlags, secret, ruleFlags(values, pcrFlags, source), {
       value: await readValue(values, io),
@@ -216,12 +221,13 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
       ...(instanceTag ? { instanceTag } : {}),
       addAllow: Boolean(values.add),
       ...(baseline ? { baselines: [baseline] } : {}),
+      ...(inject ? { inject } : {}),
       });
       await warnUnapproved(io, config, store, rule.baseline);
       return bound;
     });
     value.fill(0);
-    io.out(`bound ${binding.secret} version ${binding.version} (${binding.allow.length} allowed measurement set${binding.allow.length === 1 ? '' : 's'}, ttl ${binding.ttlSeconds}s, ${binding.provider}${binding.mode === 'kms-recipient' ? ', kms-recipient' : ''})\n`);
+    io.out(`bound ${binding.secret} version ${binding.version} (${binding.allow.length} allowed measurement set${binding.allow.length === 1 ? '' : 's'}, ttl ${binding.ttlSeconds}s, ${binding.provider}${binding.mode === 'kms-recipient' ? ', kms-recipient' : ''}${binding.inject ? `, inject into ${binding.inject.upstream}` : ''})\n`);
     if (replaced !== undefined) io.out(`replaced the ${replaced} measurement set${replaced === 1 ? '' : 's'} ${binding.secret} was bound to before (--add keeps them)\n`);
     io.out(`store: ${where}\n`);
     return 0;
