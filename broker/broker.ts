@@ -24,6 +24,8 @@ import { loadPublicKeyFile, type SigningKey } from './signing-key.js';
 import { loadSharedKeys } from './keys/open-key-source.js';
 import { BrokerMetrics } from './metrics.js';
 import { ReleaseService } from './release.js';
+import { openApprovalStore } from './approval/open-approvals.js';
+import { ApprovalGate } from './approval/gate.js';
 import { createBrokerApp } from './server.js';
 import { BrokerError } from './errors.js';
 import { parseListen, perBrokerParts, type BrokerConfig } from './config.js';
@@ -186,6 +188,9 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
   // Loads @aws-sdk/client-ec2 only on the first lookup: a broker without ec2Tag bindings never asks EC2.
   const instanceTags = openInstanceTags(config.ec2);
   opened.push(() => instanceTags.close());
+  // Human approval requests live beside the store (its directory, or its DynamoDB table's "approval" partition).
+  const approvalStore = await openApprovalStore(config.store);
+  opened.push(() => approvalStore.close());
   const release = new ReleaseService({
     verifier: createVerifier(),
     roots,
@@ -204,6 +209,7 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
     adminKeys,
     approvalsRequired: config.approvalsRequired,
     instanceTags,
+    approvals: new ApprovalGate(approvalStore),
     clock,
   });
 
@@ -305,6 +311,7 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
       nonces.close();
       quarantine.close();
       instanceTags.close();
+      approvalStore.close();
       store.close();
     },
   };

@@ -12,7 +12,8 @@ export const AUDITED_PCRS = [0, 1, 2, 4] as const;
 /** One decision as the broker saw it (design.md section 4). */
 export interface DecisionRecord {
   readonly time: string;
-  readonly decision: 'release' | 'deny';
+  /** `approval`: a human-approval event (pending, granted, denied, expired) for the request; nothing released by it. */
+  readonly decision: 'release' | 'deny' | 'approval';
   /** RELEASED, or the true reason for a denial (finer than what the caller was told). */
   readonly code: string;
   readonly secret: string | null;
@@ -23,6 +24,8 @@ export interface DecisionRecord {
   readonly nonce: string | null;
   readonly client: string;
   readonly latencyMs: number;
+  /** Human approval (broker/approval): the request, the event, and the approver keys (RFC 7638 thumbprints) it concerns. */
+  readonly approval?: { readonly id: string; readonly event: string; readonly approvers: readonly string[]; readonly expiresAt: string; readonly at?: string };
 }
 
 /**

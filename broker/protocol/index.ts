@@ -15,3 +15,4 @@ export { receivedItems } from './answer.js';
 export type { ReleasedSecret, SecretsAnswer, ChallengeAnswer, ErrorAnswer, ReceivedItem } from './answer.js';
 export { CHALLENGE_NONCE_BYTES, CHALLENGE_TIME_BYTES, CHALLENGE_RANDOM_BYTES, CHALLENGE_MAC_BYTES } from './challenge.js';
 export type { BrokerErrorCode } from './codes.js';
+export type { PendingApproval, ApprovalPendingAnswer } from './approval.js';

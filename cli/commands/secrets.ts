@@ -7,6 +7,7 @@ import type { ProviderName } from '../../broker/policy/types.js';
 import type { PcrValues } from '../../lib/pcrs.js';
 import { OperationError } from '../../broker/ops/errors.js';
 import { addRule, baselineSource, resolveRule, rolePcrs, warnUnapproved } from './bind-baseline.js';
+import { approvalPolicyFromFlags } from './approvals.js';
 import { coded } from '../store-ops.js';
 import { UsageError } from '../errors.js';
 import { parseCommand } from '../args.js';
@@ -46,6 +47,12 @@ values; agents keep their cached value), only the allowed measurements grow.
   --instance-tag K=V only EC2 instances tagged K=V (the broker asks EC2 DescribeTags for the
                      instance module_id and PCR4 name, caches the answer for ec2.tagCacheSeconds)
   --allow-debug      also release to debug-mode enclaves (never in production)
+  --approval K-of FILE,FILE,...
+                     human approval: each release request needs grants from K of these
+                     approvers' Ed25519 public keys (JWK or PEM); see keygate approvals --help.
+                     Kept on a re-bind that does not give it (unbind to drop it)
+  --approval-window DUR
+                     how long a request may wait for its grants and its release (1m..7d; default 15m)
   --dev-pcrs         with --dev: bind to the NSM simulator's PCR0/1/2 (keygate dev pcrs)
 ${STORE_USAGE}
 ${ADMIN_CLIENT_USAGE}
@@ -134,6 +141,7 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
     recipient: { type: 'boolean' },
     'dev-pcrs': { type: 'boolean' },
     'iam-role': { type: 'string' },
+    approval: { type: 'string' }, 'approval-window': { type: 'string' },
   });
   if (values.help) {
     io.out(BIND_USAGE);
@@ -153,7 +161,7 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
   if (!values.baseline) checkPcrFlags(pcrFlags, [0, 1, 2]);
   if (values.baseline && !values['value-file'] && !values['value-stdin']) {
     // No value: a rule added to the existing binding, nothing else (its value, version and settings stay).
-    const settings = ['provider', 'kms-key-id', 'ttl', 'instance', 'instance-tag', 'allow-debug', 'recipient'].filter((k) => values[k] !== undefined);
+    const settings = ['provider', 'kms-key-id', 'ttl', 'instance', 'instance-tag', 'allow-debug', 'recipient', 'approval', 'approval-window'].filter((k) => values[k] !== undefined);
     if (settings.length) throw new UsageError(`--${settings.join(', --')} change a binding's settings: give the value too (--value-file F or --value-stdin)`);
     const source = await baselineSource(values.baseline as string, values.baselines as string | undefined);
     return withAdmin(values as StoreFlags, ({ config, store }) => addRule(io, config, store, secret, source, extra)).catch((err: unknown) => {
@@ -166,7 +174,9 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
   const ttlSeconds = values.ttl === undefined ? undefined : Math.round(parseDuration(values.ttl as string, '--ttl') / 1000);
   const instanceTag = values['instance-tag'] === undefined ? undefined : parseInstanceTag(values['instance-tag'] as string);
   if (instanceTag && values.instance) throw new UsageError('give --instance ID... or --instance-tag KEY=VALUE, not both');
+  const approval = await approvalPolicyFromFlags(values.approval as string | undefined, values['approval-window'] as string | undefined);
   if (values['broker-admin']) {
+    if (approval) throw new UsageError('--broker-admin does not take --approval yet: bind through the store (--config) for a secret that needs human approval');
     // Through the admin API: explicit PCR sets only (a --baseline rule is resolved against the store, which this side does not open).
     if (values.baseline || values['dev-pcrs']) throw new UsageError('--broker-admin binds to --pcrN values only (not --baseline or --dev-pcrs)');
     if (instanceTag) throw new UsageError('--broker-admin does not take --instance-tag yet: bind through the store (--config) for a tag-bound secret');
@@ -209,12 +219,13 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
       ...(instanceTag ? { instanceTag } : {}),
       addAllow: Boolean(values.add),
       ...(baseline ? { baselines: [baseline] } : {}),
+      ...(approval ? { approval } : {}),
       });
       await warnUnapproved(io, config, store, rule.baseline);
       return bound;
     });
     value.fill(0);
-    io.out(`bound ${binding.secret} version ${binding.version} (${binding.allow.length} allowed measurement set${binding.allow.length === 1 ? '' : 's'}, ttl ${binding.ttlSeconds}s, ${binding.provider}${binding.mode === 'kms-recipient' ? ', kms-recipient' : ''})\n`);
+    io.out(`bound ${binding.secret} version ${binding.version} (${binding.allow.length} allowed measurement set${binding.allow.length === 1 ? '' : 's'}, ttl ${binding.ttlSeconds}s, ${binding.provider}${binding.mode === 'kms-recipient' ? ', kms-recipient' : ''}${binding.approval ? `, approval ${binding.approval.required} of ${binding.approval.approvers.length} within ${binding.approval.windowSeconds}s` : ''})\n`);
     if (replaced !== undefined) io.out(`replaced the ${replaced} measurement set${replaced === 1 ? '' : 's'} ${binding.secret} was bound to before (--add keeps them)\n`);
     io.out(`store: ${where}\n`);
     return 0;
