@@ -21,6 +21,7 @@ import { AgentError } from './errors.js';
 import { BrokerHttp } from './http.js';
 import { sentDocument, type SentDocument } from './document.js';
 import { CmsError, decryptRecipientEnvelope } from './cms.js';
+import { untilApproved, type GetSecretOptions } from './approval.js';
 
 /** A secret value: text secrets as strings, binary ones as bytes (treat as read-only). */
 export type SecretValue = string | Uint8Array;
@@ -57,8 +58,9 @@ export interface AgentStats {
 
 /** In-enclave client: `getSecret(name)` from a short-TTL cache that re-attests when it expires. */
 export interface SecretAgent {
-  getSecret(name: string): Promise<SecretValue>;
-  getSecrets(names: readonly string[]): Promise<Record<string, SecretValue>>;
+  /** `options`: how long to wait for human approval (a secret bound with --approval); see GetSecretOptions. */
+  getSecret(name: string, options?: GetSecretOptions): Promise<SecretValue>;
+  getSecrets(names: readonly string[], options?: GetSecretOptions): Promise<Record<string, SecretValue>>;
   readonly stats: Readonly<AgentStats>;
   close(): Promise<void>;
 }
@@ -152,14 +154,14 @@ class Agent implements SecretAgent {
     return entry;
   }
 
-  async getSecret(name: string): Promise<SecretValue> {
+  async getSecret(name: string, options: GetSecretOptions = {}): Promise<SecretValue> {
     const entry = this.#fresh(name, this.#clock());
     if (entry !== undefined) return entry.value;
     this.stats.misses++;
-    return (await this.#load([name])).get(name)!.value;
+    return (await untilApproved(() => this.#load([name]), options, this.#clock, () => this.#closed)).get(name)!.value;
   }
 
-  async getSecrets(names: readonly string[]): Promise<Record<string, SecretValue>> {
+  async getSecrets(names: readonly string[], options: GetSecretOptions = {}): Promise<Record<string, SecretValue>> {
     const now = this.#clock();
     const out: Record<string, SecretValue> = {};
     const missing: string[] = [];
@@ -170,7 +172,7 @@ class Agent implements SecretAgent {
     }
     if (missing.length) {
       this.stats.misses += missing.length;
-      const loaded = await this.#load(missing);
+      const loaded = await untilApproved(() => this.#load(missing), options, this.#clock, () => this.#closed);
       for (const name of missing) out[name] = loaded.get(name)!.value;
     }
     return out;

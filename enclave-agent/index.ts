@@ -1,5 +1,6 @@
 export { createAgent } from './agent.js';
 export type { AgentOptions, AgentStats, SecretAgent, SecretValue } from './agent.js';
+export type { GetSecretOptions } from './approval.js';
 export { AgentError } from './errors.js';
 export type { AgentErrorCode } from './errors.js';
 // What an enclave application wires together in production: /dev/nsm and vsock through the parent's forwarder.
