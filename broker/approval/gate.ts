@@ -76,12 +76,23 @@ export class ApprovalGate {
     const open = new Map<string, { request: ApprovalRequest; status: ApprovalStatus }>();
     let refused: { code: 'APPROVAL_DENIED' | 'APPROVAL_EXPIRED'; secret: string } | undefined;
     for (const binding of needing) {
-      const request = all.filter((r) => r.secret === binding.secret && r.state === 'pending' && sameIdentity(r.identity, identity)).at(-1);
+      const mine = all.filter((r) => r.secret === binding.secret && sameIdentity(r.identity, identity));
+      // Ended by the sweep while nobody asked: this enclave's next request is told once (then a new one starts).
+      const swept = mine.find((r) => (r.state === 'denied' || r.state === 'expired') && r.notified === false);
+      if (swept && (swept.state === 'denied' || swept.state === 'expired') && swept.notified === false) {
+        if (await this.#store.replace({ ...swept, notified: true, rev: swept.rev + 1 })) {
+          if (swept.state === 'denied' || !refused) refused = { code: swept.state === 'denied' ? 'APPROVAL_DENIED' : 'APPROVAL_EXPIRED', secret: binding.secret };
+          continue;
+        }
+      }
+      const request = mine.filter((r) => r.state === 'pending').at(-1);
       if (!request) continue;
       // Approval is for a version: a rotation or re-bind since voids the request (closed as expired; a new one starts).
       const status: ApprovalStatus = request.version !== binding.version ? { kind: 'expired', granted: [] } : approvalStatus(request, binding.approval!, now);
       if (status.kind === 'denied' || status.kind === 'expired') {
-        events.push(...(await this.#close(request, status, now)));
+        const closed = await this.#close(request, status, now);
+        if (closed) events.push(...closed);
+        else await this.#markNotified(request.id); // the sweep closed it meanwhile: this answer is the enclave's one notice
         if (status.kind === 'denied' || !refused) refused = { code: status.kind === 'denied' ? 'APPROVAL_DENIED' : 'APPROVAL_EXPIRED', secret: binding.secret };
         continue;
       }
@@ -139,10 +150,36 @@ export class ApprovalGate {
     };
   }
 
+  /**
+   * Closes every open request that has ended without the enclave asking again (denied, past its window, or
+   * its binding changed), so each denial and expiry is audited even when nobody asks; returns the events
+   * this call's writes won, each with the request's enclave identity.
+   *
+   * @throws ApprovalError when the approval store cannot be read
+   */
+  async sweep(bindings: ReadonlyMap<string, Binding>, now: number): Promise<Array<ApprovalEvent & { readonly identity: ApprovalIdentity }>> {
+    const out: Array<ApprovalEvent & { readonly identity: ApprovalIdentity }> = [];
+    for (const request of await this.#store.list()) {
+      if (request.state !== 'pending') continue;
+      const policy = bindings.get(request.secret)?.approval;
+      const binding = bindings.get(request.secret);
+      const status: ApprovalStatus = !policy || binding?.version !== request.version ? { kind: 'expired', granted: [] } : approvalStatus(request, policy, now);
+      if (status.kind !== 'denied' && status.kind !== 'expired') continue;
+      for (const event of (await this.#close(request, status, now, false)) ?? []) out.push({ ...event, identity: request.identity });
+    }
+    return out;
+  }
+
+  /** Records that the enclave was told how a swept request ended (so it is told once). */
+  async #markNotified(id: string): Promise<void> {
+    const fresh = await this.#store.get(id);
+    if (fresh && fresh.notified === false) await this.#store.replace({ ...fresh, notified: true, rev: fresh.rev + 1 });
+  }
+
   /** Marks a denied or expired request closed; the events when this call's write won (else another broker reports them). */
-  async #close(request: ApprovalRequest, status: Extract<ApprovalStatus, { kind: 'denied' | 'expired' }>, now: number): Promise<ApprovalEvent[]> {
-    const next: ApprovalRequest = { ...request, state: status.kind, closedAt: iso(now), rev: request.rev + 1 };
-    if (!(await this.#store.replace(next))) return [];
+  async #close(request: ApprovalRequest, status: Extract<ApprovalStatus, { kind: 'denied' | 'expired' }>, now: number, notified = true): Promise<ApprovalEvent[] | undefined> {
+    const next: ApprovalRequest = { ...request, state: status.kind, closedAt: iso(now), notified, rev: request.rev + 1 };
+    if (!(await this.#store.replace(next))) return undefined;
     const base = { id: request.id, secret: request.secret, version: request.version, expiresAt: request.expiresAt };
     return [...grantEvents(request, status.granted), { ...base, event: status.kind, approvers: status.kind === 'denied' && status.by ? [status.by] : [] }];
   }

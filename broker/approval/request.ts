@@ -50,6 +50,8 @@ export interface ApprovalRequest {
   readonly state: ApprovalState;
   /** Set with a terminal state: when it was reached (broker time). */
   readonly closedAt?: string;
+  /** false: closed by the broker's sweep (denied or expired) before the enclave asked again; its next request is told once. */
+  readonly notified?: boolean;
   /** Optimistic concurrency: every write is conditional on the revision read, and bumps it. */
   readonly rev: number;
 }
@@ -184,6 +186,7 @@ export function parseApprovalRequest(value: unknown): ApprovalRequest {
   if (!['pending', 'released', 'denied', 'expired'].includes(v.state as string)) bad('state');
   if (v.closedAt !== undefined && (typeof v.closedAt !== 'string' || !ISO_TIME.test(v.closedAt))) bad('closedAt');
   if (!Number.isSafeInteger(v.rev) || (v.rev as number) < 1) bad('rev');
+  if (v.notified !== undefined && typeof v.notified !== 'boolean') bad('notified');
   return {
     id: v.id as string,
     secret: v.secret as string,
@@ -195,6 +198,7 @@ export function parseApprovalRequest(value: unknown): ApprovalRequest {
     ...(denial ? { denial } : {}),
     state: v.state as ApprovalState,
     ...(v.closedAt !== undefined ? { closedAt: v.closedAt as string } : {}),
+    ...(v.notified !== undefined ? { notified: v.notified as boolean } : {}),
     rev: v.rev as number,
   };
 }

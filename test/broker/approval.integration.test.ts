@@ -99,6 +99,20 @@ function approvalAudit(): Array<{ code: string; secret: string; decision: string
     .filter((r) => r.type === 'decision' && r.decision === 'approval') as ReturnType<typeof approvalAudit>;
 }
 
+/** Polls `read` until `check` passes (bounded): the sweep audits on its own schedule. */
+async function eventually<T>(read: () => T, check: (value: T) => void): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      check(read());
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
 /** An enclave posting documents stamped with the broker's (movable) clock. */
 function enclave(pcrs = buildPcrs()): TestEnclave & { ask(names: string[]): ReturnType<TestEnclave['request']> } {
   const e = new TestEnclave(pki, broker.url, pcrs) as TestEnclave & { ask(names: string[]): ReturnType<TestEnclave['request']> };
@@ -109,7 +123,8 @@ function enclave(pcrs = buildPcrs()): TestEnclave & { ask(names: string[]): Retu
 async function startHere(): Promise<RunningBroker> {
   return startBroker(
     resolveConfig({ listen: '127.0.0.1:0', store: join(dir, 'store'), stateDir: join(dir, 'state'), extraRootPems: [pki.root.pem], rateLimits: NO_RATE_LIMITS, maxDocumentAgeSeconds: 3600 }),
-    { log: silentLogger, clock: now },
+    // The sweep (closing and auditing requests that ended while nobody asked) runs often here, racing the tests' own requests.
+    { log: silentLogger, clock: now, approvalSweepMs: 100 },
   );
 }
 
@@ -249,12 +264,15 @@ describe('release requests for a secret that needs approval (HTTP API + CLI)', (
     expect(res.status).toBe(403);
     expect(res.body.error!.code).toBe('APPROVAL_DENIED');
     expect(res.body.secrets).toBeUndefined();
-    const events = approvalAudit().filter((r) => r.approval.id === id);
-    expect(events.map((r) => [r.code, r.approval.approvers])).toEqual([
-      ['APPROVAL_PENDING', [keys.alice!.kid, keys.bob!.kid, keys.carol!.kid]],
-      ['APPROVAL_GRANTED', [keys.alice!.kid]],
-      ['APPROVAL_DENIED', [keys.carol!.kid]],
-    ]);
+    await eventually(
+      () => approvalAudit().filter((r) => r.approval.id === id),
+      (events) =>
+        expect(events.map((r) => [r.code, r.approval.approvers])).toEqual([
+          ['APPROVAL_PENDING', [keys.alice!.kid, keys.bob!.kid, keys.carol!.kid]],
+          ['APPROVAL_GRANTED', [keys.alice!.kid]],
+          ['APPROVAL_DENIED', [keys.carol!.kid]],
+        ]),
+    );
     const next = await e.ask(['payments']);
     expect(next.status).toBe(202);
     expect((next.body as unknown as Pending).approvals[0]!.id).not.toBe(id);
@@ -270,7 +288,7 @@ describe('release requests for a secret that needs approval (HTTP API + CLI)', (
       const res = await e.ask(['payments']);
       expect(res.status).toBe(403);
       expect(res.body.error!.code).toBe('APPROVAL_EXPIRED');
-      expect(approvalAudit().filter((r) => r.approval.id === id).map((r) => r.code)).toEqual(['APPROVAL_PENDING', 'APPROVAL_GRANTED', 'APPROVAL_EXPIRED']);
+      await eventually(() => approvalAudit().filter((r) => r.approval.id === id).map((r) => r.code), (codes) => expect(codes).toEqual(['APPROVAL_PENDING', 'APPROVAL_GRANTED', 'APPROVAL_EXPIRED']));
 
       // Granted in time, but the enclave asks only after the window: expired, nothing released.
       const id2 = ((await e.ask(['payments'])).body as unknown as Pending).approvals[0]!.id;
@@ -390,6 +408,36 @@ describe('the agent: getSecret on a secret that needs approval', () => {
       expect((await errorOf(a.getSecret('agent-secret', { approvalTimeoutMs: 300, approvalPollMs: 50 }))).code).toBe('UNTRUSTED_RESPONSE');
     } finally {
       await new Promise<void>((r) => relay.close(() => r()));
+    }
+  });
+});
+
+describe('requests that end while nobody asks', () => {
+  it('the broker\'s sweep closes and audits a denial and an expiry the enclave never asks about; the enclave\'s next request is told once', async () => {
+    const e = enclave();
+    const denied = ((await e.ask(['payments'])).body as unknown as Pending).approvals[0]!.id;
+    await decide('grant', denied, keys.bob!);
+    await decide('deny', denied, keys.alice!);
+    await eventually(
+      () => approvalAudit().filter((r) => r.approval.id === denied),
+      (events) => expect(events.map((r) => [r.code, r.approval.approvers])).toEqual([
+        ['APPROVAL_PENDING', [keys.alice!.kid, keys.bob!.kid, keys.carol!.kid]],
+        ['APPROVAL_GRANTED', [keys.bob!.kid]],
+        ['APPROVAL_DENIED', [keys.alice!.kid]],
+      ]),
+    );
+    expect((await list(true)).find((r) => r.id === denied)!.status).toBe('denied');
+    // Told once, then a new request starts.
+    expect((await e.ask(['payments'])).body.error!.code).toBe('APPROVAL_DENIED');
+    const expiring = ((await e.ask(['payments'])).body as unknown as Pending).approvals[0]!.id;
+    expect(expiring).not.toBe(denied);
+    offset += 61_000;
+    try {
+      await eventually(() => approvalAudit().filter((r) => r.approval.id === expiring).map((r) => r.code), (codes) => expect(codes).toEqual(['APPROVAL_PENDING', 'APPROVAL_EXPIRED']));
+      expect((await e.ask(['payments'])).body.error!.code).toBe('APPROVAL_EXPIRED');
+      expect((await e.ask(['payments'])).status).toBe(202);
+    } finally {
+      offset -= 61_000;
     }
   });
 });
