@@ -13,5 +13,5 @@ export function approvalPendingError(message: string, approvals: readonly Pendin
 
 /** The pending requests of an APPROVAL_PENDING error, or undefined for any other error. */
 export function pendingApprovalsOf(err: BrokerError): readonly PendingApproval[] | undefined {
-  return err.code === 'APPROVAL_PENDING' ? (pendingOf.get(err) ?? []) : undefined;
+  return pendingOf.get(err);
 }

@@ -22,6 +22,8 @@ const DOCUMENTED: Record<string, number> = {
   PCR_MISMATCH: 403, DEBUG_MODE: 403, UNKNOWN_SECRET: 403, POLICY_DENIED: 403, REVOKED: 403,
   NOT_FOUND: 404, METHOD_NOT_ALLOWED: 405, PAYLOAD_TOO_LARGE: 413, RATE_LIMITED: 429, QUARANTINED: 429,
   INTERNAL_ERROR: 500, SECRET_UNAVAILABLE: 500, KMS_UNAVAILABLE: 503, STORE_UNAVAILABLE: 503,
+  // Human approval (issue 14): 202 = accepted, nothing released, the request awaits approval.
+  APPROVAL_PENDING: 202, APPROVAL_DENIED: 403, APPROVAL_EXPIRED: 403, APPROVAL_CONSUMED: 409,
 };
 
 /** An app whose release step refuses with `code`: the status comes from the HTTP layer, not from the error. */
