@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import type { Binding } from '../policy/types.js';
+import type { ApprovalPolicy, Binding } from '../policy/types.js';
 import type { PendingApproval } from '../protocol/index.js';
 import { instanceIdOf, type EnclaveIdentity } from '../policy/decide.js';
 import type { ApprovalStore } from './approval-store.js';
-import { ApprovalError, approvalStatus, sameIdentity, type ApprovalIdentity, type ApprovalRequest, type ApprovalStatus } from './request.js';
+import { ApprovalError, approvalStatus, sameIdentity, validGrants, type ApprovalIdentity, type ApprovalRequest, type ApprovalStatus } from './request.js';
 
 /** One approval event for the audit (written by the release pipeline's #record, before the answer). */
 export interface ApprovalEvent {
@@ -32,6 +32,9 @@ export type GateOutcome =
    * used one first, and nothing may be released.
    */
   | { readonly kind: 'approved'; readonly approved: readonly ApprovalRequest[]; consume(now: number): Promise<{ readonly used: boolean; readonly events: readonly ApprovalEvent[] }> };
+
+/** Rounds a conditional write is retried on a fresh copy when another writer changed the request meanwhile. */
+const MAX_ROUNDS = 8;
 
 /** Open requests one enclave may hold per secret is one; this bounds what a flood of distinct enclaves can create. */
 export const MAX_OPEN_APPROVALS = 1000;
@@ -79,18 +82,23 @@ export class ApprovalGate {
       const mine = all.filter((r) => r.secret === binding.secret && sameIdentity(r.identity, identity));
       // Ended by the sweep while nobody asked: this enclave's next request is told once (then a new one starts).
       const swept = mine.find((r) => (r.state === 'denied' || r.state === 'expired') && r.notified === false);
-      if (swept && (swept.state === 'denied' || swept.state === 'expired') && swept.notified === false) {
+      if (swept) {
         if (await this.#store.replace({ ...swept, notified: true, rev: swept.rev + 1 })) {
           if (swept.state === 'denied' || !refused) refused = { code: swept.state === 'denied' ? 'APPROVAL_DENIED' : 'APPROVAL_EXPIRED', secret: binding.secret };
           continue;
         }
       }
-      const request = mine.filter((r) => r.state === 'pending').at(-1);
-      if (!request) continue;
+      // Concurrent first requests may have opened several: the one furthest along counts (the rest expire unnoticed).
+      const judged = mine
+        .filter((r) => r.state === 'pending')
+        .map((request) => ({ request, status: request.version !== binding.version ? ({ kind: 'expired', granted: [] } as ApprovalStatus) : approvalStatus(request, binding.approval!, now) }));
+      const rank = (s: ApprovalStatus): number => (s.kind === 'approved' ? 1000 : s.kind === 'pending' ? 100 + s.granted.length : 0);
+      const best = judged.sort((a, b) => rank(a.status) - rank(b.status)).at(-1);
+      if (!best) continue;
       // Approval is for a version: a rotation or re-bind since voids the request (closed as expired; a new one starts).
-      const status: ApprovalStatus = request.version !== binding.version ? { kind: 'expired', granted: [] } : approvalStatus(request, binding.approval!, now);
+      const { request, status } = best;
       if (status.kind === 'denied' || status.kind === 'expired') {
-        const closed = await this.#close(request, status, now);
+        const closed = await this.#close(request, status, now, request.version === binding.version ? binding.approval : undefined);
         if (closed) events.push(...closed);
         else await this.#markNotified(request.id); // the sweep closed it meanwhile: this answer is the enclave's one notice
         if (status.kind === 'denied' || !refused) refused = { code: status.kind === 'denied' ? 'APPROVAL_DENIED' : 'APPROVAL_EXPIRED', secret: binding.secret };
@@ -132,18 +140,27 @@ export class ApprovalGate {
       pending.push({ id: request.id, secret: request.secret, version: request.version, expiresAt: request.expiresAt });
     }
     if (pending.length) return { kind: 'pending', pending, events };
-    const approved = needing.map((b) => open.get(b.secret)!);
+    const approved = needing.map((b) => ({ ...open.get(b.secret)!, policy: b.approval! }));
     return {
       kind: 'approved',
       approved: approved.map((a) => a.request),
       consume: async (at) => {
         const used: ApprovalEvent[] = [];
-        for (const { request, status } of approved) {
-          const granted = status.kind === 'approved' ? status.granted : [];
-          const next: ApprovalRequest = { ...request, state: 'released', closedAt: iso(at), rev: request.rev + 1 };
-          // Single use across replicas: only the request that wins this conditional write releases.
-          if (!(await this.#store.replace(next))) return { used: false, events: used };
-          used.push(...grantEvents(request, granted), { event: 'released', id: request.id, secret: request.secret, version: request.version, approvers: granted, expiresAt: request.expiresAt });
+        for (const { request, policy } of approved) {
+          // Single use across replicas: only the request that wins this conditional write releases. A write lost
+          // to another change (a grant, the sweep's audit mark) is retried on the fresh copy while it is still
+          // approved and open; one lost to a release or an end is final.
+          let current: ApprovalRequest | undefined = request;
+          let done = false;
+          for (let round = 0; round < MAX_ROUNDS && current && !done; round++) {
+            const status = approvalStatus(current, policy, at);
+            if (current.state !== 'pending' || status.kind !== 'approved') break;
+            if (await this.#store.replace({ ...current, state: 'released', closedAt: iso(at), rev: current.rev + 1 })) {
+              used.push(...grantEvents(current, status.granted), { event: 'released', id: current.id, secret: current.secret, version: current.version, approvers: status.granted, expiresAt: current.expiresAt });
+              done = true;
+            } else current = await this.#store.get(request.id);
+          }
+          if (!done) return { used: false, events: used };
         }
         return { used: true, events: used };
       },
@@ -157,17 +174,46 @@ export class ApprovalGate {
    *
    * @throws ApprovalError when the approval store cannot be read
    */
-  async sweep(bindings: ReadonlyMap<string, Binding>, now: number): Promise<Array<ApprovalEvent & { readonly identity: ApprovalIdentity }>> {
+  async sweep(bindings: ReadonlyMap<string, Binding>, now: number): Promise<{ readonly events: Array<ApprovalEvent & { readonly identity: ApprovalIdentity }>; acknowledge(): Promise<void> }> {
     const out: Array<ApprovalEvent & { readonly identity: ApprovalIdentity }> = [];
-    for (const request of await this.#store.list()) {
+    const newGrants = new Map<string, string[]>();
+    const list = await this.#store.list();
+    for (const request of list) {
       if (request.state !== 'pending') continue;
       const policy = bindings.get(request.secret)?.approval;
       const binding = bindings.get(request.secret);
       const status: ApprovalStatus = !policy || binding?.version !== request.version ? { kind: 'expired', granted: [] } : approvalStatus(request, policy, now);
-      if (status.kind !== 'denied' && status.kind !== 'expired') continue;
-      for (const event of (await this.#close(request, status, now, false)) ?? []) out.push({ ...event, identity: request.identity });
+      if (status.kind === 'denied' || status.kind === 'expired') {
+        // An expired request is told to the enclave's next request, unless another of the same enclave and secret, open
+        // or released, was opened as late or later (concurrent first requests): that one superseded it.
+        const superseded = status.kind === 'expired' && list.some((o) => o.id !== request.id && (o.state === 'pending' || o.state === 'released') && o.secret === request.secret && sameIdentity(o.identity, request.identity) && o.createdAt >= request.createdAt);
+        for (const event of (await this.#close(request, status, now, binding?.version === request.version ? policy : undefined, superseded)) ?? []) out.push({ ...event, identity: request.identity });
+        continue;
+      }
+      // Still open: grants not audited yet are audited now (then marked), not only when the request ends.
+      const events = status.kind === 'released' ? [] : grantEvents(request, status.granted);
+      if (!events.length) continue;
+      out.push(...events.map((e) => ({ ...e, identity: request.identity })));
+      newGrants.set(request.id, events.flatMap((e) => e.approvers));
     }
-    return out;
+    return {
+      events: out,
+      // After the records are durable: a crash before this audits those grants again (at least once, never lost).
+      acknowledge: async () => {
+        for (const [id, kids] of newGrants) await this.#markAudited(id, kids);
+      },
+    };
+  }
+
+  /** Adds `kids` to a still-open request's audited grants (conditional, retried on a race). */
+  async #markAudited(id: string, kids: readonly string[]): Promise<void> {
+    for (let round = 0; round < 8; round++) {
+      const fresh = await this.#store.get(id);
+      if (!fresh || fresh.state !== 'pending') return;
+      const audited = [...new Set([...(fresh.audited ?? []), ...kids])];
+      if (audited.length === (fresh.audited ?? []).length) return;
+      if (await this.#store.replace({ ...fresh, audited, rev: fresh.rev + 1 })) return;
+    }
   }
 
   /** Records that the enclave was told how a swept request ended (so it is told once). */
@@ -177,17 +223,26 @@ export class ApprovalGate {
   }
 
   /** Marks a denied or expired request closed; the events when this call's write won (else another broker reports them). */
-  async #close(request: ApprovalRequest, status: Extract<ApprovalStatus, { kind: 'denied' | 'expired' }>, now: number, notified = true): Promise<ApprovalEvent[] | undefined> {
-    const next: ApprovalRequest = { ...request, state: status.kind, closedAt: iso(now), notified, rev: request.rev + 1 };
-    if (!(await this.#store.replace(next))) return undefined;
-    const base = { id: request.id, secret: request.secret, version: request.version, expiresAt: request.expiresAt };
-    return [...grantEvents(request, status.granted), { ...base, event: status.kind, approvers: status.kind === 'denied' && status.by ? [status.by] : [] }];
+  async #close(request: ApprovalRequest, status: Extract<ApprovalStatus, { kind: 'denied' | 'expired' }>, now: number, policy: ApprovalPolicy | undefined, notified = true): Promise<ApprovalEvent[] | undefined> {
+    // A denial or an expiry cannot be undone: a write lost to another change (a grant, an audit mark) is
+    // retried on the fresh copy while it is open; one lost to another broker's close is that broker's to report.
+    let current: ApprovalRequest | undefined = request;
+    for (let round = 0; round < MAX_ROUNDS && current?.state === 'pending'; round++) {
+      if (await this.#store.replace({ ...current, state: status.kind, closedAt: iso(now), notified, rev: current.rev + 1 })) {
+        const base = { id: current.id, secret: current.secret, version: current.version, expiresAt: current.expiresAt };
+        // Grants as stored now (one may have arrived since the read); without the policy (binding changed) by stored kid.
+        const granted = policy ? validGrants(current, policy) : [...new Set(current.grants.map((g) => g.kid))];
+        return [...grantEvents(current, granted), { ...base, event: status.kind, approvers: status.kind === 'denied' && status.by ? [status.by] : [] }];
+      }
+      current = await this.#store.get(request.id);
+    }
+    return undefined;
   }
 }
 
-/** One `granted` event per counted grant (audited when the request ends). */
+/** One `granted` event per counted grant not audited yet (by the sweep while open, else when the request ends). */
 function grantEvents(request: ApprovalRequest, granted: readonly string[]): ApprovalEvent[] {
-  return granted.map((kid) => ({
+  return granted.filter((kid) => !(request.audited ?? []).includes(kid)).map((kid) => ({
     event: 'granted' as const,
     id: request.id,
     secret: request.secret,

@@ -50,6 +50,8 @@ export interface ApprovalRequest {
   readonly state: ApprovalState;
   /** Set with a terminal state: when it was reached (broker time). */
   readonly closedAt?: string;
+  /** Grants (approver kids) already audited by the broker's sweep while the request was open: not audited again when it ends. */
+  readonly audited?: readonly string[];
   /** false: closed by the broker's sweep (denied or expired) before the enclave asked again; its next request is told once. */
   readonly notified?: boolean;
   /** Optimistic concurrency: every write is conditional on the revision read, and bumps it. */
@@ -187,6 +189,7 @@ export function parseApprovalRequest(value: unknown): ApprovalRequest {
   if (v.closedAt !== undefined && (typeof v.closedAt !== 'string' || !ISO_TIME.test(v.closedAt))) bad('closedAt');
   if (!Number.isSafeInteger(v.rev) || (v.rev as number) < 1) bad('rev');
   if (v.notified !== undefined && typeof v.notified !== 'boolean') bad('notified');
+  if (v.audited !== undefined && (!Array.isArray(v.audited) || v.audited.length > 64 || v.audited.some((k) => typeof k !== 'string' || !KID.test(k)))) bad('audited');
   return {
     id: v.id as string,
     secret: v.secret as string,
@@ -199,6 +202,7 @@ export function parseApprovalRequest(value: unknown): ApprovalRequest {
     state: v.state as ApprovalState,
     ...(v.closedAt !== undefined ? { closedAt: v.closedAt as string } : {}),
     ...(v.notified !== undefined ? { notified: v.notified as boolean } : {}),
+    ...(v.audited !== undefined ? { audited: v.audited as string[] } : {}),
     rev: v.rev as number,
   };
 }

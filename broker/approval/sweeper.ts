@@ -7,9 +7,11 @@ import type { ApprovalGate } from './gate.js';
 export const DEFAULT_APPROVAL_SWEEP_MS = 30_000;
 
 /**
- * Runs `gate.sweep` every `intervalMs`: requests denied or past their window (or whose binding changed)
- * are closed, and their grants, denial or expiry audited, even if the enclave never asks again. With
- * replicas each broker sweeps; the conditional close lets one of them report each request.
+ * Runs `gate.sweep` every `intervalMs`: grants on open requests are audited (then marked audited), and
+ * requests denied or past their window (or whose binding changed) are closed and their denial or expiry
+ * audited, even if the enclave never asks again. With replicas each broker sweeps; the conditional close
+ * lets one of them report each ending. Grants are audited at least once (a race or a crash between the
+ * record and its mark may audit one twice; never zero times).
  */
 export function startApprovalSweeper(deps: { gate: ApprovalGate; store: BindingStore; audit: AuditSink; clock: () => number; log: Logger; intervalMs?: number }): { stop(): void; runOnce(): Promise<void> } {
   let running: Promise<void> | undefined;
@@ -18,7 +20,8 @@ export function startApprovalSweeper(deps: { gate: ApprovalGate; store: BindingS
       const now = deps.clock();
       const snapshot = await deps.store.refresh();
       // A revocation list that cannot be loaded says nothing about approvals: only the bindings are used here.
-      for (const e of await deps.gate.sweep(snapshot.bindings, now)) {
+      const { events, acknowledge } = await deps.gate.sweep(snapshot.bindings, now);
+      for (const e of events) {
         const record: DecisionRecord = {
           time: new Date(now).toISOString(),
           decision: 'approval',
@@ -35,6 +38,7 @@ export function startApprovalSweeper(deps: { gate: ApprovalGate; store: BindingS
         };
         await deps.audit.append(record);
       }
+      await acknowledge();
     })()
       .catch((err: unknown) => deps.log('warn', 'approval sweep failed; it runs again later', { error: err instanceof Error ? err.message : String(err) }))
       .finally(() => {
