@@ -2,7 +2,7 @@ import { createPublicKey, sign, type KeyObject } from 'node:crypto';
 import { ed25519Thumbprint } from '../policy/schema.js';
 import type { StoreSnapshot } from '../store/store.js';
 import type { ApprovalStore } from './approval-store.js';
-import { approvalDigest, approvalStatus, ApprovalError, checkSignedDecision, type ApprovalRequest, type ApprovalStatus } from './request.js';
+import { approvalDigest, approvalStatus, ApprovalError, checkSignedDecision, signatureValid, type ApprovalRequest, type ApprovalStatus } from './request.js';
 
 /** Operations behind `keygate approvals list|grant|deny`, shared by the CLI and tests. */
 
@@ -66,15 +66,16 @@ export async function submitDecision(store: ApprovalStore, snapshot: StoreSnapsh
     if (!binding?.approval || binding.version !== request.version || binding.revoked) {
       throw new ApprovalError('APPROVAL_STALE', `"${request.secret}" changed since request ${id} was made (it was for version ${request.version}); the enclave's next request starts a new one`);
     }
-    checkSignedDecision(request, binding.approval, decision, signed.kid, signed.sig);
+    const approver = checkSignedDecision(request, binding.approval, decision, signed.kid, signed.sig);
     const status = approvalStatus(request, binding.approval, now);
     if (status.kind === 'expired') throw new ApprovalError('APPROVAL_EXPIRED', `request ${id} expired at ${request.expiresAt}`);
     if (status.kind !== 'pending' && status.kind !== 'approved') throw new ApprovalError('APPROVAL_CLOSED', `request ${id} is ${status.kind}`);
     const at = new Date(now).toISOString();
     let next: ApprovalRequest;
     if (decision === 'grant') {
-      if (request.grants.some((g) => g.kid === signed.kid)) return { request, changed: false };
-      next = { ...request, grants: [...request.grants, { kid: signed.kid, sig: signed.sig, at }], rev: request.rev + 1 };
+      // A key counts once: a valid grant of this key stands; an entry of this key that does not verify is replaced.
+      if (request.grants.some((g) => g.kid === signed.kid && signatureValid(request, 'grant', approver, g.sig))) return { request, changed: false };
+      next = { ...request, grants: [...request.grants.filter((g) => g.kid !== signed.kid), { kid: signed.kid, sig: signed.sig, at }], rev: request.rev + 1 };
     } else {
       next = { ...request, denial: { kid: signed.kid, sig: signed.sig, at }, rev: request.rev + 1 };
     }

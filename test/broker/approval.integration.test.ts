@@ -26,6 +26,7 @@ import { FileApprovalStore } from '../../broker/approval/file-approvals.js';
 import { approverKid, signDecision, submitDecision } from '../../broker/approval/operations.js';
 import { ApprovalError, approvalStatement } from '../../broker/approval/request.js';
 import { FileStore } from '../../broker/store/file-store.js';
+import { parseBinding } from '../../broker/policy/schema.js';
 
 let dir: string;
 let pki: TestPki;
@@ -168,6 +169,17 @@ describe('keygate bind --approval', () => {
     expect(binding.approval).toEqual({ required: 2, windowSeconds: 60, approvers: [keys.alice, keys.bob, keys.carol].map((k) => ({ kid: k!.kid, jwk: expect.objectContaining({ kty: 'OKP', crv: 'Ed25519' }) })) });
   });
 
+  it('a stored approval policy whose kid is not its key\'s thumbprint, or with k > n, fails validation (the binding is denied)', async () => {
+    const binding = (await broker.store.refresh()).bindings.get('plain')!;
+    const approver = { kid: keys.alice!.kid, jwk: { kty: 'OKP', crv: 'Ed25519', x: (keys.bob!.privateKey.export({ format: 'jwk' }) as { x: string }).x } };
+    expect(() => parseBinding({ ...binding, approval: { required: 1, windowSeconds: 900, approvers: [approver] } })).toThrow(/approval\.approvers\[0\]\.kid: is not the RFC 7638 thumbprint/);
+    const good = { kid: keys.alice!.kid, jwk: { kty: 'OKP', crv: 'Ed25519', x: (keys.alice!.privateKey.export({ format: 'jwk' }) as { x: string }).x } };
+    expect(() => parseBinding({ ...binding, approval: { required: 2, windowSeconds: 900, approvers: [good] } })).toThrow(/approval\.required: must be an integer in 1\.\.1/);
+    expect(() => parseBinding({ ...binding, approval: { required: 1, windowSeconds: 900, approvers: [good, good] } })).toThrow(/must be distinct keys/);
+    expect(() => parseBinding({ ...binding, approval: { required: 1, windowSeconds: 30, approvers: [good] } })).toThrow(/windowSeconds/);
+    expect(parseBinding({ ...binding, approval: { required: 1, windowSeconds: 900, approvers: [good] } }).approval?.approvers[0]?.kid).toBe(keys.alice!.kid);
+  });
+
   it('refuses k > n, a key listed twice, a window out of bounds, and a window without --approval', async () => {
     const a = keys.alice!.publicFile;
     const b = keys.bob!.publicFile;
@@ -262,6 +274,24 @@ describe('release requests for a secret that needs approval (HTTP API + CLI)', (
     const answers = await Promise.all([1, 2, 3, 4, 5, 6].map(() => e.ask(['payments'])));
     expect(answers.filter((r) => r.status === 200), JSON.stringify(answers.map((r) => [r.status, r.body.error?.code]))).toHaveLength(1);
     for (const r of answers.filter((x) => x.status !== 200)) expect(['APPROVAL_CONSUMED', 'APPROVAL_PENDING']).toContain(r.body.error?.code);
+  });
+
+  it('the broker re-verifies stored grants: one written into the store with a bad signature, or by a non-approver, does not count', async () => {
+    const e = enclave();
+    const id = ((await e.ask(['payments'])).body as unknown as Pending).approvals[0]!.id;
+    await decide('grant', id, keys.bob!);
+    const file = join(dir, 'store', 'approvals', `${id}.json`);
+    const stored = JSON.parse(readFileSync(file, 'utf8')) as { grants: Array<{ kid: string; sig: string; at: string }>; rev: number };
+    const request = (await new FileApprovalStore(join(dir, 'store')).get(id))!;
+    const at = new Date(now()).toISOString();
+    stored.grants.push({ kid: keys.alice!.kid, sig: 'A'.repeat(86), at }, { kid: keys.mallory!.kid, sig: signDecision(request, 'grant', keys.mallory!.privateKey).sig, at });
+    stored.rev += 1;
+    writeFileSync(file, JSON.stringify(stored));
+    expect((await e.ask(['payments'])).status).toBe(202);
+    expect((await list()).find((r) => r.id === id)!.granted).toEqual([keys.bob!.kid]);
+    // Alice's real grant replaces the forged entry under her key (it did not verify), and counts.
+    expect(await decide('grant', id, keys.alice!)).toMatchObject({ status: 0, json: { changed: true } });
+    expect((await e.ask(['payments'])).status).toBe(200);
   });
 
   it('another enclave (other module id) does not get this enclave\'s approval', async () => {
