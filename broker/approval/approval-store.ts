@@ -23,6 +23,8 @@ export interface ApprovalStore {
   create(request: ApprovalRequest): Promise<boolean>;
   /** Replaces a request with `next` (rev = stored rev + 1) only if the stored revision is still `next.rev - 1`; false otherwise. */
   replace(next: ApprovalRequest): Promise<boolean>;
+  /** Deletes a finished request (housekeeping past its retention); nothing when it is gone already. */
+  remove(id: string): Promise<void>;
   /** Readiness: resolves when the store can answer. */
   check(): Promise<void>;
   close(): void;

@@ -1,4 +1,4 @@
-import { ConditionalCheckFailedException, DynamoDBClient, GetItemCommand, PutItemCommand, QueryCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
+import { ConditionalCheckFailedException, DeleteItemCommand, DynamoDBClient, GetItemCommand, PutItemCommand, QueryCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import type { DynamoDbStoreSettings } from '../store/open-store.js';
 import type { ApprovalStore } from './approval-store.js';
 import { APPROVAL_ID, ApprovalError, parseApprovalRequest, type ApprovalRequest } from './request.js';
@@ -132,6 +132,11 @@ export class DynamoDbApprovalStore implements ApprovalStore {
       if (conditionFailed(err)) return false;
       throw err;
     }
+  }
+
+  async remove(id: string): Promise<void> {
+    const Key = this.#key(id);
+    await this.#call('DeleteItem', (abortSignal) => this.#ddb().send(new DeleteItemCommand({ TableName: this.#settings.table, Key }), { abortSignal }));
   }
 
   async check(): Promise<void> {

@@ -1,4 +1,4 @@
-import { readdir } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createFileExclusive, ensureDirectory, writeFileAtomic } from '../../lib/durable-fs.js';
 import { readRegularFile } from '../store/regular-file.js';
@@ -72,6 +72,10 @@ export class FileApprovalStore implements ApprovalStore {
       await writeFileAtomic(path, toJson(next));
       return true;
     });
+  }
+
+  async remove(id: string): Promise<void> {
+    await rm(this.#path(id), { force: true });
   }
 
   async check(): Promise<void> {}

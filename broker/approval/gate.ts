@@ -33,6 +33,9 @@ export type GateOutcome =
    */
   | { readonly kind: 'approved'; readonly approved: readonly ApprovalRequest[]; consume(now: number): Promise<{ readonly used: boolean; readonly events: readonly ApprovalEvent[] }> };
 
+/** How long a finished request is kept past its expiry before the sweep deletes it (the audit keeps its story). */
+export const APPROVAL_RETENTION_MS = 7 * 86_400_000;
+
 /** Rounds a conditional write is retried on a fresh copy when another writer changed the request meanwhile. */
 const MAX_ROUNDS = 8;
 
@@ -179,6 +182,8 @@ export class ApprovalGate {
     const newGrants = new Map<string, string[]>();
     const list = await this.#store.list();
     for (const request of list) {
+      // Finished requests are kept (approvals list --all) for APPROVAL_RETENTION_MS past their expiry, then deleted.
+      if (request.state !== 'pending' && request.notified !== false && Date.parse(request.expiresAt) + APPROVAL_RETENTION_MS < now) await this.#store.remove(request.id);
       if (request.state !== 'pending') continue;
       const policy = bindings.get(request.secret)?.approval;
       const binding = bindings.get(request.secret);

@@ -504,3 +504,23 @@ describe('restart', () => {
     expect(valueOf(await e2.open(res.body.secrets![0]!, brokerKey))).toBe('pay-value-3');
   });
 });
+
+describe('housekeeping', () => {
+  it('finished requests are deleted by the sweep a retention period (7 days) past their expiry', async () => {
+    const finished = (await list(true)).filter((r) => r.status === 'released').map((r) => r.id);
+    expect(finished.length).toBeGreaterThan(0);
+    offset += 8 * 86_400_000;
+    try {
+      const approvals = new FileApprovalStore(join(dir, 'store'));
+      const deadline = Date.now() + 60_000;
+      let left = finished;
+      while (left.length && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 100));
+        left = (await approvals.list()).map((r) => r.id).filter((id) => finished.includes(id));
+      }
+      expect(left).toEqual([]);
+    } finally {
+      offset -= 8 * 86_400_000;
+    }
+  });
+});
