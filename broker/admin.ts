@@ -2,7 +2,7 @@ import { CodedError } from '../lib/coded-error.js';
 import type { BindingStore, StoreSnapshot } from './store/store.js';
 import type { KeyProvider } from './kms/provider.js';
 import { parseBinding, parsePcrValues, SECRET_NAME } from './policy/schema.js';
-import type { AllowRule, Binding, BindablePcrs, Ec2TagRule, InjectRule, ProviderName, ReleaseMode, Revocations } from './policy/types.js';
+import type { AllowRule, ApprovalPolicy, Binding, BindablePcrs, Ec2TagRule, InjectRule, ProviderName, ReleaseMode, Revocations } from './policy/types.js';
 import { samePcrs, type PcrValues } from '../lib/pcrs.js';
 import type { Baseline } from './policy/baseline.js';
 import { mergeBaseline } from './ops/stored-baselines.js';
@@ -42,6 +42,11 @@ export interface BindRequest {
   readonly baselines?: readonly Baseline[];
   /** Credential substitution: never released, only added by the broker's gateway to calls to an upstream. */
   readonly inject?: InjectRule;
+  /**
+   * Human approval of each release (k of n approver keys, window). Unset: the existing binding's, so a
+   * re-bind that forgets the flag never silently drops the approval requirement (unbind first to drop it).
+   */
+  readonly approval?: ApprovalPolicy;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -109,6 +114,7 @@ export async function bindSecret(store: BindingStore, provider: KeyProvider, req
       ttlSeconds: req.ttlSeconds ?? previous?.ttlSeconds ?? 60,
       ...(req.inject ? { inject: req.inject } : {}),
       revoked: false,
+      ...((req.approval ?? previous?.approval) ? { approval: req.approval ?? previous?.approval } : {}),
       createdAt: previous?.createdAt ?? now.toISOString(),
       updatedAt: now.toISOString(),
     });

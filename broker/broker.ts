@@ -24,6 +24,9 @@ import { loadPublicKeyFile, type SigningKey } from './signing-key.js';
 import { loadSharedKeys } from './keys/open-key-source.js';
 import { BrokerMetrics } from './metrics.js';
 import { ReleaseService } from './release.js';
+import { openApprovalStore } from './approval/open-approvals.js';
+import { ApprovalGate } from './approval/gate.js';
+import { startApprovalSweeper } from './approval/sweeper.js';
 import { createBrokerApp } from './server.js';
 import { BrokerError } from './errors.js';
 import { parseListen, perBrokerParts, type BrokerConfig } from './config.js';
@@ -61,6 +64,8 @@ export interface BrokerOptions {
   readonly log?: Logger;
   /** Audit-lock timing (tests shorten it): the heartbeat period, and the heartbeat age after which a holder that cannot be checked by pid counts as gone. */
   readonly auditLock?: { readonly heartbeatMs?: number; readonly staleMs?: number };
+  /** How often ended approval requests nobody asked about are closed and audited (tests shorten it). Default 30 s. */
+  readonly approvalSweepMs?: number;
 }
 
 /** Another live broker holds the audit file: two writers would interleave one hash chain. */
@@ -197,6 +202,10 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
   // Delegations live beside the store (its directory, or its table's own partition), shared by every replica.
   const delegationRegistry = await openDelegationRegistry(config.store);
   opened.push(() => delegationRegistry.close());
+  // Human approval requests live beside the store (its directory, or its DynamoDB table's "approval" partition).
+  const approvalStore = await openApprovalStore(config.store);
+  opened.push(() => approvalStore.close());
+  const approvalGate = new ApprovalGate(approvalStore);
   const release = new ReleaseService({
     verifier: createVerifier(),
     roots,
@@ -215,9 +224,12 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
     adminKeys,
     approvalsRequired: config.approvalsRequired,
     instanceTags,
+    approvals: approvalGate,
     clock,
     delegations: new DelegationGate(delegationRegistry, signingKey, config.delegation),
   });
+  const approvalSweeper = startApprovalSweeper({ gate: approvalGate, store, audit, clock, log, ...(options.approvalSweepMs ? { intervalMs: options.approvalSweepMs } : {}) });
+  opened.push(() => approvalSweeper.stop());
 
   const checkProviders = async (): Promise<void> => {
     // The keys the servable bindings use, per provider: aws-kms checks each with DescribeKey (Enabled).
@@ -312,6 +324,7 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
     metrics,
     release,
     close: async () => {
+      approvalSweeper.stop();
       try {
         await audit.close();
       } finally {
@@ -323,6 +336,7 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
       quarantine.close();
       instanceTags.close();
       delegationRegistry.close();
+      approvalStore.close();
       store.close();
     },
   };

@@ -5,7 +5,7 @@ import type { BrokerErrorCode } from './protocol/index.js';
  * code meets the transport (domain errors carry codes only). A Record, so a
  * code added to broker/protocol/codes.ts does not compile until it has a status.
  */
-export const HTTP_STATUS: Readonly<Record<BrokerErrorCode, 400 | 401 | 403 | 404 | 405 | 413 | 429 | 500 | 502 | 503>> = {
+export const HTTP_STATUS: Readonly<Record<BrokerErrorCode, 202 | 400 | 401 | 403 | 404 | 405 | 409 | 413 | 429 | 500 | 502 | 503>> = {
   MALFORMED_COSE: 400,
   UNSUPPORTED_ALG: 400,
   MALFORMED_PAYLOAD: 400,
@@ -54,6 +54,12 @@ export const HTTP_STATUS: Readonly<Record<BrokerErrorCode, 400 | 401 | 403 | 404
   UPSTREAM_STATUS_DENIED: 403,
   /** Gateway: the upstream could not be reached or failed TLS validation. */
   UPSTREAM_UNAVAILABLE: 502,
+  /** Human approval: accepted, nothing released; the body names the pending request(s). */
+  APPROVAL_PENDING: 202,
+  APPROVAL_DENIED: 403,
+  APPROVAL_EXPIRED: 403,
+  /** The (single-use) approval was used by a concurrent request of the same enclave. */
+  APPROVAL_CONSUMED: 409,
 };
 
 /**

@@ -23,6 +23,10 @@ import { buildRecipientReleaseClaims, buildReleaseClaims, RELEASE_JWS_TYPE, type
 import { DelegationGate, type Admitted, type DelegationAudit, type DelegationRequest, type GateOutcome } from './delegation/gate.js';
 import { auditCode, namesDenied, refusal, type Denial, type DenialReason } from './release/denial.js';
 import { identityKeyOf, identityOf, type IdentityKey } from './release/identity.js';
+import type { ApprovalEvent, ApprovalGate, GateOutcome as ApprovalOutcome } from './approval/gate.js';
+import { ApprovalError } from './approval/request.js';
+import { approvalPendingError } from './approval/pending-error.js';
+import type { PendingApproval } from './protocol/index.js';
 
 export const MAX_NAMES = 32;
 
@@ -67,6 +71,8 @@ export interface ReleaseDependencies {
   readonly approvalsRequired: number;
   /** Tags of EC2 instances, for bindings restricted by `instances.ec2Tag` (cached; absent: such bindings are refused). */
   readonly instanceTags?: { tagsOf(instanceId: string): Promise<InstanceTags> };
+  /** Human approval of bindings that require it (absent: such bindings are refused, fail closed). */
+  readonly approvals?: ApprovalGate;
   readonly clock: () => number;
   /** Delegations (issue, admit, count uses); absent: requests carrying one are refused. */
   readonly delegations?: DelegationGate;
@@ -140,7 +146,13 @@ interface Authorised {
 }
 
 /** What the request came to, and the document when it verified (the audit records it). */
-type Result = Outcome<{ readonly released: ReleasedSecret[]; readonly bindings: readonly Binding[]; readonly issued?: true }> & { readonly doc?: VerifiedDocument; readonly chain?: DelegationAudit | undefined };
+type Result = Outcome<{ readonly released: ReleasedSecret[]; readonly bindings: readonly Binding[]; readonly issued?: true }> & { readonly doc?: VerifiedDocument; readonly chain?: DelegationAudit | undefined } & ApprovalResult;
+
+/** Human-approval events to audit with the request, and the requests a 202 names. */
+interface ApprovalResult {
+  readonly approvalEvents?: readonly ApprovalEvent[];
+  readonly pending?: readonly PendingApproval[];
+}
 
 /**
  * Turns a verified attestation into released secrets, as a pipeline of named
@@ -285,13 +297,19 @@ export class ReleaseService {
     const chain = admitted?.value.audit;
     const authorised = await this.#authorise(req, admitted ? asRoot(verified.value, admitted.value) : verified.value);
     if (!authorised.ok) return { ...authorised, doc, chain };
+    // Human approval is asked of the enclave that presents the document (the sub-agent, when delegated).
+    const gate = await this.#approval(req, verified.value, authorised.value.bindings);
+    if (!gate.ok) return { ...gate, doc, chain };
     const spent = admitted && (await this.#deps.delegations!.take(admitted.value, 1, req.names, req.now));
     if (spent) return { ...denied(spent), doc, chain };
     const values = await this.#unwrap(req, authorised.value, attestation);
     if (!values.ok) return { ...values, doc, chain };
     const bindings = admitted ? DelegationGate.withinExpiry(admitted.value, authorised.value.bindings, req.now) : authorised.value.bindings;
     const released = await this.#seal(req, verified.value, bindings, values.value);
-    return { ok: true, value: { released, bindings }, doc, chain };
+    // Single use: the approval is spent (a conditional write) only now, so a KMS failure above does not use it up.
+    const used = gate.value.kind === 'approved' ? await this.#consumeApproval(req, gate.value) : { ok: true as const, value: [] };
+    if (!used.ok) return { ...used, doc, chain };
+    return { ok: true, value: { released, bindings }, doc, chain, approvalEvents: used.value };
   }
 
   /** verify -> (admit the presented delegation) -> authorise for the root -> issue: nothing audited yet. */
@@ -328,6 +346,40 @@ export class ReleaseService {
     if (typeof quarantined !== 'boolean') return denied(quarantined);
     if (quarantined) return denied(refusal('QUARANTINED', 'this enclave identity is quarantined after repeated denials'));
     return gate.admit(token, v.identity, req.names, req.now, snapshot.revocations, await this.#approvedBaselines(snapshot));
+  }
+
+  /**
+   * Bindings that require human approval: a pending request (created now if this enclave has none open)
+   * answers 202 and releases nothing, for any name; a denied or expired one refuses; k valid grants inside
+   * the window let the request through. Runs after every other check (the nonce is consumed by then).
+   */
+  async #approval(req: ReleaseRequest, v: Verified, bindings: readonly Binding[]): Promise<Outcome<ApprovalOutcome> & ApprovalResult> {
+    if (!bindings.some((b) => b.approval !== undefined)) return { ok: true, value: { kind: 'none' } };
+    const all = (code: BrokerErrorCode): Map<string, DenialReason> => new Map(req.names.map((n) => [n, { kind: 'shown', code }]));
+    if (!this.#deps.approvals) return denied(namesDenied('STORE_UNAVAILABLE', 'human approval is not available on this broker; nothing was released', req.names, all('STORE_UNAVAILABLE')));
+    let outcome: ApprovalOutcome;
+    try {
+      outcome = await this.#deps.approvals.evaluate(bindings, v.identity, req.now);
+    } catch (err) {
+      if (!(err instanceof ApprovalError)) throw err;
+      return denied(refusal('STORE_UNAVAILABLE', 'the approval store is unavailable; nothing was released', { kind: 'approvals', storeError: err.code }));
+    }
+    if (outcome.kind === 'pending') return { ...denied(namesDenied('APPROVAL_PENDING', 'human approval is pending; nothing was released (ask again once approved)', req.names, all('APPROVAL_PENDING'))), approvalEvents: outcome.events, pending: outcome.pending };
+    if (outcome.kind === 'refused') return { ...denied(namesDenied(outcome.code, outcome.message, req.names, all(outcome.code))), approvalEvents: outcome.events };
+    return { ok: true, value: outcome };
+  }
+
+  /** Spends the approvals (single use); a concurrent request that spent one first leaves this one with nothing. */
+  async #consumeApproval(req: ReleaseRequest, gate: Extract<ApprovalOutcome, { kind: 'approved' }>): Promise<Outcome<readonly ApprovalEvent[]> & ApprovalResult> {
+    try {
+      const { used, events } = await gate.consume(req.now);
+      if (used) return { ok: true, value: events };
+      const reasons = new Map<string, DenialReason>(req.names.map((n) => [n, { kind: 'shown', code: 'APPROVAL_CONSUMED' }]));
+      return { ...denied(namesDenied('APPROVAL_CONSUMED', 'the approval was used by a concurrent request; nothing was released', req.names, reasons)), approvalEvents: events };
+    } catch (err) {
+      if (!(err instanceof ApprovalError)) throw err;
+      return denied(refusal('STORE_UNAVAILABLE', 'the approval store is unavailable; nothing was released', { kind: 'approvals', storeError: err.code }));
+    }
   }
 
   /**
@@ -521,6 +573,11 @@ export class ReleaseService {
       latencyMs: Math.round((performance.now() - req.started) * 1000) / 1000,
       ...(result.chain ? { delegation: result.chain } : {}),
     });
+    // Human-approval events (request created, grants, denial, expiry, release), each naming the approver keys.
+    const approvals = (result.approvalEvents ?? []).map((e): DecisionRecord => ({
+      ...entry('approval', `APPROVAL_${e.event.toUpperCase()}`, e.secret, e.version),
+      approval: { id: e.id, event: e.event, approvers: e.approvers, expiresAt: e.expiresAt, ...(e.at ? { at: e.at } : {}) },
+    }));
     if (!result.ok) {
       const { denial } = result;
       metrics.denials.inc({ code: denial.shown });
@@ -533,12 +590,14 @@ export class ReleaseService {
         const shown: DenialReason = { kind: 'shown', code: denial.shown };
         await Promise.all(req.names.map((name) => audit.append(entry('deny', auditCode(denial.reasons.get(name) ?? shown), name, null))));
       }
+      await Promise.all(approvals.map((record) => audit.append(record)));
+      if (denial.shown === 'APPROVAL_PENDING') throw approvalPendingError(denial.message, result.pending ?? []);
       throw new BrokerError(denial.shown, denial.message);
     }
     const { released, bindings, issued } = result.value;
     const decision = issued ? 'delegate' : granted;
     const code = issued ? 'DELEGATED' : granted === 'release' ? 'RELEASED' : 'GATEWAY_TOKEN';
-    await Promise.all(bindings.map((b) => audit.append(entry(decision, code, b.secret, b.version))));
+    await Promise.all([...bindings.map((b) => audit.append(entry(decision, code, b.secret, b.version))), ...approvals.map((record) => audit.append(record))]);
     if (!issued && granted === 'release') for (const b of bindings) metrics.released(b.secret);
     return released;
   }

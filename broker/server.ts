@@ -11,8 +11,9 @@ import type { ChallengeService } from './challenge.js';
 import type { BrokerMetrics } from './metrics.js';
 import type { Logger } from './log.js';
 import { requestLogger } from './http-log.js';
-import type { ChallengeAnswer, ErrorAnswer, SecretsAnswer } from './protocol/index.js';
+import type { ApprovalPendingAnswer, ChallengeAnswer, ErrorAnswer, SecretsAnswer } from './protocol/index.js';
 import { parseDelegationRequest } from './delegation/request.js';
+import { pendingApprovalsOf } from './approval/pending-error.js';
 
 /** What the HTTP layer needs; everything with state lives behind these. */
 export interface BrokerAppDependencies {
@@ -29,7 +30,9 @@ export interface BrokerAppDependencies {
 }
 
 function errorResponse(c: Context, err: BrokerError): Response {
-  const body: ErrorAnswer = { error: { code: err.code, message: err.message } };
+  // Human approval pending (202): the error shape plus the requests awaiting approval (broker/protocol/approval.ts).
+  const approvals = pendingApprovalsOf(err);
+  const body: ErrorAnswer | ApprovalPendingAnswer = approvals ? { error: { code: 'APPROVAL_PENDING', message: err.message }, approvals } : { error: { code: err.code, message: err.message } };
   return c.json(body, HTTP_STATUS[err.code]);
 }
 

@@ -25,6 +25,7 @@ Commands:
   record            record a build's PCRs as a baseline, or --check a rebuild
   baseline put|list store a recorded baseline; list stored baselines and approvals
   approve NAME      add an admin approval to a baseline (in the store and its file)
+  approvals         list, grant or deny release requests of secrets bound with --approval
   admin token       mint a short-lived token for the broker's admin API
   keygen            create an Ed25519 key for signing or approving baselines
   dev pcrs          print the NSM simulator's PCRs (for bind --dev --dev-pcrs)
@@ -58,6 +59,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   'describe-eif': async () => (await import('./commands/eif.js')).describeEifCommand,
   record: async () => (await import('./commands/record.js')).recordCommand,
   approve: async () => (await import('./commands/record.js')).approveCommand,
+  approvals: async () => (await import('./commands/approvals.js')).approvalsCommand,
   keygen: async () => (await import('./commands/record.js')).keygenCommand,
   admin: async () => (await import('./commands/admin.js')).adminCommand,
   dev: async () => (await import('./commands/dev.js')).devCommand,

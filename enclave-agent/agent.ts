@@ -25,6 +25,7 @@ import { parentOfToken, requestDelegation, type DelegateOptions, type Delegation
 import type { MeasurementValues } from '../broker/protocol/index.js';
 import { GatewayClient, type GatewayOptions } from './gateway-client.js';
 import { gatewayFetch, startLocalGateway, Substitutes, type GatewayHandle } from './gateway.js';
+import { untilApproved, type GetSecretOptions } from './approval.js';
 
 /** A secret value: text secrets as strings, binary ones as bytes (treat as read-only). */
 export type SecretValue = string | Uint8Array;
@@ -65,8 +66,9 @@ export interface AgentStats {
 
 /** In-enclave client: `getSecret(name)` from a short-TTL cache that re-attests when it expires. */
 export interface SecretAgent {
-  getSecret(name: string): Promise<SecretValue>;
-  getSecrets(names: readonly string[]): Promise<Record<string, SecretValue>>;
+  /** `options`: how long to wait for human approval (a secret bound with --approval); see GetSecretOptions. */
+  getSecret(name: string, options?: GetSecretOptions): Promise<SecretValue>;
+  getSecrets(names: readonly string[], options?: GetSecretOptions): Promise<Record<string, SecretValue>>;
   /** Asks the broker (with a fresh attestation) for a delegation of some of this agent's secrets to a sub-agent. */
   delegate(options: DelegateOptions): Promise<Delegation>;
   /** Who delegated `token` (verified with the pinned broker key); with `expected`, PARENT_MISMATCH unless the parent has these measurements. */
@@ -172,14 +174,14 @@ class Agent implements SecretAgent {
     return entry;
   }
 
-  async getSecret(name: string): Promise<SecretValue> {
+  async getSecret(name: string, options: GetSecretOptions = {}): Promise<SecretValue> {
     const entry = this.#fresh(name, this.#clock());
     if (entry !== undefined) return entry.value;
     this.stats.misses++;
-    return (await this.#load([name])).get(name)!.value;
+    return (await untilApproved(() => this.#load([name]), options, this.#clock, () => this.#closed)).get(name)!.value;
   }
 
-  async getSecrets(names: readonly string[]): Promise<Record<string, SecretValue>> {
+  async getSecrets(names: readonly string[], options: GetSecretOptions = {}): Promise<Record<string, SecretValue>> {
     const now = this.#clock();
     const out: Record<string, SecretValue> = {};
     const missing: string[] = [];
@@ -190,7 +192,7 @@ class Agent implements SecretAgent {
     }
     if (missing.length) {
       this.stats.misses += missing.length;
-      const loaded = await this.#load(missing);
+      const loaded = await untilApproved(() => this.#load(missing), options, this.#clock, () => this.#closed);
       for (const name of missing) out[name] = loaded.get(name)!.value;
     }
     return out;

@@ -1,5 +1,6 @@
 export { createAgent } from './agent.js';
 export type { AgentOptions, AgentStats, SecretAgent, SecretValue } from './agent.js';
+export type { GetSecretOptions } from './approval.js';
 export { AgentError } from './errors.js';
 export type { DelegateOptions, Delegation, DelegationParent } from './delegation.js';
 export type { GatewayOptions } from './gateway-client.js';

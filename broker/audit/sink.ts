@@ -12,8 +12,8 @@ export const AUDITED_PCRS = [0, 1, 2, 4] as const;
 /** One decision as the broker saw it (design.md section 4). */
 export interface DecisionRecord {
   readonly time: string;
-  /** `delegate`: a delegation was issued for this secret (broker/delegation); `token`: a gateway token was issued; `call`: a gateway call was forwarded (broker/gateway). */
-  readonly decision: 'release' | 'deny' | 'delegate' | 'token' | 'call';
+  /** `delegate`: a delegation was issued for this secret (broker/delegation); `token`: a gateway token was issued; `call`: a gateway call was forwarded (broker/gateway); `approval`: a human-approval event (pending, granted, denied, expired) for the request, nothing released by it. */
+  readonly decision: 'release' | 'deny' | 'delegate' | 'token' | 'call' | 'approval';
   /** RELEASED, or the true reason for a denial (finer than what the caller was told). */
   readonly code: string;
   readonly secret: string | null;
@@ -33,6 +33,8 @@ export interface DecisionRecord {
   };
   /** A gateway call (decision `call`, or its denial): what was asked of the upstream. Never bodies or credential headers. */
   readonly gateway?: GatewayCallRecord;
+  /** Human approval (broker/approval): the request, the event, and the approver keys (RFC 7638 thumbprints) it concerns. */
+  readonly approval?: { readonly id: string; readonly event: string; readonly approvers: readonly string[]; readonly expiresAt: string; readonly at?: string };
 }
 
 /** The audited facts of one gateway call; the path carries no query values. */

@@ -1,5 +1,6 @@
 import { PCR_HEX } from '../../lib/pcrs.js';
-import { BINDABLE_PCRS, INJECT_METHODS, PROVIDER_NAMES, RELEASE_MODES, REQUIRED_PCRS, type AllowRule, type Binding, type BindablePcrs, type InjectRule, type InstanceRestriction, type Revocations } from './types.js';
+import { createHash } from 'node:crypto';
+import { BINDABLE_PCRS, INJECT_METHODS, PROVIDER_NAMES, RELEASE_MODES, REQUIRED_PCRS, type AllowRule, type ApprovalPolicy, type ApproverKey, type Binding, type BindablePcrs, type InjectRule, type InstanceRestriction, type Revocations } from './types.js';
 
 import { CodedError } from '../../lib/coded-error.js';
 
@@ -99,7 +100,7 @@ function parseInstances(value: unknown, path: string): InstanceRestriction {
 export function parseBinding(value: unknown, path = 'binding'): Binding {
   const obj = object(value, path, [
     'secret', 'version', 'provider', 'kmsKeyId', 'mode', 'ciphertext', 'text', 'allow', 'instances',
-    'allowDebug', 'ttlSeconds', 'revoked', 'createdAt', 'updatedAt', 'inject',
+    'allowDebug', 'ttlSeconds', 'revoked', 'approval', 'createdAt', 'updatedAt', 'inject',
   ]);
   const provider = string(obj.provider, `${path}.provider`, new RegExp(`^(${PROVIDER_NAMES.join('|')})$`)) as Binding['provider'];
   if (!Array.isArray(obj.allow) || obj.allow.length === 0) throw new SchemaError(`${path}.allow`, 'must be a non-empty array');
@@ -117,6 +118,7 @@ export function parseBinding(value: unknown, path = 'binding'): Binding {
     ttlSeconds: integer(obj.ttlSeconds, `${path}.ttlSeconds`, 1, MAX_TTL_SECONDS),
     ...(obj.inject === undefined ? {} : { inject: parseInject(obj.inject, `${path}.inject`) }),
     revoked: boolean(obj.revoked, `${path}.revoked`),
+    ...(obj.approval === undefined ? {} : { approval: parseApprovalPolicy(obj.approval, `${path}.approval`) }),
     createdAt: string(obj.createdAt, `${path}.createdAt`, ISO_TIME),
     updatedAt: string(obj.updatedAt, `${path}.updatedAt`, ISO_TIME),
   };
@@ -125,6 +127,8 @@ export function parseBinding(value: unknown, path = 'binding'): Binding {
   if (binding.mode === 'kms-recipient' && provider !== 'aws-kms') throw new SchemaError(`${path}.mode`, 'kms-recipient needs the aws-kms provider');
   // The broker adds an injected credential itself: a value only the enclave could decrypt is of no use to it.
   if (binding.inject && binding.mode === 'kms-recipient') throw new SchemaError(`${path}.inject`, 'cannot be combined with mode kms-recipient (the broker must hold the value to add it)');
+  // Gateway tokens are not gated by human approval (yet): refuse the pair rather than let a token skip the approvers.
+  if (binding.inject && binding.approval) throw new SchemaError(`${path}.inject`, 'cannot be combined with approval (gateway calls are not gated by human approval)');
   return binding;
 }
 
@@ -197,5 +201,46 @@ export function parseRevocations(value: unknown, path = 'revocations'): Revocati
     pcr0: obj.pcr0 === undefined ? [] : stringArray(obj.pcr0, `${path}.pcr0`, PCR_HEX),
     instances: obj.instances === undefined ? [] : stringArray(obj.instances, `${path}.instances`, INSTANCE_ID),
     baselines: obj.baselines === undefined ? [] : stringArray(obj.baselines, `${path}.baselines`, SECRET_NAME),
+  };
+}
+
+/** Bounds of an approval policy: approvers per binding, and the window (1 minute .. 7 days). */
+export const MAX_APPROVERS = 16;
+export const MIN_APPROVAL_WINDOW_SECONDS = 60;
+export const MAX_APPROVAL_WINDOW_SECONDS = 7 * 86_400;
+const B64URL_32 = /^[A-Za-z0-9_-]{43}$/;
+
+/** RFC 7638 thumbprint (SHA-256, base64url) of an Ed25519 public JWK: the canonical member order is crv, kty, x. */
+export function ed25519Thumbprint(x: string): string {
+  return createHash('sha256').update(JSON.stringify({ crv: 'Ed25519', kty: 'OKP', x })).digest('base64url');
+}
+
+function parseApprover(value: unknown, path: string): ApproverKey {
+  const obj = object(value, path, ['kid', 'jwk']);
+  const jwk = object(obj.jwk, `${path}.jwk`, ['kty', 'crv', 'x']);
+  if (jwk.kty !== 'OKP' || jwk.crv !== 'Ed25519') throw new SchemaError(`${path}.jwk`, 'must be an Ed25519 public key (kty OKP, crv Ed25519)');
+  const x = string(jwk.x, `${path}.jwk.x`, B64URL_32);
+  const kid = string(obj.kid, `${path}.kid`, B64URL_32);
+  // The kid is what grants and the audit name: it must be the key's own thumbprint, never a label.
+  if (kid !== ed25519Thumbprint(x)) throw new SchemaError(`${path}.kid`, 'is not the RFC 7638 thumbprint of jwk');
+  return { kid, jwk: { kty: 'OKP', crv: 'Ed25519', x } };
+}
+
+/**
+ * Validates an approval policy: 1 <= required <= approvers (1..16 distinct keys), window 60 s .. 7 days.
+ *
+ * @throws SchemaError naming the first offending field
+ */
+export function parseApprovalPolicy(value: unknown, path = 'approval'): ApprovalPolicy {
+  const obj = object(value, path, ['required', 'approvers', 'windowSeconds']);
+  if (!Array.isArray(obj.approvers) || obj.approvers.length === 0 || obj.approvers.length > MAX_APPROVERS) {
+    throw new SchemaError(`${path}.approvers`, `must be an array of 1..${MAX_APPROVERS} keys`);
+  }
+  const approvers = obj.approvers.map((a, i) => parseApprover(a, `${path}.approvers[${i}]`));
+  if (new Set(approvers.map((a) => a.kid)).size !== approvers.length) throw new SchemaError(`${path}.approvers`, 'must be distinct keys');
+  return {
+    required: integer(obj.required, `${path}.required`, 1, approvers.length),
+    approvers,
+    windowSeconds: integer(obj.windowSeconds, `${path}.windowSeconds`, MIN_APPROVAL_WINDOW_SECONDS, MAX_APPROVAL_WINDOW_SECONDS),
   };
 }

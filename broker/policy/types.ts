@@ -49,6 +49,8 @@ export interface Binding {
   readonly inject?: InjectRule;
   /** A revoked secret is released to nobody until rotated or re-bound. */
   readonly revoked: boolean;
+  /** Human approval: each release request needs `required` grants from distinct `approvers` (broker/approval). */
+  readonly approval?: ApprovalPolicy;
   readonly createdAt: string;
   readonly updatedAt: string;
 }
@@ -91,4 +93,20 @@ export interface InjectRule {
   readonly maxBodyBytes: number;
   readonly budget: { readonly requests: number; readonly windowSeconds: number };
   readonly allowStatus?: readonly number[];
+}
+
+/** An approver's Ed25519 public key, stored in the binding: `kid` is its RFC 7638 thumbprint (SHA-256, base64url). */
+export interface ApproverKey {
+  readonly kid: string;
+  readonly jwk: { readonly kty: 'OKP'; readonly crv: 'Ed25519'; readonly x: string };
+}
+
+/** k-of-n human approval of each release request (`keygate bind --approval K-of FILES --approval-window DUR`). */
+export interface ApprovalPolicy {
+  /** Grants from distinct approvers a request needs (k). */
+  readonly required: number;
+  /** The n keys whose grants count (distinct). */
+  readonly approvers: readonly ApproverKey[];
+  /** How long a request stays open from its creation: grants and the release must both fall inside it. */
+  readonly windowSeconds: number;
 }

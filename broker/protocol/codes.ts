@@ -47,6 +47,11 @@ export const BROKER_ERROR_CODES = [
   'BUDGET_EXCEEDED',
   'UPSTREAM_STATUS_DENIED',
   'UPSTREAM_UNAVAILABLE',
+  // human approval (broker/approval): the 202 answer, and the request's end
+  'APPROVAL_PENDING',
+  'APPROVAL_DENIED',
+  'APPROVAL_EXPIRED',
+  'APPROVAL_CONSUMED',
 ] as const;
 
 export type BrokerErrorCode = (typeof BROKER_ERROR_CODES)[number];

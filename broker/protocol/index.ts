@@ -31,3 +31,4 @@ export {
   GATEWAY_TOKEN_AUDIENCE,
 } from './gateway.js';
 export type { GatewayTokenRequest, GatewayTokenAnswer } from './gateway.js';
+export type { PendingApproval, ApprovalPendingAnswer } from './approval.js';

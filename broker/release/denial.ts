@@ -21,6 +21,8 @@ export type DenialReason =
   | { readonly kind: 'quarantine'; readonly storeError: string }
   /** The binding restricts instances by EC2 tag and EC2 could not be asked (unreachable, throttled, denied); its error name is kept. */
   | { readonly kind: 'instanceTags'; readonly ec2Error: string }
+  /** The approval store (broker/approval) could not be read or written; its error code is kept. */
+  | { readonly kind: 'approvals'; readonly storeError: string }
   /** The key provider could not decrypt this name's value; its own error name is kept for the operator. */
   | { readonly kind: 'provider'; readonly code: 'KMS_UNAVAILABLE' | 'SECRET_UNAVAILABLE'; readonly providerError: string }
   /** A delegation token refused (broker/delegation/gate.ts): the code shown and what exactly failed. */
@@ -47,6 +49,8 @@ export function auditCode(reason: DenialReason): string {
       return `${reason.code}:${reason.providerError}`;
     case 'delegation':
       return `${reason.code}:${reason.detail}`;
+    case 'approvals':
+      return `STORE_UNAVAILABLE:approvals:${reason.storeError}`;
   }
 }
 

@@ -42,7 +42,7 @@ export async function listCommand(argv: readonly string[], io: CliIo): Promise<n
   if (rows.length === 0 && invalidBindings.size === 0) io.out('no bindings\n');
   for (const name of [...invalidBindings].sort()) io.out(`${name}  INVALID: denied to every enclave until its file is fixed\n`);
   for (const b of rows) {
-    const flags = [b.revoked ? 'REVOKED' : '', b.allowDebug ? 'allow-debug' : '', b.mode === 'kms-recipient' ? 'kms-recipient' : '', b.inject ? `inject ${b.inject.upstream}` : '', b.instances ? ('ids' in b.instances ? `instances ${b.instances.ids.join(',')}` : `instances tagged ${b.instances.ec2Tag.key}=${b.instances.ec2Tag.value}`) : ''].filter(Boolean);
+    const flags = [b.revoked ? 'REVOKED' : '', b.allowDebug ? 'allow-debug' : '', b.mode === 'kms-recipient' ? 'kms-recipient' : '', b.inject ? `inject ${b.inject.upstream}` : '', b.approval ? `approval ${b.approval.required} of ${b.approval.approvers.length} within ${b.approval.windowSeconds}s` : '', b.instances ? ('ids' in b.instances ? `instances ${b.instances.ids.join(',')}` : `instances tagged ${b.instances.ec2Tag.key}=${b.instances.ec2Tag.value}`) : ''].filter(Boolean);
     io.out(`${b.secret}  v${b.version}  ttl ${b.ttlSeconds}s  ${b.provider}${flags.length ? `  [${flags.join('; ')}]` : ''}\n`);
     for (const rule of b.allow) {
       const pcrs = Object.entries(rule.pcrs).map(([i, v]) => `PCR${i}=${v.slice(0, 16)}…`).join(' ');

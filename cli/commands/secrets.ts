@@ -7,6 +7,7 @@ import type { ProviderName } from '../../broker/policy/types.js';
 import type { PcrValues } from '../../lib/pcrs.js';
 import { OperationError } from '../../broker/ops/errors.js';
 import { addRule, baselineSource, resolveRule, rolePcrs, warnUnapproved, type BaselineSource } from './bind-baseline.js';
+import { approvalPolicyFromFlags } from './approvals.js';
 import { coded } from '../store-ops.js';
 import { UsageError } from '../errors.js';
 import { parseCommand } from '../args.js';
@@ -48,6 +49,12 @@ values; agents keep their cached value), only the allowed measurements grow.
   --instance-tag K=V only EC2 instances tagged K=V (the broker asks EC2 DescribeTags for the
                      instance module_id and PCR4 name, caches the answer for ec2.tagCacheSeconds)
   --allow-debug      also release to debug-mode enclaves (never in production)
+  --approval K-of FILE,FILE,...
+                     human approval: each release request needs grants from K of these
+                     approvers' Ed25519 public keys (JWK or PEM); see keygate approvals --help.
+                     Kept on a re-bind that does not give it (unbind to drop it)
+  --approval-window DUR
+                     how long a request may wait for its grants and its release (1m..7d; default 15m)
   --dev-pcrs         with --dev: bind to the NSM simulator's PCR0/1/2 (keygate dev pcrs)
 ${INJECT_USAGE}${STORE_USAGE}
 ${ADMIN_CLIENT_USAGE}
@@ -149,6 +156,7 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
     'dev-pcrs': { type: 'boolean' },
     'iam-role': { type: 'string' },
     ...INJECT_OPTIONS,
+    approval: { type: 'string' }, 'approval-window': { type: 'string' },
   });
   if (values.help) {
     io.out(BIND_USAGE);
@@ -168,7 +176,7 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
   if (!values.baseline) checkPcrFlags(pcrFlags, [0, 1, 2]);
   if (values.baseline && !values['value-file'] && !values['value-stdin']) {
     // No value: a rule added to the existing binding, nothing else (its value, version and settings stay).
-    const settings = ['provider', 'kms-key-id', 'ttl', 'instance', 'instance-tag', 'allow-debug', 'recipient', 'inject'].filter((k) => values[k] !== undefined);
+    const settings = ['provider', 'kms-key-id', 'ttl', 'instance', 'instance-tag', 'allow-debug', 'recipient', 'inject', 'approval', 'approval-window'].filter((k) => values[k] !== undefined);
     if (settings.length) throw new UsageError(`--${settings.join(', --')} change a binding's settings: give the value too (--value-file F or --value-stdin)`);
     const source = await baselineSource(values.baseline as string, values.baselines as string | undefined);
     if (values['broker-admin']) return bindThroughAdmin(io, values as AdminClientFlags, secret, ruleFlags(values, pcrFlags, source));
@@ -184,7 +192,9 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
   if (instanceTag && values.instance) throw new UsageError('give --instance ID... or --instance-tag KEY=VALUE, not both');
   const inject = injectFromFlags(values);
   if (inject && values.recipient) throw new UsageError('--inject cannot be combined with --recipient: the broker must hold the value to add it to calls');
+  const approval = await approvalPolicyFromFlags(values.approval as string | undefined, values['approval-window'] as string | undefined);
   if (values['broker-admin']) {
+    if (approval) throw new UsageError('--broker-admin does not take --approval yet: bind through the store (--config) for a secret that needs human approval');
     if (inject) throw new UsageError('--broker-admin does not take --inject yet: bind an inject binding through the store (--config)');
     const source = values.baseline ? await baselineSource(values.baseline as string, values.baselines as string | undefined) : undefined;
     return bindThroughAdmin(io, values as AdminClientFlags, secret, ruleFlags(values, pcrFlags, source), {
@@ -222,12 +232,13 @@ export async function bindCommand(argv: readonly string[], io: CliIo): Promise<n
       addAllow: Boolean(values.add),
       ...(baseline ? { baselines: [baseline] } : {}),
       ...(inject ? { inject } : {}),
+      ...(approval ? { approval } : {}),
       });
       await warnUnapproved(io, config, store, rule.baseline);
       return bound;
     });
     value.fill(0);
-    io.out(`bound ${binding.secret} version ${binding.version} (${binding.allow.length} allowed measurement set${binding.allow.length === 1 ? '' : 's'}, ttl ${binding.ttlSeconds}s, ${binding.provider}${binding.mode === 'kms-recipient' ? ', kms-recipient' : ''}${binding.inject ? `, inject into ${binding.inject.upstream}` : ''})\n`);
+    io.out(`bound ${binding.secret} version ${binding.version} (${binding.allow.length} allowed measurement set${binding.allow.length === 1 ? '' : 's'}, ttl ${binding.ttlSeconds}s, ${binding.provider}${binding.mode === 'kms-recipient' ? ', kms-recipient' : ''}${binding.inject ? `, inject into ${binding.inject.upstream}` : ''}${binding.approval ? `, approval ${binding.approval.required} of ${binding.approval.approvers.length} within ${binding.approval.windowSeconds}s` : ''})\n`);
     if (replaced !== undefined) io.out(`replaced the ${replaced} measurement set${replaced === 1 ? '' : 's'} ${binding.secret} was bound to before (--add keeps them)\n`);
     io.out(`store: ${where}\n`);
     return 0;

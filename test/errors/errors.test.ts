@@ -26,6 +26,8 @@ const DOCUMENTED: Record<string, number> = {
   DELEGATION_INVALID: 401, DELEGATION_EXPIRED: 401, DELEGATION_EXHAUSTED: 403, DELEGATION_REVOKED: 403, DELEGATION_NOT_ALLOWED: 403, AUDIENCE_MISMATCH: 403,
   // the credential gateway (broker/gateway)
   GATEWAY_TOKEN_INVALID: 401, CHANNEL_BINDING_INVALID: 401, ROUTE_DENIED: 403, BODY_TOO_LARGE: 403, BUDGET_EXCEEDED: 403, UPSTREAM_STATUS_DENIED: 403, UPSTREAM_UNAVAILABLE: 502,
+  // Human approval (issue 14): 202 = accepted, nothing released, the request awaits approval.
+  APPROVAL_PENDING: 202, APPROVAL_DENIED: 403, APPROVAL_EXPIRED: 403, APPROVAL_CONSUMED: 409,
 };
 
 /** An app whose release step refuses with `code`: the status comes from the HTTP layer, not from the error. */

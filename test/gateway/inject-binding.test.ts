@@ -1,3 +1,5 @@
+import { generateKeyPairSync } from 'node:crypto';
+import { calculateJwkThumbprint } from 'jose';
 /**
  * Inject bindings (credential substitution, issue 13 item 1): the schema in the house style, the CLI flags,
  * and the promise that `POST /v1/secrets` never releases one (POLICY_DENIED, audited as INJECT_ONLY), with
@@ -74,6 +76,25 @@ describe('inject in a binding', () => {
     expect([err.code, err.path]).toEqual(['SCHEMA_INVALID', 'binding.inject']);
     const { mode: _mode, ...jwe } = binding;
     expect(parseBinding(jwe).inject).toEqual(RULE);
+  });
+
+  it('cannot be combined with human approval (a gateway token is not gated by approvers)', async () => {
+    const { publicKey } = generateKeyPairSync('ed25519');
+    const jwk = publicKey.export({ format: 'jwk' }) as { kty: 'OKP'; crv: 'Ed25519'; x: string };
+    const approval = { required: 1, approvers: [{ kid: await calculateJwkThumbprint(jwk, 'sha256'), jwk: { kty: jwk.kty, crv: jwk.crv, x: jwk.x } }], windowSeconds: 900 };
+    const binding = {
+      secret: 's', version: 1, provider: 'local', ciphertext: 'AAAA', text: true, allow: [{ pcrs: { ...APPROVED } }],
+      allowDebug: false, ttlSeconds: 60, revoked: false, createdAt: '2026-01-01T00:00:00Z', updatedAt: '2026-01-01T00:00:00Z', inject: RULE, approval,
+    };
+    let err: SchemaError | undefined;
+    try {
+      parseBinding(binding);
+    } catch (e) {
+      err = e as SchemaError;
+    }
+    expect([err?.code, err?.path]).toEqual(['SCHEMA_INVALID', 'binding.inject']);
+    const { inject: _inject, ...approvalOnly } = binding;
+    expect(parseBinding(approvalOnly).approval).toEqual(approval);
   });
 });
 
