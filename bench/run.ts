@@ -1,13 +1,14 @@
-/** `npm run bench`: runs the default benchmarks (or those named: `npm run bench -- verify`; `replicas` only when named). */
+/** `npm run bench`: runs the default benchmarks (or those named: `npm run bench -- verify`; `replicas` and `flood` only when named). */
 import { benchVerify } from './verify.js';
 import { benchBroker } from './broker.js';
 import { benchAgent } from './agent.js';
 import { benchJunk } from './junk.js';
 import { benchReplicas } from './replicas.js';
+import { benchFlood } from './flood.js';
 
 const ALL: Record<string, () => Promise<unknown>> = { verify: benchVerify, broker: benchBroker, agent: benchAgent, junk: benchJunk };
-/** Run only when named: replicas needs moto_server (or AWS) and starts several broker processes. */
-const ON_REQUEST: Record<string, () => Promise<unknown>> = { replicas: benchReplicas };
+/** Run only when named: replicas needs moto_server (or AWS) and starts several broker processes; flood sends 500k requests. */
+const ON_REQUEST: Record<string, () => Promise<unknown>> = { replicas: benchReplicas, flood: benchFlood };
 
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : Object.keys(ALL)) {
