@@ -6,8 +6,9 @@ import { benchJunk } from './junk.js';
 import { benchReplicas } from './replicas.js';
 import { benchFlood } from './flood.js';
 import { benchCli } from './cli.js';
+import { benchForwarder } from './forwarder.js';
 
-const ALL: Record<string, () => Promise<unknown>> = { verify: benchVerify, broker: benchBroker, agent: benchAgent, junk: benchJunk, cli: benchCli };
+const ALL: Record<string, () => Promise<unknown>> = { verify: benchVerify, broker: benchBroker, agent: benchAgent, junk: benchJunk, cli: benchCli, forwarder: benchForwarder };
 /** Run only when named: replicas needs moto_server (or AWS) and starts several broker processes; flood sends 500k requests. */
 const ON_REQUEST: Record<string, () => Promise<unknown>> = { replicas: benchReplicas, flood: benchFlood };
 
