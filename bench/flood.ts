@@ -3,35 +3,17 @@
  * After a warm-up, RSS and live heap after GC (--expose-gc in the broker) are sampled every
  * tenth of the run. Goal (issue 15): live heap flat, RSS growth < 64 MB over 500k requests.
  */
-import { fork, type ChildProcess } from 'node:child_process';
 import { Agent, request } from 'node:http';
-import { fileURLToPath } from 'node:url';
 import { printTable, writeResults } from './harness.js';
+import { startBrokerChild } from './child.js';
 
 const REQUESTS = Number(process.env.BENCH_FLOOD_REQUESTS ?? 500_000);
 const CONCURRENCY = Number(process.env.BENCH_FLOOD_CONCURRENCY ?? 32);
 const WARMUP = Math.min(10_000, Math.ceil(REQUESTS / 10));
 
-interface Mem { rss: number; heapUsed: number; external: number; maxRssKb: number }
-
-function ask<T>(child: ChildProcess, message: string, pick: (m: unknown) => m is T): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const onMessage = (m: unknown): void => {
-      if (!pick(m)) return;
-      child.off('message', onMessage);
-      resolve(m);
-    };
-    child.on('message', onMessage);
-    child.once('exit', (code) => reject(new Error(`flood broker exited ${code}`)));
-    if (message) child.send(message);
-  });
-}
-const isMem = (m: unknown): m is Mem => typeof m === 'object' && m !== null && 'heapUsed' in m;
-const isUrl = (m: unknown): m is { url: string } => typeof m === 'object' && m !== null && 'url' in m;
-
 export async function benchFlood(): Promise<Record<string, unknown>> {
-  const child = fork(fileURLToPath(new URL('./flood-broker.ts', import.meta.url)), [], { execArgv: ['--import', 'tsx', '--expose-gc'], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
-  const { url } = await ask(child, '', isUrl);
+  const broker = await startBrokerChild([], [], { exposeGc: true });
+  const url = broker.url;
   const { hostname, port } = new URL(url);
   const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY });
   const one = (): Promise<void> =>
@@ -50,18 +32,18 @@ export async function benchFlood(): Promise<Record<string, unknown>> {
   };
   try {
     await flood(WARMUP);
-    const base = await ask(child, 'mem', isMem);
+    const base = await broker.memory();
     const samples: Array<{ requests: number; rssMb: number; heapMb: number }> = [{ requests: 0, rssMb: base.rss / 1e6, heapMb: base.heapUsed / 1e6 }];
     const step = Math.ceil(REQUESTS / 10);
     const t0 = performance.now();
     for (let done = 0; done < REQUESTS; done += step) {
       await flood(Math.min(step, REQUESTS - done));
-      const m = await ask(child, 'mem', isMem);
+      const m = await broker.memory();
       samples.push({ requests: Math.min(done + step, REQUESTS), rssMb: m.rss / 1e6, heapMb: m.heapUsed / 1e6 });
     }
     const seconds = (performance.now() - t0) / 1000;
     const last = samples[samples.length - 1]!;
-    const end = await ask(child, 'mem', isMem);
+    const end = await broker.memory();
     const result = {
       requests: REQUESTS,
       concurrency: CONCURRENCY,
@@ -83,7 +65,6 @@ export async function benchFlood(): Promise<Record<string, unknown>> {
     return result;
   } finally {
     agent.destroy();
-    child.send('stop');
-    await new Promise((resolve) => child.once('exit', resolve));
+    await broker.stop();
   }
 }
