@@ -9,14 +9,29 @@ export interface Binding {
   pcrs: Record<number, string>;
   ttlSeconds?: number;
 }
-export type ChildRequest = { start: { roots: string[]; bind?: Binding[] } } | 'cpu' | 'mem' | 'stop';
+export type ChildRequest = { start: { roots: string[]; bind?: Binding[] } } | { profileStop: string } | 'profileStart' | 'cpu' | 'mem' | 'elu' | 'stop';
 export interface ChildMemory { rss: number; heapUsed: number; external: number; maxRssKb: number; gc: boolean }
+
+export interface EventLoopUtilization { idle: number; active: number; utilization: number }
+
+/** The share of time the event loop was busy between two snapshots. */
+export function eventLoopBusy(before: EventLoopUtilization, after: EventLoopUtilization): number {
+  const active = after.active - before.active;
+  const total = active + (after.idle - before.idle);
+  return total > 0 ? active / total : 0;
+}
 
 export interface BrokerChild {
   readonly url: string;
   readonly pid: number;
   /** The broker process's CPU time so far, in microseconds (user + system). */
   cpuUs(): Promise<number>;
+  /** performance.eventLoopUtilization() of the broker process (pass two to eventLoopBusy). */
+  elu(): Promise<EventLoopUtilization>;
+  /** Starts the V8 CPU profiler in the broker process (node:inspector, 200 µs sampling). */
+  profileStart(): Promise<boolean>;
+  /** Stops it and writes the .cpuprofile to `file` (read it with bench/cpuprofile-top.mjs). */
+  profileStop(file: string): Promise<string>;
   /** Memory after two full GCs (when started with `exposeGc`). */
   memory(): Promise<ChildMemory>;
   stop(): Promise<void>;
@@ -54,6 +69,9 @@ export async function startBrokerChild(roots: string[], bind: Binding[] = [], op
       const c = await next<NodeJS.CpuUsage>(child, 'cpu', 'cpu');
       return c.user + c.system;
     },
+    elu: () => next<EventLoopUtilization>(child, 'elu', 'elu'),
+    profileStart: () => next<boolean>(child, 'profiling', 'profileStart'),
+    profileStop: (file) => next<string>(child, 'profile', { profileStop: file }),
     memory: () => next<ChildMemory>(child, 'mem', 'mem'),
     stop: async () => {
       const exited = new Promise((resolve) => child.once('exit', resolve));
