@@ -10,15 +10,19 @@ export interface Measurement {
   seconds: number;
   opsPerSec: number;
   usPerOp: number;
+  /** Process CPU time (user + system) per operation: on a shared machine, unlike wall time, not stretched by waiting for a core. */
+  cpuUsPerOp?: number;
 }
 
 /** Runs `fn(i)` for `count` iterations (after `warmup`) and reports the rate. */
 export function measure(name: string, count: number, fn: (i: number) => void, warmup = Math.min(50, count)): Measurement {
   for (let i = 0; i < warmup; i++) fn(i);
+  const cpu0 = process.cpuUsage();
   const start = process.hrtime.bigint();
   for (let i = 0; i < count; i++) fn(i);
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-  return { name, ops: count, seconds, opsPerSec: count / seconds, usPerOp: (seconds * 1e6) / count };
+  const cpu = process.cpuUsage(cpu0);
+  return { name, ops: count, seconds, opsPerSec: count / seconds, usPerOp: (seconds * 1e6) / count, cpuUsPerOp: (cpu.user + cpu.system) / count };
 }
 
 /** Best of `rounds` runs, to damp noise from the other core's work. */

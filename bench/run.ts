@@ -1,14 +1,17 @@
-/** `npm run bench`: runs the default benchmarks (or those named: `npm run bench -- verify`; `replicas` only when named). */
+/** `npm run bench`: runs the default benchmarks (or those named: `npm run bench -- verify`; `replicas` and `flood` only when named). */
 import { benchVerify } from './verify.js';
 import { benchBroker } from './broker.js';
 import { benchAgent } from './agent.js';
 import { benchJunk } from './junk.js';
 import { benchReplicas } from './replicas.js';
 import { benchGateway } from './gateway.js';
+import { benchFlood } from './flood.js';
+import { benchCli } from './cli.js';
+import { benchForwarder } from './forwarder.js';
 
-const ALL: Record<string, () => Promise<unknown>> = { verify: benchVerify, broker: benchBroker, agent: benchAgent, junk: benchJunk, gateway: benchGateway };
-/** Run only when named: replicas needs moto_server (or AWS) and starts several broker processes. */
-const ON_REQUEST: Record<string, () => Promise<unknown>> = { replicas: benchReplicas };
+const ALL: Record<string, () => Promise<unknown>> = { verify: benchVerify, broker: benchBroker, agent: benchAgent, junk: benchJunk, gateway: benchGateway, cli: benchCli, forwarder: benchForwarder };
+/** Run only when named: replicas needs moto_server (or AWS) and starts several broker processes; flood sends 500k requests. */
+const ON_REQUEST: Record<string, () => Promise<unknown>> = { replicas: benchReplicas, flood: benchFlood };
 
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : Object.keys(ALL)) {

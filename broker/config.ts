@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { CodedError } from '../lib/coded-error.js';
-import { DEFAULT_RATE_LIMITS, type RateLimitSettings } from './release.js';
+import { DEFAULT_RATE_LIMITS, type RateLimitSettings } from './rate-limit.js';
 import type { AwsKmsSettings } from './kms/aws-kms.js';
 import { DEFAULT_AUDIT_MAX_FILE_BYTES } from './audit/log.js';
 import { parseHostPort, type HostPort } from '../lib/host-port.js';

@@ -1,3 +1,22 @@
+/** Per-client, per-identity and per-secret rates and the quarantine threshold (config `rateLimits`; 0 disables a limit). */
+export interface RateLimitSettings {
+  readonly perClientPerSecond: number;
+  readonly perIdentityPerSecond: number;
+  readonly perSecretPerSecond: number;
+  readonly quarantineAfterDenials: number;
+  readonly quarantineWindowSeconds: number;
+  readonly quarantineSeconds: number;
+}
+
+export const DEFAULT_RATE_LIMITS: RateLimitSettings = {
+  perClientPerSecond: 200,
+  perIdentityPerSecond: 20,
+  perSecretPerSecond: 1000,
+  quarantineAfterDenials: 10,
+  quarantineWindowSeconds: 60,
+  quarantineSeconds: 300,
+};
+
 /** Token buckets keyed by string, with bounded memory. */
 export class RateLimiter {
   readonly #buckets = new Map<string, { tokens: number; at: number }>();

@@ -15,7 +15,7 @@ import type { SigningKey } from './signing-key.js';
 import { SecretCache } from './secret-cache.js';
 import { importRsa2048Spki, type RecipientKey } from './recipient-key.js';
 import type { BrokerMetrics } from './metrics.js';
-import { Quarantine, RateLimiter, type QuarantineStore } from './rate-limit.js';
+import { Quarantine, RateLimiter, type QuarantineStore, type RateLimitSettings } from './rate-limit.js';
 import { NonceRegistryUnavailableError, type NonceRegistry, type NonceUse } from './nonce/registry.js';
 import { QuarantineUnavailableError } from './quarantine/store.js';
 import { BrokerError } from './errors.js';
@@ -30,23 +30,8 @@ import type { PendingApproval } from './protocol/index.js';
 
 export const MAX_NAMES = 32;
 
-export interface RateLimitSettings {
-  readonly perClientPerSecond: number;
-  readonly perIdentityPerSecond: number;
-  readonly perSecretPerSecond: number;
-  readonly quarantineAfterDenials: number;
-  readonly quarantineWindowSeconds: number;
-  readonly quarantineSeconds: number;
-}
-
-export const DEFAULT_RATE_LIMITS: RateLimitSettings = {
-  perClientPerSecond: 200,
-  perIdentityPerSecond: 20,
-  perSecretPerSecond: 1000,
-  quarantineAfterDenials: 10,
-  quarantineWindowSeconds: 60,
-  quarantineSeconds: 300,
-};
+// Defined beside the limiter so broker/config.ts (every CLI command) need not load the release path.
+export { DEFAULT_RATE_LIMITS, type RateLimitSettings } from './rate-limit.js';
 
 export interface ReleaseDependencies {
   readonly verifier: Verifier;

@@ -104,7 +104,10 @@ export function createBrokerApp(deps: BrokerAppDependencies): Hono {
     maxSize: deps.maxBodyBytes,
     onError: (c) => errorResponse(c, new BrokerError('PAYLOAD_TOO_LARGE', `body larger than ${deps.maxBodyBytes} bytes`)),
   });
-  app.use('*', limit);
+  // GET and HEAD never carry a body. Asking bodyLimit anyway reads c.req.raw.body, which makes
+  // @hono/node-server build a full fetch Request with an abort listener that lives until GC
+  // finalises it: under a flood of cheap GETs those pile up (issue 15, goal 7).
+  app.use('*', (c, next) => (c.req.method === 'GET' || c.req.method === 'HEAD' ? next() : limit(c, next)));
 
   app.get('/v1/challenge', (c) => {
     const { nonce, expiresAt } = deps.challenge.issue(deps.clock());

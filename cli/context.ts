@@ -5,7 +5,6 @@ import type { KeyProviders } from '../broker/kms/provider.js';
 import { access, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { UsageError } from './errors.js';
-import { ensureBaselineKey } from '../broker/ops/baselines.js';
 
 /**
  * The development admin key (private JWK; public at `.pub`), beside the dev PKI: one per working
@@ -16,6 +15,8 @@ export const DEV_ADMIN_KEY = join('.keygate-dev', 'admin.jwk');
 
 /** Creates the development admin key if missing (`broker --dev`, `approve --dev`). */
 export async function ensureDevAdminKey(): Promise<void> {
+  // Loaded here, not at the top: every store command imports this module, few need ops/baselines (start-up, issue 15).
+  const { ensureBaselineKey } = await import('../broker/ops/baselines.js');
   await ensureBaselineKey(DEV_ADMIN_KEY);
 }
 

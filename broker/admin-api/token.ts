@@ -1,5 +1,5 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { calculateJwkThumbprint, decodeProtectedHeader, exportJWK, jwtVerify, SignJWT, errors as joseErrors } from 'jose';
+import type { JWTPayload, ProtectedHeaderParameters } from 'jose';
 import { CodedError } from '../../lib/coded-error.js';
 import type { NonceRegistry } from '../nonce/registry.js';
 import { NonceRegistryUnavailableError } from '../nonce/registry.js';
@@ -65,7 +65,11 @@ export interface AdminApiKey {
 }
 
 /** The key id of an admin key: its RFC 7638 SHA-256 thumbprint (what `kid` must name). */
+/** jose loads on first use: the CLI's store commands import this module for its scopes and option lists (start-up, issue 15). */
+const jose = (): Promise<typeof import('jose')> => import('jose');
+
 export async function adminKeyId(key: KeyObject): Promise<string> {
+  const { calculateJwkThumbprint, exportJWK } = await jose();
   return calculateJwkThumbprint(await exportJWK(key.type === 'private' ? createPublicKey(key) : key), 'sha256');
 }
 
@@ -110,7 +114,8 @@ export function bearerToken(header: string | undefined): string {
  * @throws AdminAuthError
  */
 export async function verifyAdminToken(token: string, check: TokenCheck): Promise<AdminPrincipal> {
-  let header: ReturnType<typeof decodeProtectedHeader>;
+  const { decodeProtectedHeader, jwtVerify, errors: joseErrors } = await jose();
+  let header: ProtectedHeaderParameters;
   try {
     header = decodeProtectedHeader(token);
   } catch (err) {
@@ -121,7 +126,7 @@ export async function verifyAdminToken(token: string, check: TokenCheck): Promis
   if (header.typ !== ADMIN_TOKEN_TYPE) throw refuse('TOKEN_TYPE', `admin tokens carry typ "${ADMIN_TOKEN_TYPE}"`);
   const key = check.keys.find((k) => k.kid === header.kid);
   if (!key) throw refuse('TOKEN_UNKNOWN_KEY', 'the admin token is not signed by a configured admin API key (kid: the key\'s RFC 7638 thumbprint)');
-  let payload: Awaited<ReturnType<typeof jwtVerify>>['payload'];
+  let payload: JWTPayload;
   try {
     ({ payload } = await jwtVerify(token, key.key, {
       algorithms: ALGORITHMS,
@@ -179,6 +184,7 @@ export async function mintAdminToken(req: MintRequest): Promise<string> {
   const { kid } = await adminApiKey(req.key, 'the signing key');
   const alg = req.key.asymmetricKeyType === 'ed25519' ? 'EdDSA' : 'ES256';
   const iat = Math.floor(req.now / 1000);
+  const { SignJWT } = await jose();
   return new SignJWT({ scope: req.scopes.join(' ') })
     .setProtectedHeader({ alg, kid, typ: ADMIN_TOKEN_TYPE })
     .setAudience(req.audience)

@@ -1,5 +1,4 @@
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
-import { CompactSign, compactVerify, calculateJwkThumbprint, exportJWK } from 'jose';
 import { IMAGE_PCRS, SHA384_HEX, type ImagePcrs } from '../../lib/pcrs.js';
 import { ISO_TIME, SchemaError, SECRET_NAME } from './schema.js';
 
@@ -111,12 +110,17 @@ export function parseBaseline(json: unknown, path = 'baseline'): Baseline {
   };
 }
 
+/** jose loads on first use: every store (so every CLI command that reads one) imports this module (start-up, issue 15). */
+const jose = (): Promise<typeof import('jose')> => import('jose');
+
 async function kidOf(key: KeyObject): Promise<string> {
+  const { calculateJwkThumbprint, exportJWK } = await jose();
   return calculateJwkThumbprint(await exportJWK(key.type === 'private' ? createPublicKey(key) : key), 'sha256');
 }
 
 /** Signs the canonical body with the recording (CI) key: an Ed25519 JWS. */
 export async function signBaseline(b: BaselineBody, key: KeyObject): Promise<string> {
+  const { CompactSign } = await jose();
   return new CompactSign(new TextEncoder().encode(canonicalJson(baselineBody(b))))
     .setProtectedHeader({ alg: 'EdDSA', kid: await kidOf(key), typ: 'keygate-baseline+jws' })
     .sign(key);
@@ -125,6 +129,7 @@ export async function signBaseline(b: BaselineBody, key: KeyObject): Promise<str
 /** True when `signature` is a valid JWS by `key` over exactly this baseline's body. */
 export async function verifyBaselineSignature(b: Baseline, key: KeyObject): Promise<boolean> {
   if (!b.signature) return false;
+  const { compactVerify } = await jose();
   try {
     const { payload } = await compactVerify(b.signature, key, { algorithms: ['EdDSA'] });
     return new TextDecoder().decode(payload) === canonicalJson(baselineBody(b));
@@ -136,6 +141,7 @@ export async function verifyBaselineSignature(b: Baseline, key: KeyObject): Prom
 /** An admin approval of this exact baseline (name and digest). */
 export async function approveBaseline(b: Baseline, adminKey: KeyObject, now = new Date()): Promise<Approval> {
   const kid = await kidOf(adminKey);
+  const { CompactSign } = await jose();
   const jws = await new CompactSign(new TextEncoder().encode(JSON.stringify({ baseline: b.name, digest: baselineDigest(b), approvedAt: now.toISOString() })))
     .setProtectedHeader({ alg: 'EdDSA', kid, typ: 'keygate-approval+jws' })
     .sign(adminKey);
@@ -149,6 +155,7 @@ export async function approveBaseline(b: Baseline, adminKey: KeyObject, now = ne
  */
 export async function countApprovals(b: Baseline, adminKeys: readonly KeyObject[]): Promise<number> {
   const digest = baselineDigest(b);
+  const { compactVerify } = await jose();
   const byKid = new Map<string, KeyObject>();
   for (const k of adminKeys) byKid.set(await kidOf(k), k);
   const counted = new Set<string>();

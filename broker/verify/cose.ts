@@ -134,3 +134,33 @@ export function sigStructure(protectedHeader: Uint8Array, payload: Uint8Array): 
     payload,
   ]);
 }
+
+/** One unsigned big-endian integer as a DER INTEGER: minimal (leading zeros dropped), 0x00 added when the top bit is set. */
+function derInteger(bytes: Uint8Array): Uint8Array {
+  let i = 0;
+  while (i < bytes.length - 1 && bytes[i] === 0) i++;
+  const body = bytes.subarray(i);
+  const pad = body[0]! & 0x80 ? 1 : 0;
+  const out = new Uint8Array(2 + pad + body.length);
+  out[0] = 0x02;
+  out[1] = pad + body.length;
+  out.set(body, 2 + pad);
+  return out;
+}
+
+/**
+ * A COSE ECDSA signature (raw r || s, RFC 9053 section 2.1) as the DER ECDSA-Sig-Value that
+ * OpenSSL verifies directly: exactly what node builds for `dsaEncoding: 'ieee-p1363'`, but without
+ * node asking OpenSSL for the key's group size first, which on a key used once (every new enclave
+ * leaf) converts the whole key to a legacy EC_KEY (issue 15: fresh-leaf verify cost).
+ * Encoding only; the signature math is OpenSSL's. `raw` must have even length (ES384: 96 bytes).
+ */
+export function rawSignatureToDer(raw: Uint8Array): Uint8Array {
+  if (raw.length === 0 || raw.length % 2 !== 0 || raw.length > 132) throw new RangeError('raw ECDSA signature must be r || s of equal, even total length (at most P-521 size)');
+  const r = derInteger(raw.subarray(0, raw.length / 2));
+  const s = derInteger(raw.subarray(raw.length / 2));
+  const length = r.length + s.length;
+  // Short-form length up to 127 bytes; P-521 (2 × 69) needs the one-byte long form.
+  const head = length < 0x80 ? Uint8Array.of(0x30, length) : Uint8Array.of(0x30, 0x81, length);
+  return Buffer.concat([head, r, s]);
+}

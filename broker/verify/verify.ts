@@ -1,6 +1,6 @@
 import { createHash, verify as cryptoVerify } from 'node:crypto';
 import { AttestationError } from './errors.js';
-import { parseCoseSign1, sigStructure } from './cose.js';
+import { parseCoseSign1, rawSignatureToDer, sigStructure } from './cose.js';
 import { parsePayload, type AttestationPayload } from './payload.js';
 import { parseCertificate, type ParsedCertificate } from './certificate.js';
 import { validateChain } from './chain.js';
@@ -162,7 +162,7 @@ export function createVerifier(settings: VerifierSettings = {}): Verifier {
     const signed = sigStructure(cose.protectedHeader, cose.payload);
     let signatureOk = false;
     try {
-      signatureOk = cryptoVerify('sha384', signed, { key: chain.leaf.publicKey, dsaEncoding: 'ieee-p1363' }, cose.signature);
+      signatureOk = cryptoVerify('sha384', signed, { key: chain.leaf.publicKey, dsaEncoding: 'der' }, rawSignatureToDer(cose.signature));
     } catch {
       signatureOk = false;
     }

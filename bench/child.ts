@@ -1,0 +1,82 @@
+/** The parent side of bench/broker-child.ts: a test broker in its own process, asked over IPC. */
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export interface Binding {
+  secret: string;
+  value: string;
+  /** PCR index -> hex */
+  pcrs: Record<number, string>;
+  ttlSeconds?: number;
+}
+export type ChildRequest = { start: { roots: string[]; bind?: Binding[] } } | { profileStop: string } | 'profileStart' | 'cpu' | 'mem' | 'elu' | 'stop';
+export interface ChildMemory { rss: number; heapUsed: number; external: number; maxRssKb: number; gc: boolean }
+
+export interface EventLoopUtilization { idle: number; active: number; utilization: number }
+
+/** The share of time the event loop was busy between two snapshots. */
+export function eventLoopBusy(before: EventLoopUtilization, after: EventLoopUtilization): number {
+  const active = after.active - before.active;
+  const total = active + (after.idle - before.idle);
+  return total > 0 ? active / total : 0;
+}
+
+export interface BrokerChild {
+  readonly url: string;
+  readonly pid: number;
+  /** The broker process's CPU time so far, in microseconds (user + system). */
+  cpuUs(): Promise<number>;
+  /** performance.eventLoopUtilization() of the broker process (pass two to eventLoopBusy). */
+  elu(): Promise<EventLoopUtilization>;
+  /** Starts the V8 CPU profiler in the broker process (node:inspector, 200 µs sampling). */
+  profileStart(): Promise<boolean>;
+  /** Stops it and writes the .cpuprofile to `file` (read it with bench/cpuprofile-top.mjs). */
+  profileStop(file: string): Promise<string>;
+  /** Memory after two full GCs (when started with `exposeGc`). */
+  memory(): Promise<ChildMemory>;
+  stop(): Promise<void>;
+}
+
+function next<T>(child: ChildProcess, key: string, send?: ChildRequest): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (m: unknown): void => {
+      if (typeof m !== 'object' || m === null || !(key in m)) return;
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+      resolve((m as Record<string, T>)[key]!);
+    };
+    const onExit = (code: number | null): void => reject(new Error(`bench broker process exited ${code}`));
+    child.on('message', onMessage);
+    child.once('exit', onExit);
+    if (send !== undefined) child.send(send);
+  });
+}
+
+/** Starts a test broker (no rate limits) in its own node process, trusting `roots`, with `bind` bound; its files under `stateDir` (default: the tmpdir). */
+export async function startBrokerChild(roots: string[], bind: Binding[] = [], options: { exposeGc?: boolean; stateDir?: string } = {}): Promise<BrokerChild> {
+  const child = fork(fileURLToPath(new URL('./broker-child.ts', import.meta.url)), [], {
+    execArgv: ['--import', 'tsx', ...(options.exposeGc ? ['--expose-gc'] : [])],
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    // Where the broker keeps its store, keys and audit log (the audit's fdatasync is on every release).
+    ...(options.stateDir ? { env: { ...process.env, TMPDIR: options.stateDir } } : {}),
+  });
+  await next(child, 'ready');
+  const url = await next<string>(child, 'url', { start: { roots, bind } });
+  return {
+    url,
+    pid: child.pid!,
+    cpuUs: async () => {
+      const c = await next<NodeJS.CpuUsage>(child, 'cpu', 'cpu');
+      return c.user + c.system;
+    },
+    elu: () => next<EventLoopUtilization>(child, 'elu', 'elu'),
+    profileStart: () => next<boolean>(child, 'profiling', 'profileStart'),
+    profileStop: (file) => next<string>(child, 'profile', { profileStop: file }),
+    memory: () => next<ChildMemory>(child, 'mem', 'mem'),
+    stop: async () => {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.send('stop');
+      await exited;
+    },
+  };
+}
