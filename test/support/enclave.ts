@@ -40,7 +40,15 @@ export class TestEnclave {
   }
 
   async challenge(): Promise<Uint8Array> {
-    const res = await fetch(`${this.url}/v1/challenge`);
+    let res: Response;
+    try {
+      res = await fetch(`${this.url}/v1/challenge`);
+    } catch (err) {
+      // A pooled keep-alive connection the server closed just as it was reused (a loaded machine stretches
+      // that window): undici does not retry, and asking for a challenge again is harmless (GET, no state).
+      if (!(err instanceof TypeError && (err.cause as { code?: string } | undefined)?.code === 'ECONNRESET')) throw err;
+      res = await fetch(`${this.url}/v1/challenge`);
+    }
     const body = (await res.json()) as { nonce: string };
     return new Uint8Array(Buffer.from(body.nonce, 'base64'));
   }
