@@ -128,6 +128,14 @@ export class DelegationGate {
       if (!record) return fail('DELEGATION_INVALID', 'the delegation is not recorded by this broker', `unknown:${id}`, names, audit);
       if (record.revoked) return fail('DELEGATION_REVOKED', 'the delegation is revoked', `revoked:${id}`, names, audit);
     }
+    // Every delegate in the middle of the chain (chain[i + 1]) must still be the audience of the delegation it
+    // was given (parents[i]): a baseline revoked or unapproved since stops what it delegated further, too.
+    for (const [i, id] of claims.parents.entries()) {
+      const given = audiencePcrs(records.value.get(id)!.aud, approved, revocations);
+      if (!given || !pcrsInclude(claims.chain[i + 1]!.pcrs as PcrValues, given)) {
+        return fail('AUDIENCE_MISMATCH', 'an enclave of the delegation chain is no longer the audience of the delegation it was given', `audience-of:${id}`, names, audit);
+      }
+    }
     return { ok: true, value: { claims, root: identityOfSummary(claims.chain[0]!), audit } };
   }
 
@@ -206,6 +214,7 @@ export class DelegationGate {
       iat,
       exp,
       maxUses: request.maxUses,
+      aud: request.audience,
       uses: 0,
       revoked: false,
     };
