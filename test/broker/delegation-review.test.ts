@@ -23,6 +23,7 @@ import { cbor } from '../support/document.js';
 let dir: string;
 let pki: TestPki;
 let broker: RunningBroker;
+const admin = generateKeyPairSync('ed25519');
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const SUB_PCRS = { 0: h(0x44), 1: h(0x22), 2: h(0x33) };
 const SUBSUB_PCRS = { 0: h(0x66), 1: h(0x22), 2: h(0x33) };
@@ -45,7 +46,6 @@ const present = (e: Enclave, delegation: string | undefined, names = ['db']): Pr
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'keygate-delegation-review-'));
   pki = await createTestPki(Date.now());
-  const admin = generateKeyPairSync('ed25519');
   writeFileSync(join(dir, 'admin.pub.pem'), admin.publicKey.export({ type: 'spki', format: 'pem' }));
   broker = await startBroker(
     resolveConfig({
@@ -130,5 +130,45 @@ describe('names with their own safeguards', () => {
     expect(d.status, JSON.stringify(d.body)).toBe(200);
     const r = await present(sub, d.body.delegation, ['vault']);
     expect([r.status, r.body.error?.code, r.body.secrets]).toEqual([202, 'APPROVAL_PENDING', undefined]);
+  });
+});
+
+describe('held: attacks that must keep failing', () => {
+  it('an inject (gateway) binding is neither delegated nor released through a delegation (POLICY_DENIED)', async () => {
+    const local = broker.providers.get('local')!;
+    await bindSecret(broker.store, local, {
+      secret: 'upstream-key',
+      value: enc('sk-live'),
+      allow: [pcrSet(APPROVED)],
+      provider: 'local',
+      inject: { upstream: 'https://api.example.com', header: 'authorization', template: 'Bearer {value}', routes: ['GET /v1/*'], maxBodyBytes: 1024, budget: { requests: 10, windowSeconds: 60 } },
+    });
+    const [root, sub] = [enclave(0x11, 41), enclave(0x44, 42)];
+    expect((await delegate(root, { names: ['upstream-key'], audience: { pcrs: SUB_PCRS } })).body.error?.code).toBe('POLICY_DENIED');
+    const d = await delegate(root, { names: ['db'], audience: { pcrs: SUB_PCRS } });
+    expect((await present(sub, d.body.delegation, ['upstream-key'])).body.error?.code).toBe('DELEGATION_NOT_ALLOWED');
+  });
+
+  it('the root admitted through a baseline rule: a re-bind to other PCRs stops its delegation (POLICY_DENIED); revoking its baseline stops them (REVOKED)', async () => {
+    const local = broker.providers.get('local')!;
+    const rootPcrs = { 0: h(0x77), 1: h(0x22), 2: h(0x33) };
+    const body = parseBaseline({ formatVersion: 1, name: 'root-build', pcrs: rootPcrs, builder: 'ci', createdAt: '2026-11-01T00:00:00.000Z', source: 'eif', approvals: [] });
+    await broker.store.update(async (_s, tx) => tx.putBaseline({ ...body, approvals: [await approveBaseline(body, admin.privateKey)] }));
+    await bindSecret(broker.store, local, { secret: 'by-build', value: enc('b'), allow: [pcrSet(rootPcrs, 'root-build')], provider: 'local' });
+    await bindSecret(broker.store, local, { secret: 'rebound', value: enc('r'), allow: [pcrSet(rootPcrs)], provider: 'local' });
+    const [root, sub] = [enclave(0x77, 51), enclave(0x44, 52)];
+    const t = await delegate(root, { names: ['rebound'], audience: { pcrs: SUB_PCRS } });
+    expect(t.status, JSON.stringify(t.body)).toBe(200);
+    expect((await present(sub, t.body.delegation, ['rebound'])).status).toBe(200);
+    // Re-bound (not unbound) to another image: the root's current binding decides.
+    await bindSecret(broker.store, local, { secret: 'rebound', value: enc('r2'), allow: [pcrSet(APPROVED)], provider: 'local' });
+    expect((await present(sub, t.body.delegation, ['rebound'])).body.error?.code).toBe('POLICY_DENIED');
+    // The binding names the root's build: revoking the baseline (the chain recorded only PCRs) stops the delegation.
+    const b = await delegate(root, { names: ['by-build'], audience: { pcrs: SUB_PCRS } });
+    expect(b.status, JSON.stringify(b.body)).toBe(200);
+    expect((await present(sub, b.body.delegation, ['by-build'])).status).toBe(200);
+    await revokeIdentities(broker.store, { baselines: ['root-build'] });
+    const r = await present(sub, b.body.delegation, ['by-build']);
+    expect([r.status, r.body.error?.code]).toEqual([403, 'REVOKED']);
   });
 });
