@@ -21,6 +21,8 @@ export interface DelegationAudit {
   readonly chain: ReadonlyArray<{ readonly moduleId: string; readonly pcr0: string | null }>;
   /** The delegation ids this one was derived from, root first. */
   readonly parents: readonly string[];
+  /** An issued delegation: whom it is for, until when (seconds since the epoch), how many uses. */
+  readonly grant?: { readonly aud: DelegationAudience; readonly exp: number; readonly maxUses: number };
 }
 
 /** A presented token that checked out: whose authority it carries, and what it allows. */
@@ -222,6 +224,6 @@ export class DelegationGate {
     if (!created.ok) return { ...created, chain: audit };
     const claims: DelegationClaims = { v: DELEGATION_VERSION, iss: 'keygate', jti: id, iat, exp, names: [...names], maxUses: request.maxUses, aud: request.audience, depth, chain, parents };
     const token = await signDelegation(claims, this.signingKey);
-    return { ok: true, value: { answer: { delegation: token, id, exp }, audit } };
+    return { ok: true, value: { answer: { delegation: token, id, exp }, audit: { ...audit, grant: { aud: request.audience, exp, maxUses: request.maxUses } } } };
   }
 }

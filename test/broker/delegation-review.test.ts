@@ -5,7 +5,7 @@
  * without their own safeguards (human approval, inject bindings). Real HTTP API, file store.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateKeyPairSync } from 'node:crypto';
@@ -34,7 +34,7 @@ function enclave(pcr0Byte: number, n: number): Enclave {
   return Object.assign(new TestEnclave(pki, broker.url, buildPcrs(pcr0Byte)), { moduleId: `i-0${n.toString(16).padStart(16, '0')}-enc0000000000000001` });
 }
 
-type Answer = { status: number; body: { delegation?: string; id?: string; error?: { code: string }; secrets?: unknown[] } };
+type Answer = { status: number; body: { delegation?: string; id?: string; exp?: number; error?: { code: string }; secrets?: unknown[] } };
 async function send(path: string, e: Enclave, body: Record<string, unknown>): Promise<Answer> {
   const attestation = Buffer.from(e.document(await e.challenge(), { moduleId: e.moduleId })).toString('base64');
   const res = await fetch(`${broker.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ attestation, ...body }) });
@@ -170,5 +170,19 @@ describe('held: attacks that must keep failing', () => {
     await revokeIdentities(broker.store, { baselines: ['root-build'] });
     const r = await present(sub, b.body.delegation, ['by-build']);
     expect([r.status, r.body.error?.code]).toEqual([403, 'REVOKED']);
+  });
+});
+
+describe('the audit of an issued delegation', () => {
+  it('names whom it is for, until when and how many uses, besides the chain', async () => {
+    const root = enclave(0x11, 61);
+    const d = await delegate(root, { names: ['db'], ttlSeconds: 25, maxUses: 4, audience: { pcrs: SUB_PCRS } });
+    expect(d.status, JSON.stringify(d.body)).toBe(200);
+    const records = readFileSync(join(dir, 'state', 'audit.jsonl'), 'utf8')
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const issued = records.find((x) => x.decision === 'delegate' && (x.delegation as { id?: string } | undefined)?.id === d.body.id);
+    expect(issued).toMatchObject({ code: 'DELEGATED', secret: 'db', moduleId: root.moduleId, delegation: { depth: 1, grant: { aud: { pcrs: SUB_PCRS }, exp: d.body.exp, maxUses: 4 } } });
   });
 });
