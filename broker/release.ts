@@ -20,7 +20,7 @@ import { NonceRegistryUnavailableError, type NonceRegistry, type NonceUse } from
 import { QuarantineUnavailableError } from './quarantine/store.js';
 import { BrokerError } from './errors.js';
 import { buildRecipientReleaseClaims, buildReleaseClaims, RELEASE_JWS_TYPE, type BrokerErrorCode, type DelegationAnswer, type ReleasedSecret, type SignedReleaseClaims } from './protocol/index.js';
-import { DelegationGate, type Admitted, type DelegationAudit, type DelegationRequest, type GateOutcome } from './delegation/gate.js';
+import { DelegationGate, identityOfSummary, type Admitted, type DelegationAudit, type DelegationRequest, type GateOutcome } from './delegation/gate.js';
 import { auditCode, namesDenied, refusal, type Denial, type DenialReason } from './release/denial.js';
 import { identityKeyOf, identityOf, type IdentityKey } from './release/identity.js';
 import type { ApprovalEvent, ApprovalGate, GateOutcome as ApprovalOutcome } from './approval/gate.js';
@@ -330,7 +330,16 @@ export class ReleaseService {
     const quarantined = await this.#quarantineAnswer(() => this.#quarantine.isQuarantined(v.identityKey, req.now));
     if (typeof quarantined !== 'boolean') return denied(quarantined);
     if (quarantined) return denied(refusal('QUARANTINED', 'this enclave identity is quarantined after repeated denials'));
-    return gate.admit(token, v.identity, req.names, req.now, snapshot.revocations, await this.#approvedBaselines(snapshot));
+    const admitted = await gate.admit(token, v.identity, req.names, req.now, snapshot.revocations, await this.#approvedBaselines(snapshot));
+    if (!admitted.ok) return admitted;
+    // So do the delegates between the root (#authorise) and the presenter: a quarantined link stops what it delegated further.
+    const chain = admitted.value.audit;
+    for (const link of admitted.value.claims.chain.slice(1)) {
+      const held = await this.#quarantineAnswer(() => this.#quarantine.isQuarantined(identityKeyOf(identityOfSummary(link)), req.now));
+      if (held === true) return { ...denied(namesDenied('QUARANTINED', 'an enclave identity of the delegation chain is quarantined after repeated denials', req.names, new Map(req.names.map((n) => [n, { kind: 'delegation', code: 'QUARANTINED', detail: `quarantined:${link.moduleId}` }])))), chain };
+      if (held !== false) return { ...denied(held), chain };
+    }
+    return admitted;
   }
 
   /**

@@ -83,9 +83,14 @@ export async function verifiedDelegation(token: unknown, brokerKey: BrokerKey): 
  * work from a parent it does not expect.
  */
 export async function parentOfToken(token: string, brokerKey: BrokerKey, expected?: { readonly pcrs: MeasurementValues }): Promise<DelegationParent> {
+  // Fail closed: an expectation naming no measurement (say, an unset PCR0 in the caller's config) must not mean "any parent".
+  const wanted = expected && Object.entries(expected.pcrs ?? {}).filter(([, v]) => v !== undefined);
+  if (wanted && (!wanted.length || wanted.some(([, v]) => typeof v !== 'string' || !/^[0-9a-fA-F]+$/.test(v)))) {
+    throw new TypeError('parentOf: expected.pcrs must give at least one PCR value, as hex');
+  }
   const claims = await verifiedDelegation(token, brokerKey);
   const parent = claims.chain[claims.chain.length - 1]!;
-  if (expected && Object.entries(expected.pcrs).some(([i, v]) => v !== undefined && parent.pcrs[i] !== v.toLowerCase())) {
+  if (wanted?.some(([i, v]) => !Object.hasOwn(parent.pcrs, i) || parent.pcrs[i] !== v!.toLowerCase())) {
     throw new AgentError('PARENT_MISMATCH', "the delegating parent's measurements are not the expected ones");
   }
   return { id: claims.jti, names: claims.names, exp: claims.exp, maxUses: claims.maxUses, depth: claims.depth, parent, chain: claims.chain };

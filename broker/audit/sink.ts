@@ -30,6 +30,8 @@ export interface DecisionRecord {
     readonly depth: number;
     readonly chain: ReadonlyArray<{ readonly moduleId: string; readonly pcr0: string | null }>;
     readonly parents: readonly string[];
+    /** An issued delegation (decision `delegate`): its audience, expiry (seconds since the epoch) and uses. */
+    readonly grant?: { readonly aud: { readonly pcrs: PcrValues } | { readonly baseline: string }; readonly exp: number; readonly maxUses: number };
   };
   /** A gateway call (decision `call`, or its denial): what was asked of the upstream. Never bodies or credential headers. */
   readonly gateway?: GatewayCallRecord;

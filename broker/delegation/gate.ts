@@ -21,6 +21,8 @@ export interface DelegationAudit {
   readonly chain: ReadonlyArray<{ readonly moduleId: string; readonly pcr0: string | null }>;
   /** The delegation ids this one was derived from, root first. */
   readonly parents: readonly string[];
+  /** An issued delegation: whom it is for, until when (seconds since the epoch), how many uses. */
+  readonly grant?: { readonly aud: DelegationAudience; readonly exp: number; readonly maxUses: number };
 }
 
 /** A presented token that checked out: whose authority it carries, and what it allows. */
@@ -128,6 +130,14 @@ export class DelegationGate {
       if (!record) return fail('DELEGATION_INVALID', 'the delegation is not recorded by this broker', `unknown:${id}`, names, audit);
       if (record.revoked) return fail('DELEGATION_REVOKED', 'the delegation is revoked', `revoked:${id}`, names, audit);
     }
+    // Every delegate in the middle of the chain (chain[i + 1]) must still be the audience of the delegation it
+    // was given (parents[i]): a baseline revoked or unapproved since stops what it delegated further, too.
+    for (const [i, id] of claims.parents.entries()) {
+      const given = audiencePcrs(records.value.get(id)!.aud, approved, revocations);
+      if (!given || !pcrsInclude(claims.chain[i + 1]!.pcrs as PcrValues, given)) {
+        return fail('AUDIENCE_MISMATCH', 'an enclave of the delegation chain is no longer the audience of the delegation it was given', `audience-of:${id}`, names, audit);
+      }
+    }
     return { ok: true, value: { claims, root: identityOfSummary(claims.chain[0]!), audit } };
   }
 
@@ -206,6 +216,7 @@ export class DelegationGate {
       iat,
       exp,
       maxUses: request.maxUses,
+      aud: request.audience,
       uses: 0,
       revoked: false,
     };
@@ -213,6 +224,6 @@ export class DelegationGate {
     if (!created.ok) return { ...created, chain: audit };
     const claims: DelegationClaims = { v: DELEGATION_VERSION, iss: 'keygate', jti: id, iat, exp, names: [...names], maxUses: request.maxUses, aud: request.audience, depth, chain, parents };
     const token = await signDelegation(claims, this.signingKey);
-    return { ok: true, value: { answer: { delegation: token, id, exp }, audit } };
+    return { ok: true, value: { answer: { delegation: token, id, exp }, audit: { ...audit, grant: { aud: request.audience, exp, maxUses: request.maxUses } } } };
   }
 }

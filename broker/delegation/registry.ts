@@ -1,5 +1,6 @@
 import type { DynamoDbTableSettings } from '../../lib/aws-settings.js';
 import { CodedError } from '../../lib/coded-error.js';
+import { isDelegationAudience, type DelegationAudience } from '../protocol/index.js';
 
 /**
  * The record of one delegation the broker issued: what `keygate delegations list` shows and what a
@@ -18,6 +19,8 @@ export interface DelegationRecord {
   readonly iat: number;
   readonly exp: number;
   readonly maxUses: number;
+  /** Who may present it: re-checked for every delegate in the middle of a chain (a baseline revoked since stops it). */
+  readonly aud: DelegationAudience;
   /** Uses taken: releases, and the uses reserved by sub-delegations derived from it. */
   readonly uses: number;
   readonly revoked: boolean;
@@ -72,6 +75,7 @@ export function parseDelegationRecord(v: unknown): DelegationRecord | undefined 
   if (!(r.from === null || (typeof r.from === 'string' && DELEGATION_ID.test(r.from)))) return undefined;
   if (!int(r.depth) || !int(r.iat) || !int(r.exp) || !int(r.maxUses) || !int(r.uses) || typeof r.revoked !== 'boolean') return undefined;
   if (!Array.isArray(r.names) || r.names.some((n) => typeof n !== 'string')) return undefined;
+  if (!isDelegationAudience(r.aud)) return undefined;
   return {
     id: r.id,
     parent: { moduleId: p.moduleId, pcr0: p.pcr0 },
@@ -81,6 +85,7 @@ export function parseDelegationRecord(v: unknown): DelegationRecord | undefined 
     iat: r.iat,
     exp: r.exp,
     maxUses: r.maxUses,
+    aud: r.aud,
     uses: r.uses,
     revoked: r.revoked,
   };

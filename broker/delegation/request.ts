@@ -21,10 +21,7 @@ export function parseDelegationRequest(names: readonly string[], field: (key: st
 /** A CBOR body decodes maps as Map: the audience is read as the same plain object a JSON body gives. */
 function normaliseAudience(value: unknown): unknown {
   if (!(value instanceof Map)) return value;
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of value) {
-    if (typeof k !== 'string') return undefined;
-    out[k] = v instanceof Map ? Object.fromEntries([...v].map(([i, x]) => [String(i), x])) : v;
-  }
-  return out;
+  if ([...value.keys()].some((k) => typeof k !== 'string')) return undefined;
+  // Object.fromEntries defines own members: a "__proto__" key stays a (refused) key, never the prototype.
+  return Object.fromEntries([...value].map(([k, v]) => [k, v instanceof Map ? Object.fromEntries([...v].map(([i, x]) => [String(i), x])) : v]));
 }

@@ -88,7 +88,7 @@ function summary(v: unknown): v is AttestationSummary {
 /** The audience as the wire carries it: PCR0/1/2 (optionally 3/4/8) or an approved baseline's name. */
 export function isDelegationAudience(v: unknown): v is DelegationAudience {
   if (!isObject(v) || Object.keys(v).length !== 1) return false;
-  if ('baseline' in v) return typeof v.baseline === 'string' && BASELINE.test(v.baseline);
+  if (Object.hasOwn(v, 'baseline')) return typeof v.baseline === 'string' && BASELINE.test(v.baseline);
   return measurementMap(v.pcrs, ['0', '1', '2']);
 }
 

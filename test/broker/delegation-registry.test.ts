@@ -26,6 +26,7 @@ const record = (over: Partial<DelegationRecord> = {}): DelegationRecord => ({
   iat: 1_000,
   exp: 2_000,
   maxUses: 3,
+  aud: { baseline: 'sub-build' },
   uses: 0,
   revoked: false,
   ...over,
