@@ -3,7 +3,7 @@ import type { ApprovalPolicy, Binding } from '../policy/types.js';
 import type { PendingApproval } from '../protocol/index.js';
 import { instanceIdOf, type EnclaveIdentity } from '../policy/decide.js';
 import type { ApprovalStore } from './approval-store.js';
-import { ApprovalError, approvalStatus, sameIdentity, validGrants, type ApprovalIdentity, type ApprovalRequest, type ApprovalStatus } from './request.js';
+import { ApprovalError, approvalStatus, parseApprovalRequest, sameIdentity, validGrants, type ApprovalIdentity, type ApprovalRequest, type ApprovalStatus } from './request.js';
 
 /** One approval event for the audit (written by the release pipeline's #record, before the answer). */
 export interface ApprovalEvent {
@@ -41,6 +41,12 @@ const MAX_ROUNDS = 8;
 
 /** Open requests one enclave may hold per secret is one; this bounds what a flood of distinct enclaves can create. */
 export const MAX_OPEN_APPROVALS = 1000;
+/**
+ * Open requests the enclaves of one parent instance may hold at once. A parent can launch enclaves (each a
+ * new module id, each allowed one open request per secret) as fast as it likes: this keeps one instance
+ * from filling the store and the global bound for everyone else.
+ */
+export const MAX_OPEN_APPROVALS_PER_INSTANCE = 64;
 
 /** The approval identity of an attested enclave. */
 export function approvalIdentityOf(identity: EnclaveIdentity): ApprovalIdentity {
@@ -118,6 +124,7 @@ export class ApprovalGate {
       };
     }
     const pending: PendingApproval[] = [];
+    let created = 0;
     for (const binding of needing) {
       const found = open.get(binding.secret);
       if (found?.status.kind === 'approved') continue;
@@ -125,6 +132,11 @@ export class ApprovalGate {
       if (!request) {
         if (all.filter((r) => r.state === 'pending').length + pending.length >= MAX_OPEN_APPROVALS) {
           throw new ApprovalError('APPROVAL_STORE_UNAVAILABLE', `${MAX_OPEN_APPROVALS} approval requests are open; no more are created until some end`);
+        }
+        // Enclaves without an instance in their module id share one bound.
+        const ofInstance = all.filter((r) => r.state === 'pending' && now < Date.parse(r.expiresAt) && r.identity.instance === identity.instance).length;
+        if (ofInstance + created >= MAX_OPEN_APPROVALS_PER_INSTANCE) {
+          throw new ApprovalError('APPROVAL_LIMIT', `the enclaves of instance ${identity.instance ?? '(none)'} hold ${MAX_OPEN_APPROVALS_PER_INSTANCE} open approval requests; no more are created until some end`);
         }
         request = {
           id: `apr_${randomBytes(16).toString('hex')}`,
@@ -137,7 +149,10 @@ export class ApprovalGate {
           state: 'pending',
           rev: 1,
         };
+        // A request the store would not read back (an identity out of format) would be created again on every ask: refused.
+        parseApprovalRequest(request);
         if (!(await this.#store.create(request))) throw new ApprovalError('APPROVAL_STORE_INVALID', 'an approval request id collided; retry');
+        created++;
         events.push({ event: 'pending', id: request.id, secret: request.secret, version: request.version, approvers: binding.approval!.approvers.map((a) => a.kid), expiresAt: request.expiresAt });
       }
       pending.push({ id: request.id, secret: request.secret, version: request.version, expiresAt: request.expiresAt });
