@@ -3,7 +3,7 @@ import type { ApprovalPolicy, Binding } from '../policy/types.js';
 import type { PendingApproval } from '../protocol/index.js';
 import { instanceIdOf, type EnclaveIdentity } from '../policy/decide.js';
 import type { ApprovalStore } from './approval-store.js';
-import { ApprovalError, approvalStatus, parseApprovalRequest, sameIdentity, validGrants, type ApprovalIdentity, type ApprovalRequest, type ApprovalStatus } from './request.js';
+import { ApprovalError, approvalStatus, bindingChangedSince, parseApprovalRequest, sameIdentity, validGrants, type ApprovalIdentity, type ApprovalRequest, type ApprovalStatus } from './request.js';
 
 /** One approval event for the audit (written by the release pipeline's #record, before the answer). */
 export interface ApprovalEvent {
@@ -100,7 +100,7 @@ export class ApprovalGate {
       // Concurrent first requests may have opened several: the one furthest along counts (the rest expire unnoticed).
       const judged = mine
         .filter((r) => r.state === 'pending')
-        .map((request) => ({ request, status: request.version !== binding.version ? ({ kind: 'expired', granted: [] } as ApprovalStatus) : approvalStatus(request, binding.approval!, now) }));
+        .map((request) => ({ request, status: bindingChangedSince(request, binding) ? ({ kind: 'expired', granted: [] } as ApprovalStatus) : approvalStatus(request, binding.approval!, now) }));
       const rank = (s: ApprovalStatus): number => (s.kind === 'approved' ? 1000 : s.kind === 'pending' ? 100 + s.granted.length : 0);
       const best = judged.sort((a, b) => rank(a.status) - rank(b.status)).at(-1);
       if (!best) continue;
@@ -202,7 +202,7 @@ export class ApprovalGate {
       if (request.state !== 'pending') continue;
       const policy = bindings.get(request.secret)?.approval;
       const binding = bindings.get(request.secret);
-      const status: ApprovalStatus = !policy || binding?.version !== request.version ? { kind: 'expired', granted: [] } : approvalStatus(request, policy, now);
+      const status: ApprovalStatus = !policy || bindingChangedSince(request, binding) ? { kind: 'expired', granted: [] } : approvalStatus(request, policy, now);
       if (status.kind === 'denied' || status.kind === 'expired') {
         // An expired request is told to the enclave's next request, unless another of the same enclave and secret, open
         // or released, was opened as late or later (concurrent first requests): that one superseded it.

@@ -1,6 +1,6 @@
 import { createHash, createPublicKey, verify as verifySignature } from 'node:crypto';
 import { CodedError } from '../../lib/coded-error.js';
-import type { ApprovalPolicy, ApproverKey } from '../policy/types.js';
+import type { ApprovalPolicy, ApproverKey, Binding } from '../policy/types.js';
 import { INSTANCE_ID_BODY, ISO_TIME, SECRET_NAME } from '../policy/schema.js';
 import { PCR_HEX } from '../../lib/pcrs.js';
 
@@ -224,6 +224,16 @@ export function parseApprovalRequest(value: unknown): ApprovalRequest {
     ...(v.audited !== undefined ? { audited: v.audited as string[] } : {}),
     rev: v.rev as number,
   };
+}
+
+/**
+ * True when `binding` is no longer the one the request was made under: unbound, another version, approval
+ * dropped, revoked, or changed since the request was created (`updatedAt` after `createdAt`: a revoke and
+ * unrevoke keep the version, so grants given before a revocation must not survive it). Grants on such a
+ * request authorise nothing; the enclave's next request starts a new one.
+ */
+export function bindingChangedSince(request: ApprovalRequest, binding: Binding | undefined): boolean {
+  return !binding?.approval || binding.version !== request.version || binding.revoked || Date.parse(binding.updatedAt) > Date.parse(request.createdAt);
 }
 
 /** Same enclave: module id (so instance) and image PCR0/1/2. */

@@ -128,6 +128,31 @@ describe('approval attacks', () => {
     }
   });
 
+  it('a revocation voids approvals granted before it: revoke then unrevoke (same version) does not bring an approved request back', async () => {
+    const e = enclave();
+    const moduleId = 'i-0123456789abcdef0-enc00000000000000bb';
+    const first = await e.ask(['payments'], moduleId);
+    expect(first.status).toBe(202);
+    const { id } = (first.body as unknown as Pending).approvals[0]!;
+    for (const who of [keys.alice!, keys.bob!]) {
+      const g = await cli(['approvals', 'grant', id, '--key', who.privateFile, '--json', ...storeFlags()], undefined, undefined, now);
+      expect(g.status, g.stderr).toBe(0);
+    }
+    for (const cmd of ['revoke', 'unrevoke']) {
+      const r = await cli([cmd, 'payments', ...storeFlags()]);
+      expect(r.status, r.stderr).toBe(0);
+    }
+    const after = await e.ask(['payments'], moduleId);
+    expect(after.body.secrets).toBeUndefined();
+    expect(after.body.error?.code).toBe('APPROVAL_EXPIRED');
+    // A grant on it is refused as stale; the next request starts a new one.
+    const late = await cli(['approvals', 'grant', id, '--key', keys.carol!.privateFile, '--json', ...storeFlags()], undefined, undefined, now);
+    expect(JSON.parse(late.stdout)).toMatchObject({ error: { code: 'APPROVAL_STALE' } });
+    const next = await e.ask(['payments'], moduleId);
+    expect(next.status).toBe(202);
+    expect((next.body as unknown as Pending).approvals[0]!.id).not.toBe(id);
+  });
+
   it('a planted request carrying terminal escapes in its identity authorises nothing and never reaches `approvals list`', async () => {
     const e = enclave();
     const first = await e.ask(['payments'], 'i-0123456789abcdef0-enc00000000000000aa');
