@@ -35,6 +35,12 @@ export type GateOutcome =
 
 /** How long a finished request is kept past its expiry before the sweep deletes it (the audit keeps its story). */
 export const APPROVAL_RETENTION_MS = 7 * 86_400_000;
+/**
+ * A finished request nobody granted or denied is kept only this long past its expiry: long enough for its
+ * enclave's next request to be told it expired, short enough that enclaves asking and never being answered
+ * (or asking once and vanishing) cannot pile up records that every release request then reads.
+ */
+export const UNGRANTED_RETENTION_MS = 3_600_000;
 
 /** Rounds a conditional write is retried on a fresh copy when another writer changed the request meanwhile. */
 const MAX_ROUNDS = 8;
@@ -197,8 +203,10 @@ export class ApprovalGate {
     const newGrants = new Map<string, string[]>();
     const list = await this.#store.list();
     for (const request of list) {
-      // Finished requests are kept (approvals list --all) for APPROVAL_RETENTION_MS past their expiry, then deleted.
-      if (request.state !== 'pending' && request.notified !== false && Date.parse(request.expiresAt) + APPROVAL_RETENTION_MS < now) await this.#store.remove(request.id);
+      // Finished requests are kept (approvals list --all) for APPROVAL_RETENTION_MS past their expiry (ungranted ones for
+      // UNGRANTED_RETENTION_MS), then deleted, told to their enclave or not: one that never asks again must not keep them forever.
+      const retention = request.grants.length || request.denial ? APPROVAL_RETENTION_MS : UNGRANTED_RETENTION_MS;
+      if (request.state !== 'pending' && Date.parse(request.expiresAt) + retention < now) await this.#store.remove(request.id);
       if (request.state !== 'pending') continue;
       const policy = bindings.get(request.secret)?.approval;
       const binding = bindings.get(request.secret);

@@ -19,7 +19,7 @@ import { cli } from '../support/cli.js';
 import { FileApprovalStore } from '../../broker/approval/file-approvals.js';
 import { approverKid, signDecision } from '../../broker/approval/operations.js';
 import { ApprovalError, type ApprovalRequest } from '../../broker/approval/request.js';
-import { ApprovalGate, MAX_OPEN_APPROVALS_PER_INSTANCE } from '../../broker/approval/gate.js';
+import { ApprovalGate, APPROVAL_RETENTION_MS, MAX_OPEN_APPROVALS_PER_INSTANCE, UNGRANTED_RETENTION_MS } from '../../broker/approval/gate.js';
 import { ed25519Thumbprint, parseApprovalPolicy } from '../../broker/policy/schema.js';
 import type { Binding } from '../../broker/policy/types.js';
 
@@ -197,6 +197,36 @@ describe('approval attacks', () => {
       expect((await gate.evaluate([binding], identity('i-0aaaaaaaaaaaaaaaa', 0), t)).kind).toBe('pending');
       expect((await gate.evaluate([binding], identity('i-0bbbbbbbbbbbbbbbb', 0), t)).kind).toBe('pending');
       expect(readdirSync(join(sub, 'approvals')).filter((n) => n.endsWith('.json'))).toHaveLength(MAX_OPEN_APPROVALS_PER_INSTANCE + 1);
+    } finally {
+      rmSync(sub, { recursive: true, force: true });
+    }
+  });
+
+  it('finished requests do not pile up: ungranted ones are deleted soon after their end, the rest after the retention, told to their enclave or not', async () => {
+    const sub = mkdtempSync(join(tmpdir(), 'keygate-approval-retention-'));
+    try {
+      const approvals = new FileApprovalStore(sub);
+      const gate = new ApprovalGate(approvals);
+      const x = (keys.alice!.privateKey.export({ format: 'jwk' }) as { x: string }).x;
+      const policy = parseApprovalPolicy({ required: 2, windowSeconds: 60, approvers: [{ kid: keys.alice!.kid, jwk: { kty: 'OKP', crv: 'Ed25519', x } }, { kid: keys.bob!.kid, jwk: { kty: 'OKP', crv: 'Ed25519', x: (keys.bob!.privateKey.export({ format: 'jwk' }) as { x: string }).x } }] });
+      const t = Date.now();
+      const binding = { secret: 'payments', version: 1, approval: policy, revoked: false, updatedAt: new Date(t - 1000).toISOString() } as unknown as Binding;
+      const bindings = new Map([['payments', binding]]);
+      const identity = (n: number): Parameters<ApprovalGate['evaluate']>[1] => ({ moduleId: `i-0aaaaaaaaaaaaaaaa-enc${n.toString(16).padStart(16, '0')}`, pcrs: { 0: h(0x11), 1: h(0x22), 2: h(0x33) } }) as unknown as Parameters<ApprovalGate['evaluate']>[1];
+      // Launch-ask-vanish: each enclave asks once and never again (so it is never told its request expired).
+      for (let n = 0; n < 5; n++) expect((await gate.evaluate([binding], identity(n), t)).kind).toBe('pending');
+      // One of them got a grant (its story is worth keeping for approvals list --all).
+      const [granted] = await approvals.list();
+      const withGrant = { ...granted!, grants: [{ ...signDecision(granted!, 'grant', keys.alice!.privateKey), at: new Date(t).toISOString() }], rev: granted!.rev + 1 };
+      expect(await approvals.replace(withGrant)).toBe(true);
+      const files = (): number => readdirSync(join(sub, 'approvals')).filter((f) => f.endsWith('.json')).length;
+      const end = t + 60_000;
+      await gate.sweep(bindings, end + 1); // closes all five (expired)
+      expect(files()).toBe(5);
+      await gate.sweep(bindings, end + UNGRANTED_RETENTION_MS + 1_000);
+      expect((await approvals.list()).map((r) => r.id)).toEqual([withGrant.id]);
+      await gate.sweep(bindings, end + APPROVAL_RETENTION_MS + 1_000);
+      expect(files()).toBe(0);
     } finally {
       rmSync(sub, { recursive: true, force: true });
     }
