@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import type { ApprovalPolicy, Binding } from '../policy/types.js';
+import type { ApprovalPolicy, Binding, Revocations } from '../policy/types.js';
 import type { PendingApproval } from '../protocol/index.js';
-import { instanceIdOf, type EnclaveIdentity } from '../policy/decide.js';
+import { checkRevoked, instanceIdOf, type EnclaveIdentity } from '../policy/decide.js';
 import type { ApprovalStore } from './approval-store.js';
 import { ApprovalError, approvalStatus, bindingChangedSince, parseApprovalRequest, sameIdentity, validGrants, type ApprovalIdentity, type ApprovalRequest, type ApprovalStatus } from './request.js';
 
@@ -66,6 +66,11 @@ export function approvalIdentityOf(identity: EnclaveIdentity): ApprovalIdentity 
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString();
+
+/** The request's enclave is revoked (its PCR0 or its instance), as a release would find it. */
+function identityRevoked(identity: ApprovalIdentity, revocations: Revocations): boolean {
+  return checkRevoked({ moduleId: identity.moduleId, pcrs: { 0: identity.pcr0, 1: identity.pcr1, 2: identity.pcr2 }, debug: false }, revocations) !== undefined;
+}
 
 /**
  * Human approval in the release path (design.md 5b): pending -> granted (k of n) -> released once, or
@@ -193,12 +198,14 @@ export class ApprovalGate {
 
   /**
    * Closes every open request that has ended without the enclave asking again (denied, past its window, or
-   * its binding changed), so each denial and expiry is audited even when nobody asks; returns the events
-   * this call's writes won, each with the request's enclave identity.
+   * its binding changed, or its enclave's PCR0 or instance is in `revocations`), so each denial and expiry is
+   * audited even when nobody asks; returns the events this call's writes won, each with the request's enclave
+   * identity. A revocation leaves no mark on the binding: closing here is what keeps an unrevoke from bringing
+   * back approvals granted before it (a revoke and unrevoke between two sweeps is not seen).
    *
    * @throws ApprovalError when the approval store cannot be read
    */
-  async sweep(bindings: ReadonlyMap<string, Binding>, now: number): Promise<{ readonly events: Array<ApprovalEvent & { readonly identity: ApprovalIdentity }>; acknowledge(): Promise<void> }> {
+  async sweep(bindings: ReadonlyMap<string, Binding>, now: number, revocations?: Revocations): Promise<{ readonly events: Array<ApprovalEvent & { readonly identity: ApprovalIdentity }>; acknowledge(): Promise<void> }> {
     const out: Array<ApprovalEvent & { readonly identity: ApprovalIdentity }> = [];
     const newGrants = new Map<string, string[]>();
     const list = await this.#store.list();
@@ -210,7 +217,7 @@ export class ApprovalGate {
       if (request.state !== 'pending') continue;
       const policy = bindings.get(request.secret)?.approval;
       const binding = bindings.get(request.secret);
-      const status: ApprovalStatus = !policy || bindingChangedSince(request, binding) ? { kind: 'expired', granted: [] } : approvalStatus(request, policy, now);
+      const status: ApprovalStatus = !policy || bindingChangedSince(request, binding) || (revocations && identityRevoked(request.identity, revocations)) ? { kind: 'expired', granted: [] } : approvalStatus(request, policy, now);
       if (status.kind === 'denied' || status.kind === 'expired') {
         // An expired request is told to the enclave's next request, unless another of the same enclave and secret, open
         // or released, was opened as late or later (concurrent first requests): that one superseded it.

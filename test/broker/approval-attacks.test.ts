@@ -21,6 +21,8 @@ import { approverKid, signDecision } from '../../broker/approval/operations.js';
 import { ApprovalError, type ApprovalRequest } from '../../broker/approval/request.js';
 import { ApprovalGate, APPROVAL_RETENTION_MS, MAX_OPEN_APPROVALS_PER_INSTANCE, UNGRANTED_RETENTION_MS } from '../../broker/approval/gate.js';
 import { ed25519Thumbprint, parseApprovalPolicy } from '../../broker/policy/schema.js';
+import { startApprovalSweeper } from '../../broker/approval/sweeper.js';
+import type { AuditSink } from '../../broker/audit/sink.js';
 import type { Binding } from '../../broker/policy/types.js';
 
 let dir: string;
@@ -151,6 +153,35 @@ describe('approval attacks', () => {
     const next = await e.ask(['payments'], moduleId);
     expect(next.status).toBe(202);
     expect((next.body as unknown as Pending).approvals[0]!.id).not.toBe(id);
+  });
+
+  it('revoking the enclave\'s instance closes its approved request at the next sweep: unrevoking it does not bring the approval back', async () => {
+    const e = enclave();
+    const moduleId = 'i-0cccccccccccccccc-enc00000000000000cc';
+    const first = await e.ask(['payments'], moduleId);
+    expect(first.status).toBe(202);
+    const { id } = (first.body as unknown as Pending).approvals[0]!;
+    for (const who of [keys.alice!, keys.bob!]) {
+      const g = await cli(['approvals', 'grant', id, '--key', who.privateFile, '--json', ...storeFlags()], undefined, undefined, now);
+      expect(g.status, g.stderr).toBe(0);
+    }
+    const revoked = await cli(['revoke', '--instance', 'i-0cccccccccccccccc', ...storeFlags()]);
+    expect(revoked.status, revoked.stderr).toBe(0);
+    const records: string[] = [];
+    const audit = { append: async (r: { code: string }) => void records.push(r.code), appendRefusal: async () => {}, appendAdmin: async () => {} } as unknown as AuditSink;
+    const sweeper = startApprovalSweeper({ gate: new ApprovalGate(new FileApprovalStore(storeDir())), store: broker.store, audit, clock: now, log: silentLogger, intervalMs: 3_600_000 });
+    try {
+      await sweeper.runOnce();
+    } finally {
+      sweeper.stop();
+    }
+    expect(readRequest(id).state).toBe('expired');
+    expect(records).toContain('APPROVAL_EXPIRED');
+    const unrevoked = await cli(['unrevoke', '--instance', 'i-0cccccccccccccccc', ...storeFlags()]);
+    expect(unrevoked.status, unrevoked.stderr).toBe(0);
+    const after = await e.ask(['payments'], moduleId);
+    expect(after.body.secrets).toBeUndefined();
+    expect(after.body.error?.code).toBe('APPROVAL_EXPIRED');
   });
 
   it('a planted request carrying terminal escapes in its identity authorises nothing and never reaches `approvals list`', async () => {
