@@ -27,6 +27,15 @@ export function signDecision(request: ApprovalRequest, decision: 'grant' | 'deny
   return { kid: approverKid(privateKey), sig: sign(null, approvalDigest(request, decision), privateKey).toString('base64url') };
 }
 
+/**
+ * The request's digest as `approvals list` shows it (hex SHA-256 of its canonical grant statement, what a
+ * grant signs): `approvals grant|deny --digest` pins the request reviewed, so one rewritten in the store
+ * in between (another enclave, secret or window under the same id) is not signed.
+ */
+export function requestDigest(request: ApprovalRequest): string {
+  return approvalDigest(request, 'grant').toString('hex');
+}
+
 /** A request as `keygate approvals list` shows it, judged against its binding now. */
 export interface ApprovalView {
   readonly request: ApprovalRequest;

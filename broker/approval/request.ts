@@ -65,6 +65,8 @@ export type ApprovalErrorCode =
   | 'APPROVAL_NOT_APPROVER'
   /** The signature does not verify over this request's digest (wrong key, another request, altered). */
   | 'APPROVAL_BAD_SIGNATURE'
+  /** The request is not the one the approver reviewed: its digest differs from the one given (`--digest`). */
+  | 'APPROVAL_CHANGED'
   /** The request is no longer pending (granted and used, denied, expired). */
   | 'APPROVAL_CLOSED'
   /** The request's window has passed. */

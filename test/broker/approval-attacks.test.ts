@@ -184,6 +184,35 @@ describe('approval attacks', () => {
     expect(after.body.error?.code).toBe('APPROVAL_EXPIRED');
   });
 
+  it('grant --digest pins the request the approver reviewed: a file rewritten for another enclave between list and grant is not signed', async () => {
+    const e = enclave();
+    const moduleId = 'i-0123456789abcdef0-enc00000000000000dd';
+    const first = await e.ask(['payments'], moduleId);
+    expect(first.status).toBe(202);
+    const { id } = (first.body as unknown as Pending).approvals[0]!;
+    const listed = await cli(['approvals', 'list', '--json', ...storeFlags()], undefined, undefined, now);
+    const view = (JSON.parse(listed.stdout) as Array<{ id: string; digest: string }>).find((v) => v.id === id)!;
+    expect(view.digest).toMatch(/^[0-9a-f]{64}$/);
+    const text = await cli(['approvals', 'list', ...storeFlags()], undefined, undefined, now);
+    expect(text.stdout).toContain(`digest ${view.digest.slice(0, 16)}`);
+    // A store writer points the request at another enclave (same image, another instance) before the grant.
+    const r = readRequest(id);
+    writeRequest({ ...r, identity: { ...r.identity, moduleId: 'i-0eeeeeeeeeeeeeeee-enc00000000000000ee', instance: 'i-0eeeeeeeeeeeeeeee' } });
+    const refused = await cli(['approvals', 'grant', id, '--key', keys.alice!.privateFile, '--digest', view.digest.slice(0, 16), '--json', ...storeFlags()], undefined, undefined, now);
+    expect(refused.status).toBe(2);
+    expect(JSON.parse(refused.stdout)).toMatchObject({ error: { code: 'APPROVAL_CHANGED' } });
+    expect(readRequest(id).grants).toEqual([]);
+    // Unchanged, the same digest is accepted, and the answer names the enclave that was signed for.
+    writeRequest(r);
+    const ok = await cli(['approvals', 'grant', id, '--key', keys.alice!.privateFile, '--digest', view.digest.slice(0, 16), ...storeFlags()], undefined, undefined, now);
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(ok.stdout).toContain(moduleId);
+    // Too short a prefix pins nothing: a usage error.
+    const short = await cli(['approvals', 'grant', id, '--key', keys.bob!.privateFile, '--digest', view.digest.slice(0, 4), ...storeFlags()], undefined, undefined, now);
+    expect(short.status).toBe(2);
+    expect(short.stderr).toMatch(/--digest/);
+  });
+
   it('a planted request carrying terminal escapes in its identity authorises nothing and never reaches `approvals list`', async () => {
     const e = enclave();
     const first = await e.ask(['payments'], 'i-0123456789abcdef0-enc00000000000000aa');
