@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import type { ApprovalPolicy, Binding } from '../policy/types.js';
+import type { ApprovalPolicy, Binding, Revocations } from '../policy/types.js';
 import type { PendingApproval } from '../protocol/index.js';
-import { instanceIdOf, type EnclaveIdentity } from '../policy/decide.js';
+import { checkRevoked, instanceIdOf, type EnclaveIdentity } from '../policy/decide.js';
 import type { ApprovalStore } from './approval-store.js';
-import { ApprovalError, approvalStatus, sameIdentity, validGrants, type ApprovalIdentity, type ApprovalRequest, type ApprovalStatus } from './request.js';
+import { ApprovalError, approvalStatus, bindingChangedSince, parseApprovalRequest, sameIdentity, validGrants, type ApprovalIdentity, type ApprovalRequest, type ApprovalStatus } from './request.js';
 
 /** One approval event for the audit (written by the release pipeline's #record, before the answer). */
 export interface ApprovalEvent {
@@ -35,12 +35,24 @@ export type GateOutcome =
 
 /** How long a finished request is kept past its expiry before the sweep deletes it (the audit keeps its story). */
 export const APPROVAL_RETENTION_MS = 7 * 86_400_000;
+/**
+ * A finished request nobody granted or denied is kept only this long past its expiry: long enough for its
+ * enclave's next request to be told it expired, short enough that enclaves asking and never being answered
+ * (or asking once and vanishing) cannot pile up records that every release request then reads.
+ */
+export const UNGRANTED_RETENTION_MS = 3_600_000;
 
 /** Rounds a conditional write is retried on a fresh copy when another writer changed the request meanwhile. */
 const MAX_ROUNDS = 8;
 
 /** Open requests one enclave may hold per secret is one; this bounds what a flood of distinct enclaves can create. */
 export const MAX_OPEN_APPROVALS = 1000;
+/**
+ * Open requests the enclaves of one parent instance may hold at once. A parent can launch enclaves (each a
+ * new module id, each allowed one open request per secret) as fast as it likes: this keeps one instance
+ * from filling the store and the global bound for everyone else.
+ */
+export const MAX_OPEN_APPROVALS_PER_INSTANCE = 64;
 
 /** The approval identity of an attested enclave. */
 export function approvalIdentityOf(identity: EnclaveIdentity): ApprovalIdentity {
@@ -54,6 +66,11 @@ export function approvalIdentityOf(identity: EnclaveIdentity): ApprovalIdentity 
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString();
+
+/** The request's enclave is revoked (its PCR0 or its instance), as a release would find it. */
+function identityRevoked(identity: ApprovalIdentity, revocations: Revocations): boolean {
+  return checkRevoked({ moduleId: identity.moduleId, pcrs: { 0: identity.pcr0, 1: identity.pcr1, 2: identity.pcr2 }, debug: false }, revocations) !== undefined;
+}
 
 /**
  * Human approval in the release path (design.md 5b): pending -> granted (k of n) -> released once, or
@@ -94,7 +111,7 @@ export class ApprovalGate {
       // Concurrent first requests may have opened several: the one furthest along counts (the rest expire unnoticed).
       const judged = mine
         .filter((r) => r.state === 'pending')
-        .map((request) => ({ request, status: request.version !== binding.version ? ({ kind: 'expired', granted: [] } as ApprovalStatus) : approvalStatus(request, binding.approval!, now) }));
+        .map((request) => ({ request, status: bindingChangedSince(request, binding) ? ({ kind: 'expired', granted: [] } as ApprovalStatus) : approvalStatus(request, binding.approval!, now) }));
       const rank = (s: ApprovalStatus): number => (s.kind === 'approved' ? 1000 : s.kind === 'pending' ? 100 + s.granted.length : 0);
       const best = judged.sort((a, b) => rank(a.status) - rank(b.status)).at(-1);
       if (!best) continue;
@@ -118,6 +135,7 @@ export class ApprovalGate {
       };
     }
     const pending: PendingApproval[] = [];
+    let created = 0;
     for (const binding of needing) {
       const found = open.get(binding.secret);
       if (found?.status.kind === 'approved') continue;
@@ -125,6 +143,11 @@ export class ApprovalGate {
       if (!request) {
         if (all.filter((r) => r.state === 'pending').length + pending.length >= MAX_OPEN_APPROVALS) {
           throw new ApprovalError('APPROVAL_STORE_UNAVAILABLE', `${MAX_OPEN_APPROVALS} approval requests are open; no more are created until some end`);
+        }
+        // Enclaves without an instance in their module id share one bound.
+        const ofInstance = all.filter((r) => r.state === 'pending' && now < Date.parse(r.expiresAt) && r.identity.instance === identity.instance).length;
+        if (ofInstance + created >= MAX_OPEN_APPROVALS_PER_INSTANCE) {
+          throw new ApprovalError('APPROVAL_LIMIT', `the enclaves of instance ${identity.instance ?? '(none)'} hold ${MAX_OPEN_APPROVALS_PER_INSTANCE} open approval requests; no more are created until some end`);
         }
         request = {
           id: `apr_${randomBytes(16).toString('hex')}`,
@@ -137,7 +160,10 @@ export class ApprovalGate {
           state: 'pending',
           rev: 1,
         };
+        // A request the store would not read back (an identity out of format) would be created again on every ask: refused.
+        parseApprovalRequest(request);
         if (!(await this.#store.create(request))) throw new ApprovalError('APPROVAL_STORE_INVALID', 'an approval request id collided; retry');
+        created++;
         events.push({ event: 'pending', id: request.id, secret: request.secret, version: request.version, approvers: binding.approval!.approvers.map((a) => a.kid), expiresAt: request.expiresAt });
       }
       pending.push({ id: request.id, secret: request.secret, version: request.version, expiresAt: request.expiresAt });
@@ -172,22 +198,26 @@ export class ApprovalGate {
 
   /**
    * Closes every open request that has ended without the enclave asking again (denied, past its window, or
-   * its binding changed), so each denial and expiry is audited even when nobody asks; returns the events
-   * this call's writes won, each with the request's enclave identity.
+   * its binding changed, or its enclave's PCR0 or instance is in `revocations`), so each denial and expiry is
+   * audited even when nobody asks; returns the events this call's writes won, each with the request's enclave
+   * identity. A revocation leaves no mark on the binding: closing here is what keeps an unrevoke from bringing
+   * back approvals granted before it (a revoke and unrevoke between two sweeps is not seen).
    *
    * @throws ApprovalError when the approval store cannot be read
    */
-  async sweep(bindings: ReadonlyMap<string, Binding>, now: number): Promise<{ readonly events: Array<ApprovalEvent & { readonly identity: ApprovalIdentity }>; acknowledge(): Promise<void> }> {
+  async sweep(bindings: ReadonlyMap<string, Binding>, now: number, revocations?: Revocations): Promise<{ readonly events: Array<ApprovalEvent & { readonly identity: ApprovalIdentity }>; acknowledge(): Promise<void> }> {
     const out: Array<ApprovalEvent & { readonly identity: ApprovalIdentity }> = [];
     const newGrants = new Map<string, string[]>();
     const list = await this.#store.list();
     for (const request of list) {
-      // Finished requests are kept (approvals list --all) for APPROVAL_RETENTION_MS past their expiry, then deleted.
-      if (request.state !== 'pending' && request.notified !== false && Date.parse(request.expiresAt) + APPROVAL_RETENTION_MS < now) await this.#store.remove(request.id);
+      // Finished requests are kept (approvals list --all) for APPROVAL_RETENTION_MS past their expiry (ungranted ones for
+      // UNGRANTED_RETENTION_MS), then deleted, told to their enclave or not: one that never asks again must not keep them forever.
+      const retention = request.grants.length || request.denial ? APPROVAL_RETENTION_MS : UNGRANTED_RETENTION_MS;
+      if (request.state !== 'pending' && Date.parse(request.expiresAt) + retention < now) await this.#store.remove(request.id);
       if (request.state !== 'pending') continue;
       const policy = bindings.get(request.secret)?.approval;
       const binding = bindings.get(request.secret);
-      const status: ApprovalStatus = !policy || binding?.version !== request.version ? { kind: 'expired', granted: [] } : approvalStatus(request, policy, now);
+      const status: ApprovalStatus = !policy || bindingChangedSince(request, binding) || (revocations && identityRevoked(request.identity, revocations)) ? { kind: 'expired', granted: [] } : approvalStatus(request, policy, now);
       if (status.kind === 'denied' || status.kind === 'expired') {
         // An expired request is told to the enclave's next request, unless another of the same enclave and secret, open
         // or released, was opened as late or later (concurrent first requests): that one superseded it.

@@ -2,7 +2,7 @@ import { createPublicKey, sign, type KeyObject } from 'node:crypto';
 import { ed25519Thumbprint } from '../policy/schema.js';
 import type { StoreSnapshot } from '../store/store.js';
 import type { ApprovalStore } from './approval-store.js';
-import { approvalDigest, approvalStatus, ApprovalError, checkSignedDecision, signatureValid, type ApprovalRequest, type ApprovalStatus } from './request.js';
+import { approvalDigest, approvalStatus, ApprovalError, bindingChangedSince, checkSignedDecision, signatureValid, type ApprovalRequest, type ApprovalStatus } from './request.js';
 
 /** Operations behind `keygate approvals list|grant|deny`, shared by the CLI and tests. */
 
@@ -27,6 +27,15 @@ export function signDecision(request: ApprovalRequest, decision: 'grant' | 'deny
   return { kid: approverKid(privateKey), sig: sign(null, approvalDigest(request, decision), privateKey).toString('base64url') };
 }
 
+/**
+ * The request's digest as `approvals list` shows it (hex SHA-256 of its canonical grant statement, what a
+ * grant signs): `approvals grant|deny --digest` pins the request reviewed, so one rewritten in the store
+ * in between (another enclave, secret or window under the same id) is not signed.
+ */
+export function requestDigest(request: ApprovalRequest): string {
+  return approvalDigest(request, 'grant').toString('hex');
+}
+
 /** A request as `keygate approvals list` shows it, judged against its binding now. */
 export interface ApprovalView {
   readonly request: ApprovalRequest;
@@ -39,7 +48,7 @@ export interface ApprovalView {
 
 export function viewOf(request: ApprovalRequest, snapshot: StoreSnapshot, now: number): ApprovalView {
   const binding = snapshot.bindings.get(request.secret);
-  if (!binding?.approval || binding.version !== request.version) return { request, status: request.state === 'pending' ? 'stale' : request.state, granted: [], required: binding?.approval?.required ?? null };
+  if (!binding?.approval || bindingChangedSince(request, binding)) return { request, status: request.state === 'pending' ? 'stale' : request.state, granted: [], required: binding?.approval?.required ?? null };
   const status = approvalStatus(request, binding.approval, now);
   return { request, status: status.kind, granted: 'granted' in status ? status.granted : [], required: binding.approval.required };
 }
@@ -63,7 +72,7 @@ export async function submitDecision(store: ApprovalStore, snapshot: StoreSnapsh
     const request = await store.get(id);
     if (!request) throw new ApprovalError('APPROVAL_NOT_FOUND', `no approval request ${id}`);
     const binding = snapshot.bindings.get(request.secret);
-    if (!binding?.approval || binding.version !== request.version || binding.revoked) {
+    if (!binding?.approval || bindingChangedSince(request, binding)) {
       throw new ApprovalError('APPROVAL_STALE', `"${request.secret}" changed since request ${id} was made (it was for version ${request.version}); the enclave's next request starts a new one`);
     }
     const approver = checkSignedDecision(request, binding.approval, decision, signed.kid, signed.sig);

@@ -1,7 +1,7 @@
 import { createHash, createPublicKey, verify as verifySignature } from 'node:crypto';
 import { CodedError } from '../../lib/coded-error.js';
-import type { ApprovalPolicy, ApproverKey } from '../policy/types.js';
-import { ISO_TIME, SECRET_NAME } from '../policy/schema.js';
+import type { ApprovalPolicy, ApproverKey, Binding } from '../policy/types.js';
+import { INSTANCE_ID_BODY, ISO_TIME, SECRET_NAME } from '../policy/schema.js';
 import { PCR_HEX } from '../../lib/pcrs.js';
 
 /**
@@ -65,12 +65,16 @@ export type ApprovalErrorCode =
   | 'APPROVAL_NOT_APPROVER'
   /** The signature does not verify over this request's digest (wrong key, another request, altered). */
   | 'APPROVAL_BAD_SIGNATURE'
+  /** The request is not the one the approver reviewed: its digest differs from the one given (`--digest`). */
+  | 'APPROVAL_CHANGED'
   /** The request is no longer pending (granted and used, denied, expired). */
   | 'APPROVAL_CLOSED'
   /** The request's window has passed. */
   | 'APPROVAL_EXPIRED'
   /** The binding changed since the request (rotated, re-bound, unbound, approval dropped): it is void. */
   | 'APPROVAL_STALE'
+  /** Too many open requests (for this parent instance, or in all): none is created until some end. */
+  | 'APPROVAL_LIMIT'
   /** A stored request fails validation, or a write lost too many races. */
   | 'APPROVAL_STORE_INVALID'
   /** The approval store cannot be read or written (DynamoDB throttled or unreachable). */
@@ -141,6 +145,20 @@ export type ApprovalStatus =
   | { readonly kind: 'expired'; readonly granted: readonly string[] }
   | { readonly kind: 'released' };
 
+/** How far ahead of the judging clock a request's creation may lie (a CLI's clock behind the broker's that made it). */
+export const APPROVAL_CLOCK_SKEW_MS = 5 * 60_000;
+
+/**
+ * True when the request's window is not one the broker can have opened under `policy`: longer than the
+ * binding's window, or created in the future. The times are in the signed statement, but a store writer
+ * can widen them before anyone signs; the binding's window bounds what a signature can authorise.
+ */
+function outsidePolicyWindow(request: ApprovalRequest, policy: ApprovalPolicy, now: number): boolean {
+  const created = Date.parse(request.createdAt);
+  const expires = Date.parse(request.expiresAt);
+  return !(expires - created <= policy.windowSeconds * 1000) || created > now + APPROVAL_CLOCK_SKEW_MS;
+}
+
 export function approvalStatus(request: ApprovalRequest, policy: ApprovalPolicy, now: number): ApprovalStatus {
   const granted = validGrants(request, policy);
   if (request.state === 'released') return { kind: 'released' };
@@ -150,13 +168,16 @@ export function approvalStatus(request: ApprovalRequest, policy: ApprovalPolicy,
     const approver = policy.approvers.find((a) => a.kid === request.denial!.kid);
     if (approver && signatureValid(request, 'deny', approver, request.denial.sig)) return { kind: 'denied', by: request.denial.kid, granted };
   }
-  if (request.state === 'expired' || now >= Date.parse(request.expiresAt)) return { kind: 'expired', granted };
+  if (request.state === 'expired' || now >= Date.parse(request.expiresAt) || outsidePolicyWindow(request, policy, now)) return { kind: 'expired', granted };
   return granted.length >= policy.required ? { kind: 'approved', granted } : { kind: 'pending', granted };
 }
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const KID = /^[A-Za-z0-9_-]{43}$/;
 const SIG = /^[A-Za-z0-9_-]{86}$/;
+/** Printable ASCII without spaces: what `approvals list` prints of an identity can carry no terminal escapes. */
+const MODULE_ID = /^[\x21-\x7e]{1,256}$/;
+const INSTANCE_ID = new RegExp(`^${INSTANCE_ID_BODY}$`);
 
 function parseSignature(v: unknown): ApprovalSignature | undefined {
   if (!isObj(v) || typeof v.kid !== 'string' || !KID.test(v.kid) || typeof v.sig !== 'string' || !SIG.test(v.sig) || typeof v.at !== 'string' || !ISO_TIME.test(v.at)) return undefined;
@@ -178,9 +199,9 @@ export function parseApprovalRequest(value: unknown): ApprovalRequest {
   if (typeof v.secret !== 'string' || !SECRET_NAME.test(v.secret)) bad('secret');
   if (!Number.isSafeInteger(v.version) || (v.version as number) < 1) bad('version');
   const i = v.identity;
-  if (!isObj(i) || typeof i.moduleId !== 'string' || i.moduleId.length > 256) return bad('identity');
+  if (!isObj(i) || typeof i.moduleId !== 'string' || !MODULE_ID.test(i.moduleId)) return bad('identity');
   for (const k of ['pcr0', 'pcr1', 'pcr2'] as const) if (typeof i[k] !== 'string' || !PCR_HEX.test(i[k] as string)) bad(`identity.${k}`);
-  if (i.instance !== null && typeof i.instance !== 'string') bad('identity.instance');
+  if (i.instance !== null && (typeof i.instance !== 'string' || !INSTANCE_ID.test(i.instance))) bad('identity.instance');
   for (const k of ['createdAt', 'expiresAt'] as const) if (typeof v[k] !== 'string' || !ISO_TIME.test(v[k] as string)) bad(k);
   if (!Array.isArray(v.grants) || v.grants.length > 64) return bad('grants');
   const grants = v.grants.map((g) => parseSignature(g) ?? bad('grants[]'));
@@ -205,6 +226,16 @@ export function parseApprovalRequest(value: unknown): ApprovalRequest {
     ...(v.audited !== undefined ? { audited: v.audited as string[] } : {}),
     rev: v.rev as number,
   };
+}
+
+/**
+ * True when `binding` is no longer the one the request was made under: unbound, another version, approval
+ * dropped, revoked, or changed since the request was created (`updatedAt` after `createdAt`: a revoke and
+ * unrevoke keep the version, so grants given before a revocation must not survive it). Grants on such a
+ * request authorise nothing; the enclave's next request starts a new one.
+ */
+export function bindingChangedSince(request: ApprovalRequest, binding: Binding | undefined): boolean {
+  return !binding?.approval || binding.version !== request.version || binding.revoked || Date.parse(binding.updatedAt) > Date.parse(request.createdAt);
 }
 
 /** Same enclave: module id (so instance) and image PCR0/1/2. */

@@ -19,8 +19,8 @@ export function startApprovalSweeper(deps: { gate: ApprovalGate; store: BindingS
     (running ??= (async () => {
       const now = deps.clock();
       const snapshot = await deps.store.refresh();
-      // A revocation list that cannot be loaded says nothing about approvals: only the bindings are used here.
-      const { events, acknowledge } = await deps.gate.sweep(snapshot.bindings, now);
+      // A revocation list that cannot be loaded closes nothing by itself (releases are refused meanwhile anyway).
+      const { events, acknowledge } = await deps.gate.sweep(snapshot.bindings, now, snapshot.revocationsProblem ? undefined : snapshot.revocations);
       for (const e of events) {
         const record: DecisionRecord = {
           time: new Date(now).toISOString(),

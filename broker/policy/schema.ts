@@ -220,6 +220,8 @@ function parseApprover(value: unknown, path: string): ApproverKey {
   const jwk = object(obj.jwk, `${path}.jwk`, ['kty', 'crv', 'x']);
   if (jwk.kty !== 'OKP' || jwk.crv !== 'Ed25519') throw new SchemaError(`${path}.jwk`, 'must be an Ed25519 public key (kty OKP, crv Ed25519)');
   const x = string(jwk.x, `${path}.jwk.x`, B64URL_32);
+  // 43 characters carry 2 spare bits: only the canonical spelling is accepted, else one key could sit under two kids and count twice.
+  if (Buffer.from(x, 'base64url').toString('base64url') !== x) throw new SchemaError(`${path}.jwk.x`, 'must be the canonical base64url of a 32-byte key');
   const kid = string(obj.kid, `${path}.kid`, B64URL_32);
   // The kid is what grants and the audit name: it must be the key's own thumbprint, never a label.
   if (kid !== ed25519Thumbprint(x)) throw new SchemaError(`${path}.kid`, 'is not the RFC 7638 thumbprint of jwk');

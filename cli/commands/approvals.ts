@@ -4,7 +4,7 @@ import { loadPrivateKeyFile, loadPublicKeyFile } from '../../broker/signing-key.
 import { openAdminStore } from '../../broker/state.js';
 import { openApprovalStore } from '../../broker/approval/open-approvals.js';
 import { ApprovalError } from '../../broker/approval/request.js';
-import { listApprovals, signDecision, submitDecision, type ApprovalView } from '../../broker/approval/operations.js';
+import { listApprovals, requestDigest, signDecision, submitDecision, type ApprovalView } from '../../broker/approval/operations.js';
 import { parseCommand } from '../args.js';
 import { STORE_OPTIONS, STORE_USAGE, storeConfig, type StoreFlags } from '../context.js';
 import { UsageError } from '../errors.js';
@@ -12,8 +12,8 @@ import { parseDuration } from '../parse.js';
 import type { CliIo } from '../io.js';
 
 export const APPROVALS_USAGE = `Usage: keygate approvals list [--all] [--json] [store options]
-       keygate approvals grant ID --key FILE [store options]
-       keygate approvals deny ID --key FILE [store options]
+       keygate approvals grant ID --key FILE [--digest HEX] [store options]
+       keygate approvals deny ID --key FILE [--digest HEX] [store options]
 
 Release requests for secrets bound with --approval (human approval, k of n approver keys).
   list               open requests (pending, or approved and awaiting the enclave's next request):
@@ -22,6 +22,8 @@ Release requests for secrets bound with --approval (human approval, k of n appro
   grant ID           sign the request with an approver's Ed25519 private key and store the grant
   deny ID            sign a denial: the request ends, nothing is released
   --key FILE         the approver's private key (JWK or PKCS#8 PEM; keygate keygen writes one)
+  --digest HEX       the request's digest as list shows it (8..64 hex digits of it): refuse
+                     (APPROVAL_CHANGED) if the request was changed in the store since it was reviewed
   --json             machine-readable output (failures too: {"error": {"code", "message"}})
 ${STORE_USAGE}
 `;
@@ -76,6 +78,7 @@ function viewJson(v: ApprovalView): Record<string, unknown> {
     secret: r.secret,
     version: r.version,
     status: v.status,
+    digest: requestDigest(r),
     identity: r.identity,
     createdAt: r.createdAt,
     expiresAt: r.expiresAt,
@@ -92,22 +95,24 @@ function viewLine(v: ApprovalView): string {
   return [
     `${r.id}  ${r.secret} v${r.version}  ${v.status}  grants ${v.granted.length}/${v.required ?? '?'}${v.granted.length ? ` (${v.granted.join(', ')})` : ''}`,
     `    enclave ${i.moduleId}  pcr0 ${i.pcr0.slice(0, 16)}...  pcr1 ${i.pcr1.slice(0, 16)}...  pcr2 ${i.pcr2.slice(0, 16)}...${i.instance ? `  instance ${i.instance}` : ''}`,
-    `    created ${r.createdAt}  expires ${r.expiresAt}`,
+    `    created ${r.createdAt}  expires ${r.expiresAt}  digest ${requestDigest(r).slice(0, 16)}`,
   ].join('\n');
 }
 
 /** `keygate approvals list|grant|deny` */
 export async function approvalsCommand(argv: readonly string[], io: CliIo, now: () => number): Promise<number> {
-  const { values, positionals } = parseCommand(argv, { ...STORE_OPTIONS, key: { type: 'string' }, json: { type: 'boolean' }, all: { type: 'boolean' } }, 2);
+  const { values, positionals } = parseCommand(argv, { ...STORE_OPTIONS, key: { type: 'string' }, digest: { type: 'string' }, json: { type: 'boolean' }, all: { type: 'boolean' } }, 2);
   if (values.help) {
     io.out(APPROVALS_USAGE);
     return 0;
   }
   const [sub, id] = positionals;
   if (sub !== 'list' && sub !== 'grant' && sub !== 'deny') throw new UsageError(`give list, grant ID or deny ID${sub ? ` (not "${sub}")` : ''}`);
-  if (sub === 'list' ? id !== undefined || values.key !== undefined : id === undefined || values.key === undefined) {
-    throw new UsageError(sub === 'list' ? 'list takes no ID and no --key' : `${sub} needs the request ID and --key FILE`);
+  if (sub === 'list' ? id !== undefined || values.key !== undefined || values.digest !== undefined : id === undefined || values.key === undefined) {
+    throw new UsageError(sub === 'list' ? 'list takes no ID, --key or --digest' : `${sub} needs the request ID and --key FILE`);
   }
+  const digest = values.digest as string | undefined;
+  if (digest !== undefined && !/^[0-9a-fA-F]{8,64}$/.test(digest)) throw new UsageError('--digest must be 8..64 hex digits of the digest approvals list shows');
   const key = sub === 'list' ? undefined : await loadPrivateKeyFile(values.key as string).catch((err: unknown) => {
     throw new UsageError(`--key: ${(err as Error).message}`);
   });
@@ -124,12 +129,16 @@ export async function approvalsCommand(argv: readonly string[], io: CliIo, now: 
     }
     const request = await approvals.get(id!);
     if (!request) throw new ApprovalError('APPROVAL_NOT_FOUND', `no approval request ${id}`);
+    // Pinned: what is signed is the request the approver reviewed (submitDecision then re-reads it and re-verifies).
+    if (digest !== undefined && !requestDigest(request).startsWith(digest.toLowerCase())) {
+      throw new ApprovalError('APPROVAL_CHANGED', `request ${id} is not the one reviewed: its digest is ${requestDigest(request).slice(0, 16)}..., not ${digest.toLowerCase()}; list it again`);
+    }
     const signed = signDecision(request, sub, key!);
     const { request: after, changed } = await submitDecision(approvals, snapshot, id!, sub, signed, now());
     const binding = snapshot.bindings.get(after.secret);
-    if (values.json) io.out(`${JSON.stringify({ id: after.id, decision: sub, kid: signed.kid, changed, grants: after.grants.length, required: binding?.approval?.required ?? null })}\n`);
-    else if (sub === 'deny') io.out(`denied ${after.id} (${after.secret} v${after.version}) with key ${signed.kid}: nothing will be released for it\n`);
-    else io.out(`${changed ? 'granted' : 'already granted by this key (counted once)'}: ${after.id} (${after.secret} v${after.version}), ${after.grants.length} of ${binding?.approval?.required ?? '?'} grants, key ${signed.kid}\n`);
+    if (values.json) io.out(`${JSON.stringify({ id: after.id, decision: sub, kid: signed.kid, changed, grants: after.grants.length, required: binding?.approval?.required ?? null, moduleId: after.identity.moduleId })}\n`);
+    else if (sub === 'deny') io.out(`denied ${after.id} (${after.secret} v${after.version}, enclave ${after.identity.moduleId}) with key ${signed.kid}: nothing will be released for it\n`);
+    else io.out(`${changed ? 'granted' : 'already granted by this key (counted once)'}: ${after.id} (${after.secret} v${after.version}, enclave ${after.identity.moduleId}), ${after.grants.length} of ${binding?.approval?.required ?? '?'} grants, key ${signed.kid}\n`);
     return 0;
   } catch (err) {
     if (!(err instanceof ApprovalError)) throw err;

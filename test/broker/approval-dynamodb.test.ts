@@ -18,7 +18,13 @@ import { APPROVED, TestEnclave, valueOf } from '../support/enclave.js';
 import { cli, keygate } from '../support/cli.js';
 import { spawnBroker } from '../support/broker-process.js';
 import { startMoto, uniqueName, type Moto } from '../support/moto.js';
-import { approverKid } from '../../broker/approval/operations.js';
+import { approverKid, signDecision } from '../../broker/approval/operations.js';
+import { DynamoDbApprovalStore } from '../../broker/approval/dynamodb-approvals.js';
+import { ApprovalGate, MAX_OPEN_APPROVALS_PER_INSTANCE, UNGRANTED_RETENTION_MS } from '../../broker/approval/gate.js';
+import { ApprovalError } from '../../broker/approval/request.js';
+import { parseApprovalPolicy } from '../../broker/policy/schema.js';
+import type { Binding } from '../../broker/policy/types.js';
+import type { KeyObject } from 'node:crypto';
 
 let moto: Moto;
 let pki: TestPki;
@@ -26,7 +32,7 @@ let dir: string;
 let savedEnv: NodeJS.ProcessEnv;
 const table = uniqueName('keygate-approvals');
 const children: ChildProcessWithoutNullStreams[] = [];
-const files: Record<string, { priv: string; pub: string; kid: string }> = {};
+const files: Record<string, { priv: string; pub: string; kid: string; key: KeyObject }> = {};
 
 /** A broker config on the shared table; each broker process gets its own state directory (audit file, keys). */
 function config(name: string): string {
@@ -63,7 +69,7 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'keygate-approval-ddb-'));
   for (const name of ['alice', 'bob', 'carol', 'mallory']) {
     const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-    files[name] = { priv: join(dir, `${name}.jwk`), pub: join(dir, `${name}.pub`), kid: approverKid(privateKey) };
+    files[name] = { priv: join(dir, `${name}.jwk`), pub: join(dir, `${name}.pub`), kid: approverKid(privateKey), key: privateKey };
     writeFileSync(files[name]!.priv, JSON.stringify(privateKey.export({ format: 'jwk' })));
     writeFileSync(files[name]!.pub, JSON.stringify(publicKey.export({ format: 'jwk' })));
   }
@@ -138,4 +144,40 @@ describe('human approval on the DynamoDB store', () => {
     // The others: the approval was used (409 APPROVAL_CONSUMED), or they already found it used and started a new request (202).
     for (const r of answers.filter((x) => x.status !== 200)) expect(['APPROVAL_CONSUMED', 'APPROVAL_PENDING']).toContain(r.body.error?.code);
   });
+
+  it('the attack fixes hold on DynamoDB too: a widened window grants nothing, one instance opens at most its bound, ungranted finished items are deleted', async () => {
+    // Its own table, so the far-future sweep below touches no other test's requests.
+    const own = uniqueName('keygate-approvals-attacks');
+    writeFileSync(join(dir, 'own.json'), JSON.stringify({ store: { kind: 'dynamodb', table: own, consistency: { maxStalenessMs: 0 } }, stateDir: 'state-own', extraRootPems: [pki.root.pem], listen: '127.0.0.1:0' }));
+    const init = keygate(['store', 'init', '--config', join(dir, 'own.json')]);
+    expect(init.status, init.stderr).toBe(0);
+    const store = new DynamoDbApprovalStore({ kind: 'dynamodb', table: own });
+    try {
+      const gate = new ApprovalGate(store);
+      const jwk = (who: string): { kid: string; jwk: { kty: string; crv: string; x: string } } => ({ kid: files[who]!.kid, jwk: { kty: 'OKP', crv: 'Ed25519', x: (files[who]!.key.export({ format: 'jwk' }) as { x: string }).x } });
+      const t = Date.now();
+      const binding = { secret: 'payments', version: 1, approval: parseApprovalPolicy({ required: 2, windowSeconds: 60, approvers: [jwk('alice'), jwk('bob')] }), revoked: false, updatedAt: new Date(t - 1000).toISOString() } as unknown as Binding;
+      const identity = (instance: string, n: number): Parameters<ApprovalGate['evaluate']>[1] => ({ moduleId: `${instance}-enc${n.toString(16).padStart(16, '0')}`, pcrs: { 0: APPROVED[0], 1: APPROVED[1], 2: APPROVED[2] } }) as unknown as Parameters<ApprovalGate['evaluate']>[1];
+      const first = await gate.evaluate([binding], identity('i-0bbbbbbbbbbbbbbbb', 0), t);
+      expect(first.kind).toBe('pending');
+      // A table writer widens the window to a day; the approvers sign the widened statement.
+      const stored = (await store.list())[0]!;
+      const widened = { ...stored, expiresAt: new Date(Date.parse(stored.createdAt) + 86_400_000).toISOString() };
+      const signed = { ...widened, grants: ['alice', 'bob'].map((w) => ({ ...signDecision(widened, 'grant', files[w]!.key), at: new Date(t).toISOString() })), rev: stored.rev + 1 };
+      expect(await store.replace(signed)).toBe(true);
+      const late = await gate.evaluate([binding], identity('i-0bbbbbbbbbbbbbbbb', 0), t + 120_000);
+      expect(late).toMatchObject({ kind: 'refused', code: 'APPROVAL_EXPIRED' });
+      // One instance, many enclave launches: at most MAX_OPEN_APPROVALS_PER_INSTANCE open requests.
+      for (let n = 0; n < MAX_OPEN_APPROVALS_PER_INSTANCE; n++) expect((await gate.evaluate([binding], identity('i-0aaaaaaaaaaaaaaaa', n), t)).kind).toBe('pending');
+      const over = await gate.evaluate([binding], identity('i-0aaaaaaaaaaaaaaaa', MAX_OPEN_APPROVALS_PER_INSTANCE), t).catch((err: unknown) => err);
+      expect((over as ApprovalError).code).toBe('APPROVAL_LIMIT');
+      // Ungranted and ended: closed by one sweep, deleted by a later one; the signed (widened) one is kept longer.
+      const bindings = new Map([['payments', binding]]);
+      await gate.sweep(bindings, t + 61_000);
+      await gate.sweep(bindings, t + 61_000 + UNGRANTED_RETENTION_MS + 1_000);
+      expect((await store.list()).map((r) => r.id)).toEqual([stored.id]);
+    } finally {
+      store.close();
+    }
+  }, 120_000);
 });
