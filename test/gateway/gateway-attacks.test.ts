@@ -1,0 +1,244 @@
+/**
+ * Adversarial review of credential substitution (issue 13): a compromised agent inside the enclave holds a
+ * valid gateway token and its attested key, and crafts raw requests to the gateway to reach upstream paths
+ * its allow-list does not name, to make the broker send the real key anywhere but the upstream's allowed
+ * routes, or to smuggle headers. Each attack must be refused with its exact code, audited, and nothing (or
+ * only the allowed request) reaches the upstream.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpsServer, request as httpsRequest, type Server as HttpsServer } from 'node:https';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { constants, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { RunningBroker } from '../../broker/broker.js';
+import { startTestBroker } from '../support/broker.js';
+import { bindSecret, pcrSet } from '../../broker/admin.js';
+import { NsmSimulator } from '../../vsock-shim/simulator/nsm-simulator.js';
+import { loopbackCa, selfSigned } from '../support/tls.js';
+import { CHANNEL_BINDING_BYTES, CHANNEL_BINDING_CONTEXT, CHANNEL_BINDING_HEADER, CHANNEL_BINDING_LABEL, GATEWAY_CALL_PREFIX, GATEWAY_TOKEN_HEADER } from '../../broker/protocol/index.js';
+
+const KEY = 'sk-real-attack-key-0123456789abcdef';
+
+let dir: string;
+let simulator: NsmSimulator;
+let broker: RunningBroker;
+let gatewayPort: number;
+let upstream: HttpsServer;
+let upstreamOrigin: string;
+/** Another HTTPS server with a certificate the broker trusts: a redirect target that must never see the key. */
+let elsewhere: HttpsServer;
+let elsewhereOrigin: string;
+const seen: Array<{ method: string; url: string; headers: Record<string, unknown> }> = [];
+const seenElsewhere: Array<{ url: string; headers: Record<string, unknown> }> = [];
+
+const auditLines = (): Array<{ decision: string; code: string; secret: string | null; gateway?: { path: string } }> =>
+  readFileSync(join(dir, 'state', 'audit.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { decision: string; code: string; secret: string | null }).filter((r) => r.decision !== undefined);
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'keygate-gw-attack-'));
+  simulator = await NsmSimulator.create({ warn: () => {} });
+  const { caPem, server } = await loopbackCa();
+  const gatewayTls = await selfSigned();
+  writeFileSync(join(dir, 'gw.crt'), gatewayTls.certPem);
+  writeFileSync(join(dir, 'gw.key'), gatewayTls.keyPem);
+  writeFileSync(join(dir, 'upstream-ca.pem'), caPem);
+  elsewhere = createHttpsServer({ cert: server.certPem, key: server.keyPem }, (req, res) => {
+    seenElsewhere.push({ url: req.url!, headers: req.headers });
+    req.resume();
+    res.end('{}');
+  });
+  await new Promise<void>((r) => elsewhere.listen(0, '127.0.0.1', () => r()));
+  elsewhereOrigin = `https://localhost:${(elsewhere.address() as AddressInfo).port}`;
+  upstream = createHttpsServer({ cert: server.certPem, key: server.keyPem }, (req, res) => {
+    seen.push({ method: req.method!, url: req.url!, headers: req.headers });
+    req.resume();
+    req.on('end', () => {
+      if (req.url === '/v1/echo/redirect') {
+        res.writeHead(307, { location: `${elsewhereOrigin}/steal` });
+        res.end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json', 'keygate-gateway-error': 'REVOKED' });
+      res.end('{"ok":true}');
+    });
+  });
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
+  upstreamOrigin = `https://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+  broker = await startTestBroker(dir, [simulator.rootPem], { gateway: { listen: '127.0.0.1:0', certFile: join(dir, 'gw.crt'), keyFile: join(dir, 'gw.key'), upstreamCaFile: join(dir, 'upstream-ca.pem') } });
+  gatewayPort = Number(new URL(broker.gatewayUrl!).port);
+  const p = simulator.pcrs;
+  await bindSecret(broker.store, broker.providers.get('local')!, {
+    secret: 'openai', value: new TextEncoder().encode(KEY), allow: [pcrSet({ 0: p[0]!, 1: p[1]!, 2: p[2]! })], provider: 'local', ttlSeconds: 60,
+    inject: { upstream: upstreamOrigin, header: 'authorization', template: 'Bearer {value}', routes: ['POST /v1/echo/*', 'GET /v1/models'], maxBodyBytes: 1024, budget: { requests: 1000, windowSeconds: 60 } },
+  });
+}, 120_000);
+
+afterAll(async () => {
+  await broker?.close();
+  for (const s of [upstream, elsewhere]) {
+    s?.closeAllConnections();
+    await new Promise<void>((r) => (s ? s.close(() => r()) : r()));
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function connectGateway(): Promise<TLSSocket> {
+  const socket = tlsConnect({ host: '127.0.0.1', port: gatewayPort, rejectUnauthorized: false, minVersion: 'TLSv1.3' });
+  await new Promise<void>((resolve, reject) => {
+    socket.once('secureConnect', resolve);
+    socket.once('error', reject);
+  });
+  return socket;
+}
+
+interface Answer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+function send(socket: TLSSocket, method: string, path: string, headers: Record<string, string>, body = ''): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest({ host: '127.0.0.1', port: gatewayPort, method, path, headers: { 'content-length': String(Buffer.byteLength(body)), connection: 'keep-alive', ...headers }, createConnection: () => socket });
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** The compromised agent's position: a connection, a valid token for `openai` and the attested key it is bound to. */
+interface Session {
+  readonly socket: TLSSocket;
+  readonly headers: Record<string, string>;
+}
+
+async function session(): Promise<Session> {
+  const k = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const socket = await connectGateway();
+  const challenge = JSON.parse((await send(socket, 'GET', '/v1/gateway/challenge', {})).body) as { nonce: string };
+  const doc = await simulator.client().attest({ nonce: Buffer.from(challenge.nonce, 'base64'), publicKey: new Uint8Array(k.publicKey.export({ format: 'der', type: 'spki' })) });
+  const answer = JSON.parse((await send(socket, 'POST', '/v1/gateway/token', { 'content-type': 'application/json' }, JSON.stringify({ attestation: Buffer.from(doc).toString('base64'), name: 'openai' }))).body) as { token: string };
+  return { socket, headers: { [GATEWAY_TOKEN_HEADER]: answer.token, [CHANNEL_BINDING_HEADER]: bindingFor(socket, k.privateKey) } };
+}
+
+function bindingFor(socket: TLSSocket, key: KeyObject): string {
+  const exporter = socket.exportKeyingMaterial(CHANNEL_BINDING_BYTES, CHANNEL_BINDING_LABEL, Buffer.alloc(0));
+  return sign('sha256', Buffer.concat([Buffer.from(CHANNEL_BINDING_CONTEXT), exporter]), { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 }).toString('base64url');
+}
+
+const codeOf = (a: Answer): string | undefined => (JSON.parse(a.body || '{}') as { error?: { code?: string } }).error?.code;
+
+describe('path tricks: what the allow-list names is what the upstream serves', () => {
+  it('a control call on an allowed prefix route is served with the real key', async () => {
+    const s = await session();
+    const before = seen.length;
+    const a = await send(s.socket, 'POST', `${GATEWAY_CALL_PREFIX}openai/v1/echo/x?a=1`, s.headers, '{}');
+    expect(a.status).toBe(200);
+    expect(seen.slice(before).map((r) => [r.method, r.url, r.headers.authorization])).toEqual([['POST', '/v1/echo/x?a=1', `Bearer ${KEY}`]]);
+    s.socket.destroy();
+  });
+
+  it('dot segments with path parameters (`..;`, as Tomcat/Spring resolve them) or double encoding are refused: ROUTE_DENIED, audited UNSAFE_PATH, nothing forwarded', async () => {
+    const s = await session();
+    const before = seen.length;
+    const unsafeBefore = auditLines().filter((r) => r.code === 'UNSAFE_PATH').length;
+    const paths = ['/v1/echo/..;/admin', '/v1/echo/..;x=1/admin', '/v1/echo/%2e%2e;/admin', '/v1/echo/.;/admin', '/v1/echo/.%2E;jsessionid=1/admin', '/v1/echo/%252e%252e/admin', '/v1/echo/x%252fy', '/v1/echo/%255c..'];
+    for (const path of paths) {
+      const a = await send(s.socket, 'POST', `${GATEWAY_CALL_PREFIX}openai${path}`, s.headers, '{}');
+      expect([path, a.status, codeOf(a)]).toEqual([path, 403, 'ROUTE_DENIED']);
+    }
+    expect(seen.length).toBe(before);
+    expect(auditLines().filter((r) => r.code === 'UNSAFE_PATH').length).toBe(unsafeBefore + paths.length);
+    s.socket.destroy();
+  });
+
+  it('plain dot segments, empty segments, encoded slashes and backslashes stay refused', async () => {
+    const s = await session();
+    const before = seen.length;
+    for (const path of ['/v1/echo/../../admin', '/v1/echo/%2e%2e/admin', '/v1/echo//admin', '/v1/echo/%2fadmin', '/v1/echo/%5c..%5cadmin', '/v1/echo/\\..\\admin', '//elsewhere/v1/echo/x']) {
+      const a = await send(s.socket, 'POST', `${GATEWAY_CALL_PREFIX}openai${path}`, s.headers, '{}');
+      expect([path, a.status, codeOf(a)]).toEqual([path, 403, 'ROUTE_DENIED']);
+    }
+    expect(seen.length).toBe(before);
+    s.socket.destroy();
+  });
+
+  it('HEAD, OPTIONS and lower-case methods do not ride on a GET or POST route', async () => {
+    const s = await session();
+    const before = seen.length;
+    for (const method of ['HEAD', 'OPTIONS', 'PUT']) {
+      const a = await send(s.socket, method, `${GATEWAY_CALL_PREFIX}openai/v1/models`, s.headers);
+      expect([method, a.status]).toEqual([method, 403]);
+    }
+    expect(seen.length).toBe(before);
+    s.socket.destroy();
+  });
+});
+
+describe('the key goes to the upstream only', () => {
+  it('an absolute-form request target or a Host header does not change where the broker calls', async () => {
+    const s = await session();
+    const before = seen.length;
+    const elsewhereBefore = seenElsewhere.length;
+    const abs = await send(s.socket, 'GET', `${elsewhereOrigin}${GATEWAY_CALL_PREFIX}openai/v1/models`, s.headers);
+    expect(abs.status).toBe(404);
+    const host = await send(s.socket, 'GET', `${GATEWAY_CALL_PREFIX}openai/v1/models`, { ...s.headers, host: new URL(elsewhereOrigin).host });
+    expect(host.status).toBe(200);
+    expect(seen.slice(before).map((r) => r.headers.host)).toEqual([new URL(upstreamOrigin).host]);
+    expect(seenElsewhere.length).toBe(elsewhereBefore);
+    s.socket.destroy();
+  });
+
+  it('an upstream redirect is passed back, never followed: the redirect target sees no key', async () => {
+    const s = await session();
+    const elsewhereBefore = seenElsewhere.length;
+    const a = await send(s.socket, 'POST', `${GATEWAY_CALL_PREFIX}openai/v1/echo/redirect`, s.headers, '{}');
+    expect(a.status).toBe(307);
+    expect(seenElsewhere.length).toBe(elsewhereBefore);
+    s.socket.destroy();
+  });
+
+  it('hop-by-hop, the gateway\'s own and the credential header sent by the agent are not forwarded; the upstream cannot forge a gateway refusal', async () => {
+    const s = await session();
+    const before = seen.length;
+    const a = await send(s.socket, 'GET', `${GATEWAY_CALL_PREFIX}openai/v1/models`, { ...s.headers, authorization: 'Bearer kgsub-x', connection: 'keep-alive, authorization', 'proxy-authorization': 'Basic eA==', 'x-other': 'kept' });
+    expect(a.status).toBe(200);
+    expect(a.headers['keygate-gateway-error']).toBeUndefined();
+    const got = seen.slice(before);
+    expect(got).toHaveLength(1);
+    expect(got[0]!.headers).toMatchObject({ authorization: `Bearer ${KEY}`, 'x-other': 'kept' });
+    expect(Object.keys(got[0]!.headers).filter((h) => h.startsWith('keygate-') || h === 'proxy-authorization')).toEqual([]);
+    expect(JSON.stringify(got[0]!.headers)).not.toContain('kgsub-x');
+    s.socket.destroy();
+  });
+
+  it('a chunked body over the limit is refused (BODY_TOO_LARGE) and nothing is forwarded', async () => {
+    const s = await session();
+    const before = seen.length;
+    const a = await new Promise<Answer>((resolve, reject) => {
+      const req = httpsRequest({ host: '127.0.0.1', port: gatewayPort, method: 'POST', path: `${GATEWAY_CALL_PREFIX}openai/v1/echo/x`, headers: { ...s.headers, 'transfer-encoding': 'chunked' }, createConnection: () => s.socket });
+      req.on('response', (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+      });
+      req.on('error', reject);
+      for (let i = 0; i < 8; i++) req.write('x'.repeat(512));
+      req.end();
+    });
+    expect([a.status, codeOf(a)]).toEqual([403, 'BODY_TOO_LARGE']);
+    expect(seen.length).toBe(before);
+    s.socket.destroy();
+  });
+
+  it('the key is in no audit record', () => {
+    expect(readFileSync(join(dir, 'state', 'audit.jsonl'), 'utf8')).not.toContain(KEY);
+  });
+});
