@@ -210,8 +210,9 @@ export class GatewayService {
     let credential: string;
     try {
       const value = await this.#deps.release.gatewayValue(binding, s.now, decision.generation);
-      // split/join, not replace: a `$&` in a key must not be read as a replacement pattern.
-      credential = inject.template.split('{value}').join(Buffer.from(value).toString('utf8'));
+      // split/join, not replace: a `$&` in a key must not be read as a replacement pattern. latin1: one
+      // character per byte, and node:http writes header strings as latin1, so the key goes out byte for byte.
+      credential = inject.template.split('{value}').join(Buffer.from(value).toString('latin1'));
       value.fill(0);
     } catch (err) {
       const name = (err as { providerError?: string; name?: string }).providerError ?? (err as Error).name;

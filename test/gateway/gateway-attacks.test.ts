@@ -21,6 +21,8 @@ import { loopbackCa, selfSigned } from '../support/tls.js';
 import { CHANNEL_BINDING_BYTES, CHANNEL_BINDING_CONTEXT, CHANNEL_BINDING_HEADER, CHANNEL_BINDING_LABEL, GATEWAY_CALL_PREFIX, GATEWAY_TOKEN_HEADER } from '../../broker/protocol/index.js';
 
 const KEY = 'sk-real-attack-key-0123456789abcdef';
+/** A key with non-ASCII bytes (UTF-8 é and ✓): a valid header value, to arrive byte for byte. */
+const NON_ASCII_KEY = 'sk-caf\u00e9-\u2713';
 
 let dir: string;
 let simulator: NsmSimulator;
@@ -74,6 +76,10 @@ beforeAll(async () => {
     secret: 'openai', value: new TextEncoder().encode(KEY), allow: [pcrSet({ 0: p[0]!, 1: p[1]!, 2: p[2]! })], provider: 'local', ttlSeconds: 60,
     inject: { upstream: upstreamOrigin, header: 'authorization', template: 'Bearer {value}', routes: ['POST /v1/echo/*', 'GET /v1/models'], maxBodyBytes: 1024, budget: { requests: 1000, windowSeconds: 60 } },
   });
+  await bindSecret(broker.store, broker.providers.get('local')!, {
+    secret: 'nonascii', value: new TextEncoder().encode(NON_ASCII_KEY), allow: [pcrSet({ 0: p[0]!, 1: p[1]!, 2: p[2]! })], provider: 'local', ttlSeconds: 60,
+    inject: { upstream: upstreamOrigin, header: 'x-api-key', template: '{value}', routes: ['GET /v1/models'], maxBodyBytes: 1024, budget: { requests: 1000, windowSeconds: 60 } },
+  });
 }, 120_000);
 
 afterAll(async () => {
@@ -119,12 +125,12 @@ interface Session {
   readonly headers: Record<string, string>;
 }
 
-async function session(): Promise<Session> {
+async function session(name = 'openai'): Promise<Session> {
   const k = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const socket = await connectGateway();
   const challenge = JSON.parse((await send(socket, 'GET', '/v1/gateway/challenge', {})).body) as { nonce: string };
   const doc = await simulator.client().attest({ nonce: Buffer.from(challenge.nonce, 'base64'), publicKey: new Uint8Array(k.publicKey.export({ format: 'der', type: 'spki' })) });
-  const answer = JSON.parse((await send(socket, 'POST', '/v1/gateway/token', { 'content-type': 'application/json' }, JSON.stringify({ attestation: Buffer.from(doc).toString('base64'), name: 'openai' }))).body) as { token: string };
+  const answer = JSON.parse((await send(socket, 'POST', '/v1/gateway/token', { 'content-type': 'application/json' }, JSON.stringify({ attestation: Buffer.from(doc).toString('base64'), name }))).body) as { token: string };
   return { socket, headers: { [GATEWAY_TOKEN_HEADER]: answer.token, [CHANNEL_BINDING_HEADER]: bindingFor(socket, k.privateKey) } };
 }
 
@@ -235,6 +241,18 @@ describe('the key goes to the upstream only', () => {
     });
     expect([a.status, codeOf(a)]).toEqual([403, 'BODY_TOO_LARGE']);
     expect(seen.length).toBe(before);
+    s.socket.destroy();
+  });
+
+  it('a key with non-ASCII bytes reaches the upstream byte for byte (README: "substituted byte for byte")', async () => {
+    const s = await session('nonascii');
+    const before = seen.length;
+    const a = await send(s.socket, 'GET', `${GATEWAY_CALL_PREFIX}nonascii/v1/models`, s.headers);
+    expect(a.status).toBe(200);
+    const got = seen.slice(before);
+    expect(got).toHaveLength(1);
+    // Node reads header bytes as latin1: this recovers the bytes on the wire.
+    expect(Buffer.from(got[0]!.headers['x-api-key'] as string, 'latin1').toString('hex')).toBe(Buffer.from(NON_ASCII_KEY, 'utf8').toString('hex'));
     s.socket.destroy();
   });
 
