@@ -15,6 +15,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RunningBroker } from '../../broker/broker.js';
 import { startTestBroker } from '../support/broker.js';
+import { startGatewayFixture, type GatewayFixture } from '../support/gateway.js';
+import { errorOf } from '../support/agent.js';
+import { createServer as createTcpServer, type Socket } from 'node:net';
 import { bindSecret, pcrSet } from '../../broker/admin.js';
 import { NsmSimulator } from '../../vsock-shim/simulator/nsm-simulator.js';
 import { loopbackCa, selfSigned } from '../support/tls.js';
@@ -77,6 +80,10 @@ beforeAll(async () => {
     inject: { upstream: upstreamOrigin, header: 'authorization', template: 'Bearer {value}', routes: ['POST /v1/echo/*', 'GET /v1/models'], maxBodyBytes: 1024, budget: { requests: 1000, windowSeconds: 60 } },
   });
   await bindSecret(broker.store, broker.providers.get('local')!, {
+    secret: 'budget5', value: new TextEncoder().encode('sk-budget5'), allow: [pcrSet({ 0: p[0]!, 1: p[1]!, 2: p[2]! })], provider: 'local', ttlSeconds: 60,
+    inject: { upstream: upstreamOrigin, header: 'authorization', template: 'Bearer {value}', routes: ['GET /v1/models'], maxBodyBytes: 1024, budget: { requests: 5, windowSeconds: 3600 } },
+  });
+  await bindSecret(broker.store, broker.providers.get('local')!, {
     secret: 'nonascii', value: new TextEncoder().encode(NON_ASCII_KEY), allow: [pcrSet({ 0: p[0]!, 1: p[1]!, 2: p[2]! })], provider: 'local', ttlSeconds: 60,
     inject: { upstream: upstreamOrigin, header: 'x-api-key', template: '{value}', routes: ['GET /v1/models'], maxBodyBytes: 1024, budget: { requests: 1000, windowSeconds: 60 } },
   });
@@ -123,6 +130,8 @@ function send(socket: TLSSocket, method: string, path: string, headers: Record<s
 interface Session {
   readonly socket: TLSSocket;
   readonly headers: Record<string, string>;
+  readonly token: string;
+  readonly key: KeyObject;
 }
 
 async function session(name = 'openai'): Promise<Session> {
@@ -131,7 +140,7 @@ async function session(name = 'openai'): Promise<Session> {
   const challenge = JSON.parse((await send(socket, 'GET', '/v1/gateway/challenge', {})).body) as { nonce: string };
   const doc = await simulator.client().attest({ nonce: Buffer.from(challenge.nonce, 'base64'), publicKey: new Uint8Array(k.publicKey.export({ format: 'der', type: 'spki' })) });
   const answer = JSON.parse((await send(socket, 'POST', '/v1/gateway/token', { 'content-type': 'application/json' }, JSON.stringify({ attestation: Buffer.from(doc).toString('base64'), name }))).body) as { token: string };
-  return { socket, headers: { [GATEWAY_TOKEN_HEADER]: answer.token, [CHANNEL_BINDING_HEADER]: bindingFor(socket, k.privateKey) } };
+  return { socket, token: answer.token, key: k.privateKey, headers: { [GATEWAY_TOKEN_HEADER]: answer.token, [CHANNEL_BINDING_HEADER]: bindingFor(socket, k.privateKey) } };
 }
 
 function bindingFor(socket: TLSSocket, key: KeyObject): string {
@@ -259,4 +268,42 @@ describe('the key goes to the upstream only', () => {
   it('the key is in no audit record', () => {
     expect(readFileSync(join(dir, 'state', 'audit.jsonl'), 'utf8')).not.toContain(KEY);
   });
+});
+
+describe('budgets and slow upstreams', () => {
+  it('concurrent calls on separate connections cannot overspend the budget: exactly `requests` are forwarded, the rest BUDGET_EXCEEDED', async () => {
+    const s = await session('budget5');
+    const before = seen.length;
+    const sockets = await Promise.all(Array.from({ length: 12 }, () => connectGateway()));
+    const answers = await Promise.all(
+      sockets.map((socket) => send(socket, 'GET', `${GATEWAY_CALL_PREFIX}budget5/v1/models`, { [GATEWAY_TOKEN_HEADER]: s.token, [CHANNEL_BINDING_HEADER]: bindingFor(socket, s.key) })),
+    );
+    expect(answers.filter((a) => a.status === 200)).toHaveLength(5);
+    expect(answers.filter((a) => a.status !== 200).map(codeOf)).toEqual(Array(7).fill('BUDGET_EXCEEDED'));
+    expect(seen.length).toBe(before + 5);
+    for (const socket of [s.socket, ...sockets]) socket.destroy();
+  });
+});
+
+describe('an upstream that never answers', () => {
+  let fx: GatewayFixture;
+  const held: Socket[] = [];
+  const silent = createTcpServer((socket: Socket) => void held.push(socket.on('error', () => undefined)));
+  beforeAll(async () => {
+    fx = await startGatewayFixture({}, { upstreamTimeoutMs: 1_000 });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+  }, 120_000);
+  afterAll(async () => {
+    await fx?.close();
+    for (const socket of held) socket.destroy();
+    await new Promise<void>((r) => silent.close(() => r()));
+  });
+
+  it('is given up after gateway.upstreamTimeoutMs: UPSTREAM_UNAVAILABLE, audited ETIMEDOUT', async () => {
+    await fx.bind('silent', 'sk-silent', { upstream: `https://127.0.0.1:${(silent.address() as AddressInfo).port}` });
+    const a = await fx.agent();
+    expect((await errorOf(a.fetch('silent', '/v1/x'))).code).toBe('UPSTREAM_UNAVAILABLE');
+    const last = readFileSync(join(fx.dir, 'state', 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { code?: string; secret?: string }).filter((r) => r.code !== undefined).at(-1);
+    expect(last).toMatchObject({ code: 'UPSTREAM_UNAVAILABLE:ETIMEDOUT', secret: 'silent' });
+  }, 60_000);
 });
