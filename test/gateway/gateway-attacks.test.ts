@@ -18,6 +18,8 @@ import { startTestBroker } from '../support/broker.js';
 import { startGatewayFixture, type GatewayFixture } from '../support/gateway.js';
 import { errorOf } from '../support/agent.js';
 import { createServer as createTcpServer, type Socket } from 'node:net';
+import { createAgent } from '../../enclave-agent/index.js';
+import type { JWK } from 'jose';
 import { bindSecret, pcrSet } from '../../broker/admin.js';
 import { NsmSimulator } from '../../vsock-shim/simulator/nsm-simulator.js';
 import { loopbackCa, selfSigned } from '../support/tls.js';
@@ -306,4 +308,32 @@ describe('an upstream that never answers', () => {
     const last = readFileSync(join(fx.dir, 'state', 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { code?: string; secret?: string }).filter((r) => r.code !== undefined).at(-1);
     expect(last).toMatchObject({ code: 'UPSTREAM_UNAVAILABLE:ETIMEDOUT', secret: 'silent' });
   }, 60_000);
+});
+
+describe('no other path releases an inject value', () => {
+  it('a delegation of an inject name is refused (POLICY_DENIED, audited INJECT_ONLY); a name delegated before it became inject is not released to the sub-agent', async () => {
+    const brokerKey = (await (await fetch(`${broker.url}/v1/broker-key`)).json()) as JWK;
+    const p = simulator.pcrs;
+    const local = broker.providers.get('local')!;
+    await bindSecret(broker.store, local, { secret: 'plain', value: new TextEncoder().encode(KEY), allow: [pcrSet({ 0: p[0]!, 1: p[1]!, 2: p[2]! })], provider: 'local', ttlSeconds: 60 });
+    const subSim = await simulator.sibling({ pcrs: { 0: 'ab'.repeat(48) } });
+    const audience = { pcrs: { 0: subSim.pcrs[0]!, 1: subSim.pcrs[1]!, 2: subSim.pcrs[2]! } };
+    const parent = await createAgent({ brokerUrl: broker.url, brokerKey, nsm: simulator.client() });
+    try {
+      expect((await errorOf(parent.delegate({ names: ['openai'], ttl: 30, audience, maxUses: 2 }))).code).toBe('POLICY_DENIED');
+      expect(auditLines().filter((r) => r.secret === 'openai' && r.decision === 'deny').at(-1)).toMatchObject({ code: 'INJECT_ONLY' });
+      const delegation = await parent.delegate({ names: ['plain'], ttl: 30, audience, maxUses: 2 });
+      // The admin turns `plain` into an inject binding; the delegation issued before must not release it.
+      await bindSecret(broker.store, local, { secret: 'plain', value: new TextEncoder().encode(KEY), allow: [pcrSet({ 0: p[0]!, 1: p[1]!, 2: p[2]! })], provider: 'local', ttlSeconds: 60, inject: { upstream: upstreamOrigin, header: 'authorization', template: 'Bearer {value}', routes: ['GET /v1/models'], maxBodyBytes: 1024, budget: { requests: 10, windowSeconds: 60 } } });
+      const sub = await createAgent({ brokerUrl: broker.url, brokerKey, nsm: subSim.client(), delegation: delegation.token });
+      try {
+        expect((await errorOf(sub.getSecret('plain'))).code).toBe('POLICY_DENIED');
+      } finally {
+        await sub.close();
+      }
+      expect(readFileSync(join(dir, 'state', 'audit.jsonl'), 'utf8')).not.toContain(KEY);
+    } finally {
+      await parent.close();
+    }
+  });
 });
