@@ -46,6 +46,11 @@ export interface GatewayDependencies {
 /** Headers that describe one hop (RFC 9110 7.6.1) or the broker's own protocol: never passed on either way. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host', 'content-length', 'expect']);
 const MAX_TOKEN_BODY_BYTES = 64 * 1024;
+/**
+ * Request headers with which common upstream frameworks serve another method or path than the request line
+ * names (method override; IIS/Symfony URL rewrite): the allow-list could not speak for such a call.
+ */
+const ROUTE_OVERRIDE_HEADERS = ['x-http-method-override', 'x-http-method', 'x-method-override', 'x-original-url', 'x-rewrite-url'];
 
 /** A refusal of a call: the code the caller is shown, the exact reason audited (and the upstream's status, when it answered). */
 class CallRefused extends CodedError<BrokerErrorCode> {
@@ -191,6 +196,8 @@ export class GatewayService {
     s.binding = binding;
     s.host = new URL(inject.upstream).host;
     if (!routeAllowed(inject.routes, s.method, target.path)) throw new CallRefused('ROUTE_DENIED', 'ROUTE_DENIED', `${s.method} ${target.path} is not an allowed route for this credential`);
+    const override = ROUTE_OVERRIDE_HEADERS.find((h) => req.headers[h] !== undefined);
+    if (override) throw new CallRefused('ROUTE_DENIED', 'ROUTE_OVERRIDE', `the ${override} header would have the upstream serve another method or path than the allow-list names`);
     const declared = Number(req.headers['content-length'] ?? 0);
     if (!Number.isFinite(declared) || declared > inject.maxBodyBytes) throw new CallRefused('BODY_TOO_LARGE', 'BODY_TOO_LARGE', `the request body is larger than ${inject.maxBodyBytes} bytes`);
     const body = await readBody(req, inject.maxBodyBytes);

@@ -187,6 +187,19 @@ describe('path tricks: what the allow-list names is what the upstream serves', (
     s.socket.destroy();
   });
 
+  it('method- or path-override headers (X-HTTP-Method-Override, X-Original-URL, ...) are refused: ROUTE_DENIED, audited ROUTE_OVERRIDE, nothing forwarded', async () => {
+    const s = await session();
+    const before = seen.length;
+    const overrides: Array<[string, string]> = [['x-http-method-override', 'DELETE'], ['X-HTTP-Method', 'DELETE'], ['x-method-override', 'PUT'], ['X-Original-URL', '/v1/admin'], ['x-rewrite-url', '/v1/admin']];
+    for (const [name, value] of overrides) {
+      const a = await send(s.socket, 'POST', `${GATEWAY_CALL_PREFIX}openai/v1/echo/x`, { ...s.headers, [name]: value }, '{}');
+      expect([name, a.status, codeOf(a)]).toEqual([name, 403, 'ROUTE_DENIED']);
+    }
+    expect(seen.length).toBe(before);
+    expect(auditLines().filter((r) => r.code === 'ROUTE_OVERRIDE')).toHaveLength(overrides.length);
+    s.socket.destroy();
+  });
+
   it('HEAD, OPTIONS and lower-case methods do not ride on a GET or POST route', async () => {
     const s = await session();
     const before = seen.length;
