@@ -25,6 +25,7 @@ import type { SigningKey } from '../signing-key.js';
 import { AUDITED_PCRS, AuditUnavailableError, type AuditSink, type DecisionRecord, type GatewayCallRecord } from '../audit/sink.js';
 import { identityKeyOf } from '../release/identity.js';
 import { parseJsonStrict } from '../strict-json.js';
+import { RateLimiter } from '../rate-limit.js';
 import { BudgetUnavailableError, type BudgetCounter } from './budget.js';
 import { isBound } from './channel.js';
 import { callTarget, routeAllowed } from './routes.js';
@@ -46,6 +47,13 @@ export interface GatewayDependencies {
 /** Headers that describe one hop (RFC 9110 7.6.1) or the broker's own protocol: never passed on either way. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host', 'content-length', 'expect']);
 const MAX_TOKEN_BODY_BYTES = 64 * 1024;
+/**
+ * Denied calls of one identity audited individually: 5/s, burst 20. Beyond, they are sampled like
+ * unauthenticated junk (appendRefusal): a token holder looping on refused calls (which spend no budget)
+ * cannot fill the audit disk. The caller gets the same refusal either way.
+ */
+const DENIALS_PER_SECOND = 5;
+const DENIALS_BURST = 20;
 /**
  * Request headers with which common upstream frameworks serve another method or path than the request line
  * names (method override; IIS/Symfony URL rewrite): the allow-list could not speak for such a call.
@@ -88,6 +96,7 @@ export class GatewayService {
   readonly #deps: GatewayDependencies;
   readonly #agent: HttpsAgent;
   readonly #publicKey: KeyObject;
+  readonly #denials = new RateLimiter(DENIALS_PER_SECOND, DENIALS_BURST);
 
   constructor(deps: GatewayDependencies) {
     this.#deps = deps;
@@ -180,7 +189,8 @@ export class GatewayService {
       const err = caught instanceof CallRefused ? caught : new CallRefused('INTERNAL_ERROR', `INTERNAL_ERROR:${(caught as Error).name}`, 'internal error; nothing was forwarded');
       if (res.headersSent) return void res.destroy();
       req.resume();
-      await this.#audited(res, s, 'deny', err.reason, err.upstreamStatus, null, () => this.#answerError(res, err.code, err.message));
+      const individually = this.#denials.take(identityKeyOf(token.identity), s.now);
+      await this.#audited(res, s, 'deny', err.reason, err.upstreamStatus, null, () => this.#answerError(res, err.code, err.message), individually);
     }
   }
 
@@ -266,11 +276,13 @@ export class GatewayService {
 
   /**
    * Writes the call's one audit record, then (only once it is durable) answers with `send`. A record that
-   * cannot be written answers INTERNAL_ERROR / STORE_UNAVAILABLE instead and nothing is passed on.
+   * cannot be written answers INTERNAL_ERROR / STORE_UNAVAILABLE instead and nothing is passed on. A denial
+   * past the identity's individual rate (`individually` false) is sampled (appendRefusal).
    */
-  async #audited(res: ServerResponse, s: CallState, decision: 'call' | 'deny', code: string, status: number | null, bytesOut: number | null, send: () => void): Promise<boolean> {
+  async #audited(res: ServerResponse, s: CallState, decision: 'call' | 'deny', code: string, status: number | null, bytesOut: number | null, send: () => void, individually = true): Promise<boolean> {
     try {
-      await this.#deps.audit.append(this.#record(s, decision, code, status, bytesOut));
+      const record = this.#record(s, decision, code, status, bytesOut);
+      await (individually ? this.#deps.audit.append(record) : this.#deps.audit.appendRefusal(record));
     } catch (err) {
       const shared = err instanceof AuditUnavailableError && err.storeError !== undefined;
       this.#answerError(res, shared ? 'STORE_UNAVAILABLE' : 'INTERNAL_ERROR', 'the call could not be audited; nothing was passed on');

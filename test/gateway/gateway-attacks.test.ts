@@ -41,7 +41,7 @@ let elsewhereOrigin: string;
 const seen: Array<{ method: string; url: string; headers: Record<string, unknown> }> = [];
 const seenElsewhere: Array<{ url: string; headers: Record<string, unknown> }> = [];
 
-const auditLines = (): Array<{ decision: string; code: string; secret: string | null; gateway?: { path: string } }> =>
+const auditLines = (): Array<{ decision: string; code: string; secret: string | null; gateway?: { path: string; jti?: string } }> =>
   readFileSync(join(dir, 'state', 'audit.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { decision: string; code: string; secret: string | null }).filter((r) => r.decision !== undefined);
 
 beforeAll(async () => {
@@ -298,6 +298,29 @@ describe('budgets and slow upstreams', () => {
     expect(seen.length).toBe(before + 5);
     for (const socket of [s.socket, ...sockets]) socket.destroy();
   });
+});
+
+describe('a compromised agent looping on denied calls', () => {
+  it('cannot fill the audit disk: past 5 denials/s (burst 20) per identity, denials are sampled like unauthenticated junk; every caller still gets its code', async () => {
+    const s = await session();
+    const jti = (JSON.parse(Buffer.from(s.token.split('.')[1]!, 'base64url').toString()) as { jti: string }).jti;
+    const before = seen.length;
+    const started = performance.now();
+    const calls = 200;
+    for (let i = 0; i < calls; i++) {
+      const a = await send(s.socket, 'GET', `${GATEWAY_CALL_PREFIX}openai/v1/not-allowed`, s.headers);
+      expect(codeOf(a)).toBe('ROUTE_DENIED');
+    }
+    const elapsed = (performance.now() - started) / 1000;
+    expect(seen.length).toBe(before);
+    const individual = auditLines().filter((r) => (r.gateway as { jti?: string } | undefined)?.jti === jti).length;
+    // The identity's burst is recorded individually; beyond it, at most its sustained rate plus the audit's own
+    // per-client refusal sample (1/s, burst 10).
+    expect(individual).toBeGreaterThanOrEqual(20);
+    expect(individual).toBeLessThanOrEqual(30 + Math.ceil(6 * elapsed));
+    expect(individual).toBeLessThan(calls);
+    s.socket.destroy();
+  }, 120_000);
 });
 
 describe('an upstream that never answers', () => {
