@@ -42,6 +42,8 @@ export interface GatewayDependencies {
   readonly upstreamCa?: string;
   readonly maxTokenSeconds: number;
   readonly upstreamTimeoutMs: number;
+  /** The most request-body bytes held at once over all calls (bounds memory: maxConnections x maxBodyBytes may not fit). */
+  readonly maxBufferedBodyBytes: number;
 }
 
 /** Headers that describe one hop (RFC 9110 7.6.1) or the broker's own protocol: never passed on either way. */
@@ -84,6 +86,8 @@ interface CallState {
   token?: GatewayToken;
   binding?: Binding;
   bytesIn: number;
+  /** Body bytes this call holds against maxBufferedBodyBytes (given back when the call ends). */
+  reserved: number;
 }
 
 /**
@@ -97,6 +101,8 @@ export class GatewayService {
   readonly #agent: HttpsAgent;
   readonly #publicKey: KeyObject;
   readonly #denials = new RateLimiter(DENIALS_PER_SECOND, DENIALS_BURST);
+  /** Request-body bytes reserved by calls in progress. */
+  #buffered = 0;
 
   constructor(deps: GatewayDependencies) {
     this.#deps = deps;
@@ -164,7 +170,7 @@ export class GatewayService {
 
   /** One call: authenticate, authorise, forward, audit, stream back. */
   async #call(req: IncomingMessage, res: ServerResponse, rest: string): Promise<void> {
-    const s: CallState = { started: performance.now(), now: this.#deps.clock(), client: clientOf(req), method: req.method ?? 'GET', path: '/', host: null, bytesIn: 0 };
+    const s: CallState = { started: performance.now(), now: this.#deps.clock(), client: clientOf(req), method: req.method ?? 'GET', path: '/', host: null, bytesIn: 0, reserved: 0 };
     const target = callTarget(rest);
     if (target) s.path = target.path;
     // Who is calling: a valid token, on a connection bound to its key. Until then nothing is known of the
@@ -191,6 +197,8 @@ export class GatewayService {
       req.resume();
       const individually = this.#denials.take(identityKeyOf(token.identity), s.now);
       await this.#audited(res, s, 'deny', err.reason, err.upstreamStatus, null, () => this.#answerError(res, err.code, err.message), individually);
+    } finally {
+      this.#buffered -= s.reserved;
     }
   }
 
@@ -210,6 +218,12 @@ export class GatewayService {
     if (override) throw new CallRefused('ROUTE_DENIED', 'ROUTE_OVERRIDE', `the ${override} header would have the upstream serve another method or path than the allow-list names`);
     const declared = Number(req.headers['content-length'] ?? 0);
     if (!Number.isFinite(declared) || declared > inject.maxBodyBytes) throw new CallRefused('BODY_TOO_LARGE', 'BODY_TOO_LARGE', `the request body is larger than ${inject.maxBodyBytes} bytes`);
+    // Bodies are held whole (the limit is checked before anything is sent): memory for them is reserved up
+    // front, a chunked body at its largest, and kept until the call ends.
+    const reserve = req.headers['transfer-encoding'] === undefined ? declared : inject.maxBodyBytes;
+    if (this.#buffered + reserve > this.#deps.maxBufferedBodyBytes) throw new CallRefused('RATE_LIMITED', 'BODIES_IN_FLIGHT', 'the gateway holds too many request bodies at once; retry shortly');
+    this.#buffered += reserve;
+    s.reserved = reserve;
     const body = await readBody(req, inject.maxBodyBytes);
     if (body === undefined) throw new CallRefused('BODY_TOO_LARGE', 'BODY_TOO_LARGE', `the request body is larger than ${inject.maxBodyBytes} bytes`);
     s.bytesIn = body.length;

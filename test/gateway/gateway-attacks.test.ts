@@ -373,3 +373,78 @@ describe('no other path releases an inject value', () => {
     }
   });
 });
+
+describe('request bodies held at once', () => {
+  let fx: GatewayFixture;
+  beforeAll(async () => {
+    fx = await startGatewayFixture({}, { maxBufferedBodyBytes: 3_000 });
+    await fx.bind('bodies', 'sk-bodies');
+  }, 120_000);
+  afterAll(async () => {
+    await fx?.close();
+  });
+
+  it('are capped (gateway.maxBufferedBodyBytes): a call whose body would pass the cap is refused RATE_LIMITED (429) before it is read; nothing forwarded', async () => {
+    const a = await fx.agent();
+    // The agent's own connection machinery gives a token; a raw connection holds a body half sent.
+    await (await a.fetch('bodies', '/v1/warm', { method: 'POST', body: '{}' })).text();
+    const k = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const socket = tlsConnect({ host: '127.0.0.1', port: fx.gatewayPort, rejectUnauthorized: false, minVersion: 'TLSv1.3' });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('secureConnect', resolve);
+      socket.once('error', reject);
+    });
+    const challenge = await new Promise<{ nonce: string }>((resolve, reject) => {
+      const req = httpsRequest({ host: '127.0.0.1', port: fx.gatewayPort, method: 'GET', path: '/v1/gateway/challenge', headers: { connection: 'keep-alive' }, createConnection: () => socket }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve(JSON.parse(Buffer.concat(chunks).toString()) as { nonce: string }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    const doc = await fx.simulator.client().attest({ nonce: Buffer.from(challenge.nonce, 'base64'), publicKey: new Uint8Array(k.publicKey.export({ format: 'der', type: 'spki' })) });
+    const tokenBody = JSON.stringify({ attestation: Buffer.from(doc).toString('base64'), name: 'bodies' });
+    const token = await new Promise<string>((resolve, reject) => {
+      const req = httpsRequest({ host: '127.0.0.1', port: fx.gatewayPort, method: 'POST', path: '/v1/gateway/token', headers: { connection: 'keep-alive', 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(tokenBody)) }, createConnection: () => socket }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve((JSON.parse(Buffer.concat(chunks).toString()) as { token: string }).token));
+      });
+      req.on('error', reject);
+      req.end(tokenBody);
+    });
+    const seenBefore = fx.seen.length;
+    // 2000 bytes announced, 10 sent: the gateway holds (reserves) 2000 until the body is complete.
+    let held!: (a: number) => void;
+    const heldStatus = new Promise<number>((r) => (held = r));
+    const slow = httpsRequest({ host: '127.0.0.1', port: fx.gatewayPort, method: 'POST', path: `${GATEWAY_CALL_PREFIX}bodies/v1/slow`, headers: { [GATEWAY_TOKEN_HEADER]: token, [CHANNEL_BINDING_HEADER]: bindingFor(socket, k.privateKey), 'content-length': '2000' }, createConnection: () => socket }, (res) => {
+      res.resume();
+      held(res.statusCode!);
+    });
+    slow.write('x'.repeat(10));
+    // Another call with a 2000-byte body passes the 3000-byte cap while the first is held: refused, and it never reaches the upstream.
+    const deadline = Date.now() + 30_000;
+    let code: string | undefined;
+    let servedMeanwhile = 0; // calls that got in before the first call's headers were processed
+    while (Date.now() < deadline) {
+      const res = await a.fetch('bodies', '/v1/second', { method: 'POST', body: 'y'.repeat(2000) }).catch((e: { code?: string }) => e);
+      if (res instanceof Response) {
+        servedMeanwhile++;
+        await res.text();
+        continue;
+      }
+      code = res.code;
+      break;
+    }
+    expect(code).toBe('RATE_LIMITED');
+    const refused = readFileSync(join(fx.dir, 'state', 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { code?: string }).filter((r) => r.code === 'BODIES_IN_FLIGHT');
+    expect(refused.length).toBeGreaterThanOrEqual(1);
+    slow.end('x'.repeat(1990));
+    expect(await heldStatus).toBe(200);
+    expect(fx.seen.length).toBe(seenBefore + 1 + servedMeanwhile);
+    // Once the first body is gone, the same call is served again.
+    expect((await a.fetch('bodies', '/v1/second', { method: 'POST', body: 'y'.repeat(2000) })).status).toBe(200);
+    socket.destroy();
+  }, 120_000);
+});
