@@ -200,7 +200,7 @@ describe('path tricks: what the allow-list names is what the upstream serves', (
     s.socket.destroy();
   });
 
-  it('HEAD, OPTIONS and lower-case methods do not ride on a GET or POST route', async () => {
+  it('HEAD, OPTIONS and PUT do not ride on a GET or POST route', async () => {
     const s = await session();
     const before = seen.length;
     for (const method of ['HEAD', 'OPTIONS', 'PUT']) {
@@ -247,6 +247,21 @@ describe('the key goes to the upstream only', () => {
     expect(Object.keys(got[0]!.headers).filter((h) => h.startsWith('keygate-') || h === 'proxy-authorization')).toEqual([]);
     expect(JSON.stringify(got[0]!.headers)).not.toContain('kgsub-x');
     s.socket.destroy();
+  });
+
+  it('request smuggling (Transfer-Encoding with Content-Length) is a 400 from the parser; nothing is forwarded', async () => {
+    const s = await session();
+    const before = seen.length;
+    const auth = Object.entries(s.headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+    const raw = `POST ${GATEWAY_CALL_PREFIX}openai/v1/echo/x HTTP/1.1\r\nhost: gw\r\n${auth}content-length: 60\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET ${GATEWAY_CALL_PREFIX}openai/v1/admin HTTP/1.1\r\nhost: gw\r\n\r\n`;
+    const answer = await new Promise<string>((resolve) => {
+      const chunks: Buffer[] = [];
+      s.socket.on('data', (c: Buffer) => chunks.push(c));
+      s.socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
+      s.socket.write(raw);
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    expect(seen.length).toBe(before);
   });
 
   it('a chunked body over the limit is refused (BODY_TOO_LARGE) and nothing is forwarded', async () => {
