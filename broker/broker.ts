@@ -362,6 +362,7 @@ async function openGateway(config: BrokerConfig, parts: Pick<ConstructorParamete
     ...(settings.upstreamCaFile ? { upstreamCa: await readFile(settings.upstreamCaFile, 'utf8') } : {}),
     maxTokenSeconds: settings.maxTokenSeconds ?? 300,
     upstreamTimeoutMs: settings.upstreamTimeoutMs ?? 60_000,
+    maxBufferedBodyBytes: settings.maxBufferedBodyBytes ?? 256 * 1024 * 1024,
   });
 }
 

@@ -25,6 +25,7 @@ import type { SigningKey } from '../signing-key.js';
 import { AUDITED_PCRS, AuditUnavailableError, type AuditSink, type DecisionRecord, type GatewayCallRecord } from '../audit/sink.js';
 import { identityKeyOf } from '../release/identity.js';
 import { parseJsonStrict } from '../strict-json.js';
+import { RateLimiter } from '../rate-limit.js';
 import { BudgetUnavailableError, type BudgetCounter } from './budget.js';
 import { isBound } from './channel.js';
 import { callTarget, routeAllowed } from './routes.js';
@@ -41,11 +42,25 @@ export interface GatewayDependencies {
   readonly upstreamCa?: string;
   readonly maxTokenSeconds: number;
   readonly upstreamTimeoutMs: number;
+  /** The most request-body bytes held at once over all calls (bounds memory: maxConnections x maxBodyBytes may not fit). */
+  readonly maxBufferedBodyBytes: number;
 }
 
 /** Headers that describe one hop (RFC 9110 7.6.1) or the broker's own protocol: never passed on either way. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host', 'content-length', 'expect']);
 const MAX_TOKEN_BODY_BYTES = 64 * 1024;
+/**
+ * Denied calls of one identity audited individually: 5/s, burst 20. Beyond, they are sampled like
+ * unauthenticated junk (appendRefusal): a token holder looping on refused calls (which spend no budget)
+ * cannot fill the audit disk. The caller gets the same refusal either way.
+ */
+const DENIALS_PER_SECOND = 5;
+const DENIALS_BURST = 20;
+/**
+ * Request headers with which common upstream frameworks serve another method or path than the request line
+ * names (method override; IIS/Symfony URL rewrite): the allow-list could not speak for such a call.
+ */
+const ROUTE_OVERRIDE_HEADERS = ['x-http-method-override', 'x-http-method', 'x-method-override', 'x-original-url', 'x-rewrite-url'];
 
 /** A refusal of a call: the code the caller is shown, the exact reason audited (and the upstream's status, when it answered). */
 class CallRefused extends CodedError<BrokerErrorCode> {
@@ -71,6 +86,8 @@ interface CallState {
   token?: GatewayToken;
   binding?: Binding;
   bytesIn: number;
+  /** Body bytes this call holds against maxBufferedBodyBytes (given back when the call ends). */
+  reserved: number;
 }
 
 /**
@@ -83,6 +100,9 @@ export class GatewayService {
   readonly #deps: GatewayDependencies;
   readonly #agent: HttpsAgent;
   readonly #publicKey: KeyObject;
+  readonly #denials = new RateLimiter(DENIALS_PER_SECOND, DENIALS_BURST);
+  /** Request-body bytes reserved by calls in progress. */
+  #buffered = 0;
 
   constructor(deps: GatewayDependencies) {
     this.#deps = deps;
@@ -150,7 +170,7 @@ export class GatewayService {
 
   /** One call: authenticate, authorise, forward, audit, stream back. */
   async #call(req: IncomingMessage, res: ServerResponse, rest: string): Promise<void> {
-    const s: CallState = { started: performance.now(), now: this.#deps.clock(), client: clientOf(req), method: req.method ?? 'GET', path: '/', host: null, bytesIn: 0 };
+    const s: CallState = { started: performance.now(), now: this.#deps.clock(), client: clientOf(req), method: req.method ?? 'GET', path: '/', host: null, bytesIn: 0, reserved: 0 };
     const target = callTarget(rest);
     if (target) s.path = target.path;
     // Who is calling: a valid token, on a connection bound to its key. Until then nothing is known of the
@@ -175,7 +195,10 @@ export class GatewayService {
       const err = caught instanceof CallRefused ? caught : new CallRefused('INTERNAL_ERROR', `INTERNAL_ERROR:${(caught as Error).name}`, 'internal error; nothing was forwarded');
       if (res.headersSent) return void res.destroy();
       req.resume();
-      await this.#audited(res, s, 'deny', err.reason, err.upstreamStatus, null, () => this.#answerError(res, err.code, err.message));
+      const individually = this.#denials.take(identityKeyOf(token.identity), s.now);
+      await this.#audited(res, s, 'deny', err.reason, err.upstreamStatus, null, () => this.#answerError(res, err.code, err.message), individually);
+    } finally {
+      this.#buffered -= s.reserved;
     }
   }
 
@@ -191,8 +214,16 @@ export class GatewayService {
     s.binding = binding;
     s.host = new URL(inject.upstream).host;
     if (!routeAllowed(inject.routes, s.method, target.path)) throw new CallRefused('ROUTE_DENIED', 'ROUTE_DENIED', `${s.method} ${target.path} is not an allowed route for this credential`);
+    const override = ROUTE_OVERRIDE_HEADERS.find((h) => req.headers[h] !== undefined);
+    if (override) throw new CallRefused('ROUTE_DENIED', 'ROUTE_OVERRIDE', `the ${override} header would have the upstream serve another method or path than the allow-list names`);
     const declared = Number(req.headers['content-length'] ?? 0);
     if (!Number.isFinite(declared) || declared > inject.maxBodyBytes) throw new CallRefused('BODY_TOO_LARGE', 'BODY_TOO_LARGE', `the request body is larger than ${inject.maxBodyBytes} bytes`);
+    // Bodies are held whole (the limit is checked before anything is sent): memory for them is reserved up
+    // front, a chunked body at its largest, and kept until the call ends.
+    const reserve = req.headers['transfer-encoding'] === undefined ? declared : inject.maxBodyBytes;
+    if (this.#buffered + reserve > this.#deps.maxBufferedBodyBytes) throw new CallRefused('RATE_LIMITED', 'BODIES_IN_FLIGHT', 'the gateway holds too many request bodies at once; retry shortly');
+    this.#buffered += reserve;
+    s.reserved = reserve;
     const body = await readBody(req, inject.maxBodyBytes);
     if (body === undefined) throw new CallRefused('BODY_TOO_LARGE', 'BODY_TOO_LARGE', `the request body is larger than ${inject.maxBodyBytes} bytes`);
     s.bytesIn = body.length;
@@ -210,8 +241,9 @@ export class GatewayService {
     let credential: string;
     try {
       const value = await this.#deps.release.gatewayValue(binding, s.now, decision.generation);
-      // split/join, not replace: a `$&` in a key must not be read as a replacement pattern.
-      credential = inject.template.split('{value}').join(Buffer.from(value).toString('utf8'));
+      // split/join, not replace: a `$&` in a key must not be read as a replacement pattern. latin1: one
+      // character per byte, and node:http writes header strings as latin1, so the key goes out byte for byte.
+      credential = inject.template.split('{value}').join(Buffer.from(value).toString('latin1'));
       value.fill(0);
     } catch (err) {
       const name = (err as { providerError?: string; name?: string }).providerError ?? (err as Error).name;
@@ -258,11 +290,13 @@ export class GatewayService {
 
   /**
    * Writes the call's one audit record, then (only once it is durable) answers with `send`. A record that
-   * cannot be written answers INTERNAL_ERROR / STORE_UNAVAILABLE instead and nothing is passed on.
+   * cannot be written answers INTERNAL_ERROR / STORE_UNAVAILABLE instead and nothing is passed on. A denial
+   * past the identity's individual rate (`individually` false) is sampled (appendRefusal).
    */
-  async #audited(res: ServerResponse, s: CallState, decision: 'call' | 'deny', code: string, status: number | null, bytesOut: number | null, send: () => void): Promise<boolean> {
+  async #audited(res: ServerResponse, s: CallState, decision: 'call' | 'deny', code: string, status: number | null, bytesOut: number | null, send: () => void, individually = true): Promise<boolean> {
     try {
-      await this.#deps.audit.append(this.#record(s, decision, code, status, bytesOut));
+      const record = this.#record(s, decision, code, status, bytesOut);
+      await (individually ? this.#deps.audit.append(record) : this.#deps.audit.appendRefusal(record));
     } catch (err) {
       const shared = err instanceof AuditUnavailableError && err.storeError !== undefined;
       this.#answerError(res, shared ? 'STORE_UNAVAILABLE' : 'INTERNAL_ERROR', 'the call could not be audited; nothing was passed on');

@@ -13,11 +13,13 @@ export interface GatewaySettings {
   readonly maxTokenSeconds?: number;
   /** How long the upstream may take to answer with headers, in ms. Default 60000. */
   readonly upstreamTimeoutMs?: number;
+  /** The most request-body bytes the gateway holds at once, over all calls (a call that would pass it: 429 RATE_LIMITED). Default 268435456 (256 MiB). */
+  readonly maxBufferedBodyBytes?: number;
   /** Where call budgets are counted: `memory` (default; per broker) or a DynamoDB table shared by every replica (may be the nonce table). */
   readonly budgets?: BudgetSettings;
 }
 
-const KEYS = new Set(['listen', 'certFile', 'keyFile', 'upstreamCaFile', 'maxTokenSeconds', 'upstreamTimeoutMs', 'budgets']);
+const KEYS = new Set(['listen', 'certFile', 'keyFile', 'upstreamCaFile', 'maxTokenSeconds', 'upstreamTimeoutMs', 'maxBufferedBodyBytes', 'budgets']);
 const BUDGET_KEYS: Record<string, ReadonlySet<string>> = {
   memory: new Set(['kind', 'maxKeys']),
   dynamodb: new Set(['kind', 'table', 'region', 'endpoint', 'credentials', 'maxAttempts', 'requestTimeoutMs']),
@@ -30,7 +32,7 @@ export function gatewaySettingsProblem(value: unknown): string | undefined {
   for (const key of Object.keys(g)) if (!KEYS.has(key)) return `gateway: unknown setting "${key}"`;
   for (const key of ['listen', 'certFile', 'keyFile']) if (typeof g[key] !== 'string' || g[key] === '') return `gateway.${key} is required`;
   if (g.upstreamCaFile !== undefined && (typeof g.upstreamCaFile !== 'string' || g.upstreamCaFile === '')) return 'gateway.upstreamCaFile must be a file';
-  for (const [key, min, max] of [['maxTokenSeconds', 1, 86_400], ['upstreamTimeoutMs', 1, 600_000]] as const) {
+  for (const [key, min, max] of [['maxTokenSeconds', 1, 86_400], ['upstreamTimeoutMs', 1, 600_000], ['maxBufferedBodyBytes', 1_024, 2 ** 40]] as const) {
     if (g[key] !== undefined && (!Number.isInteger(g[key]) || (g[key] as number) < min || (g[key] as number) > max)) return `gateway.${key} must be an integer in ${min}..${max}`;
   }
   if (g.budgets !== undefined) {

@@ -138,8 +138,13 @@ export function parseBinding(value: unknown, path = 'binding'): Binding {
  * names is what the upstream serves.
  */
 export const INJECT_ROUTE = new RegExp(`^(${INJECT_METHODS.join('|')}) (/[A-Za-z0-9._~!$&'()+,;=:@%/-]{0,511})(\\*?)$`);
-/** A path segment that an upstream could resolve to another path. */
-const UNSAFE_SEGMENT = /(^|\/)(\.|\.\.|%2e|%2e%2e|\.%2e|%2e\.)(\/|$)|\/\/|%2f|%5c/i;
+/**
+ * A path segment that an upstream could resolve to another path: a segment of dots only (`..`, and `...`,
+ * which Windows servers trim to `..`), also with path parameters (`..;x`, which Tomcat and Spring resolve
+ * as `..`), an empty segment, an encoded slash or backslash, or one of those encoded twice (`%252e`, for an
+ * upstream behind a proxy that decodes once more).
+ */
+const UNSAFE_SEGMENT = /(^|\/)(\.|%2e)+((;|%3b)[^/]*)?(\/|$)|\/\/|%2f|%5c|%25(2e|2f|5c)/i;
 /** Header names the broker never lets a binding set (framing, routing, hop-by-hop). */
 const RESERVED_HEADERS = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'proxy-connection', 'expect']);
 const HEADER_NAME = /^[a-z0-9!#$%&'*+.^_`|~-]{1,64}$/;

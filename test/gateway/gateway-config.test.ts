@@ -25,13 +25,14 @@ function configError(gateway: unknown): ConfigError {
 
 describe('gateway config', () => {
   it('accepts a complete setting', () => {
-    expect(resolveConfig({ gateway: { ...base, maxTokenSeconds: 60, budgets: { kind: 'dynamodb', table: 'keygate-nonces' } } }).gateway).toMatchObject({ maxTokenSeconds: 60 });
+    expect(resolveConfig({ gateway: { ...base, maxTokenSeconds: 60, maxBufferedBodyBytes: 1_048_576, budgets: { kind: 'dynamodb', table: 'keygate-nonces' } } }).gateway).toMatchObject({ maxTokenSeconds: 60, maxBufferedBodyBytes: 1_048_576 });
   });
 
   it.each([
     ['a missing key file', { listen: base.listen, certFile: '/c' }, /gateway\.keyFile is required/],
     ['an unknown key', { ...base, extra: 1 }, /gateway: unknown setting "extra"/],
     ['a token lifetime out of range', { ...base, maxTokenSeconds: 0 }, /gateway\.maxTokenSeconds/],
+    ['a body memory cap out of range', { ...base, maxBufferedBodyBytes: 10 }, /gateway\.maxBufferedBodyBytes/],
     ['a bad budget backend', { ...base, budgets: { kind: 'redis' } }, /gateway\.budgets/],
     ['a budget table without a name', { ...base, budgets: { kind: 'dynamodb' } }, /gateway\.budgets\.table/],
   ])('refuses %s with CONFIG_INVALID', (_what, gateway, message) => {

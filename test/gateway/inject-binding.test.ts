@@ -48,6 +48,8 @@ describe('inject schema', () => {
     ['a route without a method', { ...RULE, routes: ['/v1/x'] }, 'inject.routes[0]'],
     ['a route with a dot segment', { ...RULE, routes: ['GET /v1/../admin'] }, 'inject.routes[0]'],
     ['a route with an encoded slash', { ...RULE, routes: ['GET /v1%2fadmin'] }, 'inject.routes[0]'],
+    ['a route with a dot segment carrying path parameters', { ...RULE, routes: ['GET /v1/..;x=1/admin'] }, 'inject.routes[0]'],
+    ['a route with a double-encoded dot segment', { ...RULE, routes: ['GET /v1/%252e%252e/admin'] }, 'inject.routes[0]'],
     ['no routes', { ...RULE, routes: [] }, 'inject.routes'],
     ['a zero budget', { ...RULE, budget: { requests: 0, windowSeconds: 60 } }, 'inject.budget.requests'],
     ['a status out of range', { ...RULE, allowStatus: [99] }, 'inject.allowStatus[0]'],
