@@ -282,6 +282,18 @@ describe('parseInject', () => {
       expectRefused(() => parseInject(withInject('routes', [route])), 'inject.routes[0]');
     });
 
+    it('quotes at most 80 characters of a refused route in the message', () => {
+      const route = `GET /${'x'.repeat(600)}`;
+      let message = '';
+      try {
+        parseInject(withInject('routes', [route]));
+      } catch (err) {
+        message = (err as SchemaError).message;
+      }
+      expect(message).toContain(`got "${route.slice(0, 80)}"`);
+      expect(message).not.toContain(route.slice(0, 81));
+    });
+
     it('INJECT_ROUTE captures the method, the path and the prefix star', () => {
       expect(INJECT_ROUTE.exec('PATCH /v1/x*')?.slice(1)).toEqual(['PATCH', '/v1/x', '*']);
       expect(INJECT_ROUTE.exec('GET /v1')?.slice(1)).toEqual(['GET', '/v1', '']);
