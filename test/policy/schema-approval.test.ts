@@ -167,7 +167,8 @@ describe('parseApprovalPolicy', () => {
     });
 
     it('accepts x over the whole base64url alphabet (kid = its thumbprint) and returns only kty, crv and x', () => {
-      for (const x of ['AZaz09_-'.padEnd(43, 'A'), 'Z'.repeat(43), 'z'.repeat(43), '9'.repeat(43), '_'.repeat(43), '-'.repeat(43), `${'Q'.repeat(42)}0`]) {
+      // The last of 43 characters carries 2 spare bits, which must be zero (canonical: A, E, ..., w, 0, 4, 8).
+      for (const x of ['AZaz09_-'.padEnd(43, 'A'), `${'Z'.repeat(42)}A`, `${'z'.repeat(42)}w`, `${'9'.repeat(42)}8`, `${'_'.repeat(42)}4`, `${'-'.repeat(42)}E`, `${'Q'.repeat(42)}0`]) {
         const approver = { kid: ed25519Thumbprint(x), jwk: { x, crv: 'Ed25519', kty: 'OKP' } };
         expect(parseApprovalPolicy(policy(1, { required: 1, approvers: [approver] })).approvers).toStrictEqual([
           { kid: ed25519Thumbprint(x), jwk: { kty: 'OKP', crv: 'Ed25519', x } },
