@@ -170,7 +170,7 @@ async function severalLogs(args: readonly string[]): Promise<Array<{ log: string
 /** Checks each log of a directory as its own chain; intact only if every one is (exit 0), else 1. */
 async function verifySeveral(logs: ReadonlyArray<{ log: string; files: string[] }>, key: KeyObject | undefined, noSignatures: boolean, json: boolean, io: CliIo): Promise<number> {
   const results = [];
-  for (const { log, files } of logs) results.push({ log, files: files.length, ...verifyAuditLogs(await Promise.all(files.map(readAuditFile)), key, { allowUnsigned: noSignatures }) });
+  for (const { log, files } of logs) results.push({ log, ...verifyAuditLogs(await Promise.all(files.map(readAuditFile)), key, { allowUnsigned: noSignatures }) });
   const ok = results.every((r) => r.ok);
   if (json) {
     io.out(`${JSON.stringify({ ok, sealsVerified: Boolean(key), logs: results })}\n`);
