@@ -5,10 +5,11 @@ import { benchAgent } from './agent.js';
 import { benchJunk } from './junk.js';
 import { benchReplicas } from './replicas.js';
 import { benchGateway } from './gateway.js';
+import { benchWorkers } from './workers.js';
 
 const ALL: Record<string, () => Promise<unknown>> = { verify: benchVerify, broker: benchBroker, agent: benchAgent, junk: benchJunk, gateway: benchGateway };
-/** Run only when named: replicas needs moto_server (or AWS) and starts several broker processes. */
-const ON_REQUEST: Record<string, () => Promise<unknown>> = { replicas: benchReplicas };
+/** Run only when named: replicas needs moto_server (or AWS) and starts several broker processes; workers starts `keygate broker --workers N` processes. */
+const ON_REQUEST: Record<string, () => Promise<unknown>> = { replicas: benchReplicas, workers: benchWorkers };
 
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : Object.keys(ALL)) {

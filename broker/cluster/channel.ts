@@ -7,6 +7,8 @@
  * caller turns it into its own "unavailable" error and releases nothing).
  */
 
+import { CodedError } from '../../lib/coded-error.js';
+
 /** A worker's request to the primary. */
 export type ClusterRequest =
   | { readonly op: 'nonce.consume'; readonly nonce: string; readonly rememberUntil: number; readonly now: number }
@@ -31,8 +33,11 @@ export interface ReplyMessage {
 }
 
 /** The primary could not be asked or did not answer in time. */
-export class ClusterChannelError extends Error {
+export class ClusterChannelError extends CodedError<'CLUSTER_CHANNEL_UNAVAILABLE'> {
   override readonly name = 'ClusterChannelError';
+  constructor(message: string) {
+    super('CLUSTER_CHANNEL_UNAVAILABLE', message);
+  }
 }
 
 /** The process side that can send to and hear from the other end (a `cluster` worker's `process`). */

@@ -1,18 +1,14 @@
 import { MemoryNonceRegistry } from './memory-registry.js';
 import type { NonceRegistry, NonceRegistrySettings } from './registry.js';
-import type { WorkerChannel } from '../cluster/channel.js';
-import { PrimaryNonceRegistry } from './primary-registry.js';
 
 /**
  * The one place that builds the nonce registry from config. The DynamoDB
  * implementation (and with it the AWS SDK) is loaded only when configured.
- * `viaPrimary`: this process is a broker worker; a memory registry is then the primary's.
  */
-export async function openNonceRegistry(settings: NonceRegistrySettings = { kind: 'memory' }, viaPrimary?: WorkerChannel): Promise<NonceRegistry> {
+export async function openNonceRegistry(settings: NonceRegistrySettings = { kind: 'memory' }): Promise<NonceRegistry> {
   switch (settings.kind) {
     case 'memory':
-      // A worker of `keygate broker --workers N`: the memory registry is the primary's, one for all workers.
-      return viaPrimary ? new PrimaryNonceRegistry(viaPrimary) : new MemoryNonceRegistry(settings.maxRemembered);
+      return new MemoryNonceRegistry(settings.maxRemembered);
     case 'dynamodb':
       return new (await import('./dynamodb-registry.js')).DynamoDbNonceRegistry(settings);
   }

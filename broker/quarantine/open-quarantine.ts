@@ -1,7 +1,5 @@
 import { Quarantine, type QuarantineStore } from '../rate-limit.js';
 import type { QuarantineLimits, QuarantineSettings } from './store.js';
-import type { WorkerChannel } from '../cluster/channel.js';
-import { PrimaryQuarantine } from './primary-quarantine.js';
 
 /** A quarantine store, its readiness check (throws QuarantineUnavailableError) and how to release its clients (shutdown). */
 export type OpenedQuarantine = QuarantineStore & { close(): void; check(): Promise<void> };
@@ -9,12 +7,10 @@ export type OpenedQuarantine = QuarantineStore & { close(): void; check(): Promi
 /**
  * The one place that builds the quarantine store from config. The DynamoDB
  * implementation (and with it the AWS SDK) is loaded only when configured.
- * `viaPrimary`: this process is a broker worker; a memory quarantine is then the primary's, one for all workers.
  */
-export async function openQuarantine(settings: QuarantineSettings, limits: QuarantineLimits, viaPrimary?: WorkerChannel): Promise<OpenedQuarantine> {
+export async function openQuarantine(settings: QuarantineSettings, limits: QuarantineLimits): Promise<OpenedQuarantine> {
   switch (settings.kind) {
     case 'memory':
-      if (viaPrimary) return new PrimaryQuarantine(viaPrimary);
       return Object.assign(new Quarantine(limits.threshold, limits.windowMs, limits.quarantineMs), { close: () => {}, check: async () => {} });
     case 'dynamodb':
       return new (await import('./dynamodb-quarantine.js')).DynamoDbQuarantine(settings, limits);

@@ -3,6 +3,7 @@ import { availableParallelism } from 'node:os';
 import { AuditFileInUseError, startBroker } from '../../broker/broker.js';
 import { WorkerChannel } from '../../broker/cluster/channel.js';
 import { startPrimary } from '../../broker/cluster/primary.js';
+import { openPrimaryParts } from '../../broker/cluster/open-primary-parts.js';
 import { workerConfig, workerIdentity } from '../../broker/cluster/worker-config.js';
 import { createLogger, effectiveLogLevel } from '../../broker/log.js';
 import { checkConfig } from '../../broker/ops/check-config.js';
@@ -124,7 +125,7 @@ async function runWorker(config: BrokerConfig, self: { i: number; n: number }, i
   const channel = new WorkerChannel(process);
   let broker;
   try {
-    broker = await startBroker(workerConfig(config, self.i, self.n), { viaPrimary: channel });
+    broker = await startBroker(workerConfig(config, self.i, self.n), { viaPrimary: openPrimaryParts(channel) });
   } catch (err) {
     const listenError = listenProblem(err);
     io.err(`keygate broker worker ${self.i}: refusing to start: ${listenError ? `--listen ${config.listen}: ${listenError}` : err instanceof CodedError ? `${err.code}: ${err.message}` : (err as Error).message}\n`);

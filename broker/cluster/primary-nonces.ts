@@ -1,5 +1,5 @@
-import { ClusterChannelError, type WorkerChannel } from '../cluster/channel.js';
-import { NonceRegistryUnavailableError, type NonceRegistry, type NonceUse } from './registry.js';
+import { ClusterChannelError, type WorkerChannel } from './channel.js';
+import { NonceRegistryUnavailableError, type NonceRegistry, type NonceUse } from '../nonce/registry.js';
 
 /**
  * A worker's view of the primary's memory registry (`keygate broker --workers N`): every worker consumes

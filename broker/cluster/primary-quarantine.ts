@@ -1,6 +1,6 @@
-import { ClusterChannelError, type WorkerChannel } from '../cluster/channel.js';
+import { ClusterChannelError, type WorkerChannel } from './channel.js';
 import type { QuarantineStore } from '../rate-limit.js';
-import { QuarantineUnavailableError } from './store.js';
+import { QuarantineUnavailableError } from '../quarantine/store.js';
 
 /**
  * A worker's view of the primary's memory quarantine (`keygate broker --workers N`): denials on every
