@@ -13,6 +13,7 @@ import { loadSharedKeys } from '../keys/open-key-source.js';
 import { statePaths } from '../state.js';
 import { isRequest, type ClusterRequest, type ClusterValue, type ReplyMessage } from './channel.js';
 import { WORKER_ENV, WORKERS_ENV } from './worker-config.js';
+import { CodedError } from '../../lib/coded-error.js';
 
 /** A worker's message once its listeners are up. */
 export interface ReadyMessage {
@@ -22,12 +23,37 @@ export interface ReadyMessage {
   readonly gatewayUrl?: string;
 }
 
+/** A worker's message when it cannot start: `listen` (the address), `usage` (the config), or `refused` (audit file in use, shared keys...). */
+export interface FailedMessage {
+  readonly kg: 'failed';
+  readonly kind: 'listen' | 'usage' | 'refused';
+  readonly message: string;
+}
+
+/** The broker could not start: the first worker's reason, as it would have been given by one process. */
+export class WorkerStartError extends CodedError<'WORKER_START_FAILED'> {
+  override readonly name = 'WorkerStartError';
+  constructor(
+    readonly kind: FailedMessage['kind'],
+    message: string,
+  ) {
+    super('WORKER_START_FAILED', message);
+  }
+}
+
+function isFailed(message: unknown): message is FailedMessage {
+  return typeof message === 'object' && message !== null && (message as { kg?: unknown }).kg === 'failed' && typeof (message as { message?: unknown }).message === 'string';
+}
+
 function isReady(message: unknown): message is ReadyMessage {
   return typeof message === 'object' && message !== null && (message as { kg?: unknown }).kg === 'ready' && typeof (message as { url?: unknown }).url === 'string';
 }
 
 export interface PrimaryOptions {
   readonly workers: number;
+  /** The script each worker runs and its arguments (the keygate CLI and `broker ...`): the same command, told by its environment that it is a worker. */
+  readonly exec: string;
+  readonly args: readonly string[];
   readonly log: Logger;
   /** Restarts allowed within `restartWindowMs`; one more and the primary stops everything (a crash loop is not served). Default 5 in 60 s. */
   readonly maxRestarts?: number;
@@ -74,6 +100,7 @@ export async function startPrimary(config: BrokerConfig, options: PrimaryOptions
     }
   };
 
+  cluster.setupPrimary({ exec: options.exec, args: [...options.args] });
   const byIndex = new Map<number, Worker>();
   const restarts: number[] = [];
   let stopping = false;
@@ -82,6 +109,7 @@ export async function startPrimary(config: BrokerConfig, options: PrimaryOptions
   let readyCount = 0;
   let firstReady: ReadyMessage | undefined;
   let startFailed: ((err: Error) => void) | undefined;
+  let failure: FailedMessage | undefined;
   let allReady: (() => void) | undefined;
 
   const fork = (i: number): void => {
@@ -96,6 +124,10 @@ export async function startPrimary(config: BrokerConfig, options: PrimaryOptions
         );
         return;
       }
+      if (isFailed(message)) {
+        failure ??= message;
+        return;
+      }
       if (isReady(message) && !wasReady) {
         wasReady = true;
         if (i === 1) firstReady = message;
@@ -108,7 +140,7 @@ export async function startPrimary(config: BrokerConfig, options: PrimaryOptions
       if (byIndex.get(i) === worker) byIndex.delete(i);
       if (stopping) return;
       if (!wasReady && startFailed) {
-        startFailed(new Error(`broker worker ${i} exited during start (${signal ?? `code ${code}`}); its error is logged above`));
+        startFailed(failure ? new WorkerStartError(failure.kind, failure.message) : new WorkerStartError('refused', `broker worker ${i} exited during start (${signal ?? `code ${code}`}); its error is logged above`));
         return;
       }
       const now = Date.now();

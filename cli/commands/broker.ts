@@ -1,8 +1,10 @@
 import cluster from 'node:cluster';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { availableParallelism } from 'node:os';
 import { AuditFileInUseError, startBroker } from '../../broker/broker.js';
 import { WorkerChannel } from '../../broker/cluster/channel.js';
-import { startPrimary } from '../../broker/cluster/primary.js';
+import { startPrimary, WorkerStartError, type FailedMessage } from '../../broker/cluster/primary.js';
 import { openPrimaryParts } from '../../broker/cluster/open-primary-parts.js';
 import { workerConfig, workerIdentity } from '../../broker/cluster/worker-config.js';
 import { createLogger, effectiveLogLevel } from '../../broker/log.js';
@@ -66,7 +68,7 @@ export async function brokerCommand(argv: readonly string[], io: CliIo): Promise
   const workers = workerCount(values.workers);
   const self = cluster.isWorker ? workerIdentity() : undefined;
   if (self) return runWorker(config, self, io);
-  if (workers > 1) return runPrimary(config, workers, io);
+  if (workers > 1) return runPrimary(config, workers, ['broker', ...argv], io);
   let broker;
   try {
     broker = await startBroker(config);
@@ -88,6 +90,12 @@ export async function brokerCommand(argv: readonly string[], io: CliIo): Promise
   return 0;
 }
 
+/** The keygate launcher (bin/keygate.js) the workers run: beside this module's package, from source or from dist/. */
+function keygateBin(): string {
+  const candidates = ['../../bin/keygate.js', '../../../bin/keygate.js'].map((rel) => fileURLToPath(new URL(rel, import.meta.url)));
+  return candidates.find((file) => existsSync(file)) ?? candidates[0]!;
+}
+
 /** `--workers N`: a whole number from 1 to 64; absent: the cores available to this process. */
 function workerCount(value: string | undefined): number {
   if (value === undefined) return Math.min(64, availableParallelism());
@@ -97,13 +105,13 @@ function workerCount(value: string | undefined): number {
 }
 
 /** The primary of `--workers N`: forks the workers, prints the URL once all listen, stops them all on SIGINT/SIGTERM. */
-async function runPrimary(config: BrokerConfig, workers: number, io: CliIo): Promise<number> {
-  const log = createLogger({ level: effectiveLogLevel(config.logLevel) });
+async function runPrimary(config: BrokerConfig, workers: number, args: readonly string[], io: CliIo): Promise<number> {
   let primary;
   try {
-    primary = await startPrimary(config, { workers, log });
+    primary = await startPrimary(config, { workers, exec: keygateBin(), args, log: createLogger({ level: effectiveLogLevel(config.logLevel) }) });
   } catch (err) {
     if (err instanceof LogLevelError) throw new UsageError(err.message, { hint: false });
+    if (err instanceof WorkerStartError && err.kind !== 'refused') throw new UsageError(err.message, { hint: false });
     if (err instanceof SharedKeyError) {
       io.err(`keygate broker: refusing to start: ${err.code}: ${err.message}\n`);
       return 1;
@@ -127,8 +135,15 @@ async function runWorker(config: BrokerConfig, self: { i: number; n: number }, i
   try {
     broker = await startBroker(workerConfig(config, self.i, self.n), { viaPrimary: openPrimaryParts(channel) });
   } catch (err) {
+    // Told to the primary, which says it once, in the words of a single-process broker (the same exit codes).
     const listenError = listenProblem(err);
-    io.err(`keygate broker worker ${self.i}: refusing to start: ${listenError ? `--listen ${config.listen}: ${listenError}` : err instanceof CodedError ? `${err.code}: ${err.message}` : (err as Error).message}\n`);
+    const failed: FailedMessage = listenError
+      ? { kg: 'failed', kind: 'listen', message: `--listen ${config.listen}: ${listenError}` }
+      : err instanceof LogLevelError
+        ? { kg: 'failed', kind: 'usage', message: err.message }
+        : { kg: 'failed', kind: 'refused', message: `${err instanceof SharedKeyError ? `${err.code}: ` : ''}${(err as Error).message}` };
+    if (!(err instanceof CodedError) && !listenError) io.err(`keygate broker worker ${self.i}: ${(err as Error).stack ?? String(err)}\n`);
+    await new Promise<void>((resolve) => process.send!(failed, undefined, undefined, () => resolve()));
     process.disconnect();
     return 1;
   }
