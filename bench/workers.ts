@@ -31,16 +31,21 @@ export interface WorkersRow {
   readonly loadGenCpuPercent: number;
 }
 
-/** CPU seconds (user + system) of `pid` and, recursively, its children (the primary's workers). */
-function treeCpuSeconds(pid: number): number {
-  let total = 0;
+/** CPU seconds (user + system) of `pid` alone. */
+function cpuSeconds(pid: number): number {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    total += (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime, stime
+    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime, stime
   } catch {
     return 0;
   }
+}
+
+/** CPU seconds (user + system) of `pid` and, recursively, its children (the primary's workers). */
+function treeCpuSeconds(pid: number): number {
+  let total = cpuSeconds(pid);
+  if (!existsSync(`/proc/${pid}/task`)) return total;
   for (const task of readdirSync(`/proc/${pid}/task`)) {
     let children = '';
     try {
@@ -78,17 +83,21 @@ async function measureWorkers(n: number, pki: TestPki): Promise<WorkersRow> {
     let seconds = 0;
     let brokerCpu = 0;
     let loadCpu = 0;
+    let primaryCpu = 0;
     for (let done = 0; done < REQUESTS; done += ROUND) {
       const bodies = await mint(Math.min(ROUND, REQUESTS - done));
       const broker0 = treeCpuSeconds(child.pid!);
+      const primary0 = cpuSeconds(child.pid!);
       const own0 = process.cpuUsage();
       const load = await runLoad(url, bodies);
       const own = process.cpuUsage(own0);
       brokerCpu += treeCpuSeconds(child.pid!) - broker0;
+      primaryCpu += cpuSeconds(child.pid!) - primary0;
       loadCpu += (own.user + own.system) / 1e6;
       seconds += load.seconds;
       if (load.failures) throw new Error(`--workers ${n}: ${load.failures} requests failed: ${JSON.stringify(load.failureCodes)}`);
     }
+    if (n > 1) console.log(`--workers ${n}: the primary's own CPU per release (µs; connection hand-off, nonce and quarantine answers): ${((primaryCpu * 1e6) / REQUESTS).toFixed(0)}`);
     return { n, releasesPerSecond: REQUESTS / seconds, cpuUsPerRelease: (brokerCpu * 1e6) / REQUESTS, loadGenCpuPercent: (loadCpu / seconds) * 100 };
   } finally {
     const exited = new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)));
