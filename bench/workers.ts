@@ -20,8 +20,8 @@ import { printTable, type Measurement } from './harness.js';
 const REQUESTS = Number(process.env.BENCH_WORKERS_REQUESTS ?? 2000);
 const CONCURRENCY = Number(process.env.BENCH_WORKERS_CONCURRENCY ?? 16);
 const COUNTS = (process.env.BENCH_WORKERS_N ?? '1,2').split(',').map(Number);
-/** Documents per minted round: a challenge nonce lives 30 s, so each round is minted right before it is sent. */
-const ROUND = 500;
+/** Documents per timed round: a challenge nonce lives 30 s, so each round is minted right before it is sent. */
+const ROUND = 250;
 const CLK_TCK = 100; // Linux USER_HZ: /proc/<pid>/stat counts CPU time in 1/100 s
 
 export interface WorkersRow {
@@ -66,45 +66,71 @@ function runLoad(url: string, bodies: string[]): Promise<{ seconds: number; fail
   });
 }
 
-async function measureWorkers(n: number, pki: TestPki): Promise<WorkersRow> {
+interface Running {
+  readonly n: number;
+  readonly pid: number;
+  readonly url: string;
+  mint(count: number): Promise<string[]>;
+  stop(): Promise<void>;
+  /** Totals over the timed rounds. */
+  seconds: number;
+  brokerCpu: number;
+  primaryCpu: number;
+  loadCpu: number;
+  requests: number;
+}
+
+async function startWorkers(n: number, pki: TestPki): Promise<Running> {
   const dir = mkdtempSync(join(tmpdir(), 'keygate-bench-workers-'));
   const config = await prepareBrokerDir(dir, pki); // binds `db`, rate limits and quarantine off
   const { child, url } = await spawnBroker(config, [], ['--workers', String(n)]);
-  try {
-    const enclave = new TestEnclave(pki, url);
-    const body = (d: Uint8Array): string => JSON.stringify({ attestation: Buffer.from(d).toString('base64'), names: ['db'] });
-    const mint = async (count: number): Promise<string[]> => {
+  const enclave = new TestEnclave(pki, url);
+  const body = (d: Uint8Array): string => JSON.stringify({ attestation: Buffer.from(d).toString('base64'), names: ['db'] });
+  const running: Running = {
+    n,
+    pid: child.pid!,
+    url,
+    mint: async (count) => {
       const out: string[] = [];
       for (let i = 0; i < count; i++) out.push(body(enclave.document(await enclave.challenge())));
       return out;
-    };
-    const warm = await runLoad(url, await mint(200)); // JIT, caches, connections to every worker
-    if (warm.failures) throw new Error(`--workers ${n}: warm-up failed: ${JSON.stringify(warm.failureCodes)}`);
-    let seconds = 0;
-    let brokerCpu = 0;
-    let loadCpu = 0;
-    let primaryCpu = 0;
-    for (let done = 0; done < REQUESTS; done += ROUND) {
-      const bodies = await mint(Math.min(ROUND, REQUESTS - done));
-      const broker0 = treeCpuSeconds(child.pid!);
-      const primary0 = cpuSeconds(child.pid!);
-      const own0 = process.cpuUsage();
-      const load = await runLoad(url, bodies);
-      const own = process.cpuUsage(own0);
-      brokerCpu += treeCpuSeconds(child.pid!) - broker0;
-      primaryCpu += cpuSeconds(child.pid!) - primary0;
-      loadCpu += (own.user + own.system) / 1e6;
-      seconds += load.seconds;
-      if (load.failures) throw new Error(`--workers ${n}: ${load.failures} requests failed: ${JSON.stringify(load.failureCodes)}`);
-    }
-    if (n > 1) console.log(`--workers ${n}: the primary's own CPU per release (µs; connection hand-off, nonce and quarantine answers): ${((primaryCpu * 1e6) / REQUESTS).toFixed(0)}`);
-    return { n, releasesPerSecond: REQUESTS / seconds, cpuUsPerRelease: (brokerCpu * 1e6) / REQUESTS, loadGenCpuPercent: (loadCpu / seconds) * 100 };
-  } finally {
-    const exited = new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)));
-    child.kill('SIGTERM');
-    await exited;
-    rmSync(dir, { recursive: true, force: true });
-  }
+    },
+    stop: async () => {
+      const exited = new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)));
+      child.kill('SIGTERM');
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
+    seconds: 0,
+    brokerCpu: 0,
+    primaryCpu: 0,
+    loadCpu: 0,
+    requests: 0,
+  };
+  const warm = await runLoad(url, await running.mint(200)); // JIT, caches, connections to every worker
+  if (warm.failures) throw new Error(`--workers ${n}: warm-up failed: ${JSON.stringify(warm.failureCodes)}`);
+  return running;
+}
+
+/** One timed round of `count` fresh documents against `b` (minted first, untimed). */
+async function measureRound(b: Running, count: number): Promise<void> {
+  const bodies = await b.mint(count);
+  const broker0 = treeCpuSeconds(b.pid);
+  const primary0 = cpuSeconds(b.pid);
+  const own0 = process.cpuUsage();
+  const load = await runLoad(b.url, bodies);
+  const own = process.cpuUsage(own0);
+  b.brokerCpu += treeCpuSeconds(b.pid) - broker0;
+  b.primaryCpu += cpuSeconds(b.pid) - primary0;
+  b.loadCpu += (own.user + own.system) / 1e6;
+  b.seconds += load.seconds;
+  b.requests += count;
+  if (load.failures) throw new Error(`--workers ${b.n}: ${load.failures} requests failed: ${JSON.stringify(load.failureCodes)}`);
+}
+
+function rowOf(b: Running): WorkersRow {
+  if (b.n > 1) console.log(`--workers ${b.n}: the primary's own CPU per release (µs; connection hand-off, nonce and quarantine answers): ${((b.primaryCpu * 1e6) / b.requests).toFixed(0)}`);
+  return { n: b.n, releasesPerSecond: b.requests / b.seconds, cpuUsPerRelease: (b.brokerCpu * 1e6) / b.requests, loadGenCpuPercent: (b.loadCpu / b.seconds) * 100 };
 }
 
 const RESULTS = join(dirname(fileURLToPath(import.meta.url)), 'results', 'broker.json');
@@ -120,8 +146,16 @@ function mergeResults(rows: WorkersRow[]): string {
 
 export async function benchWorkers(): Promise<WorkersRow[]> {
   const pki = await createTestPki(Date.now());
-  const rows: WorkersRow[] = [];
-  for (const n of COUNTS) rows.push(await measureWorkers(n, pki));
+  // Every broker is started first and the rounds alternate between them (1, 2, 1, 2, ...): the other
+  // work on a shared machine drifts, and alternating lets the drift fall on every N alike.
+  const running: Running[] = [];
+  try {
+    for (const n of COUNTS) running.push(await startWorkers(n, pki));
+    for (let done = 0; done < REQUESTS; done += ROUND) for (const b of running) await measureRound(b, Math.min(ROUND, REQUESTS - done));
+  } finally {
+    for (const b of running) await b.stop();
+  }
+  const rows = running.map(rowOf);
   const table: Measurement[] = rows.map((r) => ({ name: `--workers ${r.n} (${CONCURRENCY} concurrent)`, ops: REQUESTS, seconds: REQUESTS / r.releasesPerSecond, opsPerSec: r.releasesPerSecond, usPerOp: 1e6 / r.releasesPerSecond }));
   const extra: Record<string, string> = {};
   for (const r of rows) {
