@@ -130,7 +130,7 @@ afterEach(async () => {
 });
 
 /** A broker dir (test root trusted, `db` bound to APPROVED) with `rateLimits` merged in, and its cluster of `workers`. */
-async function cluster(workers: number, rateLimits: Record<string, number> = {}, extraBind?: (dir: string) => Promise<void>): Promise<{ dir: string; pki: TestPki; url: string; child: ChildProcessWithoutNullStreams; stderr: () => string }> {
+async function cluster(workers: number | undefined, rateLimits: Record<string, number> = {}, extraBind?: (dir: string) => Promise<void>): Promise<{ dir: string; pki: TestPki; url: string; child: ChildProcessWithoutNullStreams; stderr: () => string }> {
   const dir = mkdtempSync(join(tmpdir(), 'keygate-workers-'));
   cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
   const pki = await createTestPki(Date.now());
@@ -138,13 +138,13 @@ async function cluster(workers: number, rateLimits: Record<string, number> = {},
   const parsed = JSON.parse(readFileSync(config, 'utf8')) as { rateLimits: Record<string, number> };
   writeFileSync(config, JSON.stringify({ ...parsed, rateLimits: { ...parsed.rateLimits, ...rateLimits } }));
   await extraBind?.(dir);
-  const { child, url, stderr } = await spawnBroker(config, [], ['--workers', String(workers)]);
+  const { child, url, stderr } = await spawnBroker(config, [], workers === undefined ? [] : ['--workers', String(workers)]);
   const exited = new Promise<void>((r) => (child.exitCode !== null ? r() : child.once('exit', () => r())));
   cleanup.push(async () => {
     child.kill('SIGTERM');
     await exited;
   });
-  await until('every worker listening', () => new Set(workerPids(stderr()).map((w) => w.worker)).size === workers || workers === 1);
+  await until('every worker listening', () => new Set(workerPids(stderr()).map((w) => w.worker)).size === workers || workers === undefined || workers === 1);
   return { dir, pki, url, child, stderr };
 }
 
@@ -243,9 +243,9 @@ describe('keygate broker --workers 2', () => {
   }, 240_000);
 });
 
-describe('keygate broker --workers 1', () => {
-  it('is the single process it always was: no workers, the audit in audit.jsonl', async () => {
-    const { dir, pki, url, stderr } = await cluster(1);
+describe('keygate broker --workers 1, and without --workers (the default is 1 until N > 1 stops costing more CPU per release)', () => {
+  it.each([[1], [undefined]])('--workers %s is the single process it always was: no workers, the audit in audit.jsonl', async (workers) => {
+    const { dir, pki, url, stderr } = await cluster(workers);
     const enclave = new TestEnclave(pki, url);
     expect((await postFresh(url, enclave.document(await challengeFresh(url)), ['db'])).status).toBe(200);
     expect(workerPids(stderr())).toEqual([]);
