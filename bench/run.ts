@@ -8,10 +8,11 @@ import { benchGateway } from './gateway.js';
 import { benchFlood } from './flood.js';
 import { benchCli } from './cli.js';
 import { benchForwarder } from './forwarder.js';
+import { benchWorkers } from './workers.js';
 
 const ALL: Record<string, () => Promise<unknown>> = { verify: benchVerify, broker: benchBroker, agent: benchAgent, junk: benchJunk, gateway: benchGateway, cli: benchCli, forwarder: benchForwarder };
-/** Run only when named: replicas needs moto_server (or AWS) and starts several broker processes; flood sends 500k requests. */
-const ON_REQUEST: Record<string, () => Promise<unknown>> = { replicas: benchReplicas, flood: benchFlood };
+/** Run only when named: replicas needs moto_server (or AWS) and starts several broker processes; flood sends 500k requests; workers starts `keygate broker --workers N` processes. */
+const ON_REQUEST: Record<string, () => Promise<unknown>> = { replicas: benchReplicas, flood: benchFlood, workers: benchWorkers };
 
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : Object.keys(ALL)) {

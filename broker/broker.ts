@@ -41,6 +41,7 @@ import { DelegationGate } from './delegation/gate.js';
 import { GatewayService } from './gateway/service.js';
 import { openBudgetCounter } from './gateway/open-budget.js';
 import { listenGateway } from './gateway/listener.js';
+import type { PrimaryParts } from './cluster/open-primary-parts.js';
 
 /** A running (or ready-to-serve) broker and its parts. */
 export interface Broker {
@@ -66,6 +67,8 @@ export interface BrokerOptions {
   readonly auditLock?: { readonly heartbeatMs?: number; readonly staleMs?: number };
   /** How often ended approval requests nobody asked about are closed and audited (tests shorten it). Default 30 s. */
   readonly approvalSweepMs?: number;
+  /** This process is a worker of `keygate broker --workers N`: a memory nonce registry and quarantine are these, the primary's (asked over IPC). */
+  readonly viaPrimary?: PrimaryParts;
 }
 
 /** Another live broker holds the audit file: two writers would interleave one hash chain. */
@@ -182,13 +185,16 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
   if (auditLock?.compromised) stopAudit();
   log('info', 'audit log', auditWhere);
   const challenge = new ChallengeService(challengeKey);
-  const nonces = await openNonceRegistry(config.nonces);
+  const nonces = config.nonces.kind === 'memory' && options.viaPrimary ? options.viaPrimary.nonces : await openNonceRegistry(config.nonces);
   opened.push(() => nonces.close());
-  log('info', 'nonce registry', config.nonces.kind === 'dynamodb' ? { kind: 'dynamodb', table: config.nonces.table } : { kind: 'memory' });
+  log('info', 'nonce registry', config.nonces.kind === 'dynamodb' ? { kind: 'dynamodb', table: config.nonces.table } : { kind: options.viaPrimary ? 'memory (the primary process)' : 'memory' });
   const r = config.rateLimits;
-  const quarantine = await openQuarantine(config.quarantine, { threshold: r.quarantineAfterDenials, windowMs: r.quarantineWindowSeconds * 1000, quarantineMs: r.quarantineSeconds * 1000 });
+  const quarantine =
+    config.quarantine.kind === 'memory' && options.viaPrimary
+      ? options.viaPrimary.quarantine
+      : await openQuarantine(config.quarantine, { threshold: r.quarantineAfterDenials, windowMs: r.quarantineWindowSeconds * 1000, quarantineMs: r.quarantineSeconds * 1000 });
   opened.push(() => quarantine.close());
-  log('info', 'quarantine', config.quarantine.kind === 'dynamodb' ? { kind: 'dynamodb', table: config.quarantine.table } : { kind: 'memory' });
+  log('info', 'quarantine', config.quarantine.kind === 'dynamodb' ? { kind: 'dynamodb', table: config.quarantine.table } : { kind: options.viaPrimary ? 'memory (the primary process)' : 'memory' });
   const roots = await loadRoots(config, log);
   const adminKeys = await Promise.all((config.adminKeys ?? []).map((file) => loadPublicKeyFile(file)));
   // Said at start, so a baseline walk that ends in BASELINE_NOT_APPROVED is explained by the log, not guessed at.

@@ -53,3 +53,21 @@ export async function auditFilesIn(dir: string): Promise<string[]> {
   if (names.includes(basename(live))) files.push(live);
   return files;
 }
+
+/**
+ * Every audit log in a directory, each in chain order (see auditFilesIn), by name: the per-worker
+ * chains of `keygate broker --workers N` (`audit.w1.jsonl`, `audit.w2.jsonl`, ... and their segments),
+ * and a single-process `audit.jsonl` if one was written too. Each is its own hash chain.
+ */
+export async function auditLogsIn(dir: string): Promise<Array<{ log: string; files: string[] }>> {
+  const names = (await readdir(dir)).filter((n) => n.endsWith('.jsonl'));
+  const stems = [...new Set(names.map((n) => n.replace(/(\.\d{6,})?\.jsonl$/, '')))].sort();
+  const logs: Array<{ log: string; files: string[] }> = [];
+  for (const stem of stems) {
+    const live = join(dir, `${stem}.jsonl`);
+    const files = (await listSegments(live)).map((s) => s.path);
+    if (names.includes(`${stem}.jsonl`)) files.push(live);
+    logs.push({ log: `${stem}.jsonl`, files });
+  }
+  return logs;
+}

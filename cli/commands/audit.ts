@@ -2,7 +2,7 @@ import { readFile, access, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { verifyAuditLogs, type AuditFileText } from '../../broker/audit/verify-log.js';
-import { auditFilesIn, listSegments } from '../../broker/audit/segments.js';
+import { auditFilesIn, auditLogsIn, listSegments } from '../../broker/audit/segments.js';
 import { loadPublicKeyFile } from '../../broker/signing-key.js';
 import { statePaths } from '../../broker/state.js';
 import { readSigningPublicKey } from '../../broker/keys/open-key-source.js';
@@ -107,7 +107,9 @@ export async function auditCommand(argv: readonly string[], io: CliIo, now: () =
   if (values.archive) throw new UsageError('--archive checks the S3 archive of a DynamoDB audit: use it with --config FILE and no FILE arguments');
   if (positionals[0] !== 'verify' || positionals.length < 2) throw new UsageError('expected: keygate audit verify FILE|DIR... (or --config FILE for the chains in DynamoDB)');
   if (noSignatures && values.key) throw new UsageError('--key and --no-signatures exclude each other');
-  const files = await auditFiles(positionals.slice(1));
+  // One directory holding several logs (the per-worker chains of `keygate broker --workers N`): each is checked on its own.
+  const several = await severalLogs(positionals.slice(1));
+  const files = several ? [] : await auditFiles(positionals.slice(1));
   const texts = await Promise.all(files.map(readAuditFile));
   let key: KeyObject | undefined;
   if (!noSignatures) {
@@ -124,6 +126,7 @@ export async function auditCommand(argv: readonly string[], io: CliIo, now: () =
       }
     }
   }
+  if (several) return verifySeveral(several, key, noSignatures, values.json === true, io);
   const result = verifyAuditLogs(texts, key, { allowUnsigned: noSignatures });
   if (values.json) {
     io.out(`${JSON.stringify({ ...result, sealsVerified: Boolean(key) })}\n`);
@@ -155,6 +158,33 @@ export async function auditCommand(argv: readonly string[], io: CliIo, now: () =
     io.out(`audit log NOT VERIFIED: ${p.message}; chain of ${counts} intact\n`);
   }
   return 1;
+}
+
+/** The logs of `args` when it is one directory holding more than one audit log; otherwise undefined (the files form one chain). */
+async function severalLogs(args: readonly string[]): Promise<Array<{ log: string; files: string[] }> | undefined> {
+  if (args.length !== 1 || !(await stat(args[0]!).then((s) => s.isDirectory(), () => false))) return undefined;
+  const logs = await auditLogsIn(args[0]!).catch(() => []);
+  return logs.length > 1 ? logs : undefined;
+}
+
+/** Checks each log of a directory as its own chain; intact only if every one is (exit 0), else 1. */
+async function verifySeveral(logs: ReadonlyArray<{ log: string; files: string[] }>, key: KeyObject | undefined, noSignatures: boolean, json: boolean, io: CliIo): Promise<number> {
+  const results = [];
+  for (const { log, files } of logs) results.push({ log, ...verifyAuditLogs(await Promise.all(files.map(readAuditFile)), key, { allowUnsigned: noSignatures }) });
+  const ok = results.every((r) => r.ok);
+  if (json) {
+    io.out(`${JSON.stringify({ ok, sealsVerified: Boolean(key), logs: results })}\n`);
+    return ok ? 0 : 1;
+  }
+  for (const r of results) {
+    io.out(
+      r.ok
+        ? `${r.log}: intact: ${r.decisions} decisions, ${r.seals} seals, ${r.summaries} refusal summaries, in ${r.files} file(s), last sealed record ${r.lastSealedSeq}, head ${r.headHash}\n`
+        : `${r.log}: ${r.problem?.kind === 'tampered' ? 'TAMPERED' : 'NOT VERIFIED'}${r.problem ? ` at line ${r.problem.line}${r.problem.file ? ` of ${r.problem.file}` : ''}: ${r.problem.message}` : ''}\n`,
+    );
+  }
+  io.out(ok ? `audit logs intact: ${results.length} chains (${key ? 'signatures verified' : 'SIGNATURES NOT CHECKED (--no-signatures): only the hash chains were checked'})\n` : `audit logs NOT all intact: ${results.filter((r) => !r.ok).length} of ${results.length} chains\n`);
+  return ok ? 0 : 1;
 }
 
 /** `keygate audit verify --config FILE`: every replica's chain in the configured DynamoDB audit table. */

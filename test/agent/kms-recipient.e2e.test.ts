@@ -97,7 +97,7 @@ beforeAll(async () => {
   const stored = readFileSync(join(dir, 'store', 'bindings', 'r-e2e.json'), 'utf8');
   expect(JSON.parse(stored)).toMatchObject({ mode: 'kms-recipient', provider: 'aws-kms' });
 
-  broker = spawn(process.execPath, [BIN, 'broker', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'], env, cwd: dir });
+  broker = spawn(process.execPath, [BIN, 'broker', '--config', config, '--workers', '1'], { stdio: ['ignore', 'pipe', 'pipe'], env, cwd: dir });
   broker.stderr.on('data', (d: Buffer) => (logs += d.toString()));
   url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`broker did not start: ${logs}`)), 45_000);

@@ -39,7 +39,7 @@ interface Started {
 }
 
 function startBrokerProcess(): Started {
-  const child = spawn(process.execPath, [BIN, 'broker', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, 'broker', '--config', config, '--workers', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let out = '';
   const outcome = new Promise<{ url: string } | { status: number | null; output: string }>((resolve) => {

@@ -131,7 +131,7 @@ describe('keygate audit verify', () => {
 describe('keygate broker', () => {
   it('logs the audit file path at start', async () => {
     const state = join(dir, 'broker-state');
-    const server = await keygateServer(['broker', '--state', state, '--store', join(dir, 'broker-store'), '--listen', '127.0.0.1:0'], /listening on (http:\/\/\S+)/);
+    const server = await keygateServer(['broker', '--state', state, '--store', join(dir, 'broker-store'), '--listen', '127.0.0.1:0', '--workers', '1'], /listening on (http:\/\/\S+)/);
     await new Promise<void>((resolve, reject) => {
       const end = Date.now() + 20_000;
       const poll = (): void => {

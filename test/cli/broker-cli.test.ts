@@ -100,7 +100,7 @@ describe('keygate bind / rotate / list / revoke / unbind', () => {
 describe('keygate broker + audit verify', () => {
   it('serves releases until SIGTERM, and its audit log verifies and detects an edit', async () => {
     expect((await cli(['bind', 'api-key', ...pcrArgs, '--value-stdin', ...store], 'ak-live-1')).status).toBe(0);
-    const server = await keygateServer(['broker', ...store], /listening on (http:\/\/\S+)/);
+    const server = await keygateServer(['broker', ...store, '--workers', '1'], /listening on (http:\/\/\S+)/);
     const url = server.match[1]!;
     try {
       const enclave = new TestEnclave(pki, url);

@@ -22,9 +22,10 @@ export async function prepareBrokerDir(dir: string, pki: TestPki): Promise<strin
 /**
  * Spawns `keygate broker --config FILE`, behind `wrapper` (e.g. `prlimit --fsize=N`) when given,
  * and resolves once it prints its URL. Standard error is collected for failure messages.
+ * `args` are further options: by default `--workers 1` (one process: these tests kill and inspect it).
  */
-export async function spawnBroker(config: string, wrapper: readonly string[] = []): Promise<{ child: ChildProcessWithoutNullStreams; url: string; stderr: () => string }> {
-  const argv = [...wrapper, process.execPath, BIN, 'broker', '--config', config];
+export async function spawnBroker(config: string, wrapper: readonly string[] = [], args: readonly string[] = ['--workers', '1']): Promise<{ child: ChildProcessWithoutNullStreams; url: string; stderr: () => string }> {
+  const argv = [...wrapper, process.execPath, BIN, 'broker', '--config', config, ...args];
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));

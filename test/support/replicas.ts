@@ -106,7 +106,7 @@ export interface Replica {
  * same config; its own state directory, so its own file audit log for now) and resolves once it listens.
  */
 export async function spawnReplica(name: string, config: string, stateDir: string, env: NodeJS.ProcessEnv): Promise<Replica> {
-  const child = spawn(process.execPath, [BIN, 'broker', '--config', config, '--state', stateDir, '--listen', '127.0.0.1:0', '--dev'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, 'broker', '--config', config, '--state', stateDir, '--listen', '127.0.0.1:0', '--dev', '--workers', '1'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   let chain: string | undefined; // from the start log line, caught before the tail buffer can drop it
   child.stderr.on('data', (d: Buffer) => {
