@@ -3,23 +3,20 @@
 // both sides, approver keys must be public Ed25519 keys whose kid is their own RFC 7638 thumbprint
 // (cross-checked with jose), and every refusal names its exact path.
 import { describe, expect, it } from 'vitest';
+import { bindingDoc, expectRefused, type Doc } from './schema-support.js';
 import { generateKeyPairSync } from 'node:crypto';
 import { calculateJwkThumbprint } from 'jose';
 import {
   MAX_APPROVAL_WINDOW_SECONDS,
   MAX_APPROVERS,
   MIN_APPROVAL_WINDOW_SECONDS,
-  SchemaError,
   ed25519Thumbprint,
   parseApprovalPolicy,
   parseBinding,
 } from '../../broker/policy/schema.js';
 
-type Doc = Record<string, unknown>;
 type Approver = { kid: string; jwk: { kty: string; crv: string; x: string } };
 
-const TIME = '2026-01-01T00:00:00.000Z';
-const hex = (byte: number): string => byte.toString(16).padStart(2, '0').repeat(48);
 
 /** A real Ed25519 public key as an approver entry. */
 function newApprover(): Approver {
@@ -33,36 +30,8 @@ function policy(n = 3, extra: Doc = {}): Doc {
   return { required: 2, approvers: KEYS.slice(0, n).map((k) => structuredClone(k)), windowSeconds: 3600, ...extra };
 }
 
-function binding(extra: Doc = {}): Doc {
-  return {
-    secret: 'db-password',
-    version: 1,
-    provider: 'local',
-    ciphertext: 'AAAA',
-    text: true,
-    allow: [{ pcrs: { 0: hex(1), 1: hex(2), 2: hex(3) } }],
-    allowDebug: false,
-    ttlSeconds: 60,
-    revoked: false,
-    createdAt: TIME,
-    updatedAt: TIME,
-    ...extra,
-  };
-}
+const binding = (extra: Doc = {}): Doc => bindingDoc('db-password', extra);
 
-/** `fn` must throw a SchemaError (code SCHEMA_INVALID) whose path is exactly `path`. */
-function expectRefused(fn: () => unknown, path: string): void {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (err) {
-    thrown = err;
-  }
-  expect(thrown).toBeInstanceOf(SchemaError);
-  expect((thrown as SchemaError).code).toBe('SCHEMA_INVALID');
-  expect((thrown as SchemaError).path).toBe(path);
-  expect((thrown as SchemaError).message.startsWith(`${path}: `)).toBe(true);
-}
 
 /** The first approver with its fields replaced. */
 const withApprover = (approver: Doc): Doc => policy(2, { approvers: [approver, structuredClone(KEYS[1]!)] });

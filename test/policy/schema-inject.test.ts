@@ -3,13 +3,11 @@
 // boundary, and the exact path of the refusal; the route and header vocabularies character by character,
 // because a route the schema lets through is a path the broker will put a credential on.
 import { describe, expect, it } from 'vitest';
+import { bindingDoc, expectRefused, type Doc } from './schema-support.js';
 import { INJECT_ROUTE, MAX_INJECT_BODY_BYTES, SchemaError, isInjectRoute, parseBinding, parseInject } from '../../broker/policy/schema.js';
 import { INJECT_METHODS } from '../../broker/policy/types.js';
 
-type Doc = Record<string, unknown>;
 
-const TIME = '2026-01-01T00:00:00.000Z';
-const hex = (byte: number): string => byte.toString(16).padStart(2, '0').repeat(48);
 
 function inject(): Doc {
   return {
@@ -22,38 +20,10 @@ function inject(): Doc {
   };
 }
 
-function binding(extra: Doc = {}): Doc {
-  return {
-    secret: 'openai-key',
-    version: 1,
-    provider: 'local',
-    ciphertext: 'AAAA',
-    text: true,
-    allow: [{ pcrs: { 0: hex(1), 1: hex(2), 2: hex(3) } }],
-    allowDebug: false,
-    ttlSeconds: 60,
-    revoked: false,
-    createdAt: TIME,
-    updatedAt: TIME,
-    ...extra,
-  };
-}
+const binding = (extra: Doc = {}): Doc => bindingDoc('openai-key', extra);
 
 const withInject = (field: string, value: unknown): Doc => ({ ...inject(), [field]: value });
 
-/** `fn` must throw a SchemaError (code SCHEMA_INVALID) whose path is exactly `path`. */
-function expectRefused(fn: () => unknown, path: string): void {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (err) {
-    thrown = err;
-  }
-  expect(thrown).toBeInstanceOf(SchemaError);
-  expect((thrown as SchemaError).code).toBe('SCHEMA_INVALID');
-  expect((thrown as SchemaError).path).toBe(path);
-  expect((thrown as SchemaError).message.startsWith(`${path}: `)).toBe(true);
-}
 
 describe('parseInject', () => {
   it('returns exactly the validated rule, without allowStatus when absent', () => {

@@ -2,40 +2,13 @@
 // and `mode` (jwe or kms-recipient). Each is checked for type, format, both sides of its bounds and the
 // exact path of the refusal.
 import { describe, expect, it } from 'vitest';
-import { SchemaError, parseBinding } from '../../broker/policy/schema.js';
+import { bindingDoc, expectRefused, type Doc } from './schema-support.js';
+import { parseBinding } from '../../broker/policy/schema.js';
 import { RELEASE_MODES } from '../../broker/policy/types.js';
 
-type Doc = Record<string, unknown>;
-const hex = (byte: number): string => byte.toString(16).padStart(2, '0').repeat(48);
 
-function binding(extra: Doc = {}): Doc {
-  return {
-    secret: 'db-password',
-    version: 1,
-    provider: 'local',
-    ciphertext: 'AAAA',
-    text: true,
-    allow: [{ pcrs: { 0: hex(1), 1: hex(2), 2: hex(3) } }],
-    allowDebug: false,
-    ttlSeconds: 60,
-    revoked: false,
-    createdAt: '2026-01-01T00:00:00.000Z',
-    updatedAt: '2026-01-01T00:00:00.000Z',
-    ...extra,
-  };
-}
+const binding = (extra: Doc = {}): Doc => bindingDoc('db-password', extra);
 
-function expectRefused(fn: () => unknown, path: string): void {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (err) {
-    thrown = err;
-  }
-  expect(thrown).toBeInstanceOf(SchemaError);
-  expect((thrown as SchemaError).code).toBe('SCHEMA_INVALID');
-  expect((thrown as SchemaError).path).toBe(path);
-}
 
 const tagged = (ec2Tag: unknown): Doc => binding({ instances: { ec2Tag } });
 
