@@ -9,7 +9,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cli, keygateServer } from '../support/cli.js';
@@ -63,8 +63,8 @@ describe('examples/broker-dynamodb.json as the README runs it', () => {
     }
     const verified = await cli(['audit', 'verify', '--config', config], undefined, dir);
     expect(verified.status, verified.stdout).toBe(0);
-    // Each replica runs `keygate broker` with its default --workers (the available cores): one chain per worker.
-    expect(verified.stdout).toContain(`audit chains intact: ${2 * Math.min(64, availableParallelism())} chain(s)`);
+    // Each replica runs `keygate broker` with its default --workers (1): one chain per replica.
+    expect(verified.stdout).toContain('audit chains intact: 2 chain(s)');
     const exported = await cli(['audit', 'export', '--config', config], undefined, dir);
     expect(exported.status, exported.stdout + exported.stderr).toBe(0);
     const withArchive = await cli(['audit', 'verify', '--config', config, '--archive'], undefined, dir);
