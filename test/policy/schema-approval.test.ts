@@ -131,6 +131,8 @@ describe('parseApprovalPolicy', () => {
       ['x in base64 (+)', { x: `+${KEYS[0]!.jwk.x.slice(1)}` }, 'approval.approvers[0].jwk.x'],
       ['x in base64 (/)', { x: `${KEYS[0]!.jwk.x.slice(1)}/` }, 'approval.approvers[0].jwk.x'],
       ['x with a space', { x: ` ${KEYS[0]!.jwk.x.slice(1)}` }, 'approval.approvers[0].jwk.x'],
+      // 43 characters carry 2 spare bits: a spelling with them set decodes to a key whose canonical spelling differs.
+      ['x not canonical (spare bits set)', { x: `${KEYS[0]!.jwk.x.slice(0, 42)}Z` }, 'approval.approvers[0].jwk.x'],
     ])('refuses a jwk: %s', (_name, jwk, path) => {
       expectRefused(() => parseApprovalPolicy(withJwk(jwk)), path);
     });

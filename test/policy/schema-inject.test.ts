@@ -239,6 +239,9 @@ describe('parseInject', () => {
       // Dots-only segments of any length (Tomcat and Spring resolve `...` and `..;` segments too).
       'GET /.../x',
       'GET /%2e%2e%2e',
+      // ... and with path parameters of any length, as `..;jsessionid=x` (Tomcat drops the parameter, keeps the `..`).
+      'GET /a/..;jsessionid=x/b',
+      'GET /a/.%3bx=1/b',
       // Empty segments and encoded separators.
       'GET //',
       'GET //x',
