@@ -4,6 +4,7 @@ import {
   ScanCommand,
   type AttributeValue,
 } from '@aws-sdk/client-dynamodb';
+import { dynamoDbClient } from '../aws/dynamodb-client.js';
 import { ensureTable } from '../aws/dynamodb-table.js';
 import { AuditChainReadError, CHAIN_ID, type AuditChainReader, type ChainSummary } from './chain.js';
 import { AUDIT_PK, AUDIT_SK, CHAINS_PK, chainPartition, HEAD_ATTRIBUTES, LINE_ATTRIBUTE, seqSortKey } from './dynamodb-layout.js';
@@ -13,12 +14,7 @@ export type DynamoDbAuditSettings = Extract<AuditSettings, { kind: 'dynamodb' }>
 
 /** The audit table's client: region, endpoint and credentials from the settings, else the SDK's usual chain. */
 export function auditClient(settings: DynamoDbAuditSettings): DynamoDBClient {
-  return new DynamoDBClient({
-    ...(settings.region ? { region: settings.region } : {}),
-    ...(settings.endpoint ? { endpoint: settings.endpoint } : {}),
-    ...(settings.credentials ? { credentials: settings.credentials } : {}),
-    maxAttempts: settings.maxAttempts ?? 3,
-  });
+  return dynamoDbClient(settings);
 }
 
 export { AuditChainReadError };

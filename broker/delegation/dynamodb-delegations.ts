@@ -1,4 +1,5 @@
 import { ConditionalCheckFailedException, DynamoDBClient, GetItemCommand, PutItemCommand, QueryCommand, UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
+import { dynamoDbClient } from '../aws/dynamodb-client.js';
 import { DelegationRegistryUnavailableError, parseDelegationRecord, useOutcome, type DelegationRecord, type DelegationRegistry, type DynamoDbDelegationSettings, type UseOutcome } from './registry.js';
 
 /**
@@ -27,13 +28,7 @@ export class DynamoDbDelegationRegistry implements DelegationRegistry {
   }
 
   get #ddb(): DynamoDBClient {
-    const s = this.#settings;
-    this.#client ??= new DynamoDBClient({
-      ...(s.region ? { region: s.region } : {}),
-      ...(s.endpoint ? { endpoint: s.endpoint } : {}),
-      ...(s.credentials ? { credentials: s.credentials } : {}),
-      maxAttempts: s.maxAttempts ?? 3,
-    });
+    this.#client ??= dynamoDbClient(this.#settings);
     return this.#client;
   }
 

@@ -1,4 +1,5 @@
 import { ConditionalCheckFailedException, DynamoDBClient, GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { dynamoDbClient } from '../aws/dynamodb-client.js';
 import { BudgetUnavailableError, type BudgetCounter, type BudgetSettings } from './budget.js';
 
 export type DynamoDbBudgetSettings = Extract<BudgetSettings, { kind: 'dynamodb' }>;
@@ -28,13 +29,7 @@ export class DynamoDbBudgetCounter implements BudgetCounter {
   }
 
   #ddb(): DynamoDBClient {
-    const s = this.#settings;
-    this.#client ??= new DynamoDBClient({
-      ...(s.region ? { region: s.region } : {}),
-      ...(s.endpoint ? { endpoint: s.endpoint } : {}),
-      ...(s.credentials ? { credentials: s.credentials } : {}),
-      maxAttempts: s.maxAttempts ?? 3,
-    });
+    this.#client ??= dynamoDbClient(this.#settings);
     return this.#client;
   }
 

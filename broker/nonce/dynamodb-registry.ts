@@ -5,6 +5,7 @@ import {
   GetItemCommand,
   PutItemCommand,
 } from '@aws-sdk/client-dynamodb';
+import { dynamoDbClient } from '../aws/dynamodb-client.js';
 import { NonceRegistryUnavailableError, type NonceRegistry, type NonceRegistrySettings, type NonceUse } from './registry.js';
 
 export type DynamoDbNonceSettings = Extract<NonceRegistrySettings, { kind: 'dynamodb' }>;
@@ -21,15 +22,6 @@ export const NONCE_TTL_ATTRIBUTE = 'ttl';
  * real time. An hour covers any clock a replica could be serving with; the cost is an hour of small items.
  */
 export const NONCE_TTL_MARGIN_MS = 60 * 60 * 1000;
-
-function client(settings: DynamoDbNonceSettings): DynamoDBClient {
-  return new DynamoDBClient({
-    ...(settings.region ? { region: settings.region } : {}),
-    ...(settings.endpoint ? { endpoint: settings.endpoint } : {}),
-    ...(settings.credentials ? { credentials: settings.credentials } : {}),
-    maxAttempts: settings.maxAttempts ?? 3,
-  });
-}
 
 /** The item that marks a nonce used. */
 export function nonceItemKey(id: string): string {
@@ -58,7 +50,7 @@ export class DynamoDbNonceRegistry implements NonceRegistry {
 
   // `now` is unused: the table, not this replica's clock, decides first use (and TTL deletion).
   async consume(id: string, rememberUntil: number, _now?: number): Promise<NonceUse> {
-    this.#client ??= client(this.#settings);
+    this.#client ??= dynamoDbClient(this.#settings);
     try {
       await this.#client.send(
         new PutItemCommand({
@@ -86,7 +78,7 @@ export class DynamoDbNonceRegistry implements NonceRegistry {
    * table exists and this broker may use it). Needs dynamodb:GetItem on the table besides PutItem.
    */
   async check(): Promise<void> {
-    this.#client ??= client(this.#settings);
+    this.#client ??= dynamoDbClient(this.#settings);
     try {
       await this.#client.send(
         new GetItemCommand({ TableName: this.#settings.table, Key: { [NONCE_KEY_ATTRIBUTE]: { S: 'readiness#probe' } } }),
@@ -117,7 +109,7 @@ export interface NonceTableInit {
  * Idempotent: safe to run from several machines and again later.
  */
 export async function initNonceTable(settings: DynamoDbNonceSettings, options: { readonly maxWaitSeconds?: number } = {}): Promise<NonceTableInit> {
-  const ddb = client(settings);
+  const ddb = dynamoDbClient(settings);
   try {
     const done = await ensureTable(ddb, { table: settings.table, sortKey: false, ttlAttribute: NONCE_TTL_ATTRIBUTE, ...(options.maxWaitSeconds !== undefined ? { maxWaitSeconds: options.maxWaitSeconds } : {}) });
     // A table has one TTL attribute: on for another one, ours is not (the report says so).
