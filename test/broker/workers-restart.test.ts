@@ -8,34 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTestPki } from '../support/pki.js';
 import { prepareBrokerDir, spawnBroker } from '../support/broker-process.js';
+import { alive, until, workerPids } from '../support/workers.js';
 
-function workerPids(stderr: string): Array<{ worker: number; pid: number }> {
-  return stderr.split('\n').flatMap((l) => {
-    try {
-      const r = JSON.parse(l) as { message?: string; worker?: number; pid?: number };
-      return r.message === 'broker worker listening' && typeof r.worker === 'number' ? [{ worker: r.worker, pid: r.pid! }] : [];
-    } catch {
-      return [];
-    }
-  });
-}
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
-async function until(what: string, check: () => boolean, timeoutMs = 60_000): Promise<void> {
-  const start = Date.now();
-  while (!check()) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 let dir: string | undefined;
 afterEach(() => {

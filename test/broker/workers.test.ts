@@ -13,6 +13,7 @@ import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave, h } from '../support/enclave.js';
 import { prepareBrokerDir, spawnBroker } from '../support/broker-process.js';
+import { alive, until, workerPids } from '../support/workers.js';
 import { keygate } from '../support/cli.js';
 import { FileStore } from '../../broker/store/file-store.js';
 import { LocalKeyProvider } from '../../broker/kms/local.js';
@@ -92,36 +93,8 @@ function records(dir: string, worker: number): AuditLine[] {
     });
 }
 
-/** Worker pids the primary logged ("broker worker listening"), by worker number, latest last. */
-function workerPids(stderr: string): Array<{ worker: number; pid: number }> {
-  return stderr
-    .split('\n')
-    .flatMap((l) => {
-      try {
-        const r = JSON.parse(l) as { message?: string; worker?: number; pid?: number };
-        return r.message === 'broker worker listening' && typeof r.worker === 'number' ? [{ worker: r.worker, pid: r.pid! }] : [];
-      } catch {
-        return [];
-      }
-    });
-}
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const start = Date.now();
-  while (!(await check())) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 let cleanup: Array<() => void | Promise<void>> = [];
 afterEach(async () => {
