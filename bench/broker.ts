@@ -48,11 +48,14 @@ export async function benchBroker(): Promise<Record<string, unknown>> {
     await runLoad(broker.url, (await mint(200)).map(body)); // warm-up: JIT, caches, connections
     const bodies = (await mint(REQUESTS)).map(body);
     const elu0 = await broker.elu();
-    const brokerCpu0 = await broker.cpuUs();
+    const brokerCpu0 = await broker.cpu();
     const cpu0 = process.cpuUsage();
     const load = await runLoad(broker.url, bodies);
     const cpu = process.cpuUsage(cpu0);
-    const brokerCpuUs = (await broker.cpuUs()) - brokerCpu0;
+    const brokerCpu = await broker.cpu();
+    const brokerUserUs = brokerCpu.user - brokerCpu0.user;
+    const brokerSystemUs = brokerCpu.system - brokerCpu0.system;
+    const brokerCpuUs = brokerUserUs + brokerSystemUs;
     const elu = eventLoopBusy(elu0, await broker.elu());
     if (load.failures) throw new Error(`${load.failures} requests failed: ${JSON.stringify(load.failureCodes)}`);
     const sorted = Float64Array.from(load.latencies).sort();
@@ -74,7 +77,7 @@ export async function benchBroker(): Promise<Record<string, unknown>> {
     const releaseRow = { name: `POST /v1/secrets (${CONCURRENCY} concurrent)`, ops: REQUESTS, seconds: load.seconds, opsPerSec: releasesPerSec, usPerOp: (load.seconds * 1e6) / REQUESTS };
     const summary = {
       'CPU per verify ÷ CPU per release (goal ≥ 0.7)': cpuRatio.toFixed(3),
-      'broker CPU per release (µs)': cpuUsPerRelease.toFixed(0),
+      'broker CPU per release (µs)': `${cpuUsPerRelease.toFixed(0)} (user ${(brokerUserUs / REQUESTS).toFixed(0)}, system ${(brokerSystemUs / REQUESTS).toFixed(0)})`,
       'CPU per verify (µs)': cpuUsPerVerify.toFixed(0),
       'p50 latency (ms)': percentile(sorted, 50).toFixed(2),
       'p99 latency (ms)': percentile(sorted, 99).toFixed(2),
@@ -89,6 +92,8 @@ export async function benchBroker(): Promise<Record<string, unknown>> {
       cpuRatio,
       cpuUsPerRelease,
       cpuUsPerVerify,
+      userUsPerRelease: brokerUserUs / REQUESTS,
+      systemUsPerRelease: brokerSystemUs / REQUESTS,
       releasesPerSec,
       p50Ms: percentile(sorted, 50),
       p99Ms: percentile(sorted, 99),

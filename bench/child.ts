@@ -26,6 +26,8 @@ export interface BrokerChild {
   readonly pid: number;
   /** The broker process's CPU time so far, in microseconds (user + system). */
   cpuUs(): Promise<number>;
+  /** The same, split into user and system time (microseconds). */
+  cpu(): Promise<NodeJS.CpuUsage>;
   /** performance.eventLoopUtilization() of the broker process (pass two to eventLoopBusy). */
   elu(): Promise<EventLoopUtilization>;
   /** Starts the V8 CPU profiler in the broker process (node:inspector, 200 µs sampling). */
@@ -69,6 +71,7 @@ export async function startBrokerChild(roots: string[], bind: Binding[] = [], op
       const c = await next<NodeJS.CpuUsage>(child, 'cpu', 'cpu');
       return c.user + c.system;
     },
+    cpu: () => next<NodeJS.CpuUsage>(child, 'cpu', 'cpu'),
     elu: () => next<EventLoopUtilization>(child, 'elu', 'elu'),
     profileStart: () => next<boolean>(child, 'profiling', 'profileStart'),
     profileStop: (file) => next<string>(child, 'profile', { profileStop: file }),
