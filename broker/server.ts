@@ -1,5 +1,4 @@
 import { Hono, type Context } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import type { JWK } from 'jose';
 import { decodeStrict } from './verify/cbor-decode.js';
@@ -11,6 +10,7 @@ import type { ChallengeService } from './challenge.js';
 import type { BrokerMetrics } from './metrics.js';
 import type { Logger } from './log.js';
 import { requestLogger } from './http-log.js';
+import { bodyLimit, requestBody } from './http-body.js';
 import type { ApprovalPendingAnswer, ChallengeAnswer, ErrorAnswer, SecretsAnswer } from './protocol/index.js';
 import { parseDelegationRequest } from './delegation/request.js';
 import { pendingApprovalsOf } from './approval/pending-error.js';
@@ -45,13 +45,16 @@ function clientOf(c: Context): string {
   }
 }
 
+/** As Request.text() decodes a body: UTF-8, a leading byte order mark dropped, bad sequences replaced. */
+const utf8 = new TextDecoder();
+
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
 /**
  * Reads `{ attestation, names, delegation? }` from a JSON (base64 document) or CBOR (byte-string document)
  * body; `field` reads any other member (the delegation request's).
  */
-async function readReleaseBody(c: Context): Promise<{ attestation: Uint8Array; names: string[]; delegation: string | undefined; field: (key: string) => unknown }> {
+async function readReleaseBody(c: Context, maxBodyBytes: number): Promise<{ attestation: Uint8Array; names: string[]; delegation: string | undefined; field: (key: string) => unknown }> {
   const type = (c.req.header('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
   let attestation: unknown;
   let names: unknown;
@@ -59,7 +62,8 @@ async function readReleaseBody(c: Context): Promise<{ attestation: Uint8Array; n
   if (type === 'application/cbor') {
     let body: unknown;
     try {
-      body = decodeStrict(new Uint8Array(await c.req.arrayBuffer()));
+      // A copy of exactly the body's bytes: the decoded byte strings may be views of it.
+      body = decodeStrict(new Uint8Array(await requestBody(c, maxBodyBytes)));
     } catch {
       throw new BrokerError('BAD_REQUEST', 'body is not valid CBOR');
     }
@@ -71,7 +75,7 @@ async function readReleaseBody(c: Context): Promise<{ attestation: Uint8Array; n
   } else if (type === 'application/json') {
     let body: unknown;
     try {
-      body = parseJsonStrict(await c.req.text());
+      body = parseJsonStrict(utf8.decode(await requestBody(c, maxBodyBytes)));
     } catch (err) {
       throw new BrokerError('BAD_REQUEST', err instanceof DuplicateKeyError ? 'body repeats an object key' : 'body is not valid JSON');
     }
@@ -100,14 +104,9 @@ async function readReleaseBody(c: Context): Promise<{ attestation: Uint8Array; n
 export function createBrokerApp(deps: BrokerAppDependencies): Hono {
   const app = new Hono();
   if (deps.requestLog) app.use('*', requestLogger(deps.requestLog, 'api'));
-  const limit = bodyLimit({
-    maxSize: deps.maxBodyBytes,
-    onError: (c) => errorResponse(c, new BrokerError('PAYLOAD_TOO_LARGE', `body larger than ${deps.maxBodyBytes} bytes`)),
-  });
-  // GET and HEAD never carry a body. Asking bodyLimit anyway reads c.req.raw.body, which makes
-  // @hono/node-server build a full fetch Request with an abort listener that lives until GC
-  // finalises it: under a flood of cheap GETs those pile up (issue 15, goal 7).
-  app.use('*', (c, next) => (c.req.method === 'GET' || c.req.method === 'HEAD' ? next() : limit(c, next)));
+  // Every method but GET and HEAD (which carry no body, and must not make the node adapter build a
+  // Request: issue 15, goal 7); POST bodies are read from node's request, never through a fetch Request.
+  app.use('*', bodyLimit(deps.maxBodyBytes));
 
   app.get('/v1/challenge', (c) => {
     const { nonce, expiresAt } = deps.challenge.issue(deps.clock());
@@ -117,7 +116,7 @@ export function createBrokerApp(deps: BrokerAppDependencies): Hono {
   });
 
   app.post('/v1/secrets', async (c) => {
-    const { attestation, names, delegation } = await readReleaseBody(c);
+    const { attestation, names, delegation } = await readReleaseBody(c, deps.maxBodyBytes);
     const secrets = await deps.release.release(attestation, names, clientOf(c), delegation);
     c.header('cache-control', 'no-store');
     const answer: SecretsAnswer = { secrets };
@@ -125,7 +124,7 @@ export function createBrokerApp(deps: BrokerAppDependencies): Hono {
   });
 
   app.post('/v1/delegations', async (c) => {
-    const { attestation, names, delegation, field } = await readReleaseBody(c);
+    const { attestation, names, delegation, field } = await readReleaseBody(c, deps.maxBodyBytes);
     const answer = await deps.release.delegate(attestation, parseDelegationRequest(names, field), clientOf(c), delegation);
     c.header('cache-control', 'no-store');
     return c.json(answer);
