@@ -71,6 +71,8 @@ function assertNoDuplicateKeys(text: string): void {
 function closingQuote(text: string, start: number): number {
   let end = text.indexOf('"', start + 1);
   for (;;) {
+    // Unreachable after JSON.parse accepted the text; a guard, so a misuse can never loop forever.
+    if (end < 0) throw new SyntaxError('unterminated string in JSON');
     let backslashes = 0;
     while (text.charCodeAt(end - 1 - backslashes) === BACKSLASH) backslashes++;
     if (backslashes % 2 === 0) return end;
