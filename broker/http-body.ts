@@ -16,6 +16,10 @@ function tooLarge(maxBytes: number): BrokerError {
   return new BrokerError('PAYLOAD_TOO_LARGE', `body larger than ${maxBytes} bytes`);
 }
 
+function cutOff(): BrokerError {
+  return new BrokerError('BAD_REQUEST', 'the request body ended early (the client closed the connection)');
+}
+
 /** The node request behind `c`, when @hono/node-server serves the app. */
 function incomingOf(c: Context): IncomingMessage | undefined {
   const incoming = (c.env as { incoming?: unknown } | undefined)?.incoming;
@@ -32,42 +36,31 @@ function readIncoming(incoming: IncomingMessage, maxBytes: number): Promise<Buff
   return new Promise((resolve, reject) => {
     // Nobody else reads the body; a request already torn down (client gone) would never emit again.
     if (incoming.destroyed || incoming.readableEnded) {
-      reject(new BrokerError('BAD_REQUEST', 'the request body ended early (the client closed the connection)'));
+      reject(cutOff());
       return;
     }
     const chunks: Buffer[] = [];
     let size = 0;
-    const cleanup = (): void => {
+    // 'end' (the whole body), 'error' or 'close' before the end (the client went away): one listener for all three.
+    const settle = (): void => {
       incoming.off('data', onData);
-      incoming.off('end', onEnd);
-      incoming.off('error', onAbort);
-      incoming.off('close', onClose);
+      incoming.off('end', settle);
+      incoming.off('error', settle);
+      incoming.off('close', settle);
+      if (size > maxBytes) reject(tooLarge(maxBytes));
+      else if (incoming.readableEnded) resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+      else reject(cutOff());
     };
     const onData = (chunk: Buffer): void => {
       size += chunk.length;
-      if (size > maxBytes) {
-        // Stop keeping bytes; the adapter drains (bounded) or closes the connection once the 413 is sent.
-        cleanup();
-        chunks.length = 0;
-        reject(tooLarge(maxBytes));
-        return;
-      }
-      chunks.push(chunk);
+      // Over the limit: stop keeping bytes; the adapter drains (bounded) or closes the connection once the 413 is sent.
+      if (size > maxBytes) settle();
+      else chunks.push(chunk);
     };
-    const onEnd = (): void => {
-      cleanup();
-      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
-    };
-    const onAbort = (): void => {
-      cleanup();
-      chunks.length = 0;
-      reject(new BrokerError('BAD_REQUEST', 'the request body ended early (the client closed the connection)'));
-    };
-    const onClose = (): void => (incoming.readableEnded ? onEnd() : onAbort());
     incoming.on('data', onData);
-    incoming.on('end', onEnd);
-    incoming.on('error', onAbort);
-    incoming.on('close', onClose);
+    incoming.on('end', settle);
+    incoming.on('error', settle);
+    incoming.on('close', settle);
   });
 }
 

@@ -36,6 +36,14 @@ function errorResponse(c: Context, err: BrokerError): Response {
   return c.json(body, HTTP_STATUS[err.code]);
 }
 
+/**
+ * A 200 JSON answer that no cache keeps. Headers as a plain object: c.header() makes hono build a fetch
+ * Headers per request, which the node adapter then walks back into node's form (issue 15).
+ */
+function noStoreJson(answer: unknown): Response {
+  return new Response(JSON.stringify(answer), { status: 200, headers: { 'cache-control': 'no-store', 'content-type': 'application/json' } });
+}
+
 function clientOf(c: Context): string {
   try {
     const info = getConnInfo(c);
@@ -108,26 +116,23 @@ export function createBrokerApp(deps: BrokerAppDependencies): Hono {
   // Request: issue 15, goal 7); POST bodies are read from node's request, never through a fetch Request.
   app.use('*', bodyLimit(deps.maxBodyBytes));
 
-  app.get('/v1/challenge', (c) => {
+  app.get('/v1/challenge', () => {
     const { nonce, expiresAt } = deps.challenge.issue(deps.clock());
-    c.header('cache-control', 'no-store');
     const answer: ChallengeAnswer = { nonce: Buffer.from(nonce).toString('base64'), expiresAt };
-    return c.json(answer);
+    return noStoreJson(answer);
   });
 
   app.post('/v1/secrets', async (c) => {
     const { attestation, names, delegation } = await readReleaseBody(c, deps.maxBodyBytes);
     const secrets = await deps.release.release(attestation, names, clientOf(c), delegation);
-    c.header('cache-control', 'no-store');
     const answer: SecretsAnswer = { secrets };
-    return c.json(answer);
+    return noStoreJson(answer);
   });
 
   app.post('/v1/delegations', async (c) => {
     const { attestation, names, delegation, field } = await readReleaseBody(c, deps.maxBodyBytes);
     const answer = await deps.release.delegate(attestation, parseDelegationRequest(names, field), clientOf(c), delegation);
-    c.header('cache-control', 'no-store');
-    return c.json(answer);
+    return noStoreJson(answer);
   });
 
   app.get('/v1/broker-key', (c) => c.json(deps.brokerKey));
