@@ -308,3 +308,51 @@ describe('strict JSON: the duplicate-key scan jumps over strings', () => {
     );
   });
 });
+
+describe('the attestation member of a JSON body is strict base64', () => {
+  const seen: string[] = [];
+  const app = createBrokerApp({
+    release: {
+      release: (attestation: Uint8Array) => {
+        seen.push(Buffer.from(attestation).toString('hex'));
+        return Promise.reject(new BrokerError('POLICY_DENIED', 'read the document'));
+      },
+    },
+    challenge: { issue: () => ({ nonce: new Uint8Array(32), expiresAt: 0 }) },
+    metrics: { render: () => '' },
+    brokerKey: {},
+    maxBodyBytes: 64 * 1024,
+    clock: () => 0,
+    ready: () => Promise.resolve(),
+  } as unknown as BrokerAppDependencies);
+  const post = async (attestation: unknown): Promise<[number, string, string | undefined]> => {
+    seen.length = 0;
+    const res = await app.request('/v1/secrets', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ attestation, names: ['db'] }) });
+    return [res.status, ((await res.json()) as { error: { code: string } }).error.code, seen[0]];
+  };
+
+  it.each([
+    ['a number', 12],
+    ['empty', ''],
+    ['a length that is not a multiple of 4', 'AAAAA'],
+    ['base64url characters', 'AA-_'],
+    ['a space inside', 'AA AAAAA'],
+    ['a line break at the end', 'AAAAAAA\n'],
+    ['padding inside', 'AA==AAAA'],
+    ['three padding characters', 'A==='],
+    ['only padding', '===='],
+    ['a character outside ASCII whose low byte is a base64 letter', 'AAA\u0141'],
+  ])('refuses %s with BAD_REQUEST before anything reads it', async (_name, attestation) => {
+    expect(await post(attestation)).toEqual([400, 'BAD_REQUEST', undefined]);
+  });
+
+  it.each([
+    ['canonical, no padding', 'AAEC', '000102'],
+    ['canonical, one padding character', 'AAE=', '0001'],
+    ['canonical, two', 'AA==', '00'],
+    ['non-canonical trailing bits (the pattern allows them; the decoded bytes are the same)', 'AB==', '00'],
+    ['a long document', Buffer.alloc(6000, 0xa5).toString('base64'), 'a5'.repeat(6000)],
+  ])('accepts %s and hands over exactly the decoded bytes', async (_name, attestation, hex) => {
+    expect(await post(attestation)).toEqual([403, 'POLICY_DENIED', hex]);
+  });
+});
