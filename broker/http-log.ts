@@ -53,7 +53,8 @@ export function requestLogger(log: Logger, listener: Listener): MiddlewareHandle
       await next();
     } finally {
       const status = c.res.status;
-      const code = await errorCodeOf(c.res);
+      // A success carries no code: no body copy, and no promise to wait for.
+      const code = status < 400 ? null : await errorCodeOf(c.res);
       // Always info: status and code carry the outcome; error lines stay for incidents (one per incident, not per request).
       log('info', 'request', {
         listener,

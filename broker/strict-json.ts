@@ -37,10 +37,11 @@ function assertNoDuplicateKeys(text: string): void {
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (c === QUOTE) {
-      let end = i + 1;
-      while (text.charCodeAt(end) !== QUOTE) end += text.charCodeAt(end) === BACKSLASH ? 2 : 1;
+      const end = closingQuote(text, i);
       if (expectKey) {
-        const key = JSON.parse(text.slice(i, end + 1)) as string; // unescapes exactly as JSON.parse did
+        // A key without a backslash is its own text; one with escapes unescapes exactly as JSON.parse did.
+        const raw = text.slice(i + 1, end);
+        const key = raw.includes('\\') ? (JSON.parse(text.slice(i, end + 1)) as string) : raw;
         const keys = open[open.length - 1]!;
         if (keys.has(key)) throw new DuplicateKeyError(key);
         keys.add(key);
@@ -59,5 +60,22 @@ function assertNoDuplicateKeys(text: string): void {
     } else if (c === 0x2c /* , */) {
       expectKey = open[open.length - 1] instanceof Set;
     }
+  }
+}
+
+/**
+ * The index of the quote that closes the string opening at `start`, in valid JSON text. indexOf jumps
+ * over a long string (a base64 document) far faster than a loop over its characters; a quote is escaped
+ * when an odd number of backslashes precede it (they all lie inside the string, after `start`).
+ */
+function closingQuote(text: string, start: number): number {
+  let end = text.indexOf('"', start + 1);
+  for (;;) {
+    // Unreachable after JSON.parse accepted the text; a guard, so a misuse can never loop forever.
+    if (end < 0) throw new SyntaxError('unterminated string in JSON');
+    let backslashes = 0;
+    while (text.charCodeAt(end - 1 - backslashes) === BACKSLASH) backslashes++;
+    if (backslashes % 2 === 0) return end;
+    end = text.indexOf('"', end + 1);
   }
 }
