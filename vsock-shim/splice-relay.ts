@@ -18,6 +18,14 @@ interface SpliceAddon {
     callback: (reason: string, code: string | null, side: string | null, bytesAB: number, bytesBA: number) => void,
   ): object;
   relayClose(handle: object): boolean;
+  relayStats(): SpliceRelayStats;
+}
+
+export interface SpliceRelayStats {
+  /** Relays running on this thread. */
+  readonly active: number;
+  /** Empty pipes kept for reuse (two descriptors each, at most 32 pipes). */
+  readonly pooledPipes: number;
 }
 
 export interface SpliceRelayEnd {
@@ -48,12 +56,17 @@ export interface SpliceRelayOptions {
 
 function spliceAddon(): SpliceAddon | undefined {
   const addon = loadAddon() as (object & Partial<SpliceAddon>) | null;
-  return addon && typeof addon.relay === 'function' && typeof addon.relayClose === 'function' ? (addon as SpliceAddon) : undefined;
+  return addon && typeof addon.relay === 'function' && typeof addon.relayClose === 'function' && typeof addon.relayStats === 'function' ? (addon as SpliceAddon) : undefined;
 }
 
 /** true when this process can relay with splice (Linux, addon built with the relay). */
 export function spliceRelayAvailable(): boolean {
   return process.platform === 'linux' && spliceAddon() !== undefined;
+}
+
+/** The splice relays' counters, or undefined without the addon relay. */
+export function spliceRelayStats(): SpliceRelayStats | undefined {
+  return spliceAddon()?.relayStats();
 }
 
 /** The OS descriptor under a connected net.Socket (libuv's TCP handle), or undefined. */
