@@ -69,11 +69,13 @@ export async function forwardCommand(argv: readonly string[], io: CliIo): Promis
       throw new UsageError(`cannot listen on ${values.listen}: ${(err as Error).message}`, { hint: false });
     }
   } else throw new UsageError('--listen must be vsock:PORT or tcp:HOST:PORT');
-  io.out(`keygate forward listening on ${listener.address}; allowed: ${allow.map((d) => `${d.host}:${d.port}`).join(', ')}\n`);
-  await new Promise<void>((resolve) => {
+  // Handlers first: whoever reads the "listening" line may signal at once, and must get a clean close.
+  const stopped = new Promise<void>((resolve) => {
     process.once('SIGINT', () => resolve());
     process.once('SIGTERM', () => resolve());
   });
+  io.out(`keygate forward listening on ${listener.address}; allowed: ${allow.map((d) => `${d.host}:${d.port}`).join(', ')}; relay: ${forwarder.splicing ? 'splice' : 'streams'}\n`);
+  await stopped;
   await listener.close();
   return 0;
 }
