@@ -8,11 +8,18 @@
  *   queueing in the forwarder's single event loop dominates). Added = via forwarder − direct, each the
  *   best (lowest p99) of 3 interleaved runs: the machine is shared, and one burst elsewhere is not the forwarder.
  * - Throughput: 100 MB through one connection, best of 5 (interleaved), MB/s direct and via the forwarder.
- * - Memory per idle connection: the forwarder's RSS (/proc) before and after 1000 idle relays.
+ *   The same client (this process, 64 KB writes) and sink (the upstream process, Node's 64 KB reads) in
+ *   both modes: direct is 2 processes on the machine's cores, via is 3 (client, forwarder, sink). Each
+ *   process's CPU per 100 MB (/proc schedstat, all threads) is reported beside, so a shared machine's
+ *   scheduling can be told apart from the forwarder's own cost. The forwarder relays with splice(2) in
+ *   the native addon when it is built ("relay"); a second forwarder with --relay js (Node streams)
+ *   runs in the same run for comparison (viaJsMBps, throughputRatioJs).
+ * - Memory per idle connection: the forwarder's RSS (/proc) and open descriptors before and after 1000 idle relays.
  * Goal (issue 15): p99 added < 1 ms at 1000 connections, throughput ≥ 80 % of direct.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
 import { connect, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { writeResults } from './harness.js';
@@ -43,6 +50,21 @@ function cpuMs(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
+
+/** CPU milliseconds (ns resolution) all threads of `pid` have run so far (/proc/PID/task/TID/schedstat). */
+function runMs(pid: number): number {
+  let ns = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return ns / 1e6;
+}
+
+const fdCount = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length;
 
 function rssKb(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -143,22 +165,35 @@ const closeAll = (sockets: Socket[]): void => sockets.forEach((s) => s.destroy()
 export async function benchForwarder(): Promise<Record<string, unknown>> {
   const upstream = await start([UPSTREAM], /(\{.*\})\n/);
   const { echo, sink } = JSON.parse(upstream.match[1]!) as { echo: number; sink: number };
-  const forwarder = await start(
-    [BIN, 'forward', '--listen', 'tcp:127.0.0.1:0', '--allow', `127.0.0.1:${echo}`, '--allow', `127.0.0.1:${sink}`, '--max-connections', '5000', '--idle-timeout', '10m'],
-    /listening on tcp:127\.0\.0\.1:(\d+)/,
-  );
+  const startForwarder = (relay: 'auto' | 'js') =>
+    start(
+      [BIN, 'forward', '--listen', 'tcp:127.0.0.1:0', '--allow', `127.0.0.1:${echo}`, '--allow', `127.0.0.1:${sink}`, '--max-connections', '5000', '--idle-timeout', '10m', '--relay', relay],
+      /listening on tcp:127\.0\.0\.1:(\d+).*; relay: (\w+)/,
+    );
+  const forwarder = await startForwarder('auto');
+  const forwarderJs = await startForwarder('js');
   const fwd = Number(forwarder.match[1]);
+  const fwdJs = Number(forwarderJs.match[1]);
+  // Which relay `keygate forward` chose (splice when the addon is built, else Node streams), as it says.
+  const relay = forwarder.match[2]!;
   try {
-    // Memory first, on a fresh forwarder.
+    // Memory first, on fresh forwarders: RSS and descriptors per idle relay (a relay that carried bytes, then idles).
     const idle = 1000;
-    const warm = await openMany(50, echo, fwd);
-    closeAll(warm);
-    const rss0 = rssKb(forwarder.child.pid!);
-    const idleSockets = await openMany(idle, echo, fwd);
-    await latency(idleSockets.slice(0, 10), 'serial'); // a relay that carried bytes, then idles
-    const rss1 = rssKb(forwarder.child.pid!);
-    closeAll(idleSockets);
-    const memoryPerIdleConnectionKb = (rss1 - rss0) / idle;
+    const idleCost = async (pid: number, port: number): Promise<{ kb: number; fds: number }> => {
+      const warm = await openMany(50, echo, port);
+      closeAll(warm);
+      const rss0 = rssKb(pid);
+      const fd0 = fdCount(pid);
+      const idleSockets = await openMany(idle, echo, port);
+      await latency(idleSockets.slice(0, 10), 'serial');
+      const rss1 = rssKb(pid);
+      const fd1 = fdCount(pid);
+      closeAll(idleSockets);
+      return { kb: (rss1 - rss0) / idle, fds: (fd1 - fd0) / idle };
+    };
+    const idleNative = await idleCost(forwarder.child.pid!, fwd);
+    const idleJs = await idleCost(forwarderJs.child.pid!, fwdJs);
+    const memoryPerIdleConnectionKb = idleNative.kb;
 
     const levels: Record<string, unknown>[] = [];
     for (const n of LEVELS) {
@@ -191,15 +226,39 @@ export async function benchForwarder(): Promise<Record<string, unknown>> {
 
     let directSeconds = Infinity;
     let viaSeconds = Infinity;
+    let viaJsSeconds = Infinity;
     const cpu0 = cpuMs(forwarder.child.pid!);
+    // CPU per process and mode, summed over the runs (client = this process, sink = the upstream process).
+    const cpu: Record<'direct' | 'via' | 'viaJs', { client: number; sink: number; forwarder: number }> = {
+      direct: { client: 0, sink: 0, forwarder: 0 },
+      via: { client: 0, sink: 0, forwarder: 0 },
+      viaJs: { client: 0, sink: 0, forwarder: 0 },
+    };
+    const timed = async (mode: keyof typeof cpu, port?: number, fwdPid?: number): Promise<number> => {
+      const c0 = runMs(process.pid);
+      const s0 = runMs(upstream.child.pid!);
+      const f0 = fwdPid ? runMs(fwdPid) : 0;
+      const seconds = await transfer(sink, TRANSFER_MB, port);
+      cpu[mode].client += runMs(process.pid) - c0;
+      cpu[mode].sink += runMs(upstream.child.pid!) - s0;
+      cpu[mode].forwarder += fwdPid ? runMs(fwdPid) - f0 : 0;
+      return seconds;
+    };
+    const load = loadavg()[0]!;
     for (let i = 0; i < RUNS + 2; i++) {
-      directSeconds = Math.min(directSeconds, await transfer(sink, TRANSFER_MB));
-      viaSeconds = Math.min(viaSeconds, await transfer(sink, TRANSFER_MB, fwd));
+      directSeconds = Math.min(directSeconds, await timed('direct'));
+      viaSeconds = Math.min(viaSeconds, await timed('via', fwd, forwarder.child.pid!));
+      viaJsSeconds = Math.min(viaJsSeconds, await timed('viaJs', fwdJs, forwarderJs.child.pid!));
     }
     // What relaying costs the forwarder itself, independent of how the shared cores were scheduled.
     const forwarderCpuMsPer100MB = ((cpuMs(forwarder.child.pid!) - cpu0) / (RUNS + 2)) * (100 / TRANSFER_MB);
+    const per100 = (ms: number): number => (ms / (RUNS + 2)) * (100 / TRANSFER_MB);
+    const cpuMsPer100MB = Object.fromEntries(
+      Object.entries(cpu).map(([mode, c]) => [mode, { client: per100(c.client), sink: per100(c.sink), forwarder: per100(c.forwarder) }]),
+    ) as typeof cpu;
     const directMBps = TRANSFER_MB / directSeconds;
     const viaMBps = TRANSFER_MB / viaSeconds;
+    const viaJsMBps = TRANSFER_MB / viaJsSeconds;
     const at1000 = levels.find((l) => l.connections === 1000) as Record<string, number> | undefined;
 
     console.log('\nbench/forwarder (keygate forward, TCP listen mode, own process; upstream in a third process)');
@@ -210,9 +269,11 @@ export async function benchForwarder(): Promise<Record<string, unknown>> {
         console.log(`${String(l.connections).padStart(5)}  ${mode.padEnd(12)}  ${f('DirectP50Ms')}/${f('DirectP99Ms')}`.padEnd(40) + `${f('ViaP50Ms')}/${f('ViaP99Ms')}`.padEnd(17) + `${f('AddedP50Ms')}/${f('AddedP99Ms')}`);
       }
     }
-    console.log(`throughput (${TRANSFER_MB} MB, best of ${RUNS + 2}): direct ${directMBps.toFixed(0)} MB/s, via forwarder ${viaMBps.toFixed(0)} MB/s, ratio ${(viaMBps / directMBps).toFixed(3)} (goal ≥ 0.8)`);
+    const cores = availableParallelism();
+    console.log(`throughput (${TRANSFER_MB} MB, best of ${RUNS + 2}, ${cores} cores, load ${load.toFixed(1)}; direct = 2 processes, via = 3): direct ${directMBps.toFixed(0)} MB/s, via forwarder (${relay} relay) ${viaMBps.toFixed(0)} MB/s, ratio ${(viaMBps / directMBps).toFixed(3)} (goal ≥ 0.8); via --relay js ${viaJsMBps.toFixed(0)} MB/s, ratio ${(viaJsMBps / directMBps).toFixed(3)}`);
+    for (const [mode, c] of Object.entries(cpuMsPer100MB)) console.log(`  CPU ms per 100 MB, ${mode.padEnd(6)}: client ${c.client.toFixed(1)}, sink ${c.sink.toFixed(1)}, forwarder ${c.forwarder.toFixed(1)}`);
     console.log(`forwarder CPU per 100 MB relayed: ${forwarderCpuMsPer100MB.toFixed(0)} ms`);
-    console.log(`forwarder memory per idle connection: ${memoryPerIdleConnectionKb.toFixed(1)} KB (RSS over ${idle} idle relays)`);
+    console.log(`forwarder memory per idle connection: ${memoryPerIdleConnectionKb.toFixed(1)} KB RSS, ${idleNative.fds.toFixed(2)} descriptors (${relay} relay); --relay js: ${idleJs.kb.toFixed(1)} KB, ${idleJs.fds.toFixed(2)} descriptors (over ${idle} idle relays)`);
     const result = {
       addedP99MsAt1000: at1000?.serialAddedP99Ms,
       addedP50MsAt1000: at1000?.serialAddedP50Ms,
@@ -220,15 +281,26 @@ export async function benchForwarder(): Promise<Record<string, unknown>> {
       throughputRatio: viaMBps / directMBps,
       directMBps,
       viaMBps,
+      relay,
+      throughputRatioJs: viaJsMBps / directMBps,
+      viaJsMBps,
       forwarderCpuMsPer100MB,
+      cpuMsPer100MB,
+      cores,
+      processes: { direct: 2, via: 3 },
+      loadAverage1m: load,
       transferMB: TRANSFER_MB,
       memoryPerIdleConnectionKb,
+      descriptorsPerIdleConnection: idleNative.fds,
+      memoryPerIdleConnectionKbJs: idleJs.kb,
+      descriptorsPerIdleConnectionJs: idleJs.fds,
       levels,
     };
     console.log(`wrote ${writeResults('forwarder', result)}`);
     return result;
   } finally {
     forwarder.child.kill('SIGTERM');
+    forwarderJs.child.kill('SIGTERM');
     upstream.child.kill('SIGTERM');
   }
 }

@@ -1,6 +1,7 @@
-import { createServer, connect, type Server, type Socket } from 'node:net';
+import { createServer, connect, Socket, type Server } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { parseHostPort, type HostPort } from '../lib/host-port.js';
+import { spliceRelayAvailable, startSpliceRelay, type SpliceRelay } from './splice-relay.js';
 
 /** host:port an enclave may reach through the parent. */
 export type Destination = HostPort;
@@ -21,6 +22,12 @@ export interface ForwarderOptions {
   readonly handshakeTimeoutMs?: number;
   /** One JSON-able event per decision. */
   readonly log?: (event: Record<string, unknown>) => void;
+  /**
+   * How bytes are relayed once a tunnel is up. "auto" (default): TCP-to-TCP
+   * relays move in the kernel with splice(2) when the native addon is built,
+   * else (and for vsock streams) through Node streams; "js": always Node streams.
+   */
+  readonly relay?: 'auto' | 'js';
 }
 
 export interface ForwarderStats {
@@ -32,6 +39,7 @@ export interface ForwarderStats {
 }
 
 const MAX_HEAD = 8 * 1024;
+const ESTABLISHED = 'HTTP/1.1 200 Connection Established\r\n\r\n';
 /**
  * After a final reply (503/4xx/502) the connection is closed once the peer
  * hangs up or, at the latest, this long after the reply: long enough for the
@@ -61,6 +69,8 @@ export class Forwarder {
   readonly #handshake: number;
   readonly #log: (event: Record<string, unknown>) => void;
   readonly #sockets = new Set<Duplex>();
+  readonly #relays = new Set<SpliceRelay>();
+  readonly #splice: boolean;
 
   constructor(options: ForwarderOptions) {
     if (options.allow.length === 0) throw new TypeError('a forwarder needs at least one --allow destination');
@@ -69,6 +79,12 @@ export class Forwarder {
     this.#idle = options.idleTimeoutMs ?? 60_000;
     this.#handshake = options.handshakeTimeoutMs ?? 10_000;
     this.#log = options.log ?? (() => {});
+    this.#splice = (options.relay ?? 'auto') === 'auto' && spliceRelayAvailable();
+  }
+
+  /** true when TCP-to-TCP relays run in the kernel (splice) rather than through Node streams. */
+  get splicing(): boolean {
+    return this.#splice;
   }
 
   /** Handles one enclave connection (from any listener). */
@@ -96,8 +112,15 @@ export class Forwarder {
     const timer = setTimeout(() => {
       // Stop parsing first: nothing that arrives after the 408 may be routed.
       client.off('data', onData);
+      client.off('end', onEnd);
       this.#reject(client, 408, 'Request Timeout', { peer, reason: 'handshake timeout' });
     }, this.#handshake);
+    // Connections are half-open capable (a tunnel relays half-close); one that ends before its request head holds nothing.
+    const onEnd = (): void => {
+      clearTimeout(timer);
+      client.destroy();
+    };
+    client.once('end', onEnd);
     const onData = (chunk: Buffer): void => {
       head = Buffer.concat([head, chunk]);
       const end = head.indexOf('\r\n\r\n');
@@ -105,14 +128,16 @@ export class Forwarder {
         if (head.length > MAX_HEAD) {
           clearTimeout(timer);
           client.off('data', onData);
+          client.off('end', onEnd);
           this.#reject(client, 431, 'Request Header Fields Too Large', { peer, reason: 'request head too large' });
         }
         return;
       }
       clearTimeout(timer);
       client.off('data', onData);
+      client.off('end', onEnd);
       client.pause();
-      this.#route(client, peer, head.subarray(0, end).toString('latin1'), head.subarray(end + 4));
+      this.#route(client, peer, head.subarray(0, end).toString('latin1'), head.subarray(end + 4), release);
     };
     client.on('data', onData);
   }
@@ -124,7 +149,7 @@ export class Forwarder {
     closeWithReply(client, `HTTP/1.1 ${status} ${text}\r\nConnection: close\r\n\r\n`);
   }
 
-  #route(client: Duplex, peer: string, head: string, rest: Buffer): void {
+  #route(client: Duplex, peer: string, head: string, rest: Buffer, release: () => void): void {
     const line = head.split('\r\n', 1)[0]!;
     const m = /^CONNECT (\S+) HTTP\/1\.[01]$/.exec(line);
     let target: Destination;
@@ -140,18 +165,20 @@ export class Forwarder {
       this.#reject(client, 403, 'Forbidden', { peer, target: key, reason: 'destination not allow-listed' });
       return;
     }
-    const upstream: Socket = connect({ host: target.host, port: target.port, timeout: this.#handshake });
+    // Half-open capable: an enclave that ends its sending side still gets the whole answer.
+    const upstream: Socket = connect({ host: target.host, port: target.port, timeout: this.#handshake, allowHalfOpen: true });
     this.#sockets.add(upstream);
     upstream.on('close', () => this.#sockets.delete(upstream));
     // An enclave that hangs up while the upstream connect is pending takes the upstream with it.
-    client.once('close', () => upstream.destroy());
+    const clientGone = (): void => void upstream.destroy();
+    client.once('close', clientGone);
     const connectTimeout = (): void => void upstream.destroy(new Error('connect timeout'));
     upstream.once('timeout', connectTimeout);
     let relaying = false;
     upstream.on('error', (err) => {
       this.#log({ decision: 'error', peer, target: key, reason: err.message });
-      // Mid-relay the tunnel carries the enclave's own protocol: no HTTP reply there, just close.
-      if (relaying) client.destroy();
+      // Mid-relay the tunnel carries the enclave's own protocol: no HTTP reply there; an abort stays an abort.
+      if (relaying) abort(client);
       else if (!client.destroyed && client.writable) closeWithReply(client, 'HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\n\r\n');
     });
     upstream.once('connect', () => {
@@ -160,24 +187,95 @@ export class Forwarder {
       this.#log({ decision: 'relay', peer, target: key });
       // From here the socket timeout means idleness, not a slow connect: log it as such.
       upstream.off('timeout', connectTimeout);
+      const idleClose = (): void => this.#log({ decision: 'close', peer, target: key, reason: 'idle timeout', idleMs: this.#idle });
+      if (this.#splice && client instanceof Socket) {
+        const relay = this.#spliceRelay(client, upstream, rest, release, (event) => {
+          if (event.reason === 'idle') idleClose();
+          else if (event.reason === 'error') this.#log({ decision: 'error', peer, target: key, reason: `${event.code ?? 'error'} on the ${event.side === 'a' ? 'enclave' : 'upstream'} side` });
+        });
+        if (relay) {
+          client.off('close', clientGone);
+          return;
+        }
+      }
       upstream.setTimeout(this.#idle, () => {
-        this.#log({ decision: 'close', peer, target: key, reason: 'idle timeout', idleMs: this.#idle });
+        idleClose();
         upstream.destroy();
         client.destroy();
       });
-      client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      client.off('close', clientGone);
+      // Each side closes on its own once both directions have ended (half-close relayed by pipe());
+      // one that closes without that (error, reset, destroy) aborts the other.
+      const abortOther = (self: Duplex, other: Duplex) => (): void => {
+        if (!(self.readableEnded && self.writableFinished)) abort(other);
+      };
+      client.once('close', abortOther(client, upstream));
+      upstream.once('close', abortOther(upstream, client));
+      client.once('error', () => abort(upstream));
+      client.write(ESTABLISHED);
       if (rest.length) upstream.write(rest);
       client.pipe(upstream);
       upstream.pipe(client);
       client.resume();
-      upstream.once('close', () => client.destroy());
     });
+  }
+
+  /**
+   * Hands a TCP-to-TCP tunnel to the addon's splice relay: the bytes still buffered in Node
+   * (the 200 reply, what followed the request head, anything read since) go first, then the
+   * kernel moves the rest. The Node sockets are closed (the relay holds duplicates); the
+   * connection's slot is released when the relay ends. undefined: not possible, relay in JS.
+   */
+  #spliceRelay(
+    client: Socket,
+    upstream: Socket,
+    rest: Buffer,
+    release: () => void,
+    onEnd: (event: { reason: string; code: string | null; side: string | null }) => void,
+  ): SpliceRelay | undefined {
+    const toUpstream = [rest, ...drain(client)];
+    const toClient = [Buffer.from(ESTABLISHED, 'latin1'), ...drain(upstream)];
+    const relay = startSpliceRelay(client, upstream, {
+      idleMs: this.#idle,
+      toB: Buffer.concat(toUpstream),
+      toA: Buffer.concat(toClient),
+      onEnd: (event) => {
+        this.#relays.delete(relay!);
+        release();
+        onEnd(event);
+      },
+    });
+    if (!relay) {
+      // Nothing was consumed for good: put the drained bytes back in front of the JS relay.
+      if (toUpstream.length > 1) client.unshift(Buffer.concat(toUpstream.slice(1)));
+      if (toClient.length > 1) upstream.unshift(Buffer.concat(toClient.slice(1)));
+      return undefined;
+    }
+    this.#relays.add(relay);
+    client.off('close', release);
+    client.destroy();
+    upstream.destroy();
+    return relay;
   }
 
   /** Drops every open connection. */
   closeAll(): void {
     for (const s of this.#sockets) s.destroy();
+    for (const r of this.#relays) r.close();
   }
+}
+
+/** Everything a paused stream has buffered. */
+function drain(stream: Duplex): Buffer[] {
+  const out: Buffer[] = [];
+  for (let chunk: Buffer | null; (chunk = stream.read() as Buffer | null) !== null; ) out.push(chunk);
+  return out;
+}
+
+/** Closes a stream so its peer sees an abort (TCP reset), not a clean end of stream. */
+function abort(stream: Duplex): void {
+  if (stream instanceof Socket && !stream.destroyed) stream.resetAndDestroy();
+  else stream.destroy();
 }
 
 /**
@@ -199,7 +297,8 @@ function closeWithReply(client: Duplex, reply: string): void {
 
 /** A TCP listener for the forwarder (tests, or a parent without vsock). */
 export async function listenTcp(forwarder: Forwarder, host: string, port: number): Promise<Listener & { port: number }> {
-  const server: Server = createServer((socket) => forwarder.handle(socket, `${socket.remoteAddress}:${socket.remotePort}`));
+  // allowHalfOpen: a tunnel relays half-close (the enclave may end its request and still read the answer).
+  const server: Server = createServer({ allowHalfOpen: true }, (socket) => forwarder.handle(socket, `${socket.remoteAddress}:${socket.remotePort}`));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, resolve);

@@ -7,11 +7,13 @@ import { parseHostPort } from '../../lib/host-port.js';
 import type { CliIo } from '../io.js';
 
 export const FORWARD_USAGE = `Usage: keygate forward --listen vsock:PORT|tcp:HOST:PORT --allow HOST:PORT [--allow ...]
-                       [--max-connections N] [--idle-timeout DUR]
+                       [--max-connections N] [--idle-timeout DUR] [--relay auto|js]
 
 Runs on the parent instance: relays enclave connections (HTTP CONNECT) to
 allow-listed destinations only; anything else is refused and logged.
 Port 9000 on vsock is nitro-cli's boot heartbeat: do not use it.
+--relay auto (default) moves a TCP tunnel's bytes in the kernel (splice) when
+the native addon is built, else through Node streams; js: always Node streams.
 `;
 
 /** `keygate forward`: relay until SIGINT/SIGTERM. */
@@ -21,6 +23,7 @@ export async function forwardCommand(argv: readonly string[], io: CliIo): Promis
     allow: { type: 'string', multiple: true },
     'max-connections': { type: 'string' },
     'idle-timeout': { type: 'string' },
+    relay: { type: 'string' },
   });
   if (values.help) {
     io.out(FORWARD_USAGE);
@@ -36,7 +39,10 @@ export async function forwardCommand(argv: readonly string[], io: CliIo): Promis
   }
   const max = values['max-connections'] === undefined ? 64 : Number(values['max-connections']);
   if (!Number.isInteger(max) || max < 1 || max > 100_000) throw new UsageError('--max-connections must be a positive integer');
+  const relay = values.relay ?? 'auto';
+  if (relay !== 'auto' && relay !== 'js') throw new UsageError('--relay must be auto or js');
   const forwarder = new Forwarder({
+    relay,
     allow,
     maxConnections: max,
     idleTimeoutMs: values['idle-timeout'] === undefined ? 60_000 : parseDuration(values['idle-timeout'], '--idle-timeout'),
@@ -63,11 +69,13 @@ export async function forwardCommand(argv: readonly string[], io: CliIo): Promis
       throw new UsageError(`cannot listen on ${values.listen}: ${(err as Error).message}`, { hint: false });
     }
   } else throw new UsageError('--listen must be vsock:PORT or tcp:HOST:PORT');
-  io.out(`keygate forward listening on ${listener.address}; allowed: ${allow.map((d) => `${d.host}:${d.port}`).join(', ')}\n`);
-  await new Promise<void>((resolve) => {
+  // Handlers first: whoever reads the "listening" line may signal at once, and must get a clean close.
+  const stopped = new Promise<void>((resolve) => {
     process.once('SIGINT', () => resolve());
     process.once('SIGTERM', () => resolve());
   });
+  io.out(`keygate forward listening on ${listener.address}; allowed: ${allow.map((d) => `${d.host}:${d.port}`).join(', ')}; relay: ${forwarder.splicing ? 'splice' : 'streams'}\n`);
+  await stopped;
   await listener.close();
   return 0;
 }

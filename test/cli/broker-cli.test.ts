@@ -222,6 +222,12 @@ describe('keygate forward', () => {
     }
     expect(fwd.output()).toMatch(/"decision":"deny".*"target":"169\.254\.169\.254:80"/);
   });
+
+  it('says which relay it uses: --relay js keeps tunnels on Node streams', async () => {
+    const fwd = await keygateServer(['forward', '--listen', 'tcp:127.0.0.1:0', '--allow', '127.0.0.1:9', '--relay', 'js'], /listening on tcp:127\.0\.0\.1:\d+.*; relay: (\w+)\n/);
+    expect(fwd.match[1]).toBe('streams');
+    expect(await fwd.stop()).toBe(0);
+  });
 });
 
 describe('keygate broker --dev with keygate get --dev (separate processes, shared dev PKI)', () => {

@@ -166,6 +166,43 @@ describe('installing the packed package without a C compiler, make or python', (
     expect(out.agent).toContain('NATIVE_ADDON_MISSING');
   });
 
+  it('keygate forward --listen tcp: relays on Node streams without the addon (its splice relay is optional)', async () => {
+    const { createServer, connect } = await import('node:net');
+    const echo = createServer((s) => s.pipe(s));
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+    const echoPort = (echo.address() as { port: number }).port;
+    const child = spawn(join(app, 'node_modules/.bin/keygate'), ['forward', '--listen', 'tcp:127.0.0.1:0', '--allow', `127.0.0.1:${echoPort}`], { cwd: app, env });
+    try {
+      const line = await new Promise<RegExpMatchArray>((resolve, reject) => {
+        let out = '';
+        child.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          const m = /listening on tcp:127\.0\.0\.1:(\d+).*; relay: (\w+)\n/.exec(out);
+          if (m) resolve(m);
+        });
+        child.once('exit', (code) => reject(new Error(`keygate forward exited ${code}: ${out}`)));
+      });
+      expect(line[2]).toBe('streams');
+      const reply = await new Promise<string>((resolve, reject) => {
+        const s = connect(Number(line[1]), '127.0.0.1');
+        let got = '';
+        s.on('error', reject);
+        s.on('data', (d: Buffer) => {
+          got += d.toString('latin1');
+          if (got.endsWith('ping')) {
+            s.destroy();
+            resolve(got);
+          }
+        });
+        s.write(`CONNECT 127.0.0.1:${echoPort} HTTP/1.1\r\n\r\nping`);
+      });
+      expect(reply).toBe('HTTP/1.1 200 Connection Established\r\n\r\nping');
+    } finally {
+      child.kill('SIGKILL');
+      echo.close();
+    }
+  });
+
   it('keygate forward --listen vsock:PORT refuses with the build instructions', async () => {
     const r = await keygate('forward', '--listen', 'vsock:8000', '--allow', 'broker.internal:8443');
     expect(r.code).toBe(2);

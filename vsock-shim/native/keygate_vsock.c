@@ -486,6 +486,408 @@ static napi_value nsm_request(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+
+/* ---- splice relay: the forwarder's byte pump, kernel to kernel ----
+ *
+ * relay(fdA, fdB, idleMs, initialAB, initialBA, callback) takes duplicates of
+ * two connected stream sockets and moves bytes both ways with splice(2)
+ * through a pipe, on this thread's event loop, without the bytes entering
+ * user space or JS. Half-close is relayed (EOF from A becomes shutdown(B,
+ * SHUT_WR) once everything before it is written, and the other direction
+ * goes on); an error on one socket closes the other with a reset (SO_LINGER
+ * 0), so an abort is never turned into a clean end; no traffic for idleMs
+ * closes both. callback(reason, code, side, bytesAB, bytesBA) runs once,
+ * after every descriptor is closed: reason "end" | "idle" | "closed" |
+ * "error" (code: the errno name, side: "a" or "b", or null for neither).
+ *
+ * Pipes are taken from a small per-thread pool only while a direction has
+ * bytes in flight, so idle relays hold no pipe (no kernel pipe memory, and no
+ * charge against fs.pipe-user-pages-soft).
+ */
+#ifdef __linux__
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#define RELAY_PIPE_SIZE (256 * 1024)
+#define RELAY_SPLICE_MAX (1 << 20)
+#define RELAY_POOL_MAX 32
+
+typedef struct {
+  int fds[RELAY_POOL_MAX][2];
+  int len;
+} pipe_pool_t;
+
+static _Thread_local pipe_pool_t pipe_pool;
+/* Relays of this thread not yet ended (relayStats: tests count descriptors, the bench memory). */
+static _Thread_local int32_t relays_active;
+
+typedef struct {
+  int src, dst;
+  int pipe[2];
+  size_t inpipe;
+  char *pending;
+  size_t pending_len, pending_off;
+  int eof, shut;
+  double bytes;
+} relay_dir_t;
+
+typedef struct {
+  napi_env env;
+  napi_ref self, callback;
+  uv_poll_t poll[2];
+  uv_timer_t timer;
+  int fd[2];
+  int events[2];
+  relay_dir_t dir[2]; /* dir[0]: a -> b, dir[1]: b -> a */
+  uint64_t idle_ms, last;
+  int closing, open_handles;
+  const char *reason;
+  int err, side;
+} relay_t;
+
+static int pool_take(int out[2]) {
+  if (pipe_pool.len > 0) {
+    pipe_pool.len--;
+    out[0] = pipe_pool.fds[pipe_pool.len][0];
+    out[1] = pipe_pool.fds[pipe_pool.len][1];
+    return 0;
+  }
+  if (pipe2(out, O_NONBLOCK | O_CLOEXEC) != 0) return -errno;
+  /* A bigger pipe moves more per splice; refused above fs.pipe-max-size or the per-user soft limit: keep the default. */
+  (void)fcntl(out[1], F_SETPIPE_SZ, RELAY_PIPE_SIZE);
+  return 0;
+}
+
+/* Only an empty pipe goes back to the pool; one with bytes in it is closed (the bytes are dropped with the relay). */
+static void pool_give(relay_dir_t *d) {
+  if (d->pipe[0] < 0) return;
+  if (d->inpipe == 0 && pipe_pool.len < RELAY_POOL_MAX) {
+    pipe_pool.fds[pipe_pool.len][0] = d->pipe[0];
+    pipe_pool.fds[pipe_pool.len][1] = d->pipe[1];
+    pipe_pool.len++;
+  } else {
+    close(d->pipe[0]);
+    close(d->pipe[1]);
+  }
+  d->pipe[0] = d->pipe[1] = -1;
+  d->inpipe = 0;
+}
+
+static int would_block(int e) { return e == EAGAIN || e == EWOULDBLOCK; }
+
+/*
+ * Moves what can be moved now in one direction. Returns 0 (done, or waiting
+ * for readiness) or a negative errno, with *failed_fd set to the socket at
+ * fault (-1 for neither).
+ */
+static int relay_pump(relay_t *r, relay_dir_t *d, int *failed_fd) {
+  for (;;) {
+    if (d->pending_off < d->pending_len) {
+      ssize_t n = write(d->dst, d->pending + d->pending_off, d->pending_len - d->pending_off);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (would_block(errno)) return 0;
+        *failed_fd = d->dst;
+        return -errno;
+      }
+      d->pending_off += (size_t)n;
+      d->bytes += (double)n;
+      r->last = uv_now(uv_handle_get_loop((uv_handle_t *)&r->timer));
+      if (d->pending_off == d->pending_len) {
+        free(d->pending);
+        d->pending = NULL;
+        d->pending_len = d->pending_off = 0;
+      }
+      continue;
+    }
+    if (d->inpipe > 0) {
+      ssize_t n = splice(d->pipe[0], NULL, d->dst, NULL, d->inpipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (would_block(errno)) return 0;
+        *failed_fd = d->dst;
+        return -errno;
+      }
+      d->inpipe -= (size_t)n;
+      d->bytes += (double)n;
+      r->last = uv_now(uv_handle_get_loop((uv_handle_t *)&r->timer));
+      continue;
+    }
+    if (d->eof) {
+      pool_give(d);
+      if (!d->shut) {
+        d->shut = 1;
+        if (shutdown(d->dst, SHUT_WR) != 0) {
+          *failed_fd = d->dst;
+          return -errno;
+        }
+      }
+      return 0;
+    }
+    if (d->pipe[0] < 0) {
+      int rc = pool_take(d->pipe);
+      if (rc != 0) {
+        *failed_fd = -1;
+        return rc;
+      }
+    }
+    /* The pipe is empty here, so "would block" can only mean the socket has nothing to read. */
+    ssize_t n = splice(d->src, NULL, d->pipe[1], NULL, RELAY_SPLICE_MAX, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (would_block(errno)) {
+        pool_give(d);
+        return 0;
+      }
+      *failed_fd = d->src;
+      return -errno;
+    }
+    if (n == 0) {
+      d->eof = 1;
+      continue;
+    }
+    d->inpipe = (size_t)n;
+  }
+}
+
+static void relay_handle_closed(uv_handle_t *handle) {
+  relay_t *r = (relay_t *)handle->data;
+  if (--r->open_handles == 0) free(r);
+}
+
+/* Tells JS the relay has ended (every descriptor already closed); the struct is freed once libuv lets go of its handles. */
+static void relay_call_back(relay_t *r) {
+  napi_env env = r->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value self, cb, global, argv[5], result;
+  void *unused;
+  if (napi_get_reference_value(env, r->self, &self) == napi_ok && self) napi_remove_wrap(env, self, &unused);
+  napi_get_reference_value(env, r->callback, &cb);
+  napi_get_global(env, &global);
+  napi_create_string_utf8(env, r->reason, NAPI_AUTO_LENGTH, &argv[0]);
+  if (r->err) napi_create_string_utf8(env, uv_err_name(-r->err), NAPI_AUTO_LENGTH, &argv[1]);
+  else napi_get_null(env, &argv[1]);
+  if (r->side >= 0) napi_create_string_utf8(env, r->side == 0 ? "a" : "b", NAPI_AUTO_LENGTH, &argv[2]);
+  else napi_get_null(env, &argv[2]);
+  napi_create_double(env, r->dir[0].bytes, &argv[3]);
+  napi_create_double(env, r->dir[1].bytes, &argv[4]);
+  napi_delete_reference(env, r->self);
+  napi_delete_reference(env, r->callback);
+  napi_async_context ctx = NULL;
+  napi_value resource_name;
+  napi_create_string_utf8(env, "keygate:relay", NAPI_AUTO_LENGTH, &resource_name);
+  napi_async_init(env, NULL, resource_name, &ctx);
+  napi_status st = napi_make_callback(env, ctx, global, cb, 5, argv, &result);
+  napi_async_destroy(env, ctx);
+  if (st == napi_pending_exception) {
+    napi_value exc;
+    napi_get_and_clear_last_exception(env, &exc);
+    napi_fatal_exception(env, exc);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+/* Ends the relay: closes both sockets (resetting the one opposite a failure) and, once the handles are closed, calls back. */
+static void relay_finish(relay_t *r, const char *reason, int err, int failed_fd) {
+  if (r->closing) return;
+  r->closing = 1;
+  relays_active--;
+  r->reason = reason;
+  r->err = err < 0 ? -err : err;
+  r->side = failed_fd < 0 ? -1 : failed_fd == r->fd[0] ? 0 : 1;
+  for (int i = 0; i < 2; i++) {
+    uv_poll_stop(&r->poll[i]);
+    free(r->dir[i].pending);
+    r->dir[i].pending = NULL;
+    pool_give(&r->dir[i]);
+  }
+  uv_timer_stop(&r->timer);
+  if (err != 0) {
+    /* An abort stays an abort: the peer of the healthy socket sees a reset, not an end of stream. */
+    struct linger lg = {1, 0};
+    for (int i = 0; i < 2; i++)
+      if (r->fd[i] != failed_fd) setsockopt(r->fd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  }
+  r->open_handles = 3;
+  uv_close((uv_handle_t *)&r->poll[0], relay_handle_closed);
+  uv_close((uv_handle_t *)&r->poll[1], relay_handle_closed);
+  uv_close((uv_handle_t *)&r->timer, relay_handle_closed);
+  /* uv_close has stopped watching; the descriptors are ours (duplicates) to close now. */
+  close(r->fd[0]);
+  close(r->fd[1]);
+  relay_call_back(r);
+}
+
+static int dir_wants_read(const relay_dir_t *d) { return !d->eof && d->pending == NULL && d->inpipe == 0; }
+static int dir_wants_write(const relay_dir_t *d) { return d->pending != NULL || d->inpipe > 0; }
+
+static void relay_poll_cb(uv_poll_t *handle, int status, int events);
+
+static void relay_update(relay_t *r) {
+  if (r->closing) return;
+  if (r->dir[0].shut && r->dir[1].shut) {
+    relay_finish(r, "end", 0, -1);
+    return;
+  }
+  for (int i = 0; i < 2; i++) {
+    /* Socket i is the source of dir[i] and the destination of dir[1 - i]. */
+    int ev = (dir_wants_read(&r->dir[i]) ? UV_READABLE : 0) | (dir_wants_write(&r->dir[1 - i]) ? UV_WRITABLE : 0);
+    if (ev == r->events[i]) continue;
+    int rc = ev ? uv_poll_start(&r->poll[i], ev, relay_poll_cb) : uv_poll_stop(&r->poll[i]);
+    if (rc != 0) {
+      relay_finish(r, "error", rc, -1);
+      return;
+    }
+    r->events[i] = ev;
+  }
+}
+
+static void relay_poll_cb(uv_poll_t *handle, int status, int events) {
+  relay_t *r = (relay_t *)handle->data;
+  if (r->closing) return;
+  int i = handle == &r->poll[0] ? 0 : 1;
+  int failed = -1;
+  if (status < 0) {
+    /* libuv reports POLLERR as UV_EBADF; the socket's own error says what happened. */
+    int soerr = 0;
+    socklen_t len = sizeof soerr;
+    if (getsockopt(r->fd[i], SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr != 0) status = -soerr;
+    relay_finish(r, "error", status, r->fd[i]);
+    return;
+  }
+  int rc = 0;
+  if (events & UV_READABLE) rc = relay_pump(r, &r->dir[i], &failed);
+  if (rc == 0 && (events & UV_WRITABLE)) rc = relay_pump(r, &r->dir[1 - i], &failed);
+  if (rc != 0) {
+    relay_finish(r, "error", rc, failed);
+    return;
+  }
+  relay_update(r);
+}
+
+static void relay_timer_cb(uv_timer_t *timer) {
+  relay_t *r = (relay_t *)timer->data;
+  if (r->closing) return;
+  uint64_t now = uv_now(uv_handle_get_loop((uv_handle_t *)timer));
+  if (now - r->last >= r->idle_ms) {
+    relay_finish(r, "idle", 0, -1);
+    return;
+  }
+  /* Re-armed here rather than on every byte moved: one timer operation per idle period, not per splice. */
+  uv_timer_start(timer, relay_timer_cb, r->idle_ms - (now - r->last), 0);
+}
+
+static int copy_initial(napi_env env, napi_value v, relay_dir_t *d) {
+  napi_valuetype type;
+  if (napi_typeof(env, v, &type) != napi_ok) return 0;
+  if (type == napi_null || type == napi_undefined) return 1;
+  void *data;
+  size_t len;
+  if (!get_bytes(env, v, &data, &len, 0)) return 0;
+  if (len == 0) return 1;
+  d->pending = malloc(len);
+  if (!d->pending) return 0;
+  memcpy(d->pending, data, len);
+  d->pending_len = len;
+  return 1;
+}
+
+/* relay(fdA, fdB, idleMs, initialAB | null, initialBA | null, callback) -> handle */
+static napi_value vs_relay(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fa, fb;
+  double idle;
+  napi_valuetype type;
+  if (argc < 6 || !get_int(env, argv[0], &fa) || !get_int(env, argv[1], &fb) || napi_get_value_double(env, argv[2], &idle) != napi_ok || idle < 0 ||
+      napi_typeof(env, argv[5], &type) != napi_ok || type != napi_function) {
+    napi_throw_type_error(env, "EINVAL", "relay(fdA, fdB, idleMs, initialAB, initialBA, callback)");
+    return NULL;
+  }
+  uv_loop_t *loop;
+  CHECK(napi_get_uv_event_loop(env, &loop));
+  relay_t *r = calloc(1, sizeof *r);
+  if (!r) return throw_errno(env, ENOMEM, "relay");
+  for (int i = 0; i < 2; i++) r->dir[i].pipe[0] = r->dir[i].pipe[1] = -1;
+  if (!copy_initial(env, argv[3], &r->dir[0]) || !copy_initial(env, argv[4], &r->dir[1])) {
+    free(r->dir[0].pending);
+    free(r->dir[1].pending);
+    free(r);
+    napi_throw_type_error(env, "EINVAL", "relay: initial bytes must be a Buffer or null");
+    return NULL;
+  }
+  /* Duplicates: the caller closes its own descriptors (and its net.Socket) right after this call. */
+  r->fd[0] = fcntl(fa, F_DUPFD_CLOEXEC, 0);
+  int dup_err = errno;
+  r->fd[1] = r->fd[0] < 0 ? -1 : fcntl(fb, F_DUPFD_CLOEXEC, 0);
+  if (r->fd[1] < 0) dup_err = errno;
+  int rc = 0;
+  if (r->fd[0] >= 0 && r->fd[1] >= 0) rc = uv_poll_init(loop, &r->poll[0], r->fd[0]);
+  if (rc == 0 && r->fd[1] >= 0) rc = uv_poll_init(loop, &r->poll[1], r->fd[1]);
+  if (r->fd[0] < 0 || r->fd[1] < 0 || rc != 0) {
+    /* Only a failed uv_poll_init of the second handle leaves an initialised handle (never, in libuv's epoll backend, without a failed fd); close what exists. */
+    if (r->fd[0] >= 0) close(r->fd[0]);
+    if (r->fd[1] >= 0) close(r->fd[1]);
+    free(r->dir[0].pending);
+    free(r->dir[1].pending);
+    free(r);
+    return rc != 0 ? throw_errno(env, -rc, "uv_poll_init") : throw_errno(env, dup_err, "fcntl(F_DUPFD_CLOEXEC)");
+  }
+  uv_timer_init(loop, &r->timer);
+  uv_unref((uv_handle_t *)&r->timer);
+  r->poll[0].data = r->poll[1].data = r->timer.data = r;
+  r->env = env;
+  r->side = -1;
+  r->dir[0].src = r->dir[1].dst = r->fd[0];
+  r->dir[0].dst = r->dir[1].src = r->fd[1];
+  int one = 1;
+  /* A relay adds no Nagle delay of its own: each end already chose how to batch its writes. */
+  for (int i = 0; i < 2; i++) {
+    (void)setsockopt(r->fd[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int fl = fcntl(r->fd[i], F_GETFL);
+    if (fl >= 0 && !(fl & O_NONBLOCK)) (void)fcntl(r->fd[i], F_SETFL, fl | O_NONBLOCK);
+  }
+  napi_value obj;
+  napi_create_object(env, &obj);
+  napi_wrap(env, obj, r, NULL, NULL, NULL);
+  napi_create_reference(env, obj, 1, &r->self);
+  napi_create_reference(env, argv[5], 1, &r->callback);
+  r->idle_ms = (uint64_t)idle;
+  r->last = uv_now(loop);
+  if (r->idle_ms > 0) uv_timer_start(&r->timer, relay_timer_cb, r->idle_ms, 0);
+  r->events[0] = r->events[1] = 0;
+  relays_active++;
+  relay_update(r);
+  return obj;
+}
+
+/* relayClose(handle): ends a running relay (both sockets closed); false when it has already ended. */
+static napi_value vs_relay_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  relay_t *r;
+  if (argc < 1 || napi_unwrap(env, argv[0], (void **)&r) != napi_ok || !r) return make_bool(env, false);
+  if (r->closing) return make_bool(env, false);
+  relay_finish(r, "closed", 0, -1);
+  return make_bool(env, true);
+}
+
+/* relayStats() -> { active, pooledPipes }: relays running on this thread, empty pipes kept for reuse (2 descriptors each). */
+static napi_value vs_relay_stats(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value out, active, pooled;
+  CHECK(napi_create_object(env, &out));
+  napi_create_int32(env, relays_active, &active);
+  napi_create_int32(env, pipe_pool.len, &pooled);
+  napi_set_named_property(env, out, "active", active);
+  napi_set_named_property(env, out, "pooledPipes", pooled);
+  return out;
+}
+#endif
+
 #define EXPORT(name, fn)                                                   \
   do {                                                                     \
     napi_value f;                                                          \
@@ -509,6 +911,11 @@ static napi_value init(napi_env env, napi_value exports) {
   EXPORT("unwatch", vs_unwatch);
   EXPORT("nsmOpen", nsm_open);
   EXPORT("nsmRequest", nsm_request);
+#ifdef __linux__
+  EXPORT("relay", vs_relay);
+  EXPORT("relayClose", vs_relay_close);
+  EXPORT("relayStats", vs_relay_stats);
+#endif
   napi_value readable, writable;
   napi_create_int32(env, UV_READABLE, &readable);
   napi_create_int32(env, UV_WRITABLE, &writable);
