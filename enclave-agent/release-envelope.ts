@@ -14,12 +14,18 @@
  *
  * Like jose, a key unwrap that fails (or yields a key of the wrong length) carries on with a random key, so the
  * only observable failure is the content's authentication tag: a relay cannot use the enclave as an oracle on
- * the RSA step. Every refusal is a ReleaseEnvelopeError (the agent reports UNTRUSTED_RESPONSE).
+ * the RSA step. Every refusal is a ReleaseEnvelopeError, code UNTRUSTED_RESPONSE (what the agent reports).
  */
 import { constants, createDecipheriv, privateDecrypt, randomBytes, verify, type KeyObject } from 'node:crypto';
+import { CodedError } from '../lib/coded-error.js';
 
-export class ReleaseEnvelopeError extends Error {
+/** The item is not what the broker sends to this enclave: the agent's verdict UNTRUSTED_RESPONSE. */
+export class ReleaseEnvelopeError extends CodedError<'UNTRUSTED_RESPONSE'> {
   override readonly name = 'ReleaseEnvelopeError';
+
+  constructor(message: string) {
+    super('UNTRUSTED_RESPONSE', message);
+  }
 }
 
 const B64URL = /^[A-Za-z0-9_-]*$/;

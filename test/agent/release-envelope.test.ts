@@ -56,6 +56,7 @@ function refusal(fn: () => unknown): ReleaseEnvelopeError {
     fn();
   } catch (err) {
     expect(err).toBeInstanceOf(ReleaseEnvelopeError);
+    expect((err as ReleaseEnvelopeError).code).toBe('UNTRUSTED_RESPONSE');
     return err as ReleaseEnvelopeError;
   }
   throw new Error('expected a ReleaseEnvelopeError');
