@@ -2,6 +2,7 @@
 import { benchVerify } from './verify.js';
 import { benchBroker } from './broker.js';
 import { benchAgent } from './agent.js';
+import { benchAgentPhases } from './agent-phases.js';
 import { benchJunk } from './junk.js';
 import { benchReplicas } from './replicas.js';
 import { benchGateway } from './gateway.js';
@@ -11,8 +12,8 @@ import { benchForwarder } from './forwarder.js';
 import { benchWorkers } from './workers.js';
 
 const ALL: Record<string, () => Promise<unknown>> = { verify: benchVerify, broker: benchBroker, agent: benchAgent, junk: benchJunk, gateway: benchGateway, cli: benchCli, forwarder: benchForwarder };
-/** Run only when named: replicas needs moto_server (or AWS) and starts several broker processes; flood sends 500k requests; workers starts `keygate broker --workers N` processes. */
-const ON_REQUEST: Record<string, () => Promise<unknown>> = { replicas: benchReplicas, flood: benchFlood, workers: benchWorkers };
+/** Run only when named: replicas needs moto_server (or AWS) and starts several broker processes; flood sends 500k requests; workers starts `keygate broker --workers N` processes; agent-phases times each step of a re-attesting fetch. */
+const ON_REQUEST: Record<string, () => Promise<unknown>> = { replicas: benchReplicas, flood: benchFlood, workers: benchWorkers, 'agent-phases': benchAgentPhases };
 
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : Object.keys(ALL)) {

@@ -1,0 +1,217 @@
+/**
+ * bench/agent-phases (on request: `npm run bench -- agent-phases`): where the time of a re-attesting getSecret
+ * goes, fetch by fetch, to find what makes its p99. One enclave fetches sequentially from a broker in its own
+ * process (bench/agent-phases-child.ts, which timestamps each request it serves). Per fetch:
+ *
+ *   agent side (this process):  challenge GET round trip | NSM simulator attestation (P-384 sign + CBOR) |
+ *                               POST round trip | open (JWE decrypt, JWS verify, claims) | the rest
+ *   broker side (its process):  POST before the release (HTTP, body) | release (verify, policy, unwrap, seal) |
+ *                               audit append until durable (of which write and fdatasync) | response
+ *   transport:                  POST round trip seen by the agent minus the time the broker held the request
+ *                               (from its 'request' to the response's 'finish', which fires once the last byte
+ *                               has been handed to the kernel: loopback transfer plus both HTTP stacks' work
+ *                               outside those two events; a stall here would be Nagle / delayed ACK)
+ *
+ * Each side is timed on its own clock (two processes' clocks are not compared). GC pauses overlapping a fetch
+ * are counted per process. Reports p50 / p90 / p99 / max per phase, and for the slowest 1 % of fetches which
+ * phase took the most time above its median. BENCH_PHASES_FETCHES (default 1000), BENCH_PHASES_STATE (the broker's
+ * files: default tmpdir; e.g. /dev/shm for tmpfs). Results in bench/results/agent-phases.json.
+ */
+import '../test/support/setup.js';
+import { fork } from 'node:child_process';
+import { loadavg } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { PerformanceObserver } from 'node:perf_hooks';
+import type { JWK } from 'jose';
+import { NsmSimulator } from '../vsock-shim/simulator/nsm-simulator.js';
+import type { Nsm } from '../vsock-shim/nsm/client.js';
+import { createAgent } from '../enclave-agent/index.js';
+import { BrokerHttp } from '../enclave-agent/http.js';
+import { writeResults } from './harness.js';
+import type { ChildRequest } from './child.js';
+import type { BrokerPhases, BrokerRequestTrace } from './agent-phases-child.js';
+
+const FETCHES = Number(process.env.BENCH_PHASES_FETCHES ?? 1000);
+const WARMUP = 100;
+
+interface AgentFetch {
+  start: number;
+  end: number;
+  /** [start, end] of each broker call the agent made (challenge GET, then POST). */
+  http: Array<[number, number]>;
+  attest?: [number, number];
+}
+
+const PHASES = ['total', 'get', 'attest', 'post', 'open', 'agentOther', 'brokerBeforeRelease', 'release', 'audit', 'auditWrite', 'auditDatasync', 'brokerAfterAudit', 'transport', 'gcAgent', 'gcBroker'] as const;
+type Phase = (typeof PHASES)[number];
+
+function pct(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+/** GC time of `pauses` ([start, duration]) overlapping [from, to]. */
+function gcWithin(pauses: Array<[number, number]>, from: number, to: number): number {
+  let ms = 0;
+  for (const [start, duration] of pauses) ms += Math.max(0, Math.min(to, start + duration) - Math.max(from, start));
+  return ms;
+}
+
+function phasesOf(f: AgentFetch, get: BrokerRequestTrace | undefined, post: BrokerRequestTrace | undefined, agentGc: Array<[number, number]>, brokerGc: Array<[number, number]>): Record<Phase, number> {
+  const [g, p] = f.http as [[number, number], [number, number]];
+  const attest = f.attest ?? [g[1], g[1]];
+  const total = f.end - f.start;
+  const open = f.end - p[1];
+  const r: Record<Phase, number> = {
+    total,
+    get: g[1] - g[0],
+    attest: attest[1] - attest[0],
+    post: p[1] - p[0],
+    open,
+    agentOther: 0,
+    brokerBeforeRelease: NaN,
+    release: NaN,
+    audit: NaN,
+    auditWrite: NaN,
+    auditDatasync: NaN,
+    brokerAfterAudit: NaN,
+    transport: NaN,
+    gcAgent: gcWithin(agentGc, f.start, f.end),
+    gcBroker: NaN,
+  };
+  r.agentOther = total - r.get - r.attest - r.post - r.open;
+  if (post?.finish !== undefined && post.releaseStart !== undefined && post.auditStart !== undefined && post.auditEnd !== undefined) {
+    r.brokerBeforeRelease = post.releaseStart - post.arrive;
+    r.release = post.auditStart - post.releaseStart;
+    r.audit = post.auditEnd - post.auditStart;
+    r.auditWrite = post.writeMs;
+    r.auditDatasync = post.datasyncMs;
+    r.brokerAfterAudit = post.finish - post.auditEnd;
+    r.transport = r.post - (post.finish - post.arrive);
+    r.gcBroker = gcWithin(brokerGc, get?.arrive ?? post.arrive, post.finish);
+  }
+  return r;
+}
+
+export async function benchAgentPhases(): Promise<Record<string, unknown>> {
+  const loadAvg1Start = loadavg()[0]!;
+  const child = fork(fileURLToPath(new URL('./agent-phases-child.ts', import.meta.url)), [], {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    ...(process.env.BENCH_PHASES_STATE ? { env: { ...process.env, TMPDIR: process.env.BENCH_PHASES_STATE } } : {}),
+  });
+  const next = <T>(key: string, send?: ChildRequest | 'phases'): Promise<T> =>
+    new Promise((resolve, reject) => {
+      const onMessage = (m: unknown): void => {
+        if (typeof m !== 'object' || m === null || !(key in m)) return;
+        child.off('message', onMessage);
+        child.off('exit', reject);
+        resolve((m as Record<string, T>)[key]!);
+      };
+      child.on('message', onMessage);
+      child.once('exit', reject);
+      if (send !== undefined) child.send(send);
+    });
+
+  const simulator = await NsmSimulator.create({ warn: () => {} });
+  const p = simulator.pcrs;
+  await next('ready');
+  const url = await next<string>('url', { start: { roots: [simulator.rootPem], bind: [{ secret: 'db-password', value: 'bench', pcrs: { 0: p[0]!, 1: p[1]!, 2: p[2]! }, ttlSeconds: 60 }] } });
+
+  // Agent-side timestamps: each broker call (BrokerHttp.call, from the request made to the JSON answer parsed), and
+  // the NSM wrapped. (node:http's client diagnostics channels fire at moments that do not bound the exchange.)
+  let tracing: AgentFetch | undefined;
+  const call = BrokerHttp.prototype.call;
+  BrokerHttp.prototype.call = async function (this: BrokerHttp, ...args: Parameters<BrokerHttp['call']>) {
+    const trace = tracing;
+    const t0 = performance.now();
+    try {
+      return await call.apply(this, args);
+    } finally {
+      trace?.http.push([t0, performance.now()]);
+    }
+  };
+  const agentGc: Array<[number, number]> = [];
+  const gcObserver = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) agentGc.push([e.startTime, e.duration]);
+  });
+  gcObserver.observe({ entryTypes: ['gc'] });
+  const inner = simulator.client();
+  const nsm: Nsm = {
+    attest: async (input) => {
+      const t0 = performance.now();
+      const document = await inner.attest(input);
+      if (tracing) tracing.attest = [t0, performance.now()];
+      return document;
+    },
+    describePcr: (i) => inner.describePcr(i),
+    getRandom: () => inner.getRandom(),
+    close: () => inner.close(),
+  };
+
+  const brokerKey = (await (await fetch(`${url}/v1/broker-key`)).json()) as JWK;
+  let now = 0;
+  const agent = await createAgent({ brokerUrl: url, brokerKey, nsm, clock: () => now });
+  const fetches: AgentFetch[] = [];
+  try {
+    for (let i = 0; i < WARMUP + FETCHES; i++) {
+      if (i === WARMUP) {
+        await next<BrokerPhases>('phases', 'phases');
+        agentGc.length = 0;
+      }
+      now += 61_000; // past the hard expiry: the next call re-attests
+      tracing = { start: performance.now(), end: 0, http: [] };
+      await agent.getSecret('db-password');
+      tracing.end = performance.now();
+      if (i >= WARMUP) fetches.push(tracing);
+      tracing = undefined;
+    }
+  } finally {
+    gcObserver.disconnect();
+    await agent.close();
+  }
+  const broker = await next<BrokerPhases>('phases', 'phases');
+  child.send('stop');
+
+  // At one enclave the broker serves GET, POST, GET, POST... in the agent's order.
+  const gets = broker.requests.filter((r) => r.method === 'GET');
+  const posts = broker.requests.filter((r) => r.method === 'POST');
+  const rows = fetches.map((f, i) => phasesOf(f, gets[i], posts[i], agentGc, broker.gc));
+
+  const stats: Record<string, { p50: number; p90: number; p99: number; max: number; mean: number }> = {};
+  for (const phase of PHASES) {
+    const v = rows.map((r) => r[phase]).filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+    if (v.length) stats[phase] = { p50: pct(v, 0.5), p90: pct(v, 0.9), p99: pct(v, 0.99), max: v.at(-1)!, mean: v.reduce((a, b) => a + b, 0) / v.length };
+  }
+  // The slowest 1 %: which phase ran furthest above its own median (what made the tail).
+  const slowest = [...rows].sort((a, b) => b.total - a.total).slice(0, Math.max(1, Math.ceil(rows.length / 100)));
+  const blame: Record<string, number> = {};
+  for (const r of slowest) {
+    let worst: Phase = 'agentOther';
+    let excess = -Infinity;
+    for (const phase of PHASES.filter((x) => x !== 'total' && x !== 'auditWrite' && x !== 'auditDatasync')) {
+      const e = r[phase] - (stats[phase]?.p50 ?? 0);
+      if (Number.isFinite(e) && e > excess) [worst, excess] = [phase, e];
+    }
+    blame[worst] = (blame[worst] ?? 0) + 1;
+  }
+
+  console.log(`\nbench/agent-phases: ${rows.length} re-attesting fetches, 1 enclave, broker in its own process (ms)`);
+  console.log(`${'phase'.padEnd(20)}${['p50', 'p90', 'p99', 'max', 'mean'].map((h) => h.padStart(9)).join('')}`);
+  for (const [phase, s] of Object.entries(stats)) console.log(`${phase.padEnd(20)}${[s.p50, s.p90, s.p99, s.max, s.mean].map((x) => x.toFixed(2).padStart(9)).join('')}`);
+  console.log(`slowest 1 % (${slowest.length} fetches), phase furthest above its median: ${Object.entries(blame).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  const gcPauses = (g: Array<[number, number]>): string => `${g.length} pauses, ${g.reduce((a, [, d]) => a + d, 0).toFixed(1)} ms, longest ${Math.max(0, ...g.map(([, d]) => d)).toFixed(2)} ms`;
+  console.log(`GC: agent process ${gcPauses(agentGc)}; broker process ${gcPauses(broker.gc)}`);
+  console.log(`load average (1 min) at start / end: ${loadAvg1Start.toFixed(2)} / ${loadavg()[0]!.toFixed(2)}`);
+  const file = writeResults('agent-phases', {
+    fetches: rows.length,
+    brokerFiles: process.env.BENCH_PHASES_STATE ?? 'tmpdir',
+    phases: stats,
+    slowestPercentBlame: blame,
+    gcAgent: { pauses: agentGc.length, ms: agentGc.reduce((a, [, d]) => a + d, 0), longestMs: Math.max(0, ...agentGc.map(([, d]) => d)) },
+    gcBroker: { pauses: broker.gc.length, ms: broker.gc.reduce((a, [, d]) => a + d, 0), longestMs: Math.max(0, ...broker.gc.map(([, d]) => d)) },
+    loadAvg1Start,
+    loadAvg1End: loadavg()[0]!,
+  });
+  console.log(`wrote ${file}`);
+  return { stats };
+}
