@@ -6,10 +6,10 @@
  * /proc) divided by the releases, split into user and system time. Beside them, N separate single-process
  * brokers on N ports (`Ns` in BENCH_WORKERS_N): what N busy processes cost on this machine with nothing
  * shared, the floor a cluster of N can reach. Writes `workers: [{ n, mode, releasesPerSecond,
- * cpuUsPerRelease, userUsPerRelease, systemUsPerRelease, primaryUsPerRelease, loadGenCpuPercent }]` into
- * bench/results/broker.json, keeping what else that file holds. BENCH_WORKERS_ROUNDS=1 also prints each
- * round's CPU per release and, at the end, each audit chain's records per batch (one seal and one
- * fdatasync each: fewer concurrent requests per process make smaller batches).
+ * cpuUsPerRelease, userUsPerRelease, systemUsPerRelease, primaryUsPerRelease, loadGenCpuPercent, p50Ms,
+ * p99Ms }]` into bench/results/broker.json, keeping what else that file holds. BENCH_WORKERS_ROUNDS=1
+ * also prints each round's CPU per release and, at the end, each audit chain's records per batch (one
+ * seal and one fdatasync each).
  */
 import '../test/support/setup.js';
 import { Worker } from 'node:worker_threads';
@@ -44,6 +44,9 @@ export interface WorkersRow {
   /** The primary's own share of cpuUsPerRelease (connection hand-off, nonce and quarantine answers); 0 without one. */
   readonly primaryUsPerRelease: number;
   readonly loadGenCpuPercent: number;
+  /** Latency of POST /v1/secrets at the load generator, over every timed round. */
+  readonly p50Ms: number;
+  readonly p99Ms: number;
 }
 
 interface Cpu {
@@ -94,7 +97,7 @@ function brokerCpu(b: Running): { all: Cpu; primary: number } {
   return { all, primary: p.user + p.system };
 }
 
-function runLoad(urls: string[], bodies: string[]): Promise<{ seconds: number; failures: number; failureCodes: Record<string, number> }> {
+function runLoad(urls: string[], bodies: string[]): Promise<{ seconds: number; failures: number; failureCodes: Record<string, number>; latencies: number[] }> {
   const worker = new Worker(fileURLToPath(new URL('./load-worker.mjs', import.meta.url)), { workerData: { urls, bodies, concurrency: CONCURRENCY } });
   return new Promise((resolve, reject) => {
     worker.once('message', resolve);
@@ -119,6 +122,7 @@ interface Running {
   primaryCpu: number;
   loadCpu: number;
   requests: number;
+  latencies: number[];
 }
 
 /** `--workers n` (cluster), or n single-process brokers each in its own directory (separate). */
@@ -165,6 +169,7 @@ async function startBrokers(n: number, mode: WorkersRow['mode'], pki: TestPki): 
     primaryCpu: 0,
     loadCpu: 0,
     requests: 0,
+    latencies: [],
   };
   const warm = await runLoad(running.urls, await running.mint(WARM_UP)); // JIT, caches, connections to every worker
   if (warm.failures) throw new Error(`${label(running)}: warm-up failed: ${JSON.stringify(warm.failureCodes)}`);
@@ -189,8 +194,14 @@ async function measureRound(b: Running, count: number): Promise<void> {
   b.loadCpu += (own.user + own.system) / 1e6;
   b.seconds += load.seconds;
   b.requests += count;
+  b.latencies.push(...load.latencies);
   if (process.env.BENCH_WORKERS_ROUNDS) console.log(`${label(b)}: round CPU per release ${((((cpu.all.user - cpu0.all.user) + (cpu.all.system - cpu0.all.system)) * 1e6) / count).toFixed(0)} µs`);
   if (load.failures) throw new Error(`${label(b)}: ${load.failures} requests failed: ${JSON.stringify(load.failureCodes)}`);
+}
+
+function percentile(values: readonly number[], p: number): number {
+  const sorted = Float64Array.from(values).sort();
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 }
 
 function rowOf(b: Running): WorkersRow {
@@ -204,6 +215,8 @@ function rowOf(b: Running): WorkersRow {
     systemUsPerRelease: per(b.system),
     primaryUsPerRelease: per(b.primaryCpu),
     loadGenCpuPercent: (b.loadCpu / b.seconds) * 100,
+    p50Ms: percentile(b.latencies, 50),
+    p99Ms: percentile(b.latencies, 99),
   };
 }
 
@@ -235,6 +248,7 @@ export async function benchWorkers(): Promise<WorkersRow[]> {
   for (const r of rows) {
     extra[`${label(r)}: broker CPU per release (µs, all broker processes)`] = `${r.cpuUsPerRelease.toFixed(0)} (user ${r.userUsPerRelease.toFixed(0)}, system ${r.systemUsPerRelease.toFixed(0)}${r.primaryUsPerRelease ? `, of which the primary ${r.primaryUsPerRelease.toFixed(0)}` : ''})`;
     extra[`${label(r)}: load generator CPU (% of one core)`] = r.loadGenCpuPercent.toFixed(0);
+    extra[`${label(r)}: p50 / p99 latency (ms)`] = `${r.p50Ms.toFixed(1)} / ${r.p99Ms.toFixed(1)}`;
   }
   const base = rows.find((r) => r.n === 1 && r.mode === 'cluster');
   for (const r of rows.filter((x) => x !== base && base)) {
