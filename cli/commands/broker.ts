@@ -98,8 +98,10 @@ function keygateBin(): string {
 
 /**
  * `--workers N`: a whole number from 1 to 64, or 0 for the cores available to this process; absent: 1. Not the
- * cores by default yet: on the 2-core bench machine two workers cost 1.56x the CPU per release of one (two IPC
- * round trips to the primary per release), so N > 1 is opt-in until that cost no longer grows with N.
+ * cores by default: on the 2-core bench machine two workers still cost ~1.5x the CPU per release of one. Most
+ * of it is not the cluster's: two separate single-process brokers cost ~1.4x too (a process that is not kept
+ * busy pays more per request: one broker at 2 concurrent costs ~1.45x what it does at 16), and the rest is the
+ * primary's nonce answer (~140 µs per release). `npm run bench -- workers` measures all three.
  */
 function workerCount(value: string | undefined): number {
   if (value === undefined) return 1;
