@@ -1,7 +1,6 @@
 import { versionToReserve } from './reserved-version.js';
 import { StoreProblems } from './problems.js';
-import { lstatSync, statSync } from 'node:fs';
-import { lstat, readdir, rm } from 'node:fs/promises';
+import { lstat, readdir, stat, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CodedError } from '../../lib/coded-error.js';
 import { MAX_STORE_FILE_BYTES, readRegularFile, refusalOf, StoreFileRefused } from './regular-file.js';
@@ -58,9 +57,9 @@ export class FileStore implements BindingStore {
   #revocations: Loaded<Revocations> | undefined;
   readonly #problems: StoreProblems;
   #snapshot: StoreSnapshot = { bindings: new Map(), baselines: new Map(), revocations: NO_REVOCATIONS, invalidBindings: new Set(), revocationsProblem: undefined, generation: 0 };
-  /** The load in flight, and the fingerprint it began from. */
-  #loading: { readonly promise: Promise<StoreSnapshot>; readonly fingerprint: string } | undefined;
-  /** The check that follows it, shared by callers that saw a different fingerprint than it began from. */
+  /** The check (and load) in flight; callers share it only until it begins (the next turn of the event loop). */
+  #checking: { readonly promise: Promise<StoreSnapshot>; begun: boolean } | undefined;
+  /** The check that follows the one in flight, shared by the callers that came after that one began. */
   #queued: Promise<StoreSnapshot> | undefined;
   #lastFullScan = 0;
   readonly #fullScanIntervalMs: number;
@@ -95,70 +94,59 @@ export class FileStore implements BindingStore {
   /** Nothing to release: the file store holds no open files or connections between calls (its lock is held only inside `update`). */
   close(): void {}
 
-  /**
-   * The cheap change check, taken when called. Synchronous on purpose: it runs on every release, and three
-   * stat calls of a few microseconds each cost far less CPU than three round trips through the thread pool
-   * (about 50 µs of user and system time per check, measured); the store is a local directory.
-   */
-  #currentFingerprint(): string {
-    const dirInfo = statSync(this.#bindingsDir, { bigint: true });
-    const baselineInfo = statSync(this.#baselinesDir, { bigint: true });
-    let revInfo;
-    try {
-      revInfo = lstatSync(this.#revocationsFile, { bigint: true, throwIfNoEntry: false });
-    } catch {
-      revInfo = undefined; // as before: the load reports an unreadable revocation list (fail closed)
-    }
+  async #currentFingerprint(): Promise<string> {
+    const dirInfo = await stat(this.#bindingsDir, { bigint: true });
+    const baselineInfo = await stat(this.#baselinesDir, { bigint: true });
+    const revInfo = await lstat(this.#revocationsFile, { bigint: true }).catch(() => undefined);
     return `${fingerprintOf(dirInfo)}|${fingerprintOf(baselineInfo)}|${revInfo ? fingerprintOf(revInfo) : '-'}`;
   }
 
   /**
    * The store as of this call: every write that returned before it (a `keygate revoke` included) is in the
-   * snapshot. The check is taken now, never reused from an earlier call. A load already in flight began
-   * before this call, so it is shared only when this call's check shows nothing changed since it began;
-   * otherwise the caller waits for a new check after it (one, shared by every caller in the same case).
+   * snapshot. Callers share a check (a stat of the directories and the revocation list, and a load if they
+   * changed) only if it begins after they called: a check already under way may have looked before a write
+   * that returned before this call, so the caller waits for the next one instead, which every caller arriving
+   * meanwhile shares. At most one check is in flight and one queued.
    */
   refresh(): Promise<StoreSnapshot> {
-    let fingerprint: string;
-    try {
-      fingerprint = this.#currentFingerprint();
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    const loading = this.#loading;
-    if (loading) {
-      if (loading.fingerprint === fingerprint) return loading.promise;
-      this.#queued ??= loading.promise
-        .catch(() => undefined)
-        .then(() => {
-          this.#queued = undefined;
-          return this.refresh();
-        });
-      return this.#queued;
-    }
-    // keygate's own writes rename into the directory, which the cheap check sees at once;
-    // a file edited in place is caught by the periodic full scan (it re-stats every file).
-    if (fingerprint === this.#fingerprint && Date.now() - this.#lastFullScan < this.#fullScanIntervalMs) return Promise.resolve(this.#snapshot);
-    return this.#startLoad(fingerprint);
+    const checking = this.#checking;
+    if (!checking) return this.#startCheck(false);
+    if (!checking.begun) return checking.promise;
+    this.#queued ??= checking.promise
+      .catch(() => undefined)
+      .then(() => {
+        this.#queued = undefined;
+        return this.refresh();
+      });
+    return this.#queued;
   }
 
-  /** Loads, as the one load in flight; `fingerprint` was taken before it starts, so a change during the load is seen next time. */
-  #startLoad(fingerprint: string): Promise<StoreSnapshot> {
-    const promise = (async () => {
+  /** Starts the one check in flight; `full` loads whatever the cheap check says (rescan). */
+  #startCheck(full: boolean): Promise<StoreSnapshot> {
+    const check: { promise: Promise<StoreSnapshot>; begun: boolean } = { promise: Promise.resolve(this.#snapshot), begun: full };
+    check.promise = (async () => {
+      // Until the check begins (next turn of the event loop), callers arriving meanwhile may share it.
+      if (!full) await new Promise<void>((resolve) => setImmediate(resolve));
+      check.begun = true;
+      // Taken before the load: a change made during the load is seen by the next check.
+      const fingerprint = await this.#currentFingerprint();
+      // keygate's own writes rename into the directory, which the cheap check sees at once;
+      // a file edited in place is caught by the periodic full scan (it re-stats every file).
+      if (!full && fingerprint === this.#fingerprint && Date.now() - this.#lastFullScan < this.#fullScanIntervalMs) return this.#snapshot;
       await this.#load();
       this.#fingerprint = fingerprint;
       return this.#snapshot;
     })().finally(() => {
-      if (this.#loading?.promise === promise) this.#loading = undefined;
+      if (this.#checking === check) this.#checking = undefined;
     });
-    this.#loading = { promise, fingerprint };
-    return promise;
+    this.#checking = check;
+    return check.promise;
   }
 
   /** Re-reads every file whose stat changed, regardless of the directory check. */
   async rescan(): Promise<StoreSnapshot> {
-    while (this.#loading) await this.#loading.promise;
-    return this.#startLoad(this.#currentFingerprint());
+    while (this.#checking) await this.#checking.promise;
+    return this.#startCheck(true);
   }
 
   async #loadFile<T>(path: string, previous: Loaded<T> | undefined, parse: (json: unknown) => T): Promise<Loaded<T> | undefined> {
