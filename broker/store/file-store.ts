@@ -57,7 +57,10 @@ export class FileStore implements BindingStore {
   #revocations: Loaded<Revocations> | undefined;
   readonly #problems: StoreProblems;
   #snapshot: StoreSnapshot = { bindings: new Map(), baselines: new Map(), revocations: NO_REVOCATIONS, invalidBindings: new Set(), revocationsProblem: undefined, generation: 0 };
-  #refreshing: Promise<StoreSnapshot> | undefined;
+  /** The check (and load) in flight; callers share it only until it begins (the next turn of the event loop). */
+  #checking: { readonly promise: Promise<StoreSnapshot>; begun: boolean } | undefined;
+  /** The check that follows the one in flight, shared by the callers that came after that one began. */
+  #queued: Promise<StoreSnapshot> | undefined;
   #lastFullScan = 0;
   readonly #fullScanIntervalMs: number;
 
@@ -98,30 +101,52 @@ export class FileStore implements BindingStore {
     return `${fingerprintOf(dirInfo)}|${fingerprintOf(baselineInfo)}|${revInfo ? fingerprintOf(revInfo) : '-'}`;
   }
 
+  /**
+   * The store as of this call: every write that returned before it (a `keygate revoke` included) is in the
+   * snapshot. Callers share a check (a stat of the directories and the revocation list, and a load if they
+   * changed) only if it begins after they called: a check already under way may have looked before a write
+   * that returned before this call, so the caller waits for the next one instead, which every caller arriving
+   * meanwhile shares. At most one check is in flight and one queued.
+   */
   refresh(): Promise<StoreSnapshot> {
-    // Concurrent requests share one reload.
-    this.#refreshing ??= this.#refreshNow().finally(() => {
-      this.#refreshing = undefined;
-    });
-    return this.#refreshing;
+    const checking = this.#checking;
+    if (!checking) return this.#startCheck(false);
+    if (!checking.begun) return checking.promise;
+    this.#queued ??= checking.promise
+      .catch(() => undefined)
+      .then(() => {
+        this.#queued = undefined;
+        return this.refresh();
+      });
+    return this.#queued;
   }
 
-  async #refreshNow(): Promise<StoreSnapshot> {
-    const fingerprint = await this.#currentFingerprint();
-    // keygate's own writes rename into the directory, which the cheap check sees at once;
-    // a file edited in place is caught by the periodic full scan (it re-stats every file).
-    if (fingerprint === this.#fingerprint && Date.now() - this.#lastFullScan < this.#fullScanIntervalMs) return this.#snapshot;
-    await this.#load();
-    this.#fingerprint = fingerprint;
-    return this.#snapshot;
+  /** Starts the one check in flight; `full` loads whatever the cheap check says (rescan). */
+  #startCheck(full: boolean): Promise<StoreSnapshot> {
+    const check: { promise: Promise<StoreSnapshot>; begun: boolean } = { promise: Promise.resolve(this.#snapshot), begun: full };
+    check.promise = (async () => {
+      // Until the check begins (next turn of the event loop), callers arriving meanwhile may share it.
+      if (!full) await new Promise<void>((resolve) => setImmediate(resolve));
+      check.begun = true;
+      // Taken before the load: a change made during the load is seen by the next check.
+      const fingerprint = await this.#currentFingerprint();
+      // keygate's own writes rename into the directory, which the cheap check sees at once;
+      // a file edited in place is caught by the periodic full scan (it re-stats every file).
+      if (!full && fingerprint === this.#fingerprint && Date.now() - this.#lastFullScan < this.#fullScanIntervalMs) return this.#snapshot;
+      await this.#load();
+      this.#fingerprint = fingerprint;
+      return this.#snapshot;
+    })().finally(() => {
+      if (this.#checking === check) this.#checking = undefined;
+    });
+    this.#checking = check;
+    return check.promise;
   }
 
   /** Re-reads every file whose stat changed, regardless of the directory check. */
   async rescan(): Promise<StoreSnapshot> {
-    await this.#refreshing;
-    await this.#load();
-    this.#fingerprint = await this.#currentFingerprint();
-    return this.#snapshot;
+    while (this.#checking) await this.#checking.promise;
+    return this.#startCheck(true);
   }
 
   async #loadFile<T>(path: string, previous: Loaded<T> | undefined, parse: (json: unknown) => T): Promise<Loaded<T> | undefined> {
