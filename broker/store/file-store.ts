@@ -1,6 +1,6 @@
 import { versionToReserve } from './reserved-version.js';
 import { StoreProblems } from './problems.js';
-import { lstat, readdir, stat, rm } from 'node:fs/promises';
+import { lstat, open, readdir, stat, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CodedError } from '../../lib/coded-error.js';
 import { MAX_STORE_FILE_BYTES, readRegularFile, refusalOf, StoreFileRefused } from './regular-file.js';
@@ -24,6 +24,8 @@ interface Loaded<T> {
   readonly value: T | undefined;
   readonly problem?: StoreProblem;
 }
+
+const CHANGE_MARK = Buffer.from('.');
 
 function fingerprintOf(info: { mtimeNs: bigint; ino: bigint; size: bigint }): string {
   return `${info.mtimeNs}:${info.ino}:${info.size}`;
@@ -51,6 +53,13 @@ export class FileStore implements BindingStore {
   /** `bindings/.retired/<secret>.json`: the last version of an unbound secret (ignored by loads: dot-names are skipped). */
   readonly #retiredDir: string;
   readonly #revocationsFile: string;
+  /**
+   * `.changes`: one byte appended by every update. The cheap check stats the directories, but a rename
+   * into a directory in the same timestamp tick as the last stat leaves its (mtime, inode, size)
+   * unchanged where timestamps are coarse (Linux before 6.13 uses the jiffy); this file's size grows
+   * with every update, whatever the clock's granularity.
+   */
+  readonly #changesFile: string;
   #fingerprint = '';
   #files = new Map<string, Loaded<Binding>>();
   #baselineFiles = new Map<string, Loaded<Baseline>>();
@@ -71,6 +80,7 @@ export class FileStore implements BindingStore {
     this.#baselinesDir = join(dir, 'baselines');
     this.#retiredDir = join(this.#bindingsDir, '.retired');
     this.#revocationsFile = join(dir, 'revocations.json');
+    this.#changesFile = join(dir, '.changes');
     this.#problems = new StoreProblems(onProblem);
   }
 
@@ -98,7 +108,8 @@ export class FileStore implements BindingStore {
     const dirInfo = await stat(this.#bindingsDir, { bigint: true });
     const baselineInfo = await stat(this.#baselinesDir, { bigint: true });
     const revInfo = await lstat(this.#revocationsFile, { bigint: true }).catch(() => undefined);
-    return `${fingerprintOf(dirInfo)}|${fingerprintOf(baselineInfo)}|${revInfo ? fingerprintOf(revInfo) : '-'}`;
+    const changesInfo = await lstat(this.#changesFile, { bigint: true }).catch(() => undefined);
+    return `${fingerprintOf(dirInfo)}|${fingerprintOf(baselineInfo)}|${revInfo ? fingerprintOf(revInfo) : '-'}|${changesInfo ? fingerprintOf(changesInfo) : '-'}`;
   }
 
   /**
@@ -280,6 +291,17 @@ export class FileStore implements BindingStore {
     return file;
   }
 
+  /** Appends one byte to `.changes` (durably, before the update returns): every reader's next check sees a new size. */
+  async #noteChange(): Promise<void> {
+    const file = await open(this.#changesFile, 'a', 0o644);
+    try {
+      await file.write(CHANGE_MARK);
+      await file.datasync();
+    } finally {
+      await file.close();
+    }
+  }
+
   async #write(write: StoreWrite): Promise<void> {
     const { path, text } = this.#fileOf(write);
     await writeFileAtomic(path, text);
@@ -336,6 +358,7 @@ export class FileStore implements BindingStore {
         },
       };
       const result = await fn(this.#snapshot, writer);
+      await this.#noteChange();
       this.#fingerprint = '';
       await this.refresh();
       return result;
