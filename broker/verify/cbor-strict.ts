@@ -6,6 +6,7 @@
  * attestation document never contains, so the decoder afterwards only ever
  * sees a small, unambiguous subset of CBOR.
  */
+import { isUtf8 } from 'node:buffer';
 import { CodedError } from '../../lib/coded-error.js';
 
 /** Thrown by the structural pass; callers translate it to their own error code. */
@@ -39,7 +40,6 @@ export interface Head {
 }
 
 const MAX_DEPTH = 16;
-const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** Reads the item header at `pos`; throws CborShapeError on truncation or reserved encodings. */
 export function readHead(buf: Uint8Array, pos: number): Head {
@@ -52,10 +52,35 @@ export function readHead(buf: Uint8Array, pos: number): Head {
   if (info > 27) throw new CborShapeError(`reserved additional information ${info} at offset ${pos}`);
   const size = 1 << (info - 24);
   if (pos + 1 + size > buf.length) throw new CborShapeError('unexpected end of CBOR data');
-  let value = 0n;
-  for (let i = 1; i <= size; i++) value = (value << 8n) | BigInt(buf[pos + i]!);
-  const argument = value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value;
+  // Plain number arithmetic (every head of every item passes here; BigInt steps cost more than the rest
+  // of the walk). Up to 4 bytes is exact in a double; 8 bytes are read as two exact 32-bit halves.
+  let argument: number | bigint;
+  if (size <= 4) {
+    argument = 0;
+    for (let i = 1; i <= size; i++) argument = argument * 256 + buf[pos + i]!;
+  } else {
+    const high = uint32At(buf, pos + 1);
+    const low = uint32At(buf, pos + 5);
+    // high < 2^21 keeps high * 2^32 + low at most 2^53 - 1, exactly Number.MAX_SAFE_INTEGER.
+    argument = high < 0x200000 ? high * 0x1_0000_0000 + low : (BigInt(high) << 32n) | BigInt(low);
+  }
   return { major, argument, indefinite: false, end: pos + 1 + size };
+}
+
+function uint32At(buf: Uint8Array, at: number): number {
+  return buf[at]! * 0x100_0000 + ((buf[at + 1]! << 16) | (buf[at + 2]! << 8) | buf[at + 3]!);
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** The decoder's own error for bytes isUtf8 refused, kept as the cause of the refusal. */
+function utf8Failure(bytes: Uint8Array): unknown {
+  try {
+    utf8.decode(bytes);
+  } catch (err) {
+    return err;
+  }
+  return new TypeError('invalid UTF-8');
 }
 
 /** The length a string/array/map header announces, bounded by what is left in the buffer. */
@@ -79,7 +104,10 @@ function keyIdentity(buf: Uint8Array, start: number, end: number): string {
     case Major.NegInt:
       return `n${head.argument}`;
     case Major.Text:
-      return `t${utf8.decode(buf.subarray(head.end, end))}`;
+      // The walk already checked this is valid UTF-8, and valid UTF-8 byte sequences and the strings
+      // they decode to correspond one to one, so the content bytes identify the text exactly
+      // (whatever the length encoding), without decoding it a second time.
+      return `t${Buffer.from(buf.buffer, buf.byteOffset + head.end, end - head.end).toString('latin1')}`;
     default:
       return `r${Buffer.from(buf.subarray(start, end)).toString('hex')}`;
   }
@@ -100,12 +128,10 @@ function walk(buf: Uint8Array, pos: number, depth: number): number {
       const len = boundedLength(head, buf, 'string');
       const end = head.end + len;
       if (end > buf.length) throw new CborShapeError('string runs past the end of the data');
-      if (head.major === Major.Text) {
-        try {
-          utf8.decode(buf.subarray(head.end, end));
-        } catch (cause) {
-          throw new CborShapeError(`invalid UTF-8 in text string at offset ${pos}`, { cause });
-        }
+      // isUtf8 applies the same WHATWG rules as a fatal TextDecoder (no overlongs, surrogates or
+      // code points past U+10FFFF) without building the string; the decoder only explains a refusal.
+      if (head.major === Major.Text && !isUtf8(buf.subarray(head.end, end))) {
+        throw new CborShapeError(`invalid UTF-8 in text string at offset ${pos}`, { cause: utf8Failure(buf.subarray(head.end, end)) });
       }
       return end;
     }

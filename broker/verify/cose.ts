@@ -9,7 +9,10 @@ const ES384_SIGNATURE_BYTES = 96;
 const HEADER_ALG = 1;
 const HEADER_CRIT = 2;
 
-/** The parts of a COSE_Sign1 that verification needs, as the exact bytes received. */
+/**
+ * The parts of a COSE_Sign1 that verification needs, as the exact bytes received, each a private
+ * plain Uint8Array copy (whatever the input's type): nothing aliases the caller's buffer.
+ */
 export interface CoseSign1 {
   readonly protectedHeader: Uint8Array;
   readonly payload: Uint8Array;
@@ -28,7 +31,13 @@ function expectByteString(buf: Uint8Array, pos: number, what: string): { head: H
   return { head, end };
 }
 
+// The encodings every Nitro document carries: {1: -35} and {}. Recognising them byte for byte gives
+// exactly the verdict of the general path below, without a decoder round per header.
+const ES384_ONLY_HEADER = Uint8Array.of(0xa1, 0x01, 0x38, 0x22);
+const EMPTY_MAP = 0xa0;
+
 function checkProtectedHeader(bytes: Uint8Array): void {
+  if (bytes.length === ES384_ONLY_HEADER.length && bytes.every((b, i) => b === ES384_ONLY_HEADER[i])) return;
   if (bytes.length === 0) throw new AttestationError('UNSUPPORTED_ALG', 'COSE_Sign1: protected header is empty (no algorithm)');
   let header: unknown;
   try {
@@ -46,6 +55,7 @@ function checkProtectedHeader(bytes: Uint8Array): void {
 }
 
 function checkUnprotectedHeader(buf: Uint8Array, start: number, end: number): void {
+  if (end - start === 1 && buf[start] === EMPTY_MAP) return;
   let header: unknown;
   try {
     header = decodeStrict(buf.subarray(start, end));
@@ -61,6 +71,11 @@ function checkUnprotectedHeader(buf: Uint8Array, start: number, end: number): vo
   if (header.has(HEADER_ALG) || header.has(HEADER_CRIT)) {
     throw malformed('unprotected header must not carry alg or crit');
   }
+}
+
+/** A plain Uint8Array copy of `bytes[start..end)` (Buffer#slice would return a view of a Buffer). */
+function copyOf(bytes: Uint8Array, start: number, end: number): Uint8Array {
+  return new Uint8Array(bytes.subarray(start, end));
 }
 
 /**
@@ -93,15 +108,15 @@ export function parseCoseSign1(bytes: Uint8Array): CoseSign1 {
     const payload = expectByteString(bytes, payloadStart, 'payload');
     const sig = expectByteString(bytes, payload.end, 'signature');
 
-    const protectedHeader = bytes.slice(prot.head.end, prot.end);
+    const protectedHeader = copyOf(bytes, prot.head.end, prot.end);
     checkProtectedHeader(protectedHeader);
     checkUnprotectedHeader(bytes, unprotectedStart, payloadStart);
     if (payload.end === payload.head.end) throw malformed('payload is empty (detached payloads are not accepted)');
-    const signature = bytes.slice(sig.head.end, sig.end);
+    const signature = copyOf(bytes, sig.head.end, sig.end);
     if (signature.length !== ES384_SIGNATURE_BYTES) {
       throw malformed(`signature must be ${ES384_SIGNATURE_BYTES} bytes (raw r||s), got ${signature.length}`);
     }
-    return { protectedHeader, payload: bytes.slice(payload.head.end, payload.end), signature };
+    return { protectedHeader, payload: copyOf(bytes, payload.head.end, payload.end), signature };
   } catch (err) {
     if (err instanceof AttestationError) throw err;
     if (err instanceof CborShapeError) throw malformed(err.message, err);
@@ -124,15 +139,23 @@ function byteStringHead(length: number): Uint8Array {
  * header and payload bytes.
  */
 export function sigStructure(protectedHeader: Uint8Array, payload: Uint8Array): Uint8Array {
-  return Buffer.concat([
-    Uint8Array.of(0x84),
-    SIG_CONTEXT,
-    byteStringHead(protectedHeader.length),
-    protectedHeader,
-    Uint8Array.of(0x40),
-    byteStringHead(payload.length),
-    payload,
-  ]);
+  // One buffer written in place: the payload is copied once, not gathered from a list of parts.
+  const protectedHead = byteStringHead(protectedHeader.length);
+  const payloadHead = byteStringHead(payload.length);
+  const out = Buffer.allocUnsafe(1 + SIG_CONTEXT.length + protectedHead.length + protectedHeader.length + 1 + payloadHead.length + payload.length);
+  let at = 0;
+  out[at++] = 0x84;
+  out.set(SIG_CONTEXT, at);
+  at += SIG_CONTEXT.length;
+  out.set(protectedHead, at);
+  at += protectedHead.length;
+  out.set(protectedHeader, at);
+  at += protectedHeader.length;
+  out[at++] = 0x40;
+  out.set(payloadHead, at);
+  at += payloadHead.length;
+  out.set(payload, at);
+  return out;
 }
 
 /** One unsigned big-endian integer as a DER INTEGER: minimal (leading zeros dropped), 0x00 added when the top bit is set. */
