@@ -9,10 +9,7 @@ const ES384_SIGNATURE_BYTES = 96;
 const HEADER_ALG = 1;
 const HEADER_CRIT = 2;
 
-/**
- * The parts of a COSE_Sign1 that verification needs, as the exact bytes received, each a private
- * plain Uint8Array copy (whatever the input's type): nothing aliases the caller's buffer.
- */
+/** The parts of a COSE_Sign1 that verification needs, as the exact bytes received. */
 export interface CoseSign1 {
   readonly protectedHeader: Uint8Array;
   readonly payload: Uint8Array;
@@ -73,19 +70,27 @@ function checkUnprotectedHeader(buf: Uint8Array, start: number, end: number): vo
   }
 }
 
-/** A plain Uint8Array copy of `bytes[start..end)` (Buffer#slice would return a view of a Buffer). */
-function copyOf(bytes: Uint8Array, start: number, end: number): Uint8Array {
-  return new Uint8Array(bytes.subarray(start, end));
-}
-
 /**
  * Splits a COSE_Sign1 (RFC 9052 section 4.2) into its signed parts without
  * re-encoding anything: the returned protected header and payload are the
- * original bytes, which is what the signature covers.
+ * original bytes, which is what the signature covers. Each is a private
+ * plain Uint8Array copy: nothing aliases the caller's buffer.
  *
  * @throws AttestationError MALFORMED_COSE or UNSUPPORTED_ALG
  */
 export function parseCoseSign1(bytes: Uint8Array): CoseSign1 {
+  const parts = splitCoseSign1(bytes);
+  return { protectedHeader: new Uint8Array(parts.protectedHeader), payload: new Uint8Array(parts.payload), signature: new Uint8Array(parts.signature) };
+}
+
+/**
+ * {@link parseCoseSign1} without the copies: every part is a view into `bytes`, for a caller that
+ * finishes with them before `bytes` can change (verification copies the payload once, into the
+ * Sig_structure it builds anyway).
+ *
+ * @throws AttestationError MALFORMED_COSE or UNSUPPORTED_ALG
+ */
+export function splitCoseSign1(bytes: Uint8Array): CoseSign1 {
   try {
     let pos = 0;
     let head = readHead(bytes, pos);
@@ -108,15 +113,15 @@ export function parseCoseSign1(bytes: Uint8Array): CoseSign1 {
     const payload = expectByteString(bytes, payloadStart, 'payload');
     const sig = expectByteString(bytes, payload.end, 'signature');
 
-    const protectedHeader = copyOf(bytes, prot.head.end, prot.end);
+    const protectedHeader = bytes.subarray(prot.head.end, prot.end);
     checkProtectedHeader(protectedHeader);
     checkUnprotectedHeader(bytes, unprotectedStart, payloadStart);
     if (payload.end === payload.head.end) throw malformed('payload is empty (detached payloads are not accepted)');
-    const signature = copyOf(bytes, sig.head.end, sig.end);
+    const signature = bytes.subarray(sig.head.end, sig.end);
     if (signature.length !== ES384_SIGNATURE_BYTES) {
       throw malformed(`signature must be ${ES384_SIGNATURE_BYTES} bytes (raw r||s), got ${signature.length}`);
     }
-    return { protectedHeader, payload: copyOf(bytes, payload.head.end, payload.end), signature };
+    return { protectedHeader, payload: bytes.subarray(payload.head.end, payload.end), signature };
   } catch (err) {
     if (err instanceof AttestationError) throw err;
     if (err instanceof CborShapeError) throw malformed(err.message, err);
@@ -136,13 +141,14 @@ function byteStringHead(length: number): Uint8Array {
 /**
  * The bytes a COSE_Sign1 signature covers:
  * CBOR(["Signature1", protected, h'', payload]) with the original protected
- * header and payload bytes.
+ * header and payload bytes, in a new plain Uint8Array of its own (the
+ * payload is its tail).
  */
 export function sigStructure(protectedHeader: Uint8Array, payload: Uint8Array): Uint8Array {
   // One buffer written in place: the payload is copied once, not gathered from a list of parts.
   const protectedHead = byteStringHead(protectedHeader.length);
   const payloadHead = byteStringHead(payload.length);
-  const out = Buffer.allocUnsafe(1 + SIG_CONTEXT.length + protectedHead.length + protectedHeader.length + 1 + payloadHead.length + payload.length);
+  const out = new Uint8Array(1 + SIG_CONTEXT.length + protectedHead.length + protectedHeader.length + 1 + payloadHead.length + payload.length);
   let at = 0;
   out[at++] = 0x84;
   out.set(SIG_CONTEXT, at);

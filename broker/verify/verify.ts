@@ -1,6 +1,6 @@
 import { verify as cryptoVerify } from 'node:crypto';
 import { AttestationError } from './errors.js';
-import { parseCoseSign1, rawSignatureToDer, sigStructure } from './cose.js';
+import { rawSignatureToDer, sigStructure, splitCoseSign1 } from './cose.js';
 import { parseOwnedPayload, type AttestationPayload } from './payload.js';
 import { parseCertificate, type ParsedCertificate } from './certificate.js';
 import { validateChain } from './chain.js';
@@ -158,13 +158,14 @@ export function createVerifier(settings: VerifierSettings = {}): Verifier {
     const pcrs = requiredPcrs(options.pcrs);
     const roots = loadRoots(options.roots ?? [AWS_NITRO_ROOT_G1_DER]);
 
-    // 1-2: shape, then schema.
-    const cose = parseCoseSign1(document);
-    const payload = parseOwnedPayload(cose.payload);
+    // 1-2: shape, then schema. The Sig_structure (step 4's input) is a private copy whose tail is the
+    // payload: decoding from it copies the payload once, and nothing returned aliases `document`.
+    const cose = splitCoseSign1(document);
+    const signed = sigStructure(cose.protectedHeader, cose.payload);
+    const payload = parseOwnedPayload(signed.subarray(signed.length - cose.payload.length));
     // 3: chain to a pinned root.
     const chain = validateChain(payload.certificate, payload.cabundle, { roots, at, cache: caCache });
     // 4: the COSE signature over the original bytes.
-    const signed = sigStructure(cose.protectedHeader, cose.payload);
     let signatureOk = false;
     try {
       signatureOk = cryptoVerify('sha384', signed, { key: chain.leaf.publicKey, dsaEncoding: 'der' }, rawSignatureToDer(cose.signature));
@@ -185,7 +186,9 @@ export function createVerifier(settings: VerifierSettings = {}): Verifier {
       ...payload,
       debug,
       signingCertificate: {
-        der: chain.leaf.der,
+        // This document's own copy (the same bytes: the cache key is their digest), never the cached
+        // certificate's buffer, which a caller could otherwise change for every later document.
+        der: payload.certificate,
         sha256: chain.leaf.sha256,
         notBefore: new Date(chain.leaf.notBefore),
         notAfter: new Date(chain.leaf.notAfter),
