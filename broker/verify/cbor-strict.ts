@@ -6,7 +6,6 @@
  * attestation document never contains, so the decoder afterwards only ever
  * sees a small, unambiguous subset of CBOR.
  */
-import { isUtf8 } from 'node:buffer';
 import { CodedError } from '../../lib/coded-error.js';
 
 /** Thrown by the structural pass; callers translate it to their own error code. */
@@ -96,16 +95,6 @@ export function readHead(buf: Uint8Array, pos: number): Head {
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** The decoder's own error for bytes isUtf8 refused, kept as the cause of the refusal. */
-function utf8Failure(bytes: Uint8Array): unknown {
-  try {
-    utf8.decode(bytes);
-  } catch (err) {
-    return err;
-  }
-  return new TypeError('invalid UTF-8');
-}
-
 /** The length a string/array/map header announces, bounded by what is left in the buffer. */
 function boundedLength(argument: number | bigint, buf: Uint8Array, what: string): number {
   if (typeof argument === 'bigint' || argument > buf.length) {
@@ -157,10 +146,12 @@ function walk(buf: Uint8Array, pos: number, depth: number): number {
       const len = boundedLength(argument, buf, 'string');
       const stringEnd = end + len;
       if (stringEnd > buf.length) throw new CborShapeError('string runs past the end of the data');
-      // isUtf8 applies the same WHATWG rules as a fatal TextDecoder (no overlongs, surrogates or
-      // code points past U+10FFFF) without building the string; the decoder only explains a refusal.
-      if (major === Major.Text && !isUtf8(buf.subarray(end, stringEnd))) {
-        throw new CborShapeError(`invalid UTF-8 in text string at offset ${pos}`, { cause: utf8Failure(buf.subarray(end, stringEnd)) });
+      if (major === Major.Text) {
+        try {
+          utf8.decode(buf.subarray(end, stringEnd));
+        } catch (cause) {
+          throw new CborShapeError(`invalid UTF-8 in text string at offset ${pos}`, { cause });
+        }
       }
       return stringEnd;
     }
