@@ -39,47 +39,89 @@ export interface Head {
 }
 
 const MAX_DEPTH = 16;
-const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** Reads the item header at `pos`; throws CborShapeError on truncation or reserved encodings. */
-export function readHead(buf: Uint8Array, pos: number): Head {
+// The walk below visits every item of every document, so it reads heads into these module-level
+// slots instead of allocating a Head per item (JavaScript runs one walk at a time; each value is
+// copied to a local before the walk recurses).
+let headMajor: Major = Major.Uint;
+let headArgument: number | bigint = 0;
+let headIndefinite = false;
+let headEnd = 0;
+
+function scanHead(buf: Uint8Array, pos: number): void {
   if (pos >= buf.length) throw new CborShapeError('unexpected end of CBOR data');
   const initial = buf[pos]!;
-  const major = (initial >> 5) as Major;
+  headMajor = (initial >> 5) as Major;
   const info = initial & 0x1f;
-  if (info < 24) return { major, argument: info, indefinite: false, end: pos + 1 };
-  if (info === 31) return { major, argument: -1, indefinite: true, end: pos + 1 };
+  headIndefinite = false;
+  if (info < 24) {
+    headArgument = info;
+    headEnd = pos + 1;
+    return;
+  }
+  if (info === 31) {
+    headArgument = -1;
+    headIndefinite = true;
+    headEnd = pos + 1;
+    return;
+  }
   if (info > 27) throw new CborShapeError(`reserved additional information ${info} at offset ${pos}`);
   const size = 1 << (info - 24);
   if (pos + 1 + size > buf.length) throw new CborShapeError('unexpected end of CBOR data');
-  let value = 0n;
-  for (let i = 1; i <= size; i++) value = (value << 8n) | BigInt(buf[pos + i]!);
-  const argument = value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value;
-  return { major, argument, indefinite: false, end: pos + 1 + size };
+  // Plain number arithmetic: BigInt steps cost more than the rest of the walk. Up to 4 bytes is
+  // exact in a double; 8 bytes are read as two exact 32-bit halves.
+  if (size <= 4) {
+    let argument = 0;
+    for (let i = 1; i <= size; i++) argument = argument * 256 + buf[pos + i]!;
+    headArgument = argument;
+  } else {
+    const high = uint32At(buf, pos + 1);
+    const low = uint32At(buf, pos + 5);
+    // high < 2^21 keeps high * 2^32 + low at most 2^53 - 1, exactly Number.MAX_SAFE_INTEGER.
+    headArgument = high < 0x200000 ? high * 0x1_0000_0000 + low : (BigInt(high) << 32n) | BigInt(low);
+  }
+  headEnd = pos + 1 + size;
 }
 
+function uint32At(buf: Uint8Array, at: number): number {
+  return buf[at]! * 0x100_0000 + ((buf[at + 1]! << 16) | (buf[at + 2]! << 8) | buf[at + 3]!);
+}
+
+/** Reads the item header at `pos`; throws CborShapeError on truncation or reserved encodings. */
+export function readHead(buf: Uint8Array, pos: number): Head {
+  scanHead(buf, pos);
+  return { major: headMajor, argument: headArgument, indefinite: headIndefinite, end: headEnd };
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
 /** The length a string/array/map header announces, bounded by what is left in the buffer. */
-function boundedLength(head: Head, buf: Uint8Array, what: string): number {
-  if (typeof head.argument === 'bigint' || head.argument > buf.length) {
-    throw new CborShapeError(`${what} length ${head.argument} exceeds the data`);
+function boundedLength(argument: number | bigint, buf: Uint8Array, what: string): number {
+  if (typeof argument === 'bigint' || argument > buf.length) {
+    throw new CborShapeError(`${what} length ${argument} exceeds the data`);
   }
-  return head.argument;
+  return argument;
 }
 
 /**
  * Identity of a map key for duplicate detection: integers and text by value
  * (so a non-minimal encoding of the same key is still a duplicate), anything
- * else by its exact bytes.
+ * else by its exact bytes. Integers up to 2^53 - 1 are numbers (an unsigned
+ * n as n, a negative -1 - n as itself: the two ranges cannot meet), larger
+ * ones and everything else strings.
  */
-function keyIdentity(buf: Uint8Array, start: number, end: number): string {
-  const head = readHead(buf, start);
-  switch (head.major) {
+function keyIdentity(buf: Uint8Array, start: number, end: number): number | string {
+  scanHead(buf, start);
+  switch (headMajor) {
     case Major.Uint:
-      return `u${head.argument}`;
+      return typeof headArgument === 'number' ? headArgument : `u${headArgument}`;
     case Major.NegInt:
-      return `n${head.argument}`;
+      return typeof headArgument === 'number' ? -1 - headArgument : `n${headArgument}`;
     case Major.Text:
-      return `t${utf8.decode(buf.subarray(head.end, end))}`;
+      // The walk already checked this is valid UTF-8, and valid UTF-8 byte sequences and the strings
+      // they decode to correspond one to one, so the content bytes identify the text exactly
+      // (whatever the length encoding), without decoding it a second time.
+      return `t${Buffer.from(buf.buffer, buf.byteOffset + headEnd, end - headEnd).toString('latin1')}`;
     default:
       return `r${Buffer.from(buf.subarray(start, end)).toString('hex')}`;
   }
@@ -88,49 +130,59 @@ function keyIdentity(buf: Uint8Array, start: number, end: number): string {
 /** Walks one item starting at `pos` and returns the offset just past it. */
 function walk(buf: Uint8Array, pos: number, depth: number): number {
   if (depth > MAX_DEPTH) throw new CborShapeError(`nesting deeper than ${MAX_DEPTH}`);
-  const head = readHead(buf, pos);
-  switch (head.major) {
+  scanHead(buf, pos);
+  const major = headMajor;
+  const argument = headArgument;
+  const indefinite = headIndefinite;
+  const end = headEnd;
+  switch (major) {
     case Major.Uint:
     case Major.NegInt:
-      if (head.indefinite) throw new CborShapeError(`invalid integer encoding at offset ${pos}`);
-      return head.end;
+      if (indefinite) throw new CborShapeError(`invalid integer encoding at offset ${pos}`);
+      return end;
     case Major.Bytes:
     case Major.Text: {
-      if (head.indefinite) throw new CborShapeError(`indefinite-length string at offset ${pos}`);
-      const len = boundedLength(head, buf, 'string');
-      const end = head.end + len;
-      if (end > buf.length) throw new CborShapeError('string runs past the end of the data');
-      if (head.major === Major.Text) {
+      if (indefinite) throw new CborShapeError(`indefinite-length string at offset ${pos}`);
+      const len = boundedLength(argument, buf, 'string');
+      const stringEnd = end + len;
+      if (stringEnd > buf.length) throw new CborShapeError('string runs past the end of the data');
+      if (major === Major.Text) {
         try {
-          utf8.decode(buf.subarray(head.end, end));
+          utf8.decode(buf.subarray(end, stringEnd));
         } catch (cause) {
           throw new CborShapeError(`invalid UTF-8 in text string at offset ${pos}`, { cause });
         }
       }
-      return end;
+      return stringEnd;
     }
     case Major.Array:
-      return walkContainer(buf, head, depth, 1);
+      return walkContainer(buf, argument, indefinite, end, depth, false);
     case Major.Map:
-      return walkContainer(buf, head, depth, 2);
+      return walkContainer(buf, argument, indefinite, end, depth, true);
     case Major.Tag:
-      throw new CborShapeError(`unexpected tag ${head.argument} at offset ${pos}`);
+      throw new CborShapeError(`unexpected tag ${argument} at offset ${pos}`);
     case Major.Simple:
       // Only false, true and null occur in attestation documents; floats,
       // undefined and unassigned simple values are refused.
-      if (head.argument === 20 || head.argument === 21 || head.argument === 22) {
-        if (head.end - pos !== 1) throw new CborShapeError(`non-minimal simple value at offset ${pos}`);
-        return head.end;
+      if (argument === 20 || argument === 21 || argument === 22) {
+        if (end - pos !== 1) throw new CborShapeError(`non-minimal simple value at offset ${pos}`);
+        return end;
       }
-      if (head.indefinite) throw new CborShapeError(`unexpected break at offset ${pos}`);
+      if (indefinite) throw new CborShapeError(`unexpected break at offset ${pos}`);
       throw new CborShapeError(`unsupported simple or float value at offset ${pos}`);
   }
 }
 
-function walkContainer(buf: Uint8Array, head: Head, depth: number, itemsPerEntry: 1 | 2): number {
-  const keys = itemsPerEntry === 2 ? new Set<string>() : undefined;
-  let pos = head.end;
-  const visitEntry = (): void => {
+function walkContainer(buf: Uint8Array, argument: number | bigint, indefinite: boolean, start: number, depth: number, isMap: boolean): number {
+  const keys = isMap ? new Set<number | string>() : undefined;
+  // Each entry takes at least one byte per item, which bounds a definite loop by the data size.
+  const count = indefinite ? Infinity : boundedLength(argument, buf, 'container');
+  let pos = start;
+  for (let i = 0; i < count; i++) {
+    if (indefinite) {
+      if (pos >= buf.length) throw new CborShapeError('indefinite-length container is not terminated');
+      if (buf[pos] === 0xff) return pos + 1;
+    }
     const keyStart = pos;
     pos = walk(buf, pos, depth + 1);
     if (keys) {
@@ -139,17 +191,7 @@ function walkContainer(buf: Uint8Array, head: Head, depth: number, itemsPerEntry
       keys.add(id);
       pos = walk(buf, pos, depth + 1);
     }
-  };
-  if (head.indefinite) {
-    for (;;) {
-      if (pos >= buf.length) throw new CborShapeError('indefinite-length container is not terminated');
-      if (buf[pos] === 0xff) return pos + 1;
-      visitEntry();
-    }
   }
-  // Each entry takes at least one byte per item, which bounds the loop by the data size.
-  const count = boundedLength(head, buf, 'container');
-  for (let i = 0; i < count; i++) visitEntry();
   return pos;
 }
 

@@ -1,4 +1,5 @@
-import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import { sha256Hex } from './bytes.js';
 import { AttestationError } from './errors.js';
 import { DerError, Tag, children, expectTlv, oidToString, readBoolean, readSmallUint, readTime, readTlv, type Tlv } from './der.js';
 
@@ -125,7 +126,7 @@ function loadP384Key(spki: Uint8Array): KeyObject {
   }
 }
 
-function parseOrThrow(der: Uint8Array): ParsedCertificate {
+function parseOrThrow(der: Uint8Array, sha256: string | undefined): ParsedCertificate {
   const cert = expectTlv(der, 0, Tag.Sequence, 'Certificate');
   if (cert.end !== der.length) throw new DerError('trailing bytes after Certificate');
   const [tbs, outerAlg, sigBits, ...rest] = children(cert);
@@ -171,7 +172,7 @@ function parseOrThrow(der: Uint8Array): ParsedCertificate {
 
   return {
     der,
-    sha256: createHash('sha256').update(der).digest('hex'),
+    sha256: sha256 ?? sha256Hex(der),
     tbs: tbs.raw,
     signature: sigBits.content.subarray(1),
     issuer: issuer.raw,
@@ -191,11 +192,12 @@ function parseOrThrow(der: Uint8Array): ParsedCertificate {
  *
  * @param der - the certificate bytes
  * @param label - names the certificate in error messages ("cabundle[2]", "leaf")
+ * @param sha256 - the lower-case hex SHA-256 of `der` when the caller already computed it
  * @throws AttestationError CERT_CHAIN_INVALID
  */
-export function parseCertificate(der: Uint8Array, label: string): ParsedCertificate {
+export function parseCertificate(der: Uint8Array, label: string, sha256?: string): ParsedCertificate {
   try {
-    return parseOrThrow(der);
+    return parseOrThrow(der, sha256);
   } catch (cause) {
     const detail = cause instanceof DerError ? cause.message : 'unreadable certificate';
     throw new AttestationError('CERT_CHAIN_INVALID', `${label}: ${detail}`, { cause });

@@ -1,7 +1,7 @@
-import { createHash, verify as cryptoVerify } from 'node:crypto';
+import { verify as cryptoVerify } from 'node:crypto';
 import { AttestationError } from './errors.js';
 import { KeyUsage, parseCertificate, type ParsedCertificate } from './certificate.js';
-import { bytesEqual } from './bytes.js';
+import { bytesEqual, sha256Hex } from './bytes.js';
 import type { Lru } from './lru.js';
 
 /** Longest cabundle accepted (AWS issues root + 3 intermediates). */
@@ -57,8 +57,9 @@ function checkCaConstraints(cert: ParsedCertificate, label: string, casBelow: nu
   }
 }
 
-function sha256Hex(der: Uint8Array): string {
-  return createHash('sha256').update(der).digest('hex');
+/** Parses a private copy, so a cached certificate holds only its own bytes, never the buffer it came in. */
+function parseOwnCopy(der: Uint8Array, sha256: string, label: string): ParsedCertificate {
+  return parseCertificate(new Uint8Array(der), label, sha256);
 }
 
 /**
@@ -84,10 +85,11 @@ export function validateChain(leafDer: Uint8Array, cabundle: readonly Uint8Array
   for (let i = 1; i < cabundle.length; i++) {
     const label = `cabundle[${i}]`;
     const der = cabundle[i]!;
-    const key = sha256Hex(der) + issuer.sha256;
+    const sha256 = sha256Hex(der);
+    const key = sha256 + issuer.sha256;
     let cert = ctx.cache.get(key);
     if (!cert) {
-      cert = parseCertificate(der, label);
+      cert = parseOwnCopy(der, sha256, label);
       checkIssuedBy(cert, issuer, label);
       ctx.cache.set(key, cert);
     }
@@ -98,10 +100,11 @@ export function validateChain(leafDer: Uint8Array, cabundle: readonly Uint8Array
 
   // An enclave keeps its leaf for hours, so repeat documents from a known
   // enclave reuse the verified leaf exactly as CA certificates are reused.
-  const leafKey = sha256Hex(leafDer) + issuer.sha256;
+  const leafSha256 = sha256Hex(leafDer);
+  const leafKey = leafSha256 + issuer.sha256;
   let leaf = ctx.cache.get(leafKey);
   if (!leaf) {
-    leaf = parseCertificate(leafDer, 'leaf certificate');
+    leaf = parseOwnCopy(leafDer, leafSha256, 'leaf certificate');
     checkIssuedBy(leaf, issuer, 'leaf certificate');
     ctx.cache.set(leafKey, leaf);
   }

@@ -28,7 +28,13 @@ function expectByteString(buf: Uint8Array, pos: number, what: string): { head: H
   return { head, end };
 }
 
+// The encodings every Nitro document carries: {1: -35} and {}. Recognising them byte for byte gives
+// exactly the verdict of the general path below, without a decoder round per header.
+const ES384_ONLY_HEADER = Uint8Array.of(0xa1, 0x01, 0x38, 0x22);
+const EMPTY_MAP = 0xa0;
+
 function checkProtectedHeader(bytes: Uint8Array): void {
+  if (bytes.length === ES384_ONLY_HEADER.length && bytes.every((b, i) => b === ES384_ONLY_HEADER[i])) return;
   if (bytes.length === 0) throw new AttestationError('UNSUPPORTED_ALG', 'COSE_Sign1: protected header is empty (no algorithm)');
   let header: unknown;
   try {
@@ -46,6 +52,7 @@ function checkProtectedHeader(bytes: Uint8Array): void {
 }
 
 function checkUnprotectedHeader(buf: Uint8Array, start: number, end: number): void {
+  if (end - start === 1 && buf[start] === EMPTY_MAP) return;
   let header: unknown;
   try {
     header = decodeStrict(buf.subarray(start, end));
@@ -66,11 +73,24 @@ function checkUnprotectedHeader(buf: Uint8Array, start: number, end: number): vo
 /**
  * Splits a COSE_Sign1 (RFC 9052 section 4.2) into its signed parts without
  * re-encoding anything: the returned protected header and payload are the
- * original bytes, which is what the signature covers.
+ * original bytes, which is what the signature covers. Each is a private
+ * plain Uint8Array copy: nothing aliases the caller's buffer.
  *
  * @throws AttestationError MALFORMED_COSE or UNSUPPORTED_ALG
  */
 export function parseCoseSign1(bytes: Uint8Array): CoseSign1 {
+  const parts = splitCoseSign1(bytes);
+  return { protectedHeader: new Uint8Array(parts.protectedHeader), payload: new Uint8Array(parts.payload), signature: new Uint8Array(parts.signature) };
+}
+
+/**
+ * {@link parseCoseSign1} without the copies: every part is a view into `bytes`, for a caller that
+ * finishes with them before `bytes` can change (verification copies the payload once, into the
+ * Sig_structure it builds anyway).
+ *
+ * @throws AttestationError MALFORMED_COSE or UNSUPPORTED_ALG
+ */
+export function splitCoseSign1(bytes: Uint8Array): CoseSign1 {
   try {
     let pos = 0;
     let head = readHead(bytes, pos);
@@ -93,15 +113,15 @@ export function parseCoseSign1(bytes: Uint8Array): CoseSign1 {
     const payload = expectByteString(bytes, payloadStart, 'payload');
     const sig = expectByteString(bytes, payload.end, 'signature');
 
-    const protectedHeader = bytes.slice(prot.head.end, prot.end);
+    const protectedHeader = bytes.subarray(prot.head.end, prot.end);
     checkProtectedHeader(protectedHeader);
     checkUnprotectedHeader(bytes, unprotectedStart, payloadStart);
     if (payload.end === payload.head.end) throw malformed('payload is empty (detached payloads are not accepted)');
-    const signature = bytes.slice(sig.head.end, sig.end);
+    const signature = bytes.subarray(sig.head.end, sig.end);
     if (signature.length !== ES384_SIGNATURE_BYTES) {
       throw malformed(`signature must be ${ES384_SIGNATURE_BYTES} bytes (raw r||s), got ${signature.length}`);
     }
-    return { protectedHeader, payload: bytes.slice(payload.head.end, payload.end), signature };
+    return { protectedHeader, payload: bytes.subarray(payload.head.end, payload.end), signature };
   } catch (err) {
     if (err instanceof AttestationError) throw err;
     if (err instanceof CborShapeError) throw malformed(err.message, err);
@@ -121,18 +141,27 @@ function byteStringHead(length: number): Uint8Array {
 /**
  * The bytes a COSE_Sign1 signature covers:
  * CBOR(["Signature1", protected, h'', payload]) with the original protected
- * header and payload bytes.
+ * header and payload bytes, in a new plain Uint8Array of its own (the
+ * payload is its tail).
  */
 export function sigStructure(protectedHeader: Uint8Array, payload: Uint8Array): Uint8Array {
-  return Buffer.concat([
-    Uint8Array.of(0x84),
-    SIG_CONTEXT,
-    byteStringHead(protectedHeader.length),
-    protectedHeader,
-    Uint8Array.of(0x40),
-    byteStringHead(payload.length),
-    payload,
-  ]);
+  // One buffer written in place: the payload is copied once, not gathered from a list of parts.
+  const protectedHead = byteStringHead(protectedHeader.length);
+  const payloadHead = byteStringHead(payload.length);
+  const out = new Uint8Array(1 + SIG_CONTEXT.length + protectedHead.length + protectedHeader.length + 1 + payloadHead.length + payload.length);
+  let at = 0;
+  out[at++] = 0x84;
+  out.set(SIG_CONTEXT, at);
+  at += SIG_CONTEXT.length;
+  out.set(protectedHead, at);
+  at += protectedHead.length;
+  out.set(protectedHeader, at);
+  at += protectedHeader.length;
+  out[at++] = 0x40;
+  out.set(payloadHead, at);
+  at += payloadHead.length;
+  out.set(payload, at);
+  return out;
 }
 
 /** One unsigned big-endian integer as a DER INTEGER: minimal (leading zeros dropped), 0x00 added when the top bit is set. */

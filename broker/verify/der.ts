@@ -59,7 +59,31 @@ export function readTlv(buf: Uint8Array, pos: number, limit = buf.length): Tlv {
   }
   const end = contentStart + len;
   if (end > limit) throw new DerError('DER element runs past its container');
-  return { tag, start: pos, contentStart, end, content: buf.subarray(contentStart, end), raw: buf.subarray(pos, end) };
+  return new TlvView(buf, tag, pos, contentStart, end);
+}
+
+/**
+ * A Tlv whose byte views are made on first use: a certificate has dozens of elements and reads the
+ * bytes of few, and every typed-array view is an allocation the garbage collector then tracks.
+ */
+class TlvView implements Tlv {
+  #content: Uint8Array | undefined;
+  #raw: Uint8Array | undefined;
+  constructor(
+    readonly buf: Uint8Array,
+    readonly tag: number,
+    readonly start: number,
+    readonly contentStart: number,
+    readonly end: number,
+  ) {}
+
+  get content(): Uint8Array {
+    return (this.#content ??= this.buf.subarray(this.contentStart, this.end));
+  }
+
+  get raw(): Uint8Array {
+    return (this.#raw ??= this.buf.subarray(this.start, this.end));
+  }
 }
 
 /** Reads a TLV and insists on its tag. */
@@ -127,24 +151,48 @@ export function readSmallUint(tlv: Tlv): number {
   return v;
 }
 
-/** UTCTime or GeneralizedTime in the strict RFC 5280 forms, as epoch milliseconds. */
+function timeText(c: Uint8Array): string {
+  return String.fromCharCode(...c);
+}
+
+/** The two ASCII digits at `c[at]`, `c[at + 1]` as a number, or -1 when either is not a digit. */
+function twoDigits(c: Uint8Array, at: number): number {
+  const high = c[at]! - 0x30;
+  const low = c[at + 1]! - 0x30;
+  return high >= 0 && high <= 9 && low >= 0 && low <= 9 ? high * 10 + low : -1;
+}
+
+/**
+ * UTCTime or GeneralizedTime in the strict RFC 5280 forms, as epoch milliseconds:
+ * YYMMDDHHMMSSZ or YYYYMMDDHHMMSSZ, ASCII digits only. Read byte by byte (every new
+ * enclave leaf has two): the text is only built for an error message.
+ */
 export function readTime(tlv: Tlv): number {
-  const text = String.fromCharCode(...tlv.content);
-  let match: RegExpExecArray | null;
+  const c = tlv.content;
   let year: number;
+  let at: number;
   if (tlv.tag === Tag.UtcTime) {
-    match = /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(text);
-    if (!match) throw new DerError(`invalid UTCTime "${text}"`);
-    const yy = Number(match[1]);
+    const yy = c.length === 13 ? twoDigits(c, 0) : -1;
+    if (yy < 0) throw new DerError(`invalid UTCTime "${timeText(c)}"`);
     year = yy >= 50 ? 1900 + yy : 2000 + yy;
+    at = 2;
   } else if (tlv.tag === Tag.GeneralizedTime) {
-    match = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(text);
-    if (!match) throw new DerError(`invalid GeneralizedTime "${text}"`);
-    year = Number(match[1]);
+    const century = c.length === 15 ? twoDigits(c, 0) : -1;
+    const yy = c.length === 15 ? twoDigits(c, 2) : -1;
+    if (century < 0 || yy < 0) throw new DerError(`invalid GeneralizedTime "${timeText(c)}"`);
+    year = century * 100 + yy;
+    at = 4;
   } else {
     throw new DerError('expected UTCTime or GeneralizedTime');
   }
-  const [month, day, hour, minute, second] = match.slice(2).map(Number) as [number, number, number, number, number];
+  const month = twoDigits(c, at);
+  const day = twoDigits(c, at + 2);
+  const hour = twoDigits(c, at + 4);
+  const minute = twoDigits(c, at + 6);
+  const second = twoDigits(c, at + 8);
+  if (month < 0 || day < 0 || hour < 0 || minute < 0 || second < 0 || c[at + 10] !== 0x5a) {
+    throw new DerError(`invalid ${tlv.tag === Tag.UtcTime ? 'UTCTime' : 'GeneralizedTime'} "${timeText(c)}"`);
+  }
   const ms = Date.UTC(year, month - 1, day, hour, minute, second);
   const check = new Date(ms);
   // Date.UTC rolls over out-of-range fields (month 13, day 32); refuse instead.
@@ -157,7 +205,7 @@ export function readTime(tlv: Tlv): number {
     check.getUTCMinutes() !== minute ||
     check.getUTCSeconds() !== second
   ) {
-    throw new DerError(`time out of range "${text}"`);
+    throw new DerError(`time out of range "${timeText(c)}"`);
   }
   return ms;
 }

@@ -1,6 +1,6 @@
 import { AttestationError } from './errors.js';
 import { CborShapeError } from './cbor-strict.js';
-import { decodeStrict } from './cbor-decode.js';
+import { decodeStrictViews } from './cbor-decode.js';
 
 /**
  * The attestation document as AWS's nsm-api defines it
@@ -51,7 +51,7 @@ function boundedBytes(value: unknown, field: string, min: number, max: number): 
   if (value.length < min || value.length > max) {
     throw invalid(`${field} must be ${min}..${max} bytes, got ${value.length}`);
   }
-  return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  return value;
 }
 
 function optionalBytes(map: Map<unknown, unknown>, field: string, min: number): Uint8Array | null {
@@ -79,7 +79,7 @@ function parsePcrs(value: unknown): Map<number, Uint8Array> {
     if (!isBytes(measurement) || !PCR_LENGTHS.has(measurement.length)) {
       throw invalid(`pcr ${index} must be a 32, 48 or 64 byte string`);
     }
-    pcrs.set(index, new Uint8Array(measurement.buffer, measurement.byteOffset, measurement.byteLength));
+    pcrs.set(index, measurement);
   }
   return pcrs;
 }
@@ -98,14 +98,24 @@ function parseCabundle(value: unknown): Uint8Array[] {
 
 /**
  * Decodes and schema-checks the COSE payload. Shape only: nothing here says
- * the document is genuine.
+ * the document is genuine. Byte strings returned are plain Uint8Arrays over
+ * a private copy of `bytes`: nothing aliases the caller's buffer.
  *
  * @throws AttestationError MALFORMED_PAYLOAD
  */
 export function parsePayload(bytes: Uint8Array): AttestationPayload {
+  return parseOwnedPayload(new Uint8Array(bytes));
+}
+
+/**
+ * {@link parsePayload} for a plain Uint8Array the caller owns and never changes (parseCoseSign1's
+ * payload copy): every byte string returned is a view into it. One copy per document instead of one
+ * buffer per field, each of which costs an allocation and garbage-collector work.
+ */
+export function parseOwnedPayload(bytes: Uint8Array): AttestationPayload {
   let decoded: unknown;
   try {
-    decoded = decodeStrict(bytes);
+    decoded = decodeStrictViews(bytes);
   } catch (cause) {
     const detail = cause instanceof CborShapeError ? cause.message : 'not valid CBOR';
     throw invalid(detail, cause);

@@ -1,10 +1,10 @@
-import { createHash, verify as cryptoVerify } from 'node:crypto';
+import { verify as cryptoVerify } from 'node:crypto';
 import { AttestationError } from './errors.js';
-import { parseCoseSign1, rawSignatureToDer, sigStructure } from './cose.js';
-import { parsePayload, type AttestationPayload } from './payload.js';
+import { rawSignatureToDer, sigStructure, splitCoseSign1 } from './cose.js';
+import { parseOwnedPayload, type AttestationPayload } from './payload.js';
 import { parseCertificate, type ParsedCertificate } from './certificate.js';
 import { validateChain } from './chain.js';
-import { bytesEqual, fromHex, isAllZero, toHex } from './bytes.js';
+import { bytesEqual, fromHex, isAllZero, sha256Hex, toHex } from './bytes.js';
 import { pemCertificates } from './pem.js';
 import { AWS_NITRO_ROOT_G1_DER } from './aws-root.js';
 import { Lru } from './lru.js';
@@ -123,12 +123,17 @@ function isDebug(pcrs: ReadonlyMap<number, Uint8Array>): boolean {
 export function createVerifier(settings: VerifierSettings = {}): Verifier {
   const size = settings.cacheSize ?? 1024;
   const caCache = new Lru<string, ParsedCertificate>(size);
-  const rootCache = new Lru<string, ParsedCertificate[]>(64);
+  // PEM roots are keyed by the text itself: a caller passing the same string every time costs one
+  // lookup (V8 keeps a string's hash), where a derived key string is rebuilt and rehashed per document.
+  // DER roots are mutable bytes, so they are keyed by their digest.
+  const pemRootCache = new Lru<string, ParsedCertificate[]>(64);
+  const derRootCache = new Lru<string, ParsedCertificate[]>(64);
 
   const loadRoots = (roots: readonly TrustedRoot[]): ParsedCertificate[] => {
     const parsed: ParsedCertificate[] = [];
     for (const root of roots) {
-      const key = typeof root === 'string' ? `pem:${root}` : `der:${createHash('sha256').update(root).digest('hex')}`;
+      const rootCache = typeof root === 'string' ? pemRootCache : derRootCache;
+      const key = typeof root === 'string' ? root : sha256Hex(root);
       let certs = rootCache.get(key);
       if (!certs) {
         const ders = typeof root === 'string' ? pemCertificates(root) : [root];
@@ -153,13 +158,14 @@ export function createVerifier(settings: VerifierSettings = {}): Verifier {
     const pcrs = requiredPcrs(options.pcrs);
     const roots = loadRoots(options.roots ?? [AWS_NITRO_ROOT_G1_DER]);
 
-    // 1-2: shape, then schema.
-    const cose = parseCoseSign1(document);
-    const payload = parsePayload(cose.payload);
+    // 1-2: shape, then schema. The Sig_structure (step 4's input) is a private copy whose tail is the
+    // payload: decoding from it copies the payload once, and nothing returned aliases `document`.
+    const cose = splitCoseSign1(document);
+    const signed = sigStructure(cose.protectedHeader, cose.payload);
+    const payload = parseOwnedPayload(signed.subarray(signed.length - cose.payload.length));
     // 3: chain to a pinned root.
     const chain = validateChain(payload.certificate, payload.cabundle, { roots, at, cache: caCache });
     // 4: the COSE signature over the original bytes.
-    const signed = sigStructure(cose.protectedHeader, cose.payload);
     let signatureOk = false;
     try {
       signatureOk = cryptoVerify('sha384', signed, { key: chain.leaf.publicKey, dsaEncoding: 'der' }, rawSignatureToDer(cose.signature));
@@ -180,13 +186,15 @@ export function createVerifier(settings: VerifierSettings = {}): Verifier {
       ...payload,
       debug,
       signingCertificate: {
-        der: chain.leaf.der,
+        // This document's own copy (the same bytes: the cache key is their digest), never the cached
+        // certificate's buffer, which a caller could otherwise change for every later document.
+        der: payload.certificate,
         sha256: chain.leaf.sha256,
         notBefore: new Date(chain.leaf.notBefore),
         notAfter: new Date(chain.leaf.notAfter),
       },
       rootSha256: chain.root.sha256,
-      documentSha256: createHash('sha256').update(document).digest('hex'),
+      documentSha256: sha256Hex(document),
     };
   };
 }
