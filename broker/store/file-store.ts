@@ -1,6 +1,7 @@
 import { versionToReserve } from './reserved-version.js';
 import { StoreProblems } from './problems.js';
-import { lstat, open, readdir, stat, rm } from 'node:fs/promises';
+import { lstatSync, statSync, type BigIntStats } from 'node:fs';
+import { lstat, open, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CodedError } from '../../lib/coded-error.js';
 import { MAX_STORE_FILE_BYTES, readRegularFile, refusalOf, StoreFileRefused } from './regular-file.js';
@@ -26,6 +27,15 @@ interface Loaded<T> {
 }
 
 const CHANGE_MARK = Buffer.from('.');
+
+/** A file's identity for the cheap check, or undefined when it cannot be read (absent: '-' in the fingerprint). */
+function lstatOrNone(path: string): BigIntStats | undefined {
+  try {
+    return lstatSync(path, { bigint: true });
+  } catch {
+    return undefined;
+  }
+}
 
 function fingerprintOf(info: { mtimeNs: bigint; ino: bigint; size: bigint }): string {
   return `${info.mtimeNs}:${info.ino}:${info.size}`;
@@ -104,11 +114,15 @@ export class FileStore implements BindingStore {
   /** Nothing to release: the file store holds no open files or connections between calls (its lock is held only inside `update`). */
   close(): void {}
 
-  async #currentFingerprint(): Promise<string> {
-    const dirInfo = await stat(this.#bindingsDir, { bigint: true });
-    const baselineInfo = await stat(this.#baselinesDir, { bigint: true });
-    const revInfo = await lstat(this.#revocationsFile, { bigint: true }).catch(() => undefined);
-    const changesInfo = await lstat(this.#changesFile, { bigint: true }).catch(() => undefined);
+  /**
+   * Synchronous on purpose: four stats of a local directory cost ~7 µs of CPU this way against 60-90 µs
+   * as four thread-pool round trips (measured), and this runs for nearly every release (issue 15).
+   */
+  #currentFingerprint(): string {
+    const dirInfo = statSync(this.#bindingsDir, { bigint: true });
+    const baselineInfo = statSync(this.#baselinesDir, { bigint: true });
+    const revInfo = lstatOrNone(this.#revocationsFile);
+    const changesInfo = lstatOrNone(this.#changesFile);
     return `${fingerprintOf(dirInfo)}|${fingerprintOf(baselineInfo)}|${revInfo ? fingerprintOf(revInfo) : '-'}|${changesInfo ? fingerprintOf(changesInfo) : '-'}`;
   }
 
@@ -140,7 +154,7 @@ export class FileStore implements BindingStore {
       if (!full) await new Promise<void>((resolve) => setImmediate(resolve));
       check.begun = true;
       // Taken before the load: a change made during the load is seen by the next check.
-      const fingerprint = await this.#currentFingerprint();
+      const fingerprint = this.#currentFingerprint();
       // keygate's own writes rename into the directory, which the cheap check sees at once;
       // a file edited in place is caught by the periodic full scan (it re-stats every file).
       if (!full && fingerprint === this.#fingerprint && Date.now() - this.#lastFullScan < this.#fullScanIntervalMs) return this.#snapshot;

@@ -16,15 +16,23 @@ import { parseBinding } from '../../broker/policy/schema.js';
 import type { Binding } from '../../broker/policy/types.js';
 import { h } from '../support/enclave.js';
 
+/** A directory whose timestamps never move: as if every write landed in the tick of the broker's last stat. */
+function frozen<T>(info: T): T {
+  const i = info as { isDirectory?: () => boolean };
+  if (i && typeof i.isDirectory === 'function' && i.isDirectory()) Object.assign(i, { mtimeNs: 0n, mtimeMs: 0n, ctimeNs: 0n, ctimeMs: 0n });
+  return info;
+}
+
+// Both the synchronous and the promise stat: whichever the store's check uses.
+vi.mock('node:fs', async (importOriginal) => {
+  const real = await importOriginal<typeof import('node:fs')>();
+  const statSync = ((...args: Parameters<typeof real.statSync>) => frozen(real.statSync(...args))) as typeof real.statSync;
+  return { ...real, statSync, default: { ...real, statSync } };
+});
 vi.mock('node:fs/promises', async (importOriginal) => {
   const real = await importOriginal<typeof import('node:fs/promises')>();
-  const stat = (async (...args: Parameters<typeof real.stat>) => {
-    const info = await real.stat(...args);
-    // A directory whose timestamps never move: as if every write landed in the tick of the broker's last stat.
-    if (info.isDirectory() && 'mtimeNs' in info) Object.assign(info, { mtimeNs: 0n, mtimeMs: 0n, ctimeNs: 0n, ctimeMs: 0n });
-    return info;
-  }) as typeof real.stat;
-  return { ...real, stat };
+  const stat = (async (...args: Parameters<typeof real.stat>) => frozen(await real.stat(...args))) as typeof real.stat;
+  return { ...real, stat, default: { ...real, stat } };
 });
 
 function binding(secret: string, version: number, revoked: boolean): Binding {
