@@ -272,9 +272,13 @@ function drain(stream: Duplex): Buffer[] {
   return out;
 }
 
-/** Closes a stream so its peer sees an abort (TCP reset), not a clean end of stream. */
+/**
+ * Closes a stream so its peer sees an abort (TCP reset), not a clean end of stream. Not while its own
+ * end is being flushed (end() called, shutdown pending): node then refuses the reset (EINVAL) and never
+ * closes the handle (a descriptor leaked, and exit spins). Its sending side ended cleanly anyway: close it.
+ */
 function abort(stream: Duplex): void {
-  if (stream instanceof Socket && !stream.destroyed) stream.resetAndDestroy();
+  if (stream instanceof Socket && !stream.destroyed && (!stream.writableEnded || stream.writableFinished)) stream.resetAndDestroy();
   else stream.destroy();
 }
 

@@ -190,6 +190,32 @@ describe.each(modes)('forwarder relay ($relay, splice: $splicing)', ({ relay, sp
     await expect.poll(() => f.stats.active, { timeout: 20_000 }).toBe(0);
   });
 
+  it.runIf(run)('an enclave that sends, ends and goes away while the echo is still being flushed leaves no descriptor (no reset of a socket already ending)', { timeout: 120_000 }, async () => {
+    // The client half-closes after 1 MB and closes without reading: the relay has already ended the
+    // upstream (its shutdown waits behind the echo the client will never read) when the client's reset
+    // arrives. Resetting a socket whose shutdown is pending fails in node (reset EINVAL) and leaks its handle.
+    const server = await upstreamServer((s) => {
+      s.on('error', () => {});
+      s.pipe(s);
+    });
+    cleanups.push(server.close);
+    const errors: string[] = [];
+    const f = new Forwarder({ allow: [{ host: '127.0.0.1', port: server.port }], relay, maxConnections: 500, log: (e) => void (e.decision === 'error' && errors.push(String(e.reason))) });
+    const listener = await listenTcp(f, '127.0.0.1', 0);
+    cleanups.push(() => listener.close());
+    const before = openFds() - 2 * (spliceRelayStats()?.pooledPipes ?? 0);
+    const clients = await Promise.all(Array.from({ length: 30 }, () => tunnel(listener.port, server.port)));
+    for (const c of clients) {
+      c.on('error', () => {});
+      c.write(randomBytes(1024 * 1024));
+      c.destroy();
+    }
+    await expect.poll(() => f.stats.active, { timeout: 60_000, interval: 50 }).toBe(0);
+    await expect.poll(() => server.sockets.size, { timeout: 60_000, interval: 50 }).toBe(0);
+    await expect.poll(() => openFds() - 2 * (spliceRelayStats()?.pooledPipes ?? 0), { timeout: 30_000, interval: 50 }).toBe(before);
+    expect(errors.filter((e) => e.includes('EINVAL'))).toEqual([]);
+  });
+
   it.runIf(run)('closes relays still open when the listener closes', async () => {
     const server = await upstreamServer((s) => s.resume());
     cleanups.push(server.close);
