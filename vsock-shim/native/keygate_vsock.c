@@ -794,6 +794,16 @@ static int copy_initial(napi_env env, napi_value v, relay_dir_t *d) {
 }
 
 /* relay(fdA, fdB, idleMs, initialAB | null, initialBA | null, callback) -> handle */
+/* Close callback of a relay whose second poll handle could not be set up: frees what the first one kept alive. */
+static void relay_setup_failed(uv_handle_t *handle) {
+  relay_t *r = handle->data;
+  close(r->fd[0]);
+  close(r->fd[1]);
+  free(r->dir[0].pending);
+  free(r->dir[1].pending);
+  free(r);
+}
+
 static napi_value vs_relay(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
@@ -824,10 +834,20 @@ static napi_value vs_relay(napi_env env, napi_callback_info info) {
   r->fd[1] = r->fd[0] < 0 ? -1 : fcntl(fb, F_DUPFD_CLOEXEC, 0);
   if (r->fd[1] < 0) dup_err = errno;
   int rc = 0;
-  if (r->fd[0] >= 0 && r->fd[1] >= 0) rc = uv_poll_init(loop, &r->poll[0], r->fd[0]);
+  int first_polled = 0;
+  if (r->fd[0] >= 0 && r->fd[1] >= 0) {
+    rc = uv_poll_init(loop, &r->poll[0], r->fd[0]);
+    first_polled = rc == 0;
+  }
   if (rc == 0 && r->fd[1] >= 0) rc = uv_poll_init(loop, &r->poll[1], r->fd[1]);
+  if (first_polled && rc != 0) {
+    /* The first handle is on the loop's handle list: libuv must let go of it before r is freed (and before its fd is closed). */
+    int err = -rc;
+    r->poll[0].data = r;
+    uv_close((uv_handle_t *)&r->poll[0], relay_setup_failed);
+    return throw_errno(env, err, "uv_poll_init");
+  }
   if (r->fd[0] < 0 || r->fd[1] < 0 || rc != 0) {
-    /* Only a failed uv_poll_init of the second handle leaves an initialised handle (never, in libuv's epoll backend, without a failed fd); close what exists. */
     if (r->fd[0] >= 0) close(r->fd[0]);
     if (r->fd[1] >= 0) close(r->fd[1]);
     free(r->dir[0].pending);
