@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { Agent, request } from 'node:http';
 import type { RunningBroker } from '../../broker/broker.js';
 import { startTestBroker } from '../support/broker.js';
+import { countAbortListeners } from '../support/abort-listeners.js';
 
 let dir: string;
 let broker: RunningBroker;
@@ -38,22 +39,6 @@ function call(method: string, path: string, body?: string): Promise<{ status: nu
     req.on('error', reject);
     req.end(body);
   });
-}
-
-/** Runs `fn` while counting 'abort' listeners added to any AbortSignal in this process. */
-async function countAbortListeners(fn: () => Promise<void>): Promise<number> {
-  const original = EventTarget.prototype.addEventListener;
-  let count = 0;
-  EventTarget.prototype.addEventListener = function (this: EventTarget, type: string, ...rest: unknown[]) {
-    if (type === 'abort' && this instanceof AbortSignal) count++;
-    return (original as (...args: unknown[]) => void).call(this, type, ...rest);
-  } as typeof original;
-  try {
-    await fn();
-  } finally {
-    EventTarget.prototype.addEventListener = original;
-  }
-  return count;
 }
 
 describe('challenge flood', () => {

@@ -22,6 +22,7 @@ import fc from 'fast-check';
 import { NO_RATE_LIMITS } from '../support/broker.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave } from '../support/enclave.js';
+import { countAbortListeners } from '../support/abort-listeners.js';
 
 const LIMIT = 16 * 1024;
 let dir: string;
@@ -96,22 +97,6 @@ function call(b: RunningBroker, path: string, body: string): Promise<{ status: n
     req.on('error', reject);
     req.end(body);
   });
-}
-
-/** Runs `fn` while counting 'abort' listeners added to any AbortSignal in this process (a fetch Request adds one). */
-async function countAbortListeners(fn: () => Promise<void>): Promise<number> {
-  const original = EventTarget.prototype.addEventListener;
-  let count = 0;
-  EventTarget.prototype.addEventListener = function (this: EventTarget, type: string, ...rest: unknown[]) {
-    if (type === 'abort' && this instanceof AbortSignal) count++;
-    return (original as (...args: unknown[]) => void).call(this, type, ...rest);
-  } as typeof original;
-  try {
-    await fn();
-  } finally {
-    EventTarget.prototype.addEventListener = original;
-  }
-  return count;
 }
 
 const enclaveBody = async (enclave: TestEnclave): Promise<string> => JSON.stringify({ attestation: Buffer.from(enclave.document(await enclave.challenge())).toString('base64'), names: ['db'] });

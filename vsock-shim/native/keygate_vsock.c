@@ -281,6 +281,24 @@ typedef struct {
   int closing;
 } watcher_t;
 
+/*
+ * Calls a JS callback from a libuv callback as an async resource named `resource`; an exception it throws
+ * becomes an uncaught exception of the process (it cannot be returned to anyone).
+ */
+static void call_js(napi_env env, const char *resource, napi_value recv, napi_value cb, size_t argc, const napi_value *argv) {
+  napi_async_context ctx = NULL;
+  napi_value resource_name, result;
+  napi_create_string_utf8(env, resource, NAPI_AUTO_LENGTH, &resource_name);
+  napi_async_init(env, NULL, resource_name, &ctx);
+  napi_status st = napi_make_callback(env, ctx, recv, cb, argc, argv, &result);
+  napi_async_destroy(env, ctx);
+  if (st == napi_pending_exception) {
+    napi_value exc;
+    napi_get_and_clear_last_exception(env, &exc);
+    napi_fatal_exception(env, exc);
+  }
+}
+
 static void watcher_closed(uv_handle_t *handle) {
   watcher_t *w = (watcher_t *)handle->data;
   napi_delete_reference(w->env, w->callback);
@@ -293,22 +311,12 @@ static void watcher_event(uv_poll_t *handle, int status, int events) {
   napi_env env = w->env;
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
-  napi_value cb, global, argv[2], result;
+  napi_value cb, global, argv[2];
   napi_get_reference_value(env, w->callback, &cb);
   napi_get_global(env, &global);
   napi_create_int32(env, status, &argv[0]);
   napi_create_int32(env, events, &argv[1]);
-  napi_async_context ctx = NULL;
-  napi_value resource_name;
-  napi_create_string_utf8(env, "keygate:vsock", NAPI_AUTO_LENGTH, &resource_name);
-  napi_async_init(env, NULL, resource_name, &ctx);
-  napi_status st = napi_make_callback(env, ctx, global, cb, 2, argv, &result);
-  napi_async_destroy(env, ctx);
-  if (st == napi_pending_exception) {
-    napi_value exc;
-    napi_get_and_clear_last_exception(env, &exc);
-    napi_fatal_exception(env, exc);
-  }
+  call_js(env, "keygate:vsock", global, cb, 2, argv);
   napi_close_handle_scope(env, scope);
 }
 
@@ -660,7 +668,7 @@ static void relay_call_back(relay_t *r) {
   napi_env env = r->env;
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
-  napi_value self, cb, global, argv[5], result;
+  napi_value self, cb, global, argv[5];
   void *unused;
   if (napi_get_reference_value(env, r->self, &self) == napi_ok && self) napi_remove_wrap(env, self, &unused);
   napi_get_reference_value(env, r->callback, &cb);
@@ -674,17 +682,7 @@ static void relay_call_back(relay_t *r) {
   napi_create_double(env, r->dir[1].bytes, &argv[4]);
   napi_delete_reference(env, r->self);
   napi_delete_reference(env, r->callback);
-  napi_async_context ctx = NULL;
-  napi_value resource_name;
-  napi_create_string_utf8(env, "keygate:relay", NAPI_AUTO_LENGTH, &resource_name);
-  napi_async_init(env, NULL, resource_name, &ctx);
-  napi_status st = napi_make_callback(env, ctx, global, cb, 5, argv, &result);
-  napi_async_destroy(env, ctx);
-  if (st == napi_pending_exception) {
-    napi_value exc;
-    napi_get_and_clear_last_exception(env, &exc);
-    napi_fatal_exception(env, exc);
-  }
+  call_js(env, "keygate:relay", global, cb, 5, argv);
   napi_close_handle_scope(env, scope);
 }
 
