@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { Agent, request } from 'node:http';
 import { startBroker, type RunningBroker } from '../../broker/broker.js';
 import { resolveConfig, type BrokerConfig } from '../../broker/config.js';
@@ -23,6 +23,7 @@ import { NO_RATE_LIMITS } from '../support/broker.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave } from '../support/enclave.js';
 import { countAbortListeners } from '../support/abort-listeners.js';
+import { rawClient as openRawClient, type RawClient } from '../support/raw-client.js';
 
 const LIMIT = 16 * 1024;
 let dir: string;
@@ -56,22 +57,8 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** A raw client socket that records what it receives and whether the server closed it. */
-async function rawClient(b: RunningBroker): Promise<{ socket: Socket; closed: () => boolean; received: () => string }> {
-  const { port } = new URL(b.url);
-  const socket = connect({ port: Number(port), host: '127.0.0.1' });
-  sockets.push(socket);
-  let closed = false;
-  let out = '';
-  socket.on('data', (d: Buffer) => (out += d.toString('latin1')));
-  socket.on('error', () => {});
-  socket.on('close', () => (closed = true));
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', () => resolve());
-    socket.once('error', reject);
-  });
-  return { socket, closed: () => closed, received: () => out };
-}
+/** A raw client socket on `b`'s port (test/support/raw-client.ts), destroyed after each test. */
+const rawClient = (b: RunningBroker): Promise<RawClient> => openRawClient(b.url, sockets);
 
 /** The error code of the first answer in raw HTTP/1.1 text. */
 function firstAnswer(raw: string): { status: number; code: string | undefined } {

@@ -3,10 +3,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { RunningBroker } from '../../broker/broker.js';
 import type { BrokerConfig } from '../../broker/config.js';
 import { startTestBroker } from '../support/broker.js';
+import { rawClient as openRawClient, type RawClient } from '../support/raw-client.js';
 
 let dir: string;
 const brokers: RunningBroker[] = [];
@@ -29,22 +30,8 @@ async function broker(name: string, extra: Partial<BrokerConfig>): Promise<Runni
   return b;
 }
 
-/** A raw client socket that records what it receives and whether the server closed it. */
-async function rawClient(b: RunningBroker): Promise<{ socket: Socket; closed: () => boolean; received: () => string }> {
-  const { port } = new URL(b.url);
-  const socket = connect({ port: Number(port), host: '127.0.0.1', allowHalfOpen: false });
-  sockets.push(socket);
-  let closed = false;
-  let out = '';
-  socket.on('data', (d: Buffer) => (out += d.toString('latin1')));
-  socket.on('error', () => {});
-  socket.on('close', () => (closed = true));
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', () => resolve());
-    socket.once('error', reject);
-  });
-  return { socket, closed: () => closed, received: () => out };
-}
+/** A raw client socket on `b`'s port (test/support/raw-client.ts), destroyed after each test. */
+const rawClient = (b: RunningBroker): Promise<RawClient> => openRawClient(b.url, sockets);
 
 /** Connections the server side currently holds. */
 function serverConnections(b: RunningBroker): Promise<number> {
