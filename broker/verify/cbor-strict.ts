@@ -117,11 +117,15 @@ function keyIdentity(buf: Uint8Array, start: number, end: number): number | stri
       return typeof headArgument === 'number' ? headArgument : `u${headArgument}`;
     case Major.NegInt:
       return typeof headArgument === 'number' ? -1 - headArgument : `n${headArgument}`;
-    case Major.Text:
+    case Major.Text: {
       // The walk already checked this is valid UTF-8, and valid UTF-8 byte sequences and the strings
       // they decode to correspond one to one, so the content bytes identify the text exactly
-      // (whatever the length encoding), without decoding it a second time.
-      return `t${Buffer.from(buf.buffer, buf.byteOffset + headEnd, end - headEnd).toString('latin1')}`;
+      // (whatever the length encoding), without decoding it a second time. Except one thing: the
+      // decoder this replaces (TextDecoder, ignoreBOM false) dropped one leading byte-order mark, so
+      // "\uFEFFa" and "a" were the same key and a map with both was refused; skip it here too.
+      const bom = end - headEnd >= 3 && buf[headEnd] === 0xef && buf[headEnd + 1] === 0xbb && buf[headEnd + 2] === 0xbf ? 3 : 0;
+      return `t${Buffer.from(buf.buffer, buf.byteOffset + headEnd + bom, end - headEnd - bom).toString('latin1')}`;
+    }
     default:
       return `r${Buffer.from(buf.subarray(start, end)).toString('hex')}`;
   }
