@@ -1,6 +1,6 @@
 import { versionToReserve } from './reserved-version.js';
 import { StoreProblems } from './problems.js';
-import { lstatSync, statSync, type BigIntStats } from 'node:fs';
+import { constants, lstatSync, statSync, type BigIntStats } from 'node:fs';
 import { lstat, open, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CodedError } from '../../lib/coded-error.js';
@@ -307,7 +307,8 @@ export class FileStore implements BindingStore {
 
   /** Appends one byte to `.changes` (durably, before the update returns): every reader's next check sees a new size. */
   async #noteChange(): Promise<void> {
-    const file = await open(this.#changesFile, 'a', 0o644);
+    // Never follow a planted symlink, never wait for a reader of a planted FIFO (ENXIO instead).
+    const file = await open(this.#changesFile, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o644);
     try {
       await file.write(CHANGE_MARK);
       await file.datasync();

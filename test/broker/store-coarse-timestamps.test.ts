@@ -8,7 +8,8 @@
  * one tick), with the full scan pushed out of reach, and a second FileStore (as the CLI is) writes.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileStore } from '../../broker/store/file-store.js';
@@ -66,5 +67,29 @@ describe('file store with coarse directory timestamps', () => {
     expect([...(await broker.refresh()).bindings.keys()]).toEqual(['other']);
     await cli.update(async (_s, tx) => tx.deleteBinding('other'));
     expect((await broker.refresh()).bindings.size).toBe(0);
+  });
+});
+
+describe('file store: the .changes marker', () => {
+  it('a FIFO planted as .changes does not block an update (it fails instead of waiting for a reader)', { timeout: 30_000 }, async () => {
+    const cli = await FileStore.open(dir, { fullScanIntervalMs: 3_600_000 });
+    execFileSync('mkfifo', [join(dir, '.changes')]);
+    const outcome = await Promise.race([
+      cli.update(async (_s, tx) => tx.putBinding(binding('db', 1, false))).then(
+        () => 'resolved',
+        (err: NodeJS.ErrnoException) => `rejected ${err.code}`,
+      ),
+      new Promise<string>((resolve) => setTimeout(() => resolve('still waiting'), 10_000)),
+    ]);
+    expect(outcome).toBe('rejected ENXIO');
+  });
+
+  it('a symlink planted as .changes is not followed', async () => {
+    const cli = await FileStore.open(dir, { fullScanIntervalMs: 3_600_000 });
+    const target = join(dir, 'elsewhere.txt');
+    writeFileSync(target, 'untouched');
+    symlinkSync(target, join(dir, '.changes'));
+    await expect(cli.update(async (_s, tx) => tx.putBinding(binding('db', 1, false)))).rejects.toMatchObject({ code: 'ELOOP' });
+    expect(readFileSync(target, 'utf8')).toBe('untouched');
   });
 });
