@@ -17,13 +17,14 @@ import type { Logger } from '../../broker/log.js';
 import { bindSecret, pcrSet } from '../../broker/admin.js';
 import { createBrokerApp, type BrokerAppDependencies } from '../../broker/server.js';
 import { BrokerError } from '../../broker/errors.js';
-import { DuplicateKeyError, parseJsonStrict } from '../../broker/strict-json.js';
+import { parseJsonStrict } from '../../broker/strict-json.js';
 import fc from 'fast-check';
 import { NO_RATE_LIMITS } from '../support/broker.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave } from '../support/enclave.js';
 import { countAbortListeners } from '../support/abort-listeners.js';
 import { rawClient as openRawClient, type RawClient } from '../support/raw-client.js';
+import { duplicateKeyOf } from '../support/strict-json.js';
 
 const LIMIT = 16 * 1024;
 let dir: string;
@@ -238,15 +239,7 @@ describe('served without node (app.request)', () => {
 });
 
 describe('strict JSON: the duplicate-key scan jumps over strings', () => {
-  const duplicateOf = (text: string): string | undefined => {
-    try {
-      parseJsonStrict(text);
-      return undefined;
-    } catch (err) {
-      if (err instanceof DuplicateKeyError) return err.key;
-      throw err;
-    }
-  };
+  const duplicateOf = duplicateKeyOf;
 
   it.each([
     ['a value ending in an escaped backslash', String.raw`{"a":"x\\","a":1}`, 'a'],

@@ -6,21 +6,14 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import type { RunningBroker } from '../../broker/broker.js';
 import { bindSecret, pcrSet } from '../../broker/admin.js';
-import { DuplicateKeyError, parseJsonStrict } from '../../broker/strict-json.js';
+import { parseJsonStrict } from '../../broker/strict-json.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave, h } from '../support/enclave.js';
 import { startTestBroker } from '../support/broker.js';
 import { cbor } from '../support/document.js';
+import { duplicateKeyOf } from '../support/strict-json.js';
 
-const duplicateOf = (text: string): string | undefined => {
-  try {
-    parseJsonStrict(text);
-    return undefined;
-  } catch (err) {
-    if (err instanceof DuplicateKeyError) return err.key;
-    throw err;
-  }
-};
+const duplicateOf = duplicateKeyOf;
 
 describe('strict JSON parsing', () => {
   it.each([
