@@ -190,11 +190,27 @@ describe('mutations of the structure never yield a value other than the original
         const b = Buffer.concat([s.ber.subarray(0, i), ins, s.ber.subarray(Math.min(s.ber.length, i + (ins.length ? 0 : del)))]);
         if (b.equals(s.ber)) return;
         const r = outcome(b);
-        // A deletion or insertion inside the IV or content changes what AES-CBC decrypts: the reader only must not crash.
-        if ('value' in r && !s.payload.some(([a, z]) => i >= a && i <= z)) expect(r.value).toEqual(s.value);
+        // An edit that reaches into the IV or the content changes what AES-CBC decrypts: the reader only must not crash.
+        // That includes a deletion starting before a chunk's contents (a whole 16-byte chunk removed with its header
+        // leaves a well-formed envelope whose next block decrypts to other bytes, with the padding still valid).
+        const editEnd = ins.length ? i : i + del;
+        const touchesPayload = s.payload.some(([a, z]) => i <= z && editEnd >= a);
+        if ('value' in r && !touchesPayload) expect(r.value).toEqual(s.value);
       }),
       { numRuns: 2000 },
     );
+  });
+
+  it('what the property above excludes, shown: a whole middle chunk removed decrypts to other bytes (AES-CBC is not authenticated)', () => {
+    const s = samples[0]!;
+    const chunks = s.content.children!;
+    expect(chunks.length).toBeGreaterThanOrEqual(4);
+    const gone = chunks[1]!;
+    const r = outcome(Buffer.concat([s.ber.subarray(0, gone.start), s.ber.subarray(gone.end)]));
+    // The last two blocks are untouched, so the padding stays valid: the reader returns a value 16 bytes shorter that
+    // differs from the original. The broker's signature over the claims carrying the CMS is what refuses this.
+    expect('value' in r && r.value.length).toBe(s.value.length - 16);
+    expect('value' in r && r.value.equals(s.value)).toBe(false);
   });
 
   it('a wrong length on any element (shorter, longer, huge, indefinite on a primitive): refused', () => {
