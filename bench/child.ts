@@ -57,7 +57,7 @@ function next<T>(child: ChildProcess, key: string, send?: ChildRequest): Promise
 /** Starts a test broker (no rate limits) in its own node process, trusting `roots`, with `bind` bound; its files under `stateDir` (default: the tmpdir). */
 export async function startBrokerChild(roots: string[], bind: Binding[] = [], options: { exposeGc?: boolean; stateDir?: string } = {}): Promise<BrokerChild> {
   const child = fork(fileURLToPath(new URL('./broker-child.ts', import.meta.url)), [], {
-    execArgv: ['--import', 'tsx', ...(options.exposeGc ? ['--expose-gc'] : [])],
+    execArgv: ['--import', 'tsx', ...(process.env.BENCH_BROKER_NODE_FLAGS ?? '').split(' ').filter(Boolean), ...(options.exposeGc ? ['--expose-gc'] : [])],
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
     // Where the broker keeps its store, keys and audit log (the audit's fdatasync is on every release).
     ...(options.stateDir ? { env: { ...process.env, TMPDIR: options.stateDir } } : {}),
