@@ -23,7 +23,7 @@ import '../test/support/setup.js';
 import { fork } from 'node:child_process';
 import { loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { PerformanceObserver } from 'node:perf_hooks';
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import type { JWK } from 'jose';
 import { NsmSimulator } from '../vsock-shim/simulator/nsm-simulator.js';
 import type { Nsm } from '../vsock-shim/nsm/client.js';
@@ -32,7 +32,7 @@ import { BrokerHttp } from '../enclave-agent/http.js';
 import { writeResults } from './harness.js';
 import type { ChildRequest } from './child.js';
 import { threadCpuNs, threadSplit, warmUntilSteady } from './steady.js';
-import type { BrokerPhases, BrokerRequestTrace } from './agent-phases-child.js';
+import type { BrokerPhases, BrokerRequestTrace, LoopDelay } from './agent-phases-child.js';
 
 const FETCHES = Number(process.env.BENCH_PHASES_FETCHES ?? 1000);
 const WARM_PER_PASS = Number(process.env.BENCH_PHASES_WARM_PER_PASS ?? 500);
@@ -138,6 +138,15 @@ export async function benchAgentPhases(): Promise<Record<string, unknown>> {
     for (const e of list.getEntries()) agentGc.push([e.startTime, e.duration]);
   });
   gcObserver.observe({ entryTypes: ['gc'] });
+  // How long a ready callback waited in this process (sync work such as the JWE decrypt, GC, or no core free).
+  const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+  loopDelay.enable();
+  const takeLoopDelay = (): LoopDelay => {
+    const out = { p50: loopDelay.percentile(50) / 1e6, p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 };
+    loopDelay.reset();
+    return out;
+  };
+  let agentLoopDelay: LoopDelay | undefined;
   const inner = simulator.client();
   const nsm: Nsm = {
     attest: async (input) => {
@@ -193,9 +202,12 @@ export async function benchAgentPhases(): Promise<Record<string, unknown>> {
     );
     const agentThreads0 = threadCpuNs(process.pid);
     const brokerThreads0 = threadCpuNs(child.pid!);
+    takeLoopDelay();
     await traced(FETCHES, fetches);
+    agentLoopDelay = takeLoopDelay();
     threads = { agent: threadSplit(process.pid, agentThreads0, threadCpuNs(process.pid), FETCHES), broker: threadSplit(child.pid!, brokerThreads0, threadCpuNs(child.pid!), FETCHES) };
   } finally {
+    loopDelay.disable();
     gcObserver.disconnect();
     await agent.close();
   }
@@ -241,6 +253,8 @@ export async function benchAgentPhases(): Promise<Record<string, unknown>> {
   console.log(`slowest 1 % (${slowest.length} fetches), phase furthest above its median: ${Object.entries(blame).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   const gcPauses = (g: Array<[number, number]>): string => `${g.length} pauses, ${g.reduce((a, [, d]) => a + d, 0).toFixed(1)} ms, longest ${Math.max(0, ...g.map(([, d]) => d)).toFixed(2)} ms`;
   console.log(`GC: agent process ${gcPauses(agentGc)}; broker process ${gcPauses(broker.gc)}`);
+  const delay = (d: LoopDelay | undefined): string => (d ? `${d.p50.toFixed(2)} / ${d.p99.toFixed(2)} / ${d.max.toFixed(2)}` : 'n/a');
+  console.log(`event-loop delay p50 / p99 / max (ms): agent process ${delay(agentLoopDelay)}; broker process ${delay(broker.loopDelay)}`);
   console.log(`load average (1 min) at start / end: ${loadAvg1Start.toFixed(2)} / ${loadavg()[0]!.toFixed(2)}`);
   const file = writeResults('agent-phases', {
     fetches: rows.length,
@@ -254,6 +268,8 @@ export async function benchAgentPhases(): Promise<Record<string, unknown>> {
     ...(threads.broker ? { brokerMainUsPerFetch: threads.broker.mainUs, brokerOtherThreadsUsPerFetch: threads.broker.otherUs } : {}),
     slowestPercentBlame: blame,
     gcAgent: { pauses: agentGc.length, ms: agentGc.reduce((a, [, d]) => a + d, 0), longestMs: Math.max(0, ...agentGc.map(([, d]) => d)) },
+    ...(agentLoopDelay ? { loopDelayAgentMs: agentLoopDelay } : {}),
+    loopDelayBrokerMs: broker.loopDelay,
     gcBroker: { pauses: broker.gc.length, ms: broker.gc.reduce((a, [, d]) => a + d, 0), longestMs: Math.max(0, ...broker.gc.map(([, d]) => d)) },
     loadAvg1Start,
     loadAvg1End: loadavg()[0]!,
