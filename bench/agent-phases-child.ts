@@ -8,7 +8,7 @@
  */
 import { subscribe } from 'node:diagnostics_channel';
 import { open } from 'node:fs/promises';
-import { PerformanceObserver } from 'node:perf_hooks';
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { AuditLog } from '../broker/audit/log.js';
 import { ReleaseService } from '../broker/release.js';
 
@@ -29,7 +29,10 @@ export interface BrokerPhases {
   requests: BrokerRequestTrace[];
   /** [start, duration] of every GC pause. */
   gc: Array<[number, number]>;
+  /** Event-loop delay since the last 'phases' (ms; perf_hooks.monitorEventLoopDelay, 1 ms resolution): how long a ready callback waited. */
+  loopDelay: LoopDelay;
 }
+export interface LoopDelay { p50: number; p99: number; max: number }
 
 const requests: BrokerRequestTrace[] = [];
 const gc: Array<[number, number]> = [];
@@ -93,8 +96,17 @@ new PerformanceObserver((list) => {
   for (const e of list.getEntries()) gc.push([e.startTime, e.duration]);
 }).observe({ entryTypes: ['gc'] });
 
+const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+loopDelay.enable();
+/** The histogram's figures in ms (it counts ns), then reset. */
+function takeLoopDelay(h: ReturnType<typeof monitorEventLoopDelay>): LoopDelay {
+  const out = { p50: h.percentile(50) / 1e6, p99: h.percentile(99) / 1e6, max: h.max / 1e6 };
+  h.reset();
+  return out;
+}
+
 process.on('message', (m: unknown) => {
-  if (m === 'phases') process.send!({ phases: { requests: requests.splice(0), gc: gc.splice(0) } satisfies BrokerPhases });
+  if (m === 'phases') process.send!({ phases: { requests: requests.splice(0), gc: gc.splice(0), loopDelay: takeLoopDelay(loopDelay) } satisfies BrokerPhases });
 });
 
 await import('./broker-child.js');

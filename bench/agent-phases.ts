@@ -14,14 +14,16 @@
  *
  * Each side is timed on its own clock (two processes' clocks are not compared). GC pauses overlapping a fetch
  * are counted per process. Reports p50 / p90 / p99 / max per phase, and for the slowest 1 % of fetches which
- * phase took the most time above its median. BENCH_PHASES_FETCHES (default 1000), BENCH_PHASES_STATE (the broker's
+ * phase took the most time above its median. Measured in steady state: warm-up passes of BENCH_PHASES_WARM_PER_PASS
+ * (500) fetches until two agree within 3 % on CPU per fetch, agent and broker process together (bench/steady.ts);
+ * the first pass's phase p50/p99 are reported beside as the cold figures. BENCH_PHASES_FETCHES (default 1000), BENCH_PHASES_STATE (the broker's
  * files: default tmpdir; e.g. /dev/shm for tmpfs). Results in bench/results/agent-phases.json.
  */
 import '../test/support/setup.js';
 import { fork } from 'node:child_process';
 import { loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { PerformanceObserver } from 'node:perf_hooks';
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import type { JWK } from 'jose';
 import { NsmSimulator } from '../vsock-shim/simulator/nsm-simulator.js';
 import type { Nsm } from '../vsock-shim/nsm/client.js';
@@ -29,10 +31,11 @@ import { createAgent } from '../enclave-agent/index.js';
 import { BrokerHttp } from '../enclave-agent/http.js';
 import { writeResults } from './harness.js';
 import type { ChildRequest } from './child.js';
-import type { BrokerPhases, BrokerRequestTrace } from './agent-phases-child.js';
+import { threadCpuNs, threadSplit, warmUntilSteady } from './steady.js';
+import type { BrokerPhases, BrokerRequestTrace, LoopDelay } from './agent-phases-child.js';
 
 const FETCHES = Number(process.env.BENCH_PHASES_FETCHES ?? 1000);
-const WARMUP = 100;
+const WARM_PER_PASS = Number(process.env.BENCH_PHASES_WARM_PER_PASS ?? 500);
 
 interface AgentFetch {
   start: number;
@@ -135,6 +138,15 @@ export async function benchAgentPhases(): Promise<Record<string, unknown>> {
     for (const e of list.getEntries()) agentGc.push([e.startTime, e.duration]);
   });
   gcObserver.observe({ entryTypes: ['gc'] });
+  // How long a ready callback waited in this process (sync work such as the JWE decrypt, GC, or no core free).
+  const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+  loopDelay.enable();
+  const takeLoopDelay = (): LoopDelay => {
+    const out = { p50: loopDelay.percentile(50) / 1e6, p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 };
+    loopDelay.reset();
+    return out;
+  };
+  let agentLoopDelay: LoopDelay | undefined;
   const inner = simulator.client();
   const nsm: Nsm = {
     attest: async (input) => {
@@ -152,20 +164,50 @@ export async function benchAgentPhases(): Promise<Record<string, unknown>> {
   let now = 0;
   const agent = await createAgent({ brokerUrl: url, brokerKey, nsm, clock: () => now });
   const fetches: AgentFetch[] = [];
-  try {
-    for (let i = 0; i < WARMUP + FETCHES; i++) {
-      if (i === WARMUP) {
-        await next<BrokerPhases>('phases', 'phases');
-        agentGc.length = 0;
-      }
+  /** `count` traced fetches, one after the other. */
+  const traced = async (count: number, into: AgentFetch[]): Promise<void> => {
+    for (let i = 0; i < count; i++) {
       now += 61_000; // past the hard expiry: the next call re-attests
       tracing = { start: performance.now(), end: 0, http: [] };
       await agent.getSecret('db-password');
       tracing.end = performance.now();
-      if (i >= WARMUP) fetches.push(tracing);
+      into.push(tracing);
       tracing = undefined;
     }
+  };
+  const cpuUs = async (): Promise<{ agent: number; broker: number }> => {
+    const c = process.cpuUsage();
+    const b = await next<NodeJS.CpuUsage>('cpu', 'cpu');
+    return { agent: c.user + c.system, broker: b.user + b.system };
+  };
+  let cold: { fetches: AgentFetch[]; broker: BrokerPhases; agentGc: Array<[number, number]> } | undefined;
+  let threads: { agent: ReturnType<typeof threadSplit>; broker: ReturnType<typeof threadSplit> } = { agent: undefined, broker: undefined };
+  let warmUp: Awaited<ReturnType<typeof warmUntilSteady>>;
+  try {
+    // Steady state on both sides (bench/steady.ts): passes until two agree on CPU per fetch, agent + broker.
+    await next<BrokerPhases>('phases', 'phases');
+    agentGc.length = 0;
+    warmUp = await warmUntilSteady(
+      async (n) => {
+        const c0 = await cpuUs();
+        const pass: AgentFetch[] = [];
+        await traced(n, pass);
+        const c1 = await cpuUs();
+        const served = await next<BrokerPhases>('phases', 'phases');
+        cold ??= { fetches: pass, broker: served, agentGc: agentGc.slice() };
+        agentGc.length = 0;
+        return (c1.agent - c0.agent + c1.broker - c0.broker) / n;
+      },
+      { perPass: WARM_PER_PASS },
+    );
+    const agentThreads0 = threadCpuNs(process.pid);
+    const brokerThreads0 = threadCpuNs(child.pid!);
+    takeLoopDelay();
+    await traced(FETCHES, fetches);
+    agentLoopDelay = takeLoopDelay();
+    threads = { agent: threadSplit(process.pid, agentThreads0, threadCpuNs(process.pid), FETCHES), broker: threadSplit(child.pid!, brokerThreads0, threadCpuNs(child.pid!), FETCHES) };
   } finally {
+    loopDelay.disable();
     gcObserver.disconnect();
     await agent.close();
   }
@@ -173,15 +215,22 @@ export async function benchAgentPhases(): Promise<Record<string, unknown>> {
   child.send('stop');
 
   // At one enclave the broker serves GET, POST, GET, POST... in the agent's order.
-  const gets = broker.requests.filter((r) => r.method === 'GET');
-  const posts = broker.requests.filter((r) => r.method === 'POST');
-  const rows = fetches.map((f, i) => phasesOf(f, gets[i], posts[i], agentGc, broker.gc));
-
-  const stats: Record<string, { p50: number; p90: number; p99: number; max: number; mean: number }> = {};
-  for (const phase of PHASES) {
-    const v = rows.map((r) => r[phase]).filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-    if (v.length) stats[phase] = { p50: pct(v, 0.5), p90: pct(v, 0.9), p99: pct(v, 0.99), max: v.at(-1)!, mean: v.reduce((a, b) => a + b, 0) / v.length };
-  }
+  const rowsOf = (agentFetches: AgentFetch[], served: BrokerPhases, gcAgent: Array<[number, number]>): Array<Record<Phase, number>> => {
+    const gets = served.requests.filter((r) => r.method === 'GET');
+    const posts = served.requests.filter((r) => r.method === 'POST');
+    return agentFetches.map((f, i) => phasesOf(f, gets[i], posts[i], gcAgent, served.gc));
+  };
+  const statsOf = (of: Array<Record<Phase, number>>): Record<string, { p50: number; p90: number; p99: number; max: number; mean: number }> => {
+    const out: Record<string, { p50: number; p90: number; p99: number; max: number; mean: number }> = {};
+    for (const phase of PHASES) {
+      const v = of.map((r) => r[phase]).filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+      if (v.length) out[phase] = { p50: pct(v, 0.5), p90: pct(v, 0.9), p99: pct(v, 0.99), max: v.at(-1)!, mean: v.reduce((a, b) => a + b, 0) / v.length };
+    }
+    return out;
+  };
+  const rows = rowsOf(fetches, broker, agentGc);
+  const stats = statsOf(rows);
+  const coldStats = cold ? statsOf(rowsOf(cold.fetches, cold.broker, cold.agentGc)) : {};
   // The slowest 1 %: which phase ran furthest above its own median (what made the tail).
   const slowest = [...rows].sort((a, b) => b.total - a.total).slice(0, Math.max(1, Math.ceil(rows.length / 100)));
   const blame: Record<string, number> = {};
@@ -195,19 +244,32 @@ export async function benchAgentPhases(): Promise<Record<string, unknown>> {
     blame[worst] = (blame[worst] ?? 0) + 1;
   }
 
-  console.log(`\nbench/agent-phases: ${rows.length} re-attesting fetches, 1 enclave, broker in its own process (ms)`);
-  console.log(`${'phase'.padEnd(20)}${['p50', 'p90', 'p99', 'max', 'mean'].map((h) => h.padStart(9)).join('')}`);
-  for (const [phase, s] of Object.entries(stats)) console.log(`${phase.padEnd(20)}${[s.p50, s.p90, s.p99, s.max, s.mean].map((x) => x.toFixed(2).padStart(9)).join('')}`);
+  console.log(`\nbench/agent-phases: ${rows.length} re-attesting fetches, 1 enclave, broker in its own process, steady state after ${warmUp.requests} (ms; cold = first warm-up pass)`);
+  console.log(`${'phase'.padEnd(20)}${['p50', 'p90', 'p99', 'max', 'mean', 'cold p50', 'cold p99'].map((h) => h.padStart(9)).join('')}`);
+  for (const [phase, s] of Object.entries(stats)) console.log(`${phase.padEnd(20)}${[s.p50, s.p90, s.p99, s.max, s.mean, coldStats[phase]?.p50 ?? NaN, coldStats[phase]?.p99 ?? NaN].map((x) => x.toFixed(2).padStart(9)).join('')}`);
+  console.log(`warm-up: ${warmUp.requests} fetches in ${warmUp.passes} passes; CPU per fetch by pass, agent + broker (µs): ${warmUp.cpuUsPerRequestByPass.map((x) => x.toFixed(0)).join(' → ')}`);
+  const split = (t: ReturnType<typeof threadSplit>): string => (t ? `${t.mainUs.toFixed(0)} / ${t.otherUs.toFixed(0)}` : 'n/a');
+  console.log(`CPU per fetch by thread, main / other (µs): agent ${split(threads.agent)}, broker ${split(threads.broker)}`);
   console.log(`slowest 1 % (${slowest.length} fetches), phase furthest above its median: ${Object.entries(blame).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   const gcPauses = (g: Array<[number, number]>): string => `${g.length} pauses, ${g.reduce((a, [, d]) => a + d, 0).toFixed(1)} ms, longest ${Math.max(0, ...g.map(([, d]) => d)).toFixed(2)} ms`;
   console.log(`GC: agent process ${gcPauses(agentGc)}; broker process ${gcPauses(broker.gc)}`);
+  const delay = (d: LoopDelay | undefined): string => (d ? `${d.p50.toFixed(2)} / ${d.p99.toFixed(2)} / ${d.max.toFixed(2)}` : 'n/a');
+  console.log(`event-loop delay p50 / p99 / max (ms): agent process ${delay(agentLoopDelay)}; broker process ${delay(broker.loopDelay)}`);
   console.log(`load average (1 min) at start / end: ${loadAvg1Start.toFixed(2)} / ${loadavg()[0]!.toFixed(2)}`);
   const file = writeResults('agent-phases', {
     fetches: rows.length,
     brokerFiles: process.env.BENCH_PHASES_STATE ?? 'tmpdir',
     phases: stats,
+    warmUpFetches: warmUp.requests,
+    warmUpPasses: warmUp.passes,
+    cpuUsPerFetchByWarmUpPass: warmUp.cpuUsPerRequestByPass,
+    coldPhases: coldStats,
+    ...(threads.agent ? { agentMainUsPerFetch: threads.agent.mainUs, agentOtherThreadsUsPerFetch: threads.agent.otherUs } : {}),
+    ...(threads.broker ? { brokerMainUsPerFetch: threads.broker.mainUs, brokerOtherThreadsUsPerFetch: threads.broker.otherUs } : {}),
     slowestPercentBlame: blame,
     gcAgent: { pauses: agentGc.length, ms: agentGc.reduce((a, [, d]) => a + d, 0), longestMs: Math.max(0, ...agentGc.map(([, d]) => d)) },
+    ...(agentLoopDelay ? { loopDelayAgentMs: agentLoopDelay } : {}),
+    loopDelayBrokerMs: broker.loopDelay,
     gcBroker: { pauses: broker.gc.length, ms: broker.gc.reduce((a, [, d]) => a + d, 0), longestMs: Math.max(0, ...broker.gc.map(([, d]) => d)) },
     loadAvg1Start,
     loadAvg1End: loadavg()[0]!,
