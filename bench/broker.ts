@@ -12,6 +12,7 @@
  */
 import '../test/support/setup.js';
 import { Worker } from 'node:worker_threads';
+import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { createVerifier } from '../index.js';
 import { createTestPki } from '../test/support/pki.js';
@@ -23,6 +24,8 @@ import { threadCpuNs, threadSplit, warmUntilSteady } from './steady.js';
 const REQUESTS = Number(process.env.BENCH_BROKER_REQUESTS ?? 2000);
 const CONCURRENCY = Number(process.env.BENCH_BROKER_CONCURRENCY ?? 16);
 const PROFILE_FILE = process.env.BENCH_BROKER_CPU_PROFILE;
+/** BENCH_BROKER_PERF=FILE: a `perf record` of the broker process (all its threads, on-CPU samples only) over one more pass of measured requests; run with BENCH_BROKER_NODE_FLAGS=--perf-basic-prof for JavaScript names. */
+const PERF_FILE = process.env.BENCH_BROKER_PERF;
 
 function percentile(sorted: Float64Array | number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
@@ -134,6 +137,16 @@ export async function benchBroker(): Promise<Record<string, unknown>> {
       await broker.profileStart();
       await runLoad(broker.url, profiled);
       console.log(`wrote ${await broker.profileStop(PROFILE_FILE)} (profile of ${REQUESTS} releases)`);
+    }
+    if (PERF_FILE) {
+      const profiled = (await mint(REQUESTS)).map(body);
+      const perf = spawn('perf', ['record', '-F', '4999', '-g', '-p', String(broker.pid), '-o', PERF_FILE], { stdio: 'ignore' });
+      await new Promise((r) => setTimeout(r, 500)); // perf attaches
+      await runLoad(broker.url, profiled);
+      const done = new Promise((r) => perf.once('exit', r));
+      perf.kill('SIGINT');
+      await done;
+      console.log(`wrote ${PERF_FILE} (perf record of ${REQUESTS} releases)`);
     }
     return { releasesPerSec, cpuRatio };
   } finally {

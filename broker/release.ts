@@ -12,7 +12,7 @@ import { AUDITED_PCRS, AuditUnavailableError, type AuditSink, type DecisionRecor
 import type { ChallengeService } from './challenge.js';
 import type { SigningKey } from './signing-key.js';
 import { SecretCache } from './secret-cache.js';
-import { importRsa2048Spki, type RecipientKey } from './recipient-key.js';
+import { RecipientKeyCache, type RecipientKey } from './recipient-key.js';
 import { encryptCompactRsaOaep256A256Gcm, signCompactEdDSA } from './seal/compact.js';
 import type { BrokerMetrics } from './metrics.js';
 import { Quarantine, RateLimiter, type QuarantineStore, type RateLimitSettings } from './rate-limit.js';
@@ -81,10 +81,10 @@ type Outcome<T> = { readonly ok: true; readonly value: T } | { readonly ok: fals
 const denied = (denial: Denial): { readonly ok: false; readonly denial: Denial } => ({ ok: false, denial });
 
 /** The enclave's RSA-2048 key from the document, or a BAD_REQUEST. */
-async function recipientKey(doc: VerifiedDocument): Promise<Outcome<RecipientKey>> {
+function recipientKey(doc: VerifiedDocument, keys: RecipientKeyCache): Outcome<RecipientKey> {
   if (!doc.publicKey) return denied(refusal('BAD_REQUEST', 'attestation document carries no public_key to encrypt to'));
   try {
-    return { ok: true, value: importRsa2048Spki(doc.publicKey) };
+    return { ok: true, value: keys.import(doc.publicKey) };
   } catch {
     return denied(refusal('BAD_REQUEST', 'attestation public_key is not an RSA-2048 SubjectPublicKeyInfo'));
   }
@@ -153,6 +153,7 @@ export class ReleaseService {
   readonly #perIdentity: RateLimiter;
   readonly #perSecret: RateLimiter;
   readonly #quarantine: QuarantineStore;
+  readonly #recipientKeys = new RecipientKeyCache();
   #cacheGeneration = -1;
   #approved: { generation: number; value: Promise<ApprovedBaselines> } | undefined;
 
@@ -290,7 +291,7 @@ export class ReleaseService {
     const values = await this.#unwrap(req, authorised.value, attestation);
     if (!values.ok) return { ...values, doc, chain };
     const bindings = admitted ? DelegationGate.withinExpiry(admitted.value, authorised.value.bindings, req.now) : authorised.value.bindings;
-    const released = await this.#seal(req, verified.value, bindings, values.value);
+    const released = this.#seal(req, verified.value, bindings, values.value);
     // Single use: the approval is spent (a conditional write) only now, so a KMS failure above does not use it up.
     const used = gate.value.kind === 'approved' ? await this.#consumeApproval(req, gate.value) : { ok: true as const, value: [] };
     if (!used.ok) return { ...used, doc, chain };
@@ -400,7 +401,7 @@ export class ReleaseService {
     if (use === 'busy') return { ...denied(refusal('RATE_LIMITED', 'too many outstanding challenges; retry shortly')), doc };
     if (typeof use === 'string' && use !== 'fresh') return { ...denied(refusal('NONCE_MISMATCH', `the document nonce is not a usable challenge from this broker (${use})`)), doc };
     if (use !== 'fresh') return { ...denied(use), doc };
-    const recipient = await recipientKey(doc);
+    const recipient = recipientKey(doc, this.#recipientKeys);
     if (!recipient.ok) return { ...recipient, doc };
     const identity = identityOf(doc);
     return { ok: true, value: { doc, recipient: recipient.value, identity, identityKey: identityKeyOf(identity) }, doc };
@@ -531,11 +532,11 @@ export class ReleaseService {
     return denied(this.#providerFailed(req, settled, bindings));
   }
 
-  /** Encrypts every value to the enclave, in a broker-signed statement bound to this request; wipes the values. */
-  async #seal(req: ReleaseRequest, v: Verified, bindings: readonly Binding[], values: readonly Uint8Array[]): Promise<ReleasedSecret[]> {
+  /** Encrypts every value to the enclave, in a broker-signed statement bound to this request; wipes the values. Synchronous (node:crypto): no promise per name. */
+  #seal(req: ReleaseRequest, v: Verified, bindings: readonly Binding[], values: readonly Uint8Array[]): ReleasedSecret[] {
     try {
       const released: ReleasedSecret[] = [];
-      for (let i = 0; i < bindings.length; i++) released.push(await this.#sealOne(bindings[i]!, values[i]!, v.doc, v.recipient, req.now));
+      for (let i = 0; i < bindings.length; i++) released.push(this.#sealOne(bindings[i]!, values[i]!, v.doc, v.recipient, req.now));
       return released;
     } finally {
       for (const value of values) value.fill(0);
@@ -689,7 +690,7 @@ export class ReleaseService {
   }
 
   /** `value` is the value (mode jwe) or KMS's recipient ciphertext of it (mode kms-recipient). */
-  async #sealOne(binding: Binding, value: Uint8Array, doc: VerifiedDocument, recipient: RecipientKey, now: number): Promise<ReleasedSecret> {
+  #sealOne(binding: Binding, value: Uint8Array, doc: VerifiedDocument, recipient: RecipientKey, now: number): ReleasedSecret {
     const claims: SignedReleaseClaims = (binding.mode === 'kms-recipient' ? buildRecipientReleaseClaims : buildReleaseClaims)({
       secret: binding.secret,
       version: binding.version,

@@ -61,9 +61,11 @@ export function encryptCompactRsaOaep256A256Gcm(header: RsaOaep256A256GcmHeader,
   if (header.alg !== 'RSA-OAEP-256' || header.enc !== 'A256GCM') throw new Error('encryptCompactRsaOaep256A256Gcm encrypts RSA-OAEP-256 / A256GCM only');
   if (recipient.type !== 'public' || recipient.asymmetricKeyType !== 'rsa') throw new Error('encryptCompactRsaOaep256A256Gcm needs an RSA public key');
   const protectedHeader = encodeHeader(header);
-  const cek = randomBytes(CEK_BYTES);
+  // One draw from the CSPRNG for the CEK and the IV (one call instead of two; the halves never overlap).
+  const random = randomBytes(CEK_BYTES + IV_BYTES);
+  const cek = random.subarray(0, CEK_BYTES);
   try {
-    const iv = randomBytes(IV_BYTES);
+    const iv = random.subarray(CEK_BYTES);
     const wrapped = publicEncrypt({ key: recipient, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, cek);
     const cipher = createCipheriv('aes-256-gcm', cek, iv);
     // RFC 7516 §5.1 step 14: the AAD is ASCII(BASE64URL(UTF8(protected header))).
@@ -71,6 +73,6 @@ export function encryptCompactRsaOaep256A256Gcm(header: RsaOaep256A256GcmHeader,
     const ciphertext = Buffer.concat([cipher.update(plaintext), cipher.final()]);
     return `${protectedHeader}.${b64u(wrapped)}.${b64u(iv)}.${b64u(ciphertext)}.${b64u(cipher.getAuthTag())}`;
   } finally {
-    cek.fill(0);
+    random.fill(0);
   }
 }

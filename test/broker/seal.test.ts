@@ -9,7 +9,7 @@ import { createPublicKey, generateKeyPairSync, privateDecrypt, constants, random
 import { CompactSign, compactDecrypt, compactVerify, decodeProtectedHeader } from 'jose';
 import fc from 'fast-check';
 import { encryptCompactRsaOaep256A256Gcm, signCompactEdDSA } from '../../broker/seal/compact.js';
-import { importRsa2048Spki } from '../../broker/recipient-key.js';
+import { RecipientKeyCache, importRsa2048Spki } from '../../broker/recipient-key.js';
 import { DerError } from '../../broker/verify/der.js';
 
 const ed = generateKeyPairSync('ed25519');
@@ -115,6 +115,15 @@ describe('encryptCompactRsaOaep256A256Gcm', () => {
     expect(() => privateDecrypt({ key: rsa.privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha1' }, seg(jwe, 1))).toThrow();
   });
 
+  it('draws the IV apart from the CEK (one random draw, split, never overlapping)', () => {
+    for (let i = 0; i < 10; i++) {
+      const jwe = encryptCompactRsaOaep256A256Gcm(JWE_HEADER, utf8('x'), recipient);
+      const cek = privateDecrypt({ key: rsa.privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, seg(jwe, 1));
+      const iv = seg(jwe, 2);
+      for (let at = 0; at + iv.length <= cek.length; at++) expect(cek.subarray(at, at + iv.length).equals(iv)).toBe(false);
+    }
+  });
+
   it('draws a fresh CEK and IV for every answer', () => {
     const plaintext = utf8('the same plaintext');
     const tokens = Array.from({ length: 20 }, () => encryptCompactRsaOaep256A256Gcm(JWE_HEADER, plaintext, recipient));
@@ -160,5 +169,69 @@ describe('importRsa2048Spki', () => {
     for (const bad of [ec, rsa1024, trailing, spki.subarray(0, spki.length - 1), new Uint8Array(randomBytes(300)), new Uint8Array(0)]) {
       expect(() => importRsa2048Spki(bad)).toThrow(DerError);
     }
+  });
+});
+
+describe('RecipientKeyCache (the release path imports each enclave key once)', () => {
+  const jwkOf = (key: KeyObject): unknown => key.export({ format: 'jwk' });
+
+  it('gives the key a fresh import gives; the same KeyObject again for the same bytes, in any view', () => {
+    const cache = new RecipientKeyCache();
+    const key = cache.import(spki);
+    expect(jwkOf(key)).toEqual(jwkOf(importRsa2048Spki(spki)));
+    const padded = new Uint8Array(spki.length + 5);
+    padded.set(spki, 5);
+    expect(cache.import(padded.subarray(5))).toBe(key);
+    expect(cache.import(Uint8Array.from(spki))).toBe(key);
+    const other = new Uint8Array(generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ format: 'der', type: 'spki' }));
+    expect(jwkOf(cache.import(other))).toEqual(jwkOf(importRsa2048Spki(other)));
+    expect(jwkOf(cache.import(other))).not.toEqual(jwkOf(key));
+    expect(cache.size).toBe(2);
+  });
+
+  it('answers as importRsa2048Spki for any bytes near a kept key (differential): same refusals, same keys, refusals never kept', () => {
+    const cache = new RecipientKeyCache();
+    cache.import(spki);
+    fc.assert(
+      fc.property(fc.nat(spki.length + 1), fc.integer({ min: 0, max: 255 }), fc.constantFrom('set', 'cut', 'add'), (at, byte, edit) => {
+        const bytes = edit === 'set' ? Uint8Array.from(spki, (b, i) => (i === at ? byte : b)) : edit === 'cut' ? spki.subarray(0, Math.min(at, spki.length - 1)) : new Uint8Array([...spki.subarray(0, at), byte, ...spki.subarray(at)]);
+        let direct: unknown;
+        try {
+          direct = jwkOf(importRsa2048Spki(bytes));
+        } catch (err) {
+          direct = err instanceof DerError ? 'DerError' : err instanceof Error ? err.name : 'thrown';
+        }
+        for (let twice = 0; twice < 2; twice++) {
+          let cached: unknown;
+          try {
+            cached = jwkOf(cache.import(bytes));
+          } catch (err) {
+            cached = err instanceof DerError ? 'DerError' : err instanceof Error ? err.name : 'thrown';
+          }
+          expect(cached).toEqual(direct);
+        }
+      }),
+      { numRuns: 300 },
+    );
+    // Only keys that imported are kept (the original, plus edits that are still RSA-2048 keys).
+    const before = cache.size;
+    for (const bad of [new Uint8Array([...spki, 0]), spki.subarray(0, spki.length - 1), new Uint8Array(0)]) {
+      expect(() => cache.import(bad)).toThrow(DerError);
+      expect(() => cache.import(bad)).toThrow(DerError);
+    }
+    expect(cache.size).toBe(before);
+  });
+
+  it('is bounded: the least recently used key is dropped (and imported afresh if it comes back)', () => {
+    const cache = new RecipientKeyCache(2);
+    const keys = Array.from({ length: 3 }, () => new Uint8Array(generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ format: 'der', type: 'spki' })));
+    const first = cache.import(keys[0]!);
+    cache.import(keys[1]!);
+    cache.import(keys[2]!);
+    expect(cache.size).toBe(2);
+    const again = cache.import(keys[0]!);
+    expect(again).not.toBe(first);
+    expect(jwkOf(again)).toEqual(jwkOf(first));
+    expect(cache.size).toBe(2);
   });
 });
