@@ -59,7 +59,7 @@ export async function benchVerify(): Promise<Record<string, unknown>> {
   };
   // Steady state first: the verifier's JavaScript (CBOR walk, DER reads, chain checks) reaches optimised code only
   // after a few thousand documents; timing it earlier counts V8's compilation as verification cost.
-  const warmUp = await warmUntilSteady(async () => freshRun().cpuUsPerOp!, { perPass: FRESH, minPasses: 5 });
+  const warmUp = await warmUntilSteady(async () => freshRun().cpuUsPerOp!, { perPass: FRESH, minPasses: 8 });
   const fresh = bestOf(ROUNDS, freshRun);
   // Goal 2 (issue 15), "stably": the fresh-leaf ratio in each of ROUNDS runs, each run timing the two raw
   // verifies and the fresh documents back to back, by CPU time (a wait for a core on this shared machine is not cost).
