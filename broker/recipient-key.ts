@@ -19,7 +19,8 @@ function unsigned(content: Uint8Array): Uint8Array {
  * Reads an RSA-2048 SubjectPublicKeyInfo and imports it for RSA-OAEP-256.
  * The SPKI is taken apart here and imported as a JWK because OpenSSL 3's
  * generic SPKI decoder costs ~90 µs a key, about 15 times the JWK path, and
- * every release request brings a new enclave key. A node:crypto KeyObject,
+ * a newly booted enclave brings a key not seen before (RecipientKeyCache
+ * below keeps the ones seen again). A node:crypto KeyObject,
  * not a WebCrypto CryptoKey: the import is synchronous and ~5 times cheaper.
  *
  * @throws DerError when the bytes are not an RSA-2048 SPKI (node:crypto rejects bad values)
