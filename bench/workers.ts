@@ -35,8 +35,16 @@ import { threadCpuNs, warmUntilSteady } from './steady.js';
 
 const REQUESTS = Number(process.env.BENCH_WORKERS_REQUESTS ?? 2000);
 const CONCURRENCY = Number(process.env.BENCH_WORKERS_CONCURRENCY ?? 16);
-/** What to run: `N` is `keygate broker --workers N`, `Ns` is N separate single-process brokers (the floor for N processes). */
-const COUNTS = (process.env.BENCH_WORKERS_N ?? '1,2,2s').split(',').map((c) => ({ n: Number.parseInt(c, 10), mode: c.endsWith('s') ? ('separate' as const) : ('cluster' as const) }));
+/**
+ * What to run: `N` is `keygate broker --workers N`, `Ns` is N separate single-process brokers (the floor for N processes);
+ * `@C` after either sets that set's concurrency (default BENCH_WORKERS_CONCURRENCY), e.g. `1,2@32`: the same load per process;
+ * a `b` (`2b`) runs that set from BENCH_WORKERS_BASE_BIN (another checkout's bin/keygate.js, built): an A/B interleaved round by round.
+ */
+const COUNTS = (process.env.BENCH_WORKERS_N ?? '1,2,2s').split(',').map((c) => {
+  const [what, at] = c.split('@') as [string, string | undefined];
+  return { n: Number.parseInt(what, 10), mode: what.includes('s') ? ('separate' as const) : ('cluster' as const), concurrency: at === undefined ? CONCURRENCY : Number(at), base: what.includes('b') };
+});
+const BASE_BIN = process.env.BENCH_WORKERS_BASE_BIN;
 /** Warm-up requests per pass and per serving process (a worker, or one of the separate brokers): every process has its own JIT to warm. */
 const PER_PASS = Number(process.env.BENCH_WORKERS_PER_PASS ?? 500);
 /**
@@ -66,6 +74,10 @@ export interface ProcessRow {
 
 export interface WorkersRow {
   readonly n: number;
+  /** Run from BENCH_WORKERS_BASE_BIN (the A/B baseline), not this checkout. */
+  readonly base: boolean;
+  /** Requests in flight at the load generator (spread over the set's processes). */
+  readonly concurrency: number;
   /** `cluster`: one `keygate broker --workers N`; `separate`: N single-process brokers on N ports, the load spread over them (what N processes cost on this machine with nothing shared: the floor for the cluster). */
   readonly mode: 'cluster' | 'separate';
   readonly releasesPerSecond: number;
@@ -196,8 +208,8 @@ function addDelta(procs: readonly Proc[], before: Map<number, ProcSample>, after
   return { cpuUs, user, system, primary };
 }
 
-function runLoad(urls: string[], bodies: string[]): Promise<{ seconds: number; failures: number; failureCodes: Record<string, number>; latencies: number[] }> {
-  const worker = new Worker(fileURLToPath(new URL('./load-worker.mjs', import.meta.url)), { workerData: { urls, bodies, concurrency: CONCURRENCY } });
+function runLoad(urls: string[], bodies: string[], concurrency: number): Promise<{ seconds: number; failures: number; failureCodes: Record<string, number>; latencies: number[] }> {
+  const worker = new Worker(fileURLToPath(new URL('./load-worker.mjs', import.meta.url)), { workerData: { urls, bodies, concurrency } });
   return new Promise((resolve, reject) => {
     worker.once('message', resolve);
     worker.once('error', reject);
@@ -206,6 +218,8 @@ function runLoad(urls: string[], bodies: string[]): Promise<{ seconds: number; f
 
 interface Running {
   readonly n: number;
+  readonly base: boolean;
+  readonly concurrency: number;
   readonly mode: WorkersRow['mode'];
   /** The broker processes started (cluster: the primary). */
   readonly pids: number[];
@@ -236,18 +250,23 @@ function discover(b: Pick<Running, 'n' | 'mode' | 'pids'>): Proc[] {
 }
 
 /** `--workers n` (cluster), or n single-process brokers each in its own directory (separate). */
-async function startBrokers(n: number, mode: WorkersRow['mode'], pki: TestPki): Promise<Running> {
+async function startBrokers(n: number, mode: WorkersRow['mode'], concurrency: number, base: boolean, pki: TestPki): Promise<Running> {
   const started: Array<{ dir: string; child: ChildProcessWithoutNullStreams; url: string; enclave: TestEnclave }> = [];
   for (let k = 0; k < (mode === 'cluster' ? 1 : n); k++) {
     const dir = mkdtempSync(join(tmpdir(), 'keygate-bench-workers-'));
     const config = await prepareBrokerDir(dir, pki); // binds `db`, rate limits and quarantine off
-    const { child, url } = await spawnBroker(config, [], ['--workers', String(mode === 'cluster' ? n : 1)]);
+    if (base && !BASE_BIN) throw new Error('a `b` set needs BENCH_WORKERS_BASE_BIN (another checkout\'s bin/keygate.js)');
+    // The baseline: spawnBroker runs `node BIN broker ...` behind the wrapper, which swaps BIN for the baseline's (the same pid: exec).
+    const wrapper = base ? ['sh', '-c', `shift; exec "$0" '${BASE_BIN}' "$@"`] : [];
+    const { child, url } = await spawnBroker(config, wrapper, ['--workers', String(mode === 'cluster' ? n : 1)]);
     started.push({ dir, child, url, enclave: new TestEnclave(pki, url) });
   }
   const body = (d: Uint8Array): string => JSON.stringify({ attestation: Buffer.from(d).toString('base64'), names: ['db'] });
   const pids = started.map((s) => s.child.pid!);
   const running: Running = {
     n,
+    base,
+    concurrency,
     mode,
     pids,
     procs: discover({ n, mode, pids }),
@@ -297,7 +316,7 @@ async function load(b: Running, count: number, onRound?: (r: Awaited<ReturnType<
     const bodies = await b.mint(chunk);
     const before = sampleAll(b.procs);
     const own0 = process.cpuUsage();
-    const result = await runLoad(b.urls, bodies);
+    const result = await runLoad(b.urls, bodies, b.concurrency);
     const own = process.cpuUsage(own0);
     const after = sampleAll(b.procs);
     if (result.failures) throw new Error(`${label(b)}: ${result.failures} requests failed: ${JSON.stringify(result.failureCodes)}`);
@@ -323,8 +342,8 @@ async function warm(b: Running): Promise<void> {
   console.log(`${label(b)}: warm-up ${result.requests} requests, CPU per release by pass (µs): ${result.cpuUsPerRequestByPass.map((c) => c.toFixed(0)).join(' → ')}`);
 }
 
-function label(b: { n: number; mode: WorkersRow['mode'] }): string {
-  return b.mode === 'cluster' ? `--workers ${b.n}` : `${b.n} separate brokers`;
+function label(b: { n: number; mode: WorkersRow['mode']; concurrency: number; base: boolean }): string {
+  return `${b.mode === 'cluster' ? `--workers ${b.n}` : `${b.n} separate brokers`}${b.concurrency === CONCURRENCY ? '' : ` @${b.concurrency}`}${b.base ? ' (baseline)' : ''}`;
 }
 
 /** One timed round of `count` fresh documents against `b` (minted first, untimed). */
@@ -363,6 +382,8 @@ function rowOf(b: Running): WorkersRow {
   });
   return {
     n: b.n,
+    base: b.base,
+    concurrency: b.concurrency,
     mode: b.mode,
     releasesPerSecond: b.requests / b.seconds,
     cpuUsPerRelease: per(b.user + b.system),
@@ -408,14 +429,14 @@ export async function benchWorkers(): Promise<WorkersRow[]> {
   // other work on a shared machine drifts, and alternating lets the drift fall on every N alike.
   const running: Running[] = [];
   try {
-    for (const { n, mode } of COUNTS) running.push(await startBrokers(n, mode, pki));
+    for (const { n, mode, concurrency, base } of COUNTS) running.push(await startBrokers(n, mode, concurrency, base, pki));
     for (const b of running) await warm(b);
     for (let done = 0; done < REQUESTS; done += ROUND) for (const b of running) await measureRound(b, Math.min(ROUND, REQUESTS - done));
   } finally {
     for (const b of running) await b.stop();
   }
   const rows = running.map(rowOf);
-  const table: Measurement[] = rows.map((r) => ({ name: `${label(r)} (${CONCURRENCY} concurrent)`, ops: REQUESTS, seconds: REQUESTS / r.releasesPerSecond, opsPerSec: r.releasesPerSecond, usPerOp: 1e6 / r.releasesPerSecond }));
+  const table: Measurement[] = rows.map((r) => ({ name: `${label(r)} (${r.concurrency} concurrent)`, ops: REQUESTS, seconds: REQUESTS / r.releasesPerSecond, opsPerSec: r.releasesPerSecond, usPerOp: 1e6 / r.releasesPerSecond }));
   const extra: Record<string, string> = {};
   for (const r of rows) {
     extra[`${label(r)}: broker CPU per release (µs, all broker processes)`] = `${r.cpuUsPerRelease.toFixed(0)} (user ${r.userUsPerRelease.toFixed(0)}, system ${r.systemUsPerRelease.toFixed(0)}${r.primaryUsPerRelease ? `, of which the primary ${r.primaryUsPerRelease.toFixed(0)}` : ''})`;
@@ -427,7 +448,7 @@ export async function benchWorkers(): Promise<WorkersRow[]> {
     extra[`${label(r)}: load generator CPU (% of one core)`] = r.loadGenCpuPercent.toFixed(0);
     extra[`${label(r)}: p50 / p99 latency (ms)`] = `${r.p50Ms.toFixed(1)} / ${r.p99Ms.toFixed(1)}`;
   }
-  const base = rows.find((r) => r.n === 1 && r.mode === 'cluster');
+  const base = rows.find((r) => r.n === 1 && r.mode === 'cluster' && r.concurrency === CONCURRENCY && !r.base);
   for (const r of rows.filter((x) => x !== base && base)) {
     extra[`${label(r)} ÷ --workers 1: releases/s`] = (r.releasesPerSecond / base!.releasesPerSecond).toFixed(2);
     extra[`${label(r)} ÷ --workers 1: CPU per release`] = (r.cpuUsPerRelease / base!.cpuUsPerRelease).toFixed(2);
