@@ -26,7 +26,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createTestPki, type TestPki } from '../test/support/pki.js';
 import { TestEnclave } from '../test/support/enclave.js';
 import { prepareBrokerDir, spawnBroker } from '../test/support/broker-process.js';
@@ -45,6 +45,8 @@ const COUNTS = (process.env.BENCH_WORKERS_N ?? '1,2,2s').split(',').map((c) => {
   return { n: Number.parseInt(what, 10), mode: what.includes('s') ? ('separate' as const) : ('cluster' as const), concurrency: at === undefined ? CONCURRENCY : Number(at), base: what.includes('b') };
 });
 const BASE_BIN = process.env.BENCH_WORKERS_BASE_BIN;
+/** BENCH_WORKERS_STRACE=DIR: `strace -c -f` attached to every broker process over the timed rounds, one summary per set in DIR (its CPU figures are then the traced ones: compare syscalls per release only). */
+const STRACE_DIR = process.env.BENCH_WORKERS_STRACE;
 /** Warm-up requests per pass and per serving process (a worker, or one of the separate brokers): every process has its own JIT to warm. */
 const PER_PASS = Number(process.env.BENCH_WORKERS_PER_PASS ?? 500);
 /**
@@ -330,16 +332,43 @@ async function load(b: Running, count: number, onRound?: (r: Awaited<ReturnType<
   return cpuUs / count;
 }
 
-/** Warms every process of `b` to steady state (or, with BENCH_WORKERS_WARM_UP, the old fixed warm-up in total). */
+/** Runs `f` after everything queued before it: the sets' warm-up passes take turns (1, 2, 2s, 1, 2, 2s, ...) instead of running together. */
+let turn: Promise<unknown> = Promise.resolve();
+function inTurn<T>(f: () => Promise<T>): Promise<T> {
+  const next = turn.then(f);
+  turn = next.catch(() => undefined);
+  return next;
+}
+
+/**
+ * Warms every process of `b` to steady state (or, with BENCH_WORKERS_WARM_UP, the old fixed warm-up in total). The sets warm
+ * up in turns, pass by pass (see benchWorkers): a set warmed first and then left idle for minutes while the others warm showed
+ * its compiler threads busy again when timing began (~200 µs per release instead of ~90).
+ */
 async function warm(b: Running): Promise<void> {
   const serving = b.procs.filter((p) => p.role !== 'primary').length;
   if (FIXED_WARM_UP !== undefined) {
-    b.warmUp = { requests: FIXED_WARM_UP, byPass: FIXED_WARM_UP > 0 ? [await load(b, FIXED_WARM_UP)] : [] };
+    b.warmUp = { requests: FIXED_WARM_UP, byPass: FIXED_WARM_UP > 0 ? [await inTurn(() => load(b, FIXED_WARM_UP))] : [] };
     return;
   }
-  const result = await warmUntilSteady((requests) => load(b, requests), { perPass: PER_PASS * serving, minPasses: MIN_PASSES });
+  const result = await warmUntilSteady((requests) => inTurn(() => load(b, requests)), { perPass: PER_PASS * serving, minPasses: MIN_PASSES });
   b.warmUp = { requests: result.requests, byPass: result.cpuUsPerRequestByPass };
   console.log(`${label(b)}: warm-up ${result.requests} requests, CPU per release by pass (µs): ${result.cpuUsPerRequestByPass.map((c) => c.toFixed(0)).join(' → ')}`);
+}
+
+/** `strace -c -f` on every process of `b` until stop() (SIGINT: strace writes its summary on detach). */
+function traceSet(b: Running): { stop(): Promise<void> } {
+  mkdirSync(STRACE_DIR!, { recursive: true });
+  const file = join(STRACE_DIR!, `${label(b).replace(/[^a-z0-9@]+/gi, '-')}.txt`);
+  const strace: ChildProcess = spawn('strace', ['-c', '-f', '-o', file, ...b.procs.flatMap((p) => ['-p', String(p.pid)])], { stdio: 'ignore' });
+  return {
+    stop: async () => {
+      const exited = new Promise((r) => strace.once('exit', r));
+      strace.kill('SIGINT');
+      await exited;
+      console.log(`${label(b)}: strace -c -f summary in ${file} (divide the calls by ${b.requests} releases)`);
+    },
+  };
 }
 
 function label(b: { n: number; mode: WorkersRow['mode']; concurrency: number; base: boolean }): string {
@@ -430,8 +459,11 @@ export async function benchWorkers(): Promise<WorkersRow[]> {
   const running: Running[] = [];
   try {
     for (const { n, mode, concurrency, base } of COUNTS) running.push(await startBrokers(n, mode, concurrency, base, pki));
-    for (const b of running) await warm(b);
+    await Promise.all(running.map((b) => warm(b)));
+    const traces = STRACE_DIR ? running.map((b) => traceSet(b)) : [];
+    if (traces.length) await new Promise((r) => setTimeout(r, 2000)); // strace attaches to every thread
     for (let done = 0; done < REQUESTS; done += ROUND) for (const b of running) await measureRound(b, Math.min(ROUND, REQUESTS - done));
+    for (const t of traces) await t.stop();
   } finally {
     for (const b of running) await b.stop();
   }
