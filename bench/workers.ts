@@ -31,7 +31,7 @@ import { createTestPki, type TestPki } from '../test/support/pki.js';
 import { TestEnclave } from '../test/support/enclave.js';
 import { prepareBrokerDir, spawnBroker } from '../test/support/broker-process.js';
 import { printTable, type Measurement } from './harness.js';
-import { threadCpuNs, warmUntilSteady } from './steady.js';
+import { DEFAULT_WARM_UP, threadCpuNs } from './steady.js';
 
 const REQUESTS = Number(process.env.BENCH_WORKERS_REQUESTS ?? 2000);
 const CONCURRENCY = Number(process.env.BENCH_WORKERS_CONCURRENCY ?? 16);
@@ -332,28 +332,29 @@ async function load(b: Running, count: number, onRound?: (r: Awaited<ReturnType<
   return cpuUs / count;
 }
 
-/** Runs `f` after everything queued before it: the sets' warm-up passes take turns (1, 2, 2s, 1, 2, 2s, ...) instead of running together. */
-let turn: Promise<unknown> = Promise.resolve();
-function inTurn<T>(f: () => Promise<T>): Promise<T> {
-  const next = turn.then(f);
-  turn = next.catch(() => undefined);
-  return next;
-}
-
 /**
- * Warms every process of `b` to steady state (or, with BENCH_WORKERS_WARM_UP, the old fixed warm-up in total). The sets warm
- * up in turns, pass by pass (see benchWorkers): a set warmed first and then left idle for minutes while the others warm showed
- * its compiler threads busy again when timing began (~200 µs per release instead of ~90).
+ * Warms every set to steady state (bench/steady.ts's rule: passes until two consecutive ones agree within 3 %, at least
+ * MIN_PASSES), the sets taking turns pass by pass, and a set already steady keeps taking its turns until every set is: a set
+ * warmed and then left idle for minutes while the others warmed had its compiler threads busy again when timing began
+ * (~130-200 µs per release on them instead of ~60-90), which then counted as release cost. With BENCH_WORKERS_WARM_UP=N:
+ * the old fixed warm-up of N requests in total per set, to compare with.
  */
-async function warm(b: Running): Promise<void> {
-  const serving = b.procs.filter((p) => p.role !== 'primary').length;
+async function warmAll(sets: readonly Running[]): Promise<void> {
   if (FIXED_WARM_UP !== undefined) {
-    b.warmUp = { requests: FIXED_WARM_UP, byPass: FIXED_WARM_UP > 0 ? [await inTurn(() => load(b, FIXED_WARM_UP))] : [] };
+    for (const b of sets) b.warmUp = { requests: FIXED_WARM_UP, byPass: FIXED_WARM_UP > 0 ? [await load(b, FIXED_WARM_UP)] : [] };
     return;
   }
-  const result = await warmUntilSteady((requests) => inTurn(() => load(b, requests)), { perPass: PER_PASS * serving, minPasses: MIN_PASSES });
-  b.warmUp = { requests: result.requests, byPass: result.cpuUsPerRequestByPass };
-  console.log(`${label(b)}: warm-up ${result.requests} requests, CPU per release by pass (µs): ${result.cpuUsPerRequestByPass.map((c) => c.toFixed(0)).join(' → ')}`);
+  const { tolerance, maxPasses } = DEFAULT_WARM_UP;
+  const costs = new Map(sets.map((b) => [b, [] as number[]]));
+  const steady = (c: readonly number[]): boolean => c.length >= MIN_PASSES && Math.abs(c[c.length - 1]! - c[c.length - 2]!) <= tolerance * c[c.length - 2]!;
+  for (let pass = 0; pass < maxPasses && ![...costs.values()].every(steady); pass++) {
+    for (const b of sets) costs.get(b)!.push(await load(b, PER_PASS * b.procs.filter((p) => p.role !== 'primary').length));
+  }
+  for (const b of sets) {
+    const byPass = costs.get(b)!;
+    b.warmUp = { requests: byPass.length * PER_PASS * b.procs.filter((p) => p.role !== 'primary').length, byPass };
+    console.log(`${label(b)}: warm-up ${b.warmUp.requests} requests${steady(byPass) ? '' : ' (NOT steady within the passes allowed)'}, CPU per release by pass (µs): ${byPass.map((c) => c.toFixed(0)).join(' → ')}`);
+  }
 }
 
 /** `strace -c -f` on every process of `b` until stop() (SIGINT: strace writes its summary on detach). */
@@ -459,7 +460,7 @@ export async function benchWorkers(): Promise<WorkersRow[]> {
   const running: Running[] = [];
   try {
     for (const { n, mode, concurrency, base } of COUNTS) running.push(await startBrokers(n, mode, concurrency, base, pki));
-    await Promise.all(running.map((b) => warm(b)));
+    await warmAll(running);
     const traces = STRACE_DIR ? running.map((b) => traceSet(b)) : [];
     if (traces.length) await new Promise((r) => setTimeout(r, 2000)); // strace attaches to every thread
     for (let done = 0; done < REQUESTS; done += ROUND) for (const b of running) await measureRound(b, Math.min(ROUND, REQUESTS - done));
