@@ -104,14 +104,4 @@ export class Quarantine implements QuarantineStore {
       if (this.#denials.size > this.maxKeys) this.#denials.delete(this.#denials.keys().next().value as string);
     }
   }
-
-  /** When `identity`'s quarantine ends, if one is held (the primary of `--workers N` pushes it to every worker's mirror). */
-  untilOf(identity: string): number | undefined {
-    return this.#until.get(identity);
-  }
-
-  /** Every quarantine held (identity, end), oldest first: what a new worker's mirror starts from. */
-  entries(): Array<[string, number]> {
-    return [...this.#until];
-  }
 }

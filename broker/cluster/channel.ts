@@ -5,10 +5,6 @@
  * quarantine); workers ask it. Messages are plain JSON; each request carries
  * an id, and an unanswered request fails after a deadline (fail closed: the
  * caller turns it into its own "unavailable" error and releases nothing).
- *
- * The primary also pushes: each quarantine it starts (`qset`) goes to every worker's mirror, and the
- * worker acknowledges it (`qack`) once applied, so a worker answers "is this identity quarantined?"
- * without a round trip per release (see primary-quarantine.ts for why that is as coherent as asking).
  */
 
 import { CodedError } from '../../lib/coded-error.js';
@@ -17,12 +13,10 @@ import { CodedError } from '../../lib/coded-error.js';
 export type ClusterRequest =
   | { readonly op: 'nonce.consume'; readonly nonce: string; readonly rememberUntil: number; readonly now: number }
   | { readonly op: 'quarantine.is'; readonly identity: string; readonly now: number }
-  | { readonly op: 'quarantine.deny'; readonly identity: string; readonly now: number }
-  /** Every quarantine held, for a starting worker's mirror; from then on the primary pushes each new one to it. */
-  | { readonly op: 'quarantine.snapshot' };
+  | { readonly op: 'quarantine.deny'; readonly identity: string; readonly now: number };
 
-/** What the primary answers (the value of a nonce consume, a boolean, a quarantine's end, the quarantines held, or nothing). */
-export type ClusterValue = string | boolean | number | null | ReadonlyArray<readonly [string, number]>;
+/** What the primary answers (the value of a nonce consume, a boolean, or nothing). */
+export type ClusterValue = string | boolean | null;
 
 /** The wire form: `kg` tags keygate's messages so nothing else on the channel is mistaken for one. */
 export interface RequestMessage {
@@ -36,28 +30,6 @@ export interface ReplyMessage {
   readonly ok: boolean;
   readonly value?: ClusterValue;
   readonly error?: string;
-}
-
-/** Primary to worker: `identity` is quarantined until `until` (ms); the worker applies it, then acknowledges `seq`. */
-export interface QuarantineSetMessage {
-  readonly kg: 'qset';
-  readonly seq: number;
-  readonly identity: string;
-  readonly until: number;
-}
-export interface QuarantineAckMessage {
-  readonly kg: 'qack';
-  readonly seq: number;
-}
-
-export function isQuarantineSet(message: unknown): message is QuarantineSetMessage {
-  if (typeof message !== 'object' || message === null || (message as { kg?: unknown }).kg !== 'qset') return false;
-  const { seq, identity, until } = message as { seq?: unknown; identity?: unknown; until?: unknown };
-  return typeof seq === 'number' && typeof identity === 'string' && typeof until === 'number' && Number.isFinite(until);
-}
-
-export function isQuarantineAck(message: unknown): message is QuarantineAckMessage {
-  return typeof message === 'object' && message !== null && (message as { kg?: unknown }).kg === 'qack' && typeof (message as { seq?: unknown }).seq === 'number';
 }
 
 /** The primary could not be asked or did not answer in time. */
@@ -91,19 +63,12 @@ export class WorkerChannel {
   readonly #pending = new Map<number, { resolve: (v: ClusterValue) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   #next = 1;
   #closed = false;
-  #onQuarantineSet: ((identity: string, until: number) => void) | undefined;
 
   constructor(
     private readonly endpoint: IpcEndpoint,
     private readonly timeoutMs = 5_000,
   ) {
     endpoint.on('message', (message) => {
-      if (isQuarantineSet(message)) {
-        // Applied before the acknowledgement leaves: once the primary has every ack, every worker refuses the identity.
-        this.#onQuarantineSet?.(message.identity, message.until);
-        if (this.#onQuarantineSet && this.open) this.endpoint.send!({ kg: 'qack', seq: message.seq } satisfies QuarantineAckMessage);
-        return;
-      }
       if (!isReply(message)) return;
       const waiting = this.#pending.get(message.id);
       if (!waiting) return;
@@ -113,16 +78,6 @@ export class WorkerChannel {
       else waiting.reject(new ClusterChannelError(`the primary refused: ${message.error ?? 'unknown error'}`));
     });
     endpoint.on('disconnect', () => this.#failAll('the primary is gone'));
-  }
-
-  /** Whether the primary can still be asked (and pushes can still arrive): false once it is gone or the channel is closed. */
-  get open(): boolean {
-    return !this.#closed && this.endpoint.send !== undefined && this.endpoint.connected !== false;
-  }
-
-  /** Where the primary's quarantine pushes go (one listener: the worker's quarantine mirror). Unacknowledged without one. */
-  onQuarantineSet(listener: (identity: string, until: number) => void): void {
-    this.#onQuarantineSet = listener;
   }
 
   /** Asks the primary; rejects with ClusterChannelError when it cannot be asked or does not answer within the deadline. */

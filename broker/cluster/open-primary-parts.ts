@@ -8,12 +8,9 @@ import { PrimaryQuarantine } from './primary-quarantine.js';
 export interface PrimaryParts {
   readonly nonces: NonceRegistry;
   readonly quarantine: OpenedQuarantine;
-  /** Loads the quarantine mirror from the primary (before serving: until then the mirror fails closed). */
-  load(): Promise<void>;
 }
 
-/** The one place that builds a worker's views of the primary's nonce registry and quarantine (`quarantineMs`: the configured length, for the mirror's clock rule). */
-export function openPrimaryParts(channel: WorkerChannel, quarantineMs: number): PrimaryParts {
-  const quarantine = new PrimaryQuarantine(channel, quarantineMs);
-  return { nonces: new PrimaryNonceRegistry(channel), quarantine, load: () => quarantine.load() };
+/** The one place that builds a worker's views of the primary's nonce registry and quarantine. */
+export function openPrimaryParts(channel: WorkerChannel): PrimaryParts {
+  return { nonces: new PrimaryNonceRegistry(channel), quarantine: new PrimaryQuarantine(channel) };
 }

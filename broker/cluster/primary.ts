@@ -1,9 +1,8 @@
 /**
  * The primary of `keygate broker --workers N`: it serves no request itself. It forks N broker workers
  * (node:cluster: the primary holds the listening socket and hands connections to the workers in turn),
- * owns what must be one for all of them (the memory nonce registry and quarantine, answered over IPC;
- * each quarantine it starts is pushed to every worker's mirror before the denial that started it is
- * answered), restarts a worker that dies (bounded), and stops them all on SIGTERM/SIGINT.
+ * owns what must be one for all of them (the memory nonce registry and quarantine, answered over IPC),
+ * restarts a worker that dies (bounded), and stops them all on SIGTERM/SIGINT.
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { BrokerConfig } from '../config.js';
@@ -12,7 +11,7 @@ import { openNonceRegistry } from '../nonce/open-registry.js';
 import { Quarantine } from '../rate-limit.js';
 import { loadSharedKeys } from '../keys/open-key-source.js';
 import { statePaths } from '../state.js';
-import { isQuarantineAck, isRequest, type ClusterRequest, type ClusterValue, type QuarantineSetMessage, type ReplyMessage } from './channel.js';
+import { isRequest, type ClusterRequest, type ClusterValue, type ReplyMessage } from './channel.js';
 import { WORKER_ENV, WORKERS_ENV } from './worker-config.js';
 import { CodedError } from '../../lib/coded-error.js';
 
@@ -61,11 +60,6 @@ export interface PrimaryOptions {
   readonly restartWindowMs?: number;
   /** How long a stopping worker may take before it is killed. Default 30 s. */
   readonly stopTimeoutMs?: number;
-  /**
-   * How long a worker may take to acknowledge a quarantine pushed to its mirror before it is killed (and restarted with a fresh
-   * snapshot). Default 3 s: below the 5 s a worker waits for any answer, so the denial that started the quarantine is still answered.
-   */
-  readonly mirrorAckTimeoutMs?: number;
 }
 
 export interface RunningPrimary {
@@ -92,70 +86,18 @@ export async function startPrimary(config: BrokerConfig, options: PrimaryOptions
   const r = config.rateLimits;
   const quarantine = new Quarantine(r.quarantineAfterDenials, r.quarantineWindowSeconds * 1000, r.quarantineSeconds * 1000);
 
-  // Workers whose quarantine mirror is loaded (they asked for the snapshot): every quarantine started from then on is pushed to them.
-  const mirrors = new Set<Worker>();
-  const awaitingAck = new Map<number, { worker: Worker; done: () => void }>();
-  let pushSeq = 0;
-  const ackTimeoutMs = options.mirrorAckTimeoutMs ?? 3_000;
-
-  /** Pushes `identity`'s quarantine to every mirror but `from`'s (it takes it from the answer) and waits until each has applied it. */
-  const pushQuarantine = async (identity: string, until: number, from: Worker): Promise<void> => {
-    await Promise.all(
-      [...mirrors]
-        .filter((w) => w !== from)
-        .map(
-          (worker) =>
-            new Promise<void>((resolve) => {
-              if (worker.isDead() || !worker.isConnected()) return resolve(); // gone: a restart loads a fresh snapshot
-              const seq = ++pushSeq;
-              const timer = setTimeout(() => {
-                // A worker that cannot apply a quarantine in time must not go on serving without it: it is restarted, with a fresh snapshot.
-                log('error', 'broker worker did not apply a quarantine in time: killing it', { pid: worker.process.pid, timeoutMs: ackTimeoutMs });
-                awaitingAck.delete(seq);
-                worker.process.kill('SIGKILL');
-                resolve();
-              }, ackTimeoutMs);
-              awaitingAck.set(seq, {
-                worker,
-                done: () => {
-                  clearTimeout(timer);
-                  awaitingAck.delete(seq);
-                  resolve();
-                },
-              });
-              worker.send({ kg: 'qset', seq, identity, until } satisfies QuarantineSetMessage);
-            }),
-        ),
-    );
-  };
-
-  const answer = async (req: ClusterRequest, from: Worker): Promise<ClusterValue> => {
+  const answer = async (req: ClusterRequest): Promise<ClusterValue> => {
     switch (req.op) {
       case 'nonce.consume':
         return nonces.consume(String(req.nonce), Number(req.rememberUntil), Number(req.now));
       case 'quarantine.is':
         return quarantine.isQuarantined(String(req.identity), Number(req.now));
-      case 'quarantine.deny': {
-        const identity = String(req.identity);
-        const before = quarantine.untilOf(identity);
-        quarantine.recordDenial(identity, Number(req.now));
-        const until = quarantine.untilOf(identity);
-        if (until !== undefined && until !== before) await pushQuarantine(identity, until, from);
-        return until ?? null;
-      }
-      case 'quarantine.snapshot':
-        // Answered and enrolled in one step: what is pushed later travels behind this answer on the same pipe.
-        mirrors.add(from);
-        return quarantine.entries();
+      case 'quarantine.deny':
+        quarantine.recordDenial(String(req.identity), Number(req.now));
+        return null;
       default:
         throw new Error('unknown request');
     }
-  };
-
-  /** A worker gone: nothing of its mirror is waited for any more. */
-  const forget = (worker: Worker): void => {
-    mirrors.delete(worker);
-    for (const waiting of [...awaitingAck.values()]) if (waiting.worker === worker) waiting.done();
   };
 
   cluster.setupPrimary({ exec: options.exec, args: [...options.args] });
@@ -175,13 +117,8 @@ export async function startPrimary(config: BrokerConfig, options: PrimaryOptions
     byIndex.set(i, worker);
     let wasReady = false;
     worker.on('message', (message: unknown) => {
-      if (isQuarantineAck(message)) {
-        const waiting = awaitingAck.get(message.seq);
-        if (waiting?.worker === worker) waiting.done();
-        return;
-      }
       if (isRequest(message)) {
-        answer(message.req, worker).then(
+        answer(message.req).then(
           (value) => reply(worker, { kg: 'rep', id: message.id, ok: true, value }),
           (err: unknown) => reply(worker, { kg: 'rep', id: message.id, ok: false, error: err instanceof Error ? err.message : 'error' }),
         );
@@ -199,9 +136,7 @@ export async function startPrimary(config: BrokerConfig, options: PrimaryOptions
         if (readyCount >= n) allReady?.();
       }
     });
-    worker.on('disconnect', () => forget(worker));
     worker.on('exit', (code, signal) => {
-      forget(worker);
       if (byIndex.get(i) === worker) byIndex.delete(i);
       if (stopping) return;
       if (!wasReady && startFailed) {

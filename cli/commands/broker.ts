@@ -140,9 +140,7 @@ async function runWorker(config: BrokerConfig, self: { i: number; n: number }, i
   const channel = new WorkerChannel(process);
   let broker;
   try {
-    const viaPrimary = openPrimaryParts(channel, config.rateLimits.quarantineSeconds * 1000);
-    if (config.quarantine.kind === 'memory') await viaPrimary.load();
-    broker = await startBroker(workerConfig(config, self.i, self.n), { viaPrimary });
+    broker = await startBroker(workerConfig(config, self.i, self.n), { viaPrimary: openPrimaryParts(channel) });
   } catch (err) {
     // Told to the primary, which says it once, in the words of a single-process broker (the same exit codes).
     const listenError = listenProblem(err);
