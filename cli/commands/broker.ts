@@ -98,10 +98,11 @@ function keygateBin(): string {
 
 /**
  * `--workers N`: a whole number from 1 to 64, or 0 for the cores available to this process; absent: 1. Not the
- * cores by default: on the 2-core bench machine two workers still cost ~1.5x the CPU per release of one. Most
- * of it is not the cluster's: two separate single-process brokers cost ~1.4x too (a process that is not kept
- * busy pays more per request: one broker at 2 concurrent costs ~1.45x what it does at 16), and the rest is the
- * primary's nonce answer (~140 µs per release). `npm run bench -- workers` measures all three.
+ * cores by default: on the 2-core bench machine (shared, load generator beside) two workers cost ~1.2x the CPU per
+ * release of one in steady state (every process warmed; the ~1.4x measured before was half-warmed JITs) and serve
+ * about as many releases/s. It is not the cluster's: two separate single-process brokers cost ~1.2x too (a process
+ * kept half as busy pays more per request: one broker at 8 concurrent costs ~1.2x what it does at 16); the primary's
+ * share (nonce and quarantine answers) is ~50-75 µs per release. `npm run bench -- workers` measures all three.
  */
 function workerCount(value: string | undefined): number {
   if (value === undefined) return 1;
