@@ -12,7 +12,7 @@ import { makeDocument } from '../test/support/document.js';
 import { fixtureBytes, realDocuments } from '../test/support/fixtures.js';
 import { sigStructure, splitCoseSign1 } from '../broker/verify/cose.js';
 import { parseCertificate } from '../broker/verify/certificate.js';
-import { bestOf, measure, printTable, writeResults, type Measurement } from './harness.js';
+import { bestOf, collectGarbage, measure, printTable, writeResults, type Measurement } from './harness.js';
 import { warmUntilSteady } from './steady.js';
 
 const AT = Date.UTC(2026, 0, 15, 12);
@@ -53,6 +53,7 @@ export async function benchVerify(): Promise<Record<string, unknown>> {
   );
 
   const freshRun = (): Measurement => {
+    collectGarbage();
     const verifier = createVerifier();
     verifier(makeDocument(pki), { at: AT, roots }); // CA chain warm, as in a running broker
     return measure('fresh document, new enclave leaf', FRESH, (i) => void verifier(freshDocs[i]!, { at: AT, roots }), 0);
@@ -67,6 +68,7 @@ export async function benchVerify(): Promise<Record<string, unknown>> {
   const twoVerifyCpuUs: number[] = [];
   const freshCpuUs: number[] = [];
   for (let r = 0; r < ROUNDS; r++) {
+    collectGarbage();
     const t = measure('2 × P-384 verify (node crypto)', 600, () => {
       cryptoVerify('sha384', coseInput, { key: publicKey, dsaEncoding: 'ieee-p1363' }, coseSig);
       cryptoVerify('sha384', tbsInput, { key: publicKey, dsaEncoding: 'der' }, tbsSig);
