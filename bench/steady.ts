@@ -39,22 +39,30 @@ export async function warmUntilSteady(pass: (requests: number) => Promise<number
   const costs: number[] = [];
   while (costs.length < o.maxPasses) {
     costs.push(await pass(o.perPass));
-    const n = costs.length;
-    if (n >= o.minPasses && Math.abs(costs[n - 1]! - costs[n - 2]!) <= o.tolerance * costs[n - 2]!) break;
+    if (isSteady(costs, o)) break;
   }
   return { requests: costs.length * o.perPass, passes: costs.length, cpuUsPerRequestByPass: costs };
+}
+
+/** The steady rule: at least `minPasses` passes, the last two within `tolerance` of each other. */
+export function isSteady(costs: readonly number[], o: Pick<WarmUpOptions, 'minPasses' | 'tolerance'> = DEFAULT_WARM_UP): boolean {
+  const n = costs.length;
+  return n >= Math.max(2, o.minPasses) && Math.abs(costs[n - 1]! - costs[n - 2]!) <= o.tolerance * costs[n - 2]!;
+}
+
+/** The thread ids of `pid` (Linux /proc; empty elsewhere or once it has exited). */
+export function threadIds(pid: number): string[] {
+  try {
+    return readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
 }
 
 /** CPU time (ns) each thread of `pid` has used so far, by thread id (Linux /proc; empty elsewhere). */
 export function threadCpuNs(pid: number): Map<number, number> {
   const out = new Map<number, number>();
-  let tids: string[];
-  try {
-    tids = readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return out;
-  }
-  for (const tid of tids) {
+  for (const tid of threadIds(pid)) {
     try {
       // schedstat's first field: nanoseconds on a CPU (finer than stat's 10 ms ticks).
       out.set(Number(tid), Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]));

@@ -31,7 +31,7 @@ import { createTestPki, type TestPki } from '../test/support/pki.js';
 import { TestEnclave } from '../test/support/enclave.js';
 import { prepareBrokerDir, spawnBroker } from '../test/support/broker-process.js';
 import { printTable, type Measurement } from './harness.js';
-import { DEFAULT_WARM_UP, threadCpuNs } from './steady.js';
+import { DEFAULT_WARM_UP, isSteady, threadCpuNs, threadIds } from './steady.js';
 
 const REQUESTS = Number(process.env.BENCH_WORKERS_REQUESTS ?? 2000);
 const CONCURRENCY = Number(process.env.BENCH_WORKERS_CONCURRENCY ?? 16);
@@ -122,13 +122,7 @@ function cpuSeconds(pid: number): Cpu {
 /** The child processes of `pid` (a primary's workers). */
 function childPids(pid: number): number[] {
   const out: number[] = [];
-  let tasks: string[] = [];
-  try {
-    tasks = readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return out;
-  }
-  for (const task of tasks) {
+  for (const task of threadIds(pid)) {
     try {
       out.push(...readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
     } catch {
@@ -346,7 +340,7 @@ async function warmAll(sets: readonly Running[]): Promise<void> {
   }
   const { tolerance, maxPasses } = DEFAULT_WARM_UP;
   const costs = new Map(sets.map((b) => [b, [] as number[]]));
-  const steady = (c: readonly number[]): boolean => c.length >= MIN_PASSES && Math.abs(c[c.length - 1]! - c[c.length - 2]!) <= tolerance * c[c.length - 2]!;
+  const steady = (c: readonly number[]): boolean => isSteady(c, { minPasses: MIN_PASSES, tolerance });
   for (let pass = 0; pass < maxPasses && ![...costs.values()].every(steady); pass++) {
     for (const b of sets) costs.get(b)!.push(await load(b, PER_PASS * b.procs.filter((p) => p.role !== 'primary').length));
   }

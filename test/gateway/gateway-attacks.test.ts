@@ -434,19 +434,32 @@ describe('request bodies held at once', () => {
       req.end(tokenBody);
     });
     const seenBefore = fx.seen.length;
+    // The held call gets a connection of its own (bound to the same key): nothing of the token exchange's
+    // keep-alive connection can delay its headers (CI once saw 30 s of calls served and none refused).
+    const held1 = tlsConnect({ host: '127.0.0.1', port: fx.gatewayPort, rejectUnauthorized: false, minVersion: 'TLSv1.3' });
+    await new Promise<void>((resolve, reject) => {
+      held1.once('secureConnect', resolve);
+      held1.once('error', reject);
+    });
     // 2000 bytes announced, 10 sent: the gateway holds (reserves) 2000 until the body is complete.
     let held!: (a: number) => void;
     const heldStatus = new Promise<number>((r) => (held = r));
-    const slow = httpsRequest({ host: '127.0.0.1', port: fx.gatewayPort, method: 'POST', path: `${GATEWAY_CALL_PREFIX}bodies/v1/slow`, headers: { [GATEWAY_TOKEN_HEADER]: token, [CHANNEL_BINDING_HEADER]: bindingFor(socket, k.privateKey), 'content-length': '2000' }, createConnection: () => socket }, (res) => {
+    const slow = httpsRequest({ host: '127.0.0.1', port: fx.gatewayPort, method: 'POST', path: `${GATEWAY_CALL_PREFIX}bodies/v1/slow`, headers: { [GATEWAY_TOKEN_HEADER]: token, [CHANNEL_BINDING_HEADER]: bindingFor(held1, k.privateKey), 'content-length': '2000' }, createConnection: () => held1 }, (res) => {
       res.resume();
       held(res.statusCode!);
     });
+    slow.on('error', () => held(-1)); // -1: the held call failed at the socket
+    slow.flushHeaders();
     slow.write('x'.repeat(10));
+    // If the held call is answered before anything is refused, say how (instead of 30 s of served calls).
+    let heldEarly: number | undefined;
+    void heldStatus.then((status) => (heldEarly ??= status));
     // Another call with a 2000-byte body passes the 3000-byte cap while the first is held: refused, and it never reaches the upstream.
     const deadline = Date.now() + 30_000;
     let code: string | undefined;
     let servedMeanwhile = 0; // calls that got in before the first call's headers were processed
     while (Date.now() < deadline) {
+      expect(heldEarly, 'the held call was answered before any call was refused').toBeUndefined();
       const res = await a.fetch('bodies', '/v1/second', { method: 'POST', body: 'y'.repeat(2000) }).catch((e: { code?: string }) => e);
       if (res instanceof Response) {
         servedMeanwhile++;
@@ -465,5 +478,6 @@ describe('request bodies held at once', () => {
     // Once the first body is gone, the same call is served again.
     expect((await a.fetch('bodies', '/v1/second', { method: 'POST', body: 'y'.repeat(2000) })).status).toBe(200);
     socket.destroy();
+    held1.destroy();
   }, 120_000);
 });
