@@ -28,7 +28,8 @@ export interface WarmUpOptions {
 }
 
 // At least 6 passes (3000 requests): under load, two early passes can agree by chance while compilation still goes on.
-export const DEFAULT_WARM_UP: WarmUpOptions = { perPass: 500, minPasses: Number(process.env.BENCH_WARM_UP_MIN_PASSES ?? 6), maxPasses: 40, tolerance: 0.03 };
+const MIN_PASSES = Number(process.env.BENCH_WARM_UP_MIN_PASSES ?? 6);
+export const DEFAULT_WARM_UP: WarmUpOptions = { perPass: 500, minPasses: MIN_PASSES, maxPasses: Math.max(16, MIN_PASSES), tolerance: 0.03 };
 
 /**
  * Runs `pass(requests)` (which returns the CPU µs the measured process(es) spent per request in it) until two
