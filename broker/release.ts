@@ -291,7 +291,15 @@ export class ReleaseService {
     const values = await this.#unwrap(req, authorised.value, attestation);
     if (!values.ok) return { ...values, doc, chain };
     const bindings = admitted ? DelegationGate.withinExpiry(admitted.value, authorised.value.bindings, req.now) : authorised.value.bindings;
-    const released = this.#seal(req, verified.value, bindings, values.value);
+    let released: ReleasedSecret[];
+    try {
+      released = this.#seal(req, verified.value, bindings, values.value);
+    } catch {
+      // The nonce is spent and the values were decrypted (and are wiped by #seal): the failure is this request's
+      // audited decision, answered INTERNAL_ERROR like any other unexpected failure (fail closed, nothing released).
+      const reasons = new Map<string, DenialReason>(req.names.map((n) => [n, { kind: 'shown', code: 'INTERNAL_ERROR' }]));
+      return { ...denied(namesDenied('INTERNAL_ERROR', 'internal error; nothing was released', req.names, reasons)), doc, chain };
+    }
     // Single use: the approval is spent (a conditional write) only now, so a KMS failure above does not use it up.
     const used = gate.value.kind === 'approved' ? await this.#consumeApproval(req, gate.value) : { ok: true as const, value: [] };
     if (!used.ok) return { ...used, doc, chain };
