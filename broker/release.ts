@@ -21,7 +21,7 @@ import { QuarantineUnavailableError } from './quarantine/store.js';
 import { BrokerError } from './errors.js';
 import { buildRecipientReleaseClaims, buildReleaseClaims, RELEASE_JWS_TYPE, type BrokerErrorCode, type DelegationAnswer, type ReleasedSecret, type SignedReleaseClaims } from './protocol/index.js';
 import { DelegationGate, identityOfSummary, type Admitted, type DelegationAudit, type DelegationRequest, type GateOutcome } from './delegation/gate.js';
-import { auditCode, namesDenied, refusal, type Denial, type DenialReason } from './release/denial.js';
+import { auditCode, everyNameDenied, namesDenied, refusal, type Denial, type DenialReason } from './release/denial.js';
 import { identityKeyOf, identityOf, type IdentityKey } from './release/identity.js';
 import type { ApprovalEvent, ApprovalGate, GateOutcome as ApprovalOutcome } from './approval/gate.js';
 import { ApprovalError } from './approval/request.js';
@@ -297,8 +297,7 @@ export class ReleaseService {
     } catch {
       // The nonce is spent and the values were decrypted (and are wiped by #seal): the failure is this request's
       // audited decision, answered INTERNAL_ERROR like any other unexpected failure (fail closed, nothing released).
-      const reasons = new Map<string, DenialReason>(req.names.map((n) => [n, { kind: 'shown', code: 'INTERNAL_ERROR' }]));
-      return { ...denied(namesDenied('INTERNAL_ERROR', 'internal error; nothing was released', req.names, reasons)), doc, chain };
+      return { ...denied(everyNameDenied('INTERNAL_ERROR', 'internal error; nothing was released', req.names)), doc, chain };
     }
     // Single use: the approval is spent (a conditional write) only now, so a KMS failure above does not use it up.
     const used = gate.value.kind === 'approved' ? await this.#consumeApproval(req, gate.value) : { ok: true as const, value: [] };
@@ -358,8 +357,7 @@ export class ReleaseService {
    */
   async #approval(req: ReleaseRequest, v: Verified, bindings: readonly Binding[]): Promise<Outcome<ApprovalOutcome> & ApprovalResult> {
     if (!bindings.some((b) => b.approval !== undefined)) return { ok: true, value: { kind: 'none' } };
-    const all = (code: BrokerErrorCode): Map<string, DenialReason> => new Map(req.names.map((n) => [n, { kind: 'shown', code }]));
-    if (!this.#deps.approvals) return denied(namesDenied('STORE_UNAVAILABLE', 'human approval is not available on this broker; nothing was released', req.names, all('STORE_UNAVAILABLE')));
+    if (!this.#deps.approvals) return denied(everyNameDenied('STORE_UNAVAILABLE', 'human approval is not available on this broker; nothing was released', req.names));
     let outcome: ApprovalOutcome;
     try {
       outcome = await this.#deps.approvals.evaluate(bindings, v.identity, req.now);
@@ -367,8 +365,8 @@ export class ReleaseService {
       if (!(err instanceof ApprovalError)) throw err;
       return denied(refusal('STORE_UNAVAILABLE', 'the approval store is unavailable; nothing was released', { kind: 'approvals', storeError: err.code }));
     }
-    if (outcome.kind === 'pending') return { ...denied(namesDenied('APPROVAL_PENDING', 'human approval is pending; nothing was released (ask again once approved)', req.names, all('APPROVAL_PENDING'))), approvalEvents: outcome.events, pending: outcome.pending };
-    if (outcome.kind === 'refused') return { ...denied(namesDenied(outcome.code, outcome.message, req.names, all(outcome.code))), approvalEvents: outcome.events };
+    if (outcome.kind === 'pending') return { ...denied(everyNameDenied('APPROVAL_PENDING', 'human approval is pending; nothing was released (ask again once approved)', req.names)), approvalEvents: outcome.events, pending: outcome.pending };
+    if (outcome.kind === 'refused') return { ...denied(everyNameDenied(outcome.code, outcome.message, req.names)), approvalEvents: outcome.events };
     return { ok: true, value: outcome };
   }
 
@@ -377,8 +375,7 @@ export class ReleaseService {
     try {
       const { used, events } = await gate.consume(req.now);
       if (used) return { ok: true, value: events };
-      const reasons = new Map<string, DenialReason>(req.names.map((n) => [n, { kind: 'shown', code: 'APPROVAL_CONSUMED' }]));
-      return { ...denied(namesDenied('APPROVAL_CONSUMED', 'the approval was used by a concurrent request; nothing was released', req.names, reasons)), approvalEvents: events };
+      return { ...denied(everyNameDenied('APPROVAL_CONSUMED', 'the approval was used by a concurrent request; nothing was released', req.names)), approvalEvents: events };
     } catch (err) {
       if (!(err instanceof ApprovalError)) throw err;
       return denied(refusal('STORE_UNAVAILABLE', 'the approval store is unavailable; nothing was released', { kind: 'approvals', storeError: err.code }));

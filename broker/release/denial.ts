@@ -69,6 +69,11 @@ export function refusal(shown: BrokerErrorCode, message: string, reason: DenialR
   return { shown, message, scope: 'request', reason };
 }
 
+/** Every requested name refused for the same reason: one record per name, each audited as the code shown. */
+export function everyNameDenied(shown: BrokerErrorCode, message: string, names: readonly string[]): Denial {
+  return { shown, message, scope: 'names', reasons: new Map<string, DenialReason>(names.map((name) => [name, { kind: 'shown', code: shown }])) };
+}
+
 /** Per-name decisions: every requested name not in `refused` is audited as BATCH_DENIED. */
 export function namesDenied(shown: BrokerErrorCode, message: string, names: readonly string[], refused: ReadonlyMap<string, DenialReason>): Denial {
   const reasons = new Map<string, DenialReason>(names.map((name) => [name, { kind: 'batch' }]));
