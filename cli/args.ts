@@ -36,6 +36,8 @@ function parseErrorMessage(err: Error & { code?: string }): string {
   if (!flag) return err.message;
   if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return `unknown option ${flag}`;
   if (/does not take an argument/.test(err.message)) return `${flag} takes no value`;
-  if (/argument missing|ambiguous/.test(err.message)) return `${flag} needs a value`;
+  // node refuses `--flag -x` (a value that looks like a flag) as ambiguous: such a value goes after "=".
+  if (/ambiguous/.test(err.message)) return `${flag} needs a value (one that starts with "-" is written ${flag}=VALUE)`;
+  if (/argument missing/.test(err.message)) return `${flag} needs a value`;
   return err.message;
 }

@@ -6,7 +6,7 @@ import type { VerifiedDocument } from '../verify/index.js';
 import { DELEGATION_VERSION, SUMMARY_PCRS, type AttestationSummary, type BrokerErrorCode, type DelegationAnswer, type DelegationAudience, type DelegationClaims } from '../protocol/index.js';
 import type { SigningKey } from '../signing-key.js';
 import { namesDenied, refusal, type Denial, type DenialReason } from '../release/denial.js';
-import { DelegationRegistryUnavailableError, type DelegationRecord, type DelegationRegistry, type UseOutcome } from './registry.js';
+import { DelegationRegistryUnavailableError, newDelegationId, type DelegationRecord, type DelegationRegistry, type UseOutcome } from './registry.js';
 import type { DelegationSettings } from './settings.js';
 import { readDelegation, signDelegation } from './token.js';
 
@@ -187,7 +187,7 @@ export class DelegationGate {
     const exp = iat + request.ttlSeconds;
     const chain = [...(from?.claims.chain ?? []), summaryOf(doc)];
     const parents = from ? [...from.claims.parents, from.claims.jti] : [];
-    const id = randomBytes(16).toString('base64url');
+    const id = newDelegationId(randomBytes(16));
     const audit: DelegationAudit = { id, depth, chain: chain.map((s) => ({ moduleId: s.moduleId, pcr0: s.pcrs['0'] ?? null })), parents };
     const bindingTtl = Math.min(...input.bindings.map((b) => b.ttlSeconds));
     if (depth > this.settings.maxDepth) return fail('DELEGATION_NOT_ALLOWED', `delegation chains are at most ${this.settings.maxDepth} deep`, 'depth', names, audit);

@@ -64,6 +64,16 @@ export type DynamoDbDelegationSettings = DynamoDbTableSettings;
 
 export const DELEGATION_ID = /^[A-Za-z0-9_-]{16,64}$/;
 
+/**
+ * A new delegation id from 16 random bytes: `dlg_` + their base64url. The prefix keeps an id from
+ * starting with "-" (a bare base64url id does 1 time in 64), which a command line takes for a flag
+ * (`keygate revoke --delegation ID`). Ids issued before the prefix stay valid.
+ */
+export function newDelegationId(random: Uint8Array): string {
+  if (random.length !== 16) throw new RangeError('a delegation id takes 16 random bytes');
+  return `dlg_${Buffer.from(random.buffer, random.byteOffset, random.length).toString('base64url')}`;
+}
+
 /** A record read back from storage, checked field by field (a damaged file or item is not believed). */
 export function parseDelegationRecord(v: unknown): DelegationRecord | undefined {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return undefined;
