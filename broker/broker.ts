@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import type { Hono } from 'hono';
 import { AWS_NITRO_ROOT_G1_PEM, createVerifier, pemCertificates, type TrustedRoot } from './verify/index.js';
+import { createThreadPoolVerifier } from './verify/verify.js';
 import type { BindingStore } from './store/store.js';
 import { openStore, storeLabel } from './store/open-store.js';
 import { ensureDirectory } from '../lib/durable-fs.js';
@@ -214,6 +215,7 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
   const approvalGate = new ApprovalGate(approvalStore);
   const release = new ReleaseService({
     verifier: createVerifier(),
+    ...(config.verifyThreads > 0 ? { verifyOnPool: createThreadPoolVerifier({ threads: config.verifyThreads }) } : {}),
     roots,
     allowDebug: config.allowDebug,
     maxDocumentAgeMs: config.maxDocumentAgeSeconds * 1000,
