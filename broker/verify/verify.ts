@@ -179,12 +179,14 @@ function verificationSteps(settings: VerifierSettings): VerifySteps {
     const cose = splitCoseSign1(document);
     const signed = sigStructure(cose.protectedHeader, cose.payload);
     const payload = parseOwnedPayload(signed.subarray(signed.length - cose.payload.length));
+    // Everything still read from `document` is taken before the first signature check: on the thread pool that
+    // check is awaited, and the caller's buffer may change meanwhile (the digest is of the bytes as received).
+    const signature = rawSignatureToDer(cose.signature); // 96 bytes (splitCoseSign1 checked): cannot throw
+    const documentSha256 = sha256Hex(document);
     // 3: chain to a pinned root.
     const chain = yield* chainSteps(payload.certificate, payload.cabundle, { roots, at, cache: caCache });
-    // The digest of the bytes as received, taken before `document` is let go of (a check on the pool is awaited).
-    const documentSha256 = sha256Hex(document);
     // 4: the COSE signature over the original bytes.
-    const signatureOk = yield { data: signed, key: chain.leaf.publicKey, signature: rawSignatureToDer(cose.signature) };
+    const signatureOk = yield { data: signed, key: chain.leaf.publicKey, signature };
     if (!signatureOk) throw new AttestationError('BAD_SIGNATURE', 'COSE signature does not verify under the leaf certificate key');
     // 5-6: what the caller asked for.
     checkFreshness(payload.timestamp, at, { maxAgeMs, clockSkewMs });
