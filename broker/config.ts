@@ -282,11 +282,16 @@ export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerCo
   return config;
 }
 
-/** libuv's thread-pool size in this process: UV_THREADPOOL_SIZE as libuv reads it when the pool starts (default 4, 1..1024). */
+/**
+ * libuv's thread-pool size in this process: UV_THREADPOOL_SIZE as libuv 1.46 reads it when the pool starts (unset: 4;
+ * else atoi, 0 or unreadable: 1, negative wraps to the maximum, at most 1024).
+ */
 export function threadPoolSize(env: NodeJS.ProcessEnv = process.env): number {
-  const n = Number.parseInt(env.UV_THREADPOOL_SIZE ?? '', 10);
-  if (Number.isNaN(n)) return 4;
-  return Math.min(1024, Math.max(1, n));
+  const value = env.UV_THREADPOOL_SIZE;
+  if (value === undefined) return 4;
+  const n = Number.parseInt(value, 10) || 0;
+  if (n === 0) return 1;
+  return n < 0 ? 1024 : Math.min(1024, n);
 }
 
 /**
