@@ -39,8 +39,8 @@ const CONCURRENCY = Number(process.env.BENCH_WORKERS_CONCURRENCY ?? 16);
  * What to run: `N` is `keygate broker --workers N`, `Ns` is N separate single-process brokers (the floor for N processes);
  * `@C` after either sets that set's concurrency (default BENCH_WORKERS_CONCURRENCY), e.g. `1,2@32`: the same load per process;
  * a `b` (`2b`) runs that set from BENCH_WORKERS_BASE_BIN (another checkout's bin/keygate.js, built): an A/B interleaved round by round;
- * a `t` (`1t`, `1t3`) runs it with `--verify-threads T` (signature checks on libuv's thread pool, T at once; default 2), its pool
- * sized T + 1 unless BENCH_WORKERS_UV_THREADPOOL_SIZE says otherwise (the default pool, 4, holds T <= 3).
+ * a `t` (`1t`, `1t3`) runs it with `--verify-threads T` (signature checks on libuv's thread pool, T at once; default 2), with
+ * libuv's default pool (4 threads, enough for T <= 3), or T + 1 threads for a larger T, or BENCH_WORKERS_UV_THREADPOOL_SIZE.
  */
 const COUNTS = (process.env.BENCH_WORKERS_N ?? '1,2,2s').split(',').map((c) => {
   const [what, at] = c.split('@') as [string, string | undefined];
@@ -48,7 +48,7 @@ const COUNTS = (process.env.BENCH_WORKERS_N ?? '1,2,2s').split(',').map((c) => {
   const verifyThreads = threads ? Number(threads[1] || 2) : 0;
   return { n: Number.parseInt(what, 10), mode: what.includes('s') ? ('separate' as const) : ('cluster' as const), concurrency: at === undefined ? CONCURRENCY : Number(at), base: what.includes('b'), verifyThreads };
 });
-/** UV_THREADPOOL_SIZE for the brokers of a `t` set (default: its T + 1, the least `--verify-threads T` accepts). */
+/** UV_THREADPOOL_SIZE for the brokers of a `t` set (default: libuv's 4, or T + 1 when T > 3: the least `--verify-threads T` accepts). */
 const POOL_SIZE = process.env.BENCH_WORKERS_UV_THREADPOOL_SIZE;
 const BASE_BIN = process.env.BENCH_WORKERS_BASE_BIN;
 /** BENCH_WORKERS_STRACE=DIR: `strace -c -f` attached to every broker process over the timed rounds, one summary per set in DIR (its CPU figures are then the traced ones: compare syscalls per release only). */
@@ -259,14 +259,14 @@ function discover(b: Pick<Running, 'n' | 'mode' | 'pids'>): Proc[] {
 
 /** `--workers n` (cluster), or n single-process brokers each in its own directory (separate). */
 async function startBrokers(n: number, mode: WorkersRow['mode'], concurrency: number, base: boolean, verifyThreads: number, pki: TestPki): Promise<Running> {
-  const poolSize = verifyThreads > 0 ? Number(POOL_SIZE ?? verifyThreads + 1) : Number(process.env.UV_THREADPOOL_SIZE ?? 4);
+  const poolSize = verifyThreads > 0 ? Number(POOL_SIZE ?? Math.max(4, verifyThreads + 1)) : Number(process.env.UV_THREADPOOL_SIZE ?? 4);
   const started: Array<{ dir: string; child: ChildProcessWithoutNullStreams; url: string; enclave: TestEnclave }> = [];
   for (let k = 0; k < (mode === 'cluster' ? 1 : n); k++) {
     const dir = mkdtempSync(join(tmpdir(), 'keygate-bench-workers-'));
     const config = await prepareBrokerDir(dir, pki); // binds `db`, rate limits and quarantine off
     if (base && !BASE_BIN) throw new Error('a `b` set needs BENCH_WORKERS_BASE_BIN (another checkout\'s bin/keygate.js)');
     // The baseline: spawnBroker runs `node BIN broker ...` behind the wrapper, which swaps BIN for the baseline's (the same pid: exec).
-    const wrapper = [...(verifyThreads > 0 ? ['env', `UV_THREADPOOL_SIZE=${poolSize}`] : []), ...(base ? ['sh', '-c', `shift; exec "$0" '${BASE_BIN}' "$@"`] : [])];
+    const wrapper = [...(verifyThreads > 0 && (POOL_SIZE !== undefined || poolSize !== 4) ? ['env', `UV_THREADPOOL_SIZE=${poolSize}`] : []), ...(base ? ['sh', '-c', `shift; exec "$0" '${BASE_BIN}' "$@"`] : [])];
     const { child, url } = await spawnBroker(config, wrapper, ['--workers', String(mode === 'cluster' ? n : 1), ...(verifyThreads > 0 ? ['--verify-threads', String(verifyThreads)] : [])]);
     started.push({ dir, child, url, enclave: new TestEnclave(pki, url) });
   }

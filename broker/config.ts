@@ -85,8 +85,9 @@ export interface BrokerConfig {
   readonly gateway?: GatewaySettings;
   /**
    * Attestation signature checks (P-384 ECDSA, ~60 % of a release's CPU) run on libuv's thread pool, at most this
-   * many at once, so one broker process uses more than one core; 0: on the event loop. At most UV_THREADPOOL_SIZE - 1
-   * (default pool: 4 threads), leaving a thread for the audit's file I/O. Same checks, verdicts and error codes either way.
+   * many at once (a check finding them all busy runs on the event loop), so one broker process uses more than one
+   * core; 0: all on the event loop. At most UV_THREADPOOL_SIZE - 1 (default pool: 4 threads), leaving a thread for
+   * the audit's file I/O. Same checks, verdicts and error codes either way.
    */
   readonly verifyThreads: number;
 }

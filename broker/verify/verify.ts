@@ -7,7 +7,7 @@ import { bytesEqual, fromHex, isAllZero, sha256Hex, toHex } from './bytes.js';
 import { pemCertificates } from './pem.js';
 import { AWS_NITRO_ROOT_G1_DER } from './aws-root.js';
 import { Lru } from './lru.js';
-import { PoolGate, runNow, runOnPool, type Steps } from './signature-check.js';
+import { PoolSlots, runNow, runOnPool, type Steps } from './signature-check.js';
 
 /** A trusted root: PEM text (one or more certificates) or one DER certificate. */
 export type TrustedRoot = string | Uint8Array;
@@ -61,7 +61,7 @@ export type Verifier = (document: Uint8Array, options: VerifyOptions) => Verifie
 
 /** Settings for {@link createThreadPoolVerifier}. */
 export interface ThreadPoolVerifierSettings extends VerifierSettings {
-  /** Signature checks on libuv's thread pool at once, at most (>= 1); keep it below the pool's size (UV_THREADPOOL_SIZE). */
+  /** Signature checks on libuv's thread pool at once, at most (>= 1; more run on the calling thread); keep it below the pool's size (UV_THREADPOOL_SIZE). */
   readonly threads: number;
 }
 
@@ -226,15 +226,15 @@ export function createVerifier(settings: VerifierSettings = {}): Verifier {
 
 /**
  * A verifier like {@link createVerifier}'s whose signature checks (the COSE signature; a certificate's under
- * its issuer on a cache miss) run on libuv's thread pool, at most `threads` at once: the same steps in the
- * same order, so the same verdict and error code for every input. Everything else (parsing, the chain's
- * rules, freshness, nonce, PCRs) runs on the calling thread, as there. Lets one process use more than one
- * core for the ~60 % of a release that is the P-384 verify.
+ * its issuer on a cache miss) run on libuv's thread pool, at most `threads` at once (a check finding them all
+ * busy runs on the calling thread): the same steps in the same order, so the same verdict and error code for
+ * every input. Everything else (parsing, the chain's rules, freshness, nonce, PCRs) runs on the calling thread,
+ * as there. Lets one process use more than one core for the ~60 % of a release that is the P-384 verify.
  */
 export function createThreadPoolVerifier(settings: ThreadPoolVerifierSettings): AsyncVerifier {
-  const gate = new PoolGate(settings.threads);
+  const slots = new PoolSlots(settings.threads);
   const steps = verificationSteps(settings);
-  return (document, options) => runOnPool(steps(document, options), gate);
+  return (document, options) => runOnPool(steps(document, options), slots);
 }
 
 const defaultVerifier = createVerifier();
