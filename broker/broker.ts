@@ -30,7 +30,7 @@ import { ApprovalGate } from './approval/gate.js';
 import { startApprovalSweeper } from './approval/sweeper.js';
 import { createBrokerApp } from './server.js';
 import { BrokerError } from './errors.js';
-import { parseListen, perBrokerParts, type BrokerConfig } from './config.js';
+import { parseListen, perBrokerParts, threadPoolSize, type BrokerConfig } from './config.js';
 import { createLogger, effectiveLogLevel, type Logger } from './log.js';
 import { startupSummary } from './ops/startup-summary.js';
 import { createAdminApp } from './admin-api/app.js';
@@ -213,6 +213,7 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
   const approvalStore = await openApprovalStore(config.store);
   opened.push(() => approvalStore.close());
   const approvalGate = new ApprovalGate(approvalStore);
+  if (config.verifyThreads > 0) log('info', 'signature checks on the thread pool', { verifyThreads: config.verifyThreads, threadPoolSize: threadPoolSize() });
   const release = new ReleaseService({
     verifier: createVerifier(),
     ...(config.verifyThreads > 0 ? { verifyOnPool: createThreadPoolVerifier({ threads: config.verifyThreads }) } : {}),
