@@ -4,6 +4,7 @@
  * `{ start: { roots, bind? } }` answers `{ url }`; 'cpu' answers process.cpuUsage(); 'elu' the event-loop
  * utilisation so far; 'profileStart' / `{ profileStop: FILE }` a CPU profile; 'mem' collects
  * garbage (run with --expose-gc) and answers the memory figures; 'stop' closes and exits.
+ * BENCH_BROKER_VERIFY_THREADS=N in the environment starts the broker with verifyThreads N.
  */
 import '../test/support/setup.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -22,7 +23,9 @@ let profiler: Session | undefined;
 
 process.on('message', async (m: ChildRequest) => {
   if (typeof m === 'object' && 'start' in m) {
-    broker = await startTestBroker(dir, m.start.roots);
+    // BENCH_BROKER_VERIFY_THREADS=N: the broker's verifyThreads (signature checks on libuv's pool), to compare with the default.
+    const verifyThreads = Number(process.env.BENCH_BROKER_VERIFY_THREADS ?? 0);
+    broker = await startTestBroker(dir, m.start.roots, verifyThreads ? { verifyThreads } : {});
     for (const b of m.start.bind ?? []) {
       await bindSecret(broker.store, broker.providers.get('local')!, { secret: b.secret, value: new TextEncoder().encode(b.value), allow: [pcrSet(b.pcrs)], provider: 'local', ...(b.ttlSeconds ? { ttlSeconds: b.ttlSeconds } : {}) });
     }

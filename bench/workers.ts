@@ -38,12 +38,18 @@ const CONCURRENCY = Number(process.env.BENCH_WORKERS_CONCURRENCY ?? 16);
 /**
  * What to run: `N` is `keygate broker --workers N`, `Ns` is N separate single-process brokers (the floor for N processes);
  * `@C` after either sets that set's concurrency (default BENCH_WORKERS_CONCURRENCY), e.g. `1,2@32`: the same load per process;
- * a `b` (`2b`) runs that set from BENCH_WORKERS_BASE_BIN (another checkout's bin/keygate.js, built): an A/B interleaved round by round.
+ * a `b` (`2b`) runs that set from BENCH_WORKERS_BASE_BIN (another checkout's bin/keygate.js, built): an A/B interleaved round by round;
+ * a `t` (`1t`, `1t3`) runs it with `--verify-threads T` (signature checks on libuv's thread pool, T at once; default 2), with
+ * libuv's default pool (4 threads, enough for T <= 3), or T + 1 threads for a larger T, or BENCH_WORKERS_UV_THREADPOOL_SIZE.
  */
 const COUNTS = (process.env.BENCH_WORKERS_N ?? '1,2,2s').split(',').map((c) => {
   const [what, at] = c.split('@') as [string, string | undefined];
-  return { n: Number.parseInt(what, 10), mode: what.includes('s') ? ('separate' as const) : ('cluster' as const), concurrency: at === undefined ? CONCURRENCY : Number(at), base: what.includes('b') };
+  const threads = /t(\d*)/.exec(what);
+  const verifyThreads = threads ? Number(threads[1] || 2) : 0;
+  return { n: Number.parseInt(what, 10), mode: what.includes('s') ? ('separate' as const) : ('cluster' as const), concurrency: at === undefined ? CONCURRENCY : Number(at), base: what.includes('b'), verifyThreads };
 });
+/** UV_THREADPOOL_SIZE for the brokers of a `t` set (default: libuv's 4, or T + 1 when T > 3: the least `--verify-threads T` accepts). */
+const POOL_SIZE = process.env.BENCH_WORKERS_UV_THREADPOOL_SIZE;
 const BASE_BIN = process.env.BENCH_WORKERS_BASE_BIN;
 /** BENCH_WORKERS_STRACE=DIR: `strace -c -f` attached to every broker process over the timed rounds, one summary per set in DIR (its CPU figures are then the traced ones: compare syscalls per release only). */
 const STRACE_DIR = process.env.BENCH_WORKERS_STRACE;
@@ -80,6 +86,10 @@ export interface WorkersRow {
   readonly base: boolean;
   /** Requests in flight at the load generator (spread over the set's processes). */
   readonly concurrency: number;
+  /** `--verify-threads`: signature checks on libuv's thread pool, at most this many at once (0: on the event loop). */
+  readonly verifyThreads: number;
+  /** UV_THREADPOOL_SIZE the brokers ran with (libuv's default, 4, when not set). */
+  readonly threadPoolSize: number;
   /** `cluster`: one `keygate broker --workers N`; `separate`: N single-process brokers on N ports, the load spread over them (what N processes cost on this machine with nothing shared: the floor for the cluster). */
   readonly mode: 'cluster' | 'separate';
   readonly releasesPerSecond: number;
@@ -216,6 +226,8 @@ interface Running {
   readonly n: number;
   readonly base: boolean;
   readonly concurrency: number;
+  readonly verifyThreads: number;
+  readonly threadPoolSize: number;
   readonly mode: WorkersRow['mode'];
   /** The broker processes started (cluster: the primary). */
   readonly pids: number[];
@@ -246,15 +258,16 @@ function discover(b: Pick<Running, 'n' | 'mode' | 'pids'>): Proc[] {
 }
 
 /** `--workers n` (cluster), or n single-process brokers each in its own directory (separate). */
-async function startBrokers(n: number, mode: WorkersRow['mode'], concurrency: number, base: boolean, pki: TestPki): Promise<Running> {
+async function startBrokers(n: number, mode: WorkersRow['mode'], concurrency: number, base: boolean, verifyThreads: number, pki: TestPki): Promise<Running> {
+  const poolSize = verifyThreads > 0 ? Number(POOL_SIZE ?? Math.max(4, verifyThreads + 1)) : Number(process.env.UV_THREADPOOL_SIZE ?? 4);
   const started: Array<{ dir: string; child: ChildProcessWithoutNullStreams; url: string; enclave: TestEnclave }> = [];
   for (let k = 0; k < (mode === 'cluster' ? 1 : n); k++) {
     const dir = mkdtempSync(join(tmpdir(), 'keygate-bench-workers-'));
     const config = await prepareBrokerDir(dir, pki); // binds `db`, rate limits and quarantine off
     if (base && !BASE_BIN) throw new Error('a `b` set needs BENCH_WORKERS_BASE_BIN (another checkout\'s bin/keygate.js)');
     // The baseline: spawnBroker runs `node BIN broker ...` behind the wrapper, which swaps BIN for the baseline's (the same pid: exec).
-    const wrapper = base ? ['sh', '-c', `shift; exec "$0" '${BASE_BIN}' "$@"`] : [];
-    const { child, url } = await spawnBroker(config, wrapper, ['--workers', String(mode === 'cluster' ? n : 1)]);
+    const wrapper = [...(verifyThreads > 0 && (POOL_SIZE !== undefined || poolSize !== 4) ? ['env', `UV_THREADPOOL_SIZE=${poolSize}`] : []), ...(base ? ['sh', '-c', `shift; exec "$0" '${BASE_BIN}' "$@"`] : [])];
+    const { child, url } = await spawnBroker(config, wrapper, ['--workers', String(mode === 'cluster' ? n : 1), ...(verifyThreads > 0 ? ['--verify-threads', String(verifyThreads)] : [])]);
     started.push({ dir, child, url, enclave: new TestEnclave(pki, url) });
   }
   const body = (d: Uint8Array): string => JSON.stringify({ attestation: Buffer.from(d).toString('base64'), names: ['db'] });
@@ -263,6 +276,8 @@ async function startBrokers(n: number, mode: WorkersRow['mode'], concurrency: nu
     n,
     base,
     concurrency,
+    verifyThreads,
+    threadPoolSize: poolSize,
     mode,
     pids,
     procs: discover({ n, mode, pids }),
@@ -366,8 +381,8 @@ function traceSet(b: Running): { stop(): Promise<void> } {
   };
 }
 
-function label(b: { n: number; mode: WorkersRow['mode']; concurrency: number; base: boolean }): string {
-  return `${b.mode === 'cluster' ? `--workers ${b.n}` : `${b.n} separate brokers`}${b.concurrency === CONCURRENCY ? '' : ` @${b.concurrency}`}${b.base ? ' (baseline)' : ''}`;
+function label(b: { n: number; mode: WorkersRow['mode']; concurrency: number; base: boolean; verifyThreads: number }): string {
+  return `${b.mode === 'cluster' ? `--workers ${b.n}` : `${b.n} separate brokers`}${b.verifyThreads ? ` --verify-threads ${b.verifyThreads}` : ''}${b.concurrency === CONCURRENCY ? '' : ` @${b.concurrency}`}${b.base ? ' (baseline)' : ''}`;
 }
 
 /** One timed round of `count` fresh documents against `b` (minted first, untimed). */
@@ -408,6 +423,8 @@ function rowOf(b: Running): WorkersRow {
     n: b.n,
     base: b.base,
     concurrency: b.concurrency,
+    verifyThreads: b.verifyThreads,
+    threadPoolSize: b.threadPoolSize,
     mode: b.mode,
     releasesPerSecond: b.requests / b.seconds,
     cpuUsPerRelease: per(b.user + b.system),
@@ -453,7 +470,7 @@ export async function benchWorkers(): Promise<WorkersRow[]> {
   // other work on a shared machine drifts, and alternating lets the drift fall on every N alike.
   const running: Running[] = [];
   try {
-    for (const { n, mode, concurrency, base } of COUNTS) running.push(await startBrokers(n, mode, concurrency, base, pki));
+    for (const { n, mode, concurrency, base, verifyThreads } of COUNTS) running.push(await startBrokers(n, mode, concurrency, base, verifyThreads, pki));
     await warmAll(running);
     const traces = STRACE_DIR ? running.map((b) => traceSet(b)) : [];
     if (traces.length) await new Promise((r) => setTimeout(r, 2000)); // strace attaches to every thread
@@ -475,11 +492,14 @@ export async function benchWorkers(): Promise<WorkersRow[]> {
     extra[`${label(r)}: load generator CPU (% of one core)`] = r.loadGenCpuPercent.toFixed(0);
     extra[`${label(r)}: p50 / p99 latency (ms)`] = `${r.p50Ms.toFixed(1)} / ${r.p99Ms.toFixed(1)}`;
   }
-  const base = rows.find((r) => r.n === 1 && r.mode === 'cluster' && r.concurrency === CONCURRENCY && !r.base);
-  for (const r of rows.filter((x) => x !== base && base)) {
-    extra[`${label(r)} ÷ --workers 1: releases/s`] = (r.releasesPerSecond / base!.releasesPerSecond).toFixed(2);
-    extra[`${label(r)} ÷ --workers 1: CPU per release`] = (r.cpuUsPerRelease / base!.cpuUsPerRelease).toFixed(2);
-    extra[`${label(r)} ÷ --workers 1: CPU per release, cold`] = (r.coldCpuUsPerRelease / base!.coldCpuUsPerRelease).toFixed(2);
+  // Each set against the single process verifying on its event loop at the same concurrency (when that set ran).
+  for (const r of rows) {
+    const base = rows.find((x) => x.n === 1 && x.mode === 'cluster' && x.concurrency === r.concurrency && !x.base && x.verifyThreads === 0);
+    if (!base || base === r) continue;
+    const of = `--workers 1${r.concurrency === CONCURRENCY ? '' : ` @${r.concurrency}`}`;
+    extra[`${label(r)} ÷ ${of}: releases/s`] = (r.releasesPerSecond / base.releasesPerSecond).toFixed(2);
+    extra[`${label(r)} ÷ ${of}: CPU per release`] = (r.cpuUsPerRelease / base.cpuUsPerRelease).toFixed(2);
+    extra[`${label(r)} ÷ ${of}: CPU per release, cold`] = (r.coldCpuUsPerRelease / base.coldCpuUsPerRelease).toFixed(2);
   }
   extra['load average (1 min) at the end'] = loadavg()[0]!.toFixed(2);
   printTable(`bench/workers (keygate broker --workers N, real processes, loopback, ${availableParallelism()} cores)`, table, extra);

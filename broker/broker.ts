@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import type { Hono } from 'hono';
 import { AWS_NITRO_ROOT_G1_PEM, createVerifier, pemCertificates, type TrustedRoot } from './verify/index.js';
+import { createThreadPoolVerifier } from './verify/verify.js';
 import type { BindingStore } from './store/store.js';
 import { openStore, storeLabel } from './store/open-store.js';
 import { ensureDirectory } from '../lib/durable-fs.js';
@@ -29,7 +30,7 @@ import { ApprovalGate } from './approval/gate.js';
 import { startApprovalSweeper } from './approval/sweeper.js';
 import { createBrokerApp } from './server.js';
 import { BrokerError } from './errors.js';
-import { parseListen, perBrokerParts, type BrokerConfig } from './config.js';
+import { parseListen, perBrokerParts, threadPoolSize, type BrokerConfig } from './config.js';
 import { createLogger, effectiveLogLevel, type Logger } from './log.js';
 import { startupSummary } from './ops/startup-summary.js';
 import { createAdminApp } from './admin-api/app.js';
@@ -212,8 +213,10 @@ async function assembleBroker(config: BrokerConfig, options: BrokerOptions, open
   const approvalStore = await openApprovalStore(config.store);
   opened.push(() => approvalStore.close());
   const approvalGate = new ApprovalGate(approvalStore);
+  if (config.verifyThreads > 0) log('info', 'signature checks on the thread pool', { verifyThreads: config.verifyThreads, threadPoolSize: threadPoolSize() });
   const release = new ReleaseService({
     verifier: createVerifier(),
+    ...(config.verifyThreads > 0 ? { verifyOnPool: createThreadPoolVerifier({ threads: config.verifyThreads }) } : {}),
     roots,
     allowDebug: config.allowDebug,
     maxDocumentAgeMs: config.maxDocumentAgeSeconds * 1000,

@@ -83,6 +83,13 @@ export interface BrokerConfig {
   readonly delegation: DelegationSettings;
   /** Credential substitution (inject bindings): the gateway's own TLS listener and limits. Absent: no gateway. */
   readonly gateway?: GatewaySettings;
+  /**
+   * Attestation signature checks (P-384 ECDSA, ~60 % of a release's CPU) run on libuv's thread pool, at most this
+   * many at once (a check finding them all busy runs on the event loop), so one broker process uses more than one
+   * core; 0: all on the event loop. At most UV_THREADPOOL_SIZE - 1 (default pool: 4 threads), leaving a thread for
+   * the audit's file I/O. Same checks, verdicts and error codes either way.
+   */
+  readonly verifyThreads: number;
 }
 
 export const DEFAULT_CONFIG: BrokerConfig = {
@@ -110,6 +117,7 @@ export const DEFAULT_CONFIG: BrokerConfig = {
   audit: { kind: 'file' },
   dev: false,
   delegation: DEFAULT_DELEGATION_SETTINGS,
+  verifyThreads: 0,
 };
 
 /** Defaults for `--dev`: everything under ./.keygate-dev. */
@@ -268,9 +276,34 @@ export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerCo
   validateQuarantine(config.quarantine);
   validateKeys(config.keys);
   validateAudit(config.audit);
+  const verifyThreads = verifyThreadsProblem(config.verifyThreads);
+  if (verifyThreads) throw new ConfigError(`verifyThreads ${verifyThreads}`);
   const gatewayProblem = config.gateway === undefined ? undefined : gatewaySettingsProblem(config.gateway);
   if (gatewayProblem) throw new ConfigError(gatewayProblem);
   return config;
+}
+
+/**
+ * libuv's thread-pool size in this process: UV_THREADPOOL_SIZE as libuv 1.46 reads it when the pool starts (unset: 4;
+ * else atoi, 0 or unreadable: 1, negative wraps to the maximum, at most 1024).
+ */
+export function threadPoolSize(env: NodeJS.ProcessEnv = process.env): number {
+  const value = env.UV_THREADPOOL_SIZE;
+  if (value === undefined) return 4;
+  const n = Number.parseInt(value, 10) || 0;
+  if (n === 0) return 1;
+  return n < 0 ? 1024 : Math.min(1024, n);
+}
+
+/**
+ * What is wrong with `verifyThreads` (0: off; N: at most N signature checks on libuv's pool at once), or undefined.
+ * N must leave one pool thread free, so an audit write or fdatasync never waits behind a queue of verifies; the pool's
+ * size is fixed when the process starts, by UV_THREADPOOL_SIZE in its environment.
+ */
+export function verifyThreadsProblem(value: unknown, poolSize: number = threadPoolSize()): string | undefined {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 64) return 'must be an integer in 0..64 (0: signatures checked on the event loop)';
+  if (value >= poolSize) return `${value} needs a thread pool of at least ${value + 1} threads (one kept for file I/O), but it has ${poolSize}: start the broker with UV_THREADPOOL_SIZE=${value + 1} or more in its environment`;
+  return undefined;
 }
 
 /** The `delegation` setting: any of its keys, each an integer in its range; the rest from the defaults. */

@@ -1,4 +1,4 @@
-import { isAttestationError, type TrustedRoot, type VerifiedDocument, type Verifier } from './verify/index.js';
+import { isAttestationError, type AsyncVerifier, type TrustedRoot, type VerifiedDocument, type Verifier } from './verify/index.js';
 import { attestedInstanceOf, callerCode, checkRevoked, decide, type ApprovedBaselines, type Decision, type EnclaveIdentity, type InstanceTags } from './policy/decide.js';
 import { InstanceTagsUnavailableError } from './ec2/instance-tags.js';
 import { countApprovals } from './policy/baseline.js';
@@ -35,6 +35,8 @@ export { DEFAULT_RATE_LIMITS, type RateLimitSettings } from './rate-limit.js';
 
 export interface ReleaseDependencies {
   readonly verifier: Verifier;
+  /** When set, documents are verified with this instead (signature checks on libuv's thread pool: the same verdicts). */
+  readonly verifyOnPool?: AsyncVerifier;
   readonly roots: readonly TrustedRoot[];
   readonly allowDebug: boolean;
   readonly maxDocumentAgeMs: number;
@@ -393,7 +395,8 @@ export class ReleaseService {
     let doc: VerifiedDocument;
     const t0 = performance.now();
     try {
-      doc = d.verifier(attestation, { at: req.now, roots: d.roots, maxAgeMs: d.maxDocumentAgeMs, allowDebug: d.allowDebug });
+      const options = { at: req.now, roots: d.roots, maxAgeMs: d.maxDocumentAgeMs, allowDebug: d.allowDebug };
+      doc = d.verifyOnPool ? await d.verifyOnPool(attestation, options) : d.verifier(attestation, options);
     } catch (err) {
       if (!isAttestationError(err)) throw err;
       return denied(refusal(err.code, err.message));

@@ -1,8 +1,8 @@
-import { verify as cryptoVerify } from 'node:crypto';
 import { AttestationError } from './errors.js';
 import { KeyUsage, parseCertificate, type ParsedCertificate } from './certificate.js';
 import { bytesEqual, sha256Hex } from './bytes.js';
 import type { Lru } from './lru.js';
+import { runNow, type Steps } from './signature-check.js';
 
 /** Longest cabundle accepted (AWS issues root + 3 intermediates). */
 const MAX_BUNDLE = 8;
@@ -36,14 +36,9 @@ function checkValidity(cert: ParsedCertificate, label: string, at: number): void
   }
 }
 
-function checkIssuedBy(cert: ParsedCertificate, issuer: ParsedCertificate, label: string): void {
+function* checkIssuedBy(cert: ParsedCertificate, issuer: ParsedCertificate, label: string): Steps<void> {
   if (!bytesEqual(cert.issuer, issuer.subject)) throw chainError(`${label}: issuer name does not match its issuer's subject`);
-  let ok = false;
-  try {
-    ok = cryptoVerify('sha384', cert.tbs, { key: issuer.publicKey, dsaEncoding: 'der' }, cert.signature);
-  } catch {
-    ok = false;
-  }
+  const ok = yield { data: cert.tbs, key: issuer.publicKey, signature: cert.signature };
   if (!ok) throw chainError(`${label}: signature does not verify under its issuer's key`);
 }
 
@@ -72,6 +67,14 @@ function parseOwnCopy(der: Uint8Array, sha256: string, label: string): ParsedCer
  * @throws AttestationError UNTRUSTED_ROOT, CERT_CHAIN_INVALID or CERT_EXPIRED
  */
 export function validateChain(leafDer: Uint8Array, cabundle: readonly Uint8Array[], ctx: ChainContext): ValidatedChain {
+  return runNow(chainSteps(leafDer, cabundle, ctx));
+}
+
+/**
+ * {@link validateChain} as steps that yield each certificate signature to check (broker/verify/signature-check.ts):
+ * run on this thread or with the checks on libuv's thread pool, the same checks in the same order.
+ */
+export function* chainSteps(leafDer: Uint8Array, cabundle: readonly Uint8Array[], ctx: ChainContext): Steps<ValidatedChain> {
   if (cabundle.length === 0) throw new AttestationError('UNTRUSTED_ROOT', 'document carries no CA bundle: nothing links it to a pinned root');
   if (cabundle.length > MAX_BUNDLE) throw chainError(`cabundle has ${cabundle.length} certificates; at most ${MAX_BUNDLE} are accepted`);
   const root = ctx.roots.find((r) => bytesEqual(r.der, cabundle[0]!));
@@ -90,7 +93,7 @@ export function validateChain(leafDer: Uint8Array, cabundle: readonly Uint8Array
     let cert = ctx.cache.get(key);
     if (!cert) {
       cert = parseOwnCopy(der, sha256, label);
-      checkIssuedBy(cert, issuer, label);
+      yield* checkIssuedBy(cert, issuer, label);
       ctx.cache.set(key, cert);
     }
     checkCaConstraints(cert, label, cas - i);
@@ -105,7 +108,7 @@ export function validateChain(leafDer: Uint8Array, cabundle: readonly Uint8Array
   let leaf = ctx.cache.get(leafKey);
   if (!leaf) {
     leaf = parseOwnCopy(leafDer, leafSha256, 'leaf certificate');
-    checkIssuedBy(leaf, issuer, 'leaf certificate');
+    yield* checkIssuedBy(leaf, issuer, 'leaf certificate');
     ctx.cache.set(leafKey, leaf);
   }
   if (leaf.isCA) throw chainError('leaf certificate must not be a CA');

@@ -1,5 +1,5 @@
 export { verifyAttestation, createVerifier } from './verify.js';
-export type { VerifyOptions, VerifiedDocument, SigningCertificateInfo, TrustedRoot, Verifier, VerifierSettings } from './verify.js';
+export type { VerifyOptions, VerifiedDocument, SigningCertificateInfo, TrustedRoot, Verifier, VerifierSettings, AsyncVerifier, ThreadPoolVerifierSettings } from './verify.js';
 export type { AttestationPayload } from './payload.js';
 export { AttestationError, ATTESTATION_ERROR_CODES, isAttestationError } from './errors.js';
 export type { AttestationErrorCode } from './errors.js';

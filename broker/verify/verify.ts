@@ -1,13 +1,13 @@
-import { verify as cryptoVerify } from 'node:crypto';
 import { AttestationError } from './errors.js';
 import { rawSignatureToDer, sigStructure, splitCoseSign1 } from './cose.js';
 import { parseOwnedPayload, type AttestationPayload } from './payload.js';
 import { parseCertificate, type ParsedCertificate } from './certificate.js';
-import { validateChain } from './chain.js';
+import { chainSteps } from './chain.js';
 import { bytesEqual, fromHex, isAllZero, sha256Hex, toHex } from './bytes.js';
 import { pemCertificates } from './pem.js';
 import { AWS_NITRO_ROOT_G1_DER } from './aws-root.js';
 import { Lru } from './lru.js';
+import { PoolSlots, runNow, runOnPool, type Steps } from './signature-check.js';
 
 /** A trusted root: PEM text (one or more certificates) or one DER certificate. */
 export type TrustedRoot = string | Uint8Array;
@@ -59,6 +59,18 @@ export interface VerifierSettings {
 /** A verification function with its own certificate cache. */
 export type Verifier = (document: Uint8Array, options: VerifyOptions) => VerifiedDocument;
 
+/** Settings for {@link createThreadPoolVerifier}. */
+export interface ThreadPoolVerifierSettings extends VerifierSettings {
+  /** Signature checks on libuv's thread pool at once, at most (>= 1; more run on the calling thread); keep it below the pool's size (UV_THREADPOOL_SIZE). */
+  readonly threads: number;
+}
+
+/**
+ * {@link Verifier} with its signature checks on libuv's thread pool: the same verdict and error code for
+ * every input, as a promise (rejected where the other throws).
+ */
+export type AsyncVerifier = (document: Uint8Array, options: VerifyOptions) => Promise<VerifiedDocument>;
+
 const DEFAULT_SKEW_MS = 60_000;
 
 function toMillis(at: Date | number): number {
@@ -79,7 +91,7 @@ function requiredPcrs(pcrs: VerifyOptions['pcrs']): Map<number, Uint8Array> {
   return out;
 }
 
-function checkFreshness(timestamp: number, at: number, options: VerifyOptions): void {
+function checkFreshness(timestamp: number, at: number, options: Pick<VerifyOptions, 'maxAgeMs' | 'clockSkewMs'>): void {
   if (options.maxAgeMs === undefined) return;
   const skew = options.clockSkewMs ?? DEFAULT_SKEW_MS;
   if (timestamp < at - options.maxAgeMs) {
@@ -115,12 +127,14 @@ function isDebug(pcrs: ReadonlyMap<number, Uint8Array>): boolean {
   });
 }
 
+/** The steps of one verification, given a verifier's caches: yields each signature to check (signature-check.ts). */
+type VerifySteps = (document: Uint8Array, options: VerifyOptions) => Steps<VerifiedDocument>;
+
 /**
- * Creates a verifier with its own bounded cache of signature-verified
- * certificates and parsed roots. Use one per trust configuration in long-lived services;
- * {@link verifyAttestation} uses a shared default.
+ * The verification steps with their own bounded cache of signature-verified certificates and parsed roots,
+ * shared by every verification run from them.
  */
-export function createVerifier(settings: VerifierSettings = {}): Verifier {
+function verificationSteps(settings: VerifierSettings): VerifySteps {
   const size = settings.cacheSize ?? 1024;
   const caCache = new Lru<string, ParsedCertificate>(size);
   // PEM roots are keyed by the text itself: a caller passing the same string every time costs one
@@ -152,33 +166,34 @@ export function createVerifier(settings: VerifierSettings = {}): Verifier {
     return parsed;
   };
 
-  return (document, options) => {
+  return function* steps(document, options) {
     if (!(document instanceof Uint8Array)) throw new TypeError('document must be a Uint8Array');
     const at = toMillis(options.at);
     const pcrs = requiredPcrs(options.pcrs);
     const roots = loadRoots(options.roots ?? [AWS_NITRO_ROOT_G1_DER]);
+    // Every option is read before the first signature check: on the thread pool, the caller runs on meanwhile.
+    const { maxAgeMs, clockSkewMs, expectedNonce, allowDebug } = options;
 
     // 1-2: shape, then schema. The Sig_structure (step 4's input) is a private copy whose tail is the
     // payload: decoding from it copies the payload once, and nothing returned aliases `document`.
     const cose = splitCoseSign1(document);
     const signed = sigStructure(cose.protectedHeader, cose.payload);
     const payload = parseOwnedPayload(signed.subarray(signed.length - cose.payload.length));
+    // Everything still read from `document` is taken before the first signature check: on the thread pool that
+    // check is awaited, and the caller's buffer may change meanwhile (the digest is of the bytes as received).
+    const signature = rawSignatureToDer(cose.signature); // 96 bytes (splitCoseSign1 checked): cannot throw
+    const documentSha256 = sha256Hex(document);
     // 3: chain to a pinned root.
-    const chain = validateChain(payload.certificate, payload.cabundle, { roots, at, cache: caCache });
+    const chain = yield* chainSteps(payload.certificate, payload.cabundle, { roots, at, cache: caCache });
     // 4: the COSE signature over the original bytes.
-    let signatureOk = false;
-    try {
-      signatureOk = cryptoVerify('sha384', signed, { key: chain.leaf.publicKey, dsaEncoding: 'der' }, rawSignatureToDer(cose.signature));
-    } catch {
-      signatureOk = false;
-    }
+    const signatureOk = yield { data: signed, key: chain.leaf.publicKey, signature };
     if (!signatureOk) throw new AttestationError('BAD_SIGNATURE', 'COSE signature does not verify under the leaf certificate key');
     // 5-6: what the caller asked for.
-    checkFreshness(payload.timestamp, at, options);
-    checkNonce(payload.nonce, options.expectedNonce);
+    checkFreshness(payload.timestamp, at, { maxAgeMs, clockSkewMs });
+    checkNonce(payload.nonce, expectedNonce);
     checkPcrs(payload.pcrs, pcrs);
     const debug = isDebug(payload.pcrs);
-    if (debug && !options.allowDebug) {
+    if (debug && !allowDebug) {
       throw new AttestationError('DEBUG_MODE', 'debug-mode enclave (PCR0/1/2 are zero): its memory is visible to the host');
     }
 
@@ -194,9 +209,32 @@ export function createVerifier(settings: VerifierSettings = {}): Verifier {
         notAfter: new Date(chain.leaf.notAfter),
       },
       rootSha256: chain.root.sha256,
-      documentSha256: sha256Hex(document),
+      documentSha256,
     };
   };
+}
+
+/**
+ * Creates a verifier with its own bounded cache of signature-verified
+ * certificates and parsed roots. Use one per trust configuration in long-lived services;
+ * {@link verifyAttestation} uses a shared default.
+ */
+export function createVerifier(settings: VerifierSettings = {}): Verifier {
+  const steps = verificationSteps(settings);
+  return (document, options) => runNow(steps(document, options));
+}
+
+/**
+ * A verifier like {@link createVerifier}'s whose signature checks (the COSE signature; a certificate's under
+ * its issuer on a cache miss) run on libuv's thread pool, at most `threads` at once (a check finding them all
+ * busy runs on the calling thread): the same steps in the same order, so the same verdict and error code for
+ * every input. Everything else (parsing, the chain's rules, freshness, nonce, PCRs) runs on the calling thread,
+ * as there. Lets one process use more than one core for the ~60 % of a release that is the P-384 verify.
+ */
+export function createThreadPoolVerifier(settings: ThreadPoolVerifierSettings): AsyncVerifier {
+  const slots = new PoolSlots(settings.threads);
+  const steps = verificationSteps(settings);
+  return (document, options) => runOnPool(steps(document, options), slots);
 }
 
 const defaultVerifier = createVerifier();

@@ -10,7 +10,7 @@ import { workerConfig, workerIdentity } from '../../broker/cluster/worker-config
 import { createLogger, effectiveLogLevel } from '../../broker/log.js';
 import { checkConfig } from '../../broker/ops/check-config.js';
 import { LogLevelError } from '../../broker/log.js';
-import type { BrokerConfig } from '../../broker/config.js';
+import { verifyThreadsProblem, type BrokerConfig } from '../../broker/config.js';
 import { CodedError } from '../../lib/coded-error.js';
 import { SharedKeyError } from '../../broker/keys/key-source.js';
 import { openDevPki } from '../../vsock-shim/simulator/pki-store.js';
@@ -20,7 +20,7 @@ import { UsageError, listenProblem } from '../errors.js';
 import { STORE_OPTIONS, STORE_USAGE, storeConfig, ensureDevAdminKey } from '../context.js';
 import type { CliIo } from '../io.js';
 
-export const BROKER_USAGE = `Usage: keygate broker [--config FILE] [--listen HOST:PORT] [--workers N] [--store DIR --state DIR] [--dev] [--check-config]
+export const BROKER_USAGE = `Usage: keygate broker [--config FILE] [--listen HOST:PORT] [--workers N] [--verify-threads N] [--store DIR --state DIR] [--dev] [--check-config]
 
 Runs the secrets broker until SIGINT or SIGTERM. With --dev it also trusts
 the NSM simulator's development root (shared with \`keygate get --dev\`).
@@ -33,6 +33,10 @@ the NSM simulator's development root (shared with \`keygate get --dev\`).
                      (audit.w<i>.jsonl), nonces and quarantine are shared,
                      rate limits are divided by N per worker, and the admin
                      API and the gateway are served by worker 1
+  --verify-threads N attestation signature checks on libuv's thread pool, at
+                     most N at once, the rest on the event loop (0: all on
+                     the event loop; overrides the config's verifyThreads);
+                     N < UV_THREADPOOL_SIZE (default 4)
   --check-config     print the effective configuration and what the broker
                      would trust (roots with SHA-256 fingerprints, admin keys,
                      approvals required) as JSON, and exit without starting
@@ -41,7 +45,7 @@ ${STORE_USAGE}
 
 /** `keygate broker`: serve until a signal arrives. */
 export async function brokerCommand(argv: readonly string[], io: CliIo): Promise<number> {
-  const { values } = parseCommand(argv, { ...STORE_OPTIONS, listen: { type: 'string' }, workers: { type: 'string' }, 'check-config': { type: 'boolean' } });
+  const { values } = parseCommand(argv, { ...STORE_OPTIONS, listen: { type: 'string' }, workers: { type: 'string' }, 'verify-threads': { type: 'string' }, 'check-config': { type: 'boolean' } });
   if (values.help) {
     io.out(BROKER_USAGE);
     return 0;
@@ -49,6 +53,7 @@ export async function brokerCommand(argv: readonly string[], io: CliIo): Promise
   // --dev counts approvals by the development admin key (created here, beside the dev PKI, if missing).
   if (values.dev && !(values.config === undefined && process.env.KEYGATE_CONFIG)) await ensureDevAdminKey();
   let config = await storeConfig(values);
+  if (values['verify-threads'] !== undefined) config = { ...config, verifyThreads: verifyThreadsFlag(values['verify-threads']) };
   if (config.dev) {
     // --dev is the explicit opt-in to trust the NSM simulator's development root.
     const pki = await openDevPki(devPkiDirectory());
@@ -109,6 +114,14 @@ function workerCount(value: string | undefined): number {
   const n = Number(value);
   if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(n) || n > 64) throw new UsageError('--workers N: a whole number from 1 to 64, or 0 for the available cores');
   if (n === 0) return Math.min(64, availableParallelism());
+  return n;
+}
+
+/** `--verify-threads N`: a whole number the config's verifyThreads accepts. */
+function verifyThreadsFlag(value: string): number {
+  const n = /^[0-9]{1,3}$/.test(value) ? Number(value) : Number.NaN;
+  const problem = verifyThreadsProblem(n);
+  if (problem) throw new UsageError(`--verify-threads ${value}: ${problem}`);
   return n;
 }
 

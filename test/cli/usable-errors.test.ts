@@ -209,7 +209,7 @@ describe('development helpers', () => {
   it('-v, version and --version print the version; --help lists them; broker --help lists --state', async () => {
     for (const v of ['-v', 'version', '--version']) expect(await cli([v])).toEqual({ status: 0, stdout: 'keygate 0.1.0\n', stderr: '' });
     expect((await cli(['--help'])).stdout).toMatch(/^ {2}version {11}print the version \(also -v, --version\)$/m);
-    expect((await cli(['broker', '--help'])).stdout.split('\n')[0]).toBe('Usage: keygate broker [--config FILE] [--listen HOST:PORT] [--workers N] [--store DIR --state DIR] [--dev] [--check-config]');
+    expect((await cli(['broker', '--help'])).stdout.split('\n')[0]).toBe('Usage: keygate broker [--config FILE] [--listen HOST:PORT] [--workers N] [--verify-threads N] [--store DIR --state DIR] [--dev] [--check-config]');
   });
 });
 
