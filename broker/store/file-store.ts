@@ -31,7 +31,9 @@ const CHANGE_MARK = Buffer.from('.');
 /** A file's identity for the cheap check, or undefined when it cannot be read (absent: '-' in the fingerprint). */
 function lstatOrNone(path: string): BigIntStats | undefined {
   try {
-    return lstatSync(path, { bigint: true });
+    // An absent file (revocations.json before the first revocation) answers undefined without building an
+    // ENOENT error and its stack: ~3 µs less per check (issue 15); any other failure still lands in the catch.
+    return lstatSync(path, { bigint: true, throwIfNoEntry: false });
   } catch {
     return undefined;
   }
