@@ -1,4 +1,5 @@
 import type { KeyObject } from 'node:crypto';
+import { constants } from 'node:fs';
 import { open, readFile, rename, truncate } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ensureDirectory, syncDirectory } from '../../lib/durable-fs.js';
@@ -45,7 +46,12 @@ interface Queued {
   readonly reject: (err: unknown) => void;
 }
 
-const openForAppend = (path: string): Promise<AuditFileHandle> => open(path, 'a', 0o600);
+/**
+ * The default opener: for appending ('a'), and O_DSYNC, so each write returns only once its bytes (and the
+ * size that makes them readable) are on stable storage, as a write followed by fdatasync: one system call
+ * and one thread-pool round trip per batch instead of two (issue 15: the audit's share of a release).
+ */
+const openForAppend = (path: string): Promise<AuditFileHandle> => open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_DSYNC, 0o600);
 
 /** Short description of a write error for logs: errno code and message. */
 function describe(err: unknown): { code?: string; message: string } {
@@ -76,6 +82,8 @@ export class AuditLog implements AuditSink {
   readonly #log: Logger;
   readonly #maxFileBytes: number;
   readonly #openFile: (path: string) => Promise<AuditFileHandle>;
+  /** The file is opened by openForAppend (O_DSYNC): a completed write is durable, no fdatasync follows. */
+  readonly #writesAreDurable: boolean;
   readonly #retryMs: number;
   readonly #refusals: RefusalSampler;
   #handle: AuditFileHandle | undefined;
@@ -98,6 +106,7 @@ export class AuditLog implements AuditSink {
     this.#log = options.log ?? silentLogger;
     this.#maxFileBytes = options.maxFileBytes ?? DEFAULT_AUDIT_MAX_FILE_BYTES;
     this.#openFile = options.openFile ?? openForAppend;
+    this.#writesAreDurable = options.openFile === undefined;
     this.#retryMs = options.retryMs ?? 1000;
     this.#handle = state.handle;
     this.#size = state.size;
@@ -201,7 +210,7 @@ export class AuditLog implements AuditSink {
       if (!(bytesWritten > 0)) throw new AuditUnavailableError(`short write: ${done} of ${bytes.length} bytes written`);
       done += bytesWritten;
     }
-    await handle.datasync();
+    if (!this.#writesAreDurable) await handle.datasync();
   }
 
   /** Renames the (durable, sealed) live file to the next segment and starts a new one. */
@@ -246,6 +255,8 @@ export class AuditLog implements AuditSink {
       await old?.close().catch(() => {});
       this.#handle = await this.#openFile(this.#path);
       await this.#handle.truncate(this.#size);
+      // With O_DSYNC no fdatasync follows the seal's write: the cut is made durable here (recovery is rare).
+      if (this.#writesAreDurable) await this.#handle.datasync();
       const next = this.#chain([]);
       await this.#writeDurably(next.bytes);
       this.#seq = next.seq;
