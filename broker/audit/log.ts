@@ -51,7 +51,8 @@ interface Queued {
  * size that makes them readable) are on stable storage, as a write followed by fdatasync: one system call
  * and one thread-pool round trip per batch instead of two (issue 15: the audit's share of a release).
  */
-const openForAppend = (path: string): Promise<AuditFileHandle> => open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_DSYNC, 0o600);
+const openForAppend = (path: string): Promise<AuditFileHandle> =>
+  constants.O_DSYNC === undefined ? open(path, 'a', 0o600) : open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_DSYNC, 0o600);
 
 /** Short description of a write error for logs: errno code and message. */
 function describe(err: unknown): { code?: string; message: string } {
@@ -106,7 +107,8 @@ export class AuditLog implements AuditSink {
     this.#log = options.log ?? silentLogger;
     this.#maxFileBytes = options.maxFileBytes ?? DEFAULT_AUDIT_MAX_FILE_BYTES;
     this.#openFile = options.openFile ?? openForAppend;
-    this.#writesAreDurable = options.openFile === undefined;
+    // A platform without O_DSYNC (no such constant) gets write + fdatasync, as an injected opener does.
+    this.#writesAreDurable = options.openFile === undefined && constants.O_DSYNC !== undefined;
     this.#retryMs = options.retryMs ?? 1000;
     this.#handle = state.handle;
     this.#size = state.size;
