@@ -84,6 +84,9 @@ const optionsArb = fc.record({
 
 type RandomOptions = typeof optionsArb extends fc.Arbitrary<infer T> ? T : never;
 
+/** Options every unchanged sample verifies under (its own time and roots, nothing more asked). */
+const NEUTRAL: RandomOptions = { atShift: 0, maxAgeMs: undefined, clockSkewMs: undefined, expectedNonce: undefined, pcrs: undefined, allowDebug: true, wrongRoot: false };
+
 function optionsFor(sample: Sample, o: RandomOptions): VerifyOptions {
   return {
     at: sample.at + o.atShift,
@@ -151,7 +154,9 @@ describe('thread-pool verifier = calling-thread verifier', () => {
         expect(got).toEqual(expected);
         seen.add('ok' in expected ? 'ok' : 'code' in expected ? expected.code : 'TypeError');
       }),
-      { numRuns: 1500 },
+      // Besides the random cases, every sample unchanged and with one signature bit flipped, under options that
+      // accept it: acceptance and the signature failure are always compared, not left to chance.
+      { numRuns: 1500, examples: samples.flatMap((_, i) => [0, 1].flatMap((which): Array<[number, Mutation & { kind: 'none' } | { kind: 'signature'; pos: number; xor: number }, RandomOptions, number]> => [[i, { kind: 'none' }, NEUTRAL, which], [i, { kind: 'signature', pos: 1, xor: 1 }, NEUTRAL, which]])) },
     );
     // The property reached acceptance and the signature failure, not only early parse errors.
     expect(seen).toContain('ok');
