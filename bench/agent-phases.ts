@@ -16,7 +16,8 @@
  * are counted per process. Reports p50 / p90 / p99 / max per phase, and for the slowest 1 % of fetches which
  * phase took the most time above its median. Measured in steady state: warm-up passes of BENCH_PHASES_WARM_PER_PASS
  * (500) fetches until two agree within 3 % on CPU per fetch, agent and broker process together (bench/steady.ts);
- * the first pass's phase p50/p99 are reported beside as the cold figures. BENCH_PHASES_FETCHES (default 1000), BENCH_PHASES_STATE (the broker's
+ * the first pass's phase p50/p99 are reported beside as the cold figures. BENCH_PHASES_ENCLAVES=32 (with
+ * BENCH_PHASES_HOSTS=N) times the open-loop shape of bench/agent instead (bench/agent-phases-open.ts). BENCH_PHASES_FETCHES (default 1000), BENCH_PHASES_STATE (the broker's
  * files: default tmpdir; e.g. /dev/shm for tmpfs). Results in bench/results/agent-phases.json.
  */
 import '../test/support/setup.js';
@@ -33,6 +34,7 @@ import { writeResults } from './harness.js';
 import type { ChildRequest } from './child.js';
 import { threadCpuNs, threadSplit, warmUntilSteady } from './steady.js';
 import type { BrokerPhases, BrokerRequestTrace, LoopDelay } from './agent-phases-child.js';
+import { benchAgentPhasesOpen } from './agent-phases-open.js';
 
 const FETCHES = Number(process.env.BENCH_PHASES_FETCHES ?? 1000);
 const WARM_PER_PASS = Number(process.env.BENCH_PHASES_WARM_PER_PASS ?? 500);
@@ -96,6 +98,8 @@ function phasesOf(f: AgentFetch, get: BrokerRequestTrace | undefined, post: Brok
 }
 
 export async function benchAgentPhases(): Promise<Record<string, unknown>> {
+  // BENCH_PHASES_ENCLAVES > 1: the open-loop shape of bench/agent, steps on both sides (bench/agent-phases-open.ts).
+  if (Number(process.env.BENCH_PHASES_ENCLAVES ?? 1) > 1) return benchAgentPhasesOpen();
   const loadAvg1Start = loadavg()[0]!;
   const child = fork(fileURLToPath(new URL('./agent-phases-child.ts', import.meta.url)), [], {
     execArgv: ['--import', 'tsx'],
