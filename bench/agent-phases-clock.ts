@@ -3,6 +3,7 @@
  * process.hrtime reads, is the same clock in every process on the machine, unlike performance.now() (each
  * process's own origin). Times are ms as doubles (µs precision for years of uptime).
  */
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
 export function monoMs(): number {
@@ -24,4 +25,20 @@ export function runQueueWaitMs(): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Pins every thread of `pid` to the CPUs in `cpus` (taskset list syntax, e.g. "0"); threads it starts later inherit
+ * it. For BENCH_*_PIN: a Nitro enclave's vCPUs are taken from the parent instance and dedicated to it, so enclave
+ * code never shares a core with the broker; unpinned on this machine, Linux's wake-affine placement (a loopback
+ * wake-up puts the woken process on the waker's core) often stacks the two on one core while the other idles.
+ */
+export function pin(pid: number, cpus: string): void {
+  execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
+}
+
+/** BENCH_*_PIN="ENCLAVE_CPUS/BROKER_CPUS" (e.g. "0/1"), or undefined. */
+export function pinning(value: string | undefined): { enclaves: string; broker: string } | undefined {
+  const m = value ? /^([\d,-]+)\/([\d,-]+)$/.exec(value) : null;
+  return m ? { enclaves: m[1]!, broker: m[2]! } : undefined;
 }

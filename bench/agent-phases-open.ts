@@ -21,7 +21,7 @@
  *   gcAgent / gcBroker               GC pauses overlapping the fetch in each process
  *
  * For the slowest 1 % of fetches: the mean of every step beside its median over all fetches, and which step ran
- * furthest above its median in each. Results in bench/results/agent-phases-open.json.
+ * furthest above its median in each. BENCH_PHASES_PIN="0/1" pins the enclaves to CPU 0 and the broker to CPU 1. Results in bench/results/agent-phases-open.json.
  */
 import { fork } from 'node:child_process';
 import { loadavg } from 'node:os';
@@ -32,13 +32,15 @@ import type { ChildRequest } from './child.js';
 import { warmUntilSteady } from './steady.js';
 import type { BrokerPhases, BrokerRequestTrace } from './agent-phases-child.js';
 import { inProcessHost, startHostChild, type EnclaveHost, type FetchTrace } from './agent-phases-host.js';
-import { monoMs } from './agent-phases-clock.js';
+import { monoMs, pin, pinning } from './agent-phases-clock.js';
 
 const ENCLAVES = Number(process.env.BENCH_PHASES_ENCLAVES ?? 32);
 const HOSTS = Number(process.env.BENCH_PHASES_HOSTS ?? 0);
 const PERIOD_MS = Number(process.env.BENCH_PHASES_PERIOD_MS ?? 250);
 const ROUNDS = Number(process.env.BENCH_PHASES_OPEN_ROUNDS ?? 100);
 const WARM_PER_PASS = Number(process.env.BENCH_PHASES_WARM_PER_PASS ?? 500);
+/** BENCH_PHASES_PIN="0/1": the enclave hosts (or this process, with no hosts) on CPU 0, the broker on CPU 1 (bench/agent-phases-clock.ts pin). */
+const PIN = pinning(process.env.BENCH_PHASES_PIN);
 
 const STEPS = ['total', 'late', 'getToBroker', 'getBroker', 'getBack', 'attest', 'agentGaps', 'postToBroker', 'postBeforeRelease', 'release', 'audit', 'brokerAfterAudit', 'postBack', 'open', 'runQueueAgent', 'runQueueBroker', 'gcAgent', 'gcBroker', 'datasyncInAudit'] as const;
 type Step = (typeof STEPS)[number];
@@ -110,6 +112,10 @@ export async function benchAgentPhasesOpen(): Promise<Record<string, unknown>> {
     });
   const p = hosts[0]!.pcrs;
   await next('ready');
+  if (PIN) {
+    for (const h of hosts) pin(h.pid, PIN.enclaves);
+    pin(child.pid!, PIN.broker);
+  }
   const url = await next<string>('url', { start: { roots: hosts.map((h) => h.rootPem), bind: [{ secret: 'db-password', value: 'bench', pcrs: { 0: p[0]!, 1: p[1]!, 2: p[2]! }, ttlSeconds: 60 }] } });
   const brokerCpu = async (): Promise<number> => {
     const c = await next<NodeJS.CpuUsage>('cpu', 'cpu');
@@ -175,7 +181,7 @@ export async function benchAgentPhasesOpen(): Promise<Record<string, unknown>> {
       }
       blame[worst] = (blame[worst] ?? 0) + 1;
     }
-    const shape = HOSTS > 0 ? `${HOSTS} enclave host processes` : 'enclaves in the bench process';
+    const shape = `${HOSTS > 0 ? `${HOSTS} enclave host processes` : 'enclaves in the bench process'}${PIN ? `, enclaves on CPU ${PIN.enclaves}, broker on CPU ${PIN.broker}` : ''}`;
     console.log(`\nbench/agent-phases open loop: ${ENCLAVES} enclaves (${shape}), 1 fetch per ${PERIOD_MS} ms each, ${latencies.length} fetches (${rows.length} joined to the broker's requests, ${unjoined} not), steady state after ${warmUp.requests}`);
     console.log(`latency from due p50 / p99 / max (ms): ${pct(latencies, 0.5).toFixed(2)} / ${pct(latencies, 0.99).toFixed(2)} / ${latencies.at(-1)!.toFixed(2)}; ${(latencies.length / seconds).toFixed(0)}/s achieved of ${((ENCLAVES * 1000) / PERIOD_MS).toFixed(0)}/s offered`);
     console.log(`${'step (ms)'.padEnd(20)}${['p50', 'p90', 'p99', 'max', 'mean', 'slowest1%'].map((h) => h.padStart(10)).join('')}`);
@@ -188,6 +194,7 @@ export async function benchAgentPhasesOpen(): Promise<Record<string, unknown>> {
     const file = writeResults('agent-phases-open', {
       enclaves: ENCLAVES,
       hosts: HOSTS,
+      ...(PIN ? { pinEnclaves: PIN.enclaves, pinBroker: PIN.broker } : {}),
       periodMs: PERIOD_MS,
       fetches: latencies.length,
       joined: rows.length,

@@ -8,7 +8,7 @@
  *   broker side (its process):  POST before the release (HTTP, body) | release (verify, policy, unwrap, seal) |
  *                               audit append until durable (of which write and fdatasync) | response
  *   transport:                  POST round trip seen by the agent minus the time the broker held the request
- *                               (from its 'request' to the response's 'finish', which fires once the last byte
+ *                               (from its 'request' to its handler's response.end(); before, the response's 'finish', which fires once the last byte
  *                               has been handed to the kernel: loopback transfer plus both HTTP stacks' work
  *                               outside those two events; a stall here would be Nagle / delayed ACK)
  *
@@ -84,15 +84,18 @@ function phasesOf(f: AgentFetch, get: BrokerRequestTrace | undefined, post: Brok
     gcBroker: NaN,
   };
   r.agentOther = total - r.get - r.attest - r.post - r.open;
-  if (post?.finish !== undefined && post.releaseStart !== undefined && post.auditStart !== undefined && post.auditEnd !== undefined) {
+  // The answer left the broker when its handler called response.end(); 'finish' fires only once the broker's loop
+  // gets to it, often after the agent already has the answer (which made `transport` negative).
+  const sent = post?.respond ?? post?.finish;
+  if (post && sent !== undefined && post.releaseStart !== undefined && post.auditStart !== undefined && post.auditEnd !== undefined) {
     r.brokerBeforeRelease = post.releaseStart - post.arrive;
     r.release = post.auditStart - post.releaseStart;
     r.audit = post.auditEnd - post.auditStart;
     r.auditWrite = post.writeMs;
     r.auditDatasync = post.datasyncMs;
-    r.brokerAfterAudit = post.finish - post.auditEnd;
-    r.transport = r.post - (post.finish - post.arrive);
-    r.gcBroker = gcWithin(brokerGc, get?.arrive ?? post.arrive, post.finish);
+    r.brokerAfterAudit = sent - post.auditEnd;
+    r.transport = r.post - (sent - post.arrive);
+    r.gcBroker = gcWithin(brokerGc, get?.arrive ?? post.arrive, sent);
   }
   return r;
 }
