@@ -38,7 +38,7 @@ import { printTable, writeResults, type Measurement } from './harness.js';
 import { startBrokerChild } from './child.js';
 import { threadCpuNs, threadSplit, warmUntilSteady, type WarmUpResult } from './steady.js';
 import { startHostChild, type EnclaveHost } from './agent-phases-host.js';
-import { monoMs } from './agent-phases-clock.js';
+import { monoMs, pin, pinning } from './agent-phases-clock.js';
 
 const HITS = Number(process.env.BENCH_AGENT_HITS ?? 2_000_000);
 const FETCHES = Number(process.env.BENCH_AGENT_FETCHES ?? 1000);
@@ -52,6 +52,8 @@ const PERIOD_MS = Number(process.env.BENCH_AGENT_PERIOD_MS ?? 250);
 const ROUNDS = Number(process.env.BENCH_AGENT_OPEN_ROUNDS ?? 40);
 /** Enclave host processes for the hosted open loop (0 skips it). */
 const HOSTS = Number(process.env.BENCH_AGENT_HOSTS ?? 4);
+/** BENCH_AGENT_PIN="0/1": in the hosted open loop, the host processes on CPU 0 and the broker on CPU 1 (bench/agent-phases-clock.ts pin). */
+const PIN = pinning(process.env.BENCH_AGENT_PIN);
 
 interface Enclave { agent: SecretAgent; advance: () => void }
 
@@ -203,6 +205,10 @@ async function runHosted(): Promise<HostedRun> {
   const p = hosts[0]!.pcrs;
   // Every host has its own simulator and development root: the broker trusts them all (each leaf is cached as in a real fleet).
   const broker = await startBrokerChild(hosts.map((h) => h.rootPem), [{ secret: 'db-password', value: 'bench', pcrs: { 0: p[0]!, 1: p[1]!, 2: p[2]! }, ttlSeconds: 60 }]);
+  if (PIN) {
+    for (const h of hosts) pin(h.pid, PIN.enclaves);
+    pin(broker.pid, PIN.broker);
+  }
   try {
     const brokerKey = (await (await fetch(`${broker.url}/v1/broker-key`)).json()) as JWK;
     const per = Math.ceil(ENCLAVES / HOSTS);
@@ -334,6 +340,7 @@ export async function benchAgent(): Promise<Record<string, unknown>> {
       ? {
           // The same open loop, the enclaves in openLoopHosts processes (see the header comment).
           openLoopHosts: HOSTS,
+          ...(PIN ? { openLoopHostedPinEnclaves: PIN.enclaves, openLoopHostedPinBroker: PIN.broker } : {}),
           openLoopAchievedPerSecHosted: hosted.open.achievedPerSec,
           fetchP50MsOpenLoopHosted: pct(hosted.open.latencies, 0.5),
           fetchP99MsOpenLoopHosted: pct(hosted.open.latencies, 0.99),
