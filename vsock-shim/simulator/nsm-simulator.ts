@@ -145,9 +145,7 @@ export class NsmSimulator implements NsmTransport {
       ]),
     );
     const toSign = encoder.encode(['Signature1', Buffer.from(PROTECTED_ES384), Buffer.alloc(0), payload]);
-    // The real NSM signs outside the enclave's vCPUs: sign on libuv's thread pool (node:crypto's callback form)
-    // so the ~0.5 ms P-384 signature does not hold the event loop the enclave code runs on.
-    const signature = await new Promise<Buffer>((resolve, reject) => sign('sha384', toSign, { key: this.#leaf.privateKey, dsaEncoding: 'ieee-p1363' }, (err, sig) => (err ? reject(err) : resolve(sig))));
+    const signature = sign('sha384', toSign, { key: this.#leaf.privateKey, dsaEncoding: 'ieee-p1363' });
     return new Uint8Array(encoder.encode([Buffer.from(PROTECTED_ES384), new Map(), payload, signature]));
   }
 
