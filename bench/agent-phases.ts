@@ -8,7 +8,7 @@
  *   broker side (its process):  POST before the release (HTTP, body) | release (verify, policy, unwrap, seal) |
  *                               audit append until durable (of which write and fdatasync) | response
  *   transport:                  POST round trip seen by the agent minus the time the broker held the request
- *                               (from its 'request' to the response's 'finish', which fires once the last byte
+ *                               (from its 'request' to its handler's response.end(); before, the response's 'finish', which fires once the last byte
  *                               has been handed to the kernel: loopback transfer plus both HTTP stacks' work
  *                               outside those two events; a stall here would be Nagle / delayed ACK)
  *
@@ -16,7 +16,8 @@
  * are counted per process. Reports p50 / p90 / p99 / max per phase, and for the slowest 1 % of fetches which
  * phase took the most time above its median. Measured in steady state: warm-up passes of BENCH_PHASES_WARM_PER_PASS
  * (500) fetches until two agree within 3 % on CPU per fetch, agent and broker process together (bench/steady.ts);
- * the first pass's phase p50/p99 are reported beside as the cold figures. BENCH_PHASES_FETCHES (default 1000), BENCH_PHASES_STATE (the broker's
+ * the first pass's phase p50/p99 are reported beside as the cold figures. BENCH_PHASES_ENCLAVES=32 (with
+ * BENCH_PHASES_HOSTS=N) times the open-loop shape of bench/agent instead (bench/agent-phases-open.ts). BENCH_PHASES_FETCHES (default 1000), BENCH_PHASES_STATE (the broker's
  * files: default tmpdir; e.g. /dev/shm for tmpfs). Results in bench/results/agent-phases.json.
  */
 import '../test/support/setup.js';
@@ -33,6 +34,7 @@ import { writeResults } from './harness.js';
 import type { ChildRequest } from './child.js';
 import { threadCpuNs, threadSplit, warmUntilSteady } from './steady.js';
 import type { BrokerPhases, BrokerRequestTrace, LoopDelay } from './agent-phases-child.js';
+import { benchAgentPhasesOpen } from './agent-phases-open.js';
 
 const FETCHES = Number(process.env.BENCH_PHASES_FETCHES ?? 1000);
 const WARM_PER_PASS = Number(process.env.BENCH_PHASES_WARM_PER_PASS ?? 500);
@@ -82,20 +84,25 @@ function phasesOf(f: AgentFetch, get: BrokerRequestTrace | undefined, post: Brok
     gcBroker: NaN,
   };
   r.agentOther = total - r.get - r.attest - r.post - r.open;
-  if (post?.finish !== undefined && post.releaseStart !== undefined && post.auditStart !== undefined && post.auditEnd !== undefined) {
+  // The answer left the broker when its handler called response.end(); 'finish' fires only once the broker's loop
+  // gets to it, often after the agent already has the answer (which made `transport` negative).
+  const sent = post?.respond ?? post?.finish;
+  if (post && sent !== undefined && post.releaseStart !== undefined && post.auditStart !== undefined && post.auditEnd !== undefined) {
     r.brokerBeforeRelease = post.releaseStart - post.arrive;
     r.release = post.auditStart - post.releaseStart;
     r.audit = post.auditEnd - post.auditStart;
     r.auditWrite = post.writeMs;
     r.auditDatasync = post.datasyncMs;
-    r.brokerAfterAudit = post.finish - post.auditEnd;
-    r.transport = r.post - (post.finish - post.arrive);
-    r.gcBroker = gcWithin(brokerGc, get?.arrive ?? post.arrive, post.finish);
+    r.brokerAfterAudit = sent - post.auditEnd;
+    r.transport = r.post - (sent - post.arrive);
+    r.gcBroker = gcWithin(brokerGc, get?.arrive ?? post.arrive, sent);
   }
   return r;
 }
 
 export async function benchAgentPhases(): Promise<Record<string, unknown>> {
+  // BENCH_PHASES_ENCLAVES > 1: the open-loop shape of bench/agent, steps on both sides (bench/agent-phases-open.ts).
+  if (Number(process.env.BENCH_PHASES_ENCLAVES ?? 1) > 1) return benchAgentPhasesOpen();
   const loadAvg1Start = loadavg()[0]!;
   const child = fork(fileURLToPath(new URL('./agent-phases-child.ts', import.meta.url)), [], {
     execArgv: ['--import', 'tsx'],

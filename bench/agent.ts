@@ -17,6 +17,13 @@
  *   was busy) is charged for the wait (no coordinated omission). Reports the rate actually achieved beside the
  *   offered one: if achieved < offered, the load was over capacity and the latencies are queueing, not service.
  *
+ * - The same open loop with the enclaves in BENCH_AGENT_HOSTS (4) child processes (`...OpenLoopHosted` fields;
+ *   bench/agent-phases-host.ts): the bench process only orchestrates and collects latencies, each host times its
+ *   own enclaves from their due time on the machine's monotonic clock. A real enclave has vCPUs of its own and its
+ *   NSM signs outside it; in the in-process shape all 32 enclaves and the NSM simulator share ONE event loop, so
+ *   one enclave's synchronous work (P-384 signing, RSA-OAEP unwrap, HTTP parsing) delays the others' next steps.
+ *   Same cores, same broker, same offered load and schedule; only the enclaves' event loops differ.
+ *
  * Everything is measured in steady state: before the first measured fetch, one enclave fetches in passes of
  * BENCH_AGENT_WARM_PER_PASS (500) until two passes agree within 3 % on CPU per fetch, agent and broker process
  * together (bench/steady.ts; typically a few thousand fetches). The first pass is reported as the cold figure.
@@ -30,6 +37,8 @@ import { createAgent, type SecretAgent } from '../enclave-agent/index.js';
 import { printTable, writeResults, type Measurement } from './harness.js';
 import { startBrokerChild } from './child.js';
 import { threadCpuNs, threadSplit, warmUntilSteady, type WarmUpResult } from './steady.js';
+import { startHostChild, type EnclaveHost } from './agent-phases-host.js';
+import { monoMs, pin, pinning } from './agent-phases-clock.js';
 
 const HITS = Number(process.env.BENCH_AGENT_HITS ?? 2_000_000);
 const FETCHES = Number(process.env.BENCH_AGENT_FETCHES ?? 1000);
@@ -41,6 +50,10 @@ const ENCLAVES = Number(process.env.BENCH_AGENT_ENCLAVES ?? 32);
 /** Open loop: each enclave fetches once every PERIOD ms, ROUNDS times. */
 const PERIOD_MS = Number(process.env.BENCH_AGENT_PERIOD_MS ?? 250);
 const ROUNDS = Number(process.env.BENCH_AGENT_OPEN_ROUNDS ?? 40);
+/** Enclave host processes for the hosted open loop (0 skips it). */
+const HOSTS = Number(process.env.BENCH_AGENT_HOSTS ?? 4);
+/** BENCH_AGENT_PIN="0/1": in the hosted open loop, the host processes on CPU 0 and the broker on CPU 1 (bench/agent-phases-clock.ts pin). */
+const PIN = pinning(process.env.BENCH_AGENT_PIN);
 
 interface Enclave { agent: SecretAgent; advance: () => void }
 
@@ -79,6 +92,8 @@ async function openLoopLatencies(enclaves: Enclave[], periodMs: number, rounds: 
         const due = t0 + (i * periodMs) / enclaves.length + r * periodMs;
         const wait = due - performance.now();
         if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        // Timers round to whole ms and may fire early: never start before the due time (it would shorten the latency).
+        while (performance.now() < due) await new Promise((resolve) => setImmediate(resolve));
         advance(); // past the hard expiry: the next call re-attests
         await agent.getSecret('db-password');
         const end = performance.now();
@@ -176,6 +191,57 @@ async function run(simulator: NsmSimulator, stateDir: string | undefined): Promi
   }
 }
 
+interface HostedRun {
+  warmUp: WarmUpResult;
+  open: { latencies: number[]; seconds: number; offeredPerSec: number; achievedPerSec: number };
+  /** CPU per fetch in the open loop: all host processes (agents, NSM simulators) and the broker process. */
+  hostCpuMs: number;
+  brokerCpuMs: number;
+}
+
+/** The open loop with the ENCLAVES enclaves spread over HOSTS child processes (see the header). */
+async function runHosted(): Promise<HostedRun> {
+  const hosts: EnclaveHost[] = await Promise.all(Array.from({ length: HOSTS }, () => startHostChild()));
+  const p = hosts[0]!.pcrs;
+  // Every host has its own simulator and development root: the broker trusts them all (each leaf is cached as in a real fleet).
+  const broker = await startBrokerChild(hosts.map((h) => h.rootPem), [{ secret: 'db-password', value: 'bench', pcrs: { 0: p[0]!, 1: p[1]!, 2: p[2]! }, ttlSeconds: 60 }]);
+  if (PIN) {
+    for (const h of hosts) pin(h.pid, PIN.enclaves);
+    pin(broker.pid, PIN.broker);
+  }
+  try {
+    const brokerKey = (await (await fetch(`${broker.url}/v1/broker-key`)).json()) as JWK;
+    const per = Math.ceil(ENCLAVES / HOSTS);
+    const counts = hosts.map((_, i) => Math.max(0, Math.min(per, ENCLAVES - i * per)));
+    await Promise.all(hosts.map((h, i) => h.setup(broker.url, brokerKey, counts[i]!)));
+    // Steady state: every host process warms its own code (sequential fetches each, the hosts side by side).
+    const warmUp = await warmUntilSteady(
+      async (n) => {
+        const b0 = await broker.cpuUs();
+        const each = Math.ceil(n / HOSTS);
+        const hostUs = (await Promise.all(hosts.map((h) => h.warm(each)))).reduce((a, b) => a + b, 0);
+        return (hostUs + (await broker.cpuUs()) - b0) / (each * HOSTS);
+      },
+      { perPass: WARM_PER_PASS },
+    );
+    const b0 = await broker.cpuUs();
+    const t0 = monoMs() + 50;
+    const results = await Promise.all(hosts.map((h, i) => h.open({ t0, periodMs: PERIOD_MS, rounds: ROUNDS, total: ENCLAVES, offset: i * per })));
+    const brokerUs = (await broker.cpuUs()) - b0;
+    const latencies = results.flatMap((r) => r.latencies).sort((a, b) => a - b);
+    const seconds = (Math.max(...results.map((r) => r.lastEnd)) - t0) / 1000;
+    return {
+      warmUp,
+      open: { latencies, seconds, offeredPerSec: (ENCLAVES * 1000) / PERIOD_MS, achievedPerSec: latencies.length / seconds },
+      hostCpuMs: results.reduce((a, r) => a + r.cpuUs, 0) / 1000 / latencies.length,
+      brokerCpuMs: brokerUs / 1000 / latencies.length,
+    };
+  } finally {
+    await Promise.all(hosts.map((h) => h.stop()));
+    await broker.stop();
+  }
+}
+
 export async function benchAgent(): Promise<Record<string, unknown>> {
   // The machine may be shared: the 1-minute load average beside the numbers says how far to trust the wall times.
   const loadAvg1Start = loadavg()[0]!;
@@ -201,6 +267,7 @@ export async function benchAgent(): Promise<Record<string, unknown>> {
   // when there is one (/dev/shm): the difference is the disk, not keygate.
   const disk = await run(simulator, undefined);
   const tmpfs = TMPFS && existsSync('/dev/shm') ? await run(simulator, '/dev/shm') : undefined;
+  const hosted = HOSTS > 0 ? await runHosted() : undefined;
 
   const row = (name: string, r: { latencies: number[]; seconds: number }): Measurement => ({ name, ops: r.latencies.length, seconds: r.seconds, opsPerSec: r.latencies.length / r.seconds, usPerOp: (r.seconds * 1e6) / r.latencies.length });
   const rows: Measurement[] = [
@@ -208,6 +275,7 @@ export async function benchAgent(): Promise<Record<string, unknown>> {
     row('re-attesting, 1 enclave', disk.one),
     row(`re-attesting, ${ENCLAVES} enclaves, closed loop (saturation)`, disk.many),
     row(`re-attesting, ${ENCLAVES} enclaves, open loop (1 per ${PERIOD_MS} ms each)`, disk.open),
+    ...(hosted ? [row(`re-attesting, ${ENCLAVES} enclaves in ${HOSTS} host processes, open loop`, hosted.open)] : []),
     ...(tmpfs
       ? [
           row('re-attesting, 1 enclave (broker files on tmpfs)', tmpfs.one),
@@ -224,7 +292,13 @@ export async function benchAgent(): Promise<Record<string, unknown>> {
     'fetch p50 / p99, 1 enclave, cold = first warm-up pass (ms)': p50p99(disk.cold.latencies),
     'warm-up: fetches, passes; CPU per fetch by pass, agent + broker (µs)': `${disk.warmUp.requests}, ${disk.warmUp.passes}; ${disk.warmUp.cpuUsPerRequestByPass.map((x) => x.toFixed(0)).join(' → ')}`,
     [`fetch p50 / p99, ${ENCLAVES} enclaves, closed loop = saturation (ms)`]: p50p99(disk.many.latencies),
-    [`fetch p50 / p99, ${ENCLAVES} enclaves, open loop (ms, goal p99 < 10)`]: `${p50p99(disk.open.latencies)} at ${disk.open.achievedPerSec.toFixed(0)}/s achieved of ${disk.open.offeredPerSec.toFixed(0)}/s offered`,
+    [`fetch p50 / p99, ${ENCLAVES} enclaves, open loop, in the bench process (ms, goal p99 < 10)`]: `${p50p99(disk.open.latencies)} at ${disk.open.achievedPerSec.toFixed(0)}/s achieved of ${disk.open.offeredPerSec.toFixed(0)}/s offered`,
+    ...(hosted
+      ? {
+          [`fetch p50 / p99, ${ENCLAVES} enclaves, open loop, in ${HOSTS} host processes (ms, goal p99 < 10)`]: `${p50p99(hosted.open.latencies)} at ${hosted.open.achievedPerSec.toFixed(0)}/s`,
+          'CPU per fetch, hosted open loop: hosts / broker (ms)': `${hosted.hostCpuMs.toFixed(2)} / ${hosted.brokerCpuMs.toFixed(2)}`,
+        }
+      : {}),
     ...(tmpfs
       ? {
           'fetch p50 / p99, 1 enclave, broker files on tmpfs (ms)': p50p99(tmpfs.one.latencies),
@@ -262,6 +336,19 @@ export async function benchAgent(): Promise<Record<string, unknown>> {
     openLoopAchievedPerSec: disk.open.achievedPerSec,
     fetchP50MsOpenLoop: pct(disk.open.latencies, 0.5),
     fetchP99MsOpenLoop: pct(disk.open.latencies, 0.99),
+    ...(hosted
+      ? {
+          // The same open loop, the enclaves in openLoopHosts processes (see the header comment).
+          openLoopHosts: HOSTS,
+          ...(PIN ? { openLoopHostedPinEnclaves: PIN.enclaves, openLoopHostedPinBroker: PIN.broker } : {}),
+          openLoopAchievedPerSecHosted: hosted.open.achievedPerSec,
+          fetchP50MsOpenLoopHosted: pct(hosted.open.latencies, 0.5),
+          fetchP99MsOpenLoopHosted: pct(hosted.open.latencies, 0.99),
+          hostCpuMsPerFetchOpenLoopHosted: hosted.hostCpuMs,
+          brokerCpuMsPerFetchOpenLoopHosted: hosted.brokerCpuMs,
+          warmUpFetchesHosted: hosted.warmUp.requests,
+        }
+      : {}),
     ...(tmpfs
       ? {
           fetchP50MsTmpfs: pct(tmpfs.one.latencies, 0.5),
