@@ -4,7 +4,7 @@
  * `{ start: { roots, bind? } }` answers `{ url }`; 'cpu' answers process.cpuUsage(); 'elu' the event-loop
  * utilisation so far; 'profileStart' / `{ profileStop: FILE }` a CPU profile; 'mem' collects
  * garbage (run with --expose-gc) and answers the memory figures; 'stop' closes and exits.
- * BENCH_BROKER_VERIFY_THREADS=N in the environment starts the broker with verifyThreads N.
+ * BENCH_BROKER_VERIFY_THREADS=N in the environment starts the broker with verifyThreads N (unset: the broker's default).
  */
 import '../test/support/setup.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,9 +23,10 @@ let profiler: Session | undefined;
 
 process.on('message', async (m: ChildRequest) => {
   if (typeof m === 'object' && 'start' in m) {
-    // BENCH_BROKER_VERIFY_THREADS=N: the broker's verifyThreads (signature checks on libuv's pool), to compare with the default.
-    const verifyThreads = Number(process.env.BENCH_BROKER_VERIFY_THREADS ?? 0);
-    broker = await startTestBroker(dir, m.start.roots, verifyThreads ? { verifyThreads } : {});
+    // BENCH_BROKER_VERIFY_THREADS=N: the broker's verifyThreads (signature checks on libuv's pool; 0: on the event
+    // loop), to compare with the default (unset: the broker's default, the cores - 1).
+    const threads = process.env.BENCH_BROKER_VERIFY_THREADS;
+    broker = await startTestBroker(dir, m.start.roots, threads === undefined ? {} : { verifyThreads: Number(threads) });
     for (const b of m.start.bind ?? []) {
       await bindSecret(broker.store, broker.providers.get('local')!, { secret: b.secret, value: new TextEncoder().encode(b.value), allow: [pcrSet(b.pcrs)], provider: 'local', ...(b.ttlSeconds ? { ttlSeconds: b.ttlSeconds } : {}) });
     }

@@ -39,7 +39,7 @@ const CONCURRENCY = Number(process.env.BENCH_WORKERS_CONCURRENCY ?? 16);
  * What to run: `N` is `keygate broker --workers N`, `Ns` is N separate single-process brokers (the floor for N processes);
  * `@C` after either sets that set's concurrency (default BENCH_WORKERS_CONCURRENCY), e.g. `1,2@32`: the same load per process;
  * a `b` (`2b`) runs that set from BENCH_WORKERS_BASE_BIN (another checkout's bin/keygate.js, built): an A/B interleaved round by round;
- * a `t` (`1t`, `1t3`) runs it with `--verify-threads T` (signature checks on libuv's thread pool, T at once; default 2), with
+ * every set runs with `--verify-threads 0` (all checks on the event loop) unless it has a `t` (`1t`, `1t3`): `--verify-threads T` (signature checks on libuv's thread pool, T at once; default 2), with
  * libuv's default pool (4 threads, enough for T <= 3), or T + 1 threads for a larger T, or BENCH_WORKERS_UV_THREADPOOL_SIZE.
  */
 const COUNTS = (process.env.BENCH_WORKERS_N ?? '1,2,2s').split(',').map((c) => {
@@ -267,7 +267,10 @@ async function startBrokers(n: number, mode: WorkersRow['mode'], concurrency: nu
     if (base && !BASE_BIN) throw new Error('a `b` set needs BENCH_WORKERS_BASE_BIN (another checkout\'s bin/keygate.js)');
     // The baseline: spawnBroker runs `node BIN broker ...` behind the wrapper, which swaps BIN for the baseline's (the same pid: exec).
     const wrapper = [...(verifyThreads > 0 && (POOL_SIZE !== undefined || poolSize !== 4) ? ['env', `UV_THREADPOOL_SIZE=${poolSize}`] : []), ...(base ? ['sh', '-c', `shift; exec "$0" '${BASE_BIN}' "$@"`] : [])];
-    const { child, url } = await spawnBroker(config, wrapper, ['--workers', String(mode === 'cluster' ? n : 1), ...(verifyThreads > 0 ? ['--verify-threads', String(verifyThreads)] : [])]);
+    // A set without `t` checks every signature on the event loop (--verify-threads 0), whatever the broker's default
+    // (a baseline checkout older than the flag has no other way).
+    const threads = base && verifyThreads === 0 ? [] : ['--verify-threads', String(verifyThreads)];
+    const { child, url } = await spawnBroker(config, wrapper, ['--workers', String(mode === 'cluster' ? n : 1), ...threads]);
     started.push({ dir, child, url, enclave: new TestEnclave(pki, url) });
   }
   const body = (d: Uint8Array): string => JSON.stringify({ attestation: Buffer.from(d).toString('base64'), names: ['db'] });

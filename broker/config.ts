@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { CodedError } from '../lib/coded-error.js';
 import { DEFAULT_RATE_LIMITS, type RateLimitSettings } from './rate-limit.js';
@@ -87,7 +88,7 @@ export interface BrokerConfig {
    * Attestation signature checks (P-384 ECDSA, ~60 % of a release's CPU) run on libuv's thread pool, at most this
    * many at once (a check finding them all busy runs on the event loop), so one broker process uses more than one
    * core; 0: all on the event loop. At most UV_THREADPOOL_SIZE - 1 (default pool: 4 threads), leaving a thread for
-   * the audit's file I/O. Same checks, verdicts and error codes either way.
+   * the audit's file I/O. Same checks, verdicts and error codes either way. Default: {@link defaultVerifyThreads}.
    */
   readonly verifyThreads: number;
 }
@@ -117,7 +118,7 @@ export const DEFAULT_CONFIG: BrokerConfig = {
   audit: { kind: 'file' },
   dev: false,
   delegation: DEFAULT_DELEGATION_SETTINGS,
-  verifyThreads: 0,
+  verifyThreads: defaultVerifyThreads(),
 };
 
 /** Defaults for `--dev`: everything under ./.keygate-dev. */
@@ -293,6 +294,15 @@ export function threadPoolSize(env: NodeJS.ProcessEnv = process.env): number {
   const n = Number.parseInt(value, 10) || 0;
   if (n === 0) return 1;
   return n < 0 ? 1024 : Math.min(1024, n);
+}
+
+/**
+ * The default `verifyThreads`: one fewer than the cores this process may use (the event loop is the other), and
+ * below the thread pool's size (a thread kept for file I/O): 1 on 2 cores, 3 with libuv's default pool on 4 or
+ * more, 0 on one core (nothing to gain there, only the hand-off).
+ */
+export function defaultVerifyThreads(cores: number = availableParallelism(), poolSize: number = threadPoolSize()): number {
+  return Math.max(0, Math.min(cores - 1, poolSize - 1));
 }
 
 /**

@@ -35,8 +35,9 @@ the NSM simulator's development root (shared with \`keygate get --dev\`).
                      API and the gateway are served by worker 1
   --verify-threads N attestation signature checks on libuv's thread pool, at
                      most N at once, the rest on the event loop (0: all on
-                     the event loop; overrides the config's verifyThreads);
-                     N < UV_THREADPOOL_SIZE (default 4)
+                     the event loop; overrides the config's verifyThreads;
+                     default: the cores - 1); N < UV_THREADPOOL_SIZE
+                     (default 4)
   --check-config     print the effective configuration and what the broker
                      would trust (roots with SHA-256 fingerprints, admin keys,
                      approvals required) as JSON, and exit without starting

@@ -10,7 +10,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { JWK } from 'jose';
-import { ConfigError, DEFAULT_CONFIG, loadConfigFile, resolveConfig, threadPoolSize, verifyThreadsProblem } from '../../broker/config.js';
+import { ConfigError, DEFAULT_CONFIG, defaultVerifyThreads, loadConfigFile, resolveConfig, threadPoolSize, verifyThreadsProblem } from '../../broker/config.js';
+import { availableParallelism } from 'node:os';
 import type { RunningBroker } from '../../broker/broker.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { TestEnclave, valueOf, type EnclaveResponse } from '../support/enclave.js';
@@ -32,9 +33,11 @@ function configCode(fn: () => unknown): string {
 describe('the verifyThreads setting', () => {
   const base = { store: '/tmp/keygate-vt-store', stateDir: '/tmp/keygate-vt-state' };
 
-  it('defaults to 0 (signatures checked on the event loop) and accepts 0..pool size - 1', () => {
-    expect(DEFAULT_CONFIG.verifyThreads).toBe(0);
-    expect(resolveConfig(base).verifyThreads).toBe(0);
+  it('defaults to one fewer than the cores, below the pool size (0 on one core), and accepts 0..pool size - 1', () => {
+    expect(DEFAULT_CONFIG.verifyThreads).toBe(Math.max(0, Math.min(availableParallelism() - 1, threadPoolSize() - 1)));
+    expect(resolveConfig(base).verifyThreads).toBe(DEFAULT_CONFIG.verifyThreads);
+    expect([defaultVerifyThreads(1, 4), defaultVerifyThreads(2, 4), defaultVerifyThreads(4, 4), defaultVerifyThreads(16, 4), defaultVerifyThreads(16, 9), defaultVerifyThreads(2, 1)]).toEqual([0, 1, 3, 3, 8, 0]);
+    expect(verifyThreadsProblem(DEFAULT_CONFIG.verifyThreads)).toBeUndefined();
     expect(verifyThreadsProblem(0, 1)).toBeUndefined();
     expect(verifyThreadsProblem(3, 4)).toBeUndefined();
     expect(verifyThreadsProblem(64, 65)).toBeUndefined();
