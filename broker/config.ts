@@ -277,6 +277,8 @@ export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerCo
   validateQuarantine(config.quarantine);
   validateKeys(config.keys);
   validateAudit(config.audit);
+  // Shape only: the pool size is the broker process's (checked where a broker starts, brokerPoolProblem), and an
+  // admin command reading the same file from another shell must not be refused for it.
   const verifyThreads = verifyThreadsProblem(config.verifyThreads);
   if (verifyThreads) throw new ConfigError(`verifyThreads ${verifyThreads}`);
   const gatewayProblem = config.gateway === undefined ? undefined : gatewaySettingsProblem(config.gateway);
@@ -307,12 +309,14 @@ export function defaultVerifyThreads(cores: number = availableParallelism(), poo
 
 /**
  * What is wrong with `verifyThreads` (0: off; N: at most N signature checks on libuv's pool at once), or undefined.
- * N must leave one pool thread free, so an audit write or fdatasync never waits behind a queue of verifies; the pool's
- * size is fixed when the process starts, by UV_THREADPOOL_SIZE in its environment.
+ * Given `poolSize` (the broker process's, {@link threadPoolSize}), N must also leave one pool thread free, so an
+ * audit write or fdatasync never waits behind a queue of verifies; the pool's size is fixed when the process starts,
+ * by UV_THREADPOOL_SIZE in its environment. Without it, only the shape is checked (what any command reading the
+ * config may check).
  */
-export function verifyThreadsProblem(value: unknown, poolSize: number = threadPoolSize()): string | undefined {
+export function verifyThreadsProblem(value: unknown, poolSize?: number): string | undefined {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 64) return 'must be an integer in 0..64 (0: signatures checked on the event loop)';
-  if (value >= poolSize) return `${value} needs a thread pool of at least ${value + 1} threads (one kept for file I/O), but it has ${poolSize}: start the broker with UV_THREADPOOL_SIZE=${value + 1} or more in its environment`;
+  if (poolSize !== undefined && value >= poolSize) return `${value} needs a thread pool of at least ${value + 1} threads (one kept for file I/O), but it has ${poolSize}: start the broker with UV_THREADPOOL_SIZE=${value + 1} or more in its environment`;
   return undefined;
 }
 

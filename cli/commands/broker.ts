@@ -10,7 +10,7 @@ import { workerConfig, workerIdentity } from '../../broker/cluster/worker-config
 import { createLogger, effectiveLogLevel } from '../../broker/log.js';
 import { checkConfig } from '../../broker/ops/check-config.js';
 import { LogLevelError } from '../../broker/log.js';
-import { verifyThreadsProblem, type BrokerConfig } from '../../broker/config.js';
+import { ConfigError, threadPoolSize, verifyThreadsProblem, type BrokerConfig } from '../../broker/config.js';
 import { CodedError } from '../../lib/coded-error.js';
 import { SharedKeyError } from '../../broker/keys/key-source.js';
 import { openDevPki } from '../../vsock-shim/simulator/pki-store.js';
@@ -55,6 +55,9 @@ export async function brokerCommand(argv: readonly string[], io: CliIo): Promise
   if (values.dev && !(values.config === undefined && process.env.KEYGATE_CONFIG)) await ensureDevAdminKey();
   let config = await storeConfig(values);
   if (values['verify-threads'] !== undefined) config = { ...config, verifyThreads: verifyThreadsFlag(values['verify-threads']) };
+  // Against this process's thread pool: the broker's environment (--check-config runs in it too, e.g. ExecStartPre).
+  const poolProblem = verifyThreadsProblem(config.verifyThreads, threadPoolSize());
+  if (poolProblem) throw new ConfigError(`verifyThreads ${poolProblem}`);
   if (config.dev) {
     // --dev is the explicit opt-in to trust the NSM simulator's development root.
     const pki = await openDevPki(devPkiDirectory());
@@ -121,7 +124,7 @@ function workerCount(value: string | undefined): number {
 /** `--verify-threads N`: a whole number the config's verifyThreads accepts. */
 function verifyThreadsFlag(value: string): number {
   const n = /^[0-9]{1,3}$/.test(value) ? Number(value) : Number.NaN;
-  const problem = verifyThreadsProblem(n);
+  const problem = verifyThreadsProblem(n, threadPoolSize());
   if (problem) throw new UsageError(`--verify-threads ${value}: ${problem}`);
   return n;
 }

@@ -6,13 +6,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { JWK } from 'jose';
 import { ConfigError, DEFAULT_CONFIG, defaultVerifyThreads, loadConfigFile, resolveConfig, threadPoolSize, verifyThreadsProblem } from '../../broker/config.js';
-import { availableParallelism } from 'node:os';
-import type { RunningBroker } from '../../broker/broker.js';
+import { createBroker, type RunningBroker } from '../../broker/broker.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { TestEnclave, valueOf, type EnclaveResponse } from '../support/enclave.js';
 import { auditCodesIn, startTestBrokerWithDb } from '../support/broker.js';
@@ -52,9 +51,25 @@ describe('the verifyThreads setting', () => {
   it('refuses N that leaves no pool thread for file I/O, naming the UV_THREADPOOL_SIZE it needs', () => {
     expect(verifyThreadsProblem(4, 4)).toBe('4 needs a thread pool of at least 5 threads (one kept for file I/O), but it has 4: start the broker with UV_THREADPOOL_SIZE=5 or more in its environment');
     expect(verifyThreadsProblem(1, 1)).toMatch(/UV_THREADPOOL_SIZE=2 /);
+    // The config itself is checked for shape only (any command reads it, in any shell); the pool size is the
+    // broker process's, checked when a broker starts (test/cli/verify-threads-admin-cli.test.ts).
     const size = threadPoolSize();
-    expect(configCode(() => resolveConfig(base, { verifyThreads: size }))).toBe(`CONFIG_INVALID: verifyThreads ${verifyThreadsProblem(size)}`);
-    expect(configCode(() => resolveConfig(base, { verifyThreads: size - 1 }))).toBe('NO_ERROR');
+    expect(configCode(() => resolveConfig(base, { verifyThreads: size }))).toBe('NO_ERROR');
+  });
+
+  it('a broker refuses to start with N at or above its pool size (CONFIG_INVALID), opening nothing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'keygate-vt-start-'));
+    try {
+      const size = threadPoolSize();
+      const config = resolveConfig({ store: join(dir, 'store'), stateDir: join(dir, 'state') }, { verifyThreads: size });
+      const err = await createBroker(config).then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).code).toBe('CONFIG_INVALID');
+      expect((err as ConfigError).message).toBe(`verifyThreads ${verifyThreadsProblem(size, size)}`);
+      expect(existsSync(join(dir, 'state'))).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('reads the pool size as libuv does (unset: 4; atoi; 0 or unreadable: 1; negative: 1024; at most 1024)', () => {
