@@ -256,6 +256,10 @@ export class AuditLog implements AuditSink {
       // After a failed write or fsync the old descriptor's state is unknown: never reuse it.
       await old?.close().catch(() => {});
       this.#handle = await this.#openFile(this.#path);
+      // The open may have created the live file (a rotation renamed the old one, then failed to open its
+      // successor): its directory entry, and the rename before it, must be durable before anything written to
+      // it is acknowledged, as rotation and open() make them.
+      await syncDirectory(dirname(this.#path));
       await this.#handle.truncate(this.#size);
       // With O_DSYNC no fdatasync follows the seal's write: the cut is made durable here (recovery is rare).
       if (this.#writesAreDurable) await this.#handle.datasync();
