@@ -86,7 +86,8 @@ function requiredPcrs(pcrs: VerifyOptions['pcrs']): Map<number, Uint8Array> {
     if (!Number.isInteger(index) || index < 0 || index > 31) throw new TypeError(`options.pcrs: ${key} is not a PCR index 0..31`);
     const bytes = typeof value === 'string' ? fromHex(value) : value;
     if (!(bytes instanceof Uint8Array)) throw new TypeError(`options.pcrs[${key}] must be bytes or an even-length hex string`);
-    out.set(index, bytes);
+    // A private copy: on the thread pool the comparison comes after an awaited check, and the caller's bytes may change.
+    out.set(index, typeof value === 'string' ? bytes : new Uint8Array(bytes));
   }
   return out;
 }
@@ -172,7 +173,9 @@ function verificationSteps(settings: VerifierSettings): VerifySteps {
     const pcrs = requiredPcrs(options.pcrs);
     const roots = loadRoots(options.roots ?? [AWS_NITRO_ROOT_G1_DER]);
     // Every option is read before the first signature check: on the thread pool, the caller runs on meanwhile.
-    const { maxAgeMs, clockSkewMs, expectedNonce, allowDebug } = options;
+    // Bytes are copied (the caller may change them in place), the rest read once.
+    const { maxAgeMs, clockSkewMs, allowDebug } = options;
+    const expectedNonce = options.expectedNonce instanceof Uint8Array ? new Uint8Array(options.expectedNonce) : options.expectedNonce;
 
     // 1-2: shape, then schema. The Sig_structure (step 4's input) is a private copy whose tail is the
     // payload: decoding from it copies the payload once, and nothing returned aliases `document`.
