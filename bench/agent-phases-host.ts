@@ -20,6 +20,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { fork, type ChildProcess } from 'node:child_process';
 import { subscribe } from 'node:diagnostics_channel';
 import { fileURLToPath } from 'node:url';
+import { nextMessage } from './ipc.js';
 import { PerformanceObserver } from 'node:perf_hooks';
 import type { JWK } from 'jose';
 import { NsmSimulator } from '../vsock-shim/simulator/nsm-simulator.js';
@@ -255,18 +256,7 @@ export async function inProcessHost(trace = false): Promise<EnclaveHost> {
 type HostRequest = { setup: { url: string; key: JWK; enclaves: number } } | { warm: number } | { closed: number } | { open: OpenLoopPlan } | 'stop';
 
 function ask<T>(child: ChildProcess, key: string, send?: HostRequest): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const onMessage = (m: unknown): void => {
-      if (typeof m !== 'object' || m === null || !(key in m)) return;
-      child.off('message', onMessage);
-      child.off('exit', onExit);
-      resolve((m as Record<string, T>)[key]!);
-    };
-    const onExit = (code: number | null): void => reject(new Error(`enclave host process exited ${code}`));
-    child.on('message', onMessage);
-    child.once('exit', onExit);
-    if (send !== undefined) child.send(send);
-  });
+  return nextMessage(child, key, send, 'enclave host process');
 }
 
 /** A host in a process of its own (this file, forked). */

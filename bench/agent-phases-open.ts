@@ -23,12 +23,10 @@
  * For the slowest 1 % of fetches: the mean of every step beside its median over all fetches, and which step ran
  * furthest above its median in each. BENCH_PHASES_PIN="0/1" pins the enclaves to CPU 0 and the broker to CPU 1. Results in bench/results/agent-phases-open.json.
  */
-import { fork } from 'node:child_process';
 import { loadavg } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import type { JWK } from 'jose';
 import { writeResults } from './harness.js';
-import type { ChildRequest } from './child.js';
+import { forkPhasesBroker } from './agent-phases-broker.js';
 import { warmUntilSteady } from './steady.js';
 import type { BrokerPhases, BrokerRequestTrace } from './agent-phases-child.js';
 import { inProcessHost, startHostChild, type EnclaveHost, type FetchTrace } from './agent-phases-host.js';
@@ -93,23 +91,7 @@ function stepsOf(f: FetchTrace, get: BrokerRequestTrace | undefined, post: Broke
 export async function benchAgentPhasesOpen(): Promise<Record<string, unknown>> {
   const loadAvg1Start = loadavg()[0]!;
   const hosts: EnclaveHost[] = HOSTS > 0 ? await Promise.all(Array.from({ length: HOSTS }, () => startHostChild(true))) : [await inProcessHost(true)];
-  const child = fork(fileURLToPath(new URL('./agent-phases-child.ts', import.meta.url)), [], {
-    execArgv: ['--import', 'tsx'],
-    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
-    ...(process.env.BENCH_PHASES_STATE ? { env: { ...process.env, TMPDIR: process.env.BENCH_PHASES_STATE } } : {}),
-  });
-  const next = <T>(key: string, send?: ChildRequest | 'phases'): Promise<T> =>
-    new Promise((resolve, reject) => {
-      const onMessage = (m: unknown): void => {
-        if (typeof m !== 'object' || m === null || !(key in m)) return;
-        child.off('message', onMessage);
-        child.off('exit', reject);
-        resolve((m as Record<string, T>)[key]!);
-      };
-      child.on('message', onMessage);
-      child.once('exit', reject);
-      if (send !== undefined) child.send(send);
-    });
+  const { child, next } = forkPhasesBroker();
   const p = hosts[0]!.pcrs;
   await next('ready');
   if (PIN) {

@@ -21,9 +21,7 @@
  * files: default tmpdir; e.g. /dev/shm for tmpfs). Results in bench/results/agent-phases.json.
  */
 import '../test/support/setup.js';
-import { fork } from 'node:child_process';
 import { loadavg } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import type { JWK } from 'jose';
 import { NsmSimulator } from '../vsock-shim/simulator/nsm-simulator.js';
@@ -31,7 +29,7 @@ import type { Nsm } from '../vsock-shim/nsm/client.js';
 import { createAgent } from '../enclave-agent/index.js';
 import { BrokerHttp } from '../enclave-agent/http.js';
 import { writeResults } from './harness.js';
-import type { ChildRequest } from './child.js';
+import { forkPhasesBroker } from './agent-phases-broker.js';
 import { threadCpuNs, threadSplit, warmUntilSteady } from './steady.js';
 import type { BrokerPhases, BrokerRequestTrace, LoopDelay } from './agent-phases-child.js';
 import { benchAgentPhasesOpen } from './agent-phases-open.js';
@@ -104,23 +102,7 @@ export async function benchAgentPhases(): Promise<Record<string, unknown>> {
   // BENCH_PHASES_ENCLAVES > 1: the open-loop shape of bench/agent, steps on both sides (bench/agent-phases-open.ts).
   if (Number(process.env.BENCH_PHASES_ENCLAVES ?? 1) > 1) return benchAgentPhasesOpen();
   const loadAvg1Start = loadavg()[0]!;
-  const child = fork(fileURLToPath(new URL('./agent-phases-child.ts', import.meta.url)), [], {
-    execArgv: ['--import', 'tsx'],
-    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
-    ...(process.env.BENCH_PHASES_STATE ? { env: { ...process.env, TMPDIR: process.env.BENCH_PHASES_STATE } } : {}),
-  });
-  const next = <T>(key: string, send?: ChildRequest | 'phases'): Promise<T> =>
-    new Promise((resolve, reject) => {
-      const onMessage = (m: unknown): void => {
-        if (typeof m !== 'object' || m === null || !(key in m)) return;
-        child.off('message', onMessage);
-        child.off('exit', reject);
-        resolve((m as Record<string, T>)[key]!);
-      };
-      child.on('message', onMessage);
-      child.once('exit', reject);
-      if (send !== undefined) child.send(send);
-    });
+  const { child, next } = forkPhasesBroker();
 
   const simulator = await NsmSimulator.create({ warn: () => {} });
   const p = simulator.pcrs;

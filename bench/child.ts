@@ -1,6 +1,7 @@
 /** The parent side of bench/broker-child.ts: a test broker in its own process, asked over IPC. */
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { nextMessage } from './ipc.js';
 
 export interface Binding {
   secret: string;
@@ -40,18 +41,7 @@ export interface BrokerChild {
 }
 
 function next<T>(child: ChildProcess, key: string, send?: ChildRequest): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const onMessage = (m: unknown): void => {
-      if (typeof m !== 'object' || m === null || !(key in m)) return;
-      child.off('message', onMessage);
-      child.off('exit', onExit);
-      resolve((m as Record<string, T>)[key]!);
-    };
-    const onExit = (code: number | null): void => reject(new Error(`bench broker process exited ${code}`));
-    child.on('message', onMessage);
-    child.once('exit', onExit);
-    if (send !== undefined) child.send(send);
-  });
+  return nextMessage(child, key, send, 'bench broker process');
 }
 
 /** Starts a test broker (no rate limits) in its own node process, trusting `roots`, with `bind` bound; its files under `stateDir` (default: the tmpdir). */

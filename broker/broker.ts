@@ -30,7 +30,7 @@ import { ApprovalGate } from './approval/gate.js';
 import { startApprovalSweeper } from './approval/sweeper.js';
 import { createBrokerApp } from './server.js';
 import { BrokerError } from './errors.js';
-import { ConfigError, parseListen, perBrokerParts, threadPoolSize, verifyThreadsProblem, type BrokerConfig } from './config.js';
+import { assertThreadPoolFits, parseListen, perBrokerParts, threadPoolSize, type BrokerConfig } from './config.js';
 import { createLogger, effectiveLogLevel, type Logger } from './log.js';
 import { startupSummary } from './ops/startup-summary.js';
 import { createAdminApp } from './admin-api/app.js';
@@ -141,8 +141,7 @@ async function loadRoots(config: BrokerConfig, log: Logger): Promise<TrustedRoot
  */
 export async function createBroker(config: BrokerConfig, options: BrokerOptions = {}): Promise<Broker> {
   // The pool size is this process's: checked here, where the broker runs, not by every command reading its config.
-  const poolProblem = verifyThreadsProblem(config.verifyThreads, threadPoolSize());
-  if (poolProblem) throw new ConfigError(`verifyThreads ${poolProblem}`);
+  assertThreadPoolFits(config.verifyThreads);
   const opened: Array<() => unknown> = [];
   try {
     return await assembleBroker(config, options, opened);

@@ -277,7 +277,7 @@ export function resolveConfig(...layers: Array<Partial<BrokerConfig>>): BrokerCo
   validateQuarantine(config.quarantine);
   validateKeys(config.keys);
   validateAudit(config.audit);
-  // Shape only: the pool size is the broker process's (checked where a broker starts, brokerPoolProblem), and an
+  // Shape only: the pool size is the broker process's (checked where a broker starts, assertThreadPoolFits), and an
   // admin command reading the same file from another shell must not be refused for it.
   const verifyThreads = verifyThreadsProblem(config.verifyThreads);
   if (verifyThreads) throw new ConfigError(`verifyThreads ${verifyThreads}`);
@@ -318,6 +318,15 @@ export function verifyThreadsProblem(value: unknown, poolSize?: number): string 
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 64) return 'must be an integer in 0..64 (0: signatures checked on the event loop)';
   if (poolSize !== undefined && value >= poolSize) return `${value} needs a thread pool of at least ${value + 1} threads (one kept for file I/O), but it has ${poolSize}: start the broker with UV_THREADPOOL_SIZE=${value + 1} or more in its environment`;
   return undefined;
+}
+
+/**
+ * Refuses `verifyThreads` that this process's thread pool cannot hold (CONFIG_INVALID): where a broker starts
+ * (createBroker) and where `keygate broker` checks its config before forking workers or printing --check-config.
+ */
+export function assertThreadPoolFits(verifyThreads: number): void {
+  const problem = verifyThreadsProblem(verifyThreads, threadPoolSize());
+  if (problem) throw new ConfigError(`verifyThreads ${problem}`);
 }
 
 /** The `delegation` setting: any of its keys, each an integer in its range; the rest from the defaults. */

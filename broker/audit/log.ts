@@ -51,8 +51,10 @@ interface Queued {
  * size that makes them readable) are on stable storage, as a write followed by fdatasync: one system call
  * and one thread-pool round trip per batch instead of two (issue 15: the audit's share of a release).
  */
+/** Whether node:fs has O_DSYNC here (a platform without it gets write + fdatasync, as an injected opener does). */
+const HAS_DSYNC = constants.O_DSYNC !== undefined;
 const openForAppend = (path: string): Promise<AuditFileHandle> =>
-  constants.O_DSYNC === undefined ? open(path, 'a', 0o600) : open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_DSYNC, 0o600);
+  HAS_DSYNC ? open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_DSYNC, 0o600) : open(path, 'a', 0o600);
 
 /** Short description of a write error for logs: errno code and message. */
 function describe(err: unknown): { code?: string; message: string } {
@@ -107,8 +109,7 @@ export class AuditLog implements AuditSink {
     this.#log = options.log ?? silentLogger;
     this.#maxFileBytes = options.maxFileBytes ?? DEFAULT_AUDIT_MAX_FILE_BYTES;
     this.#openFile = options.openFile ?? openForAppend;
-    // A platform without O_DSYNC (no such constant) gets write + fdatasync, as an injected opener does.
-    this.#writesAreDurable = options.openFile === undefined && constants.O_DSYNC !== undefined;
+    this.#writesAreDurable = options.openFile === undefined && HAS_DSYNC;
     this.#retryMs = options.retryMs ?? 1000;
     this.#handle = state.handle;
     this.#size = state.size;

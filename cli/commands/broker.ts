@@ -10,7 +10,7 @@ import { workerConfig, workerIdentity } from '../../broker/cluster/worker-config
 import { createLogger, effectiveLogLevel } from '../../broker/log.js';
 import { checkConfig } from '../../broker/ops/check-config.js';
 import { LogLevelError } from '../../broker/log.js';
-import { ConfigError, threadPoolSize, verifyThreadsProblem, type BrokerConfig } from '../../broker/config.js';
+import { assertThreadPoolFits, threadPoolSize, verifyThreadsProblem, type BrokerConfig } from '../../broker/config.js';
 import { CodedError } from '../../lib/coded-error.js';
 import { SharedKeyError } from '../../broker/keys/key-source.js';
 import { openDevPki } from '../../vsock-shim/simulator/pki-store.js';
@@ -56,8 +56,7 @@ export async function brokerCommand(argv: readonly string[], io: CliIo): Promise
   let config = await storeConfig(values);
   if (values['verify-threads'] !== undefined) config = { ...config, verifyThreads: verifyThreadsFlag(values['verify-threads']) };
   // Against this process's thread pool: the broker's environment (--check-config runs in it too, e.g. ExecStartPre).
-  const poolProblem = verifyThreadsProblem(config.verifyThreads, threadPoolSize());
-  if (poolProblem) throw new ConfigError(`verifyThreads ${poolProblem}`);
+  assertThreadPoolFits(config.verifyThreads);
   if (config.dev) {
     // --dev is the explicit opt-in to trust the NSM simulator's development root.
     const pki = await openDevPki(devPkiDirectory());
