@@ -42,3 +42,10 @@ export function pinning(value: string | undefined): { enclaves: string; broker: 
   const m = value ? /^([\d,-]+)\/([\d,-]+)$/.exec(value) : null;
   return m ? { enclaves: m[1]!, broker: m[2]! } : undefined;
 }
+
+/** Milliseconds of `spans` ([start, duration], e.g. GC pauses or fdatasyncs) that overlap [from, to]. */
+export function overlapMs(spans: ReadonlyArray<readonly [number, number]>, from: number, to: number): number {
+  let ms = 0;
+  for (const [start, duration] of spans) ms += Math.max(0, Math.min(to, start + duration) - Math.max(from, start));
+  return ms;
+}

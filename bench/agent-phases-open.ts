@@ -25,12 +25,12 @@
  */
 import { loadavg } from 'node:os';
 import type { JWK } from 'jose';
-import { writeResults } from './harness.js';
+import { quantile as pct, writeResults } from './harness.js';
 import { forkPhasesBroker } from './agent-phases-broker.js';
 import { warmUntilSteady } from './steady.js';
 import type { BrokerPhases, BrokerRequestTrace } from './agent-phases-child.js';
 import { inProcessHost, startHostChild, type EnclaveHost, type FetchTrace } from './agent-phases-host.js';
-import { monoMs, pin, pinning } from './agent-phases-clock.js';
+import { monoMs, overlapMs, pin, pinning } from './agent-phases-clock.js';
 
 const ENCLAVES = Number(process.env.BENCH_PHASES_ENCLAVES ?? 32);
 const HOSTS = Number(process.env.BENCH_PHASES_HOSTS ?? 0);
@@ -45,14 +45,6 @@ type Step = (typeof STEPS)[number];
 /** Steps that are parts of `total` (the others are overlapping indicators). */
 const PARTS: readonly Step[] = ['late', 'getToBroker', 'getBroker', 'getBack', 'attest', 'agentGaps', 'postToBroker', 'postBeforeRelease', 'release', 'audit', 'brokerAfterAudit', 'postBack', 'open'];
 
-function pct(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-}
-function overlap(spans: Array<[number, number]>, from: number, to: number): number {
-  let ms = 0;
-  for (const [start, duration] of spans) ms += Math.max(0, Math.min(to, start + duration) - Math.max(from, start));
-  return ms;
-}
 
 /** The broker request sent on `port` that arrived within [from, to]. */
 function joiner(requests: BrokerRequestTrace[]): (port: number | undefined, from: number, to: number) => BrokerRequestTrace | undefined {
@@ -81,9 +73,9 @@ function stepsOf(f: FetchTrace, get: BrokerRequestTrace | undefined, post: Broke
     open: f.end - p.end,
     runQueueAgent: f.runQueueMs ?? NaN,
     runQueueBroker: (get.runQueueMs ?? NaN) + (post.runQueueMs ?? NaN),
-    gcAgent: overlap(agentGc, f.start, f.end),
-    gcBroker: overlap(brokerGc, get.arrive, post.respond),
-    datasyncInAudit: overlap(datasyncs, post.auditStart, post.auditEnd),
+    gcAgent: overlapMs(agentGc, f.start, f.end),
+    gcBroker: overlapMs(brokerGc, get.arrive, post.respond),
+    datasyncInAudit: overlapMs(datasyncs, post.auditStart, post.auditEnd),
   };
   return r;
 }

@@ -28,7 +28,8 @@ import { NsmSimulator } from '../vsock-shim/simulator/nsm-simulator.js';
 import type { Nsm } from '../vsock-shim/nsm/client.js';
 import { createAgent } from '../enclave-agent/index.js';
 import { BrokerHttp } from '../enclave-agent/http.js';
-import { writeResults } from './harness.js';
+import { quantile as pct, writeResults } from './harness.js';
+import { overlapMs } from './agent-phases-clock.js';
 import { forkPhasesBroker } from './agent-phases-broker.js';
 import { threadCpuNs, threadSplit, warmUntilSteady } from './steady.js';
 import type { BrokerPhases, BrokerRequestTrace, LoopDelay } from './agent-phases-child.js';
@@ -48,16 +49,6 @@ interface AgentFetch {
 const PHASES = ['total', 'get', 'attest', 'post', 'open', 'agentOther', 'brokerBeforeRelease', 'release', 'audit', 'auditWrite', 'auditDatasync', 'brokerAfterAudit', 'transport', 'gcAgent', 'gcBroker'] as const;
 type Phase = (typeof PHASES)[number];
 
-function pct(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-}
-
-/** GC time of `pauses` ([start, duration]) overlapping [from, to]. */
-function gcWithin(pauses: Array<[number, number]>, from: number, to: number): number {
-  let ms = 0;
-  for (const [start, duration] of pauses) ms += Math.max(0, Math.min(to, start + duration) - Math.max(from, start));
-  return ms;
-}
 
 function phasesOf(f: AgentFetch, get: BrokerRequestTrace | undefined, post: BrokerRequestTrace | undefined, agentGc: Array<[number, number]>, brokerGc: Array<[number, number]>): Record<Phase, number> {
   const [g, p] = f.http as [[number, number], [number, number]];
@@ -78,7 +69,7 @@ function phasesOf(f: AgentFetch, get: BrokerRequestTrace | undefined, post: Brok
     auditDatasync: NaN,
     brokerAfterAudit: NaN,
     transport: NaN,
-    gcAgent: gcWithin(agentGc, f.start, f.end),
+    gcAgent: overlapMs(agentGc, f.start, f.end),
     gcBroker: NaN,
   };
   r.agentOther = total - r.get - r.attest - r.post - r.open;
@@ -93,7 +84,7 @@ function phasesOf(f: AgentFetch, get: BrokerRequestTrace | undefined, post: Brok
     r.auditDatasync = post.datasyncMs;
     r.brokerAfterAudit = sent - post.auditEnd;
     r.transport = r.post - (sent - post.arrive);
-    r.gcBroker = gcWithin(brokerGc, get?.arrive ?? post.arrive, sent);
+    r.gcBroker = overlapMs(brokerGc, get?.arrive ?? post.arrive, sent);
   }
   return r;
 }

@@ -34,7 +34,7 @@ import { loadavg } from 'node:os';
 import type { JWK } from 'jose';
 import { NsmSimulator } from '../vsock-shim/simulator/nsm-simulator.js';
 import { createAgent, type SecretAgent } from '../enclave-agent/index.js';
-import { printTable, writeResults, type Measurement } from './harness.js';
+import { printTable, quantile as pct, writeResults, type Measurement } from './harness.js';
 import { startBrokerChild } from './child.js';
 import { threadCpuNs, threadSplit, warmUntilSteady, type WarmUpResult } from './steady.js';
 import { startHostChild, type EnclaveHost } from './agent-phases-host.js';
@@ -56,10 +56,6 @@ const HOSTS = Number(process.env.BENCH_AGENT_HOSTS ?? 4);
 const PIN = pinning(process.env.BENCH_AGENT_PIN);
 
 interface Enclave { agent: SecretAgent; advance: () => void }
-
-function pct(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-}
 
 /** `enclaves` agents re-attesting at once, `perEnclave` fetches each (after 2 unmeasured): sorted latencies in ms. */
 async function fetchLatencies(enclaves: Enclave[], perEnclave: number): Promise<{ latencies: number[]; seconds: number }> {

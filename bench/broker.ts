@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { createVerifier } from '../index.js';
 import { createTestPki } from '../test/support/pki.js';
 import { APPROVED, TestEnclave } from '../test/support/enclave.js';
-import { measure, printTable, writeResults } from './harness.js';
+import { measure, printTable, quantile, writeResults } from './harness.js';
 import { eventLoopBusy, startBrokerChild } from './child.js';
 import { threadCpuNs, threadSplit, warmUntilSteady } from './steady.js';
 
@@ -26,10 +26,6 @@ const CONCURRENCY = Number(process.env.BENCH_BROKER_CONCURRENCY ?? 16);
 const PROFILE_FILE = process.env.BENCH_BROKER_CPU_PROFILE;
 /** BENCH_BROKER_PERF=FILE: a `perf record` of the broker process (all its threads, on-CPU samples only) over one more pass of measured requests; run with BENCH_BROKER_NODE_FLAGS=--perf-basic-prof for JavaScript names. */
 const PERF_FILE = process.env.BENCH_BROKER_PERF;
-
-function percentile(sorted: Float64Array | number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
 
 async function runLoad(url: string, bodies: string[]): Promise<{ seconds: number; failures: number; failureCodes: Record<string, number>; latencies: number[] }> {
   const worker = new Worker(fileURLToPath(new URL('./load-worker.mjs', import.meta.url)), { workerData: { url, bodies, concurrency: CONCURRENCY } });
@@ -102,8 +98,8 @@ export async function benchBroker(): Promise<Record<string, unknown>> {
       'CPU per verify (µs)': cpuUsPerVerify.toFixed(0),
       'broker CPU per release by thread (µs)': threads ? `main ${threads.mainUs.toFixed(0)}, others ${threads.otherUs.toFixed(0)}` : 'n/a (no /proc)',
       'warm-up (requests, CPU per release by pass in µs)': `${warmUp.requests}: ${warmUp.cpuUsPerRequestByPass.map((c) => c.toFixed(0)).join(' → ')}`,
-      'p50 latency (ms)': percentile(sorted, 50).toFixed(2),
-      'p99 latency (ms)': percentile(sorted, 99).toFixed(2),
+      'p50 latency (ms)': quantile(sorted, 0.5).toFixed(2),
+      'p99 latency (ms)': quantile(sorted, 0.99).toFixed(2),
       'releases/s ÷ verify-only docs/s': (releasesPerSec / verifyOnly.opsPerSec).toFixed(3),
       'broker event-loop utilisation': elu.toFixed(2),
       'broker process CPU (cores)': (brokerCpuUs / 1e6 / load.seconds).toFixed(2),
@@ -122,8 +118,8 @@ export async function benchBroker(): Promise<Record<string, unknown>> {
       coldCpuUsPerRelease: warmUp.cpuUsPerRequestByPass[0],
       warmUpRequests: warmUp.requests,
       releasesPerSec,
-      p50Ms: percentile(sorted, 50),
-      p99Ms: percentile(sorted, 99),
+      p50Ms: quantile(sorted, 0.5),
+      p99Ms: quantile(sorted, 0.99),
       verifyOnlyPerSec: verifyOnly.opsPerSec,
       eventLoopUtilisation: elu,
       brokerProcessCpuCores: brokerCpuUs / 1e6 / load.seconds,

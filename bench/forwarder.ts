@@ -22,7 +22,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { connect, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { writeResults } from './harness.js';
+import { quantile, writeResults } from './harness.js';
 
 const BIN = fileURLToPath(new URL('../bin/keygate.js', import.meta.url));
 const UPSTREAM = fileURLToPath(new URL('./forwarder-upstream.mjs', import.meta.url));
@@ -117,10 +117,6 @@ function ping(socket: Socket): Promise<number> {
   });
 }
 
-function pct(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
-
 interface Latency { p50: number; p99: number; samples: number }
 
 async function latency(sockets: Socket[], mode: 'serial' | 'allInFlight'): Promise<Latency> {
@@ -135,7 +131,7 @@ async function latency(sockets: Socket[], mode: 'serial' | 'allInFlight'): Promi
     for (let r = 0; r < rounds; r++) samples.push(...(await Promise.all(sockets.map(ping))));
   }
   samples.sort((a, b) => a - b);
-  return { p50: pct(samples, 50), p99: pct(samples, 99), samples: samples.length };
+  return { p50: quantile(samples, 0.5), p99: quantile(samples, 0.99), samples: samples.length };
 }
 
 /** Seconds to push `mb` MB through one connection to the sink and read its "ok". */

@@ -13,7 +13,7 @@ import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startGatewayFixture } from '../test/support/gateway.js';
-import { writeResults } from './harness.js';
+import { quantile, writeResults } from './harness.js';
 
 const CALLS_1 = Number(process.env.BENCH_GATEWAY_CALLS_1 ?? 400);
 const CALLS_64 = Number(process.env.BENCH_GATEWAY_CALLS_64 ?? 2000);
@@ -50,8 +50,7 @@ async function run(path: string, concurrency: number, calls: number, one: () => 
   const seconds = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
   latencies.sort((a, b) => a - b);
-  const pct = (q: number): number => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!;
-  return { path, concurrency, calls: latencies.length, p50Ms: pct(0.5), p99Ms: pct(0.99), callsPerSec: latencies.length / seconds, cpuMsPerCall: (cpu.user + cpu.system) / 1000 / latencies.length };
+  return { path, concurrency, calls: latencies.length, p50Ms: quantile(latencies, 0.5), p99Ms: quantile(latencies, 0.99), callsPerSec: latencies.length / seconds, cpuMsPerCall: (cpu.user + cpu.system) / 1000 / latencies.length };
 }
 
 function drain(res: import('node:http').IncomingMessage): Promise<void> {

@@ -17,6 +17,11 @@ export interface Measurement {
 }
 
 /** Runs `fn(i)` for `count` iterations (after `warmup`) and reports the rate. */
+/** The nearest-rank `q`-quantile (0..1, e.g. 0.99) of ascending `sorted` values: what every bench reports as p50/p99. */
+export function quantile(sorted: ArrayLike<number>, q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
 export function measure(name: string, count: number, fn: (i: number) => void, warmup = Math.min(50, count)): Measurement {
   for (let i = 0; i < warmup; i++) fn(i);
   const cpu0 = process.cpuUsage();

@@ -34,7 +34,7 @@ import { APPROVED, TestEnclave } from '../test/support/enclave.js';
 import { startMoto, uniqueName, type Moto } from '../test/support/moto.js';
 import { prepareBrokerDir } from '../test/support/broker-process.js';
 import { createKmsAlias, KMS_ALIAS, keygateAsync, spawnReplica, stopReplica, writeReplicaConfig, type Replica } from '../test/support/replicas.js';
-import { printTable, writeResults, type Measurement } from './harness.js';
+import { printTable, quantile, writeResults, type Measurement } from './harness.js';
 
 const REQUESTS = Number(process.env.BENCH_REPLICAS_REQUESTS ?? 600);
 const CONCURRENCY = Number(process.env.BENCH_REPLICAS_CONCURRENCY ?? 12);
@@ -43,10 +43,6 @@ const WARMUP = Math.min(100, REQUESTS);
 const ROUND = 200;
 const NONCE_PUTS = Number(process.env.BENCH_REPLICAS_NONCE_PUTS ?? 200);
 const ON_AWS = process.env.BENCH_REPLICAS_AWS === '1';
-
-function percentile(sorted: Float64Array, p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
 
 function runLoad(urls: string[], bodies: string[]): Promise<{ seconds: number; failures: number; failureCodes: Record<string, number>; latencies: number[] }> {
   const worker = new Worker(fileURLToPath(new URL('./load-worker.mjs', import.meta.url)), { workerData: { urls, bodies, concurrency: CONCURRENCY } });
@@ -93,8 +89,8 @@ async function measureReleases(name: string, pki: TestPki, urls: string[], secre
     seconds: load.seconds,
     opsPerSec: REQUESTS / load.seconds,
     usPerOp: (load.seconds * 1e6) / REQUESTS,
-    p50Ms: percentile(sorted, 50),
-    p99Ms: percentile(sorted, 99),
+    p50Ms: quantile(sorted, 0.5),
+    p99Ms: quantile(sorted, 0.99),
   };
 }
 
@@ -120,7 +116,7 @@ async function measureNoncePut(table: string): Promise<{ p50Ms: number; p99Ms: n
     }
     const seconds = (performance.now() - start) / 1000;
     times.sort();
-    return { p50Ms: percentile(times, 50), p99Ms: percentile(times, 99), perSec: NONCE_PUTS / seconds };
+    return { p50Ms: quantile(times, 0.5), p99Ms: quantile(times, 0.99), perSec: NONCE_PUTS / seconds };
   } finally {
     ddb.destroy();
   }
