@@ -1,12 +1,11 @@
 /**
- * The error codes the broker API answers with (`{ error: { code, message } }`),
- * design.md section 2. The broker's own error type is built on this list (so
- * the two cannot drift), and the agent passes through only these: an error
- * body is unauthenticated (any relay can write one), so a code outside this
- * list, such as one of the agent's own verdicts, is never taken from it.
+ * The stable codes of attestation verification (broker/verify's
+ * `AttestationError`): declared here, once, because they are also the first
+ * codes of the broker API below, and broker/verify imports this dependency-free
+ * module. Callers (the broker, the CLI, scripts parsing `--json`) branch on
+ * these strings, so they never change meaning once published.
  */
-export const BROKER_ERROR_CODES = [
-  // attestation verification (broker/verify)
+export const ATTESTATION_ERROR_CODES = [
   'MALFORMED_COSE',
   'UNSUPPORTED_ALG',
   'MALFORMED_PAYLOAD',
@@ -18,6 +17,18 @@ export const BROKER_ERROR_CODES = [
   'NONCE_MISMATCH',
   'PCR_MISMATCH',
   'DEBUG_MODE',
+] as const;
+
+/**
+ * The error codes the broker API answers with (`{ error: { code, message } }`),
+ * design.md section 2. The broker's own error type is built on this list (so
+ * the two cannot drift), and the agent passes through only these: an error
+ * body is unauthenticated (any relay can write one), so a code outside this
+ * list, such as one of the agent's own verdicts, is never taken from it.
+ */
+export const BROKER_ERROR_CODES = [
+  // attestation verification (broker/verify)
+  ...ATTESTATION_ERROR_CODES,
   // policy, abuse controls, dependencies
   'UNKNOWN_SECRET',
   'POLICY_DENIED',

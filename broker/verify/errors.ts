@@ -1,23 +1,10 @@
 import { CodedError } from '../../lib/coded-error.js';
+import { ATTESTATION_ERROR_CODES } from '../protocol/codes.js';
 
-/**
- * Stable error codes for attestation verification. Callers (the broker, the
- * CLI, scripts parsing `--json`) branch on these strings, so they never change
- * meaning once published.
- */
-export const ATTESTATION_ERROR_CODES = [
-  'MALFORMED_COSE',
-  'UNSUPPORTED_ALG',
-  'MALFORMED_PAYLOAD',
-  'CERT_CHAIN_INVALID',
-  'UNTRUSTED_ROOT',
-  'CERT_EXPIRED',
-  'BAD_SIGNATURE',
-  'DOC_EXPIRED',
-  'NONCE_MISMATCH',
-  'PCR_MISMATCH',
-  'DEBUG_MODE',
-] as const;
+// The list itself lives in broker/protocol/codes.ts, the one dependency-free
+// module verify may import: the broker API answers with the same codes, so one
+// declaration serves both and they cannot drift.
+export { ATTESTATION_ERROR_CODES };
 
 /** One of {@link ATTESTATION_ERROR_CODES}. */
 export type AttestationErrorCode = (typeof ATTESTATION_ERROR_CODES)[number];
