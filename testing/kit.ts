@@ -91,8 +91,9 @@ export interface TestKit {
 
 const LOCAL_PROVIDER = 'local';
 // Production abuse limits would make an application's suite flaky: many agents of one identity fetching within
-// a second, or a few deliberate refusals quarantining the simulated enclave for the tests after them.
-const NO_RATE_LIMITS: BrokerConfig['rateLimits'] = {
+// a second, or a few deliberate refusals quarantining the simulated enclave for the tests after them. keygate's own
+// test brokers (test/support/broker.ts) use the same settings. Not part of keygate/testing's API (index.ts).
+export const NO_RATE_LIMITS: BrokerConfig['rateLimits'] = {
   perClientPerSecond: 0,
   perIdentityPerSecond: 0,
   perSecretPerSecond: 0,

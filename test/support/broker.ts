@@ -7,16 +7,11 @@ import { silentLogger } from '../../broker/log.js';
 import { FileStore } from '../../broker/store/file-store.js';
 import { LocalKeyProvider } from '../../broker/kms/local.js';
 import { bindSecret, pcrSet } from '../../broker/admin.js';
+import { NO_RATE_LIMITS } from '../../testing/kit.js';
 import { APPROVED } from './enclave.js';
 
-export const NO_RATE_LIMITS: BrokerConfig['rateLimits'] = {
-  perClientPerSecond: 0,
-  perIdentityPerSecond: 0,
-  perSecretPerSecond: 0,
-  quarantineAfterDenials: 0,
-  quarantineWindowSeconds: 60,
-  quarantineSeconds: 60,
-};
+// Abuse limits off: the settings keygate/testing's kit gives its broker, declared once there.
+export { NO_RATE_LIMITS };
 
 /** Starts a broker with its store and state under `dir`, trusting `roots` besides AWS's. */
 export function startTestBroker(dir: string, roots: readonly string[], extra: Partial<BrokerConfig> = {}): Promise<RunningBroker> {
