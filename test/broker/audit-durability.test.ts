@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { AuditLog, type AuditFileHandle } from '../../broker/audit/log.js';
 import type { DecisionRecord } from '../../broker/audit/sink.js';
 import { verifyAuditLog } from '../../broker/audit/verify-log.js';
+import { until } from '../support/poll.js';
 
 let dir: string;
 beforeEach(() => {
@@ -60,14 +61,6 @@ function faultyFiles(): { fault: { mode: Fault }; openFile: (path: string) => Pr
   };
 }
 
-async function until(check: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 function loggedNonces(text: string): string[] {
   return text.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type: string; nonce?: string }).filter((r) => r.type === 'decision').map((r) => r.nonce!);
 }
@@ -95,7 +88,7 @@ describe('audit log under write faults', () => {
       expect(JSON.stringify(errors[0])).toMatch(mode === 'datasync-eio' ? /EIO/ : mode === 'enospc' ? /ENOSPC/ : mode === 'short-then-efbig' ? /EFBIG/ : /short write/);
 
       fault.mode = 'none';
-      await until(() => log.healthy, 'recovery');
+      await until('recovery', () => log.healthy);
       await Promise.all(['b1', 'b2'].map(ack));
       await log.close();
 

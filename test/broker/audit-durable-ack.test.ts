@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { AuditLog, type AuditFileHandle } from '../../broker/audit/log.js';
 import type { DecisionRecord } from '../../broker/audit/sink.js';
 import { verifyAuditLog } from '../../broker/audit/verify-log.js';
+import { until } from '../support/poll.js';
 
 let dir: string;
 beforeEach(() => {
@@ -54,14 +55,6 @@ function fdOf(file: string): number {
 /** Lets `n` rounds of the event loop run (I/O callbacks, timers, immediates): what a wrongly early acknowledgement would need. */
 async function turns(n: number): Promise<void> {
   for (let i = 0; i < n; i++) await new Promise<void>((r) => setImmediate(r));
-}
-
-async function until(check: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 /** Every completed FileHandle write / datasync of this process, in completion order, with its descriptor. */
@@ -154,7 +147,7 @@ describe('acknowledgement waits for durability (gated handles)', () => {
     const log = await AuditLog.open(join(dir, 'audit.jsonl'), signer, { openFile: g.openFile });
     let acked = false;
     const append = log.append(record('held')).then(() => void (acked = true));
-    await until(g.entered, `the ${hold} to start`);
+    await until(`the ${hold} to start`, g.entered);
     await turns(20);
     expect(acked).toBe(false);
     g.release();

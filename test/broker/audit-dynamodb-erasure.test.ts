@@ -25,6 +25,7 @@ import { createTestPki, type TestPki } from '../support/pki.js';
 import { TestEnclave } from '../support/enclave.js';
 import { cli } from '../support/cli.js';
 import { awsOf, startMoto, uniqueName, type Moto } from '../support/moto.js';
+import { until } from '../support/poll.js';
 
 let moto: Moto;
 let pki: TestPki;
@@ -96,14 +97,6 @@ async function setHead(table: string, id: string, seq: number, prevHash: string)
       ExpressionAttributeValues: { ':s': { N: String(seq) }, ':h': { S: prevHash } },
     }),
   );
-}
-
-async function until(check: () => boolean | Promise<boolean>, what: string, ms = 30_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 /** A config file naming `table` as the audit table, and the broker public key as a PEM file for --key. */
@@ -379,7 +372,7 @@ describe('readiness reflects the audit table', () => {
       const release = await new TestEnclave(pki, broker.url).request(['db']);
       expect(release.status).toBe(503);
       cut = false;
-      await until(async () => (await fetch(`${broker.url}/readyz`)).status === 200, 'ready again once the table is back');
+      await until('ready again once the table is back', async () => (await fetch(`${broker.url}/readyz`)).status === 200);
     } finally {
       await broker.close();
       await new Promise<void>((r) => server.close(() => r()));
@@ -407,7 +400,7 @@ describe('readiness reflects the audit table', () => {
     }
     expect(seen.includes(true)).toBe(false);
     deny = false;
-    await until(() => sink.healthy, 'recovery once writes are allowed again');
+    await until('recovery once writes are allowed again', () => sink.healthy);
     await sink.append(record('y'));
     await sink.close();
     client.destroy();
@@ -430,7 +423,7 @@ describe('recovery with the write probe keeps the in-doubt logic (held before th
     const sink = await DynamoDbAuditSink.open(settings(table, { maxBatchItems: 4 }), signer, { client, retryMs: 50 });
     const results = await Promise.allSettled(Array.from({ length: 7 }, (_, i) => sink.append(record(`n${i}`))));
     expect(results.flatMap((r, i) => (r.status === 'fulfilled' ? [`n${i}`] : []))).toEqual(['n0', 'n1']);
-    await until(() => sink.healthy, 'recovery');
+    await until('recovery', () => sink.healthy);
     await sink.append(record('after'));
     await sink.close();
     client.destroy();
@@ -457,11 +450,11 @@ describe('recovery with the write probe keeps the in-doubt logic (held before th
     const sink = await DynamoDbAuditSink.open(settings(table), signer, { client, retryMs: 50 });
     await sink.append(record('a'));
     await expect(sink.append(record('lost-answer'))).rejects.toMatchObject({ code: 'AUDIT_UNAVAILABLE' });
-    await until(() => sink.healthy, 'recovery (head unchanged, the probe written)');
+    await until('recovery (head unchanged, the probe written)', () => sink.healthy);
     releaseLate();
     await late;
     await expect(sink.append(record('b'))).rejects.toMatchObject({ code: 'AUDIT_UNAVAILABLE' });
-    await until(() => sink.healthy, 'recovery (head where the late batch put it)');
+    await until('recovery (head where the late batch put it)', () => sink.healthy);
     await sink.append(record('c'));
     await sink.close();
     client.destroy();

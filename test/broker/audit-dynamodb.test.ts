@@ -26,6 +26,7 @@ import { createTestPki, type TestPki } from '../support/pki.js';
 import { TestEnclave } from '../support/enclave.js';
 import { cli } from '../support/cli.js';
 import { awsOf, startMoto, uniqueName, type Moto } from '../support/moto.js';
+import { until } from '../support/poll.js';
 
 let moto: Moto;
 let pki: TestPki;
@@ -118,14 +119,6 @@ async function relay(): Promise<{ endpoint: string; down: () => void; up: () => 
       await new Promise<void>((r) => server.close(() => r()));
     },
   };
-}
-
-async function until(check: () => boolean | Promise<boolean>, what: string, ms = 30_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 async function chainLines(chainId: string): Promise<string[]> {
@@ -229,10 +222,10 @@ describe('the DynamoDB audit sink', () => {
         else break;
       }
     })();
-    await until(() => acknowledged.length >= 3, 'the first writer to commit a few batches');
+    await until('the first writer to commit a few batches', () => acknowledged.length >= 3);
     const second = await DynamoDbAuditSink.open(settings({ replicaId }), signer);
     await second.append(record('second-0'));
-    await until(() => !first.healthy, 'the first writer to notice the takeover');
+    await until('the first writer to notice the takeover', () => !first.healthy);
     writing = false;
     await writer;
     expect(await errorOf(first.append(record('first-late')))).toMatchObject({ code: 'AUDIT_UNAVAILABLE' });
@@ -258,7 +251,7 @@ describe('the DynamoDB audit sink', () => {
       // Fails fast while unhealthy: nothing is queued behind the failure.
       expect(await errorOf(sink.append(record('still-down')))).toMatchObject({ code: 'AUDIT_UNAVAILABLE' });
       r.up();
-      await until(() => sink.healthy, 'the sink to recover');
+      await until('the sink to recover', () => sink.healthy);
       await sink.append(record('after'));
       const nonces = noncesIn(await chainLines(sink.chainId));
       expect(nonces).toContain('before');
@@ -277,7 +270,7 @@ describe('the DynamoDB audit sink', () => {
     await sink.append(record('a'));
     counting.loseNextAnswer();
     expect(await errorOf(sink.append(record('in-doubt')))).toMatchObject({ code: 'AUDIT_UNAVAILABLE' });
-    await until(() => sink.healthy, 'the sink to recover');
+    await until('the sink to recover', () => sink.healthy);
     expect(sink.head.seq).toBe(4); // a + seal, in-doubt + seal: the applied batch was adopted
     await sink.append(record('b'));
     expect(noncesIn(await chainLines(sink.chainId))).toEqual(['a', 'in-doubt', 'b']);
@@ -295,7 +288,7 @@ describe('the DynamoDB audit sink refuses to write over what it did not write', 
     const planted = recordKey(sink.chainId, sink.head.seq + 1);
     await ddb.send(new PutItemCommand({ TableName: table, Item: { pk: { S: planted.pk }, sk: { S: planted.sk }, line: { S: '{"planted":true}' } } }));
     expect(await errorOf(sink.append(record('refused')))).toMatchObject({ code: 'AUDIT_UNAVAILABLE' });
-    await until(() => logged.some((m) => /abandoned/.test(m)), 'the sink to stop');
+    await until('the sink to stop', () => logged.some((m) => /abandoned/.test(m)));
     expect(sink.healthy).toBe(false);
     expect(await errorOf(sink.append(record('after')))).toMatchObject({ code: 'AUDIT_UNAVAILABLE' });
     const lines = await chainLines(sink.chainId);
@@ -465,7 +458,7 @@ describe('a broker with its audit on DynamoDB', () => {
       expect((await fetch(`${broker.url}/readyz`)).status).toBe(503);
 
       r.up();
-      await until(async () => (await fetch(`${broker.url}/readyz`)).status === 200, 'the broker to be ready again');
+      await until('the broker to be ready again', async () => (await fetch(`${broker.url}/readyz`)).status === 200);
       expect((await enclave.request(['db'])).status).toBe(200);
       const chain = await verifyChain(sink.chainId, broker.signingKey.publicKey);
       expect(chain).toMatchObject({ ok: true });

@@ -10,6 +10,7 @@ import { open } from 'node:fs/promises';
 import { generateKeyPairSync } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { until } from '../support/poll.js';
 
 const events: string[] = [];
 vi.mock('../../lib/durable-fs.js', async (importOriginal) => {
@@ -36,14 +37,6 @@ const key = generateKeyPairSync('ed25519');
 const signer = { key: key.privateKey, kid: 'test' };
 const record = (nonce: string) => ({ time: new Date(0).toISOString(), decision: 'release' as const, code: 'RELEASED', secret: 'db', version: 1, moduleId: 'i-0', pcrs: null, docSha256: null, nonce, client: '127.0.0.1', latencyMs: 1 });
 
-async function until(check: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
 describe('audit recovery after a failed rotation', () => {
   it('fsyncs the directory (the rename and the new live file) before acknowledging anything written to the new file', async () => {
     const file = join(dir, 'audit.jsonl');
@@ -60,7 +53,7 @@ describe('audit recovery after a failed rotation', () => {
     expect(statSync(file).size).toBeGreaterThan(800); // most of maxFileBytes: the next batch rotates
     await expect(log.append(record('b'.repeat(64)))).rejects.toMatchObject({ name: 'AuditUnavailableError' });
     expect(readdirSync(dir)).toContain('audit.000001.jsonl'); // renamed before the failed open
-    await until(() => log.healthy, 'recovery');
+    await until('recovery', () => log.healthy);
     events.push('recovered');
     expect(statSync(file).size).toBeLessThan(600); // the recovery's seal: the next small batch does not rotate
     await log.append(record('c'.repeat(8)));

@@ -22,6 +22,7 @@ import { awsOf, startMoto, type Moto } from '../support/moto.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave, buildPcrs, type EnclaveResponse } from '../support/enclave.js';
 import { auditCodesIn, startTestBroker } from '../support/broker.js';
+import { until } from '../support/poll.js';
 
 let moto: Moto;
 let ec2: EC2Client;
@@ -68,14 +69,6 @@ function requestAs(b: RunningBroker, moduleId: string, pcr4For: string, names: s
   return new TestEnclave(pki, b.url, pcrs).request(names, { moduleId });
 }
 const requestFrom = (b: RunningBroker, id: string, names: string[]): Promise<EnclaveResponse> => requestAs(b, `${id}-enc0123456789abcdef`, id, names);
-
-async function until(check: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 type Mode = 'forward' | 'hold' | 'hang' | 'error500' | 'lie';
 
@@ -225,14 +218,14 @@ describe('a removed tag', () => {
     await bindTagged(b, 'pay', 'role', 'payments');
     proxy.setMode('hold');
     const first = requestFrom(b, id, ['pay']);
-    await until(() => proxy.answered() >= 1); // EC2 answered "tagged"; the answer is held on the way back
+    await until('EC2 to answer', () => proxy.answered() >= 1); // EC2 answered "tagged"; the answer is held on the way back
     proxy.setMode('forward');
     await ec2.send(new DeleteTagsCommand({ Resources: [id], Tags: [{ Key: 'role' }] }));
     const removed = performance.now();
-    await until(() => performance.now() - removed > ttlSeconds * 1000 + 100);
+    await until('the cached answer to expire', () => performance.now() - removed > ttlSeconds * 1000 + 100);
     const late = requestFrom(b, id, ['pay']);
     // It must ask EC2 again rather than wait for the old question's answer (bounded wait; the old code never asked).
-    await until(() => proxy.asked.length >= 2, 10_000).catch(() => undefined);
+    await until('a second DescribeTags', () => proxy.asked.length >= 2, 10_000).catch(() => undefined);
     proxy.release();
     const [a, l] = await Promise.all([first, late]);
     expect(a.status).toBe(200); // asked before the removal
@@ -260,13 +253,13 @@ describe('a removed tag', () => {
     try {
       const id = await instance({ role: 'payments' });
       const old = cache.tagsOf(id);
-      await until(() => held.length === 1);
+      await until('the first lookup', () => held.length === 1);
       await ec2.send(new DeleteTagsCommand({ Resources: [id], Tags: [{ Key: 'role' }] }));
       now = 500;
       const joined = cache.tagsOf(id); // within the TTL of the first question: joins it
       now = 1_000;
       const fresh = cache.tagsOf(id); // a TTL after the first question: asks again
-      await until(() => held.length === 2, 5_000);
+      await until('the second lookup', () => held.length === 2, 5_000);
       expect(calls).toEqual([id, id]);
       held[1]!();
       expect((await fresh).has('role')).toBe(false);
@@ -296,7 +289,7 @@ describe('EC2 unreachable or failing: nothing released, audited with the cause, 
     expect(auditCodesIn(dir).at(-1)).toBe('INSTANCE_TAGS_UNAVAILABLE:TimeoutError');
     expect(auditCodesIn(dir)).not.toContain('RELEASED');
     // /readyz asks EC2 (DescribeTags) while a binding uses a tag: not ready, naming EC2.
-    await until(async () => (await fetch(`${b.url}/readyz`)).status === 503);
+    await until('/readyz 503', async () => (await fetch(`${b.url}/readyz`)).status === 503);
     expect(((await (await fetch(`${b.url}/readyz`)).json()) as { reason?: string }).reason).toMatch(/EC2 \(instance tags\) is unavailable/);
   }, 120_000);
 
@@ -307,7 +300,7 @@ describe('EC2 unreachable or failing: nothing released, audited with the cause, 
     const id = await instance({ role: 'payments' });
     proxy.setMode('error500');
     const all = Array.from({ length: 6 }, () => requestFrom(b, id, ['pay']));
-    await until(() => proxy.asked.length >= 1);
+    await until('a DescribeTags call', () => proxy.asked.length >= 1);
     proxy.release();
     const answers = await Promise.all(all);
     expect(answers.map((r) => [r.status, r.body.error?.code])).toEqual(Array(6).fill([503, 'STORE_UNAVAILABLE']));
@@ -352,7 +345,7 @@ describe('many instances, many requests', () => {
     const [x, y] = await Promise.all([instance({ role: 'payments' }), instance({ role: 'payments' })]);
     proxy.setMode('hold');
     const all = [x, y, x, y, x, y, x, y].map((id) => requestFrom(b, id, ['pay']));
-    await until(() => proxy.answered() >= 2);
+    await until('EC2 to answer twice', () => proxy.answered() >= 2);
     proxy.release();
     expect((await Promise.all(all)).map((r) => r.status)).toEqual(Array(8).fill(200));
     expect([...proxy.asked].sort()).toEqual([x, y].sort());

@@ -25,6 +25,7 @@ import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave, buildPcrs, valueOf, type EnclaveResponse } from '../support/enclave.js';
 import { auditCodesIn, startTestBroker } from '../support/broker.js';
 import { cli } from '../support/cli.js';
+import { until } from '../support/poll.js';
 
 let moto: Moto;
 let ec2: EC2Client;
@@ -86,15 +87,6 @@ const readiness = async (b: RunningBroker): Promise<{ status: number; reason?: s
   return { status: res.status, ...(body.reason === undefined ? {} : { reason: body.reason }) };
 };
 
-/** Polls `check` until it holds (bounded); no fixed sleeps. */
-async function until(check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 describe('bindings restricted by EC2 tag (moto)', () => {
   it('release to an enclave on an instance carrying the tag; deny (INSTANCE_NOT_ALLOWED) on one with another value, without the tag, or whose PCR4 names another instance', async () => {
     const { broker: b, dir } = await broker(awsOf(moto));
@@ -147,7 +139,7 @@ describe('bindings restricted by EC2 tag (moto)', () => {
     expect(auditCodesIn(dir).at(-1)).toBe('INSTANCE_NOT_ALLOWED');
     // Tagged again: released again, within the TTL too.
     await ec2.send(new CreateTagsCommand({ Resources: [id], Tags: [{ Key: 'role', Value: 'payments' }] }));
-    await until(async () => (await requestFrom(b, id, ['ttl'])).status === 200);
+    await until('a release once tagged again', async () => (await requestFrom(b, id, ['ttl'])).status === 200);
   }, 180_000);
 
   it('within the TTL the answer is reused: a tag removed meanwhile is not yet seen (the price of the cache, bounded by tagCacheSeconds)', async () => {
@@ -187,14 +179,14 @@ describe('EC2 unreachable: fail closed', () => {
     // Untouched secrets are still served.
     expect((await requestFrom(b, id, ['plain'])).status).toBe(200);
 
-    await until(async () => (await readiness(b)).status === 503);
+    await until('/readyz 503', async () => (await readiness(b)).status === 503);
     expect((await readiness(b)).reason).toMatch(/EC2 \(instance tags\) is unavailable/);
   }, 120_000);
 
   it('a broker whose EC2 answers is ready with tag bindings', async () => {
     const { broker: b } = await broker(awsOf(moto));
     await bindTagged(b, 'pay', 'role', 'payments');
-    await until(async () => (await readiness(b)).status === 200);
+    await until('/readyz 200', async () => (await readiness(b)).status === 200);
   }, 60_000);
 });
 
@@ -233,7 +225,7 @@ describe('lookups: single flight per instance, bounded cache', () => {
     const id = await instance({ role: 'payments' });
     await bindTagged(b, 'pay', 'role', 'payments');
     const requests = Array.from({ length: 8 }, () => requestFrom(b, id, ['pay']));
-    await until(async () => proxy.count() >= 1);
+    await until('a DescribeTags call', async () => proxy.count() >= 1);
     proxy.release();
     const statuses = (await Promise.all(requests)).map((r) => r.status);
     expect(statuses).toEqual(Array(8).fill(200));

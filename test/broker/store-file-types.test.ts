@@ -20,6 +20,7 @@ import { parseBinding } from '../../broker/policy/schema.js';
 import { startTestBroker } from '../support/broker.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave } from '../support/enclave.js';
+import { until } from '../support/poll.js';
 
 let pki: TestPki;
 let dir: string;
@@ -62,15 +63,6 @@ async function readyz(b: RunningBroker): Promise<{ status: number; reason?: stri
   return { status: res.status, ...(body.reason === undefined ? {} : { reason: body.reason }) };
 }
 
-/** Polls `check` until it returns true (generous bound: the machine is shared). */
-async function until(check: () => Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 describe('file store: a binding entry that is not a regular file (broker)', () => {
   it('a NEW broker over a FIFO binding file: keeps serving other names, denies that name (POLICY_DENIED, audited STORE_INVALID), /readyz reports it', async () => {
     await seed();
@@ -95,14 +87,14 @@ describe('file store: a binding entry that is not a regular file (broker)', () =
     rmSync(bindingFile('db'));
     mkfifo(bindingFile('db'));
     const running = broker;
-    await until(async () => (await enclave.request(['db'])).body.error?.code === 'POLICY_DENIED', 'the FIFO binding to be denied');
+    await until('the FIFO binding to be denied', async () => (await enclave.request(['db'])).body.error?.code === 'POLICY_DENIED');
     expect((await enclave.request(['other'])).status).toBe(200);
     expect((await readyz(running)).status).toBe(503);
     // Unbinding the name removes the FIFO (never reads it) and reserves a version above any it had.
     const admin = await FileStore.open(storeDir());
     await unbindSecret(admin, 'db');
     expect(existsSync(bindingFile('db'))).toBe(false);
-    await until(async () => (await readyz(running)).status === 200, '/readyz to recover');
+    await until('/readyz to recover', async () => (await readyz(running)).status === 200);
   }, 90_000);
 });
 

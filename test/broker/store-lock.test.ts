@@ -13,6 +13,7 @@ import { BIN, type Run } from '../support/cli.js';
 import { FileStore } from '../../broker/store/file-store.js';
 import { acquireLock, LockBusyError, withLock, type HeldLock } from '../../broker/store/lock.js';
 import { startContained, UNSHARE_UNAVAILABLE } from '../support/pidns.js';
+import { until } from '../support/poll.js';
 
 const HOLDER = fileURLToPath(new URL('../support/lock-holder.ts', import.meta.url));
 const PCR = (b: number): string => b.toString(16).padStart(2, '0').repeat(48);
@@ -21,15 +22,6 @@ const BOOT = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
 const PIDNS = readlinkSync('/proc/self/ns/pid');
 const owner = (fields: { pid: number; start: string | null; token: string; host?: string; boot?: string | null; pidns?: string | null }): string =>
   JSON.stringify({ host: hostname(), boot: BOOT, pidns: PIDNS, ...fields });
-
-/** Polls `check` until it returns true (generous bound: the machine is shared and slow). */
-async function until(check: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 let dir: string;
 let store: string;
@@ -224,7 +216,7 @@ describe('store lock: holders that cannot be checked by pid', () => {
     const held = await acquireLock(lock, { waitMs: 0, heartbeatMs: 50 });
     const old = new Date(Date.now() - 3_600_000);
     utimesSync(lock, old, old);
-    await until(() => statSync(lock).mtimeMs > Date.now() - 60_000, 'the holder refreshed its lock');
+    await until('the holder refreshed its lock', () => statSync(lock).mtimeMs > Date.now() - 60_000);
     expect(held.compromised).toBe(false);
     await held.release();
     expect(existsSync(lock)).toBe(false);
@@ -235,7 +227,7 @@ describe('store lock: holders that cannot be checked by pid', () => {
     const lock = join(store, '.lock');
     const old = new Date(Date.now() - 3_600_000);
     utimesSync(lock, old, old);
-    await until(() => statSync(lock).mtimeMs > Date.now() - 60_000, 'the store lock holder refreshed its lock', 30_000);
+    await until('the store lock holder refreshed its lock', () => statSync(lock).mtimeMs > Date.now() - 60_000, 30_000);
   });
 
   it('a holder whose lock was taken over or removed learns it (compromised, onCompromised) and leaves the new lock alone', async () => {
@@ -246,7 +238,7 @@ describe('store lock: holders that cannot be checked by pid', () => {
       const other = owner({ pid: process.pid, start: null, token: '9'.repeat(32) });
       if (displace === 'replace') writeFileSync(lock, other);
       else unlinkSync(lock);
-      await until(() => held.compromised, `the ${displace}d holder noticed`);
+      await until(`the ${displace}d holder noticed`, () => held.compromised);
       expect(reasons).toHaveLength(1);
       expect(reasons[0]).toMatch(displace === 'replace' ? /another holder/ : /gone/);
       await held.release();

@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTestPki } from '../support/pki.js';
 import { prepareBrokerDir, spawnBroker } from '../support/broker-process.js';
-import { alive, until, workerPids } from '../support/workers.js';
+import { alive, workerPids } from '../support/workers.js';
+import { until } from '../support/poll.js';
 
 
 

@@ -1,4 +1,4 @@
-// What the `keygate broker --workers N` suites share: the primary's log of its workers, and polling.
+// What the `keygate broker --workers N` suites share: the primary's log of its workers (polling: ./poll.ts).
 
 /** Worker pids the primary logged ("broker worker listening"), by worker number, latest last. */
 export function workerPids(stderr: string): Array<{ worker: number; pid: number }> {
@@ -19,14 +19,5 @@ export function alive(pid: number): boolean {
     return true;
   } catch {
     return false;
-  }
-}
-
-/** Polls `check` every 50 ms until it holds; throws naming `what` after `timeoutMs`. */
-export async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const start = Date.now();
-  while (!(await check())) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
   }
 }
