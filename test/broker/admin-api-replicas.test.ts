@@ -1,7 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPublicKey, generateKeyPairSync, randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { exportJWK } from 'jose';
 import { initNonceTable } from '../../broker/nonce/open-registry.js';
@@ -10,21 +9,16 @@ import { mintAdminToken } from '../../broker/admin-api/token.js';
 import { ConfigError, resolveConfig } from '../../broker/config.js';
 import { startTestBroker } from '../support/broker.js';
 import { awsOf, startMoto, uniqueName, type Moto } from '../support/moto.js';
+import { tempDirs } from '../support/temp-dirs.js';
 
 let moto: Moto;
-const dirs: string[] = [];
-const tempDir = (): string => {
-  const d = mkdtempSync(join(tmpdir(), 'keygate-adminapi-rep-'));
-  dirs.push(d);
-  return d;
-};
+const tempDir = tempDirs('keygate-adminapi-rep-');
 
 beforeAll(async () => {
   moto = await startMoto();
 }, 120_000);
 afterAll(async () => {
   await moto?.stop();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
 describe('admin API with replicas', () => {

@@ -7,9 +7,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DeleteItemCommand, DynamoDBClient, GetItemCommand, QueryCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { DynamoDbAuditSink } from '../../broker/audit/dynamodb-sink.js';
@@ -26,17 +25,13 @@ import { TestEnclave } from '../support/enclave.js';
 import { cli } from '../support/cli.js';
 import { awsOf, startMoto, uniqueName, type Moto } from '../support/moto.js';
 import { until } from '../support/poll.js';
+import { tempDirs } from '../support/temp-dirs.js';
 
 let moto: Moto;
 let pki: TestPki;
 let ddb: DynamoDBClient;
 let savedEnv: NodeJS.ProcessEnv;
-const dirs: string[] = [];
-const tempDir = (): string => {
-  const d = mkdtempSync(join(tmpdir(), 'keygate-audit-erasure-'));
-  dirs.push(d);
-  return d;
-};
+const tempDir = tempDirs('keygate-audit-erasure-');
 const { privateKey, publicKey } = generateKeyPairSync('ed25519');
 const signer = { key: privateKey, kid: 'erasure' };
 
@@ -126,7 +121,6 @@ afterAll(async () => {
   ddb?.destroy();
   process.env = savedEnv;
   await moto?.stop();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
 describe('erasure by a table admin: what the table alone can tell', () => {

@@ -8,9 +8,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateKeyCommand, KMSClient } from '@aws-sdk/client-kms';
 import { DeleteItemCommand, DynamoDBClient, GetItemCommand, PutItemCommand, QueryCommand, TransactWriteItemsCommand } from '@aws-sdk/client-dynamodb';
@@ -27,18 +26,14 @@ import { TestEnclave } from '../support/enclave.js';
 import { cli } from '../support/cli.js';
 import { awsOf, startMoto, uniqueName, type Moto } from '../support/moto.js';
 import { until } from '../support/poll.js';
+import { tempDirs } from '../support/temp-dirs.js';
 
 let moto: Moto;
 let pki: TestPki;
 let ddb: DynamoDBClient;
 let savedEnv: NodeJS.ProcessEnv;
 const table = uniqueName('keygate-audit');
-const dirs: string[] = [];
-const tempDir = (): string => {
-  const d = mkdtempSync(join(tmpdir(), 'keygate-audit-ddb-'));
-  dirs.push(d);
-  return d;
-};
+const tempDir = tempDirs('keygate-audit-ddb-');
 
 function newSigner(): { key: KeyObject; kid: string; publicKey: KeyObject } {
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
@@ -159,7 +154,6 @@ afterAll(async () => {
   ddb?.destroy();
   process.env = savedEnv;
   await moto?.stop();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
 describe('the DynamoDB audit sink', () => {

@@ -8,10 +8,7 @@
  * ProvisionedThroughputExceededException) while told to, and counts calls.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { JWK } from 'jose';
 import { CreateKeyCommand, KMSClient } from '@aws-sdk/client-kms';
@@ -24,16 +21,12 @@ import { startTestBroker, startTestBrokerWithDb } from '../support/broker.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave, valueOf } from '../support/enclave.js';
 import { startMoto, uniqueName, type Moto } from '../support/moto.js';
+import { tempDirs } from '../support/temp-dirs.js';
 
 let moto: Moto;
 let pki: TestPki;
 let savedEnv: NodeJS.ProcessEnv;
-const dirs: string[] = [];
-const tempDir = (): string => {
-  const d = mkdtempSync(join(tmpdir(), 'keygate-readiness-'));
-  dirs.push(d);
-  return d;
-};
+const tempDir = tempDirs('keygate-readiness-');
 
 beforeAll(async () => {
   [moto, pki] = await Promise.all([startMoto(), createTestPki(Date.now())]);
@@ -43,7 +36,6 @@ beforeAll(async () => {
 afterAll(async () => {
   process.env = savedEnv;
   await moto?.stop();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
 type Fault = 'none' | 'ThrottlingException' | 'ProvisionedThroughputExceededException';

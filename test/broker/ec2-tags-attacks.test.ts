@@ -7,11 +7,8 @@
  * or errs, many instances, many concurrent requests.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { DeleteTagsCommand, DescribeImagesCommand, EC2Client, RunInstancesCommand } from '@aws-sdk/client-ec2';
 import { bindSecret, pcrSet } from '../../broker/admin.js';
 import type { RunningBroker } from '../../broker/broker.js';
@@ -23,12 +20,13 @@ import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave, buildPcrs, type EnclaveResponse } from '../support/enclave.js';
 import { auditCodesIn, startTestBroker } from '../support/broker.js';
 import { until } from '../support/poll.js';
+import { tempDirs } from '../support/temp-dirs.js';
 
 let moto: Moto;
 let ec2: EC2Client;
 let pki: TestPki;
 let imageId: string;
-const dirs: string[] = [];
+const tempDir = tempDirs('keygate-ec2-attack-');
 const closers: Array<() => Promise<unknown> | unknown> = [];
 
 beforeAll(async () => {
@@ -41,7 +39,6 @@ afterAll(async () => {
   for (const close of closers.reverse()) await close();
   ec2?.destroy();
   await moto?.stop();
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
 async function instance(tags: Record<string, string> = {}): Promise<string> {
@@ -51,8 +48,7 @@ async function instance(tags: Record<string, string> = {}): Promise<string> {
 }
 
 async function broker(ec2Settings: Record<string, unknown>): Promise<{ broker: RunningBroker; dir: string }> {
-  const dir = mkdtempSync(join(tmpdir(), 'keygate-ec2-attack-'));
-  dirs.push(dir);
+  const dir = tempDir();
   const b = await startTestBroker(dir, [pki.root.pem], { ec2: { requestTimeoutMs: 20_000, maxAttempts: 1, ...awsOf(moto), ...ec2Settings } });
   closers.push(() => b.close());
   return { broker: b, dir };

@@ -5,10 +5,9 @@
  * name the moto instance in module_id and PCR4, as a Nitro enclave's do.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateTagsCommand, DeleteTagsCommand, DescribeImagesCommand, EC2Client, RunInstancesCommand } from '@aws-sdk/client-ec2';
 import type { JWK } from 'jose';
@@ -26,12 +25,13 @@ import { APPROVED, TestEnclave, buildPcrs, valueOf, type EnclaveResponse } from 
 import { auditCodesIn, startTestBroker } from '../support/broker.js';
 import { cli } from '../support/cli.js';
 import { until } from '../support/poll.js';
+import { tempDirs } from '../support/temp-dirs.js';
 
 let moto: Moto;
 let ec2: EC2Client;
 let pki: TestPki;
 let imageId: string;
-const dirs: string[] = [];
+const tempDir = tempDirs('keygate-ec2-');
 const closers: Array<() => Promise<unknown> | unknown> = [];
 
 beforeAll(async () => {
@@ -44,7 +44,6 @@ afterAll(async () => {
   for (const close of closers.reverse()) await close();
   ec2?.destroy();
   await moto?.stop();
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
 /** A moto instance carrying `tags`; its id. */
@@ -54,12 +53,6 @@ async function instance(tags: Record<string, string> = {}): Promise<string> {
     new RunInstancesCommand({ ImageId: imageId, MinCount: 1, MaxCount: 1, ...(entries.length ? { TagSpecifications: [{ ResourceType: 'instance', Tags: entries }] } : {}) }),
   );
   return out.Instances![0]!.InstanceId!;
-}
-
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'keygate-ec2-'));
-  dirs.push(dir);
-  return dir;
 }
 
 /** A broker (abuse limits off) whose tag lookups go to `ec2`; `dir` holds its store and state. */

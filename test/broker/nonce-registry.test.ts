@@ -5,10 +5,9 @@
  * replay promise through real brokers sharing one table.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DeleteItemCommand, DescribeTimeToLiveCommand, DynamoDBClient, GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { MemoryNonceRegistry } from '../../broker/nonce/memory-registry.js';
@@ -22,22 +21,17 @@ import { startTestBrokerWithDb, auditCodesIn } from '../support/broker.js';
 import { awsOf, closedPort, startMoto, uniqueName, type Moto } from '../support/moto.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { TestEnclave } from '../support/enclave.js';
+import { tempDirs } from '../support/temp-dirs.js';
 
 let moto: Moto;
 let pki: TestPki;
-const dirs: string[] = [];
-const tempDir = (): string => {
-  const d = mkdtempSync(join(tmpdir(), 'keygate-nonces-'));
-  dirs.push(d);
-  return d;
-};
+const tempDir = tempDirs('keygate-nonces-');
 
 beforeAll(async () => {
   [moto, pki] = await Promise.all([startMoto(), createTestPki(Date.now())]);
 });
 afterAll(async () => {
   await moto?.stop();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
 const dynamo = (table: string, extra: Partial<DynamoDbNonceSettings> = {}): DynamoDbNonceSettings => ({

@@ -6,9 +6,8 @@
  * sharing one table.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DescribeTimeToLiveCommand, DynamoDBClient, GetItemCommand, PutItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import { DynamoDbQuarantine, QUARANTINE_TTL_ATTRIBUTE, quarantineItemKey, type DynamoDbQuarantineSettings } from '../../broker/quarantine/dynamodb-quarantine.js';
@@ -20,22 +19,17 @@ import { NO_RATE_LIMITS, startTestBrokerWithDb, auditCodesIn } from '../support/
 import { awsOf, closedPort, startMoto, uniqueName, type Moto } from '../support/moto.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { TestEnclave } from '../support/enclave.js';
+import { tempDirs } from '../support/temp-dirs.js';
 
 let moto: Moto;
 let pki: TestPki;
-const dirs: string[] = [];
-const tempDir = (): string => {
-  const d = mkdtempSync(join(tmpdir(), 'keygate-quarantine-'));
-  dirs.push(d);
-  return d;
-};
+const tempDir = tempDirs('keygate-quarantine-');
 
 beforeAll(async () => {
   [moto, pki] = await Promise.all([startMoto(), createTestPki(Date.now())]);
 });
 afterAll(async () => {
   await moto?.stop();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
 const dynamo = (table: string, extra: Partial<DynamoDbQuarantineSettings> = {}): DynamoDbQuarantineSettings => ({

@@ -6,9 +6,7 @@
  * for the size of the step).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { startBroker, type RunningBroker } from '../../broker/broker.js';
@@ -18,10 +16,11 @@ import { initDynamoDbStoreTable } from '../../broker/store/dynamodb-store.js';
 import type { DynamoDbStoreSettings } from '../../broker/store/open-store.js';
 import { NO_RATE_LIMITS } from '../support/broker.js';
 import { startMoto, uniqueName, type Moto } from '../support/moto.js';
+import { tempDirs } from '../support/temp-dirs.js';
 
 let moto: Moto;
 let savedEnv: NodeJS.ProcessEnv;
-const dirs: string[] = [];
+const tempDir = tempDirs('keygate-readyz-clock-');
 beforeAll(async () => {
   moto = await startMoto();
   savedEnv = { ...process.env };
@@ -30,7 +29,6 @@ beforeAll(async () => {
 afterAll(async () => {
   process.env = savedEnv;
   await moto?.stop();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
 async function faultyProxy(): Promise<{ endpoint: string; down: boolean; close(): Promise<void> }> {
@@ -69,8 +67,7 @@ describe('/readyz cache and a wall clock stepped back', () => {
     const proxy = await faultyProxy();
     const settings: DynamoDbStoreSettings = { kind: 'dynamodb', table: uniqueName('keygate-readyz-clock'), endpoint: proxy.endpoint, consistency: { maxStalenessMs: 0 } };
     await initDynamoDbStoreTable(settings);
-    const dir = mkdtempSync(join(tmpdir(), 'keygate-readyz-clock-'));
-    dirs.push(dir);
+    const dir = tempDir();
     let offset = 0;
     let broker: RunningBroker | undefined;
     try {

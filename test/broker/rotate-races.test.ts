@@ -8,8 +8,6 @@
  * Deterministic: the rotating admin's encrypt waits on a gate.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AdminError, bindSecret, pcrSet, revokeSecret, rotateSecret } from '../../broker/admin.js';
 import type { KeyProvider } from '../../broker/kms/provider.js';
@@ -19,15 +17,15 @@ import { DynamoDbStore, initDynamoDbStoreTable } from '../../broker/store/dynamo
 import type { BindingStore } from '../../broker/store/store.js';
 import { APPROVED } from '../support/enclave.js';
 import { awsOf, startMoto, uniqueName, type Moto } from '../support/moto.js';
+import { tempDirs } from '../support/temp-dirs.js';
 
 let moto: Moto;
-const dirs: string[] = [];
+const tempDir = tempDirs('kg-attack-race-');
 beforeAll(async () => {
   moto = await startMoto();
 }, 90_000);
 afterAll(async () => {
   await moto?.stop();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
 function gatedProvider(): { provider: KeyProvider; entered: Promise<void>; open(): void; arm(): void } {
@@ -108,8 +106,7 @@ describe('rotate racing a re-bind that changes who may read the secret', () => {
 
 describe('rotate racing revoke (lost revocation)', () => {
   it('file store: a revocation committed while a rotation was encrypting is not silently undone', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'kg-attack-race-'));
-    dirs.push(dir);
+    const dir = tempDir();
     const a = await FileStore.open(join(dir, 'store'));
     const b = await FileStore.open(join(dir, 'store'));
     const { rotated, final } = await race(a, b);

@@ -9,8 +9,7 @@
  * purpose test relies on.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { JWK } from 'jose';
 import { CreateTableCommand, DynamoDBClient, PutItemCommand, QueryCommand, UpdateItemCommand, waitUntilTableExists } from '@aws-sdk/client-dynamodb';
@@ -29,16 +28,12 @@ import { awsOf, closedPort, startMoto, uniqueName, type Moto } from '../support/
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave, valueOf } from '../support/enclave.js';
 import { keygate } from '../support/cli.js';
+import { tempDirs } from '../support/temp-dirs.js';
 
 let moto: Moto;
 let pki: TestPki;
 let kmsKeyId: string;
-const dirs: string[] = [];
-const tempDir = (): string => {
-  const d = mkdtempSync(join(tmpdir(), 'keygate-shared-keys-'));
-  dirs.push(d);
-  return d;
-};
+const tempDir = tempDirs('keygate-shared-keys-');
 const aws = () => awsOf(moto);
 const dynamoKeys = (table: string, extra: Partial<Extract<SharedKeySettings, { kind: 'dynamodb' }>> = {}): Extract<SharedKeySettings, { kind: 'dynamodb' }> => ({ kind: 'dynamodb', table, kmsKeyId, ...aws(), ...extra });
 /** A fresh key table keyed by `pk` alone (the nonce table's layout). */
@@ -60,7 +55,6 @@ beforeAll(async () => {
 }, 120_000);
 afterAll(async () => {
   await moto?.stop();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
 describe('shared keys on DynamoDB + KMS', () => {

@@ -6,8 +6,7 @@
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseBinding } from '../../broker/policy/schema.js';
 import { DynamoDbStore, DynamoDbStoreError, initDynamoDbStoreTable } from '../../broker/store/dynamodb-store.js';
@@ -17,10 +16,11 @@ import { copyStore, StoreCopyError } from '../../broker/ops/store-copy.js';
 import { APPROVED } from '../support/enclave.js';
 import { BIN, cli } from '../support/cli.js';
 import { startMoto, uniqueName, type Moto } from '../support/moto.js';
+import { tempDirs } from '../support/temp-dirs.js';
 
 let moto: Moto;
 let savedEnv: NodeJS.ProcessEnv;
-const dirs: string[] = [];
+const tempDir = tempDirs('kg-copy-limits-');
 beforeAll(async () => {
   moto = await startMoto();
   savedEnv = { ...process.env };
@@ -29,7 +29,6 @@ beforeAll(async () => {
 afterAll(async () => {
   process.env = savedEnv;
   await moto?.stop();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 afterEach(() => {
   vi.restoreAllMocks();
@@ -37,8 +36,7 @@ afterEach(() => {
 
 let w: { from: string; config: string; settings: DynamoDbStoreSettings };
 beforeEach(async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'kg-copy-limits-'));
-  dirs.push(dir);
+  const dir = tempDir();
   const settings: DynamoDbStoreSettings = { kind: 'dynamodb', table: uniqueName('kg-copy-limits'), consistency: { maxStalenessMs: 0 } };
   await initDynamoDbStoreTable(settings);
   writeFileSync(join(dir, 'config.json'), JSON.stringify({ store: settings, stateDir: join(dir, 'ddb-state') }));

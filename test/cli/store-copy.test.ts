@@ -9,8 +9,7 @@
  * secret and honours the copied revocations.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { JWK } from 'jose';
 import { CreateAliasCommand, CreateKeyCommand, KMSClient } from '@aws-sdk/client-kms';
@@ -29,12 +28,13 @@ import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, h, TestEnclave, valueOf } from '../support/enclave.js';
 import { cli } from '../support/cli.js';
 import { startMoto, uniqueName, type Moto } from '../support/moto.js';
+import { tempDirs } from '../support/temp-dirs.js';
 
 let moto: Moto;
 let pki: TestPki;
 let savedEnv: NodeJS.ProcessEnv;
 const KMS_KEY = 'alias/keygate-copy-test';
-const dirs: string[] = [];
+const tempDir = tempDirs('keygate-store-copy-');
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 
 beforeAll(async () => {
@@ -49,7 +49,6 @@ beforeAll(async () => {
 afterAll(async () => {
   process.env = savedEnv;
   await moto?.stop();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
 /** One test's world: a file store, a DynamoDB table and a config naming it. */
@@ -61,8 +60,7 @@ interface World {
 }
 let w: World;
 beforeEach(async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'keygate-store-copy-'));
-  dirs.push(dir);
+  const dir = tempDir();
   const settings: DynamoDbStoreSettings = { kind: 'dynamodb', table: uniqueName('keygate-copy'), consistency: { maxStalenessMs: 0 } };
   await initDynamoDbStoreTable(settings);
   writeFileSync(join(dir, 'config.json'), JSON.stringify({ store: settings, stateDir: join(dir, 'ddb-state') }));
