@@ -8,7 +8,7 @@ import type { DynamoDbNonceSettings } from '../../broker/nonce/dynamodb-registry
 import { mintAdminToken } from '../../broker/admin-api/token.js';
 import { ConfigError, resolveConfig } from '../../broker/config.js';
 import { startTestBroker } from '../support/broker.js';
-import { awsOf, startMoto, uniqueName, type Moto } from '../support/moto.js';
+import { motoTable, startMoto, uniqueName, type Moto } from '../support/moto.js';
 import { tempDirs } from '../support/temp-dirs.js';
 
 let moto: Moto;
@@ -23,7 +23,7 @@ afterAll(async () => {
 
 describe('admin API with replicas', () => {
   it('a token used on one broker is refused as replayed on another sharing the DynamoDB nonce table (jti single use across replicas)', async () => {
-    const settings: DynamoDbNonceSettings = { kind: 'dynamodb', table: uniqueName('adminjti'), ...awsOf(moto), requestTimeoutMs: 20_000 };
+    const settings: DynamoDbNonceSettings = motoTable(moto, uniqueName('adminjti'));
     await initNonceTable(settings);
     const shared = tempDir();
     const key = generateKeyPairSync('ed25519').privateKey;

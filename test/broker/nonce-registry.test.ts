@@ -6,7 +6,6 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
-import { createServer as createHttpServer } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { DeleteItemCommand, DescribeTimeToLiveCommand, DynamoDBClient, GetItemCommand } from '@aws-sdk/client-dynamodb';
@@ -18,7 +17,8 @@ import { NonceRegistryUnavailableError } from '../../broker/nonce/registry.js';
 import { ChallengeService } from '../../broker/challenge.js';
 import { ConfigError, loadConfigFile, resolveConfig } from '../../broker/config.js';
 import { startTestBrokerWithDb, auditCodesIn } from '../support/broker.js';
-import { awsOf, closedPort, startMoto, uniqueName, type Moto } from '../support/moto.js';
+import { awsOf, closedPort, motoTable, startMoto, uniqueName, type Moto } from '../support/moto.js';
+import { startThrottlingDynamoDb } from '../support/dynamodb-throttle.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { TestEnclave } from '../support/enclave.js';
 import { tempDirs } from '../support/temp-dirs.js';
@@ -34,13 +34,7 @@ afterAll(async () => {
   await moto?.stop();
 });
 
-const dynamo = (table: string, extra: Partial<DynamoDbNonceSettings> = {}): DynamoDbNonceSettings => ({
-  kind: 'dynamodb',
-  table,
-  ...awsOf(moto),
-  requestTimeoutMs: 20_000,
-  ...extra,
-});
+const dynamo = (table: string, extra: Partial<DynamoDbNonceSettings> = {}): DynamoDbNonceSettings => motoTable(moto, table, extra);
 
 
 /** Nonce ids (64 hex, like the real ones): unique to this run, stable for one `n`. */
@@ -172,25 +166,14 @@ describe('DynamoDB nonce table', () => {
 
 describe('DynamoDB throttling', () => {
   it('throttled on every attempt: the SDK retries within the deadline, then a coded error naming ThrottlingException (never fresh)', async () => {
-    // moto cannot throttle: a loopback endpoint that answers every call as DynamoDB does when throttling.
-    let calls = 0;
-    const server = createHttpServer((req, res) => {
-      calls++;
-      req.resume();
-      req.on('end', () => {
-        res.writeHead(400, { 'content-type': 'application/x-amz-json-1.0' });
-        res.end(JSON.stringify({ __type: 'com.amazonaws.dynamodb.v20120810#ThrottlingException', message: 'Rate of requests exceeds the allowed throughput.' }));
-      });
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const { port } = server.address() as { port: number };
-    const registry = new DynamoDbNonceRegistry(dynamo('nonces', { endpoint: `http://127.0.0.1:${port}`, maxAttempts: 3 }));
+    const throttling = await startThrottlingDynamoDb();
+    const registry = new DynamoDbNonceRegistry(dynamo('nonces', { endpoint: throttling.endpoint, maxAttempts: 3 }));
     try {
       await expect(registry.consume(id(9), Date.now() + 35_000, Date.now())).rejects.toMatchObject({ code: 'NONCE_REGISTRY_UNAVAILABLE', registryError: 'ThrottlingException' });
-      expect(calls).toBe(3);
+      expect(throttling.calls()).toBe(3);
     } finally {
       registry.close();
-      await new Promise((r) => server.close(r));
+      await throttling.close();
     }
   });
 });

@@ -7,7 +7,6 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
-import { createServer as createHttpServer } from 'node:http';
 import { join } from 'node:path';
 import { DescribeTimeToLiveCommand, DynamoDBClient, GetItemCommand, PutItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import { DynamoDbQuarantine, QUARANTINE_TTL_ATTRIBUTE, quarantineItemKey, type DynamoDbQuarantineSettings } from '../../broker/quarantine/dynamodb-quarantine.js';
@@ -16,7 +15,8 @@ import { QuarantineUnavailableError, type QuarantineLimits } from '../../broker/
 import { ConfigError, loadConfigFile, resolveConfig } from '../../broker/config.js';
 import { initSharedState } from '../../broker/state.js';
 import { NO_RATE_LIMITS, startTestBrokerWithDb, auditCodesIn } from '../support/broker.js';
-import { awsOf, closedPort, startMoto, uniqueName, type Moto } from '../support/moto.js';
+import { awsOf, closedPort, motoTable, startMoto, uniqueName, type Moto } from '../support/moto.js';
+import { startThrottlingDynamoDb } from '../support/dynamodb-throttle.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { TestEnclave } from '../support/enclave.js';
 import { tempDirs } from '../support/temp-dirs.js';
@@ -32,13 +32,7 @@ afterAll(async () => {
   await moto?.stop();
 });
 
-const dynamo = (table: string, extra: Partial<DynamoDbQuarantineSettings> = {}): DynamoDbQuarantineSettings => ({
-  kind: 'dynamodb',
-  table,
-  ...awsOf(moto),
-  requestTimeoutMs: 20_000,
-  ...extra,
-});
+const dynamo = (table: string, extra: Partial<DynamoDbQuarantineSettings> = {}): DynamoDbQuarantineSettings => motoTable(moto, table, extra);
 
 
 const SECOND = 1_000;
@@ -229,25 +223,14 @@ describe('DynamoDB quarantine table', () => {
   });
 
   it('throttled on every attempt: the SDK retries, then a coded error naming ThrottlingException', async () => {
-    // moto cannot throttle: a loopback endpoint that answers every call as DynamoDB does when throttling.
-    let calls = 0;
-    const server = createHttpServer((req, res) => {
-      calls++;
-      req.resume();
-      req.on('end', () => {
-        res.writeHead(400, { 'content-type': 'application/x-amz-json-1.0' });
-        res.end(JSON.stringify({ __type: 'com.amazonaws.dynamodb.v20120810#ThrottlingException', message: 'Rate of requests exceeds the allowed throughput.' }));
-      });
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const { port } = server.address() as { port: number };
-    const q = new DynamoDbQuarantine(dynamo('quarantine', { endpoint: `http://127.0.0.1:${port}`, maxAttempts: 3 }), LIMITS);
+    const throttling = await startThrottlingDynamoDb();
+    const q = new DynamoDbQuarantine(dynamo('quarantine', { endpoint: throttling.endpoint, maxAttempts: 3 }), LIMITS);
     try {
       await expect(q.isQuarantined('id', Date.now())).rejects.toMatchObject({ code: 'QUARANTINE_UNAVAILABLE', storeError: 'ThrottlingException' });
-      expect(calls).toBe(3);
+      expect(throttling.calls()).toBe(3);
     } finally {
       q.close();
-      await new Promise((r) => server.close(r));
+      await throttling.close();
     }
   });
 });

@@ -8,7 +8,7 @@ import { DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
 import { openBudgetCounter } from '../../broker/gateway/open-budget.js';
 import { BudgetUnavailableError, type BudgetCounter } from '../../broker/gateway/budget.js';
 import { initNonceTable } from '../../broker/nonce/open-registry.js';
-import { awsOf, closedPort, startMoto, uniqueName, type Moto } from '../support/moto.js';
+import { awsOf, closedPort, motoTable, startMoto, uniqueName, type Moto } from '../support/moto.js';
 import { startGatewayFixture } from '../support/gateway.js';
 import { errorOf } from '../support/agent.js';
 
@@ -20,7 +20,7 @@ afterAll(async () => {
   await moto?.stop();
 });
 
-const dynamo = (table: string) => ({ kind: 'dynamodb' as const, table, ...awsOf(moto), requestTimeoutMs: 20_000 });
+const dynamo = (table: string) => motoTable(moto, table);
 
 interface Backend {
   readonly name: string;

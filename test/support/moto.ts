@@ -6,6 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
+import type { DynamoDbTableSettings } from '../../lib/aws-settings.js';
 
 export interface Moto {
   /** http://127.0.0.1:PORT */
@@ -97,6 +98,14 @@ export function uniqueName(prefix: string): string {
 /** The AWS SDK client settings of a moto server (its test credentials), for settings objects built in code. */
 export function awsOf(m: Moto): { region: string; endpoint: string; credentials: { accessKeyId: string; secretAccessKey: string } } {
   return { region: m.env.AWS_REGION, endpoint: m.endpoint, credentials: { accessKeyId: m.env.AWS_ACCESS_KEY_ID, secretAccessKey: m.env.AWS_SECRET_ACCESS_KEY } };
+}
+
+/**
+ * Settings for a DynamoDB-backed part (nonce registry, quarantine, call budget) whose table `table` is at moto, with
+ * a deadline generous for a loaded machine; `extra` overrides any of them.
+ */
+export function motoTable(m: Moto, table: string, extra: Partial<DynamoDbTableSettings> = {}): DynamoDbTableSettings {
+  return { kind: 'dynamodb', table, ...awsOf(m), requestTimeoutMs: 20_000, ...extra };
 }
 
 /** A loopback port nothing listens on (taken, then released): an unreachable endpoint. */
