@@ -22,7 +22,7 @@ import { parseBinding } from '../../broker/policy/schema.js';
 import { awsOf, closedPort, startMoto, type Moto } from '../support/moto.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave, buildPcrs, valueOf, type EnclaveResponse } from '../support/enclave.js';
-import { auditCodesIn, startTestBroker } from '../support/broker.js';
+import { auditCodesIn, readyz as readiness, startTestBroker } from '../support/broker.js';
 import { cli } from '../support/cli.js';
 import { until } from '../support/poll.js';
 import { tempDirs } from '../support/temp-dirs.js';
@@ -73,12 +73,6 @@ function requestFrom(b: RunningBroker, instanceId: string, names: string[], pcr4
   pcrs.set(4, Buffer.from(expectedPcr4(pcr4For), 'hex'));
   return new TestEnclave(pki, b.url, pcrs).request(names, { moduleId: `${instanceId}-enc0123456789abcdef` });
 }
-
-const readiness = async (b: RunningBroker): Promise<{ status: number; reason?: string }> => {
-  const res = await fetch(`${b.url}/readyz`);
-  const body = (await res.json()) as { reason?: string };
-  return { status: res.status, ...(body.reason === undefined ? {} : { reason: body.reason }) };
-};
 
 describe('bindings restricted by EC2 tag (moto)', () => {
   it('release to an enclave on an instance carrying the tag; deny (INSTANCE_NOT_ALLOWED) on one with another value, without the tag, or whose PCR4 names another instance', async () => {

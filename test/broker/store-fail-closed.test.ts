@@ -12,7 +12,7 @@ import type { RunningBroker } from '../../broker/broker.js';
 import { bindSecret, pcrSet, revokeIdentities } from '../../broker/admin.js';
 import { FileStore } from '../../broker/store/file-store.js';
 import { LocalKeyProvider } from '../../broker/kms/local.js';
-import { startTestBroker } from '../support/broker.js';
+import { auditCodesAndSecretsIn, readyz, startTestBroker } from '../support/broker.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave, buildPcrs, h } from '../support/enclave.js';
 import { keygate } from '../support/cli.js';
@@ -46,20 +46,7 @@ async function seed(): Promise<void> {
   await revokeIdentities(store, { pcr0: [h(0x44)] });
 }
 
-function auditCodes(): Array<{ code: string; secret: string | null }> {
-  return readFileSync(join(dir, 'state', 'audit.jsonl'), 'utf8')
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((l) => JSON.parse(l) as { code?: string; secret?: string | null })
-    .filter((r) => r.code !== undefined)
-    .map((r) => ({ code: r.code!, secret: r.secret ?? null }));
-}
-
-async function readyz(b: RunningBroker): Promise<{ status: number; reason?: string }> {
-  const res = await fetch(`${b.url}/readyz`);
-  const body = (await res.json()) as { reason?: string };
-  return { status: res.status, ...(body.reason === undefined ? {} : { reason: body.reason }) };
-}
+const auditCodes = (): Array<{ code: string; secret: string | null }> => auditCodesAndSecretsIn(dir);
 
 describe('a store that cannot be fully loaded fails closed', () => {
   it('a NEW broker over a corrupt revocations.json releases nothing to anyone (STORE_UNAVAILABLE) and is not ready', async () => {

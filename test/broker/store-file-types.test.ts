@@ -17,7 +17,7 @@ import { FileStore } from '../../broker/store/file-store.js';
 import { MAX_STORE_FILE_BYTES } from '../../broker/store/regular-file.js';
 import { LocalKeyProvider } from '../../broker/kms/local.js';
 import { parseBinding } from '../../broker/policy/schema.js';
-import { startTestBroker } from '../support/broker.js';
+import { auditCodesAndSecretsIn, readyz as probeReadyz, startTestBroker } from '../support/broker.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave } from '../support/enclave.js';
 import { until } from '../support/poll.js';
@@ -48,20 +48,9 @@ async function seed(): Promise<void> {
   for (const secret of ['db', 'other']) await bindSecret(store, local, { secret, value: enc(`${secret}-value`), allow: [pcrSet(APPROVED)], provider: 'local' });
 }
 
-function auditCodes(): Array<{ code: string; secret: string | null }> {
-  return readFileSync(join(dir, 'state', 'audit.jsonl'), 'utf8')
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((l) => JSON.parse(l) as { code?: string; secret?: string | null })
-    .filter((r) => r.code !== undefined)
-    .map((r) => ({ code: r.code!, secret: r.secret ?? null }));
-}
-
-async function readyz(b: RunningBroker): Promise<{ status: number; reason?: string }> {
-  const res = await fetch(`${b.url}/readyz`, { signal: AbortSignal.timeout(20_000) });
-  const body = (await res.json()) as { reason?: string };
-  return { status: res.status, ...(body.reason === undefined ? {} : { reason: body.reason }) };
-}
+const auditCodes = (): Array<{ code: string; secret: string | null }> => auditCodesAndSecretsIn(dir);
+/** Bounded: a refresh stuck on a FIFO would otherwise hang the probe. */
+const readyz = (b: RunningBroker): Promise<{ status: number; reason?: string }> => probeReadyz(b, 20_000);
 
 describe('file store: a binding entry that is not a regular file (broker)', () => {
   it('a NEW broker over a FIFO binding file: keeps serving other names, denies that name (POLICY_DENIED, audited STORE_INVALID), /readyz reports it', async () => {

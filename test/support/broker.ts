@@ -37,3 +37,20 @@ export function auditCodesIn(dir: string): string[] {
     .map((l) => (JSON.parse(l) as { code?: string }).code)
     .filter((c): c is string => c !== undefined);
 }
+
+/** `code` and `secret` of every record with a code in the audit file under `dir/state`, in order. */
+export function auditCodesAndSecretsIn(dir: string): Array<{ code: string; secret: string | null }> {
+  return readFileSync(join(dir, 'state', 'audit.jsonl'), 'utf8')
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as { code?: string; secret?: string | null })
+    .filter((r) => r.code !== undefined)
+    .map((r) => ({ code: r.code!, secret: r.secret ?? null }));
+}
+
+/** GET /readyz of a broker: the status, and the reason when it gives one; `timeoutMs` bounds a request that could hang. */
+export async function readyz(b: { readonly url: string }, timeoutMs?: number): Promise<{ status: number; reason?: string }> {
+  const res = await fetch(`${b.url}/readyz`, timeoutMs === undefined ? {} : { signal: AbortSignal.timeout(timeoutMs) });
+  const body = (await res.json()) as { reason?: string };
+  return { status: res.status, ...(body.reason === undefined ? {} : { reason: body.reason }) };
+}
