@@ -6,65 +6,25 @@
  * name no instance, tags removed while a lookup is in flight, EC2 that hangs
  * or errs, many instances, many concurrent requests.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createServer, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { DeleteTagsCommand, DescribeImagesCommand, EC2Client, RunInstancesCommand } from '@aws-sdk/client-ec2';
-import { bindSecret, pcrSet } from '../../broker/admin.js';
+import { DeleteTagsCommand } from '@aws-sdk/client-ec2';
 import type { RunningBroker } from '../../broker/broker.js';
 import { AwsEc2TagLookup } from '../../broker/ec2/aws-ec2-tags.js';
 import { CachedInstanceTags, type InstanceTagLookup } from '../../broker/ec2/instance-tags.js';
-import { expectedPcr4 } from '../../broker/policy/decide.js';
-import { awsOf, startMoto, type Moto } from '../support/moto.js';
-import { createTestPki, type TestPki } from '../support/pki.js';
-import { APPROVED, TestEnclave, buildPcrs, type EnclaveResponse } from '../support/enclave.js';
-import { auditCodesIn, startTestBroker } from '../support/broker.js';
+import { awsOf } from '../support/moto.js';
+import { TestEnclave, buildPcrs } from '../support/enclave.js';
+import { auditCodesIn } from '../support/broker.js';
 import { until } from '../support/poll.js';
 import { tempDirs } from '../support/temp-dirs.js';
+import { ec2TagFixture } from '../support/ec2-tags.js';
 
-let moto: Moto;
-let ec2: EC2Client;
-let pki: TestPki;
-let imageId: string;
 const tempDir = tempDirs('keygate-ec2-attack-');
-const closers: Array<() => Promise<unknown> | unknown> = [];
-
-beforeAll(async () => {
-  [moto, pki] = await Promise.all([startMoto(), createTestPki(Date.now())]);
-  ec2 = new EC2Client(awsOf(moto));
-  imageId = (await ec2.send(new DescribeImagesCommand({}))).Images![0]!.ImageId!;
-}, 120_000);
-
-afterAll(async () => {
-  for (const close of closers.reverse()) await close();
-  ec2?.destroy();
-  await moto?.stop();
-});
-
-async function instance(tags: Record<string, string> = {}): Promise<string> {
-  const entries = Object.entries(tags).map(([Key, Value]) => ({ Key, Value }));
-  const out = await ec2.send(new RunInstancesCommand({ ImageId: imageId, MinCount: 1, MaxCount: 1, ...(entries.length ? { TagSpecifications: [{ ResourceType: 'instance', Tags: entries }] } : {}) }));
-  return out.Instances![0]!.InstanceId!;
-}
-
-async function broker(ec2Settings: Record<string, unknown>): Promise<{ broker: RunningBroker; dir: string }> {
-  const dir = tempDir();
-  const b = await startTestBroker(dir, [pki.root.pem], { ec2: { requestTimeoutMs: 20_000, maxAttempts: 1, ...awsOf(moto), ...ec2Settings } });
-  closers.push(() => b.close());
-  return { broker: b, dir };
-}
-
-async function bindTagged(b: RunningBroker, secret: string, key: string, value: string): Promise<void> {
-  await bindSecret(b.store, b.providers.get('local')!, { secret, value: Buffer.from(`${secret}-value`), allow: [pcrSet(APPROVED)], provider: 'local', instanceTag: { key, value } });
-}
-
-/** The client flow from an enclave whose document says module_id `moduleId` and PCR4 = the measurement of `pcr4For`. */
-function requestAs(b: RunningBroker, moduleId: string, pcr4For: string, names: string[]): Promise<EnclaveResponse> {
-  const pcrs = buildPcrs();
-  pcrs.set(4, Buffer.from(expectedPcr4(pcr4For), 'hex'));
-  return new TestEnclave(pki, b.url, pcrs).request(names, { moduleId });
-}
-const requestFrom = (b: RunningBroker, id: string, names: string[]): Promise<EnclaveResponse> => requestAs(b, `${id}-enc0123456789abcdef`, id, names);
+const fx = ec2TagFixture(tempDir);
+const { instance, bindTagged, requestAs, requestFrom } = fx;
+/** A broker whose tag lookups go to moto's region and credentials, at `ec2Settings.endpoint` (a proxy in front of moto). */
+const broker = (ec2Settings: Record<string, unknown>): Promise<{ broker: RunningBroker; dir: string }> => fx.broker({ ...awsOf(fx.moto), ...ec2Settings });
 
 type Mode = 'forward' | 'hold' | 'hang' | 'error500' | 'lie';
 
@@ -80,7 +40,7 @@ async function ec2Proxy(): Promise<{ url: string; asked: string[]; answered: () 
   let release!: () => void;
   const released = new Promise<void>((r) => (release = r));
   const liar = { id: '' };
-  const upstream = new URL(moto.endpoint);
+  const upstream = new URL(fx.moto.endpoint);
   const forward = (method: string, path: string, headers: IncomingHttpHeaders, body: Buffer): Promise<{ status: number; headers: IncomingHttpHeaders; body: Buffer }> =>
     new Promise((resolve, reject) => {
       const out = httpRequest({ host: upstream.hostname, port: upstream.port, method, path, headers: { ...headers, 'content-length': String(body.length) } }, (up) => {
@@ -120,7 +80,7 @@ async function ec2Proxy(): Promise<{ url: string; asked: string[]; answered: () 
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  closers.push(
+  fx.onClose(
     () =>
       new Promise((r) => {
         server.close(r);
@@ -151,7 +111,7 @@ describe('the instance a document names', () => {
       expect([res.status, res.body.error?.code, auditCodesIn(dir).at(-1)]).toEqual([403, 'POLICY_DENIED', 'INSTANCE_NOT_ALLOWED']);
     }
     // PCR4 left at zero (no instance measured) with the tagged instance's module_id.
-    const zero = await new TestEnclave(pki, b.url, buildPcrs()).request(['pay'], { moduleId: `${tagged}-enc0123456789abcdef` });
+    const zero = await new TestEnclave(fx.pki, b.url, buildPcrs()).request(['pay'], { moduleId: `${tagged}-enc0123456789abcdef` });
     expect([zero.status, auditCodesIn(dir).at(-1)]).toEqual([403, 'INSTANCE_NOT_ALLOWED']);
     expect(proxy.asked).toEqual([]);
     expect(auditCodesIn(dir)).not.toContain('RELEASED');
@@ -216,7 +176,7 @@ describe('a removed tag', () => {
     const first = requestFrom(b, id, ['pay']);
     await until('EC2 to answer', () => proxy.answered() >= 1); // EC2 answered "tagged"; the answer is held on the way back
     proxy.setMode('forward');
-    await ec2.send(new DeleteTagsCommand({ Resources: [id], Tags: [{ Key: 'role' }] }));
+    await fx.ec2.send(new DeleteTagsCommand({ Resources: [id], Tags: [{ Key: 'role' }] }));
     const removed = performance.now();
     await until('the cached answer to expire', () => performance.now() - removed > ttlSeconds * 1000 + 100);
     const late = requestFrom(b, id, ['pay']);
@@ -232,7 +192,7 @@ describe('a removed tag', () => {
   it('at the cache: a lookup asked more than the TTL ago is not joined; its late answer does not replace a newer one', async () => {
     let now = 0;
     const held: Array<() => void> = [];
-    const inner = new AwsEc2TagLookup(awsOf(moto));
+    const inner = new AwsEc2TagLookup(awsOf(fx.moto));
     const calls: string[] = [];
     // EC2's answer is read at once, then held: the answer is from when the question was asked.
     const lookup: InstanceTagLookup = {
@@ -250,7 +210,7 @@ describe('a removed tag', () => {
       const id = await instance({ role: 'payments' });
       const old = cache.tagsOf(id);
       await until('the first lookup', () => held.length === 1);
-      await ec2.send(new DeleteTagsCommand({ Resources: [id], Tags: [{ Key: 'role' }] }));
+      await fx.ec2.send(new DeleteTagsCommand({ Resources: [id], Tags: [{ Key: 'role' }] }));
       now = 500;
       const joined = cache.tagsOf(id); // within the TTL of the first question: joins it
       now = 1_000;

@@ -4,79 +4,35 @@
  * then CreateTags/DeleteTags), through real brokers. The test enclave's documents
  * name the moto instance in module_id and PCR4, as a Nitro enclave's do.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { CreateTagsCommand, DeleteTagsCommand, DescribeImagesCommand, EC2Client, RunInstancesCommand } from '@aws-sdk/client-ec2';
+import { CreateTagsCommand, DeleteTagsCommand } from '@aws-sdk/client-ec2';
 import type { JWK } from 'jose';
 import { bindSecret, pcrSet } from '../../broker/admin.js';
-import type { RunningBroker } from '../../broker/broker.js';
 import { loadConfigFile, resolveConfig } from '../../broker/config.js';
 import { AwsEc2TagLookup } from '../../broker/ec2/aws-ec2-tags.js';
 import { CachedInstanceTags, InstanceTagsUnavailableError, type InstanceTagLookup } from '../../broker/ec2/instance-tags.js';
 import { decide, expectedPcr4 } from '../../broker/policy/decide.js';
 import { NO_REVOCATIONS } from '../../broker/policy/types.js';
 import { parseBinding } from '../../broker/policy/schema.js';
-import { awsOf, closedPort, startMoto, type Moto } from '../support/moto.js';
-import { createTestPki, type TestPki } from '../support/pki.js';
-import { APPROVED, TestEnclave, buildPcrs, valueOf, type EnclaveResponse } from '../support/enclave.js';
-import { auditCodesIn, readyz as readiness, startTestBroker } from '../support/broker.js';
+import { awsOf, closedPort } from '../support/moto.js';
+import { APPROVED, TestEnclave, buildPcrs, valueOf } from '../support/enclave.js';
+import { auditCodesIn, readyz as readiness } from '../support/broker.js';
 import { cli } from '../support/cli.js';
 import { until } from '../support/poll.js';
 import { tempDirs } from '../support/temp-dirs.js';
+import { ec2TagFixture } from '../support/ec2-tags.js';
 
-let moto: Moto;
-let ec2: EC2Client;
-let pki: TestPki;
-let imageId: string;
 const tempDir = tempDirs('keygate-ec2-');
-const closers: Array<() => Promise<unknown> | unknown> = [];
-
-beforeAll(async () => {
-  [moto, pki] = await Promise.all([startMoto(), createTestPki(Date.now())]);
-  ec2 = new EC2Client(awsOf(moto));
-  imageId = (await ec2.send(new DescribeImagesCommand({}))).Images![0]!.ImageId!;
-}, 120_000);
-
-afterAll(async () => {
-  for (const close of closers.reverse()) await close();
-  ec2?.destroy();
-  await moto?.stop();
-});
-
-/** A moto instance carrying `tags`; its id. */
-async function instance(tags: Record<string, string> = {}): Promise<string> {
-  const entries = Object.entries(tags).map(([Key, Value]) => ({ Key, Value }));
-  const out = await ec2.send(
-    new RunInstancesCommand({ ImageId: imageId, MinCount: 1, MaxCount: 1, ...(entries.length ? { TagSpecifications: [{ ResourceType: 'instance', Tags: entries }] } : {}) }),
-  );
-  return out.Instances![0]!.InstanceId!;
-}
-
-/** A broker (abuse limits off) whose tag lookups go to `ec2`; `dir` holds its store and state. */
-async function broker(ec2Settings: Record<string, unknown>, dir = tempDir()): Promise<{ broker: RunningBroker; dir: string }> {
-  const b = await startTestBroker(dir, [pki.root.pem], { ec2: { requestTimeoutMs: 20_000, maxAttempts: 1, ...ec2Settings } });
-  closers.push(() => b.close());
-  return { broker: b, dir };
-}
-
-/** Binds `secret` (value `${secret}-value`) to the approved test build, restricted to instances tagged key=value. */
-async function bindTagged(b: RunningBroker, secret: string, key: string, value: string): Promise<void> {
-  await bindSecret(b.store, b.providers.get('local')!, { secret, value: Buffer.from(`${secret}-value`), allow: [pcrSet(APPROVED)], provider: 'local', instanceTag: { key, value } });
-}
-
-/** The whole client flow from an enclave on `instanceId` (module_id and PCR4 name it). */
-function requestFrom(b: RunningBroker, instanceId: string, names: string[], pcr4For = instanceId): Promise<EnclaveResponse> {
-  const pcrs = buildPcrs();
-  pcrs.set(4, Buffer.from(expectedPcr4(pcr4For), 'hex'));
-  return new TestEnclave(pki, b.url, pcrs).request(names, { moduleId: `${instanceId}-enc0123456789abcdef` });
-}
+const fx = ec2TagFixture(tempDir);
+const { instance, broker, bindTagged, requestFrom } = fx;
 
 describe('bindings restricted by EC2 tag (moto)', () => {
   it('release to an enclave on an instance carrying the tag; deny (INSTANCE_NOT_ALLOWED) on one with another value, without the tag, or whose PCR4 names another instance', async () => {
-    const { broker: b, dir } = await broker(awsOf(moto));
+    const { broker: b, dir } = await broker(awsOf(fx.moto));
     const [tagged, other, untagged] = await Promise.all([instance({ role: 'payments', env: 'prod' }), instance({ role: 'reports' }), instance()]);
     await bindTagged(b, 'pay', 'role', 'payments');
 
@@ -94,12 +50,12 @@ describe('bindings restricted by EC2 tag (moto)', () => {
   }, 120_000);
 
   it('the released value opens in the requesting enclave', async () => {
-    const { broker: b } = await broker(awsOf(moto));
+    const { broker: b } = await broker(awsOf(fx.moto));
     const id = await instance({ team: 'a=b' });
     await bindTagged(b, 'eq', 'team', 'a=b');
     const pcrs = buildPcrs();
     pcrs.set(4, Buffer.from(expectedPcr4(id), 'hex'));
-    const enclave = new TestEnclave(pki, b.url, pcrs);
+    const enclave = new TestEnclave(fx.pki, b.url, pcrs);
     const res = await enclave.request(['eq'], { moduleId: `${id}-enc0123456789abcdef` });
     expect(res.status, JSON.stringify(res.body)).toBe(200);
     const claims = await enclave.open(res.body.secrets![0]!, (await (await fetch(`${b.url}/v1/broker-key`)).json()) as JWK);
@@ -108,11 +64,11 @@ describe('bindings restricted by EC2 tag (moto)', () => {
 
   it('a removed tag stops releases within ec2.tagCacheSeconds: every request started that long after DeleteTags is denied', async () => {
     const ttlSeconds = 2;
-    const { broker: b, dir } = await broker({ ...awsOf(moto), tagCacheSeconds: ttlSeconds });
+    const { broker: b, dir } = await broker({ ...awsOf(fx.moto), tagCacheSeconds: ttlSeconds });
     const id = await instance({ role: 'payments' });
     await bindTagged(b, 'ttl', 'role', 'payments');
     expect((await requestFrom(b, id, ['ttl'])).status).toBe(200); // now cached
-    await ec2.send(new DeleteTagsCommand({ Resources: [id], Tags: [{ Key: 'role' }] }));
+    await fx.ec2.send(new DeleteTagsCommand({ Resources: [id], Tags: [{ Key: 'role' }] }));
     const removed = performance.now();
     const late: number[] = [];
     // Requests keep coming until a few have started after the TTL: those must all be denied.
@@ -125,16 +81,16 @@ describe('bindings restricted by EC2 tag (moto)', () => {
     expect(late).toEqual([403, 403, 403]);
     expect(auditCodesIn(dir).at(-1)).toBe('INSTANCE_NOT_ALLOWED');
     // Tagged again: released again, within the TTL too.
-    await ec2.send(new CreateTagsCommand({ Resources: [id], Tags: [{ Key: 'role', Value: 'payments' }] }));
+    await fx.ec2.send(new CreateTagsCommand({ Resources: [id], Tags: [{ Key: 'role', Value: 'payments' }] }));
     await until('a release once tagged again', async () => (await requestFrom(b, id, ['ttl'])).status === 200);
   }, 180_000);
 
   it('within the TTL the answer is reused: a tag removed meanwhile is not yet seen (the price of the cache, bounded by tagCacheSeconds)', async () => {
-    const { broker: b } = await broker({ ...awsOf(moto), tagCacheSeconds: 300 });
+    const { broker: b } = await broker({ ...awsOf(fx.moto), tagCacheSeconds: 300 });
     const id = await instance({ role: 'payments' });
     await bindTagged(b, 'cached', 'role', 'payments');
     expect((await requestFrom(b, id, ['cached'])).status).toBe(200);
-    await ec2.send(new DeleteTagsCommand({ Resources: [id], Tags: [{ Key: 'role' }] }));
+    await fx.ec2.send(new DeleteTagsCommand({ Resources: [id], Tags: [{ Key: 'role' }] }));
     expect((await requestFrom(b, id, ['cached'])).status).toBe(200);
   }, 120_000);
 });
@@ -142,7 +98,7 @@ describe('bindings restricted by EC2 tag (moto)', () => {
 describe('EC2 unreachable: fail closed', () => {
   it('releases nothing (503 STORE_UNAVAILABLE, audited INSTANCE_TAGS_UNAVAILABLE:<cause>), denies the batch, and /readyz is 503 naming EC2', async () => {
     const port = await closedPort();
-    const { broker: b, dir } = await broker({ region: 'us-east-1', endpoint: `http://127.0.0.1:${port}`, credentials: awsOf(moto).credentials, requestTimeoutMs: 5_000 });
+    const { broker: b, dir } = await broker({ region: 'us-east-1', endpoint: `http://127.0.0.1:${port}`, credentials: awsOf(fx.moto).credentials, requestTimeoutMs: 5_000 });
     // Readiness asks EC2 only while some binding uses a tag.
     expect((await readiness(b)).status).toBe(200);
     const id = 'i-0123456789abcdef0';
@@ -159,7 +115,7 @@ describe('EC2 unreachable: fail closed', () => {
     // A request that something else refuses is refused for that (EC2 is not even asked): POLICY_DENIED.
     const wrongBuild = buildPcrs(0x66);
     wrongBuild.set(4, Buffer.from(expectedPcr4(id), 'hex'));
-    const denied = await new TestEnclave(pki, b.url, wrongBuild).request(['pay'], { moduleId: `${id}-enc0123456789abcdef` });
+    const denied = await new TestEnclave(fx.pki, b.url, wrongBuild).request(['pay'], { moduleId: `${id}-enc0123456789abcdef` });
     expect(denied.body.error?.code).toBe('POLICY_DENIED');
     expect(auditCodesIn(dir).at(-1)).toBe('PCR_MISMATCH');
 
@@ -171,7 +127,7 @@ describe('EC2 unreachable: fail closed', () => {
   }, 120_000);
 
   it('a broker whose EC2 answers is ready with tag bindings', async () => {
-    const { broker: b } = await broker(awsOf(moto));
+    const { broker: b } = await broker(awsOf(fx.moto));
     await bindTagged(b, 'pay', 'role', 'payments');
     await until('/readyz 200', async () => (await readiness(b)).status === 200);
   }, 60_000);
@@ -201,14 +157,14 @@ async function countingProxy(target: string): Promise<{ url: string; count: () =
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  closers.push(() => new Promise((r) => server.close(r)));
+  fx.onClose(() => new Promise((r) => server.close(r)));
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, count: () => count, release, server };
 }
 
 describe('lookups: single flight per instance, bounded cache', () => {
   it('concurrent requests from one instance cause one DescribeTags (counted at a proxy in front of EC2)', async () => {
-    const proxy = await countingProxy(moto.endpoint);
-    const { broker: b, dir } = await broker({ ...awsOf(moto), endpoint: proxy.url });
+    const proxy = await countingProxy(fx.moto.endpoint);
+    const { broker: b, dir } = await broker({ ...awsOf(fx.moto), endpoint: proxy.url });
     const id = await instance({ role: 'payments' });
     await bindTagged(b, 'pay', 'role', 'payments');
     const requests = Array.from({ length: 8 }, () => requestFrom(b, id, ['pay']));
@@ -239,7 +195,7 @@ describe('lookups: single flight per instance, bounded cache', () => {
   }
 
   it('single flight and TTL at the cache: ten concurrent lookups are one call; after the TTL the next asks EC2 again and sees the change', async () => {
-    const lookup = gated(new AwsEc2TagLookup(awsOf(moto)));
+    const lookup = gated(new AwsEc2TagLookup(awsOf(fx.moto)));
     let now = 0;
     const cache = new CachedInstanceTags(lookup, { ttlMs: 30_000, maxEntries: 10, clock: () => now });
     try {
@@ -248,7 +204,7 @@ describe('lookups: single flight per instance, bounded cache', () => {
       lookup.open();
       for (const tags of await Promise.all(all)) expect(tags.get('role')).toBe('payments');
       expect(lookup.calls).toEqual([id]);
-      await ec2.send(new DeleteTagsCommand({ Resources: [id], Tags: [{ Key: 'role' }] }));
+      await fx.ec2.send(new DeleteTagsCommand({ Resources: [id], Tags: [{ Key: 'role' }] }));
       now = 29_999;
       expect((await cache.tagsOf(id)).get('role')).toBe('payments');
       expect(lookup.calls).toHaveLength(1);
@@ -261,7 +217,7 @@ describe('lookups: single flight per instance, bounded cache', () => {
   }, 120_000);
 
   it('the cache holds at most maxEntries instances, dropping the oldest answer first', async () => {
-    const lookup = gated(new AwsEc2TagLookup(awsOf(moto)));
+    const lookup = gated(new AwsEc2TagLookup(awsOf(fx.moto)));
     lookup.open();
     const cache = new CachedInstanceTags(lookup, { ttlMs: 60_000, maxEntries: 2, clock: () => 0 });
     try {
@@ -281,7 +237,7 @@ describe('lookups: single flight per instance, bounded cache', () => {
 
   it('a failed lookup is not cached, and names the cause (InstanceTagsUnavailableError)', async () => {
     const port = await closedPort();
-    const cache = new CachedInstanceTags(new AwsEc2TagLookup({ region: 'us-east-1', endpoint: `http://127.0.0.1:${port}`, credentials: awsOf(moto).credentials, maxAttempts: 1 }), { ttlMs: 60_000, maxEntries: 10 });
+    const cache = new CachedInstanceTags(new AwsEc2TagLookup({ region: 'us-east-1', endpoint: `http://127.0.0.1:${port}`, credentials: awsOf(fx.moto).credentials, maxAttempts: 1 }), { ttlMs: 60_000, maxEntries: 10 });
     try {
       for (let i = 0; i < 2; i++) {
         const err = await cache.tagsOf('i-0123456789abcdef0').then(() => undefined, (e: unknown) => e);
@@ -360,7 +316,7 @@ describe('binding schema, config and CLI', () => {
   });
 
   it('keygate bind --instance-tag KEY=VALUE stores the restriction, which the broker enforces; bad flags are usage errors', async () => {
-    const { broker: b, dir } = await broker(awsOf(moto));
+    const { broker: b, dir } = await broker(awsOf(fx.moto));
     const storeFlags = ['--store', join(dir, 'store'), '--state', join(dir, 'state')];
     const pcrArgs = ['--pcr0', APPROVED[0], '--pcr1', APPROVED[1], '--pcr2', APPROVED[2]];
     const bind = await cli(['bind', 'cli-tag', ...pcrArgs, '--instance-tag', 'role=pay=ments', '--value-stdin', ...storeFlags], 'cli-value');
