@@ -63,6 +63,21 @@ function enclave(): TestEnclave & { ask(names: string[], moduleId?: string): Ret
 
 type Pending = { error: { code: string }; approvals: Array<{ id: string }> };
 
+/** `e` asks for `payments` (as `moduleId`): the answer must be 202, pending approval; the approval request's id. */
+async function pendingId(e: ReturnType<typeof enclave>, moduleId?: string): Promise<string> {
+  const first = await e.ask(['payments'], moduleId);
+  expect(first.status).toBe(202);
+  return (first.body as unknown as Pending).approvals[0]!.id;
+}
+
+/** Alice and Bob grant request `id` (2 of the 3 approvers: it is approved). */
+async function grantByAliceAndBob(id: string): Promise<void> {
+  for (const who of [keys.alice!, keys.bob!]) {
+    const g = await cli(['approvals', 'grant', id, '--key', who.privateFile, '--json', ...storeFlags()], undefined, undefined, now);
+    expect(g.status, g.stderr).toBe(0);
+  }
+}
+
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'keygate-approval-attacks-'));
   pki = await createTestPki(Date.now());
@@ -94,9 +109,7 @@ describe('approval attacks', () => {
 
   it('a request file whose window was widened (or whose creation was moved ahead) is judged by the binding\'s window: signed grants do not outlive it', async () => {
     const e = enclave();
-    const first = await e.ask(['payments']);
-    expect(first.status).toBe(202);
-    const { id } = (first.body as unknown as Pending).approvals[0]!;
+    const id = await pendingId(e);
     // A store writer (no approver) widens the window to 7 days before anyone signs.
     const planted = readRequest(id);
     const widened: ApprovalRequest = { ...planted, expiresAt: new Date(Date.parse(planted.createdAt) + 7 * 86_400_000).toISOString() };
@@ -133,13 +146,8 @@ describe('approval attacks', () => {
   it('a revocation voids approvals granted before it: revoke then unrevoke (same version) does not bring an approved request back', async () => {
     const e = enclave();
     const moduleId = 'i-0123456789abcdef0-enc00000000000000bb';
-    const first = await e.ask(['payments'], moduleId);
-    expect(first.status).toBe(202);
-    const { id } = (first.body as unknown as Pending).approvals[0]!;
-    for (const who of [keys.alice!, keys.bob!]) {
-      const g = await cli(['approvals', 'grant', id, '--key', who.privateFile, '--json', ...storeFlags()], undefined, undefined, now);
-      expect(g.status, g.stderr).toBe(0);
-    }
+    const id = await pendingId(e, moduleId);
+    await grantByAliceAndBob(id);
     for (const cmd of ['revoke', 'unrevoke']) {
       const r = await cli([cmd, 'payments', ...storeFlags()]);
       expect(r.status, r.stderr).toBe(0);
@@ -158,13 +166,8 @@ describe('approval attacks', () => {
   it('revoking the enclave\'s instance closes its approved request at the next sweep: unrevoking it does not bring the approval back', async () => {
     const e = enclave();
     const moduleId = 'i-0cccccccccccccccc-enc00000000000000cc';
-    const first = await e.ask(['payments'], moduleId);
-    expect(first.status).toBe(202);
-    const { id } = (first.body as unknown as Pending).approvals[0]!;
-    for (const who of [keys.alice!, keys.bob!]) {
-      const g = await cli(['approvals', 'grant', id, '--key', who.privateFile, '--json', ...storeFlags()], undefined, undefined, now);
-      expect(g.status, g.stderr).toBe(0);
-    }
+    const id = await pendingId(e, moduleId);
+    await grantByAliceAndBob(id);
     const revoked = await cli(['revoke', '--instance', 'i-0cccccccccccccccc', ...storeFlags()]);
     expect(revoked.status, revoked.stderr).toBe(0);
     const records: string[] = [];
@@ -187,9 +190,7 @@ describe('approval attacks', () => {
   it('grant --digest pins the request the approver reviewed: a file rewritten for another enclave between list and grant is not signed', async () => {
     const e = enclave();
     const moduleId = 'i-0123456789abcdef0-enc00000000000000dd';
-    const first = await e.ask(['payments'], moduleId);
-    expect(first.status).toBe(202);
-    const { id } = (first.body as unknown as Pending).approvals[0]!;
+    const id = await pendingId(e, moduleId);
     const listed = await cli(['approvals', 'list', '--json', ...storeFlags()], undefined, undefined, now);
     const view = (JSON.parse(listed.stdout) as Array<{ id: string; digest: string }>).find((v) => v.id === id)!;
     expect(view.digest).toMatch(/^[0-9a-f]{64}$/);
@@ -215,9 +216,7 @@ describe('approval attacks', () => {
 
   it('a planted request carrying terminal escapes in its identity authorises nothing and never reaches `approvals list`', async () => {
     const e = enclave();
-    const first = await e.ask(['payments'], 'i-0123456789abcdef0-enc00000000000000aa');
-    expect(first.status).toBe(202);
-    const { id } = (first.body as unknown as Pending).approvals[0]!;
+    const id = await pendingId(e, 'i-0123456789abcdef0-enc00000000000000aa');
     const r = readRequest(id);
     writeRequest({ ...r, identity: { ...r.identity, moduleId: `${r.identity.moduleId}\u001b[2K\u001b[1A\rlooks-harmless`, instance: `i-0\u001b]0;x\u0007` } });
     const listed = await cli(['approvals', 'list', '--all', ...storeFlags()], undefined, undefined, now);
