@@ -57,6 +57,21 @@ afterAll(async () => {
   await moto?.stop();
 });
 
+/** A new table keyed by pk + sk (the store table's layout), named from `prefix`; its name once it exists. */
+async function createPkSkTable(ddb: DynamoDBClient, prefix: string): Promise<string> {
+  const table = uniqueName(prefix);
+  await ddb.send(
+    new CreateTableCommand({
+      TableName: table,
+      BillingMode: 'PAY_PER_REQUEST',
+      AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }, { AttributeName: 'sk', AttributeType: 'S' }],
+      KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }, { AttributeName: 'sk', KeyType: 'RANGE' }],
+    }),
+  );
+  await waitUntilTableExists({ client: ddb, maxWaitTime: 60 }, { TableName: table });
+  return table;
+}
+
 describe('shared keys on DynamoDB + KMS', () => {
   it('four instances racing to create the keys all end with the same key bytes and the same kid; the table holds only KMS ciphertext', async () => {
     const table = await keyTable();
@@ -91,17 +106,8 @@ describe('shared keys on DynamoDB + KMS', () => {
   });
 
   it('works in a table keyed by pk + sk (the store table layout) as well', async () => {
-    const table = uniqueName('keys-pksk');
     const ddb = new DynamoDBClient(aws());
-    await ddb.send(
-      new CreateTableCommand({
-        TableName: table,
-        BillingMode: 'PAY_PER_REQUEST',
-        AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }, { AttributeName: 'sk', AttributeType: 'S' }],
-        KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }, { AttributeName: 'sk', KeyType: 'RANGE' }],
-      }),
-    );
-    await waitUntilTableExists({ client: ddb, maxWaitTime: 60 }, { TableName: table });
+    const table = await createPkSkTable(ddb, 'keys-pksk');
     ddb.destroy();
     const [a, b] = await Promise.all([loadSharedKeys(dynamoKeys(table), noPaths), loadSharedKeys(dynamoKeys(table), noPaths)]);
     expect(a.signingKey.kid).toBe(b.signingKey.kid);
@@ -110,20 +116,7 @@ describe('shared keys on DynamoDB + KMS', () => {
 
   it('only the exact key item counts: an older key of the same purpose under the same pk (another sk) is refused, not loaded', async () => {
     const ddb = new DynamoDBClient(aws());
-    const pkSkTable = async (): Promise<string> => {
-      const table = uniqueName('keys-exact');
-      await ddb.send(
-        new CreateTableCommand({
-          TableName: table,
-          BillingMode: 'PAY_PER_REQUEST',
-          AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }, { AttributeName: 'sk', AttributeType: 'S' }],
-          KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }, { AttributeName: 'sk', KeyType: 'RANGE' }],
-        }),
-      );
-      await waitUntilTableExists({ client: ddb, maxWaitTime: 60 }, { TableName: table });
-      return table;
-    };
-    const [current, older] = [await pkSkTable(), await pkSkTable()];
+    const [current, older] = [await createPkSkTable(ddb, 'keys-exact'), await createPkSkTable(ddb, 'keys-exact')];
     const keys = await loadSharedKeys(dynamoKeys(current), noPaths);
     const olderKeys = await loadSharedKeys(dynamoKeys(older), noPaths);
     expect(olderKeys.signingKey.kid).not.toBe(keys.signingKey.kid);
