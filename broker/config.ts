@@ -394,23 +394,11 @@ function validateAudit(audit: unknown): asserts audit is AuditSettings {
   if (typeof r.bucket !== 'string' || !BUCKET_NAME.test(r.bucket) || r.bucket.includes('..')) throw new ConfigError('audit.archive.bucket must be an S3 bucket name (3-63 of a-z 0-9 . -)');
   if ('prefix' in r && (typeof r.prefix !== 'string' || r.prefix.length > 256 || r.prefix.startsWith('/'))) throw new ConfigError('audit.archive.prefix must be a string of at most 256 characters, not starting with "/"');
   if (!Number.isInteger(r.retentionDays) || (r.retentionDays as number) < 1 || (r.retentionDays as number) > 36_500) throw new ConfigError('audit.archive.retentionDays must be an integer number of days in 1..36500');
-  if ('region' in r && (typeof r.region !== 'string' || !/^[a-z0-9-]{1,64}$/.test(r.region))) throw new ConfigError('audit.archive.region must be an AWS region name such as "eu-west-1"');
-  if ('endpoint' in r) {
-    let url: URL | undefined;
-    try {
-      url = typeof r.endpoint === 'string' ? new URL(r.endpoint) : undefined;
-    } catch {
-      url = undefined;
-    }
-    if (!url || !['http:', 'https:'].includes(url.protocol)) throw new ConfigError('audit.archive.endpoint must be an http(s) URL');
-  }
+  validateAwsEndpoint('audit.archive', r);
   if ('requestTimeoutMs' in r && (!Number.isInteger(r.requestTimeoutMs) || (r.requestTimeoutMs as number) < 1 || (r.requestTimeoutMs as number) > 600_000)) {
     throw new ConfigError('audit.archive.requestTimeoutMs must be an integer in 1..600000');
   }
-  if ('credentials' in r) {
-    const c = r.credentials as Record<string, unknown> | null;
-    if (typeof c !== 'object' || c === null || typeof c.accessKeyId !== 'string' || typeof c.secretAccessKey !== 'string') throw new ConfigError('audit.archive.credentials must have accessKeyId and secretAccessKey');
-  }
+  validateAwsCredentials('audit.archive', r);
 }
 
 const EC2_KEYS = new Set(['tagCacheSeconds', 'maxCachedInstances', 'region', 'endpoint', 'credentials', 'maxAttempts', 'requestTimeoutMs']);
@@ -423,7 +411,13 @@ function validateEc2(ec2: unknown): asserts ec2 is Ec2Settings {
   for (const [key, min, max] of [['tagCacheSeconds', 0, 300], ['maxCachedInstances', 1, 1_000_000], ['maxAttempts', 1, 10], ['requestTimeoutMs', 1, 60_000]] as const) {
     if (key in o && (!Number.isInteger(o[key]) || (o[key] as number) < min || (o[key] as number) > max)) throw new ConfigError(`ec2.${key} must be an integer in ${min}..${max}`);
   }
-  if ('region' in o && (typeof o.region !== 'string' || !/^[a-z0-9-]{1,64}$/.test(o.region))) throw new ConfigError('ec2.region must be an AWS region name such as "eu-west-1"');
+  validateAwsEndpoint('ec2', o);
+  validateAwsCredentials('ec2', o);
+}
+
+/** `region` (an AWS region name) and `endpoint` (an http or https URL) of a setting `name` that reaches AWS, when present. */
+function validateAwsEndpoint(name: string, o: Record<string, unknown>): void {
+  if ('region' in o && (typeof o.region !== 'string' || !/^[a-z0-9-]{1,64}$/.test(o.region))) throw new ConfigError(`${name}.region must be an AWS region name such as "eu-west-1"`);
   if ('endpoint' in o) {
     let url: URL | undefined;
     try {
@@ -431,11 +425,17 @@ function validateEc2(ec2: unknown): asserts ec2 is Ec2Settings {
     } catch {
       url = undefined;
     }
-    if (!url || !['http:', 'https:'].includes(url.protocol)) throw new ConfigError('ec2.endpoint must be an http(s) URL');
+    if (!url || !['http:', 'https:'].includes(url.protocol)) throw new ConfigError(`${name}.endpoint must be an http(s) URL`);
   }
+}
+
+/** `credentials` of a setting `name` that reaches AWS, when present: both keys are strings. */
+function validateAwsCredentials(name: string, o: Record<string, unknown>): void {
   if ('credentials' in o) {
     const c = o.credentials as Record<string, unknown> | null;
-    if (typeof c !== 'object' || c === null || typeof c.accessKeyId !== 'string' || typeof c.secretAccessKey !== 'string') throw new ConfigError('ec2.credentials must have accessKeyId and secretAccessKey');
+    if (typeof c !== 'object' || c === null || typeof c.accessKeyId !== 'string' || typeof c.secretAccessKey !== 'string') {
+      throw new ConfigError(`${name}.credentials must have accessKeyId and secretAccessKey`);
+    }
   }
 }
 
@@ -459,22 +459,8 @@ function validateKindSetting(name: string, value: unknown, kinds: Record<string,
   }
   if (o.kind !== 'dynamodb') return o;
   if (typeof o.table !== 'string' || !TABLE_NAME.test(o.table)) throw new ConfigError(`${name}.table must be a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)`);
-  if ('region' in o && (typeof o.region !== 'string' || !/^[a-z0-9-]{1,64}$/.test(o.region))) throw new ConfigError(`${name}.region must be an AWS region name such as "eu-west-1"`);
-  if ('endpoint' in o) {
-    let url: URL | undefined;
-    try {
-      url = typeof o.endpoint === 'string' ? new URL(o.endpoint) : undefined;
-    } catch {
-      url = undefined;
-    }
-    if (!url || !['http:', 'https:'].includes(url.protocol)) throw new ConfigError(`${name}.endpoint must be an http(s) URL`);
-  }
-  if ('credentials' in o) {
-    const c = o.credentials as Record<string, unknown> | null;
-    if (typeof c !== 'object' || c === null || typeof c.accessKeyId !== 'string' || typeof c.secretAccessKey !== 'string') {
-      throw new ConfigError(`${name}.credentials must have accessKeyId and secretAccessKey`);
-    }
-  }
+  validateAwsEndpoint(name, o);
+  validateAwsCredentials(name, o);
   return o;
 }
 
