@@ -60,11 +60,7 @@ async function versionsIn(bucket: string, prefix = ''): Promise<Array<[string, s
   const out = await s3.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: prefix }));
   return [...(out.Versions ?? []).map((v): [string, string] => [v.Key!, 'version']), ...(out.DeleteMarkers ?? []).map((m): [string, string] => [m.Key!, 'marker'])].sort();
 }
-function readerWith(batches: Record<string, number[]>): MemoryChainReader {
-  const reader = new MemoryChainReader(key.signer);
-  for (const [chain, sizes] of Object.entries(batches)) for (const [i, n] of sizes.entries()) reader.append(chain, decisions(n, `${chain}-${i}`));
-  return reader;
-}
+const readerWith = (batches: Record<string, number[]>): MemoryChainReader => MemoryChainReader.withBatches(key.signer, batches);
 /** Rolls a chain "in the table" back to its first `keep` lines (records deleted, head item rewound with them). */
 function rollBack(reader: MemoryChainReader, chainId: string, keep: number): void {
   const c = reader.chains.get(chainId)!;

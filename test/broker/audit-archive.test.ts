@@ -99,11 +99,7 @@ const written = (r: ArchiveExport): number => r.chains.reduce((n, c) => n + c.se
 
 const signed = (): { publicKey: TestAuditKey['publicKey'] } => ({ publicKey: key.publicKey });
 
-function readerWith(batches: Record<string, number[]>): MemoryChainReader {
-  const reader = new MemoryChainReader(key.signer);
-  for (const [chain, sizes] of Object.entries(batches)) for (const [i, n] of sizes.entries()) reader.append(chain, decisions(n, `${chain}-${i}`));
-  return reader;
-}
+const readerWith = (batches: Record<string, number[]>): MemoryChainReader => MemoryChainReader.withBatches(key.signer, batches);
 
 describe('audit archive export', () => {
   it('initArchiveBucket creates the bucket with Object Lock, and again reports it exists', async () => {

@@ -27,6 +27,13 @@ export class MemoryChainReader implements AuditChainReader {
 
   constructor(readonly signer: AuditSigner) {}
 
+  /** Chains of sealed batches: `batches[chain]` lists the batch sizes; batch i of a chain holds decisions tagged `${chain}-${i}`. */
+  static withBatches(signer: AuditSigner, batches: Record<string, number[]>): MemoryChainReader {
+    const reader = new MemoryChainReader(signer);
+    for (const [chain, sizes] of Object.entries(batches)) for (const [i, n] of sizes.entries()) reader.append(chain, decisions(n, `${chain}-${i}`));
+    return reader;
+  }
+
   /** Appends one batch (sealed) to a chain, creating the chain at its genesis. */
   append(chainId: string, bodies: ReadonlyArray<Record<string, unknown>>, signer: AuditSigner = this.signer): void {
     const chain = this.chains.get(chainId) ?? { lines: [], head: { seq: 0, prevHash: chainGenesis(chainId) } };
