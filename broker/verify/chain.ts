@@ -1,5 +1,6 @@
+import type { KeyObject } from 'node:crypto';
 import { AttestationError } from './errors.js';
-import { KeyUsage, parseCertificate, type ParsedCertificate } from './certificate.js';
+import { KeyUsage, keyedCertificate, parseUnkeyedCertificate, type ParsedCertificate } from './certificate.js';
 import { bytesEqual, sha256Hex } from './bytes.js';
 import type { Lru } from './lru.js';
 import { runNow, type Steps } from './signature-check.js';
@@ -38,7 +39,7 @@ function checkValidity(cert: ParsedCertificate, label: string, at: number): void
 
 function* checkIssuedBy(cert: ParsedCertificate, issuer: ParsedCertificate, label: string): Steps<void> {
   if (!bytesEqual(cert.issuer, issuer.subject)) throw chainError(`${label}: issuer name does not match its issuer's subject`);
-  const ok = yield { data: cert.tbs, key: issuer.publicKey, signature: cert.signature };
+  const ok = (yield { data: cert.tbs, key: issuer.publicKey, signature: cert.signature }) as boolean;
   if (!ok) throw chainError(`${label}: signature does not verify under its issuer's key`);
 }
 
@@ -52,9 +53,14 @@ function checkCaConstraints(cert: ParsedCertificate, label: string, casBelow: nu
   }
 }
 
-/** Parses a private copy, so a cached certificate holds only its own bytes, never the buffer it came in. */
-function parseOwnCopy(der: Uint8Array, sha256: string, label: string): ParsedCertificate {
-  return parseCertificate(new Uint8Array(der), label, sha256);
+/**
+ * Parses a private copy, so a cached certificate holds only its own bytes, never the buffer it came in; its key is
+ * imported as a step of its own (signature-check.ts), at the point parseCertificate imports it.
+ */
+function* parseOwnCopy(der: Uint8Array, sha256: string, label: string): Steps<ParsedCertificate> {
+  const cert = parseUnkeyedCertificate(new Uint8Array(der), label, sha256);
+  const key = (yield { importSpki: cert.spki }) as KeyObject | Error;
+  return keyedCertificate(cert, key, label);
 }
 
 /**
@@ -92,7 +98,7 @@ export function* chainSteps(leafDer: Uint8Array, cabundle: readonly Uint8Array[]
     const key = sha256 + issuer.sha256;
     let cert = ctx.cache.get(key);
     if (!cert) {
-      cert = parseOwnCopy(der, sha256, label);
+      cert = yield* parseOwnCopy(der, sha256, label);
       yield* checkIssuedBy(cert, issuer, label);
       ctx.cache.set(key, cert);
     }
@@ -107,7 +113,7 @@ export function* chainSteps(leafDer: Uint8Array, cabundle: readonly Uint8Array[]
   const leafKey = leafSha256 + issuer.sha256;
   let leaf = ctx.cache.get(leafKey);
   if (!leaf) {
-    leaf = parseOwnCopy(leafDer, leafSha256, 'leaf certificate');
+    leaf = yield* parseOwnCopy(leafDer, leafSha256, 'leaf certificate');
     yield* checkIssuedBy(leaf, issuer, 'leaf certificate');
     ctx.cache.set(leafKey, leaf);
   }

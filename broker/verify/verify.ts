@@ -189,7 +189,7 @@ function verificationSteps(settings: VerifierSettings): VerifySteps {
     // 3: chain to a pinned root.
     const chain = yield* chainSteps(payload.certificate, payload.cabundle, { roots, at, cache: caCache });
     // 4: the COSE signature over the original bytes.
-    const signatureOk = yield { data: signed, key: chain.leaf.publicKey, signature };
+    const signatureOk = (yield { data: signed, key: chain.leaf.publicKey, signature }) as boolean;
     if (!signatureOk) throw new AttestationError('BAD_SIGNATURE', 'COSE signature does not verify under the leaf certificate key');
     // 5-6: what the caller asked for.
     checkFreshness(payload.timestamp, at, { maxAgeMs, clockSkewMs });
