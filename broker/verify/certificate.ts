@@ -249,8 +249,21 @@ export function parseUnkeyedCertificate(der: Uint8Array, label: string, sha256?:
  */
 export function keyedCertificate(cert: UnkeyedCertificate, key: KeyObject | Error, label: string): ParsedCertificate {
   if (key instanceof Error) throw chainInvalid(label, new DerError(`unreadable public key: ${key.message}`));
-  const { spki: _spki, ...fields } = cert;
-  return { ...fields, publicKey: key };
+  // Listed field by field: one object shape for every certificate, as the parse built it before.
+  return {
+    der: cert.der,
+    sha256: cert.sha256,
+    tbs: cert.tbs,
+    signature: cert.signature,
+    issuer: cert.issuer,
+    subject: cert.subject,
+    notBefore: cert.notBefore,
+    notAfter: cert.notAfter,
+    isCA: cert.isCA,
+    pathLen: cert.pathLen,
+    keyUsage: cert.keyUsage,
+    publicKey: key,
+  };
 }
 
 /**
