@@ -2,7 +2,7 @@ import { AttestationError } from './errors.js';
 import { rawSignatureToDer, sigStructure, splitCoseSign1 } from './cose.js';
 import { parseOwnedPayload, type AttestationPayload } from './payload.js';
 import { parseCertificate, type ParsedCertificate } from './certificate.js';
-import { chainSteps } from './chain.js';
+import { chainSteps, type VerifiedCertificate } from './chain.js';
 import { bytesEqual, fromHex, isAllZero, sha256Hex, toHex } from './bytes.js';
 import { pemCertificates } from './pem.js';
 import { AWS_NITRO_ROOT_G1_DER } from './aws-root.js';
@@ -137,7 +137,7 @@ type VerifySteps = (document: Uint8Array, options: VerifyOptions) => Steps<Verif
  */
 function verificationSteps(settings: VerifierSettings): VerifySteps {
   const size = settings.cacheSize ?? 1024;
-  const caCache = new Lru<string, ParsedCertificate>(size);
+  const caCache = new Lru<string, VerifiedCertificate>(size);
   // PEM roots are keyed by the text itself: a caller passing the same string every time costs one
   // lookup (V8 keeps a string's hash), where a derived key string is rebuilt and rehashed per document.
   // DER roots are mutable bytes, so they are keyed by their digest.
