@@ -1,4 +1,4 @@
-import { createPublicKey, type KeyObject } from 'node:crypto';
+import { createPublicKey, KeyObject, webcrypto } from 'node:crypto';
 import { sha256Hex } from './bytes.js';
 import { AttestationError } from './errors.js';
 import { DerError, Tag, children, expectTlv, oidToString, readBoolean, readSmallUint, readTime, readTlv, type Tlv } from './der.js';
@@ -114,19 +114,49 @@ function parseExtensions(wrapper: Tlv | undefined): Extensions {
 const P384_SPKI_PREFIX = Buffer.from('3076301006072a8648ce3d020106052b81040022036200', 'hex');
 const P384_SPKI_LENGTH = P384_SPKI_PREFIX.length + 97;
 
-function loadP384Key(spki: Uint8Array): KeyObject {
+/**
+ * Checks that `spki` is exactly an uncompressed EC P-384 SubjectPublicKeyInfo (the identity, compressed
+ * and hybrid forms, other curves and other lengths are refused here, before any import).
+ */
+function checkP384Spki(spki: Uint8Array): void {
   if (spki.length !== P384_SPKI_LENGTH || !sameBytes(spki.subarray(0, P384_SPKI_PREFIX.length), P384_SPKI_PREFIX) || spki[P384_SPKI_PREFIX.length] !== 0x04) {
     throw new DerError('public key is not an uncompressed EC P-384 key');
   }
-  try {
-    // OpenSSL rejects points that are not on the curve here.
-    return createPublicKey({ key: Buffer.from(spki.buffer, spki.byteOffset, spki.byteLength), format: 'der', type: 'spki' });
-  } catch (cause) {
-    throw new DerError(`unreadable public key: ${(cause as Error).message}`);
-  }
 }
 
-function parseOrThrow(der: Uint8Array, sha256: string | undefined): ParsedCertificate {
+/**
+ * Imports a P-384 SubjectPublicKeyInfo that {@link parseUnkeyedCertificate} accepted, through OpenSSL's SPKI
+ * decoder, which refuses a point that is not on the curve (or a coordinate not below p).
+ *
+ * @throws Error OpenSSL's, for a point it refuses
+ */
+export function importP384Spki(spki: Uint8Array): KeyObject {
+  return createPublicKey({ key: Buffer.from(spki.buffer, spki.byteOffset, spki.byteLength), format: 'der', type: 'spki' });
+}
+
+const RAW_P384 = { name: 'ECDSA', namedCurve: 'P-384' } as const;
+
+/**
+ * The same key as {@link importP384Spki}, imported from its point alone (WebCrypto 'raw'): node's
+ * KeyObjectHandle.initECRaw decodes it with the same EC_POINT_oct2point the SPKI decoder reaches, so the same
+ * points are refused (not on the curve; a coordinate not below p). The SPKI around the point was checked byte for
+ * byte by the parse, so the curve, form and length are those of the SPKI path. About a third of the SPKI decoder's
+ * CPU (issue 15, goal 2: a new enclave's leaf key is imported once per document); async only in name (the import
+ * runs on the calling thread, its answer comes as a promise), so only the asynchronous verifier uses it.
+ *
+ * @throws Error (a DOMException DataError) for a point it refuses
+ */
+export async function importP384Point(spki: Uint8Array): Promise<KeyObject> {
+  const key = await webcrypto.subtle.importKey('raw', spki.subarray(P384_SPKI_PREFIX.length), RAW_P384, true, ['verify']);
+  return KeyObject.from(key);
+}
+
+function checkedSpki(spki: Uint8Array): Uint8Array {
+  checkP384Spki(spki);
+  return spki;
+}
+
+function parseOrThrow(der: Uint8Array, sha256: string | undefined): UnkeyedCertificate {
   const cert = expectTlv(der, 0, Tag.Sequence, 'Certificate');
   if (cert.end !== der.length) throw new DerError('trailing bytes after Certificate');
   const [tbs, outerAlg, sigBits, ...rest] = children(cert);
@@ -182,7 +212,57 @@ function parseOrThrow(der: Uint8Array, sha256: string | undefined): ParsedCertif
     isCA: ext.isCA,
     pathLen: ext.pathLen,
     keyUsage: ext.keyUsage,
-    publicKey: loadP384Key(spki.raw),
+    spki: checkedSpki(spki.raw),
+  };
+}
+
+/** A certificate parsed and checked as {@link parseCertificate} does, all but the import of its public key. */
+export interface UnkeyedCertificate extends Omit<ParsedCertificate, 'publicKey'> {
+  /** The subject's SubjectPublicKeyInfo: exactly an uncompressed P-384 point under the id-ecPublicKey/secp384r1 header. */
+  readonly spki: Uint8Array;
+}
+
+function chainInvalid(label: string, cause: unknown): AttestationError {
+  const detail = cause instanceof DerError ? cause.message : 'unreadable certificate';
+  return new AttestationError('CERT_CHAIN_INVALID', `${label}: ${detail}`, { cause });
+}
+
+/**
+ * {@link parseCertificate} up to its last step, the import of the public key: for a caller that imports it
+ * another way ({@link importP384Point}) and completes it with {@link keyedCertificate}.
+ *
+ * @throws AttestationError CERT_CHAIN_INVALID
+ */
+export function parseUnkeyedCertificate(der: Uint8Array, label: string, sha256?: string): UnkeyedCertificate {
+  try {
+    return parseOrThrow(der, sha256);
+  } catch (cause) {
+    throw chainInvalid(label, cause);
+  }
+}
+
+/**
+ * Completes {@link parseUnkeyedCertificate}'s result with its imported key, or refuses it as parseCertificate does
+ * a key OpenSSL refuses.
+ *
+ * @throws AttestationError CERT_CHAIN_INVALID when `key` is the import's error
+ */
+export function keyedCertificate(cert: UnkeyedCertificate, key: KeyObject | Error, label: string): ParsedCertificate {
+  if (key instanceof Error) throw chainInvalid(label, new DerError(`unreadable public key: ${key.message}`));
+  // Listed field by field: one object shape for every certificate, as the parse built it before.
+  return {
+    der: cert.der,
+    sha256: cert.sha256,
+    tbs: cert.tbs,
+    signature: cert.signature,
+    issuer: cert.issuer,
+    subject: cert.subject,
+    notBefore: cert.notBefore,
+    notAfter: cert.notAfter,
+    isCA: cert.isCA,
+    pathLen: cert.pathLen,
+    keyUsage: cert.keyUsage,
+    publicKey: key,
   };
 }
 
@@ -196,10 +276,12 @@ function parseOrThrow(der: Uint8Array, sha256: string | undefined): ParsedCertif
  * @throws AttestationError CERT_CHAIN_INVALID
  */
 export function parseCertificate(der: Uint8Array, label: string, sha256?: string): ParsedCertificate {
+  const cert = parseUnkeyedCertificate(der, label, sha256);
+  let key: KeyObject | Error;
   try {
-    return parseOrThrow(der, sha256);
-  } catch (cause) {
-    const detail = cause instanceof DerError ? cause.message : 'unreadable certificate';
-    throw new AttestationError('CERT_CHAIN_INVALID', `${label}: ${detail}`, { cause });
+    key = importP384Spki(cert.spki);
+  } catch (err) {
+    key = err instanceof Error ? err : new Error(String(err));
   }
+  return keyedCertificate(cert, key, label);
 }

@@ -1,5 +1,6 @@
+import type { KeyObject } from 'node:crypto';
 import { AttestationError } from './errors.js';
-import { KeyUsage, parseCertificate, type ParsedCertificate } from './certificate.js';
+import { KeyUsage, keyedCertificate, parseUnkeyedCertificate, type ParsedCertificate } from './certificate.js';
 import { bytesEqual, sha256Hex } from './bytes.js';
 import type { Lru } from './lru.js';
 import { runNow, type Steps } from './signature-check.js';
@@ -19,8 +20,33 @@ export interface ChainContext {
   readonly roots: readonly ParsedCertificate[];
   /** Validation time, epoch milliseconds. */
   readonly at: number;
-  /** Certificates whose signature was verified, keyed by SHA-256(cert) + SHA-256(issuer). */
-  readonly cache: Lru<string, ParsedCertificate>;
+  /** Certificates whose signature was verified, keyed by {@link cacheKey}; a hit needs the same DER and issuer. */
+  readonly cache: Lru<string, VerifiedCertificate>;
+}
+
+/** A certificate whose signature verified under the issuer whose DER has SHA-256 `issuerSha256`. */
+export interface VerifiedCertificate {
+  readonly cert: ParsedCertificate;
+  readonly issuerSha256: string;
+}
+
+const KEY_BYTES = 32;
+
+/**
+ * The cache slot of a certificate: its last 32 bytes (inside its signature value, so they differ from certificate to
+ * certificate), read as latin1. Only a slot: a hit must have the same DER byte for byte and the same issuer
+ * ({@link cachedUnder}), so two certificates sharing a slot only ever cost a re-verification. Cheaper than the
+ * SHA-256 of every certificate of every document plus a 128-character key built and hashed per lookup (issue 15).
+ */
+export function cacheKey(der: Uint8Array): string {
+  const n = Math.min(KEY_BYTES, der.length);
+  return Buffer.from(der.buffer, der.byteOffset + der.length - n, n).toString('latin1');
+}
+
+/** The cached certificate for exactly these DER bytes, verified under exactly this issuer, if any. */
+function cachedUnder(cache: Lru<string, VerifiedCertificate>, key: string, der: Uint8Array, issuer: ParsedCertificate): ParsedCertificate | undefined {
+  const hit = cache.get(key);
+  return hit !== undefined && hit.issuerSha256 === issuer.sha256 && bytesEqual(hit.cert.der, der) ? hit.cert : undefined;
 }
 
 function chainError(message: string): AttestationError {
@@ -38,7 +64,7 @@ function checkValidity(cert: ParsedCertificate, label: string, at: number): void
 
 function* checkIssuedBy(cert: ParsedCertificate, issuer: ParsedCertificate, label: string): Steps<void> {
   if (!bytesEqual(cert.issuer, issuer.subject)) throw chainError(`${label}: issuer name does not match its issuer's subject`);
-  const ok = yield { data: cert.tbs, key: issuer.publicKey, signature: cert.signature };
+  const ok = (yield { data: cert.tbs, key: issuer.publicKey, signature: cert.signature }) as boolean;
   if (!ok) throw chainError(`${label}: signature does not verify under its issuer's key`);
 }
 
@@ -52,9 +78,14 @@ function checkCaConstraints(cert: ParsedCertificate, label: string, casBelow: nu
   }
 }
 
-/** Parses a private copy, so a cached certificate holds only its own bytes, never the buffer it came in. */
-function parseOwnCopy(der: Uint8Array, sha256: string, label: string): ParsedCertificate {
-  return parseCertificate(new Uint8Array(der), label, sha256);
+/**
+ * Parses a private copy, so a cached certificate holds only its own bytes, never the buffer it came in; its key is
+ * imported as a step of its own (signature-check.ts), at the point parseCertificate imports it.
+ */
+function* parseOwnCopy(der: Uint8Array, sha256: string, label: string): Steps<ParsedCertificate> {
+  const cert = parseUnkeyedCertificate(new Uint8Array(der), label, sha256);
+  const key = (yield { importSpki: cert.spki }) as KeyObject | Error;
+  return keyedCertificate(cert, key, label);
 }
 
 /**
@@ -88,13 +119,12 @@ export function* chainSteps(leafDer: Uint8Array, cabundle: readonly Uint8Array[]
   for (let i = 1; i < cabundle.length; i++) {
     const label = `cabundle[${i}]`;
     const der = cabundle[i]!;
-    const sha256 = sha256Hex(der);
-    const key = sha256 + issuer.sha256;
-    let cert = ctx.cache.get(key);
+    const key = cacheKey(der);
+    let cert = cachedUnder(ctx.cache, key, der, issuer);
     if (!cert) {
-      cert = parseOwnCopy(der, sha256, label);
+      cert = yield* parseOwnCopy(der, sha256Hex(der), label);
       yield* checkIssuedBy(cert, issuer, label);
-      ctx.cache.set(key, cert);
+      ctx.cache.set(key, { cert, issuerSha256: issuer.sha256 });
     }
     checkCaConstraints(cert, label, cas - i);
     checkValidity(cert, label, ctx.at);
@@ -103,13 +133,12 @@ export function* chainSteps(leafDer: Uint8Array, cabundle: readonly Uint8Array[]
 
   // An enclave keeps its leaf for hours, so repeat documents from a known
   // enclave reuse the verified leaf exactly as CA certificates are reused.
-  const leafSha256 = sha256Hex(leafDer);
-  const leafKey = leafSha256 + issuer.sha256;
-  let leaf = ctx.cache.get(leafKey);
+  const leafKey = cacheKey(leafDer);
+  let leaf = cachedUnder(ctx.cache, leafKey, leafDer, issuer);
   if (!leaf) {
-    leaf = parseOwnCopy(leafDer, leafSha256, 'leaf certificate');
+    leaf = yield* parseOwnCopy(leafDer, sha256Hex(leafDer), 'leaf certificate');
     yield* checkIssuedBy(leaf, issuer, 'leaf certificate');
-    ctx.cache.set(leafKey, leaf);
+    ctx.cache.set(leafKey, { cert: leaf, issuerSha256: issuer.sha256 });
   }
   if (leaf.isCA) throw chainError('leaf certificate must not be a CA');
   if (leaf.keyUsage !== undefined && (leaf.keyUsage & KeyUsage.digitalSignature) === 0) {

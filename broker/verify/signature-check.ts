@@ -1,4 +1,5 @@
 import { verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import { importP384Point, importP384Spki } from './certificate.js';
 
 /**
  * One ECDSA-with-SHA-384 signature a verification needs checked. Verification is written once, as a
@@ -14,8 +15,42 @@ export interface SignatureCheck {
   readonly signature: Uint8Array;
 }
 
-/** Verification steps: yield each signature check, receive whether it verified, return the result. */
-export type Steps<T> = Generator<SignatureCheck, T, boolean>;
+/**
+ * The import of a certificate's P-384 public key, yielded where the certificate's parse imported it (so a key OpenSSL
+ * refuses is refused at the same point, with the same code). Answered with the key or the import's error: on the
+ * calling thread through the SPKI decoder, in the asynchronous driver from the point (WebCrypto 'raw', a third of
+ * the CPU; the same points refused: certificate.ts).
+ */
+export interface KeyImport {
+  /** An uncompressed P-384 SubjectPublicKeyInfo, its shape checked byte for byte (parseUnkeyedCertificate). */
+  readonly importSpki: Uint8Array;
+}
+
+/** A step's answer: whether a signature verified, or a key import's outcome. */
+export type StepAnswer = boolean | KeyObject | Error;
+
+/** Verification steps: yield each signature check (receive whether it verified) and key import (receive the key or the error), return the result. */
+export type Steps<T> = Generator<SignatureCheck | KeyImport, T, StepAnswer>;
+
+function isKeyImport(step: SignatureCheck | KeyImport): step is KeyImport {
+  return (step as Partial<KeyImport>).importSpki !== undefined;
+}
+
+const asError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)));
+
+/** A key import on this thread, through OpenSSL's SPKI decoder. */
+function importNow(step: KeyImport): KeyObject | Error {
+  try {
+    return importP384Spki(step.importSpki);
+  } catch (err) {
+    return asError(err);
+  }
+}
+
+/** The same import from the point, for the asynchronous driver. */
+function importLater(step: KeyImport): Promise<KeyObject | Error> {
+  return importP384Point(step.importSpki).catch(asError);
+}
 
 /** Checks on this thread. Anything OpenSSL refuses is a signature that does not verify. */
 function checkNow(check: SignatureCheck): boolean {
@@ -40,7 +75,7 @@ function checkOnPool(check: SignatureCheck): Promise<boolean> {
 /** Runs `steps` to the end, checking each signature on this thread. */
 export function runNow<T>(steps: Steps<T>): T {
   let step = steps.next();
-  while (!step.done) step = steps.next(checkNow(step.value));
+  while (!step.done) step = steps.next(isKeyImport(step.value) ? importNow(step.value) : checkNow(step.value));
   return step.value;
 }
 
@@ -91,7 +126,8 @@ export async function runOnPool<T>(steps: Steps<T>, slots: PoolSlots): Promise<T
   let step = steps.next();
   while (!step.done) {
     const check = step.value;
-    step = steps.next(slots.take() ? await checkInSlot(check, slots) : checkNow(check));
+    if (isKeyImport(check)) step = steps.next(await importLater(check));
+    else step = steps.next(slots.take() ? await checkInSlot(check, slots) : checkNow(check));
   }
   return step.value;
 }

@@ -2,7 +2,7 @@ import { AttestationError } from './errors.js';
 import { rawSignatureToDer, sigStructure, splitCoseSign1 } from './cose.js';
 import { parseOwnedPayload, type AttestationPayload } from './payload.js';
 import { parseCertificate, type ParsedCertificate } from './certificate.js';
-import { chainSteps } from './chain.js';
+import { chainSteps, type VerifiedCertificate } from './chain.js';
 import { bytesEqual, fromHex, isAllZero, sha256Hex, toHex } from './bytes.js';
 import { pemCertificates } from './pem.js';
 import { AWS_NITRO_ROOT_G1_DER } from './aws-root.js';
@@ -137,14 +137,25 @@ type VerifySteps = (document: Uint8Array, options: VerifyOptions) => Steps<Verif
  */
 function verificationSteps(settings: VerifierSettings): VerifySteps {
   const size = settings.cacheSize ?? 1024;
-  const caCache = new Lru<string, ParsedCertificate>(size);
+  const caCache = new Lru<string, VerifiedCertificate>(size);
   // PEM roots are keyed by the text itself: a caller passing the same string every time costs one
   // lookup (V8 keeps a string's hash), where a derived key string is rebuilt and rehashed per document.
   // DER roots are mutable bytes, so they are keyed by their digest.
   const pemRootCache = new Lru<string, ParsedCertificate[]>(64);
   const derRootCache = new Lru<string, ParsedCertificate[]>(64);
 
+  // The last roots list given, when every root in it is PEM text (immutable), and what it parsed to: a service passes the
+  // same list with every document, and then one pass of identity checks replaces a cache lookup per root (issue 15).
+  let lastPemRoots: readonly string[] = [];
+  let lastParsed: ParsedCertificate[] = [];
+  const samePemRoots = (roots: readonly TrustedRoot[]): boolean => {
+    if (roots.length !== lastPemRoots.length || roots.length === 0) return false;
+    for (let i = 0; i < roots.length; i++) if (roots[i] !== lastPemRoots[i]) return false;
+    return true;
+  };
+
   const loadRoots = (roots: readonly TrustedRoot[]): ParsedCertificate[] => {
+    if (samePemRoots(roots)) return lastParsed;
     const parsed: ParsedCertificate[] = [];
     for (const root of roots) {
       const rootCache = typeof root === 'string' ? pemRootCache : derRootCache;
@@ -164,6 +175,10 @@ function verificationSteps(settings: VerifierSettings): VerifySteps {
       parsed.push(...certs);
     }
     if (parsed.length === 0) throw new TypeError('options.roots must name at least one root certificate');
+    if (roots.every((root) => typeof root === 'string')) {
+      lastPemRoots = [...(roots as readonly string[])];
+      lastParsed = parsed;
+    }
     return parsed;
   };
 
@@ -189,7 +204,7 @@ function verificationSteps(settings: VerifierSettings): VerifySteps {
     // 3: chain to a pinned root.
     const chain = yield* chainSteps(payload.certificate, payload.cabundle, { roots, at, cache: caCache });
     // 4: the COSE signature over the original bytes.
-    const signatureOk = yield { data: signed, key: chain.leaf.publicKey, signature };
+    const signatureOk = (yield { data: signed, key: chain.leaf.publicKey, signature }) as boolean;
     if (!signatureOk) throw new AttestationError('BAD_SIGNATURE', 'COSE signature does not verify under the leaf certificate key');
     // 5-6: what the caller asked for.
     checkFreshness(payload.timestamp, at, { maxAgeMs, clockSkewMs });

@@ -4,8 +4,8 @@
 import { createHash, webcrypto } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as x509 from '@peculiar/x509';
-import { parseCertificate, type ParsedCertificate } from '../../broker/verify/certificate.js';
-import { validateChain, type ChainContext } from '../../broker/verify/chain.js';
+import { parseCertificate } from '../../broker/verify/certificate.js';
+import { cacheKey, validateChain, type ChainContext, type VerifiedCertificate } from '../../broker/verify/chain.js';
 import { AttestationError } from '../../broker/verify/errors.js';
 import { Lru } from '../../broker/verify/lru.js';
 import { createTestPki, issue, issueLeaf, type TestPki } from '../support/pki.js';
@@ -24,7 +24,7 @@ beforeAll(async () => {
   other = await createTestPki(AT);
 }, 60_000);
 
-function ctx(p: TestPki, at = AT, cache = new Lru<string, ParsedCertificate>(16)): ChainContext {
+function ctx(p: TestPki, at = AT, cache = new Lru<string, VerifiedCertificate>(16)): ChainContext {
   return { roots: [parseCertificate(p.root.der, 'root')], at, cache };
 }
 
@@ -44,10 +44,10 @@ describe('validateChain', () => {
     const result = validateChain(pki.leaf.der, pki.cabundle, c);
     expect(result.root).toBe(c.roots[0]);
     expect(result.leaf.sha256).toBe(sha(pki.leaf.der));
-    // The three intermediates and the leaf, each keyed by its hash and its issuer's.
+    // The three intermediates and the leaf, each with the issuer it was verified under.
     expect(c.cache.size).toBe(4);
     const chain = [...pki.cabundle, pki.leaf.der];
-    for (let i = 1; i < chain.length; i++) expect(c.cache.get(sha(chain[i]!) + sha(chain[i - 1]!))?.sha256).toBe(sha(chain[i]!));
+    for (let i = 1; i < chain.length; i++) expect(c.cache.get(cacheKey(chain[i]!))).toMatchObject({ cert: { sha256: sha(chain[i]!) }, issuerSha256: sha(chain[i - 1]!) });
     // A second pass over the same context gives the same answer from the cache.
     expect(validateChain(pki.leaf.der, pki.cabundle, c).leaf.sha256).toBe(sha(pki.leaf.der));
   });
@@ -83,7 +83,7 @@ describe('validateChain', () => {
   });
 
   it('holds the root and the intermediates to their validity edges too, cached or not', () => {
-    const cache = new Lru<string, ParsedCertificate>(16);
+    const cache = new Lru<string, VerifiedCertificate>(16);
     expect(codeOf(() => validateChain(edges.leaf.der, edges.cabundle, ctx(edges, AT - 4_000, cache)))).toBe('NO_ERROR');
     expect(codeOf(() => validateChain(edges.leaf.der, edges.cabundle, ctx(edges, AT - 4_001, cache)))).toBe('CERT_EXPIRED');
     expect(codeOf(() => validateChain(edges.leaf.der, edges.cabundle, ctx(edges, AT + 2_000, cache)))).toBe('NO_ERROR');
