@@ -133,6 +133,20 @@ describe('encryptCompactRsaOaep256A256Gcm', () => {
     expect(new Set(tokens.map((t) => t.split('.')[3])).size).toBe(tokens.length);
   });
 
+  it('draws a fresh CEK and IV for every answer across refills of the randomness pool (64 answers a fill), each opened by jose', async () => {
+    const plaintext = utf8('the same plaintext');
+    const tokens = Array.from({ length: 150 }, () => encryptCompactRsaOaep256A256Gcm(JWE_HEADER, plaintext, recipient));
+    const ceks = tokens.map((t) => privateDecrypt({ key: rsa.privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, seg(t, 1)));
+    expect(new Set(ceks.map((c) => c.toString('hex'))).size).toBe(tokens.length);
+    expect(new Set(tokens.map((t) => t.split('.')[2])).size).toBe(tokens.length);
+    // Neither a zeroed (wiped, then handed out again) nor an all-equal draw.
+    for (const cek of ceks) expect(cek.equals(Buffer.alloc(32))).toBe(false);
+    for (const t of tokens) expect(seg(t, 2).equals(Buffer.alloc(12))).toBe(false);
+    for (const t of [tokens[0]!, tokens[63]!, tokens[64]!, tokens[149]!]) {
+      expect(Buffer.from((await compactDecrypt(t, rsa.privateKey, DECRYPT_OPTIONS)).plaintext).equals(Buffer.from(plaintext))).toBe(true);
+    }
+  });
+
   it('is refused by jose compactDecrypt once the header, wrapped key, IV, ciphertext or tag is altered', async () => {
     const jwe = encryptCompactRsaOaep256A256Gcm(JWE_HEADER, utf8('a secret worth protecting'), recipient);
     for (const i of [0, 1, 2, 3, 4]) {
