@@ -11,6 +11,7 @@ import fc from 'fast-check';
 import { encryptCompactRsaOaep256A256Gcm, signCompactEdDSA } from '../../broker/seal/compact.js';
 import { RecipientKeyCache, importRsa2048Spki } from '../../broker/recipient-key.js';
 import { DerError } from '../../broker/verify/der.js';
+import { openReleaseEnvelope } from '../../enclave-agent/release-envelope.js';
 
 const ed = generateKeyPairSync('ed25519');
 const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -131,6 +132,29 @@ describe('encryptCompactRsaOaep256A256Gcm', () => {
     expect(new Set(ceks).size).toBe(tokens.length);
     expect(new Set(tokens.map((t) => t.split('.')[2])).size).toBe(tokens.length);
     expect(new Set(tokens.map((t) => t.split('.')[3])).size).toBe(tokens.length);
+  });
+
+  it('draws a fresh CEK and IV for every answer across refills of the randomness pool (64 answers a fill), each opened by jose', async () => {
+    const plaintext = utf8('the same plaintext');
+    const tokens = Array.from({ length: 150 }, () => encryptCompactRsaOaep256A256Gcm(JWE_HEADER, plaintext, recipient));
+    const ceks = tokens.map((t) => privateDecrypt({ key: rsa.privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, seg(t, 1)));
+    expect(new Set(ceks.map((c) => c.toString('hex'))).size).toBe(tokens.length);
+    expect(new Set(tokens.map((t) => t.split('.')[2])).size).toBe(tokens.length);
+    // Neither a zeroed (wiped, then handed out again) nor an all-equal draw.
+    for (const cek of ceks) expect(cek.equals(Buffer.alloc(32))).toBe(false);
+    for (const t of tokens) expect(seg(t, 2).equals(Buffer.alloc(12))).toBe(false);
+    for (const t of [tokens[0]!, tokens[63]!, tokens[64]!, tokens[149]!]) {
+      expect(Buffer.from((await compactDecrypt(t, rsa.privateKey, DECRYPT_OPTIONS)).plaintext).equals(Buffer.from(plaintext))).toBe(true);
+    }
+  });
+
+  it('answers made across pool refills are opened by the enclave agent, and a tampered one is refused UNTRUSTED_RESPONSE', () => {
+    const claims = utf8('{"sub":"db-password","val":"c2VjcmV0"}');
+    const answers = Array.from({ length: 130 }, () => encryptCompactRsaOaep256A256Gcm(JWE_HEADER, utf8(signCompactEdDSA(JWS_HEADER, claims, ed.privateKey)), recipient));
+    for (const jwe of [answers[0]!, answers[63]!, answers[64]!, answers[127]!, answers[128]!]) {
+      expect(openReleaseEnvelope(jwe, rsa.privateKey, ed.publicKey).equals(Buffer.from(claims))).toBe(true);
+      for (const i of [1, 2, 3, 4]) expect(() => openReleaseEnvelope(flip(jwe, i), rsa.privateKey, ed.publicKey), `segment ${i}`).toThrow(expect.objectContaining({ code: 'UNTRUSTED_RESPONSE' }));
+    }
   });
 
   it('is refused by jose compactDecrypt once the header, wrapped key, IV, ciphertext or tag is altered', async () => {
