@@ -15,7 +15,8 @@
  * - `verify`: verify + nonce + PCRs, then a fixed answer of the full answer's size;
  * - `http`: read the body and JSON.parse it, then the fixed answer.
  * GET /v1/challenge issues nonces in every mode (the bench mints documents with them); GET /v1/broker-key is the
- * public signing JWK (to check answers); GET /floor/stats counts releases and names the audit file.
+ * public signing JWK (to check answers); GET /floor/stats counts releases and names the audit file; POST /floor/time-verify
+ * starts summing the CPU of the verifier calls (reported by /floor/stats; never on during the measured passes).
  * Driven over IPC like bench/broker-child.ts (bench/child.ts serveBenchRequests).
  */
 import '../test/support/setup.js';
@@ -56,6 +57,8 @@ const spent = new Map<string, number>();
 const recipients = new Map<string, KeyObject>();
 let released = 0;
 let fixedAnswer = '';
+/** POST /floor/time-verify: from then on, the CPU of each verifier call is summed (process CPU around the call; off in the measured passes). */
+let verifyTiming: { cpuUs: number; count: number } | undefined;
 
 // ---- challenge: the broker's format (time || random || HMAC-SHA-256 truncated to 16 bytes) ----
 function mac(prefix: Buffer): Buffer {
@@ -186,7 +189,16 @@ function release(req: IncomingMessage, res: ServerResponse, raw: Buffer, started
   const now = Date.now();
   let doc: VerifiedDocument;
   try {
-    doc = verifier(new Uint8Array(Buffer.from(body.attestation, 'base64')), { at: now, roots, maxAgeMs: MAX_AGE_MS, allowDebug: false });
+    const bytes = new Uint8Array(Buffer.from(body.attestation, 'base64'));
+    if (verifyTiming) {
+      const c0 = process.cpuUsage();
+      doc = verifier(bytes, { at: now, roots, maxAgeMs: MAX_AGE_MS, allowDebug: false });
+      const c = process.cpuUsage(c0);
+      verifyTiming.cpuUs += c.user + c.system;
+      verifyTiming.count += 1;
+    } else {
+      doc = verifier(bytes, { at: now, roots, maxAgeMs: MAX_AGE_MS, allowDebug: false });
+    }
   } catch {
     return refuse(res, 403, 'ATTESTATION_INVALID');
   }
@@ -234,7 +246,10 @@ const server = createServer({ keepAlive: true }, (req, res) => {
   } else if (req.method === 'GET' && req.url === '/v1/broker-key') {
     reply(res, 200, JSON.stringify({ ...publicJwk, kid, alg: 'EdDSA', use: 'sig' }));
   } else if (req.method === 'GET' && req.url === '/floor/stats') {
-    reply(res, 200, JSON.stringify({ mode: MODE, released, auditFile, audited: seq }));
+    reply(res, 200, JSON.stringify({ mode: MODE, released, auditFile, audited: seq, verifyCpuUs: verifyTiming?.cpuUs ?? null, verifyCount: verifyTiming?.count ?? null }));
+  } else if (req.method === 'POST' && req.url === '/floor/time-verify') {
+    verifyTiming = { cpuUs: 0, count: 0 };
+    reply(res, 200, '{}');
   } else {
     refuse(res, 404, 'NOT_FOUND');
   }
