@@ -1,5 +1,7 @@
 /** The parent side of bench/broker-child.ts: a test broker in its own process, asked over IPC. */
 import { fork, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import { fileURLToPath } from 'node:url';
 import { nextMessage } from './ipc.js';
 
@@ -44,13 +46,25 @@ function next<T>(child: ChildProcess, key: string, send?: ChildRequest): Promise
   return nextMessage(child, key, send, 'bench broker process');
 }
 
+export interface BrokerChildOptions {
+  exposeGc?: boolean;
+  /** Where the server keeps its files (TMPDIR of the child; default: the tmpdir). */
+  stateDir?: string;
+  /** The child module (default ./broker-child.ts; bench/floor-server.ts answers the same requests). */
+  script?: string;
+  /** Environment changes for the child (undefined: removed), e.g. BENCH_BROKER_VERIFY_THREADS. */
+  env?: Record<string, string | undefined>;
+}
+
 /** Starts a test broker (no rate limits) in its own node process, trusting `roots`, with `bind` bound; its files under `stateDir` (default: the tmpdir). */
-export async function startBrokerChild(roots: string[], bind: Binding[] = [], options: { exposeGc?: boolean; stateDir?: string } = {}): Promise<BrokerChild> {
-  const child = fork(fileURLToPath(new URL('./broker-child.ts', import.meta.url)), [], {
+export async function startBrokerChild(roots: string[], bind: Binding[] = [], options: BrokerChildOptions = {}): Promise<BrokerChild> {
+  const env: Record<string, string | undefined> = { ...process.env, ...options.env, ...(options.stateDir ? { TMPDIR: options.stateDir } : {}) };
+  for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
+  const child = fork(fileURLToPath(new URL(options.script ?? './broker-child.ts', import.meta.url)), [], {
     execArgv: ['--import', 'tsx', ...(process.env.BENCH_BROKER_NODE_FLAGS ?? '').split(' ').filter(Boolean), ...(options.exposeGc ? ['--expose-gc'] : [])],
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
-    // Where the broker keeps its store, keys and audit log (the audit's fdatasync is on every release).
-    ...(options.stateDir ? { env: { ...process.env, TMPDIR: options.stateDir } } : {}),
+    // TMPDIR: where the broker keeps its store, keys and audit log (the audit's fdatasync is on every release).
+    env,
   });
   await next(child, 'ready');
   const url = await next<string>(child, 'url', { start: { roots, bind } });
@@ -72,4 +86,47 @@ export async function startBrokerChild(roots: string[], bind: Binding[] = [], op
       await exited;
     },
   };
+}
+
+/**
+ * The child side of the requests above, for any bench server child (bench/broker-child.ts, bench/floor-server.ts):
+ * `{ start }` calls `start` and answers `{ url }`; 'cpu', 'elu', 'mem', 'profileStart' / `{ profileStop }` are
+ * answered from this process; 'stop' calls `stop` and exits. Announces itself ready.
+ */
+export function serveBenchRequests(start: (m: { roots: string[]; bind?: Binding[] }) => Promise<string>, stop: () => Promise<void>): void {
+  if (!process.send) throw new Error('run by bench/child.ts (needs an IPC channel)');
+  const send = process.send.bind(process);
+  let profiler: Session | undefined;
+  process.on('message', async (m: ChildRequest) => {
+    if (typeof m === 'object' && 'start' in m) {
+      send({ url: await start(m.start) });
+    } else if (m === 'profileStart') {
+      profiler ??= new Session();
+      profiler.connect();
+      await profiler.post('Profiler.enable');
+      await profiler.post('Profiler.setSamplingInterval', { interval: 200 });
+      await profiler.post('Profiler.start');
+      send({ profiling: true });
+    } else if (typeof m === 'object' && 'profileStop' in m) {
+      const { profile } = await profiler!.post('Profiler.stop');
+      profiler!.disconnect();
+      writeFileSync(m.profileStop, JSON.stringify(profile));
+      send({ profile: m.profileStop });
+    } else if (m === 'elu') {
+      const { idle, active, utilization } = performance.eventLoopUtilization();
+      send({ elu: { idle, active, utilization } });
+    } else if (m === 'cpu') {
+      send({ cpu: process.cpuUsage() });
+    } else if (m === 'mem') {
+      const gc = (globalThis as { gc?: () => void }).gc;
+      gc?.();
+      gc?.();
+      const u = process.memoryUsage();
+      send({ mem: { rss: u.rss, heapUsed: u.heapUsed, external: u.external, maxRssKb: process.resourceUsage().maxRSS, gc: Boolean(gc) } });
+    } else if (m === 'stop') {
+      await stop();
+      process.exit(0);
+    }
+  });
+  send({ ready: true });
 }

@@ -3,6 +3,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 
@@ -70,4 +71,21 @@ export function writeResults(name: string, data: Record<string, unknown>): strin
 export function collectGarbage(): void {
   setFlagsFromString('--expose-gc');
   (runInNewContext('gc') as () => void)();
+}
+
+/** What bench/load-worker.mjs reports after sending every body. */
+export interface LoadResult {
+  seconds: number;
+  failures: number;
+  failureCodes: Record<string, number>;
+  latencies: number[];
+}
+
+/** Sends `bodies` as POST /v1/secrets to `url` from bench/load-worker.mjs in a worker thread, `concurrency` at a time over kept-alive connections. */
+export function runLoadWorker(url: string, bodies: string[], concurrency: number): Promise<LoadResult> {
+  const worker = new Worker(fileURLToPath(new URL('./load-worker.mjs', import.meta.url)), { workerData: { url, bodies, concurrency } });
+  return new Promise((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+  });
 }
