@@ -97,7 +97,9 @@ async function readReleaseBody(c: Context, maxBodyBytes: number): Promise<{ atte
     // Text that re-encodes to itself is canonical base64 (what encoders write), which the pattern accepts: proven
     // in a third of the pattern's time over a 6 KB document. Anything else must still match the pattern.
     if (bytes.toString('base64') !== raw && !BASE64.test(raw)) throw new BrokerError('BAD_REQUEST', 'attestation must be a base64 string');
-    // A plain Uint8Array over the decoded bytes, no copy: nothing else holds or writes them (issue 15).
+    // A plain Uint8Array over the decoded bytes, no copy (issue 15). Under 4 KB they sit in node's shared Buffer
+    // pool, so this view is only ever read through its own offset and length (never `.buffer` alone), and nothing
+    // writes it or transfers its buffer.
     attestation = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   } else {
     throw new BrokerError('BAD_REQUEST', 'content-type must be application/json or application/cbor');

@@ -154,7 +154,9 @@ function verificationSteps(settings: VerifierSettings): VerifySteps {
     return true;
   };
 
-  const loadRoots = (roots: readonly TrustedRoot[]): ParsedCertificate[] => {
+  const loadRoots = (given: readonly TrustedRoot[]): ParsedCertificate[] => {
+    // One read of every element: what is compared, parsed and remembered is the same snapshot.
+    const roots = Array.from(given);
     if (samePemRoots(roots)) return lastParsed;
     const parsed: ParsedCertificate[] = [];
     for (const root of roots) {
@@ -176,7 +178,7 @@ function verificationSteps(settings: VerifierSettings): VerifySteps {
     }
     if (parsed.length === 0) throw new TypeError('options.roots must name at least one root certificate');
     if (roots.every((root) => typeof root === 'string')) {
-      lastPemRoots = [...(roots as readonly string[])];
+      lastPemRoots = roots as readonly string[];
       lastParsed = parsed;
     }
     return parsed;
