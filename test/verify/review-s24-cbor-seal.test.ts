@@ -59,14 +59,3 @@ describe('review: seal pool', () => {
     expect(a).not.toBe(b);
   });
 });
-
-describe('review: server JSON attestation view', () => {
-  it('a small decoded attestation is a view over node\'s shared Buffer pool (other buffers share its ArrayBuffer)', () => {
-    const raw = Buffer.alloc(1500, 7).toString('base64');
-    const bytes = Buffer.from(raw, 'base64');
-    const other = Buffer.from(Buffer.alloc(100, 9).toString('base64'), 'base64');
-    const view = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    console.log({ viewBufferBytes: view.buffer.byteLength, shared: other.buffer === view.buffer });
-    expect(view.byteLength).toBe(1500);
-  });
-});
