@@ -6,12 +6,12 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parseCertificate } from '../../broker/verify/certificate.js';
 import { cacheKey, validateChain, type ChainContext, type VerifiedCertificate } from '../../broker/verify/chain.js';
-import { AttestationError } from '../../broker/verify/errors.js';
 import { Lru } from '../../broker/verify/lru.js';
 import { createThreadPoolVerifier, createVerifier } from '../../broker/verify/verify.js';
 import { isAttestationError } from '../../broker/verify/errors.js';
 import { makeDocument } from '../support/document.js';
 import { createTestPki, type Issued, type TestPki } from '../support/pki.js';
+import { codeOf } from '../support/codes.js';
 
 const AT = Date.UTC(2026, 0, 15, 12, 0, 0);
 
@@ -23,16 +23,6 @@ beforeAll(async () => {
   // Another PKI with the same names at every level and other keys.
   twin = await createTestPki(AT);
 }, 60_000);
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-    return 'NO_ERROR';
-  } catch (err) {
-    if (err instanceof AttestationError) return err.code;
-    throw err;
-  }
-}
 
 /** `der` with one byte inside its TBSCertificate (in the subject's last byte region, well before the signature) changed. */
 function tampered(der: Uint8Array): Uint8Array {

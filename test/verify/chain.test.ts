@@ -6,9 +6,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import * as x509 from '@peculiar/x509';
 import { parseCertificate } from '../../broker/verify/certificate.js';
 import { cacheKey, validateChain, type ChainContext, type VerifiedCertificate } from '../../broker/verify/chain.js';
-import { AttestationError } from '../../broker/verify/errors.js';
 import { Lru } from '../../broker/verify/lru.js';
 import { createTestPki, issue, issueLeaf, type TestPki } from '../support/pki.js';
+import { codeOf } from '../support/codes.js';
 
 const AT = Date.UTC(2026, 0, 15, 12, 0, 0);
 const sha = (der: Uint8Array): string => createHash('sha256').update(der).digest('hex');
@@ -26,16 +26,6 @@ beforeAll(async () => {
 
 function ctx(p: TestPki, at = AT, cache = new Lru<string, VerifiedCertificate>(16)): ChainContext {
   return { roots: [parseCertificate(p.root.der, 'root')], at, cache };
-}
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-    return 'NO_ERROR';
-  } catch (err) {
-    if (err instanceof AttestationError) return err.code;
-    throw err;
-  }
 }
 
 describe('validateChain', () => {
