@@ -45,8 +45,10 @@ export class TestEnclave {
       res = await fetch(`${this.url}/v1/challenge`);
     } catch (err) {
       // A pooled keep-alive connection the server closed just as it was reused (a loaded machine stretches
-      // that window): undici does not retry, and asking for a challenge again is harmless (GET, no state).
-      if (!(err instanceof TypeError && (err.cause as { code?: string } | undefined)?.code === 'ECONNRESET')) throw err;
+      // that window, and so does a bench idling past the server's keep-alive timeout, seen as UND_ERR_SOCKET "other
+      // side closed"): undici does not retry, and asking for a challenge again is harmless (GET, no state).
+      const code = err instanceof TypeError ? (err.cause as { code?: string } | undefined)?.code : undefined;
+      if (code !== 'ECONNRESET' && code !== 'UND_ERR_SOCKET') throw err;
       res = await fetch(`${this.url}/v1/challenge`);
     }
     const body = (await res.json()) as { nonce: string };
