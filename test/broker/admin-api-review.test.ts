@@ -3,47 +3,30 @@
  * broker restart, an invalid URL name written to the audit log verbatim.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createPublicKey, generateKeyPairSync, randomUUID, type KeyObject } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { randomUUID, type KeyObject } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { exportJWK } from 'jose';
-import { createBroker, type Broker } from '../../broker/broker.js';
-import { resolveConfig } from '../../broker/config.js';
+import type { Broker } from '../../broker/broker.js';
 import { mintAdminToken, type AdminScope } from '../../broker/admin-api/token.js';
 import type { Logger } from '../../broker/log.js';
-import { NO_RATE_LIMITS } from '../support/broker.js';
+import { openAdminBroker, writeAdminKeys } from '../support/admin-broker.js';
 
 const PCR = (c: string): string => c.repeat(96);
 let dir: string;
 let broker: Broker;
 let apiKey: KeyObject;
-let approverKey: KeyObject;
 let now: number;
 let logLines: string[];
 
-async function open(): Promise<Broker> {
+function open(): Promise<Broker> {
   const log: Logger = (level, message, fields) => void logLines.push(JSON.stringify({ level, message, fields }));
-  return createBroker(
-    resolveConfig({
-      listen: '127.0.0.1:0',
-      adminListen: '127.0.0.1:0',
-      store: join(dir, 'store'),
-      stateDir: join(dir, 'state'),
-      rateLimits: NO_RATE_LIMITS,
-      adminApiKeys: [join(dir, 'api.pub.jwk')],
-      adminKeys: [join(dir, 'approver.pub.jwk')],
-    }),
-    { log, clock: () => now },
-  );
+  return openAdminBroker(dir, { log, clock: () => now });
 }
 
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'keygate-attack-'));
-  apiKey = generateKeyPairSync('ed25519').privateKey;
-  approverKey = generateKeyPairSync('ed25519').privateKey;
-  await writeFile(join(dir, 'api.pub.jwk'), JSON.stringify(await exportJWK(createPublicKey(apiKey))));
-  await writeFile(join(dir, 'approver.pub.jwk'), JSON.stringify(await exportJWK(createPublicKey(approverKey))));
+  ({ apiKey } = await writeAdminKeys(dir));
   logLines = [];
   now = Date.now();
   broker = await open();

@@ -1,16 +1,17 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { generateKeyPairSync, randomUUID, type KeyObject } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { exportJWK, SignJWT, UnsecuredJWT } from 'jose';
+import { SignJWT, UnsecuredJWT } from 'jose';
 import { createBroker, type Broker } from '../../broker/broker.js';
 import { resolveConfig } from '../../broker/config.js';
 import { adminKeyId, mintAdminToken, ADMIN_TOKEN_TYPE, type AdminScope } from '../../broker/admin-api/token.js';
 import { verifyAuditLog } from '../../broker/audit/verify-log.js';
 import { approveBaseline, type Baseline } from '../../broker/policy/baseline.js';
 import type { Logger } from '../../broker/log.js';
-import { startTestBroker, NO_RATE_LIMITS } from '../support/broker.js';
+import { startTestBroker } from '../support/broker.js';
+import { openAdminBroker, writeAdminKeys, writeJwk } from '../support/admin-broker.js';
 import { createAdminApp } from '../../broker/admin-api/app.js';
 import { adminApiKey } from '../../broker/admin-api/token.js';
 import { FileStore } from '../../broker/store/file-store.js';
@@ -29,32 +30,13 @@ let approverKey: KeyObject;
 let logLines: string[];
 let now: number;
 
-async function writeJwk(path: string, key: KeyObject): Promise<void> {
-  await writeFile(path, JSON.stringify(await exportJWK(key)));
-}
-
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'keygate-adminapi-'));
-  apiKey = generateKeyPairSync('ed25519').privateKey;
-  approverKey = generateKeyPairSync('ed25519').privateKey;
-  const { publicKey: apiPub } = { publicKey: (await import('node:crypto')).createPublicKey(apiKey) };
-  await writeJwk(join(dir, 'api.pub.jwk'), apiPub);
-  await writeJwk(join(dir, 'approver.pub.jwk'), (await import('node:crypto')).createPublicKey(approverKey));
+  ({ apiKey, approverKey } = await writeAdminKeys(dir));
   logLines = [];
   const log: Logger = (level, message, fields) => void logLines.push(JSON.stringify({ level, message, fields }));
   now = Date.now();
-  broker = await createBroker(
-    resolveConfig({
-      listen: '127.0.0.1:0',
-      adminListen: '127.0.0.1:0',
-      store: join(dir, 'store'),
-      stateDir: join(dir, 'state'),
-      rateLimits: NO_RATE_LIMITS,
-      adminApiKeys: [join(dir, 'api.pub.jwk')],
-      adminKeys: [join(dir, 'approver.pub.jwk')],
-    }),
-    { log, clock: () => now },
-  );
+  broker = await openAdminBroker(dir, { log, clock: () => now });
 });
 
 afterEach(async () => {
