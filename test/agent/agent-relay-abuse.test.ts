@@ -10,11 +10,12 @@ import { join } from 'node:path';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { JWK } from 'jose';
 import type { RunningBroker } from '../../broker/broker.js';
-import { bindSecret, pcrSet } from '../../broker/admin.js';
-import { NsmSimulator } from '../../vsock-shim/simulator/nsm-simulator.js';
+import { bindSecret } from '../../broker/admin.js';
+import type { NsmSimulator } from '../../vsock-shim/simulator/nsm-simulator.js';
 import type { Nsm } from '../../vsock-shim/nsm/client.js';
 import { createAgent, type AgentOptions, type SecretAgent } from '../../enclave-agent/index.js';
-import { startTestBroker } from '../support/broker.js';
+import { startSimulatedBroker } from '../support/simulated-broker.js';
+import type { AllowRule } from '../../broker/policy/types.js';
 import { errorOf } from '../support/agent.js';
 
 let dir: string;
@@ -27,11 +28,9 @@ const sockets = new Set<Socket>();
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'keygate-relay-abuse-'));
-  simulator = await NsmSimulator.create({ warn: () => {} });
-  broker = await startTestBroker(dir, [simulator.rootPem]);
-  const p = simulator.pcrs;
-  await bindSecret(broker.store, broker.providers.get('local')!, { secret: 'db', value: new TextEncoder().encode('db-v1'), allow: [pcrSet({ 0: p[0]!, 1: p[1]!, 2: p[2]! })], provider: 'local' });
-  brokerKey = (await (await fetch(`${broker.url}/v1/broker-key`)).json()) as JWK;
+  let allow: AllowRule[];
+  ({ simulator, broker, allow, brokerKey } = await startSimulatedBroker(dir));
+  await bindSecret(broker.store, broker.providers.get('local')!, { secret: 'db', value: new TextEncoder().encode('db-v1'), allow, provider: 'local' });
 });
 
 afterAll(async () => {

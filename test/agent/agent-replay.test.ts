@@ -12,10 +12,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { JWK } from 'jose';
 import type { RunningBroker } from '../../broker/broker.js';
-import { bindSecret, pcrSet, revokeSecret, rotateSecret } from '../../broker/admin.js';
-import { NsmSimulator } from '../../vsock-shim/simulator/nsm-simulator.js';
+import { bindSecret, revokeSecret, rotateSecret } from '../../broker/admin.js';
+import type { NsmSimulator } from '../../vsock-shim/simulator/nsm-simulator.js';
 import { createAgent, type AgentOptions, type SecretAgent } from '../../enclave-agent/index.js';
-import { startTestBroker } from '../support/broker.js';
+import { startSimulatedBroker } from '../support/simulated-broker.js';
+import type { AllowRule } from '../../broker/policy/types.js';
 import { errorOf, manualClock as clock } from '../support/agent.js';
 import { brokerSigned, ReplayRelay, type SeenRequest } from './replay-relay.js';
 
@@ -38,15 +39,12 @@ async function agent(extra: Partial<AgentOptions> = {}): Promise<SecretAgent> {
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'keygate-agent-replay-'));
-  simulator = await NsmSimulator.create({ warn: () => {} });
-  broker = await startTestBroker(dir, [simulator.rootPem]);
-  const p = simulator.pcrs;
-  const allow = [pcrSet({ 0: p[0]!, 1: p[1]!, 2: p[2]! })];
+  let allow: AllowRule[];
+  ({ simulator, broker, allow, brokerKey } = await startSimulatedBroker(dir));
   const local = broker.providers.get('local')!;
   for (const secret of ['rotated', 'rotated-seen']) {
     await bindSecret(broker.store, local, { secret, value: enc(`${secret}-v1`), allow, provider: 'local', ttlSeconds: 30 });
   }
-  brokerKey = (await (await fetch(`${broker.url}/v1/broker-key`)).json()) as JWK;
   relay = await ReplayRelay.start(broker.url);
 });
 

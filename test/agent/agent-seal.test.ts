@@ -12,11 +12,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { JWK } from 'jose';
 import type { RunningBroker } from '../../broker/broker.js';
-import { bindSecret, pcrSet } from '../../broker/admin.js';
+import { bindSecret } from '../../broker/admin.js';
 import { encryptCompactRsaOaep256A256Gcm, signCompactEdDSA } from '../../broker/seal/compact.js';
-import { NsmSimulator } from '../../vsock-shim/simulator/nsm-simulator.js';
+import type { NsmSimulator } from '../../vsock-shim/simulator/nsm-simulator.js';
 import { createAgent, type SecretAgent } from '../../enclave-agent/index.js';
-import { startTestBroker } from '../support/broker.js';
+import { startSimulatedBroker } from '../support/simulated-broker.js';
+import type { AllowRule } from '../../broker/policy/types.js';
 import { errorOf } from '../support/agent.js';
 import { ReplayRelay, type SeenRequest } from './replay-relay.js';
 
@@ -38,11 +39,9 @@ async function agent(): Promise<SecretAgent> {
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'keygate-agent-seal-'));
-  simulator = await NsmSimulator.create({ warn: () => {} });
-  broker = await startTestBroker(dir, [simulator.rootPem]);
-  const p = simulator.pcrs;
-  await bindSecret(broker.store, broker.providers.get('local')!, { secret: SECRET, value: new TextEncoder().encode(VALUE), allow: [pcrSet({ 0: p[0]!, 1: p[1]!, 2: p[2]! })], provider: 'local', ttlSeconds: 60 });
-  brokerKey = (await (await fetch(`${broker.url}/v1/broker-key`)).json()) as JWK;
+  let allow: AllowRule[];
+  ({ simulator, broker, allow, brokerKey } = await startSimulatedBroker(dir));
+  await bindSecret(broker.store, broker.providers.get('local')!, { secret: SECRET, value: new TextEncoder().encode(VALUE), allow, provider: 'local', ttlSeconds: 60 });
   relay = await ReplayRelay.start(broker.url);
 });
 

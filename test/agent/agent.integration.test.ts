@@ -10,9 +10,11 @@ import { join } from 'node:path';
 import type { JWK } from 'jose';
 import type { RunningBroker } from '../../broker/broker.js';
 import { startTestBroker } from '../support/broker.js';
+import { startSimulatedBroker } from '../support/simulated-broker.js';
+import type { AllowRule } from '../../broker/policy/types.js';
 import { errorOf, manualClock as clock } from '../support/agent.js';
-import { bindSecret, pcrSet } from '../../broker/admin.js';
-import { NsmSimulator } from '../../vsock-shim/simulator/nsm-simulator.js';
+import { bindSecret } from '../../broker/admin.js';
+import type { NsmSimulator } from '../../vsock-shim/simulator/nsm-simulator.js';
 import { NsmError } from '../../vsock-shim/nsm/messages.js';
 import { tcpTransport, unixTransport } from '../../vsock-shim/transport/transport.js';
 import { tunnelTransport } from '../../vsock-shim/transport/tunnel.js';
@@ -42,15 +44,12 @@ function startBrokerHere(listen = '127.0.0.1:0'): Promise<RunningBroker> {
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'keygate-agent-'));
-  simulator = await NsmSimulator.create({ warn: () => {} });
-  broker = await startBrokerHere();
-  const p = simulator.pcrs;
-  const allow = [pcrSet({ 0: p[0]!, 1: p[1]!, 2: p[2]! })];
+  let allow: AllowRule[];
+  ({ simulator, broker, allow, brokerKey } = await startSimulatedBroker(dir));
   const local = broker.providers.get('local')!;
   await bindSecret(broker.store, local, { secret: 'db-password', value: enc('hunter2'), allow, provider: 'local', ttlSeconds: 60 });
   await bindSecret(broker.store, local, { secret: 'api-key', value: enc('ak-1'), allow, provider: 'local', ttlSeconds: 30 });
   await bindSecret(broker.store, local, { secret: 'signing-key', value: Uint8Array.of(0, 255, 1, 254), allow, provider: 'local' });
-  brokerKey = (await (await fetch(`${broker.url}/v1/broker-key`)).json()) as JWK;
 });
 
 afterAll(async () => {
