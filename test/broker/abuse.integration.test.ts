@@ -1,30 +1,18 @@
 /** Abuse controls through the real HTTP API: per-client rate limit and quarantine after repeated denials. */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RunningBroker } from '../../broker/broker.js';
 import { bindSecret, pcrSet } from '../../broker/admin.js';
 import { startTestBroker, NO_RATE_LIMITS } from '../support/broker.js';
-import { createTestPki, type TestPki } from '../support/pki.js';
+import { testBrokers } from '../support/test-brokers.js';
 import { APPROVED, TestEnclave, buildPcrs } from '../support/enclave.js';
 
-let dir: string;
-let pki: TestPki;
-const brokers: RunningBroker[] = [];
-
-beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'keygate-abuse-'));
-  pki = await createTestPki(Date.now());
-});
-afterAll(async () => {
-  for (const b of brokers) await b.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+const fleet = testBrokers('keygate-abuse-');
 
 async function broker(name: string, rateLimits: Partial<typeof NO_RATE_LIMITS>): Promise<RunningBroker> {
-  const b = await startTestBroker(join(dir, name), [pki.root.pem], { rateLimits: { ...NO_RATE_LIMITS, ...rateLimits } });
-  brokers.push(b);
+  const b = await startTestBroker(join(fleet.dir, name), [fleet.pki.root.pem], { rateLimits: { ...NO_RATE_LIMITS, ...rateLimits } });
+  fleet.add(b);
   await bindSecret(b.store, b.providers.get('local')!, { secret: 'db', value: new TextEncoder().encode('v'), allow: [pcrSet(APPROVED)], provider: 'local' });
   return b;
 }
@@ -32,22 +20,22 @@ async function broker(name: string, rateLimits: Partial<typeof NO_RATE_LIMITS>):
 describe('abuse controls', () => {
   it('quarantines an enclave identity after repeated denials, even for secrets it may read', async () => {
     const b = await broker('quarantine', { quarantineAfterDenials: 3, quarantineWindowSeconds: 60, quarantineSeconds: 300 });
-    const enclave = new TestEnclave(pki, b.url);
+    const enclave = new TestEnclave(fleet.pki, b.url);
     expect((await enclave.request(['db'])).status).toBe(200);
     for (let i = 0; i < 3; i++) expect((await enclave.request([`probe-${i}`])).body.error?.code).toBe('POLICY_DENIED');
     const blocked = await enclave.request(['db']);
     expect(blocked.status).toBe(429);
     expect(blocked.body.error?.code).toBe('QUARANTINED');
     // Another identity (another PCR0) is unaffected.
-    const other = new TestEnclave(pki, b.url, buildPcrs(0x12));
+    const other = new TestEnclave(fleet.pki, b.url, buildPcrs(0x12));
     expect((await other.request(['db'])).body.error?.code).toBe('POLICY_DENIED');
-    const audit = readFileSync(join(dir, 'quarantine', 'state', 'audit.jsonl'), 'utf8');
+    const audit = readFileSync(join(fleet.dir, 'quarantine', 'state', 'audit.jsonl'), 'utf8');
     expect(audit).toContain('"code":"QUARANTINED"');
   });
 
   it('rate-limits a client that sends too many requests', async () => {
     const b = await broker('ratelimit', { perClientPerSecond: 1 }); // burst of 2
-    const enclave = new TestEnclave(pki, b.url);
+    const enclave = new TestEnclave(fleet.pki, b.url);
     const codes: Array<string | undefined> = [];
     for (let i = 0; i < 4; i++) codes.push((await enclave.request(['db'])).body.error?.code);
     expect(codes.slice(0, 2)).toEqual([undefined, undefined]);
@@ -56,11 +44,11 @@ describe('abuse controls', () => {
 
   it('rate-limits one enclave identity without affecting others', async () => {
     const b = await broker('identity', { perIdentityPerSecond: 1 });
-    const noisy = new TestEnclave(pki, b.url);
+    const noisy = new TestEnclave(fleet.pki, b.url);
     const results = [];
     for (let i = 0; i < 4; i++) results.push((await noisy.request(['db'])).status);
     expect(results).toContain(429);
-    const other = new TestEnclave(pki, b.url, buildPcrs(0x13));
+    const other = new TestEnclave(fleet.pki, b.url, buildPcrs(0x13));
     expect((await other.request(['db'])).body.error?.code).toBe('POLICY_DENIED'); // not RATE_LIMITED
   });
 });

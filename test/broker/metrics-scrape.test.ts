@@ -2,27 +2,14 @@
  * /metrics through prom-client: the existing keygate_* names and labels, the process, GC and
  * event-loop metrics, valid Prometheus text, and separate counts for two brokers in one process.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import type { RunningBroker } from '../../broker/broker.js';
 import { startTestBrokerWithDb } from '../support/broker.js';
-import { createTestPki, type TestPki } from '../support/pki.js';
+import { testBrokers } from '../support/test-brokers.js';
 import { TestEnclave } from '../support/enclave.js';
 
-let dir: string;
-let pki: TestPki;
-const brokers: RunningBroker[] = [];
-
-beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'keygate-metrics-scrape-'));
-  pki = await createTestPki(Date.now());
-});
-afterAll(async () => {
-  for (const b of brokers) await b.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+const fleet = testBrokers('keygate-metrics-scrape-');
 
 interface Sample {
   readonly name: string;
@@ -75,12 +62,12 @@ async function scrape(b: RunningBroker): Promise<{ types: Map<string, string>; s
 
 describe('/metrics (prom-client)', () => {
   it('keeps the keygate_* names and labels, adds process, GC and event-loop metrics; two brokers in one process count separately', async () => {
-    const a = await startTestBrokerWithDb(join(dir, 'a'), [pki.root.pem]);
-    brokers.push(a);
-    const b = await startTestBrokerWithDb(join(dir, 'b'), [pki.root.pem]);
-    brokers.push(b);
-    const ea = new TestEnclave(pki, a.url);
-    const eb = new TestEnclave(pki, b.url);
+    const a = await startTestBrokerWithDb(join(fleet.dir, 'a'), [fleet.pki.root.pem]);
+    fleet.add(a);
+    const b = await startTestBrokerWithDb(join(fleet.dir, 'b'), [fleet.pki.root.pem]);
+    fleet.add(b);
+    const ea = new TestEnclave(fleet.pki, a.url);
+    const eb = new TestEnclave(fleet.pki, b.url);
     for (let i = 0; i < 2; i++) expect((await ea.request(['db'])).status).toBe(200);
     expect((await ea.request(['nope'])).body.error?.code).toBe('POLICY_DENIED');
     expect((await eb.request(['db'])).status).toBe(200);

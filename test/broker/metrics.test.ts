@@ -1,38 +1,24 @@
 /** /metrics on the (unauthenticated) API listener must not reveal which secrets exist. */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import type { RunningBroker } from '../../broker/broker.js';
 import type { BrokerConfig } from '../../broker/config.js';
 import { bindSecret, pcrSet } from '../../broker/admin.js';
 import { startTestBroker } from '../support/broker.js';
-import { createTestPki, type TestPki } from '../support/pki.js';
+import { testBrokers } from '../support/test-brokers.js';
 import { APPROVED, TestEnclave } from '../support/enclave.js';
 
-let dir: string;
-let pki: TestPki;
-const brokers: RunningBroker[] = [];
-
-beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'keygate-metrics-'));
-  pki = await createTestPki(Date.now());
-});
-afterAll(async () => {
-  for (const b of brokers) await b.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+const fleet = testBrokers('keygate-metrics-');
 
 const NAMES = ['payments-db-password', 'stripe-live-key'];
 
 /** A broker that has released both secrets twice; returns its /metrics text. */
 async function metricsAfterReleases(name: string, extra: Partial<BrokerConfig>): Promise<string> {
-  const b = await startTestBroker(join(dir, name), [pki.root.pem], extra);
-  brokers.push(b);
+  const b = await startTestBroker(join(fleet.dir, name), [fleet.pki.root.pem], extra);
+  fleet.add(b);
   for (const secret of NAMES) {
     await bindSecret(b.store, b.providers.get('local')!, { secret, value: new TextEncoder().encode('v'), allow: [pcrSet(APPROVED)], provider: 'local' });
   }
-  const enclave = new TestEnclave(pki, b.url);
+  const enclave = new TestEnclave(fleet.pki, b.url);
   for (let i = 0; i < 2; i++) expect((await enclave.request(NAMES)).status).toBe(200);
   expect((await enclave.request(['no-such-secret'])).body.error?.code).toBe('POLICY_DENIED');
   const res = await fetch(`${b.url}/metrics`);
