@@ -21,7 +21,8 @@ import { encode } from 'cbor-x';
 import { createTestPki, defaultSpecs, issue, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave, buildPcrs, h, valueOf } from '../support/enclave.js';
 import { NO_RATE_LIMITS } from '../support/broker.js';
-import { TEST_CREDENTIALS, startKmsServer, type KmsTestServer } from '../support/kms-server.js';
+import type { KmsTestServer } from '../support/kms-server.js';
+import { startKmsBroker, type KmsBroker } from '../support/kms-broker.js';
 
 let dir: string;
 let pki: TestPki;
@@ -30,6 +31,7 @@ let kms: KmsTestServer;
 let broker: RunningBroker;
 let brokerJwk: JWK;
 let enclave: TestEnclave;
+let running: KmsBroker | undefined;
 /** A second store handle on the same directory: what the CLI on another host would use. */
 let admin: FileStore;
 
@@ -38,30 +40,19 @@ const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'keygate-broker-'));
   const at = Date.now();
-  [pki, other, kms] = await Promise.all([createTestPki(at), createTestPki(at), startKmsServer()]);
-  const config = resolveConfig({
-    listen: '127.0.0.1:0',
-    store: join(dir, 'store'),
-    stateDir: join(dir, 'state'),
-    extraRootPems: [pki.root.pem],
-    kms: { region: 'us-east-1', endpoint: kms.endpoint, credentials: TEST_CREDENTIALS, requestTimeoutMs: 15_000 },
-    secretCacheTtlSeconds: 60,
-    rateLimits: NO_RATE_LIMITS,
-  });
-  broker = await startBroker(config, { log: silentLogger });
+  [pki, other] = await Promise.all([createTestPki(at), createTestPki(at)]);
+  running = await startKmsBroker(dir, pki, {}, { secretCacheTtlSeconds: 60 });
+  ({ kms, broker, brokerJwk, enclave } = running);
   admin = await FileStore.open(join(dir, 'store'));
   const local = broker.providers.get('local')!;
   await bindSecret(admin, local, { secret: 'db-password', value: enc('hunter2'), allow: [pcrSet(APPROVED)], provider: 'local', ttlSeconds: 120 });
   await bindSecret(admin, local, { secret: 'api-key', value: enc('ak-123'), allow: [pcrSet(APPROVED)], provider: 'local' });
   await bindSecret(admin, local, { secret: 'other-app', value: enc('nope'), allow: [pcrSet({ ...APPROVED, 0: h(0x99) })], provider: 'local' });
   await bindSecret(admin, broker.providers.get('aws-kms')!, { secret: 'kms-secret', value: enc('from-kms'), allow: [pcrSet(APPROVED)], provider: 'aws-kms', kmsKeyId: kms.keyId });
-  brokerJwk = (await (await fetch(`${broker.url}/v1/broker-key`)).json()) as JWK;
-  enclave = new TestEnclave(pki, broker.url);
 });
 
 afterAll(async () => {
-  await broker?.close();
-  await kms?.close();
+  await running?.close();
   rmSync(dir, { recursive: true, force: true });
 });
 

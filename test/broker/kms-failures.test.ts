@@ -17,8 +17,8 @@ import { parseBinding } from '../../broker/policy/schema.js';
 import type { Binding } from '../../broker/policy/types.js';
 import { createTestPki, type TestPki } from '../support/pki.js';
 import { APPROVED, TestEnclave, valueOf } from '../support/enclave.js';
-import { startTestBroker } from '../support/broker.js';
-import { TEST_CREDENTIALS, startKmsServer, type KmsTestServer } from '../support/kms-server.js';
+import type { KmsTestServer } from '../support/kms-server.js';
+import { startKmsBroker, type KmsBroker } from '../support/kms-broker.js';
 
 let dir: string;
 let pki: TestPki;
@@ -26,21 +26,17 @@ let kms: KmsTestServer;
 let broker: RunningBroker;
 let brokerJwk: JWK;
 let enclave: TestEnclave;
+let running: KmsBroker | undefined;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'keygate-kms-failures-'));
-  [pki, kms] = await Promise.all([createTestPki(Date.now()), startKmsServer()]);
-  broker = await startTestBroker(dir, [pki.root.pem], {
-    kms: { region: 'us-east-1', endpoint: kms.endpoint, credentials: TEST_CREDENTIALS, requestTimeoutMs: 15_000, maxAttempts: 3 },
-    secretCacheTtlSeconds: 60,
-  });
-  brokerJwk = (await (await fetch(`${broker.url}/v1/broker-key`)).json()) as JWK;
-  enclave = new TestEnclave(pki, broker.url);
+  pki = await createTestPki(Date.now());
+  running = await startKmsBroker(dir, pki, { maxAttempts: 3 }, { secretCacheTtlSeconds: 60 });
+  ({ kms, broker, brokerJwk, enclave } = running);
 });
 
 afterAll(async () => {
-  await broker?.close();
-  await kms?.close();
+  await running?.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
