@@ -144,20 +144,7 @@ function verificationSteps(settings: VerifierSettings): VerifySteps {
   const pemRootCache = new Lru<string, ParsedCertificate[]>(64);
   const derRootCache = new Lru<string, ParsedCertificate[]>(64);
 
-  // The last roots list given, when every root in it is PEM text (immutable), and what it parsed to: a service passes the
-  // same list with every document, and then one pass of identity checks replaces a cache lookup per root (issue 15).
-  let lastPemRoots: readonly string[] = [];
-  let lastParsed: ParsedCertificate[] = [];
-  const samePemRoots = (roots: readonly TrustedRoot[]): boolean => {
-    if (roots.length !== lastPemRoots.length || roots.length === 0) return false;
-    for (let i = 0; i < roots.length; i++) if (roots[i] !== lastPemRoots[i]) return false;
-    return true;
-  };
-
-  const loadRoots = (given: readonly TrustedRoot[]): ParsedCertificate[] => {
-    // One read of every element: what is compared, parsed and remembered is the same snapshot.
-    const roots = Array.from(given);
-    if (samePemRoots(roots)) return lastParsed;
+  const loadRoots = (roots: readonly TrustedRoot[]): ParsedCertificate[] => {
     const parsed: ParsedCertificate[] = [];
     for (const root of roots) {
       const rootCache = typeof root === 'string' ? pemRootCache : derRootCache;
@@ -177,10 +164,6 @@ function verificationSteps(settings: VerifierSettings): VerifySteps {
       parsed.push(...certs);
     }
     if (parsed.length === 0) throw new TypeError('options.roots must name at least one root certificate');
-    if (roots.every((root) => typeof root === 'string')) {
-      lastPemRoots = roots as readonly string[];
-      lastParsed = parsed;
-    }
     return parsed;
   };
 
