@@ -1,6 +1,6 @@
-import * as nodeCrypto from 'node:crypto';
-import { createHash, sign, type KeyObject } from 'node:crypto';
+import { sign, type KeyObject } from 'node:crypto';
 import { CodedError } from '../../lib/coded-error.js';
+import { sha256Hex } from '../verify/bytes.js';
 
 /**
  * The audit record chain, independent of where it is stored (a file, a
@@ -14,14 +14,10 @@ import { CodedError } from '../../lib/coded-error.js';
 /** prevHash of the first record of the file log's chain. */
 export const GENESIS_HASH = '0'.repeat(64);
 
-// crypto.hash (Node >= 20.12) digests in one call without a Hash stream object (as broker/verify/bytes.ts);
-// package.json allows Node 20.10, hence the fallback. Same digest of the same UTF-8 bytes either way.
-const oneShotHash = (nodeCrypto as Partial<Pick<typeof nodeCrypto, 'hash'>>).hash;
-
-/** SHA-256 of one log line (without its newline): what the next line's prevHash must equal. */
-export const lineHash: (line: string) => string = oneShotHash
-  ? (line) => oneShotHash('sha256', line, 'hex')
-  : (line) => createHash('sha256').update(line, 'utf8').digest('hex');
+/** SHA-256 of one log line (without its newline), as its UTF-8 bytes: what the next line's prevHash must equal. */
+export function lineHash(line: string): string {
+  return sha256Hex(line);
+}
 
 /** The exact bytes a seal signs: its own position and the hash of everything before it. */
 export function sealInput(seq: number, prevHash: string): Buffer {
@@ -69,7 +65,7 @@ export function chainBatch(head: ChainHead, bodies: ReadonlyArray<Record<string,
  * between chains) does not verify.
  */
 export function chainGenesis(chainId: string): string {
-  return createHash('sha256').update(`keygate/audit/chain/v1\n${chainId}`, 'utf8').digest('hex');
+  return sha256Hex(`keygate/audit/chain/v1\n${chainId}`);
 }
 
 /** A chain id: a replica's name in the shared audit table (and in S3 keys). */

@@ -5,8 +5,8 @@ import { timingSafeEqual } from 'node:crypto';
 // cost for a certificate-sized input; package.json allows Node 20.10, hence the fallback.
 const oneShotHash = (nodeCrypto as Partial<Pick<typeof nodeCrypto, 'hash'>>).hash;
 
-/** Lower-case hex SHA-256 of `data`. */
-export const sha256Hex: (data: Uint8Array) => string = oneShotHash
+/** Lower-case hex SHA-256 of `data` (a string is hashed as its UTF-8 bytes). */
+export const sha256Hex: (data: Uint8Array | string) => string = oneShotHash
   ? (data) => oneShotHash('sha256', data, 'hex')
   : (data) => nodeCrypto.createHash('sha256').update(data).digest('hex');
 
