@@ -134,6 +134,18 @@ export function importP384Spki(spki: Uint8Array): KeyObject {
   return createPublicKey({ key: Buffer.from(spki.buffer, spki.byteOffset, spki.byteLength), format: 'der', type: 'spki' });
 }
 
+/** What an import threw, as an Error ({@link keyedCertificate} turns it into CERT_CHAIN_INVALID). */
+export const asImportError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)));
+
+/** {@link importP384Spki}'s key, or its error as a value: what {@link keyedCertificate} takes. */
+export function importP384SpkiOutcome(spki: Uint8Array): KeyObject | Error {
+  try {
+    return importP384Spki(spki);
+  } catch (err) {
+    return asImportError(err);
+  }
+}
+
 const RAW_P384 = { name: 'ECDSA', namedCurve: 'P-384' } as const;
 
 /**
@@ -277,11 +289,5 @@ export function keyedCertificate(cert: UnkeyedCertificate, key: KeyObject | Erro
  */
 export function parseCertificate(der: Uint8Array, label: string, sha256?: string): ParsedCertificate {
   const cert = parseUnkeyedCertificate(der, label, sha256);
-  let key: KeyObject | Error;
-  try {
-    key = importP384Spki(cert.spki);
-  } catch (err) {
-    key = err instanceof Error ? err : new Error(String(err));
-  }
-  return keyedCertificate(cert, key, label);
+  return keyedCertificate(cert, importP384SpkiOutcome(cert.spki), label);
 }

@@ -1,5 +1,5 @@
 import { verify as cryptoVerify, type KeyObject } from 'node:crypto';
-import { importP384Point, importP384Spki } from './certificate.js';
+import { asImportError, importP384Point, importP384SpkiOutcome } from './certificate.js';
 
 /**
  * One ECDSA-with-SHA-384 signature a verification needs checked. Verification is written once, as a
@@ -36,20 +36,9 @@ function isKeyImport(step: SignatureCheck | KeyImport): step is KeyImport {
   return (step as Partial<KeyImport>).importSpki !== undefined;
 }
 
-const asError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)));
-
-/** A key import on this thread, through OpenSSL's SPKI decoder. */
-function importNow(step: KeyImport): KeyObject | Error {
-  try {
-    return importP384Spki(step.importSpki);
-  } catch (err) {
-    return asError(err);
-  }
-}
-
-/** The same import from the point, for the asynchronous driver. */
+/** A key import from the point (certificate.ts importP384Point), for the asynchronous driver; the synchronous one imports through the SPKI decoder (importP384SpkiOutcome). */
 function importLater(step: KeyImport): Promise<KeyObject | Error> {
-  return importP384Point(step.importSpki).catch(asError);
+  return importP384Point(step.importSpki).catch(asImportError);
 }
 
 /** Checks on this thread. Anything OpenSSL refuses is a signature that does not verify. */
@@ -75,7 +64,7 @@ function checkOnPool(check: SignatureCheck): Promise<boolean> {
 /** Runs `steps` to the end, checking each signature on this thread. */
 export function runNow<T>(steps: Steps<T>): T {
   let step = steps.next();
-  while (!step.done) step = steps.next(isKeyImport(step.value) ? importNow(step.value) : checkNow(step.value));
+  while (!step.done) step = steps.next(isKeyImport(step.value) ? importP384SpkiOutcome(step.value.importSpki) : checkNow(step.value));
   return step.value;
 }
 
